@@ -1,0 +1,82 @@
+"""sqlalchemy-obstore: async-native, Rust-backed file attachments for SQLAlchemy 2.
+
+Store files in object storage (S3, GCS, Azure, local files, memory) through
+[obstore](https://developmentseed.org/obstore/) and keep references to them in a JSON
+column; the session uploads before the row is written and deletes replaced files only
+after the commit.
+"""
+
+from __future__ import annotations
+
+from .backends import Backend, ObjectInfo, ObstoreBackend, SignedURL, WriteResult
+from .errors import (
+    BackendAlreadyRegisteredError,
+    BackendNotFoundError,
+    ConfigurationError,
+    FileObjectError,
+    FileTooLargeError,
+    FileTooSmallError,
+    InvalidContentTypeError,
+    InvalidExpiryError,
+    InvalidExtensionError,
+    InvalidFileObjectError,
+    InvalidFilenameError,
+    MissingDependencyError,
+    NoContentError,
+    ObjectExistsError,
+    ObjectNotFoundError,
+    StorageError,
+    StorageErrorGroup,
+    StorageOperationError,
+    StoragePermissionError,
+    UnsupportedOperationError,
+    UnsupportedSchemeError,
+    UploadError,
+    ValidationError,
+)
+from .file_object import FileObject, FileObjectList, SaveOptions
+from .keys import KeyFunction, sanitize_filename
+from .registry import BackendRegistry, storages
+from .types import StoredObject
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "Backend",
+    "BackendAlreadyRegisteredError",
+    "BackendNotFoundError",
+    "BackendRegistry",
+    "ConfigurationError",
+    "FileObject",
+    "FileObjectError",
+    "FileObjectList",
+    "FileTooLargeError",
+    "FileTooSmallError",
+    "InvalidContentTypeError",
+    "InvalidExpiryError",
+    "InvalidExtensionError",
+    "InvalidFileObjectError",
+    "InvalidFilenameError",
+    "KeyFunction",
+    "MissingDependencyError",
+    "NoContentError",
+    "ObjectExistsError",
+    "ObjectInfo",
+    "ObjectNotFoundError",
+    "ObstoreBackend",
+    "SaveOptions",
+    "SignedURL",
+    "StorageError",
+    "StorageErrorGroup",
+    "StorageOperationError",
+    "StoragePermissionError",
+    "StoredObject",
+    "UnsupportedOperationError",
+    "UnsupportedSchemeError",
+    "UploadError",
+    "ValidationError",
+    "WriteResult",
+    "__version__",
+    "sanitize_filename",
+    "storages",
+)

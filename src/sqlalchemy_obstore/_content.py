@@ -1,0 +1,206 @@
+"""Turning the content given to a `FileObject` into an upload body.
+
+A [`ContentReader`][sqlalchemy_obstore._content.ContentReader] pulls content from any
+supported source in bounded chunks while counting bytes, hashing them and letting
+observers (validators) see every chunk. Content that fits in one part is handed to the
+store as one buffer (a single PUT, refused if the key exists); anything longer streams
+as an iterator, which the store uploads as a multipart upload without ever holding the
+whole file in memory.
+
+Only an async iterator source needs async code; every other source is read with plain
+(short, local) reads, so one implementation serves `save` and `save_async`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any, Literal, TypeAlias
+
+from .errors import InvalidFileObjectError, NoContentError
+
+__all__ = ("ContentReader", "ContentSource", "content_kind", "format_checksum")
+
+ContentSource: TypeAlias = (
+    "bytes | bytearray | memoryview | Path | IO[bytes] | Iterable[bytes] | AsyncIterable[bytes]"
+)
+"""Everything `FileObject(content=...)` accepts."""
+
+ContentKind: TypeAlias = Literal["buffer", "path", "file", "iter", "aiter"]
+ChunkObserver: TypeAlias = Callable[[memoryview, int], None]
+"""Called with each chunk and the total byte count so far; raise to abort the upload."""
+
+
+def content_kind(source: object) -> ContentKind:
+    """Classify a content source, or raise `InvalidFileObjectError` for unusable input."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "buffer"
+    if isinstance(source, Path):
+        return "path"
+    if isinstance(source, str):
+        raise InvalidFileObjectError(
+            "content must be bytes, a pathlib.Path, a binary file object or an iterator of "
+            "bytes, not str: encode text first, or wrap a filesystem path in pathlib.Path."
+        )
+    if hasattr(source, "read"):
+        if isinstance(source, io.TextIOBase):
+            raise InvalidFileObjectError("content must be a binary file object (open it with 'rb').")
+        return "file"
+    if isinstance(source, (AsyncIterable, AsyncIterator)):
+        return "aiter"
+    if isinstance(source, (Iterable, Iterator)):
+        return "iter"
+    raise InvalidFileObjectError(
+        f"Unsupported content type {type(source).__name__}: pass bytes, memoryview, "
+        "pathlib.Path, a binary file object, or a sync or async iterator of bytes."
+    )
+
+
+def format_checksum(algorithm: str, digest: str) -> str:
+    """The column form of a checksum: `"<algorithm>:<hex digest>"`."""
+    return f"{algorithm}:{digest}"
+
+
+def _file_chunks(handle: IO[bytes], chunk_size: int, *, close: bool) -> Iterator[bytes]:
+    try:
+        while True:
+            chunk = handle.read(chunk_size)
+            if not chunk:
+                return
+            yield chunk
+    finally:
+        if close:
+            handle.close()
+
+
+class ContentReader:
+    """Reads one content source exactly once, counting, hashing and observing it.
+
+    Args:
+        source: The content (see `ContentSource`).
+        chunk_size: Part size: content up to this size is sent as one buffer.
+        checksum_algorithm: `hashlib` name, or `None` for no checksum.
+        observers: Callables that see every chunk (size limits, sniffing, ...).
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        *,
+        chunk_size: int,
+        checksum_algorithm: str | None = "sha256",
+        observers: Iterable[ChunkObserver] = (),
+    ) -> None:
+        self.kind = content_kind(source)
+        self._source = source
+        self._chunk_size = max(1, chunk_size)
+        self._algorithm = checksum_algorithm
+        self._hasher = hashlib.new(checksum_algorithm) if checksum_algorithm else None
+        self._observers = list(observers)
+        self.size = 0
+        self.head = b""
+        """The first bytes of the content (up to one part), available before upload."""
+        self.error: BaseException | None = None
+        self._consumed = False
+
+    @property
+    def checksum(self) -> str | None:
+        """The checksum of everything read so far, in column form."""
+        if self._hasher is None or self._algorithm is None:
+            return None
+        return format_checksum(self._algorithm, self._hasher.hexdigest())
+
+    def _account(self, chunk: Any) -> Any:
+        view = memoryview(chunk)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        self.size += view.nbytes
+        if self._hasher is not None:
+            self._hasher.update(view)
+        for observer in self._observers:
+            try:
+                observer(view, self.size)
+            except BaseException as exc:
+                self.error = exc
+                raise
+        return chunk
+
+    def _start(self) -> None:
+        if self._consumed:
+            raise NoContentError(
+                "This content was already consumed by an earlier upload and cannot be read "
+                "again (iterators and file objects can be read only once)."
+            )
+        self._consumed = True
+
+    def _sync_chunks(self) -> Iterator[Any]:
+        source = self._source
+        if self.kind == "path":
+            try:
+                handle = source.open("rb")
+            except OSError as exc:
+                raise InvalidFileObjectError(f"Cannot read content from {source}: {exc}") from exc
+            return _file_chunks(handle, self._chunk_size, close=True)
+        if self.kind == "file":
+            return _file_chunks(source, self._chunk_size, close=False)
+        return iter(source)
+
+    def open(self) -> Any:
+        """Return the upload body: one buffer when the content fits in a part, else an iterator.
+
+        Raises:
+            InvalidFileObjectError: For an async iterator (use `open_async`).
+        """
+        self._start()
+        if self.kind == "buffer":
+            self.head = bytes(memoryview(self._source)[: self._chunk_size])
+            return self._account(self._source)
+        if self.kind == "aiter":
+            raise InvalidFileObjectError(
+                "An async iterator can only be saved from async code: use save_async()."
+            )
+        chunks = self._sync_chunks()
+        buffered: list[Any] = []
+        total = 0
+        for chunk in chunks:
+            buffered.append(self._account(chunk))
+            total += memoryview(chunk).nbytes
+            if total > self._chunk_size:
+                self.head = b"".join(buffered)[: self._chunk_size]
+                return self._stream(buffered, chunks)
+        whole = b"".join(buffered)
+        self.head = whole
+        return whole
+
+    def _stream(self, buffered: list[Any], rest: Iterator[Any]) -> Iterator[Any]:
+        yield from buffered
+        buffered.clear()
+        for chunk in rest:
+            yield self._account(chunk)
+
+    async def open_async(self) -> Any:
+        """Async version of `open`; the only one that accepts async iterators."""
+        if self.kind != "aiter":
+            return self.open()
+        self._start()
+        chunks = aiter(self._source)
+        buffered: list[Any] = []
+        total = 0
+        async for chunk in chunks:
+            buffered.append(self._account(chunk))
+            total += memoryview(chunk).nbytes
+            if total > self._chunk_size:
+                self.head = b"".join(buffered)[: self._chunk_size]
+                return self._stream_async(buffered, chunks)
+        whole = b"".join(buffered)
+        self.head = whole
+        return whole
+
+    async def _stream_async(self, buffered: list[Any], rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        for chunk in buffered:
+            yield chunk
+        buffered.clear()
+        async for chunk in rest:
+            yield self._account(chunk)

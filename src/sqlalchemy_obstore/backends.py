@@ -1,0 +1,932 @@
+"""Storage backends: named obstore stores with every operation, sync and async.
+
+A backend is the only place that talks to obstore. It knows its key (what columns store),
+the store behind it (S3, GCS, Azure, local files, memory), an optional key prefix and
+public base URL, and what the store can do. Every operation exists as a pair: `put` /
+`put_async`, `get_bytes` / `get_bytes_async`, ... The sync twin uses obstore's native
+sync call, the async twin obstore's native async call; neither runs an event loop or a
+thread pool. obstore's errors are translated into this package's
+[errors][sqlalchemy_obstore.errors] at this boundary, with the original as `__cause__`.
+
+Example:
+    >>> from sqlalchemy_obstore import ObstoreBackend
+    >>> backend = ObstoreBackend("uploads", "memory://")
+    >>> backend.put("docs/a.txt", b"hello").etag is not None
+    True
+    >>> backend.get_bytes("docs/a.txt")
+    b'hello'
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, overload
+from urllib.parse import quote, urlsplit
+
+import obstore as obs
+from obstore import exceptions as obs_errors
+from obstore.store import (
+    AzureStore,
+    GCSStore,
+    HTTPStore,
+    LocalStore,
+    MemoryStore,
+    S3Store,
+    from_url,
+)
+
+from .errors import (
+    ConfigurationError,
+    InvalidExpiryError,
+    ObjectExistsError,
+    ObjectNotFoundError,
+    StorageError,
+    StorageOperationError,
+    StoragePermissionError,
+    UnsupportedOperationError,
+    UnsupportedSchemeError,
+    redact,
+)
+from .keys import KeyFunction, join_key
+
+if TYPE_CHECKING:
+    from obstore import Attributes, ObjectMeta
+    from obstore.store import ObjectStore
+
+__all__ = (
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_MAX_CONCURRENCY",
+    "Backend",
+    "ObjectInfo",
+    "ObstoreBackend",
+    "SignedURL",
+    "UploadBody",
+    "WriteResult",
+)
+
+DEFAULT_CHUNK_SIZE = 5 * 1024 * 1024
+"""Default multipart part size and streaming read size (5 MiB, the S3 minimum part)."""
+DEFAULT_MAX_CONCURRENCY = 12
+"""Default number of multipart parts uploaded at once."""
+
+HttpMethod: TypeAlias = Literal["GET", "PUT", "HEAD", "DELETE"]
+UploadBody: TypeAlias = "bytes | bytearray | memoryview | Iterator[Any] | AsyncIterator[Any]"
+"""What a backend `put` accepts: a buffer, or a (sync or async) iterator of buffers."""
+
+_SIGNING_STORES = "S3 (and S3-compatible), GCS and Azure"
+_ATTRIBUTE_KEYS = frozenset(
+    {
+        "Content-Type",
+        "Content-Disposition",
+        "Content-Encoding",
+        "Content-Language",
+        "Cache-Control",
+        "Storage-Class",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What a store knows about one object.
+
+    Attributes:
+        path: The object key.
+        size: Size in bytes.
+        last_modified: When the store last wrote the object.
+        etag: The store's entity tag, if it reports one.
+        version: The store's version id, if versioning is on.
+        content_type: The stored `Content-Type`, when the store keeps attributes and the
+            information was requested (`head` does; `list_objects` does not).
+        attributes: Every other stored attribute and user metadata entry.
+    """
+
+    path: str
+    size: int
+    last_modified: datetime
+    etag: str | None = None
+    version: str | None = None
+    content_type: str | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """User metadata: the attributes that are not standard HTTP object attributes."""
+        return {k: v for k, v in self.attributes.items() if k not in _ATTRIBUTE_KEYS}
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """The outcome of a successful put.
+
+    Attributes:
+        etag: The entity tag the store assigned, if any.
+        version: The version id the store assigned, if any.
+    """
+
+    etag: str | None
+    version: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SignedURL:
+    """A signed URL together with what a client must send along with it.
+
+    Attributes:
+        url: The signed URL.
+        method: The HTTP method the URL is valid for.
+        headers: Headers the client must send (for example Azure's `x-ms-blob-type` on
+            a signed PUT).
+        expires_at: When the signature stops being accepted.
+    """
+
+    url: str
+    method: str
+    headers: Mapping[str, str]
+    expires_at: datetime
+
+    def __str__(self) -> str:
+        return self.url
+
+
+def _expiry_seconds(expires_in: int | float | timedelta) -> float:
+    seconds = expires_in.total_seconds() if isinstance(expires_in, timedelta) else expires_in
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise InvalidExpiryError(
+            f"expires_in must be seconds or a timedelta, not {type(expires_in).__name__}."
+        )
+    if seconds <= 0:
+        raise InvalidExpiryError(f"expires_in must be positive, got {seconds:g} seconds.")
+    return float(seconds)
+
+
+class Backend(ABC):
+    """The interface every backend implements; see [`ObstoreBackend`][sqlalchemy_obstore.ObstoreBackend].
+
+    Subclasses implement the abstract operations; the non-abstract methods here are
+    shared conveniences built on them. Custom backends (mirrors, overlays, wrappers
+    for fault injection) subclass this.
+
+    Attributes:
+        key: The name columns store to find this backend.
+        prefix: Key prefix under which this backend creates new objects.
+        public_base_url: Base URL under which objects are publicly readable, if any.
+        key_function: How new keys are laid out below the prefix.
+        checksum_algorithm: `hashlib` algorithm for content checksums, or `None`.
+    """
+
+    key: str
+    prefix: str | None
+    public_base_url: str | None
+    key_function: KeyFunction | None
+    checksum_algorithm: str | None
+
+    # -- capabilities -------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def supports_signing(self) -> bool:
+        """Whether the store can create signed URLs."""
+
+    @property
+    @abstractmethod
+    def supports_attributes(self) -> bool:
+        """Whether the store keeps content type, disposition and user metadata."""
+
+    @property
+    def max_sign_expiry(self) -> timedelta | None:
+        """The longest lifetime a signed URL may have, or `None` for no limit."""
+        return None
+
+    @property
+    def upload_headers(self) -> Mapping[str, str]:
+        """Headers a client must send with a signed PUT request."""
+        return {}
+
+    def describe(self) -> str:
+        """A one-line, secret-free description of the store (for logs and CLIs)."""
+        return type(self).__name__
+
+    def public_url(self, path: str) -> str | None:
+        """The public URL of `path`, when `public_base_url` is set; else `None`."""
+        if not self.public_base_url:
+            return None
+        return self.public_base_url.rstrip("/") + "/" + quote(path, safe="/~")
+
+    def check_expiry(self, expires_in: int | float | timedelta) -> timedelta:
+        """Validate a signed-URL lifetime against this store's limit.
+
+        Raises:
+            InvalidExpiryError: If it is not positive or exceeds `max_sign_expiry`.
+        """
+        seconds = _expiry_seconds(expires_in)
+        limit = self.max_sign_expiry
+        if limit is not None and seconds > limit.total_seconds():
+            raise InvalidExpiryError(
+                f"A signed URL of backend {self.key!r} may live at most "
+                f"{int(limit.total_seconds())} seconds ({limit}); {seconds:g} seconds were "
+                "requested. Sign again when the URL is about to expire instead.",
+                backend=self.key,
+            )
+        return timedelta(seconds=seconds)
+
+    def unsupported(self, operation: str, path: str | None = None) -> UnsupportedOperationError:
+        """Build the error for an operation this store cannot do."""
+        return UnsupportedOperationError(
+            f"{operation} is not supported by {self.describe()}; "
+            f"stores that can: {_SIGNING_STORES}.",
+            backend=self.key,
+            path=path,
+        )
+
+    # -- writes -------------------------------------------------------------------------
+    @abstractmethod
+    def put(
+        self,
+        path: str,
+        body: UploadBody,
+        *,
+        attributes: Mapping[str, str] | None = None,
+        create_only: bool = False,
+        use_multipart: bool | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    ) -> WriteResult:
+        """Write `body` to `path`.
+
+        Args:
+            path: The object key.
+            body: A buffer, or an iterator of buffers (streamed as a multipart upload).
+            attributes: Content type, disposition, cache control and user metadata;
+                silently dropped where the store keeps none (local files).
+            create_only: Fail with `ObjectExistsError` instead of overwriting.
+            use_multipart: Force or forbid a multipart upload; by default large buffers
+                and every iterator use one.
+            chunk_size: Multipart part size.
+            max_concurrency: Parts uploaded at once.
+        """
+
+    @abstractmethod
+    async def put_async(
+        self,
+        path: str,
+        body: UploadBody,
+        *,
+        attributes: Mapping[str, str] | None = None,
+        create_only: bool = False,
+        use_multipart: bool | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    ) -> WriteResult:
+        """Async version of [`put`][sqlalchemy_obstore.Backend.put]; also takes async iterators."""
+
+    @abstractmethod
+    def copy(self, source: str, destination: str, *, overwrite: bool = False) -> None:
+        """Copy an object within the store; refuses to overwrite unless told to."""
+
+    @abstractmethod
+    async def copy_async(self, source: str, destination: str, *, overwrite: bool = False) -> None:
+        """Async version of [`copy`][sqlalchemy_obstore.Backend.copy]."""
+
+    @abstractmethod
+    def delete(self, paths: str | Sequence[str]) -> None:
+        """Delete one object or many. Deleting a missing object is not an error."""
+
+    @abstractmethod
+    async def delete_async(self, paths: str | Sequence[str]) -> None:
+        """Async version of [`delete`][sqlalchemy_obstore.Backend.delete]."""
+
+    # -- reads --------------------------------------------------------------------------
+    @abstractmethod
+    def head(self, path: str) -> ObjectInfo:
+        """Return the object's metadata and attributes.
+
+        Raises:
+            ObjectNotFoundError: If the object does not exist.
+        """
+
+    @abstractmethod
+    async def head_async(self, path: str) -> ObjectInfo:
+        """Async version of [`head`][sqlalchemy_obstore.Backend.head]."""
+
+    def exists(self, path: str) -> bool:
+        """Whether an object exists at `path`."""
+        try:
+            self.head(path)
+        except ObjectNotFoundError:
+            return False
+        return True
+
+    async def exists_async(self, path: str) -> bool:
+        """Async version of [`exists`][sqlalchemy_obstore.Backend.exists]."""
+        try:
+            await self.head_async(path)
+        except ObjectNotFoundError:
+            return False
+        return True
+
+    @abstractmethod
+    def get_bytes(self, path: str) -> bytes:
+        """Read a whole object into memory."""
+
+    @abstractmethod
+    async def get_bytes_async(self, path: str) -> bytes:
+        """Async version of [`get_bytes`][sqlalchemy_obstore.Backend.get_bytes]."""
+
+    @abstractmethod
+    def get_range(self, path: str, start: int, length: int) -> bytes:
+        """Read `length` bytes starting at `start` (fewer at the end of the object)."""
+
+    @abstractmethod
+    async def get_range_async(self, path: str, start: int, length: int) -> bytes:
+        """Async version of [`get_range`][sqlalchemy_obstore.Backend.get_range]."""
+
+    @abstractmethod
+    def iter_chunks(self, path: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
+        """Stream an object in chunks of about `chunk_size` bytes; memory stays bounded."""
+
+    @abstractmethod
+    def iter_chunks_async(
+        self, path: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> AsyncIterator[bytes]:
+        """Async version of [`iter_chunks`][sqlalchemy_obstore.Backend.iter_chunks]."""
+
+    @abstractmethod
+    def list_objects(self, prefix: str | None = None, *, offset: str | None = None) -> Iterator[ObjectInfo]:
+        """List objects under `prefix`, page by page, in key order where the store sorts.
+
+        Args:
+            prefix: Only keys under this prefix (a directory-like prefix; `a/b` matches
+                `a/b/c` but not `a/bc`).
+            offset: Only keys that sort after this one.
+        """
+
+    @abstractmethod
+    def list_objects_async(
+        self, prefix: str | None = None, *, offset: str | None = None
+    ) -> AsyncIterator[ObjectInfo]:
+        """Async version of [`list_objects`][sqlalchemy_obstore.Backend.list_objects]."""
+
+    # -- signing ------------------------------------------------------------------------
+    @overload
+    def sign(self, paths: str, *, method: HttpMethod = ..., expires_in: int | float | timedelta = ...) -> str: ...
+    @overload
+    def sign(
+        self, paths: Sequence[str], *, method: HttpMethod = ..., expires_in: int | float | timedelta = ...
+    ) -> list[str]: ...
+    def sign(
+        self,
+        paths: str | Sequence[str],
+        *,
+        method: HttpMethod = "GET",
+        expires_in: int | float | timedelta = 3600,
+    ) -> str | list[str]:
+        """Create signed URLs for one path or many in one call.
+
+        Raises:
+            UnsupportedOperationError: If the store cannot sign (local, memory).
+            InvalidExpiryError: If `expires_in` exceeds the store's limit.
+        """
+        raise self.unsupported("Signing URLs", paths if isinstance(paths, str) else None)
+
+    @overload
+    async def sign_async(
+        self, paths: str, *, method: HttpMethod = ..., expires_in: int | float | timedelta = ...
+    ) -> str: ...
+    @overload
+    async def sign_async(
+        self, paths: Sequence[str], *, method: HttpMethod = ..., expires_in: int | float | timedelta = ...
+    ) -> list[str]: ...
+    async def sign_async(
+        self,
+        paths: str | Sequence[str],
+        *,
+        method: HttpMethod = "GET",
+        expires_in: int | float | timedelta = 3600,
+    ) -> str | list[str]:
+        """Async version of [`sign`][sqlalchemy_obstore.Backend.sign]."""
+        raise self.unsupported("Signing URLs", paths if isinstance(paths, str) else None)
+
+
+def _info(meta: ObjectMeta, attributes: Mapping[str, str] | None = None) -> ObjectInfo:
+    attrs = dict(attributes or {})
+    content_type = attrs.pop("Content-Type", None)
+    return ObjectInfo(
+        path=meta["path"],
+        size=meta["size"],
+        last_modified=meta["last_modified"],
+        etag=meta.get("e_tag"),
+        version=meta.get("version"),
+        content_type=content_type,
+        attributes=attrs,
+    )
+
+
+def _plain_path(url_path: str) -> str:
+    return url_path if url_path.startswith("/") else os.path.abspath(url_path)
+
+
+def _wants_http(config: Mapping[str, Any]) -> bool:
+    for name, value in config.items():
+        if isinstance(value, str) and value.startswith("http://") and (
+            "endpoint" in name or "url" in name
+        ):
+            return True
+    return False
+
+
+_AZURE_SCHEMES = frozenset({"az", "azure", "abfs", "abfss", "adl"})
+_KNOWN_SCHEMES = (
+    "s3://bucket/, gs://bucket/, az://container/ (or azure/abfs/abfss/adl), "
+    "https://<account>.blob.core.windows.net/<container>, file:///abs/dir/, memory://"
+)
+
+
+def _build_store(fs: str | Path, config: dict[str, Any]) -> ObjectStore:
+    if isinstance(fs, Path):
+        fs.mkdir(parents=True, exist_ok=True)
+        return LocalStore(fs.resolve(), mkdir=True)
+    if not isinstance(fs, str):
+        raise ConfigurationError(
+            f"fs must be a storage URL or an obstore store, not {type(fs).__name__}."
+        )
+    scheme = urlsplit(fs).scheme.lower()
+    if scheme == "memory":
+        if config:
+            raise ConfigurationError(f"memory:// takes no configuration, got {sorted(config)}.")
+        return MemoryStore()
+    if scheme == "file":
+        if config:
+            raise ConfigurationError(f"file:// takes no configuration, got {sorted(config)}.")
+        directory = Path(_plain_path(fs[len("file://") :] or "/"))
+        directory.mkdir(parents=True, exist_ok=True)
+        return LocalStore(directory, mkdir=True)
+    if scheme not in {"s3", "s3a", "gs", "https", "http"} | _AZURE_SCHEMES:
+        raise UnsupportedSchemeError(
+            f"Unsupported storage URL scheme {scheme or '(none)'!r} in {redact(fs)!r}; "
+            f"use one of: {_KNOWN_SCHEMES}."
+        )
+    if scheme in {"s3", "s3a"}:
+        # Copies that must not overwrite need this on S3; AWS and the usual
+        # S3-compatible servers support it.
+        config.setdefault("copy_if_not_exists", "multipart")
+    if _wants_http(config):
+        options = dict(config.get("client_options") or {})
+        options.setdefault("allow_http", True)
+        config["client_options"] = options
+    store: ObjectStore = from_url(fs, **config)
+    return store
+
+
+def _store_kind(store: ObjectStore) -> str:
+    if isinstance(store, S3Store):
+        return "s3"
+    if isinstance(store, GCSStore):
+        return "gcs"
+    if isinstance(store, AzureStore):
+        return "azure"
+    if isinstance(store, LocalStore):
+        return "local"
+    if isinstance(store, MemoryStore):
+        return "memory"
+    if isinstance(store, HTTPStore):
+        return "http"
+    raise ConfigurationError(f"Unsupported obstore store type {type(store).__name__}.")
+
+
+_STATIC_CREDENTIAL_KEYS = {
+    "s3": ("access_key_id", "secret_access_key"),
+    "gcs": ("service_account_key",),
+    "azure": ("access_key",),
+}
+_SEVEN_DAYS = timedelta(days=7)
+
+
+class ObstoreBackend(Backend):
+    """A backend built on an obstore store.
+
+    Args:
+        key: The name under which the backend is registered and stored in columns.
+        fs: A storage URL (`s3://bucket/`, `gs://bucket/`, `az://container/` and the
+            other Azure forms obstore accepts, `file:///abs/dir/`, `memory://`), a
+            `pathlib.Path` to a local directory, or a ready obstore store.
+        prefix: Key prefix for new objects (`uploads/` → `uploads/<uuid>/<name>`). It is
+            also the prefix the garbage collector manages.
+        public_base_url: Base URL where objects are publicly readable (CDN, public
+            bucket); enables `FileObject.url`.
+        key_function: Custom layout of new keys below the prefix.
+        checksum_algorithm: `hashlib` algorithm used to checksum content while it is
+            uploaded (`"sha256"` by default); `None` turns checksums off.
+        **config: Passed through to obstore: `aws_*`/`google_*`/`azure_*` keys (or their
+            short forms such as `region`), `client_options`, `retry_config`,
+            `credential_provider`. Unknown keys fail here, not at the first request.
+
+    Raises:
+        UnsupportedSchemeError: If the URL scheme is not a storage scheme.
+        ConfigurationError: If obstore rejects the configuration.
+
+    Example:
+        >>> from sqlalchemy_obstore import ObstoreBackend
+        >>> s3 = ObstoreBackend(
+        ...     "uploads", "s3://my-bucket/", region="eu-west-1",
+        ...     access_key_id="AKIA...", secret_access_key="...", prefix="docs",
+        ... )
+        >>> s3
+        ObstoreBackend(key='uploads', store=S3Store(bucket="my-bucket"), prefix='docs')
+    """
+
+    def __init__(
+        self,
+        key: str,
+        fs: str | Path | ObjectStore,
+        *,
+        prefix: str | None = None,
+        public_base_url: str | None = None,
+        key_function: KeyFunction | None = None,
+        checksum_algorithm: str | None = "sha256",
+        **config: Any,
+    ) -> None:
+        if not isinstance(key, str) or not key:
+            raise ConfigurationError("A backend key must be a non-empty string.")
+        self.key = key
+        self.prefix = join_key(prefix) or None
+        self.public_base_url = public_base_url
+        self.key_function = key_function
+        self.checksum_algorithm = checksum_algorithm
+        if checksum_algorithm is not None:
+            import hashlib
+
+            if checksum_algorithm not in hashlib.algorithms_available:
+                raise ConfigurationError(
+                    f"Unknown checksum algorithm {checksum_algorithm!r}.", backend=key
+                )
+        if isinstance(fs, (str, Path)):
+            try:
+                self.store: ObjectStore = _build_store(fs, dict(config))
+            except StorageError:
+                raise
+            except (obs_errors.BaseError, ValueError, TypeError, OSError) as exc:
+                raise ConfigurationError(
+                    f"Invalid configuration for backend {key!r}: {redact(str(exc))}", backend=key
+                ) from exc
+        else:
+            if config:
+                raise ConfigurationError(
+                    "Configuration keys cannot be combined with a ready obstore store; "
+                    "configure the store itself.",
+                    backend=key,
+                )
+            self.store = fs
+        self.kind = _store_kind(self.store)
+        self._static_credentials = self._has_static_credentials()
+
+    # -- description and capabilities -----------------------------------------------------
+    def _store_config(self) -> Mapping[str, Any]:
+        config = getattr(self.store, "config", None)
+        return config if isinstance(config, Mapping) else {}
+
+    def _has_static_credentials(self) -> bool:
+        needed = _STATIC_CREDENTIAL_KEYS.get(self.kind)
+        if not needed or getattr(self.store, "credential_provider", None) is not None:
+            return False
+        config = self._store_config()
+        return all(config.get(k) for k in needed) or bool(
+            self.kind == "azure" and config.get("use_emulator")
+        )
+
+    @property
+    def supports_signing(self) -> bool:
+        """Whether the store can create signed URLs (S3, GCS and Azure can)."""
+        if self.kind not in {"s3", "gcs", "azure"}:
+            return False
+        return not self._store_config().get("skip_signature")
+
+    @property
+    def supports_attributes(self) -> bool:
+        """Whether the store keeps object attributes (all but local files and HTTP)."""
+        return self.kind in {"s3", "gcs", "azure", "memory"}
+
+    @property
+    def supports_suffix_range(self) -> bool:
+        """Whether ranges counted from the end of an object work (not on Azure)."""
+        return self.kind != "azure"
+
+    @property
+    def max_sign_expiry(self) -> timedelta | None:
+        """Seven days on S3 (SigV4) and GCS (V4 signing); no fixed limit on Azure."""
+        return _SEVEN_DAYS if self.kind in {"s3", "gcs"} else None
+
+    @property
+    def upload_headers(self) -> Mapping[str, str]:
+        """Azure needs `x-ms-blob-type: BlockBlob` on a signed PUT."""
+        return {"x-ms-blob-type": "BlockBlob"} if self.kind == "azure" else {}
+
+    def describe(self) -> str:
+        """The store type and bucket/container, never credentials."""
+        return f"the {self.kind} store {self.store!r}"
+
+    def __repr__(self) -> str:
+        parts = [f"key={self.key!r}", f"store={self.store!r}"]
+        if self.prefix:
+            parts.append(f"prefix={self.prefix!r}")
+        return f"ObstoreBackend({', '.join(parts)})"
+
+    # -- error translation ------------------------------------------------------------------
+    @contextmanager
+    def _errors(self, operation: str, path: str | None) -> Iterator[None]:
+        try:
+            yield
+        except StorageError:
+            raise
+        except (FileNotFoundError, obs_errors.NotFoundError) as exc:
+            raise ObjectNotFoundError(
+                f"No object at {path!r} in backend {self.key!r}.", backend=self.key, path=path
+            ) from exc
+        except obs_errors.AlreadyExistsError as exc:
+            raise ObjectExistsError(
+                f"An object already exists at {path!r} in backend {self.key!r}; "
+                "it was not overwritten.",
+                backend=self.key,
+                path=path,
+            ) from exc
+        except (obs_errors.PermissionDeniedError, obs_errors.UnauthenticatedError) as exc:
+            raise StoragePermissionError(
+                f"The store refused {operation} on backend {self.key!r}: "
+                f"{redact(_first_line(exc))}. Check the backend's credentials and rights.",
+                backend=self.key,
+                path=path,
+            ) from exc
+        except (obs_errors.NotSupportedError, NotImplementedError) as exc:
+            raise UnsupportedOperationError(
+                f"{operation} is not supported by {self.describe()}: {redact(_first_line(exc))}",
+                backend=self.key,
+                path=path,
+            ) from exc
+        except (obs_errors.BaseError, OSError) as exc:
+            raise StorageOperationError(
+                f"{operation} failed on backend {self.key!r}: {redact(_first_line(exc))}",
+                backend=self.key,
+                path=path,
+                operation=operation,
+            ) from exc
+
+    # -- writes -------------------------------------------------------------------------
+    def _put_options(
+        self,
+        attributes: Mapping[str, str] | None,
+        create_only: bool,
+        use_multipart: bool | None,
+        chunk_size: int,
+        max_concurrency: int,
+    ) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "use_multipart": use_multipart,
+            "chunk_size": chunk_size,
+            "max_concurrency": max_concurrency,
+        }
+        if attributes and self.supports_attributes:
+            attrs: Attributes = dict(attributes)
+            options["attributes"] = attrs
+        if create_only:
+            options["mode"] = "create"
+        return options
+
+    def put(
+        self,
+        path: str,
+        body: UploadBody,
+        *,
+        attributes: Mapping[str, str] | None = None,
+        create_only: bool = False,
+        use_multipart: bool | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    ) -> WriteResult:
+        """Write `body` to `path` with obstore's sync `put`.
+
+        See [`Backend.put`][sqlalchemy_obstore.Backend.put].
+        """
+        options = self._put_options(attributes, create_only, use_multipart, chunk_size, max_concurrency)
+        with self._errors("put", path):
+            result = obs.put(self.store, path, body, **options)  # type: ignore[arg-type]
+        return WriteResult(result.get("e_tag"), result.get("version"))
+
+    async def put_async(
+        self,
+        path: str,
+        body: UploadBody,
+        *,
+        attributes: Mapping[str, str] | None = None,
+        create_only: bool = False,
+        use_multipart: bool | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    ) -> WriteResult:
+        """Async version of [`put`][sqlalchemy_obstore.ObstoreBackend.put] (obstore `put_async`)."""
+        options = self._put_options(attributes, create_only, use_multipart, chunk_size, max_concurrency)
+        with self._errors("put", path):
+            result = await obs.put_async(self.store, path, body, **options)  # type: ignore[arg-type]
+        return WriteResult(result.get("e_tag"), result.get("version"))
+
+    def copy(self, source: str, destination: str, *, overwrite: bool = False) -> None:
+        """Copy `source` to `destination` inside the store."""
+        with self._errors("copy", source):
+            obs.copy(self.store, source, destination, overwrite=overwrite)
+
+    async def copy_async(self, source: str, destination: str, *, overwrite: bool = False) -> None:
+        """Async version of [`copy`][sqlalchemy_obstore.ObstoreBackend.copy]."""
+        with self._errors("copy", source):
+            await obs.copy_async(self.store, source, destination, overwrite=overwrite)
+
+    def delete(self, paths: str | Sequence[str]) -> None:
+        """Delete one object or many; missing objects are ignored on every store."""
+        batch = [paths] if isinstance(paths, str) else list(paths)
+        if not batch:
+            return
+        try:
+            with self._errors("delete", batch[0] if len(batch) == 1 else None):
+                obs.delete(self.store, batch)
+        except ObjectNotFoundError:
+            # Local, Azure and GCS report missing objects; S3 and memory do not. Make
+            # every store idempotent by retrying one by one.
+            for path in batch:
+                try:
+                    with self._errors("delete", path):
+                        obs.delete(self.store, path)
+                except ObjectNotFoundError:
+                    pass
+
+    async def delete_async(self, paths: str | Sequence[str]) -> None:
+        """Async version of [`delete`][sqlalchemy_obstore.ObstoreBackend.delete]."""
+        batch = [paths] if isinstance(paths, str) else list(paths)
+        if not batch:
+            return
+        try:
+            with self._errors("delete", batch[0] if len(batch) == 1 else None):
+                await obs.delete_async(self.store, batch)
+        except ObjectNotFoundError:
+            for path in batch:
+                try:
+                    with self._errors("delete", path):
+                        await obs.delete_async(self.store, path)
+                except ObjectNotFoundError:
+                    pass
+
+    # -- reads --------------------------------------------------------------------------
+    def head(self, path: str) -> ObjectInfo:
+        """Metadata and attributes of `path` in one request (a head-style GET)."""
+        with self._errors("head", path):
+            result = obs.get(self.store, path, options={"head": True})
+            return _info(result.meta, result.attributes)
+
+    async def head_async(self, path: str) -> ObjectInfo:
+        """Async version of [`head`][sqlalchemy_obstore.ObstoreBackend.head]."""
+        with self._errors("head", path):
+            result = await obs.get_async(self.store, path, options={"head": True})
+            return _info(result.meta, result.attributes)
+
+    def get_bytes(self, path: str) -> bytes:
+        """Read the whole object at `path`."""
+        with self._errors("get", path):
+            return obs.get(self.store, path).bytes().to_bytes()
+
+    async def get_bytes_async(self, path: str) -> bytes:
+        """Async version of [`get_bytes`][sqlalchemy_obstore.ObstoreBackend.get_bytes]."""
+        with self._errors("get", path):
+            result = await obs.get_async(self.store, path)
+            return (await result.bytes_async()).to_bytes()
+
+    def get_range(self, path: str, start: int, length: int) -> bytes:
+        """Read `length` bytes of `path` from `start`; shorter at the end of the object."""
+        _check_range(start, length)
+        if length == 0:
+            return b""
+        with self._errors("get_range", path):
+            result = obs.get(self.store, path, options={"range": (start, start + length)})
+            return result.bytes().to_bytes()
+
+    async def get_range_async(self, path: str, start: int, length: int) -> bytes:
+        """Async version of [`get_range`][sqlalchemy_obstore.ObstoreBackend.get_range]."""
+        _check_range(start, length)
+        if length == 0:
+            return b""
+        with self._errors("get_range", path):
+            result = await obs.get_async(self.store, path, options={"range": (start, start + length)})
+            return (await result.bytes_async()).to_bytes()
+
+    def iter_chunks(self, path: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
+        """Stream `path` in chunks of about `chunk_size` bytes (bounded memory)."""
+        with self._errors("get", path):
+            stream = obs.get(self.store, path).stream(min_chunk_size=chunk_size)
+        while True:
+            with self._errors("get", path):
+                chunk = next(stream, None)
+            if chunk is None:
+                return
+            yield _as_bytes(chunk)
+
+    async def iter_chunks_async(
+        self, path: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> AsyncIterator[bytes]:
+        """Async version of [`iter_chunks`][sqlalchemy_obstore.ObstoreBackend.iter_chunks]."""
+        with self._errors("get", path):
+            result = await obs.get_async(self.store, path)
+            stream = result.stream(min_chunk_size=chunk_size)
+        while True:
+            with self._errors("get", path):
+                try:
+                    chunk = await stream.__anext__()
+                except StopAsyncIteration:
+                    return
+            yield _as_bytes(chunk)
+
+    def list_objects(self, prefix: str | None = None, *, offset: str | None = None) -> Iterator[ObjectInfo]:
+        """List objects under `prefix` (pages of 1000 are fetched as needed)."""
+        with self._errors("list", prefix):
+            pages = obs.list(self.store, prefix, offset=offset, chunk_size=1000)
+        while True:
+            with self._errors("list", prefix):
+                page = next(pages, None)
+            if page is None:
+                return
+            for meta in page:
+                yield _info(meta)
+
+    async def list_objects_async(
+        self, prefix: str | None = None, *, offset: str | None = None
+    ) -> AsyncIterator[ObjectInfo]:
+        """Async version of [`list_objects`][sqlalchemy_obstore.ObstoreBackend.list_objects]."""
+        with self._errors("list", prefix):
+            pages = obs.list(self.store, prefix, offset=offset, chunk_size=1000)
+        while True:
+            with self._errors("list", prefix):
+                try:
+                    page = await pages.__anext__()
+                except StopAsyncIteration:
+                    return
+            for meta in page:
+                yield _info(meta)
+
+    # -- signing ------------------------------------------------------------------------
+    def _sign_args(
+        self, paths: str | Sequence[str], method: HttpMethod, expires_in: int | float | timedelta
+    ) -> tuple[str | list[str], timedelta]:
+        single = paths if isinstance(paths, str) else None
+        if not self.supports_signing:
+            raise self.unsupported("Signing URLs", single)
+        return (paths if isinstance(paths, str) else list(paths)), self.check_expiry(expires_in)
+
+    def sign(  # type: ignore[override]
+        self,
+        paths: str | Sequence[str],
+        *,
+        method: HttpMethod = "GET",
+        expires_in: int | float | timedelta = 3600,
+    ) -> str | list[str]:
+        """Sign `paths` for `method`; one string for one path, a list for many.
+
+        With static credentials this is pure computation (no request is made).
+        """
+        target, lifetime = self._sign_args(paths, method, expires_in)
+        with self._errors("sign", target if isinstance(target, str) else None):
+            signed = obs.sign(self.store, method, target, lifetime)  # type: ignore[call-overload]
+        return signed if isinstance(signed, str) else list(signed)
+
+    async def sign_async(  # type: ignore[override]
+        self,
+        paths: str | Sequence[str],
+        *,
+        method: HttpMethod = "GET",
+        expires_in: int | float | timedelta = 3600,
+    ) -> str | list[str]:
+        """Async version of [`sign`][sqlalchemy_obstore.ObstoreBackend.sign].
+
+        With static credentials signing needs no I/O, so it runs inline without a trip
+        through obstore's async runtime (much faster); otherwise obstore's async signer
+        fetches credentials as needed.
+        """
+        if self._static_credentials:
+            return self.sign(paths, method=method, expires_in=expires_in)
+        target, lifetime = self._sign_args(paths, method, expires_in)
+        with self._errors("sign", target if isinstance(target, str) else None):
+            signed = await obs.sign_async(self.store, method, target, lifetime)  # type: ignore[call-overload]
+        return signed if isinstance(signed, str) else list(signed)
+
+
+def _as_bytes(chunk: Any) -> bytes:
+    return chunk if type(chunk) is bytes else bytes(chunk)
+
+
+def _check_range(start: int, length: int) -> None:
+    if start < 0 or length < 0:
+        raise ValueError(f"A range needs start >= 0 and length >= 0, got {start}, {length}.")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,320 @@
+"""The exceptions raised by sqlalchemy-obstore.
+
+Every exception derives from [`StorageError`][sqlalchemy_obstore.StorageError], carries
+the backend key and object path it is about (when there is one), and, where the meaning
+matches, also derives from the builtin a caller would naturally catch
+(`FileNotFoundError`, `ValueError`, `LookupError`, `PermissionError`, `ImportError`)::
+
+    StorageError
+    ├── ConfigurationError
+    │   ├── BackendNotFoundError (LookupError)
+    │   ├── BackendAlreadyRegisteredError (ValueError)
+    │   ├── UnsupportedSchemeError (ValueError)
+    │   └── MissingDependencyError (ImportError)
+    ├── FileObjectError
+    │   ├── InvalidFileObjectError (ValueError)
+    │   ├── InvalidFilenameError (ValueError)
+    │   └── NoContentError
+    ├── UnsupportedOperationError
+    ├── InvalidExpiryError (ValueError)
+    ├── ObjectNotFoundError (FileNotFoundError)
+    ├── ObjectExistsError (FileExistsError)
+    ├── StoragePermissionError (PermissionError)
+    ├── StorageOperationError
+    │   ├── UploadError
+    │   └── StorageErrorGroup
+    └── ValidationError (ValueError)
+        ├── FileTooLargeError
+        ├── FileTooSmallError
+        ├── InvalidContentTypeError
+        └── InvalidExtensionError
+
+Errors raised by obstore are translated at the I/O boundary (the backend) and chained,
+so the original stays available as `__cause__`. Messages never contain credentials:
+signatures, keys and tokens are redacted before a message is built.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+__all__ = (
+    "BackendAlreadyRegisteredError",
+    "BackendNotFoundError",
+    "ConfigurationError",
+    "FileObjectError",
+    "FileTooLargeError",
+    "FileTooSmallError",
+    "InvalidContentTypeError",
+    "InvalidExpiryError",
+    "InvalidExtensionError",
+    "InvalidFileObjectError",
+    "InvalidFilenameError",
+    "MissingDependencyError",
+    "NoContentError",
+    "ObjectExistsError",
+    "ObjectNotFoundError",
+    "StorageError",
+    "StorageErrorGroup",
+    "StorageOperationError",
+    "StoragePermissionError",
+    "UnsupportedOperationError",
+    "UnsupportedSchemeError",
+    "UploadError",
+    "ValidationError",
+    "redact",
+)
+
+_SECRET_PATTERNS = (
+    # query-string signatures and credentials (S3 SigV4, GCS V4, Azure SAS)
+    re.compile(
+        r"(?i)((?:x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|"
+        r"x-goog-credential|sig|signature|token|access_token|se|skoid|sktid)=)[^&\s\"']+"
+    ),
+    # connection-string style secrets
+    re.compile(r"(?i)((?:accountkey|sharedaccesssignature|secret[_-]?access[_-]?key)=)[^;\s\"']+"),
+    # key=value pairs in debug dumps, e.g. secret_access_key: "..."
+    re.compile(
+        r"(?i)((?:secret_access_key|account_key|access_key|session_token|token|private_key|"
+        r"service_account_key|client_secret|bearer_token)\"?\s*[:=]\s*\"?)[^\",}\s]+"
+    ),
+    # PEM blocks
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S),
+)
+
+
+def redact(text: str) -> str:
+    """Remove credentials and signatures from a message.
+
+    Used on every message built from a lower-level error so that no secret reaches a
+    log line or an exception.
+
+    Example:
+        >>> redact("GET https://b.s3.amazonaws.com/k?X-Amz-Signature=abc123&x=1")
+        'GET https://b.s3.amazonaws.com/k?X-Amz-Signature=<redacted>&x=1'
+    """
+    for pattern in _SECRET_PATTERNS:
+        if pattern.groups:
+            text = pattern.sub(lambda m: m.group(1) + "<redacted>", text)
+        else:
+            text = pattern.sub("<redacted private key>", text)
+    return text
+
+
+class StorageError(Exception):
+    """Base class of every error raised by sqlalchemy-obstore.
+
+    Attributes:
+        backend: The key of the backend involved, if any.
+        path: The object path involved, if any.
+    """
+
+    def __init__(self, message: str, *, backend: str | None = None, path: str | None = None):
+        super().__init__(message)
+        self.backend = backend
+        self.path = path
+
+    def _context(self) -> str:
+        parts = []
+        if self.backend is not None:
+            parts.append(f"backend={self.backend!r}")
+        if self.path is not None:
+            parts.append(f"path={self.path!r}")
+        return ", ".join(parts)
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        context = self._context()
+        return f"{message} ({context})" if context and context not in message else message
+
+
+class ConfigurationError(StorageError):
+    """A backend, registry or column is configured wrongly.
+
+    Raised at definition or start-up time, never in the middle of a transaction.
+    """
+
+
+class BackendNotFoundError(ConfigurationError, LookupError):
+    """No backend is registered under the requested key."""
+
+    def __init__(self, key: str, *, registered: Sequence[str] = ()):
+        known = ", ".join(repr(k) for k in sorted(registered)) or "none"
+        super().__init__(
+            f"No storage backend is registered under the key {key!r} "
+            f"(registered: {known}). Register it first, e.g. "
+            f"storages.register_backend(ObstoreBackend({key!r}, 'memory://')).",
+            backend=key,
+        )
+        self.registered = tuple(registered)
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)
+
+
+class BackendAlreadyRegisteredError(ConfigurationError, ValueError):
+    """A backend with the same key is already registered."""
+
+    def __init__(self, key: str):
+        super().__init__(
+            f"A storage backend is already registered under the key {key!r}; "
+            "pass replace=True to replace it.",
+            backend=key,
+        )
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)
+
+
+class UnsupportedSchemeError(ConfigurationError, ValueError):
+    """The storage URL uses a scheme no obstore store understands."""
+
+
+class MissingDependencyError(ConfigurationError, ImportError):
+    """An optional dependency needed for a feature is not installed."""
+
+    def __init__(self, package: str, extra: str):
+        super().__init__(
+            f"This feature needs the {package!r} package. "
+            f"Install it with: pip install 'sqlalchemy-obstore[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
+
+
+class FileObjectError(StorageError):
+    """A `FileObject` was used in a way its state does not allow."""
+
+
+class InvalidFileObjectError(FileObjectError, ValueError):
+    """A value cannot be turned into a `FileObject`.
+
+    Raised for bad constructor arguments, for values of the wrong type assigned to a
+    `StoredObject` column, and for malformed data read from a column (the message then
+    names the table and column).
+    """
+
+
+class InvalidFilenameError(FileObjectError, ValueError):
+    """A filename cannot be made safe (for example, it is not a string)."""
+
+
+class NoContentError(FileObjectError):
+    """The `FileObject` has neither pending content nor a stored object to act on."""
+
+
+class UnsupportedOperationError(StorageError):
+    """The backend's store cannot perform the requested operation.
+
+    The message says which kinds of store can.
+    """
+
+
+class InvalidExpiryError(StorageError, ValueError):
+    """A signed-URL lifetime is not positive or exceeds what the store allows."""
+
+
+class ObjectNotFoundError(StorageError, FileNotFoundError):
+    """The object does not exist in the store."""
+
+
+class ObjectExistsError(StorageError, FileExistsError):
+    """The library refused to overwrite an object that already exists."""
+
+
+class StoragePermissionError(StorageError, PermissionError):
+    """The store refused the request: credentials are missing, wrong or lack rights."""
+
+
+class StorageOperationError(StorageError):
+    """Any other failure of a store operation (network, server, protocol)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        backend: str | None = None,
+        path: str | None = None,
+        operation: str | None = None,
+    ):
+        super().__init__(message, backend=backend, path=path)
+        self.operation = operation
+
+
+class UploadError(StorageOperationError):
+    """Uploading pending content failed; nothing that refers to it was committed."""
+
+
+class StorageErrorGroup(StorageOperationError):
+    """Several storage operations failed at once.
+
+    Attributes:
+        errors: The individual errors, in the order the operations were issued.
+    """
+
+    def __init__(self, message: str, errors: Sequence[BaseException]):
+        details = "; ".join(str(e) for e in errors[:5])
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        super().__init__(f"{message}: {details}{more}")
+        self.errors = tuple(errors)
+
+
+class ValidationError(StorageError, ValueError):
+    """Content was refused by a validator before it was stored."""
+
+
+class FileTooLargeError(ValidationError):
+    """The content is larger than the configured limit.
+
+    Attributes:
+        limit: The maximum size in bytes.
+        size_seen: How many bytes had been read when the limit was passed.
+    """
+
+    def __init__(
+        self, *, limit: int, size_seen: int, backend: str | None = None, path: str | None = None
+    ):
+        super().__init__(
+            f"The file is too large: {size_seen} bytes read, the limit is {limit} bytes.",
+            backend=backend,
+            path=path,
+        )
+        self.limit = limit
+        self.size_seen = size_seen
+
+
+class FileTooSmallError(ValidationError):
+    """The content is smaller than the configured minimum."""
+
+    def __init__(
+        self, *, minimum: int, size: int, backend: str | None = None, path: str | None = None
+    ):
+        super().__init__(
+            f"The file is too small: {size} bytes, the minimum is {minimum} bytes.",
+            backend=backend,
+            path=path,
+        )
+        self.minimum = minimum
+        self.size = size
+
+
+class InvalidContentTypeError(ValidationError):
+    """The content type is not allowed, or does not match the bytes."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        declared: str | None = None,
+        detected: str | None = None,
+        backend: str | None = None,
+        path: str | None = None,
+    ):
+        super().__init__(message, backend=backend, path=path)
+        self.declared = declared
+        self.detected = detected
+
+
+class InvalidExtensionError(ValidationError):
+    """The filename's extension is not allowed."""

@@ -1,0 +1,947 @@
+"""`FileObject`, the mutable value stored in a `StoredObject` column.
+
+A `FileObject` is either *pending* (it holds content that has not been uploaded yet) or
+*stored* (it refers to an object by backend key and path). Saving uploads the content
+under a fresh key and turns a pending file into a stored one; the session integration
+does that automatically during flush.
+
+It is a SQLAlchemy [`Mutable`][sqlalchemy.ext.mutable.Mutable]: changing its filename,
+content type or metadata in place marks the owning row dirty, and
+[`FileObjectList`][sqlalchemy_obstore.FileObjectList] does the same for list columns.
+
+Every I/O method has a sync twin without the `_async` suffix; both call the backend's
+native obstore operation.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, ClassVar, SupportsIndex, TypeVar, overload
+
+from sqlalchemy.ext.mutable import Mutable, MutableList
+
+from ._attributes import guess_content_type, object_attributes
+from ._content import ContentReader, ContentSource, content_kind
+from .backends import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CONCURRENCY, Backend, SignedURL, WriteResult
+from .errors import (
+    FileObjectError,
+    InvalidFileObjectError,
+    NoContentError,
+)
+from .keys import KeyFunction, build_key, join_key, sanitize_filename
+from .registry import BackendRegistry, storages
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ("COLUMN_FORMAT_VERSION", "FileObject", "FileObjectList", "SaveOptions")
+
+COLUMN_FORMAT_VERSION = 1
+"""Version of the JSON shape written by `FileObject.to_dict()` (the `"v"` field)."""
+
+_KNOWN_KEYS = frozenset(
+    {
+        "v",
+        "backend",
+        "path",
+        "filename",
+        "content_type",
+        "size",
+        "etag",
+        "version",
+        "checksum",
+        "last_modified",
+        "metadata",
+    }
+)
+_TRACKED_FIELDS = frozenset(
+    {
+        "backend",
+        "path",
+        "filename",
+        "content_type",
+        "size",
+        "etag",
+        "version",
+        "checksum",
+        "last_modified",
+    }
+)
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class SaveOptions:
+    """How new content is uploaded: key layout and multipart tuning.
+
+    Columns carry one of these (built from their arguments); `FileObject.save` builds
+    one from its keyword arguments.
+
+    Attributes:
+        key_prefix: Extra prefix after the backend's prefix.
+        key_function: Layout of the key below the prefixes (default `<uuid>/<name>`).
+        use_multipart: Force (`True`) or forbid (`False`) multipart uploads.
+        chunk_size: Multipart part size; content up to this size is one PUT.
+        max_concurrency: Parts uploaded at once.
+        cache_control: `Cache-Control` stored with the object.
+    """
+
+    key_prefix: str | None = None
+    key_function: KeyFunction | None = None
+    use_multipart: bool | None = None
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    cache_control: str | None = None
+
+
+_DEFAULT_SAVE_OPTIONS = SaveOptions()
+
+
+class _Metadata(dict[str, str]):
+    """A str→str dict that tells its `FileObject` when it changes."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: FileObject, data: Mapping[str, str]):
+        super().__init__(_check_metadata(data))
+        self._owner = weakref.ref(owner)
+
+    def _changed(self) -> None:
+        owner = self._owner()
+        if owner is not None:
+            owner.changed()
+
+    def __setitem__(self, key: str, value: str) -> None:
+        super().__setitem__(*_check_metadata_item(key, value))
+        self._changed()
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._changed()
+
+    def clear(self) -> None:
+        super().clear()
+        self._changed()
+
+    def pop(self, key: str, *default: Any) -> Any:  # type: ignore[override]
+        value = super().pop(key, *default)
+        self._changed()
+        return value
+
+    def popitem(self) -> tuple[str, str]:
+        item = super().popitem()
+        self._changed()
+        return item
+
+    def setdefault(self, key: str, default: str = "") -> str:  # type: ignore[override]
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, *args: Any, **kwargs: str) -> None:  # type: ignore[override]
+        super().update(_check_metadata(dict(*args, **kwargs)))
+        self._changed()
+
+    def __ior__(self, other: Any) -> Self:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def __reduce__(self) -> Any:
+        return (dict, (dict(self),))
+
+
+def _check_metadata_item(key: object, value: object) -> tuple[str, str]:
+    if not isinstance(key, str) or not isinstance(value, str):
+        raise InvalidFileObjectError(
+            f"metadata maps str to str; got {type(key).__name__} → {type(value).__name__}. "
+            "Encode other values (for example as JSON) first."
+        )
+    return key, value
+
+
+def _check_metadata(data: Mapping[str, str] | None) -> dict[str, str]:
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise InvalidFileObjectError(f"metadata must be a mapping, not {type(data).__name__}.")
+    return dict(_check_metadata_item(k, v) for k, v in data.items())
+
+
+def _parse_datetime(value: object) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    raise InvalidFileObjectError(f"last_modified must be a datetime or ISO string, not {value!r}.")
+
+
+def _optional(value: object, kind: type[_T], name: str) -> _T | None:
+    if value is None or (isinstance(value, kind) and not isinstance(value, bool)):
+        return value
+    raise InvalidFileObjectError(f"{name} must be {kind.__name__} or None, not {value!r}.")
+
+
+@dataclass(slots=True)
+class _PendingUpload:
+    backend: Backend
+    path: str
+    reader: ContentReader
+    options: SaveOptions
+
+
+class FileObject(Mutable):
+    """A file stored, or about to be stored, in an object store.
+
+    Build one with content to upload, or with the backend and path of an existing
+    object. Every argument is keyword-only.
+
+    Args:
+        filename: The display name (the original upload name). It is kept as given in
+            `filename`; only a sanitised form appears in object keys. Defaults to the
+            name of a `Path` or file object, else the last segment of `path`.
+        content: Content to upload: bytes, bytearray, memoryview, `pathlib.Path`, a
+            binary file object, or a sync or async iterator of bytes.
+        backend: Backend key; a file assigned to a column without one takes the
+            column's backend.
+        path: Key of an existing object (when there is no `content`).
+        content_type: MIME type; guessed from the filename when not given.
+        size: Size in bytes, for an existing object.
+        etag: Entity tag, for an existing object.
+        version: Version id, for an existing object.
+        checksum: `"<algorithm>:<hex>"`, for an existing object.
+        last_modified: Last-modified time, for an existing object.
+        metadata: Custom str→str metadata, stored in the column and, where the store
+            supports it, as object user metadata.
+        registry: The registry that resolves `backend` (default: `storages`).
+
+    Raises:
+        InvalidFileObjectError: For unusable arguments (for example `str` content, or
+            both `content` and `path`).
+
+    Example:
+        >>> from sqlalchemy_obstore import FileObject, ObstoreBackend, storages
+        >>> with storages.temporary(ObstoreBackend("uploads", "memory://")):
+        ...     f = FileObject(filename="hello.txt", content=b"hi", backend="uploads").save()
+        ...     f.get_content(), f.size, f.content_type
+        (b'hi', 2, 'text/plain')
+    """
+
+    # Declared for type checkers; values live in the instance __dict__ (Mutable needs it).
+    backend: str | None
+    path: str | None
+    filename: str
+    content_type: str
+    size: int | None
+    etag: str | None
+    version: str | None
+    checksum: str | None
+    last_modified: datetime | None
+
+    __hash__: ClassVar[None]  # type: ignore[assignment]  # mutable: not hashable
+
+    def __init__(
+        self,
+        *,
+        filename: str | None = None,
+        content: ContentSource | None = None,
+        backend: str | None = None,
+        path: str | None = None,
+        content_type: str | None = None,
+        size: int | None = None,
+        etag: str | None = None,
+        version: str | None = None,
+        checksum: str | None = None,
+        last_modified: datetime | str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        registry: BackendRegistry | None = None,
+    ) -> None:
+        d = self.__dict__
+        d["_ready"] = False
+        if content is not None and path is not None:
+            raise InvalidFileObjectError(
+                "Pass either content= (to upload) or path= (an existing object), not both."
+            )
+        if content is not None:
+            content_kind(content)  # validate early
+        if filename is None:
+            filename = _default_filename(content, path)
+        if not isinstance(filename, str):
+            raise InvalidFileObjectError(f"filename must be a string, not {type(filename).__name__}.")
+        d["_content"] = content
+        d["_registry"] = registry
+        d["_sign_cache"] = {}
+        d["_containers"] = {}
+        d["_extra"] = {}
+        d["_metadata"] = _Metadata(self, metadata or {})
+        self.backend = _optional(backend, str, "backend")
+        self.path = _optional(path, str, "path")
+        self.filename = filename
+        self.content_type = content_type or guess_content_type(filename)
+        self.size = _optional(size, int, "size")
+        self.etag = _optional(etag, str, "etag")
+        self.version = _optional(version, str, "version")
+        self.checksum = _optional(checksum, str, "checksum")
+        self.last_modified = _parse_datetime(last_modified)
+        d["_ready"] = True
+
+    # -- state ----------------------------------------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "filename" and not isinstance(value, str):
+            raise InvalidFileObjectError(f"filename must be a string, not {type(value).__name__}.")
+        if name == "metadata":
+            value = _Metadata(self, value)
+            name = "_metadata"
+        object.__setattr__(self, name, value)
+        if (name in _TRACKED_FIELDS or name == "_metadata") and self.__dict__.get("_ready"):
+            self.__dict__["_sign_cache"].clear()
+            self.changed()
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """Custom str→str metadata; in-place changes mark the owning row dirty."""
+        metadata: _Metadata = self.__dict__["_metadata"]
+        return metadata
+
+    @property
+    def has_pending_content(self) -> bool:
+        """Whether there is content waiting to be uploaded."""
+        return self.__dict__["_content"] is not None
+
+    @property
+    def is_saved(self) -> bool:
+        """Whether the file refers to a stored object and has nothing pending."""
+        return self.path is not None and not self.has_pending_content
+
+    @property
+    def safe_filename(self) -> str:
+        """The filename with directories, control characters and `..` removed."""
+        return sanitize_filename(self.filename)
+
+    @property
+    def url(self) -> str | None:
+        """The public URL, when the backend has a `public_base_url`; else `None`."""
+        if self.path is None or self.backend is None:
+            return None
+        return self._backend().public_url(self.path)
+
+    def changed(self) -> None:
+        """Mark every row (and list) holding this file as modified."""
+        super().changed()
+        for ref in list(self.__dict__["_containers"].values()):
+            container = ref()
+            if container is not None:
+                container.changed()
+
+    def _attach(self, container: FileObjectList) -> None:
+        self.__dict__["_containers"][id(container)] = weakref.ref(container)
+
+    def _detach(self, container: FileObjectList) -> None:
+        self.__dict__["_containers"].pop(id(container), None)
+
+    # -- column shape ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape stored in the column (see the column format docs).
+
+        Unknown fields read from a newer column format are written back unchanged.
+
+        Example:
+            >>> FileObject(backend="b", path="k/a.txt", size=1).to_dict()["path"]
+            'k/a.txt'
+        """
+        data: dict[str, Any] = dict(self.__dict__["_extra"])
+        data.update(
+            {
+                "v": COLUMN_FORMAT_VERSION,
+                "backend": self.backend,
+                "path": self.path,
+                "filename": self.filename,
+                "content_type": self.content_type,
+                "size": self.size,
+                "etag": self.etag,
+                "version": self.version,
+                "checksum": self.checksum,
+                "last_modified": self.last_modified.isoformat() if self.last_modified else None,
+                "metadata": dict(self.metadata),
+            }
+        )
+        return data
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        default_backend: str | None = None,
+        registry: BackendRegistry | None = None,
+    ) -> FileObject:
+        """Rebuild a `FileObject` from its column shape.
+
+        Args:
+            data: A mapping as produced by `to_dict`.
+            default_backend: Backend to use when the data names none.
+            registry: The registry that resolves the backend.
+
+        Raises:
+            InvalidFileObjectError: If `data` is not a valid column value.
+        """
+        if not isinstance(data, Mapping):
+            raise InvalidFileObjectError(f"Expected a JSON object, got {type(data).__name__}.")
+        path = data.get("path")
+        if not isinstance(path, str) or not path:
+            raise InvalidFileObjectError(f"A stored file needs a non-empty 'path', got {path!r}.")
+        try:
+            file = cls(
+                backend=data.get("backend") or default_backend,
+                path=path,
+                filename=data.get("filename") or path.rsplit("/", 1)[-1],
+                content_type=data.get("content_type"),
+                size=data.get("size"),
+                etag=data.get("etag"),
+                version=data.get("version"),
+                checksum=data.get("checksum"),
+                last_modified=data.get("last_modified"),
+                metadata=data.get("metadata") or {},
+                registry=registry,
+            )
+        except (InvalidFileObjectError, ValueError, TypeError) as exc:
+            raise InvalidFileObjectError(f"Malformed stored file {dict(data)!r}: {exc}") from exc
+        file.__dict__["_extra"] = {k: v for k, v in data.items() if k not in _KNOWN_KEYS}
+        return file
+
+    # -- equality, repr, pickling ------------------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FileObject):
+            return NotImplemented
+        if self.path is None or other.path is None:
+            return self is other
+        return (self.backend, self.path) == (other.backend, other.path)
+
+    def __repr__(self) -> str:
+        fields = [f"filename={self.filename!r}"]
+        if self.backend is not None:
+            fields.append(f"backend={self.backend!r}")
+        if self.path is not None:
+            fields.append(f"path={self.path!r}")
+        if self.size is not None:
+            fields.append(f"size={self.size}")
+        fields.append(f"content_type={self.content_type!r}")
+        if self.has_pending_content:
+            fields.append("pending=True")
+        return f"FileObject({', '.join(fields)})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in {"_parents", "_containers"}}
+        state["_sign_cache"] = {}
+        state["_metadata"] = dict(self.metadata)
+        content = state.get("_content")
+        if content is not None and content_kind(content) not in {"buffer", "path"}:
+            raise FileObjectError(
+                "A FileObject whose pending content is a stream cannot be pickled; save it first."
+            )
+        if isinstance(content, memoryview):
+            state["_content"] = bytes(content)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        metadata = state.pop("_metadata", {})
+        self.__dict__.update(state)
+        self.__dict__["_containers"] = {}
+        self.__dict__["_metadata"] = _Metadata(self, metadata)
+
+    # -- Mutable contract -------------------------------------------------------------------
+    @classmethod
+    def coerce(cls, key: str, value: Any) -> FileObject | None:
+        """Convert a value assigned to a single-file column (`None`, FileObject or dict)."""
+        if value is None or isinstance(value, FileObject):
+            return value
+        if isinstance(value, Mapping):
+            return cls.from_dict(value)
+        raise ValueError(
+            f"Attribute {key!r} accepts a FileObject, a dict in the column shape or None, "
+            f"not {type(value).__name__}."
+        )
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _backend(self) -> Backend:
+        if self.backend is None:
+            raise FileObjectError(
+                f"{self!r} has no backend: pass backend= or assign it to a StoredObject column."
+            )
+        registry: BackendRegistry = self.__dict__["_registry"] or storages
+        return registry.get_backend(self.backend)
+
+    def _stored(self) -> tuple[Backend, str]:
+        if self.path is None:
+            raise NoContentError(
+                f"{self!r} has not been saved yet: save it (or commit the session) first.",
+                backend=self.backend,
+            )
+        return self._backend(), self.path
+
+    # -- saving ---------------------------------------------------------------------------------
+    def _begin_upload(self, options: SaveOptions) -> _PendingUpload | None:
+        content = self.__dict__["_content"]
+        if content is None:
+            if self.path is None:
+                raise NoContentError(f"{self!r} has no content to save.", backend=self.backend)
+            return None
+        backend = self._backend()
+        path = build_key(
+            self.filename,
+            prefix=join_key(backend.prefix, options.key_prefix),
+            key_function=options.key_function or backend.key_function,
+        )
+        reader = ContentReader(
+            content, chunk_size=options.chunk_size, checksum_algorithm=backend.checksum_algorithm
+        )
+        return _PendingUpload(backend, path, reader, options)
+
+    def _put_arguments(self, upload: _PendingUpload, body: Any) -> dict[str, Any]:
+        backend = upload.backend
+        single_part = not (isinstance(body, Iterator) or isinstance(body, AsyncIterator))
+        attributes = object_attributes(
+            filename=self.filename,
+            content_type=self.content_type,
+            metadata=self.metadata,
+            cache_control=upload.options.cache_control,
+            include_metadata=getattr(backend, "write_metadata", True),
+        )
+        return {
+            "attributes": attributes,
+            # A fresh key never exists; refuse to overwrite anyway (custom key functions).
+            "create_only": single_part and upload.options.use_multipart is not True,
+            "use_multipart": upload.options.use_multipart,
+            "chunk_size": upload.options.chunk_size,
+            "max_concurrency": upload.options.max_concurrency,
+        }
+
+    def _finish_upload(self, upload: _PendingUpload, result: WriteResult) -> None:
+        d = self.__dict__
+        d["_ready"] = False
+        try:
+            self.path = upload.path
+            self.size = upload.reader.size
+            self.checksum = upload.reader.checksum
+            self.etag = result.etag
+            self.version = result.version
+            self.last_modified = datetime.now(timezone.utc)
+            d["_content"] = None
+            d["_sign_cache"].clear()
+        finally:
+            d["_ready"] = True
+        self.changed()
+
+    @staticmethod
+    def _raise_upload_error(upload: _PendingUpload, exc: BaseException) -> None:
+        # A validator that stopped the stream is the real cause; obstore may have
+        # re-raised it or wrapped it.
+        if upload.reader.error is not None and upload.reader.error is not exc:
+            raise upload.reader.error from None
+
+    def save(
+        self,
+        *,
+        use_multipart: bool | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        key_prefix: str | None = None,
+        key_function: KeyFunction | None = None,
+        options: SaveOptions | None = None,
+    ) -> Self:
+        """Upload pending content under a fresh key and record what the store reports.
+
+        Content up to `chunk_size` goes up in one PUT (refused if the key exists);
+        longer content streams as a multipart upload with bounded memory. A file with
+        nothing pending that is already stored is left as it is.
+
+        Args:
+            use_multipart: Force or forbid multipart; by default decided by size.
+            chunk_size: Multipart part size (and the single-PUT threshold).
+            max_concurrency: Parts uploaded at once.
+            key_prefix: Extra key prefix after the backend's prefix.
+            key_function: Custom key layout for this save.
+            options: All of the above as one object (overrides the keywords).
+
+        Returns:
+            This file, now stored.
+
+        Raises:
+            NoContentError: If there is neither content nor a stored object.
+            BackendNotFoundError: If the backend key is not registered.
+            StorageError: If the store refuses or fails the upload.
+        """
+        upload = self._begin_upload(
+            options
+            or SaveOptions(key_prefix, key_function, use_multipart, chunk_size, max_concurrency)
+        )
+        if upload is None:
+            return self
+        try:
+            body = upload.reader.open()
+            result = upload.backend.put(upload.path, body, **self._put_arguments(upload, body))
+        except BaseException as exc:
+            self._raise_upload_error(upload, exc)
+            raise
+        self._finish_upload(upload, result)
+        return self
+
+    async def save_async(
+        self,
+        *,
+        use_multipart: bool | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        key_prefix: str | None = None,
+        key_function: KeyFunction | None = None,
+        options: SaveOptions | None = None,
+    ) -> Self:
+        """Async version of [`save`][sqlalchemy_obstore.FileObject.save]; also accepts async iterators."""
+        upload = self._begin_upload(
+            options
+            or SaveOptions(key_prefix, key_function, use_multipart, chunk_size, max_concurrency)
+        )
+        if upload is None:
+            return self
+        try:
+            body = await upload.reader.open_async()
+            result = await upload.backend.put_async(
+                upload.path, body, **self._put_arguments(upload, body)
+            )
+        except BaseException as exc:
+            self._raise_upload_error(upload, exc)
+            raise
+        self._finish_upload(upload, result)
+        return self
+
+    # -- reading ----------------------------------------------------------------------------------
+    def get_content(self) -> bytes:
+        """Read the whole stored object into memory.
+
+        Raises:
+            NoContentError: If the file has not been saved.
+            ObjectNotFoundError: If the object is missing from the store.
+        """
+        backend, path = self._stored()
+        return backend.get_bytes(path)
+
+    async def get_content_async(self) -> bytes:
+        """Async version of [`get_content`][sqlalchemy_obstore.FileObject.get_content]."""
+        backend, path = self._stored()
+        return await backend.get_bytes_async(path)
+
+    def iter_chunks(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
+        """Stream the stored object in chunks of about `chunk_size` bytes.
+
+        Memory stays bounded by the chunk size, whatever the object's size.
+        """
+        backend, path = self._stored()
+        return backend.iter_chunks(path, chunk_size=chunk_size)
+
+    def iter_chunks_async(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> AsyncIterator[bytes]:
+        """Async version of [`iter_chunks`][sqlalchemy_obstore.FileObject.iter_chunks]."""
+        backend, path = self._stored()
+        return backend.iter_chunks_async(path, chunk_size=chunk_size)
+
+    def get_range(self, start: int, length: int) -> bytes:
+        """Read `length` bytes from offset `start` (fewer at the end of the object)."""
+        backend, path = self._stored()
+        return backend.get_range(path, start, length)
+
+    async def get_range_async(self, start: int, length: int) -> bytes:
+        """Async version of [`get_range`][sqlalchemy_obstore.FileObject.get_range]."""
+        backend, path = self._stored()
+        return await backend.get_range_async(path, start, length)
+
+    def exists(self) -> bool:
+        """Whether the stored object exists (`False` for an unsaved file)."""
+        if self.path is None:
+            return False
+        backend, path = self._stored()
+        return backend.exists(path)
+
+    async def exists_async(self) -> bool:
+        """Async version of [`exists`][sqlalchemy_obstore.FileObject.exists]."""
+        if self.path is None:
+            return False
+        backend, path = self._stored()
+        return await backend.exists_async(path)
+
+    def _apply_info(self, info: Any) -> None:
+        self.size = info.size
+        self.etag = info.etag
+        self.version = info.version
+        self.last_modified = info.last_modified
+        if info.content_type:
+            self.content_type = info.content_type
+
+    def refresh(self) -> Self:
+        """Reload size, etag, version, last-modified and content type from the store.
+
+        Raises:
+            ObjectNotFoundError: If the object is missing.
+        """
+        backend, path = self._stored()
+        self._apply_info(backend.head(path))
+        return self
+
+    async def refresh_async(self) -> Self:
+        """Async version of [`refresh`][sqlalchemy_obstore.FileObject.refresh]."""
+        backend, path = self._stored()
+        self._apply_info(await backend.head_async(path))
+        return self
+
+    def delete(self) -> None:
+        """Delete the stored object now (missing objects are not an error).
+
+        This acts immediately and outside any transaction. To remove a file from a row,
+        assign `None` (or remove it from the list) and commit: the session deletes the
+        object only after the commit succeeded.
+        """
+        backend, path = self._stored()
+        backend.delete(path)
+
+    async def delete_async(self) -> None:
+        """Async version of [`delete`][sqlalchemy_obstore.FileObject.delete]."""
+        backend, path = self._stored()
+        await backend.delete_async(path)
+
+    # -- signing ----------------------------------------------------------------------------------
+    def _sign_target(self, for_upload: bool) -> tuple[Backend, str]:
+        if not for_upload:
+            return self._stored()
+        if self.path is not None or self.has_pending_content:
+            raise FileObjectError(
+                f"Refusing to sign an upload to {self!r}: stored keys are immutable. Sign the "
+                "upload on a new FileObject(filename=...) without content; it gets a fresh key.",
+                backend=self.backend,
+                path=self.path,
+            )
+        backend = self._backend()
+        if not backend.supports_signing:
+            raise backend.unsupported("Signing URLs")
+        self.path = build_key(self.filename, prefix=backend.prefix, key_function=backend.key_function)
+        return backend, self.path
+
+    def _cached_url(self, cache_key: tuple[str, float]) -> str | None:
+        entry = self.__dict__["_sign_cache"].get(cache_key)
+        if entry is None:
+            return None
+        url, renew_at = entry
+        return url if time.time() < renew_at else None
+
+    def _remember_url(self, cache_key: tuple[str, float], url: str, lifetime: timedelta) -> None:
+        # Hand a cached URL out only while more than half of its lifetime remains.
+        self.__dict__["_sign_cache"][cache_key] = (url, time.time() + lifetime.total_seconds() / 2)
+
+    def sign(self, *, expires_in: int | timedelta = 3600, for_upload: bool = False) -> str:
+        """Return a signed URL for downloading (GET) or, with `for_upload`, uploading (PUT).
+
+        Download URLs are cached on the object and reused while more than half of
+        their lifetime remains, so a URL is never handed out nearly expired.
+
+        An upload URL is only issued for a file that has no stored object yet: it gets a
+        fresh key, the client PUTs the bytes there (sending
+        `backend.upload_headers`), and `refresh()` then records size and etag.
+
+        Args:
+            expires_in: Lifetime in seconds or as a timedelta.
+            for_upload: Sign a PUT instead of a GET.
+
+        Raises:
+            UnsupportedOperationError: If the store cannot sign (local, memory).
+            InvalidExpiryError: If the lifetime is not positive or exceeds the store's
+                limit (7 days on S3 and GCS).
+        """
+        backend, path = self._sign_target(for_upload)
+        lifetime = backend.check_expiry(expires_in)
+        method = "PUT" if for_upload else "GET"
+        cache_key = (method, lifetime.total_seconds())
+        if not for_upload and (cached := self._cached_url(cache_key)) is not None:
+            return cached
+        url = backend.sign(path, method=method, expires_in=lifetime)
+        if not for_upload:
+            self._remember_url(cache_key, url, lifetime)
+        return url
+
+    async def sign_async(self, *, expires_in: int | timedelta = 3600, for_upload: bool = False) -> str:
+        """Async version of [`sign`][sqlalchemy_obstore.FileObject.sign]."""
+        backend, path = self._sign_target(for_upload)
+        lifetime = backend.check_expiry(expires_in)
+        method = "PUT" if for_upload else "GET"
+        cache_key = (method, lifetime.total_seconds())
+        if not for_upload and (cached := self._cached_url(cache_key)) is not None:
+            return cached
+        url = await backend.sign_async(path, method=method, expires_in=lifetime)
+        if not for_upload:
+            self._remember_url(cache_key, url, lifetime)
+        return url
+
+    def sign_upload(self, *, expires_in: int | timedelta = 300) -> SignedURL:
+        """Like `sign(for_upload=True)`, returning the URL with the headers to send."""
+        url = self.sign(expires_in=expires_in, for_upload=True)
+        return self._signed_upload(url, expires_in)
+
+    async def sign_upload_async(self, *, expires_in: int | timedelta = 300) -> SignedURL:
+        """Async version of [`sign_upload`][sqlalchemy_obstore.FileObject.sign_upload]."""
+        url = await self.sign_async(expires_in=expires_in, for_upload=True)
+        return self._signed_upload(url, expires_in)
+
+    def _signed_upload(self, url: str, expires_in: int | timedelta) -> SignedURL:
+        backend = self._backend()
+        lifetime = backend.check_expiry(expires_in)
+        return SignedURL(
+            url=url,
+            method="PUT",
+            headers=dict(backend.upload_headers),
+            expires_at=datetime.now(timezone.utc) + lifetime,
+        )
+
+
+def _default_filename(content: object, path: str | None) -> str:
+    from pathlib import Path
+
+    if isinstance(content, Path):
+        return content.name
+    name = getattr(content, "name", None) if content is not None else None
+    if isinstance(name, str) and name:
+        return name.replace("\\", "/").rsplit("/", 1)[-1]
+    if path:
+        return path.rsplit("/", 1)[-1]
+    return "file"
+
+
+class FileObjectList(MutableList[FileObject]):
+    """The list value of a `StoredObject(multiple=True)` column.
+
+    Every list operation (`append`, `extend`, `insert`, `remove`, `pop`, `clear`,
+    item and slice assignment, `del`, `+=`, `sort`, `reverse`) marks the row dirty, and
+    so do in-place changes to the files in it. Items removed since the row was loaded
+    are remembered so the session can delete their objects after commit.
+    """
+
+    def __init__(self, items: Iterable[Any] = ()) -> None:
+        super().__init__(_coerce_item(i) for i in items)
+        self._removed: list[FileObject] = []
+        for item in self:
+            item._attach(self)
+
+    @classmethod
+    def coerce(cls, key: str, value: Any) -> FileObjectList | None:  # type: ignore[override]
+        """Convert a value assigned to a list column (`None`, list of files or dicts)."""
+        if value is None or isinstance(value, FileObjectList):
+            return value
+        if isinstance(value, (list, tuple)):
+            try:
+                return cls(value)
+            except InvalidFileObjectError as exc:
+                raise ValueError(f"Attribute {key!r}: {exc}") from exc
+        raise ValueError(
+            f"Attribute {key!r} accepts a list of FileObjects (or dicts in the column shape), "
+            f"not {type(value).__name__}."
+        )
+
+    @property
+    def removed(self) -> tuple[FileObject, ...]:
+        """Files removed from this list since it was loaded or last committed."""
+        return tuple(self._removed)
+
+    def _added(self, items: Iterable[FileObject]) -> None:
+        for item in items:
+            item._attach(self)
+
+    def _dropped(self, items: Iterable[FileObject]) -> None:
+        for item in items:
+            item._detach(self)
+            if item.path is not None and not any(item is kept for kept in self):
+                self._removed.append(item)
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        old = self[index]
+        if isinstance(index, slice):
+            new = [_coerce_item(v) for v in value]
+            super().__setitem__(index, new)
+            self._dropped(old)  # type: ignore[arg-type]
+            self._added(new)
+        else:
+            item = _coerce_item(value)
+            super().__setitem__(index, item)
+            self._dropped([old])  # type: ignore[list-item]
+            self._added([item])
+
+    def __delitem__(self, index: SupportsIndex | slice) -> None:
+        old = self[index]
+        super().__delitem__(index)
+        self._dropped(old if isinstance(old, list) else [old])
+
+    def pop(self, *arg: SupportsIndex) -> FileObject:
+        item = super().pop(*arg)
+        self._dropped([item])
+        return item
+
+    def append(self, x: Any) -> None:
+        item = _coerce_item(x)
+        super().append(item)
+        self._added([item])
+
+    def extend(self, x: Iterable[Any]) -> None:
+        items = [_coerce_item(i) for i in x]
+        super().extend(items)
+        self._added(items)
+
+    def __iadd__(self, x: Iterable[Any]) -> Self:  # type: ignore[override,misc]
+        self.extend(x)
+        return self
+
+    def insert(self, i: SupportsIndex, x: Any) -> None:
+        item = _coerce_item(x)
+        super().insert(i, item)
+        self._added([item])
+
+    def remove(self, i: Any) -> None:
+        for index, item in enumerate(self):
+            if item is i or item == i:
+                del self[index]
+                return
+        raise ValueError(f"{i!r} is not in the list")
+
+    def clear(self) -> None:
+        old = list(self)
+        super().clear()
+        self._dropped(old)
+
+    def __getstate__(self) -> Any:
+        return (list(self), list(self._removed))
+
+    def __setstate__(self, state: Any) -> None:
+        items, removed = state if isinstance(state, tuple) else (state, [])
+        self[:] = items
+        self._removed = list(removed)
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> Any:
+        return (FileObjectList, (list(self),), None)
+
+    def __repr__(self) -> str:
+        return f"FileObjectList({list.__repr__(self)})"
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> FileObject: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[FileObject]: ...
+    def __getitem__(self, index: SupportsIndex | slice) -> FileObject | list[FileObject]:
+        return list.__getitem__(self, index)
+
+
+def _coerce_item(value: Any) -> FileObject:
+    if isinstance(value, FileObject):
+        return value
+    if isinstance(value, Mapping):
+        return FileObject.from_dict(value)
+    raise InvalidFileObjectError(
+        f"A list column holds FileObjects (or dicts in the column shape), not {type(value).__name__}."
+    )
+

@@ -1,0 +1,219 @@
+"""Filename sanitising and object-key generation.
+
+Filenames that arrive with uploads are display data, never paths. Two functions turn
+them into something safe:
+
+- [`sanitize_filename`][sqlalchemy_obstore.keys.sanitize_filename] gives a harmless
+  *display* name: directories, `..`, control and bidi-override characters are gone,
+  Unicode is NFC-normalised and the length is bounded, keeping the extension.
+- [`key_safe_name`][sqlalchemy_obstore.keys.key_safe_name] goes further for the last
+  segment of an object key: only letters, digits and `-_.()+@~` survive.
+
+Object keys are generated fresh for every save, `<prefix>/<uuid>/<safe name>` by
+default, so two files with the same name never collide and nothing is overwritten in
+place. A custom [`KeyFunction`][sqlalchemy_obstore.keys.KeyFunction] can be set per
+backend or per column.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import uuid
+from collections.abc import Callable
+
+from .errors import ConfigurationError, InvalidFilenameError
+
+__all__ = (
+    "DEFAULT_FILENAME",
+    "MAX_FILENAME_BYTES",
+    "KeyFunction",
+    "build_key",
+    "join_key",
+    "key_safe_name",
+    "sanitize_filename",
+    "uuid_key",
+    "validate_key",
+)
+
+KeyFunction = Callable[[str], str]
+"""Makes the key of a new object, relative to the backend/column prefix.
+
+It receives the key-safe leaf name (see [`key_safe_name`][sqlalchemy_obstore.keys.key_safe_name])
+and must return a fresh, relative key (`a/b/name.ext`) every time it is called.
+"""
+
+DEFAULT_FILENAME = "file"
+MAX_FILENAME_BYTES = 200
+"""Upper bound, in UTF-8 bytes, for a sanitised filename (keeps room for prefixes)."""
+
+_MAX_EXTENSION_CHARS = 16
+_WINDOWS_RESERVED = frozenset(
+    {"CON", "PRN", "AUX", "NUL"}
+    | {f"COM{i}" for i in range(1, 10)}
+    | {f"LPT{i}" for i in range(1, 10)}
+)
+_KEY_UNSAFE = re.compile(r"[^\w.\-()+@~]+")
+_REPEATED_UNDERSCORE = re.compile(r"_{2,}")
+
+
+def _strip_invisible(text: str) -> str:
+    # Cc: control characters including NUL; Cf: format characters such as the
+    # right-to-left override (U+202E) and zero-width joiners; Cs/Co/Cn: surrogates,
+    # private-use and unassigned code points.
+    return "".join(
+        ch for ch in text if unicodedata.category(ch) not in {"Cc", "Cf", "Cs", "Co", "Cn"}
+    )
+
+
+def _split_extension(name: str) -> tuple[str, str]:
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem or len(ext) > _MAX_EXTENSION_CHARS or not ext.isalnum():
+        return name, ""
+    return stem, "." + ext
+
+
+def _truncate_utf8(text: str, max_bytes: int) -> str:
+    encoded = text.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return text
+    return encoded[:max_bytes].decode("utf-8", errors="ignore")
+
+
+def sanitize_filename(name: object, *, max_bytes: int = MAX_FILENAME_BYTES) -> str:
+    """Return a harmless display name for an untrusted filename.
+
+    Directory parts (POSIX and Windows, including drive letters and UNC paths), `.` and
+    `..`, control characters, NUL and invisible format characters (such as the
+    right-to-left override) are removed; Unicode is normalised to NFC; whitespace is
+    collapsed; leading dots are dropped so the name is never hidden; the result is
+    bounded to `max_bytes` UTF-8 bytes while keeping the extension. An empty result
+    becomes `"file"` (keeping the extension when there was one).
+
+    Args:
+        name: The untrusted name, typically from an upload.
+        max_bytes: Maximum length of the result in UTF-8 bytes.
+
+    Returns:
+        A non-empty leaf name without any path separator.
+
+    Raises:
+        InvalidFilenameError: If `name` is not a string.
+
+    Example:
+        >>> sanitize_filename("../../etc/passwd")
+        'passwd'
+        >>> sanitize_filename("C:\\\\Users\\\\me\\\\report.pdf")
+        'report.pdf'
+    """
+    if not isinstance(name, str):
+        raise InvalidFilenameError(f"A filename must be a string, not {type(name).__name__}.")
+    text = unicodedata.normalize("NFC", name)
+    text = _strip_invisible(text)
+    # Treat both separators as directory separators and keep the last real segment.
+    segments = [s for s in re.split(r"[\\/]+", text) if s.strip() not in {"", ".", ".."}]
+    leaf = segments[-1] if segments else ""
+    # A drive-relative leftover such as "C:report.pdf".
+    leaf = re.sub(r"^[A-Za-z]:", "", leaf)
+    leaf = " ".join(leaf.split())  # collapse and trim whitespace
+    leaf = leaf.lstrip(". ").rstrip(". ")
+    stem, ext = _split_extension(leaf)
+    if not stem:
+        stem = DEFAULT_FILENAME
+    ext_bytes = len(ext.encode("utf-8"))
+    stem = _truncate_utf8(stem, max(1, max_bytes - ext_bytes)).rstrip(". ") or DEFAULT_FILENAME
+    return stem + ext
+
+
+def key_safe_name(name: str, *, max_bytes: int = MAX_FILENAME_BYTES) -> str:
+    """Return a leaf suitable as the last segment of an object key.
+
+    Starts from [`sanitize_filename`][sqlalchemy_obstore.keys.sanitize_filename] and
+    keeps only letters, digits and `-_.()+@~`; everything else (spaces, `%`, `#`, `?`,
+    quotes, ...) becomes `_`. Windows device names (`CON`, `NUL`, ...) are prefixed so
+    that a local-file backend can store them anywhere.
+
+    Example:
+        >>> key_safe_name("my report (final)#2.pdf")
+        'my_report_(final)_2.pdf'
+    """
+    leaf = sanitize_filename(name, max_bytes=max_bytes)
+    leaf = _KEY_UNSAFE.sub("_", leaf)
+    leaf = _REPEATED_UNDERSCORE.sub("_", leaf).strip("_") or DEFAULT_FILENAME
+    if leaf.startswith("."):
+        leaf = DEFAULT_FILENAME + leaf
+    stem, _ext = _split_extension(leaf)
+    if stem.upper() in _WINDOWS_RESERVED:
+        leaf = "_" + leaf
+    return leaf
+
+
+def uuid_key(name: str) -> str:
+    """The default [`KeyFunction`][sqlalchemy_obstore.keys.KeyFunction]: `<uuid4 hex>/<name>`.
+
+    Example:
+        >>> key = uuid_key("report.pdf")
+        >>> len(key.split("/")[0]), key.split("/")[1]
+        (32, 'report.pdf')
+    """
+    return f"{uuid.uuid4().hex}/{name}"
+
+
+def join_key(*parts: str | None) -> str:
+    """Join key segments with `/`, ignoring empty parts and stray slashes.
+
+    Example:
+        >>> join_key("uploads/", None, "/docs", "a/b.txt")
+        'uploads/docs/a/b.txt'
+    """
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+def validate_key(key: str) -> str:
+    """Check that `key` is a well-formed relative object key and return it.
+
+    A key must be non-empty, relative, and have no empty, `.` or `..` segment and no
+    control characters.
+
+    Raises:
+        ConfigurationError: If the key is malformed (typically a custom key function bug).
+    """
+    segments = key.split("/")
+    if (
+        not key
+        or key.startswith("/")
+        or any(s in {"", ".", ".."} for s in segments)
+        or _strip_invisible(key) != key
+    ):
+        raise ConfigurationError(
+            f"Invalid object key {key!r}: keys must be relative, with no empty, '.' or '..' "
+            "segments and no control characters. Check the key_function in use."
+        )
+    return key
+
+
+def build_key(
+    filename: str | None,
+    *,
+    prefix: str | None = None,
+    key_function: KeyFunction | None = None,
+) -> str:
+    """Generate a fresh object key for a file called `filename`.
+
+    Args:
+        filename: The display name; only its key-safe form is used in the key.
+        prefix: Prefix segments (backend prefix, column prefix) to put in front.
+        key_function: How to lay out the key below the prefix; defaults to
+            [`uuid_key`][sqlalchemy_obstore.keys.uuid_key].
+
+    Returns:
+        The full object key.
+
+    Example:
+        >>> key = build_key("../../etc/passwd", prefix="uploads")
+        >>> key.startswith("uploads/") and key.endswith("/passwd")
+        True
+    """
+    leaf = key_safe_name(filename or DEFAULT_FILENAME)
+    relative = (key_function or uuid_key)(leaf)
+    return validate_key(join_key(prefix, relative))

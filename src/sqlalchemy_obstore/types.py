@@ -1,0 +1,244 @@
+"""`StoredObject`, the column type that stores `FileObject` references as JSON.
+
+The column holds a small, versioned JSON document per file (JSONB on PostgreSQL, JSON
+elsewhere); the bytes live in the object store. With `multiple=True` it holds a JSON
+array and the attribute is a [`FileObjectList`][sqlalchemy_obstore.FileObjectList].
+Change tracking is wired automatically for every mapped `StoredObject` column: in-place
+changes mark the row dirty without `flag_modified`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import JSON, event
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapper
+from sqlalchemy.types import TypeDecorator
+
+from .errors import ConfigurationError, InvalidFileObjectError
+from .file_object import FileObject, FileObjectList, SaveOptions
+from .keys import KeyFunction
+from .registry import BackendRegistry
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Dialect
+    from sqlalchemy.types import TypeEngine
+
+__all__ = ("StoredObject",)
+
+
+class StoredObject(TypeDecorator[Any]):
+    """A column type holding one `FileObject` (or a list of them) as JSON.
+
+    Args:
+        backend: Key of the backend new files in this column go to (and the default
+            backend of stored values that name none).
+        multiple: Store a list of files (`FileObjectList`) instead of one file.
+        key_prefix: Extra key prefix for new files of this column, after the backend's.
+        key_function: Custom key layout for new files of this column.
+        keep_replaced: Keep the objects of replaced or removed files instead of deleting
+            them after commit (audit trails, versioning).
+        track: Let the session upload and delete this column's files automatically
+            (default). With `False` the application saves and deletes files itself.
+        cache_control: `Cache-Control` stored with new objects.
+        registry: Resolve backends in this registry instead of `storages`.
+
+    Example:
+        >>> from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+        >>> from sqlalchemy_obstore import FileObject, StoredObject
+        >>> class Base(DeclarativeBase): ...
+        >>> class Document(Base):
+        ...     __tablename__ = "documents"
+        ...     id: Mapped[int] = mapped_column(primary_key=True)
+        ...     file: Mapped[FileObject | None] = mapped_column(StoredObject(backend="uploads"))
+        ...     pages: Mapped[list[FileObject]] = mapped_column(
+        ...         StoredObject(backend="uploads", multiple=True), default=list
+        ...     )
+    """
+
+    impl = JSON(none_as_null=True)
+    cache_ok = True
+
+    def __init__(
+        self,
+        backend: str,
+        *,
+        multiple: bool = False,
+        key_prefix: str | None = None,
+        key_function: KeyFunction | None = None,
+        keep_replaced: bool = False,
+        track: bool = True,
+        cache_control: str | None = None,
+        registry: BackendRegistry | None = None,
+    ) -> None:
+        if not isinstance(backend, str) or not backend:
+            raise ConfigurationError(
+                "StoredObject(backend=...) takes the key of a registered backend (a string); "
+                "refer to backends by key, never by object."
+            )
+        super().__init__()
+        self.backend = backend
+        self.multiple = multiple
+        self.key_prefix = key_prefix
+        self.key_function = key_function
+        self.keep_replaced = keep_replaced
+        self.track = track
+        self.cache_control = cache_control
+        self.registry = registry
+        self._columns: list[str] = []
+
+    @property
+    def save_options(self) -> SaveOptions:
+        """How the session uploads new files of this column."""
+        return SaveOptions(
+            key_prefix=self.key_prefix,
+            key_function=self.key_function,
+            cache_control=self.cache_control,
+        )
+
+    @property
+    def python_type(self) -> type:
+        return list if self.multiple else FileObject
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(JSONB(none_as_null=True))
+        return dialect.type_descriptor(JSON(none_as_null=True))
+
+    def coerce_compared_value(self, op: Any, value: Any) -> Any:
+        return self.impl_instance.coerce_compared_value(op, value)
+
+    def _set_parent(self, parent: Any, **kw: Any) -> None:
+        # Remember which columns use this type so errors about stored data can name them.
+        table = getattr(parent, "table", None)
+        name = getattr(parent, "name", None)
+        if name:
+            qualified = f"{table.name}.{name}" if table is not None and hasattr(table, "name") else name
+            if qualified not in self._columns:
+                self._columns.append(qualified)
+        super()._set_parent(parent, **kw)
+
+    def _column_label(self) -> str:
+        return " / ".join(self._columns) if self._columns else "a StoredObject column"
+
+    # -- bind ---------------------------------------------------------------------------------
+    def _dump(self, value: Any) -> dict[str, Any]:
+        if isinstance(value, Mapping):
+            value = FileObject.from_dict(value, default_backend=self.backend)
+        if not isinstance(value, FileObject):
+            raise InvalidFileObjectError(
+                f"{self._column_label()} stores FileObjects, not {type(value).__name__}."
+            )
+        if value.path is None:
+            raise InvalidFileObjectError(
+                f"{value!r} in {self._column_label()} has not been saved: its content is "
+                "uploaded by the session's flush (is tracking disabled for this session or "
+                "column?) or by calling save() first."
+            )
+        data = value.to_dict()
+        if data["backend"] is None:
+            data["backend"] = self.backend
+        return data
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if self.multiple:
+            if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
+                raise InvalidFileObjectError(
+                    f"{self._column_label()} is a list column (multiple=True); "
+                    f"got {type(value).__name__}."
+                )
+            return [self._dump(item) for item in value]
+        return self._dump(value)
+
+    # -- result ---------------------------------------------------------------------------------
+    def _load(self, data: Any) -> FileObject:
+        try:
+            return FileObject.from_dict(data, default_backend=self.backend, registry=self.registry)
+        except InvalidFileObjectError as exc:
+            raise InvalidFileObjectError(
+                f"Malformed value in {self._column_label()}: {exc}. Fix the row, or set the "
+                "column to NULL."
+            ) from exc
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if self.multiple:
+            if not isinstance(value, list):
+                raise InvalidFileObjectError(
+                    f"Malformed value in {self._column_label()}: a list column holds a JSON "
+                    f"array, found {type(value).__name__}."
+                )
+            return FileObjectList(self._load(item) for item in value)
+        if isinstance(value, list):
+            raise InvalidFileObjectError(
+                f"Malformed value in {self._column_label()}: found a JSON array in a "
+                "single-file column (was it declared with multiple=True before?)."
+            )
+        return self._load(value)
+
+    def __repr__(self) -> str:
+        args = [repr(self.backend)]
+        if self.multiple:
+            args.append("multiple=True")
+        if self.key_prefix is not None:
+            args.append(f"key_prefix={self.key_prefix!r}")
+        if self.keep_replaced:
+            args.append("keep_replaced=True")
+        if not self.track:
+            args.append("track=False")
+        if self.cache_control is not None:
+            args.append(f"cache_control={self.cache_control!r}")
+        return f"StoredObject({', '.join(args)})"
+
+
+def stored_object_columns(mapper: Mapper[Any]) -> list[tuple[str, StoredObject]]:
+    """The `(attribute key, type)` of every `StoredObject` column of a mapper."""
+    found = []
+    for prop in mapper.column_attrs:
+        for column in prop.columns:
+            column_type = getattr(column, "type", None)
+            if isinstance(column_type, StoredObject):
+                found.append((prop.key, column_type))
+                break
+    return found
+
+
+@event.listens_for(Mapper, "mapper_configured")
+def _track_mutations(mapper: Mapper[Any], class_: type) -> None:
+    """Wire in-place change tracking for every `StoredObject` attribute."""
+    for key, column_type in stored_object_columns(mapper):
+        attribute = getattr(class_, key)
+        if column_type.multiple:
+            FileObjectList.associate_with_attribute(attribute)
+        else:
+            FileObject.associate_with_attribute(attribute)
+        event.listen(attribute, "set", _column_defaults_setter(column_type), retval=True)
+        # Load the old value on assignment so a replaced file is known even when the
+        # attribute was expired.
+        impl = mapper.class_manager[key].impl
+        if impl is not None:
+            impl.active_history = True
+
+
+def apply_column_defaults(column_type: StoredObject, value: Any) -> None:
+    """Give files without a backend (or registry) the column's."""
+    files = value if isinstance(value, list) else [value]
+    for file in files:
+        if isinstance(file, FileObject):
+            if file.backend is None:
+                file.backend = column_type.backend
+            if column_type.registry is not None and file.__dict__["_registry"] is None:
+                file.__dict__["_registry"] = column_type.registry
+
+
+def _column_defaults_setter(column_type: StoredObject) -> Any:
+    def set_defaults(target: Any, value: Any, oldvalue: Any, initiator: Any) -> Any:
+        apply_column_defaults(column_type, value)
+        return value
+
+    return set_defaults
