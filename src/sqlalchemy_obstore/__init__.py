@@ -36,6 +36,7 @@ from .errors import (
 )
 from .file_object import FileObject, FileObjectList, SaveOptions
 from .keys import KeyFunction, sanitize_filename
+from .lifecycle import TRACKING_KEY, disable_tracking, enable_tracking, is_tracking
 from .registry import BackendRegistry, storages
 from .types import StoredObject
 
@@ -71,12 +72,16 @@ __all__ = (
     "StorageOperationError",
     "StoragePermissionError",
     "StoredObject",
+    "TRACKING_KEY",
     "UnsupportedOperationError",
     "UnsupportedSchemeError",
     "UploadError",
     "ValidationError",
     "WriteResult",
     "__version__",
+    "disable_tracking",
+    "enable_tracking",
+    "is_tracking",
     "sanitize_filename",
     "storages",
 )

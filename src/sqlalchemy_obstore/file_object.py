@@ -337,6 +337,14 @@ class FileObject(Mutable):
             if container is not None:
                 container.changed()
 
+    def _adopt(self, backend: str, registry: BackendRegistry | None) -> None:
+        # Column defaults are not user changes: set them without marking anything dirty.
+        d = self.__dict__
+        if d["backend"] is None:
+            d["backend"] = backend
+        if d["_registry"] is None and registry is not None:
+            d["_registry"] = registry
+
     def _attach(self, container: FileObjectList) -> None:
         self.__dict__["_containers"][id(container)] = weakref.ref(container)
 

@@ -230,10 +230,7 @@ def apply_column_defaults(column_type: StoredObject, value: Any) -> None:
     files = value if isinstance(value, list) else [value]
     for file in files:
         if isinstance(file, FileObject):
-            if file.backend is None:
-                file.backend = column_type.backend
-            if column_type.registry is not None and file.__dict__["_registry"] is None:
-                file.__dict__["_registry"] = column_type.registry
+            file._adopt(column_type.backend, column_type.registry)
 
 
 def _column_defaults_setter(column_type: StoredObject) -> Any:

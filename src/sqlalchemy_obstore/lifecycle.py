@@ -1,0 +1,435 @@
+"""Files follow the transaction: the session integration.
+
+Importing `sqlalchemy_obstore` installs a handful of listeners on SQLAlchemy's `Session`
+class (and so on every `Session`, `sessionmaker`, `AsyncSession` and
+`async_sessionmaker` session). They implement the consistency model:
+
+1. **Upload before the row.** In `before_flush`, pending content of new and changed rows
+   is uploaded under fresh keys, concurrently and with bounded concurrency (obstore's
+   async calls, awaited through SQLAlchemy's greenlet bridge, inside an `AsyncSession`;
+   obstore's sync calls in a `Session`). If one upload fails, the uploads that succeeded
+   in that flush are deleted again and the error is raised from `flush()`/`commit()`.
+2. **Delete after the commit.** Objects of replaced values, values set to `None`, items
+   removed from lists and rows deleted (including cascades) are deleted only after the
+   outermost transaction committed. A failure there is logged and leaves an orphan.
+3. **Undo on rollback.** Objects uploaded inside a transaction or SAVEPOINT that rolls
+   back (or is closed without commit) are deleted, and the `FileObject`s go back to
+   holding their content so that a retry uploads again.
+
+Tracking can be turned off per session (`disable_tracking(session)`, or
+`info={TRACKING_KEY: False}` on a sessionmaker) and per column
+(`StoredObject(..., track=False)`).
+
+All decisions are made by plain code over the session's state; only `_run` knows whether
+to call obstore synchronously or through the async bridge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy import event, inspect
+from sqlalchemy.orm import Mapper, Session, SessionTransaction, object_session
+from sqlalchemy.orm.attributes import NO_VALUE, get_history
+
+from ._compat import await_, in_async_context
+from .backends import Backend
+from .errors import NoContentError, StorageError, StorageErrorGroup
+from .file_object import FileObject, FileObjectList, SaveOptions
+from .types import StoredObject, apply_column_defaults, stored_object_columns
+
+__all__ = (
+    "CONCURRENCY_KEY",
+    "DEFAULT_UPLOAD_CONCURRENCY",
+    "TRACKING_KEY",
+    "disable_tracking",
+    "enable_tracking",
+    "is_tracking",
+)
+
+logger = logging.getLogger("sqlalchemy_obstore")
+
+TRACKING_KEY = "sqlalchemy_obstore.track"
+"""`session.info` key: set to `False` to turn automatic file handling off for a session."""
+CONCURRENCY_KEY = "sqlalchemy_obstore.upload_concurrency"
+"""`session.info` key: how many uploads a flush runs at once in an `AsyncSession`."""
+DEFAULT_UPLOAD_CONCURRENCY = 8
+_STATE_KEY = "sqlalchemy_obstore.state"
+_T = TypeVar("_T")
+
+
+def disable_tracking(session: Any) -> None:
+    """Turn automatic uploads and deletes off for `session` (a `Session` or `AsyncSession`)."""
+    session.info[TRACKING_KEY] = False
+
+
+def enable_tracking(session: Any) -> None:
+    """Turn automatic uploads and deletes back on for `session`."""
+    session.info[TRACKING_KEY] = True
+
+
+def is_tracking(session: Any) -> bool:
+    """Whether `session` handles files automatically (the default)."""
+    return bool(session.info.get(TRACKING_KEY, True))
+
+
+# -- bookkeeping ------------------------------------------------------------------------------
+_Ref = tuple[str, str]  # (backend key, path)
+
+
+@dataclass(slots=True)
+class _Upload:
+    """An upload done in a transaction, with what is needed to undo it."""
+
+    file: FileObject
+    backend: Backend
+    path: str
+    snapshot: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _Record:
+    """What one transaction (root or SAVEPOINT) did to storage."""
+
+    uploads: list[_Upload] = field(default_factory=list)
+    deletes: dict[_Ref, Backend] = field(default_factory=dict)
+
+    def merge(self, other: _Record) -> None:
+        self.uploads.extend(other.uploads)
+        self.deletes.update(other.deletes)
+
+
+@dataclass(slots=True)
+class _SessionState:
+    records: dict[SessionTransaction, _Record] = field(default_factory=dict)
+    unattached: _Record = field(default_factory=_Record)
+    committed: set[SessionTransaction] = field(default_factory=set)
+
+    def record_for(self, session: Session) -> _Record:
+        transaction = session.get_nested_transaction() or session.get_transaction()
+        if transaction is None:
+            # before_flush runs before the flush begins the transaction; the record is
+            # attached to that transaction as soon as it exists.
+            return self.unattached
+        return self.records.setdefault(transaction, _Record())
+
+    def unschedule(self, refs: set[_Ref]) -> None:
+        for record in (self.unattached, *self.records.values()):
+            for ref in refs & record.deletes.keys():
+                del record.deletes[ref]
+
+
+def _state(session: Session) -> _SessionState:
+    state = session.info.get(_STATE_KEY)
+    if state is None:
+        state = session.info[_STATE_KEY] = _SessionState()
+    return state  # type: ignore[no-any-return]
+
+
+_COLUMNS: dict[Mapper[Any], list[tuple[str, StoredObject]]] = {}
+
+
+def _tracked_columns(mapper: Mapper[Any]) -> list[tuple[str, StoredObject]]:
+    columns = _COLUMNS.get(mapper)
+    if columns is None:
+        columns = _COLUMNS[mapper] = [
+            (key, col) for key, col in stored_object_columns(mapper) if col.track
+        ]
+    return columns
+
+
+def _files(value: Any) -> Iterator[FileObject]:
+    if isinstance(value, FileObject):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            if isinstance(item, FileObject):
+                yield item
+
+
+def _ref(file: FileObject) -> _Ref | None:
+    if file.backend is None or file.path is None:
+        return None
+    return (file.backend, file.path)
+
+
+# -- the executor: the only place that chooses sync or async obstore calls ----------------------
+def _run(
+    sync_calls: Sequence[Callable[[], _T]],
+    async_calls: Sequence[Callable[[], Awaitable[_T]]],
+    concurrency: int,
+) -> list[_T | BaseException]:
+    """Run operations, returning each result or exception in order.
+
+    Inside an `AsyncSession` the async versions run concurrently (at most
+    `concurrency` at once) through the greenlet bridge; otherwise the sync versions run
+    one after another, stopping at the first failure (the rest are reported as not run).
+    """
+    if not sync_calls:
+        return []
+    if in_async_context():
+        return await_(_gather_bounded(async_calls, concurrency))
+    results: list[_T | BaseException] = []
+    for call in sync_calls:
+        try:
+            results.append(call())
+        except Exception as exc:
+            results.append(exc)
+            break
+    return results
+
+
+async def _gather_bounded(
+    calls: Sequence[Callable[[], Awaitable[_T]]], concurrency: int
+) -> list[_T | BaseException]:
+    semaphore = asyncio.Semaphore(max(1, concurrency))
+
+    async def limited(call: Callable[[], Awaitable[_T]]) -> _T:
+        async with semaphore:
+            return await call()
+
+    return list(await asyncio.gather(*(limited(c) for c in calls), return_exceptions=True))
+
+
+def _delete_quietly(pending: dict[_Ref, Backend], reason: str) -> None:
+    """Delete objects grouped by backend; failures are logged, never raised."""
+    by_backend: dict[int, tuple[Backend, list[str]]] = {}
+    for (_key, path), backend in pending.items():
+        by_backend.setdefault(id(backend), (backend, []))[1].append(path)
+    groups = list(by_backend.values())
+    results = _run(
+        [lambda b=b, p=p: b.delete(p) for b, p in groups],  # type: ignore[misc]
+        [lambda b=b, p=p: b.delete_async(p) for b, p in groups],  # type: ignore[misc]
+        DEFAULT_UPLOAD_CONCURRENCY,
+    )
+    for index, (backend, paths) in enumerate(groups):
+        outcome: object = results[index] if index < len(results) else None
+        if index >= len(results) or isinstance(outcome, BaseException):
+            logger.warning(
+                "Could not delete %d object(s) %s from backend %r (%s); they are orphans "
+                "now and the garbage collector will find them: %s",
+                len(paths),
+                paths[:10],
+                backend.key,
+                reason,
+                outcome if outcome is not None else "not attempted",
+                exc_info=outcome if isinstance(outcome, BaseException) else None,
+            )
+            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                raise outcome
+        else:
+            logger.debug("Deleted %d object(s) from backend %r (%s)", len(paths), backend.key, reason)
+
+
+# -- uploads ------------------------------------------------------------------------------------
+_SNAPSHOT_FIELDS = ("path", "size", "checksum", "etag", "version", "last_modified")
+
+
+def _snapshot(file: FileObject) -> dict[str, Any]:
+    content = file.__dict__["_content"]
+    snapshot = {name: file.__dict__.get(name) for name in _SNAPSHOT_FIELDS}
+    snapshot["_content"] = content
+    seekable = hasattr(content, "seek") and getattr(content, "seekable", lambda: False)()
+    snapshot["_position"] = content.tell() if seekable else None
+    return snapshot
+
+
+class _ConsumedContent:
+    """Stands in for stream content that a failed or rolled-back upload already read."""
+
+    def __repr__(self) -> str:
+        return "<consumed stream>"
+
+
+def _revert(upload: _Upload) -> None:
+    """Give the file its content back after its upload was undone."""
+    file, snapshot = upload.file, upload.snapshot
+    if file.path != upload.path:
+        return  # the application changed the file since; leave it alone
+    content = snapshot["_content"]
+    from ._content import content_kind
+
+    replayable = content_kind(content) in {"buffer", "path"} or snapshot["_position"] is not None
+    if snapshot["_position"] is not None:
+        content.seek(snapshot["_position"])
+    d = file.__dict__
+    d["_ready"] = False
+    try:
+        for name in _SNAPSHOT_FIELDS:
+            setattr(file, name, snapshot[name])
+        d["_content"] = content if replayable else _CONSUMED
+    finally:
+        d["_ready"] = True
+
+
+_CONSUMED = _ConsumedContent()
+
+
+def _upload_all(session: Session, jobs: list[tuple[FileObject, SaveOptions]]) -> list[_Upload]:
+    for file, _options in jobs:
+        if file.__dict__["_content"] is _CONSUMED:
+            raise NoContentError(
+                f"{file!r} was uploaded by a transaction that rolled back, and its content "
+                "was a stream that cannot be read twice: assign the content again.",
+                backend=file.backend,
+            )
+    snapshots = [_snapshot(file) for file, _ in jobs]
+    concurrency = int(session.info.get(CONCURRENCY_KEY, DEFAULT_UPLOAD_CONCURRENCY))
+    results = _run(
+        [lambda f=f, o=o: f.save(options=o) for f, o in jobs],  # type: ignore[misc]
+        [lambda f=f, o=o: f.save_async(options=o) for f, o in jobs],  # type: ignore[misc]
+        concurrency,
+    )
+    done = [
+        _Upload(file, file._backend(), file.path, snapshot)  # type: ignore[arg-type]
+        for (file, _), snapshot, result in zip(jobs, snapshots, results)
+        if not isinstance(result, BaseException)
+    ]
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        # Nothing of this flush may stay behind: remove what did get uploaded.
+        _delete_quietly({(u.backend.key, u.path): u.backend for u in done}, "failed flush")
+        for upload in done:
+            _revert(upload)
+        fatal = [f for f in failures if not isinstance(f, Exception)]
+        if fatal:
+            raise fatal[0]
+        if len(failures) == 1:
+            raise failures[0]
+        raise StorageErrorGroup(f"{len(failures)} uploads failed during flush", failures)
+    return done
+
+
+# -- listeners ------------------------------------------------------------------------------------
+@event.listens_for(Session, "before_flush")
+def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
+    if not is_tracking(session):
+        return
+    jobs: list[tuple[FileObject, SaveOptions]] = []
+    replaced: dict[_Ref, Backend] = {}
+    current: set[_Ref] = set()
+    for obj in (*session.new, *session.dirty):
+        if obj in session.deleted:
+            continue
+        state = inspect(obj)
+        for key, column in _tracked_columns(state.mapper):
+            value = state.dict.get(key, NO_VALUE)
+            if value is NO_VALUE:
+                continue  # not loaded, so not changed
+            apply_column_defaults(column, value)
+            for file in _files(value):
+                if file.has_pending_content:
+                    jobs.append((file, column.save_options))
+                elif (ref := _ref(file)) is not None:
+                    current.add(ref)
+            if state.persistent and not column.keep_replaced:
+                replaced.update(_old_files(obj, key, value))
+            if isinstance(value, FileObjectList):
+                value._removed.clear()
+    tracker = _state(session)
+    if jobs:
+        uploads = _upload_all(session, jobs)
+        tracker.record_for(session).uploads.extend(uploads)
+    tracker.unschedule(current)
+    for ref in current:
+        replaced.pop(ref, None)
+    tracker.record_for(session).deletes.update(replaced)
+
+
+def _old_files(obj: Any, key: str, value: Any) -> dict[_Ref, Backend]:
+    """Stored files that `obj.key` referenced before this change and no longer does."""
+    history = get_history(obj, key)
+    old: list[FileObject] = []
+    for previous in history.deleted or ():
+        old.extend(_files(previous))
+    if isinstance(value, FileObjectList):
+        old.extend(value.removed)
+    keep = {ref for f in _files(value) if (ref := _ref(f)) is not None}
+    result: dict[_Ref, Backend] = {}
+    for file in old:
+        ref = _ref(file)
+        if ref is not None and ref not in keep:
+            result[ref] = file._backend()
+    return result
+
+
+@event.listens_for(Mapper, "before_delete")
+def _before_delete(mapper: Mapper[Any], connection: Any, target: Any) -> None:
+    session = object_session(target)
+    if session is None or not is_tracking(session):
+        return
+    doomed: dict[_Ref, Backend] = {}
+    for key, column in _tracked_columns(mapper):
+        if column.keep_replaced:
+            continue
+        value = getattr(target, key)
+        files = list(_files(value))
+        history = get_history(target, key)
+        for previous in history.deleted or ():
+            files.extend(_files(previous))
+        if isinstance(value, FileObjectList):
+            files.extend(value.removed)
+        for file in files:
+            if (ref := _ref(file)) is not None and not file.has_pending_content:
+                doomed[ref] = file._backend()
+    if doomed:
+        _state(session).record_for(session).deletes.update(doomed)
+
+
+@event.listens_for(Session, "after_transaction_create")
+def _after_transaction_create(session: Session, transaction: SessionTransaction) -> None:
+    state = session.info.get(_STATE_KEY)
+    if state is None or transaction.parent is not None:
+        return
+    unattached: _Record = state.unattached
+    if unattached.uploads or unattached.deletes:
+        state.records.setdefault(transaction, _Record()).merge(unattached)
+        state.unattached = _Record()
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    state = session.info.get(_STATE_KEY)
+    if state is None:
+        return
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    if transaction is not None:
+        state.committed.add(transaction)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    state: _SessionState | None = session.info.get(_STATE_KEY)
+    if state is None:
+        return
+    record = state.records.pop(transaction, None)
+    committed = transaction in state.committed
+    state.committed.discard(transaction)
+    parent = transaction.parent
+    if parent is None and not committed and state.unattached.uploads:
+        # A flush failed before it could even begin the transaction.
+        record = record or _Record()
+        record.merge(state.unattached)
+        state.unattached = _Record()
+    if record is None:
+        return
+    if committed or not (parent is None or transaction.nested):
+        # A committed SAVEPOINT (or a flush sub-transaction) hands its work to the
+        # enclosing transaction; a committed root transaction finishes it.
+        if parent is not None:
+            state.records.setdefault(parent, _Record()).merge(record)
+        elif record.deletes:
+            _delete_quietly(record.deletes, "replaced or removed, after commit")
+        return
+    # Rolled back, or closed without commit: undo this transaction's uploads.
+    if record.uploads:
+        _delete_quietly(
+            {(u.backend.key, u.path): u.backend for u in record.uploads}, "transaction rolled back"
+        )
+        for upload in record.uploads:
+            _revert(upload)
+
