@@ -450,7 +450,7 @@ _KNOWN_SCHEMES = (
 def _build_store(fs: str | Path, config: dict[str, Any]) -> ObjectStore:
     if isinstance(fs, Path):
         fs.mkdir(parents=True, exist_ok=True)
-        return LocalStore(fs.resolve(), mkdir=True)
+        return LocalStore(fs.resolve(), mkdir=True, automatic_cleanup=True)
     if not isinstance(fs, str):
         raise ConfigurationError(
             f"fs must be a storage URL or an obstore store, not {type(fs).__name__}."
@@ -465,7 +465,7 @@ def _build_store(fs: str | Path, config: dict[str, Any]) -> ObjectStore:
             raise ConfigurationError(f"file:// takes no configuration, got {sorted(config)}.")
         directory = Path(_plain_path(fs[len("file://") :] or "/"))
         directory.mkdir(parents=True, exist_ok=True)
-        return LocalStore(directory, mkdir=True)
+        return LocalStore(directory, mkdir=True, automatic_cleanup=True)
     if scheme not in {"s3", "s3a", "gs", "https", "http"} | _AZURE_SCHEMES:
         raise UnsupportedSchemeError(
             f"Unsupported storage URL scheme {scheme or '(none)'!r} in {redact(fs)!r}; "
