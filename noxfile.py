@@ -7,7 +7,6 @@ session itself. PostgreSQL is expected on 127.0.0.1:5432 (see `scripts/ensure-po
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nox
@@ -42,7 +41,10 @@ def stress(session: nox.Session) -> None:
     """Run the randomized lifecycle suite with many more generated scripts."""
     session.install("-e", ".[postgres,sqlite]", *_group("test"))
     session.run(
-        "pytest", "-q", "tests/integration/test_lifecycle_random.py", *session.posargs,
+        "pytest",
+        "-q",
+        "tests/integration/test_lifecycle_random.py",
+        *session.posargs,
         env={"SQLALCHEMY_OBSTORE_STRESS": "1"},
     )
 

@@ -99,8 +99,10 @@ def object_attributes(
         attributes["Cache-Control"] = cache_control
     if include_metadata:
         for key, value in metadata.items():
-            if _TOKEN.match(key) and _header_safe(value) and key.lower() not in {
-                k.lower() for k in attributes
-            }:
+            if (
+                _TOKEN.match(key)
+                and _header_safe(value)
+                and key.lower() not in {k.lower() for k in attributes}
+            ):
                 attributes[key.lower()] = value
     return attributes

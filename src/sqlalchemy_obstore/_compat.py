@@ -16,7 +16,7 @@ _T = TypeVar("_T")
 try:  # SQLAlchemy 2.1+
     from sqlalchemy.util.concurrency import await_ as _await
 except ImportError:  # pragma: no cover - SQLAlchemy 2.0
-    from sqlalchemy.util import await_only as _await  # type: ignore[attr-defined,no-redef]
+    from sqlalchemy.util import await_only as _await
 
 try:
     from sqlalchemy.util.concurrency import in_greenlet as _in_greenlet

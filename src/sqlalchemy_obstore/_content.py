@@ -46,7 +46,9 @@ def content_kind(source: object) -> ContentKind:
         )
     if hasattr(source, "read"):
         if isinstance(source, io.TextIOBase):
-            raise InvalidFileObjectError("content must be a binary file object (open it with 'rb').")
+            raise InvalidFileObjectError(
+                "content must be a binary file object (open it with 'rb')."
+            )
         return "file"
     if isinstance(source, (AsyncIterable, AsyncIterator)):
         return "aiter"
@@ -198,7 +200,9 @@ class ContentReader:
         self.head = whole
         return whole
 
-    async def _stream_async(self, buffered: list[Any], rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async def _stream_async(
+        self, buffered: list[Any], rest: AsyncIterator[Any]
+    ) -> AsyncIterator[Any]:
         for chunk in buffered:
             yield chunk
         buffered.clear()

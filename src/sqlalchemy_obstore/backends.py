@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast, overload
 from urllib.parse import quote, urlsplit
 
 import obstore as obs
@@ -56,7 +56,7 @@ from .errors import (
 from .keys import KeyFunction, join_key
 
 if TYPE_CHECKING:
-    from obstore import Attributes, ObjectMeta
+    from obstore import Attributes, ObjectMeta, SignCapableStore
     from obstore.store import ObjectStore
 
 __all__ = (
@@ -167,7 +167,7 @@ def _expiry_seconds(expires_in: int | float | timedelta) -> float:
 
 
 class Backend(ABC):
-    """The interface every backend implements; see [`ObstoreBackend`][sqlalchemy_obstore.ObstoreBackend].
+    """The interface of every backend; see [`ObstoreBackend`][sqlalchemy_obstore.ObstoreBackend].
 
     Subclasses implement the abstract operations; the non-abstract methods here are
     shared conveniences built on them. Custom backends (mirrors, overlays, wrappers
@@ -357,7 +357,9 @@ class Backend(ABC):
         """Async version of [`iter_chunks`][sqlalchemy_obstore.Backend.iter_chunks]."""
 
     @abstractmethod
-    def list_objects(self, prefix: str | None = None, *, offset: str | None = None) -> Iterator[ObjectInfo]:
+    def list_objects(
+        self, prefix: str | None = None, *, offset: str | None = None
+    ) -> Iterator[ObjectInfo]:
         """List objects under `prefix`, page by page, in key order where the store sorts.
 
         Args:
@@ -374,10 +376,16 @@ class Backend(ABC):
 
     # -- signing ------------------------------------------------------------------------
     @overload
-    def sign(self, paths: str, *, method: HttpMethod = ..., expires_in: int | float | timedelta = ...) -> str: ...
+    def sign(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]
+        self, paths: str, *, method: HttpMethod = ..., expires_in: int | float | timedelta = ...
+    ) -> str: ...
     @overload
     def sign(
-        self, paths: Sequence[str], *, method: HttpMethod = ..., expires_in: int | float | timedelta = ...
+        self,
+        paths: Sequence[str],
+        *,
+        method: HttpMethod = ...,
+        expires_in: int | float | timedelta = ...,
     ) -> list[str]: ...
     def sign(
         self,
@@ -395,12 +403,16 @@ class Backend(ABC):
         raise self.unsupported("Signing URLs", paths if isinstance(paths, str) else None)
 
     @overload
-    async def sign_async(
+    async def sign_async(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]
         self, paths: str, *, method: HttpMethod = ..., expires_in: int | float | timedelta = ...
     ) -> str: ...
     @overload
     async def sign_async(
-        self, paths: Sequence[str], *, method: HttpMethod = ..., expires_in: int | float | timedelta = ...
+        self,
+        paths: Sequence[str],
+        *,
+        method: HttpMethod = ...,
+        expires_in: int | float | timedelta = ...,
     ) -> list[str]: ...
     async def sign_async(
         self,
@@ -433,8 +445,10 @@ def _plain_path(url_path: str) -> str:
 
 def _wants_http(config: Mapping[str, Any]) -> bool:
     for name, value in config.items():
-        if isinstance(value, str) and value.startswith("http://") and (
-            "endpoint" in name or "url" in name
+        if (
+            isinstance(value, str)
+            and value.startswith("http://")
+            and ("endpoint" in name or "url" in name)
         ):
             return True
     return False
@@ -711,7 +725,9 @@ class ObstoreBackend(Backend):
 
         See [`Backend.put`][sqlalchemy_obstore.Backend.put].
         """
-        options = self._put_options(attributes, create_only, use_multipart, chunk_size, max_concurrency)
+        options = self._put_options(
+            attributes, create_only, use_multipart, chunk_size, max_concurrency
+        )
         with self._errors("put", path):
             result = obs.put(self.store, path, body, **options)  # type: ignore[arg-type]
         return WriteResult(result.get("e_tag"), result.get("version"))
@@ -728,9 +744,11 @@ class ObstoreBackend(Backend):
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> WriteResult:
         """Async version of [`put`][sqlalchemy_obstore.ObstoreBackend.put] (obstore `put_async`)."""
-        options = self._put_options(attributes, create_only, use_multipart, chunk_size, max_concurrency)
+        options = self._put_options(
+            attributes, create_only, use_multipart, chunk_size, max_concurrency
+        )
         with self._errors("put", path):
-            result = await obs.put_async(self.store, path, body, **options)  # type: ignore[arg-type]
+            result = await obs.put_async(self.store, path, body, **options)
         return WriteResult(result.get("e_tag"), result.get("version"))
 
     def copy(self, source: str, destination: str, *, overwrite: bool = False) -> None:
@@ -816,7 +834,9 @@ class ObstoreBackend(Backend):
         if length == 0:
             return b""
         with self._errors("get_range", path):
-            result = await obs.get_async(self.store, path, options={"range": (start, start + length)})
+            result = await obs.get_async(
+                self.store, path, options={"range": (start, start + length)}
+            )
             return (await result.bytes_async()).to_bytes()
 
     def iter_chunks(self, path: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
@@ -845,7 +865,9 @@ class ObstoreBackend(Backend):
                     return
             yield _as_bytes(chunk)
 
-    def list_objects(self, prefix: str | None = None, *, offset: str | None = None) -> Iterator[ObjectInfo]:
+    def list_objects(
+        self, prefix: str | None = None, *, offset: str | None = None
+    ) -> Iterator[ObjectInfo]:
         """List objects under `prefix` (pages of 1000 are fetched as needed)."""
         with self._errors("list", prefix):
             pages = obs.list(self.store, prefix, offset=offset, chunk_size=1000)
@@ -894,7 +916,7 @@ class ObstoreBackend(Backend):
         """
         target, lifetime = self._sign_args(paths, method, expires_in)
         with self._errors("sign", target if isinstance(target, str) else None):
-            signed = obs.sign(self.store, method, target, lifetime)  # type: ignore[call-overload]
+            signed = obs.sign(cast("SignCapableStore", self.store), method, target, lifetime)
         return signed if isinstance(signed, str) else list(signed)
 
     async def sign_async(  # type: ignore[override]
@@ -914,7 +936,9 @@ class ObstoreBackend(Backend):
             return self.sign(paths, method=method, expires_in=expires_in)
         target, lifetime = self._sign_args(paths, method, expires_in)
         with self._errors("sign", target if isinstance(target, str) else None):
-            signed = await obs.sign_async(self.store, method, target, lifetime)  # type: ignore[call-overload]
+            signed = await obs.sign_async(
+                cast("SignCapableStore", self.store), method, target, lifetime
+            )
         return signed if isinstance(signed, str) else list(signed)
 
 

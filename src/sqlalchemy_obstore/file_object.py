@@ -26,7 +26,14 @@ from sqlalchemy.ext.mutable import Mutable, MutableList
 
 from ._attributes import guess_content_type, object_attributes
 from ._content import ContentReader, ContentSource, content_kind
-from .backends import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CONCURRENCY, Backend, SignedURL, WriteResult
+from .backends import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_MAX_CONCURRENCY,
+    Backend,
+    HttpMethod,
+    SignedURL,
+    WriteResult,
+)
 from .errors import (
     FileObjectError,
     InvalidFileObjectError,
@@ -127,7 +134,7 @@ class _Metadata(dict[str, str]):
         super().clear()
         self._changed()
 
-    def pop(self, key: str, *default: Any) -> Any:  # type: ignore[override]
+    def pop(self, key: str, *default: Any) -> Any:
         value = super().pop(key, *default)
         self._changed()
         return value
@@ -137,12 +144,12 @@ class _Metadata(dict[str, str]):
         self._changed()
         return item
 
-    def setdefault(self, key: str, default: str = "") -> str:  # type: ignore[override]
+    def setdefault(self, key: str, default: str = "") -> str:
         if key not in self:
             self[key] = default
         return self[key]
 
-    def update(self, *args: Any, **kwargs: str) -> None:  # type: ignore[override]
+    def update(self, *args: Any, **kwargs: str) -> None:
         super().update(_check_metadata(dict(*args, **kwargs)))
         self._changed()
 
@@ -271,7 +278,9 @@ class FileObject(Mutable):
         if filename is None:
             filename = _default_filename(content, path)
         if not isinstance(filename, str):
-            raise InvalidFileObjectError(f"filename must be a string, not {type(filename).__name__}.")
+            raise InvalidFileObjectError(
+                f"filename must be a string, not {type(filename).__name__}."
+            )
         d["_content"] = content
         d["_registry"] = registry
         d["_sign_cache"] = {}
@@ -511,7 +520,7 @@ class FileObject(Mutable):
 
     def _put_arguments(self, upload: _PendingUpload, body: Any) -> dict[str, Any]:
         backend = upload.backend
-        single_part = not (isinstance(body, Iterator) or isinstance(body, AsyncIterator))
+        single_part = not isinstance(body, (Iterator, AsyncIterator))
         attributes = object_attributes(
             filename=self.filename,
             content_type=self.content_type,
@@ -608,7 +617,10 @@ class FileObject(Mutable):
         key_function: KeyFunction | None = None,
         options: SaveOptions | None = None,
     ) -> Self:
-        """Async version of [`save`][sqlalchemy_obstore.FileObject.save]; also accepts async iterators."""
+        """Async version of [`save`][sqlalchemy_obstore.FileObject.save].
+
+        Also accepts async iterators as content.
+        """
         upload = self._begin_upload(
             options
             or SaveOptions(key_prefix, key_function, use_multipart, chunk_size, max_concurrency)
@@ -732,7 +744,9 @@ class FileObject(Mutable):
         backend = self._backend()
         if not backend.supports_signing:
             raise backend.unsupported("Signing URLs")
-        self.path = build_key(self.filename, prefix=backend.prefix, key_function=backend.key_function)
+        self.path = build_key(
+            self.filename, prefix=backend.prefix, key_function=backend.key_function
+        )
         return backend, self.path
 
     def _cached_url(self, cache_key: tuple[str, float]) -> str | None:
@@ -767,7 +781,7 @@ class FileObject(Mutable):
         """
         backend, path = self._sign_target(for_upload)
         lifetime = backend.check_expiry(expires_in)
-        method = "PUT" if for_upload else "GET"
+        method: HttpMethod = "PUT" if for_upload else "GET"
         cache_key = (method, lifetime.total_seconds())
         if not for_upload and (cached := self._cached_url(cache_key)) is not None:
             return cached
@@ -776,11 +790,13 @@ class FileObject(Mutable):
             self._remember_url(cache_key, url, lifetime)
         return url
 
-    async def sign_async(self, *, expires_in: int | timedelta = 3600, for_upload: bool = False) -> str:
+    async def sign_async(
+        self, *, expires_in: int | timedelta = 3600, for_upload: bool = False
+    ) -> str:
         """Async version of [`sign`][sqlalchemy_obstore.FileObject.sign]."""
         backend, path = self._sign_target(for_upload)
         lifetime = backend.check_expiry(expires_in)
-        method = "PUT" if for_upload else "GET"
+        method: HttpMethod = "PUT" if for_upload else "GET"
         cache_key = (method, lifetime.total_seconds())
         if not for_upload and (cached := self._cached_url(cache_key)) is not None:
             return cached
@@ -839,7 +855,7 @@ class FileObjectList(MutableList[FileObject]):
             item._attach(self)
 
     @classmethod
-    def coerce(cls, key: str, value: Any) -> FileObjectList | None:  # type: ignore[override]
+    def coerce(cls, key: str, value: Any) -> FileObjectList | None:
         """Convert a value assigned to a list column (`None`, list of files or dicts)."""
         if value is None or isinstance(value, FileObjectList):
             return value
@@ -873,12 +889,12 @@ class FileObjectList(MutableList[FileObject]):
         if isinstance(index, slice):
             new = [_coerce_item(v) for v in value]
             super().__setitem__(index, new)
-            self._dropped(old)  # type: ignore[arg-type]
+            self._dropped(old)
             self._added(new)
         else:
             item = _coerce_item(value)
             super().__setitem__(index, item)
-            self._dropped([old])  # type: ignore[list-item]
+            self._dropped([old])
             self._added([item])
 
     def __delitem__(self, index: SupportsIndex | slice) -> None:
@@ -950,6 +966,6 @@ def _coerce_item(value: Any) -> FileObject:
     if isinstance(value, Mapping):
         return FileObject.from_dict(value)
     raise InvalidFileObjectError(
-        f"A list column holds FileObjects (or dicts in the column shape), not {type(value).__name__}."
+        "A list column holds FileObjects (or dicts in the column shape), "
+        f"not {type(value).__name__}."
     )
-

@@ -34,11 +34,11 @@ from typing import Any, TypeVar
 
 from sqlalchemy import event, inspect
 from sqlalchemy.orm import Mapper, Session, SessionTransaction, object_session
-from sqlalchemy.orm.attributes import NO_VALUE, get_history
+from sqlalchemy.orm.attributes import get_history
 
 from ._compat import await_, in_async_context
 from .backends import Backend
-from .errors import NoContentError, StorageError, StorageErrorGroup
+from .errors import NoContentError, StorageErrorGroup
 from .file_object import FileObject, FileObjectList, SaveOptions
 from .types import StoredObject, apply_column_defaults, stored_object_columns
 
@@ -59,6 +59,7 @@ CONCURRENCY_KEY = "sqlalchemy_obstore.upload_concurrency"
 """`session.info` key: how many uploads a flush runs at once in an `AsyncSession`."""
 DEFAULT_UPLOAD_CONCURRENCY = 8
 _STATE_KEY = "sqlalchemy_obstore.state"
+_NOT_LOADED = object()
 _T = TypeVar("_T")
 
 
@@ -127,7 +128,7 @@ def _state(session: Session) -> _SessionState:
     state = session.info.get(_STATE_KEY)
     if state is None:
         state = session.info[_STATE_KEY] = _SessionState()
-    return state  # type: ignore[no-any-return]
+    return state
 
 
 _COLUMNS: dict[Mapper[Any], list[tuple[str, StoredObject]]] = {}
@@ -222,7 +223,9 @@ def _delete_quietly(pending: dict[_Ref, Backend], reason: str) -> None:
             if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
                 raise outcome
         else:
-            logger.debug("Deleted %d object(s) from backend %r (%s)", len(paths), backend.key, reason)
+            logger.debug(
+                "Deleted %d object(s) from backend %r (%s)", len(paths), backend.key, reason
+            )
 
 
 # -- uploads ------------------------------------------------------------------------------------
@@ -286,7 +289,7 @@ def _upload_all(session: Session, jobs: list[tuple[FileObject, SaveOptions]]) ->
     )
     done = [
         _Upload(file, file._backend(), file.path, snapshot)  # type: ignore[arg-type]
-        for (file, _), snapshot, result in zip(jobs, snapshots, results)
+        for (file, _), snapshot, result in zip(jobs, snapshots, results, strict=False)
         if not isinstance(result, BaseException)
     ]
     failures = [r for r in results if isinstance(r, BaseException)]
@@ -317,8 +320,8 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
             continue
         state = inspect(obj)
         for key, column in _tracked_columns(state.mapper):
-            value = state.dict.get(key, NO_VALUE)
-            if value is NO_VALUE:
+            value = state.dict.get(key, _NOT_LOADED)
+            if value is _NOT_LOADED:
                 continue  # not loaded, so not changed
             apply_column_defaults(column, value)
             for file in _files(value):
@@ -432,4 +435,3 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
         )
         for upload in record.uploads:
             _revert(upload)
-

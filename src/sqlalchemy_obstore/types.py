@@ -110,15 +110,17 @@ class StoredObject(TypeDecorator[Any]):
     def coerce_compared_value(self, op: Any, value: Any) -> Any:
         return self.impl_instance.coerce_compared_value(op, value)
 
-    def _set_parent(self, parent: Any, **kw: Any) -> None:
+    def _set_parent(self, parent: Any, outer: bool = False, **kw: Any) -> None:
         # Remember which columns use this type so errors about stored data can name them.
         table = getattr(parent, "table", None)
         name = getattr(parent, "name", None)
         if name:
-            qualified = f"{table.name}.{name}" if table is not None and hasattr(table, "name") else name
+            qualified = (
+                f"{table.name}.{name}" if table is not None and hasattr(table, "name") else name
+            )
             if qualified not in self._columns:
                 self._columns.append(qualified)
-        super()._set_parent(parent, **kw)
+        super()._set_parent(parent, outer=outer, **kw)
 
     def _column_label(self) -> str:
         return " / ".join(self._columns) if self._columns else "a StoredObject column"
