@@ -75,12 +75,14 @@ def pg_database() -> Iterator[str]:
         import psycopg  # noqa: F401
     except ImportError:
         unavailable("psycopg is not installed", "Run the tests with `nox -s tests`.")
-    admin = create_engine(f"postgresql+psycopg://{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        f"postgresql+psycopg://{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT"
+    )
     name = f"sqlo_test_{uuid.uuid4().hex[:10]}"
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001 - any failure means "no server"
+    except Exception as exc:
         admin.dispose()
         unavailable(
             f"PostgreSQL is not reachable at {PG_SERVER} ({type(exc).__name__})",
