@@ -36,6 +36,23 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *(session.posargs or ["-q"]), env={"PYTHONFAULTHANDLER": "1"})
 
 
+@nox.session(name="tests-sqlalchemy2.0")
+def tests_sqlalchemy20(session: nox.Session) -> None:
+    """Run the ORM-level tests against SQLAlchemy 2.0 (the default `tests` session uses 2.1)."""
+    session.install("-e", ".[postgres,sqlite]", *_group("test"))
+    session.install("sqlalchemy[asyncio]==2.0.*")
+    session.run("bash", "scripts/ensure-postgres.sh", external=True, success_codes=[0, 1])
+    session.run(
+        "pytest",
+        "-q",
+        "tests/unit",
+        "tests/integration",
+        "--ignore=tests/integration/test_conformance.py",
+        "--ignore=tests/integration/test_servers_smoke.py",
+        *session.posargs,
+    )
+
+
 @nox.session
 def stress(session: nox.Session) -> None:
     """Run the randomized lifecycle suite with many more generated scripts."""
