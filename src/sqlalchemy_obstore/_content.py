@@ -117,7 +117,9 @@ class ContentReader:
     def _account(self, chunk: Any) -> Any:
         view = memoryview(chunk)
         if view.format != "B" or view.ndim != 1:
-            view = view.cast("B")
+            # obstore only takes byte buffers: hand it the flat byte view of, for
+            # example, an array('i') or a 2-D numpy buffer.
+            view = chunk = view.cast("B")
         self.size += view.nbytes
         if self._hasher is not None:
             self._hasher.update(view)

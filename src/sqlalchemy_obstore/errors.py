@@ -67,6 +67,12 @@ __all__ = (
 )
 
 _SECRET_PATTERNS = (
+    # PEM blocks first: the key=value pattern below would otherwise eat the BEGIN line
+    # of a `"private_key": "-----BEGIN ..."` and leave the key material in place. A block
+    # cut short (no END line) is redacted to the end of the text.
+    re.compile(
+        r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?:.*?-----END [A-Z ]*PRIVATE KEY-----|.*)", re.S
+    ),
     # query-string signatures and credentials (S3 SigV4, GCS V4, Azure SAS)
     re.compile(
         r"(?i)((?:x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|"
@@ -79,8 +85,6 @@ _SECRET_PATTERNS = (
         r"(?i)((?:secret_access_key|account_key|access_key|session_token|token|private_key|"
         r"service_account_key|client_secret|bearer_token)\"?\s*[:=]\s*\"?)[^\",}\s]+"
     ),
-    # PEM blocks
-    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S),
 )
 
 

@@ -5,8 +5,9 @@ A `FileObject` is either *pending* (it holds content that has not been uploaded 
 under a fresh key and turns a pending file into a stored one; the session integration
 does that automatically during flush.
 
-It is a SQLAlchemy [`Mutable`][sqlalchemy.ext.mutable.Mutable]: changing its filename,
-content type or metadata in place marks the owning row dirty, and
+It is a SQLAlchemy
+[`Mutable`](https://docs.sqlalchemy.org/en/20/orm/extensions/mutable.html): changing its
+filename, content type or metadata in place marks the owning row dirty, and
 [`FileObjectList`][sqlalchemy_obstore.FileObjectList] does the same for list columns.
 
 Every I/O method has a sync twin without the `_async` suffix; both call the backend's
@@ -182,7 +183,12 @@ def _parse_datetime(value: object) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
     if isinstance(value, str):
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise InvalidFileObjectError(
+                f"last_modified must be an ISO 8601 timestamp, not {value!r}."
+            ) from exc
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
     raise InvalidFileObjectError(f"last_modified must be a datetime or ISO string, not {value!r}.")
 
@@ -520,7 +526,12 @@ class FileObject(Mutable):
 
     def _put_arguments(self, upload: _PendingUpload, body: Any) -> dict[str, Any]:
         backend = upload.backend
-        single_part = not isinstance(body, (Iterator, AsyncIterator))
+        # obstore ignores multipart in "create" mode, so refuse-to-overwrite is only asked
+        # for content that goes up in one PUT anyway (it fits in one part).
+        single_part = (
+            not isinstance(body, (Iterator, AsyncIterator))
+            and memoryview(body).nbytes <= upload.options.chunk_size
+        )
         attributes = object_attributes(
             filename=self.filename,
             content_type=self.content_type,
@@ -617,7 +628,7 @@ class FileObject(Mutable):
         key_function: KeyFunction | None = None,
         options: SaveOptions | None = None,
     ) -> Self:
-        """Async version of [`save`][sqlalchemy_obstore.FileObject.save].
+        """Async version of [`save`][sqlalchemy_obstore.file_object.FileObject.save].
 
         Also accepts async iterators as content.
         """
@@ -650,7 +661,9 @@ class FileObject(Mutable):
         return backend.get_bytes(path)
 
     async def get_content_async(self) -> bytes:
-        """Async version of [`get_content`][sqlalchemy_obstore.FileObject.get_content]."""
+        """Async version of
+        [`get_content`][sqlalchemy_obstore.file_object.FileObject.get_content].
+        """
         backend, path = self._stored()
         return await backend.get_bytes_async(path)
 
@@ -663,7 +676,9 @@ class FileObject(Mutable):
         return backend.iter_chunks(path, chunk_size=chunk_size)
 
     def iter_chunks_async(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> AsyncIterator[bytes]:
-        """Async version of [`iter_chunks`][sqlalchemy_obstore.FileObject.iter_chunks]."""
+        """Async version of
+        [`iter_chunks`][sqlalchemy_obstore.file_object.FileObject.iter_chunks].
+        """
         backend, path = self._stored()
         return backend.iter_chunks_async(path, chunk_size=chunk_size)
 
@@ -673,7 +688,7 @@ class FileObject(Mutable):
         return backend.get_range(path, start, length)
 
     async def get_range_async(self, start: int, length: int) -> bytes:
-        """Async version of [`get_range`][sqlalchemy_obstore.FileObject.get_range]."""
+        """Async version of [`get_range`][sqlalchemy_obstore.file_object.FileObject.get_range]."""
         backend, path = self._stored()
         return await backend.get_range_async(path, start, length)
 
@@ -685,7 +700,7 @@ class FileObject(Mutable):
         return backend.exists(path)
 
     async def exists_async(self) -> bool:
-        """Async version of [`exists`][sqlalchemy_obstore.FileObject.exists]."""
+        """Async version of [`exists`][sqlalchemy_obstore.file_object.FileObject.exists]."""
         if self.path is None:
             return False
         backend, path = self._stored()
@@ -710,7 +725,7 @@ class FileObject(Mutable):
         return self
 
     async def refresh_async(self) -> Self:
-        """Async version of [`refresh`][sqlalchemy_obstore.FileObject.refresh]."""
+        """Async version of [`refresh`][sqlalchemy_obstore.file_object.FileObject.refresh]."""
         backend, path = self._stored()
         self._apply_info(await backend.head_async(path))
         return self
@@ -726,7 +741,7 @@ class FileObject(Mutable):
         backend.delete(path)
 
     async def delete_async(self) -> None:
-        """Async version of [`delete`][sqlalchemy_obstore.FileObject.delete]."""
+        """Async version of [`delete`][sqlalchemy_obstore.file_object.FileObject.delete]."""
         backend, path = self._stored()
         await backend.delete_async(path)
 
@@ -744,10 +759,11 @@ class FileObject(Mutable):
         backend = self._backend()
         if not backend.supports_signing:
             raise backend.unsupported("Signing URLs")
-        self.path = build_key(
+        # The fresh key is recorded only once signing succeeded (see `sign`), so a refused
+        # expiry or a signing failure leaves the file unchanged and retryable.
+        return backend, build_key(
             self.filename, prefix=backend.prefix, key_function=backend.key_function
         )
-        return backend, self.path
 
     def _cached_url(self, cache_key: tuple[str, float]) -> str | None:
         entry = self.__dict__["_sign_cache"].get(cache_key)
@@ -786,14 +802,16 @@ class FileObject(Mutable):
         if not for_upload and (cached := self._cached_url(cache_key)) is not None:
             return cached
         url = backend.sign(path, method=method, expires_in=lifetime)
-        if not for_upload:
+        if for_upload:
+            self.path = path
+        else:
             self._remember_url(cache_key, url, lifetime)
         return url
 
     async def sign_async(
         self, *, expires_in: int | timedelta = 3600, for_upload: bool = False
     ) -> str:
-        """Async version of [`sign`][sqlalchemy_obstore.FileObject.sign]."""
+        """Async version of [`sign`][sqlalchemy_obstore.file_object.FileObject.sign]."""
         backend, path = self._sign_target(for_upload)
         lifetime = backend.check_expiry(expires_in)
         method: HttpMethod = "PUT" if for_upload else "GET"
@@ -801,7 +819,9 @@ class FileObject(Mutable):
         if not for_upload and (cached := self._cached_url(cache_key)) is not None:
             return cached
         url = await backend.sign_async(path, method=method, expires_in=lifetime)
-        if not for_upload:
+        if for_upload:
+            self.path = path
+        else:
             self._remember_url(cache_key, url, lifetime)
         return url
 
@@ -811,7 +831,9 @@ class FileObject(Mutable):
         return self._signed_upload(url, expires_in)
 
     async def sign_upload_async(self, *, expires_in: int | timedelta = 300) -> SignedURL:
-        """Async version of [`sign_upload`][sqlalchemy_obstore.FileObject.sign_upload]."""
+        """Async version of
+        [`sign_upload`][sqlalchemy_obstore.file_object.FileObject.sign_upload].
+        """
         url = await self.sign_async(expires_in=expires_in, for_upload=True)
         return self._signed_upload(url, expires_in)
 
@@ -834,7 +856,7 @@ def _default_filename(content: object, path: str | None) -> str:
     name = getattr(content, "name", None) if content is not None else None
     if isinstance(name, str) and name:
         return name.replace("\\", "/").rsplit("/", 1)[-1]
-    if path:
+    if isinstance(path, str) and path:  # a non-str path is refused by __init__ right after
         return path.rsplit("/", 1)[-1]
     return "file"
 

@@ -142,8 +142,8 @@ def key_safe_name(name: str, *, max_bytes: int = MAX_FILENAME_BYTES) -> str:
     leaf = _REPEATED_UNDERSCORE.sub("_", leaf).strip("_") or DEFAULT_FILENAME
     if leaf.startswith("."):
         leaf = DEFAULT_FILENAME + leaf
-    stem, _ext = _split_extension(leaf)
-    if stem.upper() in _WINDOWS_RESERVED:
+    # Windows treats `NUL.tar.gz` as the device too: compare the part before the first dot.
+    if leaf.split(".", 1)[0].upper() in _WINDOWS_RESERVED:
         leaf = "_" + leaf
     return leaf
 
@@ -166,7 +166,8 @@ def join_key(*parts: str | None) -> str:
         >>> join_key("uploads/", None, "/docs", "a/b.txt")
         'uploads/docs/a/b.txt'
     """
-    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+    # Drop empty segments anywhere, so a configured prefix such as "uploads//docs" works.
+    return "/".join(s for p in parts if p for s in p.split("/") if s)
 
 
 def validate_key(key: str) -> str:
@@ -178,6 +179,10 @@ def validate_key(key: str) -> str:
     Raises:
         ConfigurationError: If the key is malformed (typically a custom key function bug).
     """
+    if not isinstance(key, str):
+        raise ConfigurationError(
+            f"Invalid object key {key!r}: a key must be a string. Check the key_function in use."
+        )
     segments = key.split("/")
     if (
         not key
@@ -215,5 +220,6 @@ def build_key(
         True
     """
     leaf = key_safe_name(filename or DEFAULT_FILENAME)
-    relative = (key_function or uuid_key)(leaf)
+    # Validate the key function's own result first: join_key would strip a leading "/".
+    relative = validate_key((key_function or uuid_key)(leaf))
     return validate_key(join_key(prefix, relative))

@@ -3,7 +3,7 @@
 [`storages`][sqlalchemy_obstore.storages] is the default, process-wide registry that
 columns and file objects use unless told otherwise. Applications register their backends
 once at start-up (in their lifespan); tests swap backends in and out with
-[`BackendRegistry.temporary`][sqlalchemy_obstore.BackendRegistry.temporary]. Code that
+[`BackendRegistry.temporary`][sqlalchemy_obstore.registry.BackendRegistry.temporary]. Code that
 needs isolation (multi-tenant apps, parallel tests) can create its own
 [`BackendRegistry`][sqlalchemy_obstore.BackendRegistry] and pass it to `StoredObject`.
 

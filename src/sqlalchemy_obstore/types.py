@@ -112,15 +112,20 @@ class StoredObject(TypeDecorator[Any]):
 
     def _set_parent(self, parent: Any, outer: bool = False, **kw: Any) -> None:
         # Remember which columns use this type so errors about stored data can name them.
+        # A column learns its table (and a mapped_column its name) only when attached.
         table = getattr(parent, "table", None)
-        name = getattr(parent, "name", None)
+        if table is not None:
+            self._remember_column(parent, table)
+        else:
+            event.listen(parent, "after_parent_attach", self._remember_column)
+        super()._set_parent(parent, outer=outer, **kw)
+
+    def _remember_column(self, column: Any, table: Any) -> None:
+        name = getattr(column, "name", None)
         if name:
-            qualified = (
-                f"{table.name}.{name}" if table is not None and hasattr(table, "name") else name
-            )
+            qualified = f"{table.name}.{name}" if hasattr(table, "name") else name
             if qualified not in self._columns:
                 self._columns.append(qualified)
-        super()._set_parent(parent, outer=outer, **kw)
 
     def _column_label(self) -> str:
         return " / ".join(self._columns) if self._columns else "a StoredObject column"
