@@ -8,13 +8,20 @@ class (and so on every `Session`, `sessionmaker`, `AsyncSession` and
    is uploaded under fresh keys, concurrently and with bounded concurrency (obstore's
    async calls, awaited through SQLAlchemy's greenlet bridge, inside an `AsyncSession`;
    obstore's sync calls in a `Session`). If one upload fails, the uploads that succeeded
-   in that flush are deleted again and the error is raised from `flush()`/`commit()`.
+   in that flush are deleted again and the error is raised from `flush()`/`commit()`;
+   the files keep their content (a seekable stream rewound), so the flush can be
+   retried, while a one-shot stream that a failed upload read raises `NoContentError`
+   on the retry instead of storing what was left of it.
 2. **Delete after the commit.** Objects of replaced values, values set to `None`, items
    removed from lists and rows deleted (including cascades) are deleted only after the
    outermost transaction committed. A failure there is logged and leaves an orphan.
+   Files handed from one row to another (moved between lists, or taken over from a row
+   being deleted) are kept, and a replaced value is remembered even when later in-place
+   changes make SQLAlchemy's attribute history forget it.
 3. **Undo on rollback.** Objects uploaded inside a transaction or SAVEPOINT that rolls
    back (or is closed without commit) are deleted, and the `FileObject`s go back to
-   holding their content so that a retry uploads again.
+   holding their content so that a retry uploads again; deletes that it cancelled in
+   an enclosing transaction (a file put back into a row) are scheduled again.
 
 Tracking can be turned off per session (`disable_tracking(session)`, or
 `info={TRACKING_KEY: False}` on a sessionmaker) and per column
@@ -27,16 +34,19 @@ to call obstore synchronously or through the async bridge.
 from __future__ import annotations
 
 import asyncio
+import inspect as pyinspect
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import event, inspect
-from sqlalchemy.orm import Mapper, Session, SessionTransaction, object_session
+from sqlalchemy.orm import InstanceState, Mapper, Session, SessionTransaction, object_session
 from sqlalchemy.orm.attributes import get_history
+from sqlalchemy.orm.base import NO_VALUE
 
 from ._compat import await_, in_async_context
+from ._content import content_kind
 from .backends import Backend
 from .errors import NoContentError, StorageErrorGroup
 from .file_object import FileObject, FileObjectList, SaveOptions
@@ -59,6 +69,7 @@ CONCURRENCY_KEY = "sqlalchemy_obstore.upload_concurrency"
 """`session.info` key: how many uploads a flush runs at once in an `AsyncSession`."""
 DEFAULT_UPLOAD_CONCURRENCY = 8
 _STATE_KEY = "sqlalchemy_obstore.state"
+_REPLACED_KEY = "sqlalchemy_obstore.replaced"
 _NOT_LOADED = object()
 _T = TypeVar("_T")
 
@@ -98,10 +109,14 @@ class _Record:
 
     uploads: list[_Upload] = field(default_factory=list)
     deletes: dict[_Ref, Backend] = field(default_factory=dict)
+    # deletes this transaction cancelled in enclosing ones (a file taken out of a row
+    # there was put into a row here): scheduled again if this transaction rolls back
+    unscheduled: list[tuple[_Record, _Ref, Backend]] = field(default_factory=list)
 
     def merge(self, other: _Record) -> None:
         self.uploads.extend(other.uploads)
         self.deletes.update(other.deletes)
+        self.unscheduled.extend(other.unscheduled)
 
 
 @dataclass(slots=True)
@@ -109,6 +124,12 @@ class _SessionState:
     records: dict[SessionTransaction, _Record] = field(default_factory=dict)
     unattached: _Record = field(default_factory=_Record)
     committed: set[SessionTransaction] = field(default_factory=set)
+    # instances holding values remembered by `_remember_replaced` (see there)
+    remembered: set[InstanceState[Any]] = field(default_factory=set)
+    # during a flush: the stored files of the rows it writes (by row), and the files of
+    # the rows it deletes
+    flush_holders: dict[_Ref, list[InstanceState[Any]]] = field(default_factory=dict)
+    flush_doomed: dict[_Ref, Backend] = field(default_factory=dict)
 
     def record_for(self, session: Session) -> _Record:
         transaction = session.get_nested_transaction() or session.get_transaction()
@@ -118,10 +139,13 @@ class _SessionState:
             return self.unattached
         return self.records.setdefault(transaction, _Record())
 
-    def unschedule(self, refs: set[_Ref]) -> None:
+    def unschedule(self, refs: set[_Ref], current: _Record) -> None:
+        """Files that rows reference again are not to be deleted after all."""
         for record in (self.unattached, *self.records.values()):
             for ref in refs & record.deletes.keys():
-                del record.deletes[ref]
+                backend = record.deletes.pop(ref)
+                if record is not current:
+                    current.unscheduled.append((record, ref, backend))
 
 
 def _state(session: Session) -> _SessionState:
@@ -156,6 +180,62 @@ def _ref(file: FileObject) -> _Ref | None:
     if file.backend is None or file.path is None:
         return None
     return (file.backend, file.path)
+
+
+def _files_ever_in(value: Any) -> Iterator[FileObject]:
+    """The files of a value and, for a list, the files removed from it since the last flush."""
+    yield from _files(value)
+    if isinstance(value, FileObjectList):
+        yield from value.removed
+
+
+# -- remembering replaced values ------------------------------------------------------------------
+# SQLAlchemy keeps the value an attribute had before it changed (its history) until the
+# flush, except that `flag_modified` - which every in-place change of a `FileObject` or
+# `FileObjectList` calls, and so does an upload - overwrites it with "unknown". Without
+# help, `doc.file = new; new.metadata["k"] = "v"` (or `doc.file.filename = "x"; doc.file
+# = new`, or `doc.pages = [...]; doc.pages.append(...)`) would forget the old object and
+# leave it behind. So, just before `flag_modified` drops it, the stored value is
+# remembered in the instance's `info`, until the next flush used it or a rollback
+# discarded the change.
+def _remember_replaced(key: str) -> Callable[[Any, Any], None]:
+    def remember(target: Any, initiator: Any) -> None:
+        state = inspect(target)
+        session = state.session
+        if session is not None and not is_tracking(session):
+            return
+        previous = state.committed_state.get(key, _NOT_LOADED)
+        if previous is _NOT_LOADED:
+            previous = state.dict.get(key)  # not changed since the flush: the stored value
+        if previous is None or previous is NO_VALUE:
+            return  # nothing stored before, or remembered when it first changed
+        state.info.setdefault(_REPLACED_KEY, {}).setdefault(key, []).append(previous)
+        if session is not None:
+            _state(session).remembered.add(state)
+
+    return remember
+
+
+@event.listens_for(Mapper, "mapper_configured")
+def _watch_flag_modified(mapper: Mapper[Any], class_: type) -> None:
+    for key, column in stored_object_columns(mapper):
+        if column.track and not column.keep_replaced:
+            event.listen(getattr(class_, key), "modified", _remember_replaced(key))
+
+
+def _replaced_values(state: InstanceState[Any], key: str) -> list[Any]:
+    remembered = state.info.get(_REPLACED_KEY)
+    return list(remembered.get(key, ())) if remembered else []
+
+
+def _forget_replaced(state: InstanceState[Any], tracker: _SessionState) -> None:
+    """The flush accounted for the old values of `state`: start afresh."""
+    state.info.pop(_REPLACED_KEY, None)
+    tracker.remembered.discard(state)
+    for key, _column in _tracked_columns(state.mapper):
+        value = state.dict.get(key)
+        if isinstance(value, FileObjectList):
+            value._removed.clear()
 
 
 # -- the executor: the only place that chooses sync or async obstore calls ----------------------
@@ -248,23 +328,42 @@ class _ConsumedContent:
         return "<consumed stream>"
 
 
+def _replayable(content: Any) -> bool:
+    """Whether an upload can read `content` again from the start (seekable files aside)."""
+    kind = content_kind(content)
+    if kind in {"buffer", "path"}:
+        return True
+    if kind == "iter":  # a list of chunks can be iterated again, an iterator cannot
+        return not isinstance(content, Iterator) or (
+            pyinspect.isgenerator(content)
+            and pyinspect.getgeneratorstate(content) == pyinspect.GEN_CREATED
+        )
+    if kind == "aiter":
+        return not isinstance(content, AsyncIterator)
+    return False  # a file object: only when seekable, see the snapshot's position
+
+
+def _restore_content(file: FileObject, snapshot: dict[str, Any]) -> None:
+    """Give `file` back the content an upload read, rewound; or mark it consumed."""
+    content = snapshot["_content"]
+    position = snapshot["_position"]
+    if position is not None:
+        content.seek(position)
+    replayable = position is not None or _replayable(content)
+    file.__dict__["_content"] = content if replayable else _CONSUMED
+
+
 def _revert(upload: _Upload) -> None:
     """Give the file its content back after its upload was undone."""
     file, snapshot = upload.file, upload.snapshot
     if file.path != upload.path:
         return  # the application changed the file since; leave it alone
-    content = snapshot["_content"]
-    from ._content import content_kind
-
-    replayable = content_kind(content) in {"buffer", "path"} or snapshot["_position"] is not None
-    if snapshot["_position"] is not None:
-        content.seek(snapshot["_position"])
     d = file.__dict__
     d["_ready"] = False
     try:
         for name in _SNAPSHOT_FIELDS:
             setattr(file, name, snapshot[name])
-        d["_content"] = content if replayable else _CONSUMED
+        _restore_content(file, snapshot)
     finally:
         d["_ready"] = True
 
@@ -276,8 +375,8 @@ def _upload_all(session: Session, jobs: list[tuple[FileObject, SaveOptions]]) ->
     for file, _options in jobs:
         if file.__dict__["_content"] is _CONSUMED:
             raise NoContentError(
-                f"{file!r} was uploaded by a transaction that rolled back, and its content "
-                "was a stream that cannot be read twice: assign the content again.",
+                f"{file!r} was read by an upload that failed or was rolled back, and its "
+                "content was a stream that cannot be read twice: assign the content again.",
                 backend=file.backend,
             )
     snapshots = [_snapshot(file) for file, _ in jobs]
@@ -293,6 +392,11 @@ def _upload_all(session: Session, jobs: list[tuple[FileObject, SaveOptions]]) ->
         if not isinstance(result, BaseException)
     ]
     failures = [r for r in results if isinstance(r, BaseException)]
+    for (file, _), snapshot, result in zip(jobs, snapshots, results, strict=False):
+        if isinstance(result, BaseException) and file.__dict__["_content"] is snapshot["_content"]:
+            # A failed upload may have read (part of) the content: never let a retry
+            # store what is left of it as if it were the whole file.
+            _restore_content(file, snapshot)
     if failures:
         # Nothing of this flush may stay behind: remove what did get uploaded.
         _delete_quietly({(u.backend.key, u.path): u.backend for u in done}, "failed flush")
@@ -312,13 +416,18 @@ def _upload_all(session: Session, jobs: list[tuple[FileObject, SaveOptions]]) ->
 def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
     if not is_tracking(session):
         return
+    tracker = _state(session)
+    tracker.flush_doomed = {}
     jobs: list[tuple[FileObject, SaveOptions]] = []
+    pending: set[int] = set()  # the same FileObject may sit in several places
     replaced: dict[_Ref, Backend] = {}
     current: set[_Ref] = set()
+    processed: list[InstanceState[Any]] = []
     for obj in (*session.new, *session.dirty):
         if obj in session.deleted:
             continue
         state = inspect(obj)
+        processed.append(state)
         for key, column in _tracked_columns(state.mapper):
             value = state.dict.get(key, _NOT_LOADED)
             if value is _NOT_LOADED:
@@ -326,31 +435,41 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
             apply_column_defaults(column, value)
             for file in _files(value):
                 if file.has_pending_content:
-                    jobs.append((file, column.save_options))
+                    if id(file) not in pending:
+                        pending.add(id(file))
+                        jobs.append((file, column.save_options))
                 elif (ref := _ref(file)) is not None:
                     current.add(ref)
             if state.persistent and not column.keep_replaced:
                 replaced.update(_old_files(obj, key, value))
-            if isinstance(value, FileObjectList):
-                value._removed.clear()
-    tracker = _state(session)
     if jobs:
+        # If this raises, what was replaced stays remembered for the retry.
         uploads = _upload_all(session, jobs)
         tracker.record_for(session).uploads.extend(uploads)
-    tracker.unschedule(current)
+    holders: dict[_Ref, list[InstanceState[Any]]] = {}
+    for state in processed:
+        _forget_replaced(state, tracker)
+        for key, _column in _tracked_columns(state.mapper):
+            for file in _files(state.dict.get(key)):
+                if (ref := _ref(file)) is not None:
+                    holders.setdefault(ref, []).append(state)
+    tracker.flush_holders = holders
+    record = tracker.record_for(session)
+    tracker.unschedule(current, record)
     for ref in current:
         replaced.pop(ref, None)
-    tracker.record_for(session).deletes.update(replaced)
+    record.deletes.update(replaced)
+
+
+def _previous_values(obj: Any, key: str) -> list[Any]:
+    """The values `obj.key` held since the last flush: its history and what was remembered."""
+    history = get_history(obj, key)
+    return [*(history.deleted or ()), *_replaced_values(inspect(obj), key)]
 
 
 def _old_files(obj: Any, key: str, value: Any) -> dict[_Ref, Backend]:
     """Stored files that `obj.key` referenced before this change and no longer does."""
-    history = get_history(obj, key)
-    old: list[FileObject] = []
-    for previous in history.deleted or ():
-        old.extend(_files(previous))
-    if isinstance(value, FileObjectList):
-        old.extend(value.removed)
+    old = [f for v in (*_previous_values(obj, key), value) for f in _files_ever_in(v)]
     keep = {ref for f in _files(value) if (ref := _ref(f)) is not None}
     result: dict[_Ref, Backend] = {}
     for file in old:
@@ -365,22 +484,33 @@ def _before_delete(mapper: Mapper[Any], connection: Any, target: Any) -> None:
     session = object_session(target)
     if session is None or not is_tracking(session):
         return
-    doomed: dict[_Ref, Backend] = {}
+    tracker = _state(session)
     for key, column in _tracked_columns(mapper):
         if column.keep_replaced:
             continue
         value = getattr(target, key)
-        files = list(_files(value))
-        history = get_history(target, key)
-        for previous in history.deleted or ():
-            files.extend(_files(previous))
-        if isinstance(value, FileObjectList):
-            files.extend(value.removed)
-        for file in files:
-            if (ref := _ref(file)) is not None and not file.has_pending_content:
-                doomed[ref] = file._backend()
+        for previous in (*_previous_values(target, key), value):
+            for file in _files_ever_in(previous):
+                if (ref := _ref(file)) is not None and not file.has_pending_content:
+                    tracker.flush_doomed[ref] = file._backend()
+    _forget_replaced(inspect(target), tracker)
+
+
+@event.listens_for(Session, "after_flush_postexec")
+def _after_flush_postexec(session: Session, flush_context: Any) -> None:
+    """Schedule the files of deleted rows, except those rows written by the flush hold."""
+    tracker: _SessionState | None = session.info.get(_STATE_KEY)
+    if tracker is None:
+        return
+    doomed, tracker.flush_doomed = tracker.flush_doomed, {}
+    holders, tracker.flush_holders = tracker.flush_holders, {}
+    for ref in list(doomed):
+        # A deleted row handed its file to a row this flush wrote (and did not delete
+        # in the end: an orphan removed by a cascade was written, then deleted).
+        if any(not state.was_deleted for state in holders.get(ref, ())):
+            del doomed[ref]
     if doomed:
-        _state(session).record_for(session).deletes.update(doomed)
+        tracker.record_for(session).deletes.update(doomed)
 
 
 @event.listens_for(Session, "after_transaction_create")
@@ -413,6 +543,11 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
     committed = transaction in state.committed
     state.committed.discard(transaction)
     parent = transaction.parent
+    if not committed and (parent is None or transaction.nested) and state.remembered:
+        # The changes are discarded, and with them the values they replaced.
+        for instance in state.remembered:
+            instance.info.pop(_REPLACED_KEY, None)
+        state.remembered.clear()
     if parent is None and not committed and state.unattached.uploads:
         # A flush failed before it could even begin the transaction.
         record = record or _Record()
@@ -428,7 +563,10 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
         elif record.deletes:
             _delete_quietly(record.deletes, "replaced or removed, after commit")
         return
-    # Rolled back, or closed without commit: undo this transaction's uploads.
+    # Rolled back, or closed without commit: undo this transaction's uploads, and what it
+    # cancelled in enclosing transactions.
+    for origin, ref, backend in record.unscheduled:
+        origin.deletes[ref] = backend
     if record.uploads:
         _delete_quietly(
             {(u.backend.key, u.path): u.backend for u in record.uploads}, "transaction rolled back"

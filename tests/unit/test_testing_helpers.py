@@ -1,0 +1,411 @@
+"""The pytest helpers in `sqlalchemy_obstore.testing`: memory backends, generated files and
+the fault-injecting backend (the tool the lifecycle tests rely on, so it is tested too)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from sqlalchemy_obstore import (
+    BackendNotFoundError,
+    BackendRegistry,
+    FileObject,
+    ObstoreBackend,
+    StorageError,
+    StorageOperationError,
+    storages,
+)
+from sqlalchemy_obstore.testing import (
+    FaultInjectingBackend,
+    InjectedFault,
+    make_file,
+    memory_backends,
+)
+
+
+# -- memory_backends ------------------------------------------------------------------------------
+def test_memory_backends_registers_fresh_memory_backends() -> None:
+    with memory_backends("uploads", "avatars") as backends:
+        assert set(backends) == {"uploads", "avatars"}
+        for key, backend in backends.items():
+            assert isinstance(backend, ObstoreBackend)
+            assert backend.kind == "memory"
+            assert backend.key == key
+            assert storages.get_backend(key) is backend
+        assert backends["uploads"] is not backends["avatars"]
+    assert "uploads" not in storages
+    assert "avatars" not in storages
+
+
+def test_memory_backends_restores_what_was_registered() -> None:
+    production = ObstoreBackend("uploads", "memory://")
+    storages.register_backend(production)
+    with memory_backends("uploads") as backends:
+        assert storages.get_backend("uploads") is backends["uploads"] is not production
+        storages.register_backend(ObstoreBackend("added-inside", "memory://"))
+    assert storages.get_backend("uploads") is production
+    assert "added-inside" not in storages
+
+
+def test_memory_backends_restores_after_an_exception() -> None:
+    production = ObstoreBackend("uploads", "memory://")
+    storages.register_backend(production)
+    with pytest.raises(RuntimeError, match="boom"), memory_backends("uploads"):
+        raise RuntimeError("boom")
+    assert storages.get_backend("uploads") is production
+
+
+def test_memory_backends_clear_hides_every_other_backend() -> None:
+    other = ObstoreBackend("other", "memory://")
+    storages.register_backend(other)
+    with memory_backends("uploads") as backends:
+        assert "other" in storages
+    with memory_backends("uploads", clear=True) as backends:
+        assert list(storages) == ["uploads"]
+        assert storages.get_backend("uploads") is backends["uploads"]
+        with pytest.raises(BackendNotFoundError):
+            storages.get_backend("other")
+    assert storages.get_backend("other") is other
+    assert "uploads" not in storages
+
+
+def test_memory_backends_patches_the_given_registry_only() -> None:
+    registry = BackendRegistry()
+    with memory_backends("uploads", registry=registry) as backends:
+        assert registry.get_backend("uploads") is backends["uploads"]
+        assert "uploads" not in storages
+    assert "uploads" not in registry
+
+
+def test_memory_backends_start_empty_each_time() -> None:
+    with memory_backends("uploads") as backends:
+        saved = FileObject(filename="a.txt", content=b"x", backend="uploads").save()
+        assert [o.path for o in backends["uploads"].list_objects()] == [saved.path]
+    with memory_backends("uploads") as backends:
+        assert list(backends["uploads"].list_objects()) == []
+
+
+# -- make_file -------------------------------------------------------------------------------------
+def pending_bytes(file: FileObject) -> bytes:
+    content = file.__dict__["_content"]
+    assert isinstance(content, bytes)
+    return content
+
+
+@pytest.mark.parametrize("size", [0, 1, 1024, 100_000])
+def test_make_file_has_the_requested_size(size: int) -> None:
+    file = make_file(size=size)
+    assert file.has_pending_content
+    assert file.path is None
+    assert len(pending_bytes(file)) == size
+
+
+def test_make_file_defaults() -> None:
+    file = make_file()
+    assert file.filename == "file.bin"
+    assert len(pending_bytes(file)) == 1024
+    assert file.content_type == "application/octet-stream"
+    assert file.backend is None
+    assert file.metadata == {}
+
+
+def test_make_file_is_reproducible_with_a_seed() -> None:
+    assert pending_bytes(make_file(size=256)) == pending_bytes(make_file(size=256))  # seed 0
+    assert pending_bytes(make_file(size=256, seed=7)) == pending_bytes(make_file(size=256, seed=7))
+    assert pending_bytes(make_file(size=256, seed=7)) != pending_bytes(make_file(size=256, seed=8))
+    # a prefix of a longer file with the same seed: one stream of random bytes
+    assert pending_bytes(make_file(size=512, seed=7))[:256] == pending_bytes(
+        make_file(size=256, seed=7)
+    )
+
+
+def test_make_file_without_seed_is_random() -> None:
+    first, second = make_file(size=64, seed=None), make_file(size=64, seed=None)
+    assert pending_bytes(first) != pending_bytes(second)
+
+
+def test_make_file_options() -> None:
+    file = make_file(
+        "report.pdf",
+        content=b"%PDF-1.7",
+        size=5,  # ignored: the content is given
+        metadata={"owner": "ada"},
+        backend="uploads",
+    )
+    assert pending_bytes(file) == b"%PDF-1.7"
+    assert file.filename == "report.pdf"
+    assert file.content_type == "application/pdf"
+    assert file.metadata == {"owner": "ada"}
+    assert file.backend == "uploads"
+    assert make_file("data.bin", content_type="text/csv").content_type == "text/csv"
+
+
+def test_make_file_saves_exactly_its_bytes() -> None:
+    with memory_backends("uploads") as backends:
+        file = make_file("a.bin", size=3000, seed=3, backend="uploads")
+        data = pending_bytes(file)
+        file.save()
+        assert file.size == 3000
+        assert file.checksum == "sha256:" + hashlib.sha256(data).hexdigest()
+        assert backends["uploads"].get_bytes(file.path or "") == data
+
+
+# -- FaultInjectingBackend -------------------------------------------------------------------------
+@pytest.fixture
+def inner() -> ObstoreBackend:
+    return ObstoreBackend("uploads", "memory://", prefix="p")
+
+
+@pytest.fixture
+def flaky(inner: ObstoreBackend) -> FaultInjectingBackend:
+    return FaultInjectingBackend(inner)
+
+
+def stored(backend: FaultInjectingBackend) -> list[str]:
+    inner = backend.inner
+    assert isinstance(inner, ObstoreBackend)
+    return sorted(o.path for o in inner.list_objects())
+
+
+def test_wrapper_mirrors_the_inner_backend(inner: ObstoreBackend) -> None:
+    flaky = FaultInjectingBackend(inner)
+    assert flaky.key == "uploads"
+    assert flaky.prefix == inner.prefix == "p"
+    assert flaky.checksum_algorithm == inner.checksum_algorithm
+    assert flaky.supports_signing is inner.supports_signing
+    assert flaky.supports_attributes is inner.supports_attributes
+    assert flaky.max_sign_expiry == inner.max_sign_expiry
+    assert "memory" in flaky.describe()
+    assert repr(inner) in repr(flaky)
+    assert FaultInjectingBackend(inner, key="flaky").key == "flaky"
+
+
+def test_without_faults_everything_is_delegated(flaky: FaultInjectingBackend) -> None:
+    flaky.put("a", b"hello")
+    assert flaky.get_bytes("a") == b"hello"
+    assert flaky.get_range("a", 1, 3) == b"ell"
+    assert b"".join(flaky.iter_chunks("a")) == b"hello"
+    assert flaky.head("a").size == 5
+    assert flaky.exists("a")
+    flaky.copy("a", "b")
+    assert [o.path for o in flaky.list_objects()] == ["a", "b"]
+    flaky.delete(["a", "b"])
+    assert stored(flaky) == []
+    assert flaky.calls == {"put": 1, "get": 3, "head": 2, "copy": 1, "list": 1, "delete": 1}
+    assert flaky.injected == []
+
+
+def test_the_next_call_fails_by_default(flaky: FaultInjectingBackend) -> None:
+    flaky.fail("put")
+    with pytest.raises(InjectedFault) as raised:
+        flaky.put("a", b"1")
+    error = raised.value
+    assert isinstance(error, StorageOperationError)
+    assert isinstance(error, StorageError)
+    assert (error.backend, error.path, error.operation) == ("uploads", "a", "put")
+    assert "injected fault: put #1" in str(error)
+    assert stored(flaky) == []
+    flaky.put("a", b"1")  # only once
+    assert stored(flaky) == ["a"]
+    assert flaky.injected == [error]
+
+
+def test_nth_counts_from_when_the_fault_was_configured(flaky: FaultInjectingBackend) -> None:
+    flaky.put("before", b"0")
+    flaky.fail("put", nth=2)
+    flaky.put("a", b"1")
+    with pytest.raises(InjectedFault, match="put #3"):
+        flaky.put("b", b"2")
+    flaky.put("c", b"3")
+    assert stored(flaky) == ["a", "before", "c"]
+    assert flaky.calls["put"] == 4  # failed calls count too
+
+
+def test_nth_and_times(flaky: FaultInjectingBackend) -> None:
+    flaky.put("a", b"1")
+    flaky.fail("head", nth=2, times=2)
+    outcomes = []
+    for _ in range(5):
+        try:
+            flaky.head("a")
+        except InjectedFault:
+            outcomes.append("fail")
+        else:
+            outcomes.append("ok")
+    assert outcomes == ["ok", "fail", "fail", "ok", "ok"]
+    assert [e.operation for e in flaky.injected] == ["head", "head"]
+
+
+def test_faults_are_per_operation(flaky: FaultInjectingBackend) -> None:
+    flaky.fail("delete", times=2)
+    flaky.put("a", b"1")
+    assert flaky.get_bytes("a") == b"1"
+    for _ in range(2):
+        with pytest.raises(InjectedFault):
+            flaky.delete("a")
+    flaky.delete("a")
+    assert stored(flaky) == []
+
+
+def test_several_faults_and_clear_faults(flaky: FaultInjectingBackend) -> None:
+    flaky.fail("put", nth=1, message="first")
+    flaky.fail("put", nth=3, message="third")
+    with pytest.raises(InjectedFault, match="first"):
+        flaky.put("a", b"1")
+    flaky.put("b", b"2")
+    with pytest.raises(InjectedFault, match="third"):
+        flaky.put("c", b"3")
+    flaky.fail("put")
+    flaky.clear_faults()
+    flaky.put("d", b"4")
+    assert stored(flaky) == ["b", "d"]
+
+
+def _pattern(backend: FaultInjectingBackend, calls: int) -> list[bool]:
+    backend.put("x", b"x")
+    failed = []
+    for _ in range(calls):
+        try:
+            backend.head("x")
+        except InjectedFault:
+            failed.append(True)
+        else:
+            failed.append(False)
+    return failed
+
+
+def test_probability_is_reproducible_with_a_seed() -> None:
+    def flaky(seed: int) -> FaultInjectingBackend:
+        backend = FaultInjectingBackend(ObstoreBackend("u", "memory://"), seed=seed)
+        backend.fail("head", probability=0.5, times=1000)
+        return backend
+
+    first, again, other = (
+        _pattern(flaky(42), 200),
+        _pattern(flaky(42), 200),
+        _pattern(flaky(7), 200),
+    )
+    assert first == again
+    assert first != other
+    assert 60 < sum(first) < 140
+
+
+def test_probability_bounds_and_times() -> None:
+    never = FaultInjectingBackend(ObstoreBackend("u", "memory://"), seed=1)
+    never.fail("head", probability=0.0, times=100)
+    assert not any(_pattern(never, 50))
+    always = FaultInjectingBackend(ObstoreBackend("u", "memory://"), seed=1)
+    always.fail("head", probability=1.0, times=3)
+    assert _pattern(always, 10) == [True] * 3 + [False] * 7
+
+
+def chunks(count: int, size: int = 100) -> Iterator[bytes]:
+    for i in range(count):
+        yield bytes([i]) * size
+
+
+async def achunks(count: int, size: int = 100) -> AsyncIterator[bytes]:
+    for i in range(count):
+        yield bytes([i]) * size
+
+
+def test_part_faults_on_a_streamed_upload(flaky: FaultInjectingBackend) -> None:
+    flaky.put("whole", chunks(5), chunk_size=128)
+    assert flaky.calls["part"] == 5
+    assert flaky.get_bytes("whole") == b"".join(chunks(5))
+
+    flaky.fail("part", nth=3)
+    with pytest.raises(InjectedFault) as raised:
+        flaky.put("broken", chunks(5), chunk_size=128)
+    assert (raised.value.operation, raised.value.path) == ("part", "broken")
+    assert flaky.calls["part"] == 8  # the upload stopped at the failing part
+    assert stored(flaky) == ["whole"]  # nothing of the broken upload is visible
+
+
+def test_a_single_buffer_upload_has_no_parts(flaky: FaultInjectingBackend) -> None:
+    flaky.fail("part")
+    flaky.put("a", b"x" * 1000)
+    assert flaky.calls["part"] == 0
+    assert stored(flaky) == ["a"]
+
+
+def test_part_faults_through_file_object_save(flaky: FaultInjectingBackend) -> None:
+    with storages.temporary(flaky):
+        flaky.fail("part", nth=2)
+        file = FileObject(filename="big.bin", content=chunks(10), backend="uploads")
+        with pytest.raises(InjectedFault):
+            file.save(chunk_size=256)
+        assert stored(flaky) == []
+        assert file.path is None
+
+
+async def test_async_twins_share_faults_and_counters(flaky: FaultInjectingBackend) -> None:
+    flaky.fail("put", nth=2)
+    await flaky.put_async("a", b"1")
+    with pytest.raises(InjectedFault, match="put #2"):
+        await flaky.put_async("b", b"2")
+    flaky.put("c", b"3")
+    assert flaky.calls["put"] == 3
+
+    flaky.fail("get")
+    with pytest.raises(InjectedFault):
+        await flaky.get_bytes_async("a")
+    assert await flaky.get_bytes_async("a") == b"1"
+    assert await flaky.get_range_async("a", 0, 1) == b"1"
+    assert [c async for c in flaky.iter_chunks_async("a")] == [b"1"]
+
+    flaky.fail("head")
+    with pytest.raises(InjectedFault):
+        await flaky.head_async("a")
+    assert (await flaky.head_async("a")).size == 1
+
+    flaky.fail("copy")
+    with pytest.raises(InjectedFault):
+        await flaky.copy_async("a", "d")
+    await flaky.copy_async("a", "d")
+
+    flaky.fail("list")
+    with pytest.raises(InjectedFault):
+        flaky.list_objects_async()
+    assert sorted([o.path async for o in flaky.list_objects_async()]) == ["a", "c", "d"]
+
+    flaky.fail("delete")
+    with pytest.raises(InjectedFault):
+        await flaky.delete_async(["a", "c", "d"])
+    await flaky.delete_async(["a", "c", "d"])
+    assert stored(flaky) == []
+    assert [e.operation for e in flaky.injected] == ["put", "get", "head", "copy", "list", "delete"]
+
+
+async def test_async_part_faults(flaky: FaultInjectingBackend) -> None:
+    flaky.fail("part", nth=2)
+    with pytest.raises(InjectedFault):
+        await flaky.put_async("broken", achunks(5), chunk_size=128)
+    assert flaky.calls["part"] == 2
+    await flaky.put_async("whole", achunks(5), chunk_size=128)
+    assert flaky.get_bytes("whole") == b"".join(chunks(5))
+    assert stored(flaky) == ["whole"]
+
+
+def test_sign_faults_come_before_the_store_is_asked(flaky: FaultInjectingBackend) -> None:
+    flaky.fail("sign")
+    with pytest.raises(InjectedFault):
+        flaky.sign("a")
+    with pytest.raises(StorageError) as raised:  # memory stores cannot sign at all
+        flaky.sign("a")
+    assert not isinstance(raised.value, InjectedFault)
+    assert flaky.calls["sign"] == 2
+
+
+def test_registered_in_place_of_the_real_backend(inner: ObstoreBackend) -> None:
+    flaky = FaultInjectingBackend(inner)
+    with storages.temporary(flaky):
+        flaky.fail("put")
+        with pytest.raises(InjectedFault):
+            FileObject(filename="a.txt", content=b"a", backend="uploads").save()
+        saved = FileObject(filename="a.txt", content=b"a", backend="uploads").save()
+    assert saved.path is not None
+    assert saved.path.startswith("p/")
+    assert inner.get_bytes(saved.path) == b"a"
