@@ -40,7 +40,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import event, inspect
+from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import InstanceState, Mapper, Session, SessionTransaction, object_session
 from sqlalchemy.orm.attributes import get_history
 from sqlalchemy.orm.base import NO_VALUE
@@ -50,7 +50,12 @@ from ._content import content_kind
 from .backends import Backend
 from .errors import NoContentError, StorageErrorGroup
 from .file_object import FileObject, FileObjectList, SaveOptions
-from .types import StoredObject, apply_column_defaults, stored_object_columns
+from .types import (
+    UNKNOWN_OLD_VALUE_KEY,
+    StoredObject,
+    apply_column_defaults,
+    stored_object_columns,
+)
 
 __all__ = (
     "CONCURRENCY_KEY",
@@ -231,6 +236,7 @@ def _replaced_values(state: InstanceState[Any], key: str) -> list[Any]:
 def _forget_replaced(state: InstanceState[Any], tracker: _SessionState) -> None:
     """The flush accounted for the old values of `state`: start afresh."""
     state.info.pop(_REPLACED_KEY, None)
+    state.info.pop(UNKNOWN_OLD_VALUE_KEY, None)
     tracker.remembered.discard(state)
     for key, _column in _tracked_columns(state.mapper):
         value = state.dict.get(key)
@@ -464,7 +470,29 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
 def _previous_values(obj: Any, key: str) -> list[Any]:
     """The values `obj.key` held since the last flush: its history and what was remembered."""
     history = get_history(obj, key)
-    return [*(history.deleted or ()), *_replaced_values(inspect(obj), key)]
+    state = inspect(obj)
+    values = [*(history.deleted or ()), *_replaced_values(state, key)]
+    if key in state.info.get(UNKNOWN_OLD_VALUE_KEY, ()):
+        values.append(_committed_value(state, key))
+    return values
+
+
+def _committed_value(state: InstanceState[Any], key: str) -> Any:
+    """Read the stored value of `key` for a row whose attribute was replaced unloaded.
+
+    Runs inside the flush (so inside the greenlet bridge for an `AsyncSession`), before
+    the flush writes anything.
+    """
+    session, mapper, identity = state.session, state.mapper, state.identity
+    if session is None or identity is None:
+        return None
+    entity = mapper.class_
+    criteria = [
+        getattr(entity, mapper.get_property_by_column(column).key) == value
+        for column, value in zip(mapper.primary_key, identity, strict=True)
+    ]
+    statement = select(getattr(entity, key)).where(*criteria)
+    return session.execute(statement, execution_options={"autoflush": False}).scalar()
 
 
 def _old_files(obj: Any, key: str, value: Any) -> dict[_Ref, Backend]:

@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import JSON, event
+from sqlalchemy import JSON, event, inspect
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapper
+from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.types import TypeDecorator
 
 from .errors import ConfigurationError, InvalidFileObjectError
@@ -224,12 +225,7 @@ def _track_mutations(mapper: Mapper[Any], class_: type) -> None:
             FileObjectList.associate_with_attribute(attribute)
         else:
             FileObject.associate_with_attribute(attribute)
-        event.listen(attribute, "set", _column_defaults_setter(column_type), retval=True)
-        # Load the old value on assignment so a replaced file is known even when the
-        # attribute was expired.
-        impl = mapper.class_manager[key].impl
-        if impl is not None:
-            impl.active_history = True
+        event.listen(attribute, "set", _column_defaults_setter(column_type, key), retval=True)
 
 
 def apply_column_defaults(column_type: StoredObject, value: Any) -> None:
@@ -240,9 +236,20 @@ def apply_column_defaults(column_type: StoredObject, value: Any) -> None:
             file._adopt(column_type.backend, column_type.registry)
 
 
-def _column_defaults_setter(column_type: StoredObject) -> Any:
+UNKNOWN_OLD_VALUE_KEY = "sqlalchemy_obstore.unknown_old_value"
+"""`InstanceState.info` key: attributes of a stored row replaced while not loaded."""
+
+
+def _column_defaults_setter(column_type: StoredObject, key: str) -> Any:
     def set_defaults(target: Any, value: Any, oldvalue: Any, initiator: Any) -> Any:
         apply_column_defaults(column_type, value)
+        if oldvalue is NO_VALUE:
+            state = inspect(target)
+            if state.key is not None:
+                # Replaced while expired (e.g. after a commit): the session reads the
+                # committed value during the flush. Loading it here would need I/O,
+                # which an AsyncSession cannot do inside an attribute event.
+                state.info.setdefault(UNKNOWN_OLD_VALUE_KEY, set()).add(key)
         return value
 
     return set_defaults
