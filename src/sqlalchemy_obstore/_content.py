@@ -14,6 +14,7 @@ Only an async iterator source needs async code; every other source is read with 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
@@ -21,7 +22,14 @@ from typing import IO, Any, Literal, TypeAlias
 
 from .errors import InvalidFileObjectError, NoContentError
 
-__all__ = ("ContentReader", "ContentSource", "content_kind", "format_checksum")
+__all__ = (
+    "CONSUMED",
+    "ContentCheckpoint",
+    "ContentReader",
+    "ContentSource",
+    "content_kind",
+    "format_checksum",
+)
 
 ContentSource: TypeAlias = (
     "bytes | bytearray | memoryview | Path | IO[bytes] | Iterable[bytes] | AsyncIterable[bytes]"
@@ -33,8 +41,24 @@ ChunkObserver: TypeAlias = Callable[[memoryview, int], None]
 """Called with each chunk and the total byte count so far; raise to abort the upload."""
 
 
+class _ConsumedContent:
+    """Stands in for stream content that a failed or rolled-back upload already read."""
+
+    def __repr__(self) -> str:
+        return "<consumed stream>"
+
+
+CONSUMED: Any = _ConsumedContent()
+"""The pending content of a file whose one-shot stream an unsuccessful upload read."""
+
+
 def content_kind(source: object) -> ContentKind:
     """Classify a content source, or raise `InvalidFileObjectError` for unusable input."""
+    if source is CONSUMED:
+        raise NoContentError(
+            "This file's content was a stream that an upload which failed or was rolled "
+            "back already read, and a stream cannot be read twice: assign the content again."
+        )
     if isinstance(source, (bytes, bytearray, memoryview)):
         return "buffer"
     if isinstance(source, Path):
@@ -58,6 +82,46 @@ def content_kind(source: object) -> ContentKind:
         f"Unsupported content type {type(source).__name__}: pass bytes, memoryview, "
         "pathlib.Path, a binary file object, or a sync or async iterator of bytes."
     )
+
+
+def _replayable(content: Any) -> bool:
+    """Whether an upload can read `content` again from the start (seekable files aside)."""
+    kind = content_kind(content)
+    if kind in {"buffer", "path"}:
+        return True
+    if kind == "iter":  # a list of chunks can be iterated again, an iterator cannot
+        return not isinstance(content, Iterator) or (
+            inspect.isgenerator(content)
+            and inspect.getgeneratorstate(content) == inspect.GEN_CREATED
+        )
+    if kind == "aiter":
+        return not isinstance(content, AsyncIterator)
+    return False  # a file object: only when seekable, see ContentCheckpoint
+
+
+class ContentCheckpoint:
+    """Where a content source stood before an upload read it, to give it back later.
+
+    After an upload failed or was undone, `restore()` returns the content rewound (a
+    buffer, a path, a seekable file, a fresh iterable) or, for a one-shot stream that
+    was read, `CONSUMED`: a retry must never store only what is left of a stream.
+    """
+
+    __slots__ = ("content", "position")
+
+    def __init__(self, content: Any) -> None:
+        self.content = content
+        seekable = hasattr(content, "seek") and getattr(content, "seekable", lambda: False)()
+        self.position: int | None = content.tell() if seekable else None
+
+    def restore(self) -> Any:
+        """The content to hold again (rewound), or `CONSUMED`."""
+        if self.content is None or self.content is CONSUMED:
+            return self.content
+        if self.position is not None:
+            self.content.seek(self.position)
+            return self.content
+        return self.content if _replayable(self.content) else CONSUMED
 
 
 def format_checksum(algorithm: str, digest: str) -> str:
@@ -106,6 +170,11 @@ class ContentReader:
         """The first bytes of the content (up to one part), available before upload."""
         self.error: BaseException | None = None
         self._consumed = False
+
+    @property
+    def started(self) -> bool:
+        """Whether reading the source has begun (it may need rewinding)."""
+        return self._consumed
 
     @property
     def checksum(self) -> str | None:
@@ -157,14 +226,14 @@ class ContentReader:
         Raises:
             InvalidFileObjectError: For an async iterator (use `open_async`).
         """
-        self._start()
-        if self.kind == "buffer":
-            self.head = bytes(memoryview(self._source)[: self._chunk_size])
-            return self._account(self._source)
         if self.kind == "aiter":
             raise InvalidFileObjectError(
                 "An async iterator can only be saved from async code: use save_async()."
             )
+        self._start()
+        if self.kind == "buffer":
+            self.head = bytes(memoryview(self._source)[: self._chunk_size])
+            return self._account(self._source)
         chunks = self._sync_chunks()
         buffered: list[Any] = []
         total = 0

@@ -24,9 +24,10 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, ClassVar, SupportsIndex, TypeVar, overload
 
 from sqlalchemy.ext.mutable import Mutable, MutableList
+from sqlalchemy.orm.attributes import flag_modified
 
 from ._attributes import guess_content_type, object_attributes
-from ._content import ContentReader, ContentSource, content_kind
+from ._content import ContentCheckpoint, ContentReader, ContentSource, content_kind
 from .backends import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_CONCURRENCY,
@@ -107,6 +108,20 @@ class SaveOptions:
 
 
 _DEFAULT_SAVE_OPTIONS = SaveOptions()
+
+
+def _flag_holders(value: Mutable) -> None:
+    """Flag the rows whose attribute currently holds `value` as modified.
+
+    Like `Mutable.changed`, but a row whose attribute no longer holds this value (it
+    was reassigned, or expired by a commit or rollback and not loaded again) is left
+    alone: the value does not belong to it anymore, and SQLAlchemy would refuse to flag
+    an attribute that is not loaded.
+    """
+    for state, key in list(value._parents.items()):
+        holder = state.obj()
+        if holder is not None and state.dict.get(key) is value:
+            flag_modified(holder, key)
 
 
 class _Metadata(dict[str, str]):
@@ -205,6 +220,7 @@ class _PendingUpload:
     path: str
     reader: ContentReader
     options: SaveOptions
+    checkpoint: ContentCheckpoint
 
 
 class FileObject(Mutable):
@@ -346,7 +362,7 @@ class FileObject(Mutable):
 
     def changed(self) -> None:
         """Mark every row (and list) holding this file as modified."""
-        super().changed()
+        _flag_holders(self)
         for ref in list(self.__dict__["_containers"].values()):
             container = ref()
             if container is not None:
@@ -519,10 +535,11 @@ class FileObject(Mutable):
             prefix=join_key(backend.prefix, options.key_prefix),
             key_function=options.key_function or backend.key_function,
         )
+        checkpoint = ContentCheckpoint(content)
         reader = ContentReader(
             content, chunk_size=options.chunk_size, checksum_algorithm=backend.checksum_algorithm
         )
-        return _PendingUpload(backend, path, reader, options)
+        return _PendingUpload(backend, path, reader, options, checkpoint)
 
     def _put_arguments(self, upload: _PendingUpload, body: Any) -> dict[str, Any]:
         backend = upload.backend
@@ -564,8 +581,11 @@ class FileObject(Mutable):
             d["_ready"] = True
         self.changed()
 
-    @staticmethod
-    def _raise_upload_error(upload: _PendingUpload, exc: BaseException) -> None:
+    def _upload_failed(self, upload: _PendingUpload, exc: BaseException) -> None:
+        # Give the content back rewound, or mark a one-shot stream as used up: a retry
+        # must never store only what is left of it.
+        if upload.reader.started:
+            self.__dict__["_content"] = upload.checkpoint.restore()
         # A validator that stopped the stream is the real cause; obstore may have
         # re-raised it or wrapped it.
         if upload.reader.error is not None and upload.reader.error is not exc:
@@ -613,7 +633,7 @@ class FileObject(Mutable):
             body = upload.reader.open()
             result = upload.backend.put(upload.path, body, **self._put_arguments(upload, body))
         except BaseException as exc:
-            self._raise_upload_error(upload, exc)
+            self._upload_failed(upload, exc)
             raise
         self._finish_upload(upload, result)
         return self
@@ -644,7 +664,7 @@ class FileObject(Mutable):
                 upload.path, body, **self._put_arguments(upload, body)
             )
         except BaseException as exc:
-            self._raise_upload_error(upload, exc)
+            self._upload_failed(upload, exc)
             raise
         self._finish_upload(upload, result)
         return self
@@ -875,6 +895,10 @@ class FileObjectList(MutableList[FileObject]):
         self._removed: list[FileObject] = []
         for item in self:
             item._attach(self)
+
+    def changed(self) -> None:
+        """Mark the row holding this list as modified."""
+        _flag_holders(self)
 
     @classmethod
     def coerce(cls, key: str, value: Any) -> FileObjectList | None:

@@ -34,9 +34,8 @@ to call obstore synchronously or through the async bridge.
 from __future__ import annotations
 
 import asyncio
-import inspect as pyinspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -46,7 +45,7 @@ from sqlalchemy.orm.attributes import get_history
 from sqlalchemy.orm.base import NO_VALUE
 
 from ._compat import await_, in_async_context
-from ._content import content_kind
+from ._content import CONSUMED, ContentCheckpoint
 from .backends import Backend
 from .errors import NoContentError, StorageErrorGroup
 from .file_object import FileObject, FileObjectList, SaveOptions
@@ -319,44 +318,9 @@ _SNAPSHOT_FIELDS = ("path", "size", "checksum", "etag", "version", "last_modifie
 
 
 def _snapshot(file: FileObject) -> dict[str, Any]:
-    content = file.__dict__["_content"]
-    snapshot = {name: file.__dict__.get(name) for name in _SNAPSHOT_FIELDS}
-    snapshot["_content"] = content
-    seekable = hasattr(content, "seek") and getattr(content, "seekable", lambda: False)()
-    snapshot["_position"] = content.tell() if seekable else None
+    snapshot: dict[str, Any] = {name: file.__dict__.get(name) for name in _SNAPSHOT_FIELDS}
+    snapshot["_checkpoint"] = ContentCheckpoint(file.__dict__["_content"])
     return snapshot
-
-
-class _ConsumedContent:
-    """Stands in for stream content that a failed or rolled-back upload already read."""
-
-    def __repr__(self) -> str:
-        return "<consumed stream>"
-
-
-def _replayable(content: Any) -> bool:
-    """Whether an upload can read `content` again from the start (seekable files aside)."""
-    kind = content_kind(content)
-    if kind in {"buffer", "path"}:
-        return True
-    if kind == "iter":  # a list of chunks can be iterated again, an iterator cannot
-        return not isinstance(content, Iterator) or (
-            pyinspect.isgenerator(content)
-            and pyinspect.getgeneratorstate(content) == pyinspect.GEN_CREATED
-        )
-    if kind == "aiter":
-        return not isinstance(content, AsyncIterator)
-    return False  # a file object: only when seekable, see the snapshot's position
-
-
-def _restore_content(file: FileObject, snapshot: dict[str, Any]) -> None:
-    """Give `file` back the content an upload read, rewound; or mark it consumed."""
-    content = snapshot["_content"]
-    position = snapshot["_position"]
-    if position is not None:
-        content.seek(position)
-    replayable = position is not None or _replayable(content)
-    file.__dict__["_content"] = content if replayable else _CONSUMED
 
 
 def _revert(upload: _Upload) -> None:
@@ -369,17 +333,14 @@ def _revert(upload: _Upload) -> None:
     try:
         for name in _SNAPSHOT_FIELDS:
             setattr(file, name, snapshot[name])
-        _restore_content(file, snapshot)
+        d["_content"] = snapshot["_checkpoint"].restore()
     finally:
         d["_ready"] = True
 
 
-_CONSUMED = _ConsumedContent()
-
-
 def _upload_all(session: Session, jobs: list[tuple[FileObject, SaveOptions]]) -> list[_Upload]:
     for file, _options in jobs:
-        if file.__dict__["_content"] is _CONSUMED:
+        if file.__dict__["_content"] is CONSUMED:
             raise NoContentError(
                 f"{file!r} was read by an upload that failed or was rolled back, and its "
                 "content was a stream that cannot be read twice: assign the content again.",
@@ -398,11 +359,6 @@ def _upload_all(session: Session, jobs: list[tuple[FileObject, SaveOptions]]) ->
         if not isinstance(result, BaseException)
     ]
     failures = [r for r in results if isinstance(r, BaseException)]
-    for (file, _), snapshot, result in zip(jobs, snapshots, results, strict=False):
-        if isinstance(result, BaseException) and file.__dict__["_content"] is snapshot["_content"]:
-            # A failed upload may have read (part of) the content: never let a retry
-            # store what is left of it as if it were the whole file.
-            _restore_content(file, snapshot)
     if failures:
         # Nothing of this flush may stay behind: remove what did get uploaded.
         _delete_quietly({(u.backend.key, u.path): u.backend for u in done}, "failed flush")

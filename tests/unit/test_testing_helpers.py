@@ -409,3 +409,38 @@ def test_registered_in_place_of_the_real_backend(inner: ObstoreBackend) -> None:
     assert saved.path is not None
     assert saved.path.startswith("p/")
     assert inner.get_bytes(saved.path) == b"a"
+
+
+def test_direct_save_retry_after_failed_multipart_rewinds_seekable_file() -> None:
+    import io
+
+    from sqlalchemy_obstore import FileObject, ObstoreBackend, storages
+    from sqlalchemy_obstore.testing import FaultInjectingBackend, InjectedFault
+
+    flaky = FaultInjectingBackend(ObstoreBackend("retry", "memory://"))
+    storages.register_backend(flaky)
+    data = bytes(range(256)) * 4
+    file = FileObject(filename="a.bin", content=io.BytesIO(data), backend="retry")
+    flaky.fail("part", nth=2)
+    with pytest.raises(InjectedFault):
+        file.save(chunk_size=100)
+    assert file.has_pending_content
+    file.save(chunk_size=100)
+    assert file.size == len(data)
+    assert file.get_content() == data
+
+
+def test_direct_save_retry_after_failed_stream_refuses_partial_content() -> None:
+    from sqlalchemy_obstore import FileObject, NoContentError, ObstoreBackend, storages
+    from sqlalchemy_obstore.testing import FaultInjectingBackend, InjectedFault
+
+    flaky = FaultInjectingBackend(ObstoreBackend("retry", "memory://"))
+    storages.register_backend(flaky)
+    chunks = (bytes([i]) * 100 for i in range(10))
+    file = FileObject(filename="a.bin", content=chunks, backend="retry")
+    flaky.fail("put")
+    with pytest.raises(InjectedFault):
+        file.save(chunk_size=250)
+    with pytest.raises(NoContentError, match="cannot be read twice"):
+        file.save(chunk_size=250)
+    assert list(flaky.inner.list_objects()) == []
