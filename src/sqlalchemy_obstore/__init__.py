@@ -31,12 +31,17 @@ from .errors import (
     StoragePermissionError,
     UnsupportedOperationError,
     UnsupportedSchemeError,
-    UploadError,
     ValidationError,
 )
 from .file_object import FileObject, FileObjectList, SaveOptions
 from .keys import KeyFunction, sanitize_filename
-from .lifecycle import TRACKING_KEY, disable_tracking, enable_tracking, is_tracking
+from .lifecycle import (
+    CONCURRENCY_KEY,
+    TRACKING_KEY,
+    disable_tracking,
+    enable_tracking,
+    is_tracking,
+)
 from .registry import BackendRegistry, storages
 from .types import StoredObject
 
@@ -47,6 +52,7 @@ __all__ = (
     "BackendAlreadyRegisteredError",
     "BackendNotFoundError",
     "BackendRegistry",
+    "CONCURRENCY_KEY",
     "ConfigurationError",
     "FileObject",
     "FileObjectError",
@@ -75,7 +81,6 @@ __all__ = (
     "TRACKING_KEY",
     "UnsupportedOperationError",
     "UnsupportedSchemeError",
-    "UploadError",
     "ValidationError",
     "WriteResult",
     "__version__",

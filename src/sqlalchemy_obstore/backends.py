@@ -575,6 +575,8 @@ def _gcs_oauth_disabled(config: Mapping[str, Any]) -> bool:
 
 
 def _store_repr(store: ObjectStore, kind: str) -> str:
+    if kind == "memory":
+        return "MemoryStore()"  # obstore's own repr is the default <object at 0x...>
     if kind != "azure":
         return repr(store)
     # obstore's AzureStore repr panics (a pyo3 PanicException, not an Exception, with a

@@ -3,31 +3,32 @@
 Every exception derives from [`StorageError`][sqlalchemy_obstore.StorageError], carries
 the backend key and object path it is about (when there is one), and, where the meaning
 matches, also derives from the builtin a caller would naturally catch
-(`FileNotFoundError`, `ValueError`, `LookupError`, `PermissionError`, `ImportError`)::
+(`FileNotFoundError`, `ValueError`, `LookupError`, `PermissionError`, `ImportError`):
 
-    StorageError
-    ├── ConfigurationError
-    │   ├── BackendNotFoundError (LookupError)
-    │   ├── BackendAlreadyRegisteredError (ValueError)
-    │   ├── UnsupportedSchemeError (ValueError)
-    │   └── MissingDependencyError (ImportError)
-    ├── FileObjectError
-    │   ├── InvalidFileObjectError (ValueError)
-    │   ├── InvalidFilenameError (ValueError)
-    │   └── NoContentError
-    ├── UnsupportedOperationError
-    ├── InvalidExpiryError (ValueError)
-    ├── ObjectNotFoundError (FileNotFoundError)
-    ├── ObjectExistsError (FileExistsError)
-    ├── StoragePermissionError (PermissionError)
-    ├── StorageOperationError
-    │   ├── UploadError
-    │   └── StorageErrorGroup
-    └── ValidationError (ValueError)
-        ├── FileTooLargeError
-        ├── FileTooSmallError
-        ├── InvalidContentTypeError
-        └── InvalidExtensionError
+```text
+StorageError
+├── ConfigurationError
+│   ├── BackendNotFoundError (LookupError)
+│   ├── BackendAlreadyRegisteredError (ValueError)
+│   ├── UnsupportedSchemeError (ValueError)
+│   └── MissingDependencyError (ImportError)
+├── FileObjectError
+│   ├── InvalidFileObjectError (ValueError)
+│   ├── InvalidFilenameError (ValueError)
+│   └── NoContentError
+├── UnsupportedOperationError
+├── InvalidExpiryError (ValueError)
+├── ObjectNotFoundError (FileNotFoundError)
+├── ObjectExistsError (FileExistsError)
+├── StoragePermissionError (PermissionError)
+├── StorageOperationError
+│   └── StorageErrorGroup
+└── ValidationError (ValueError)
+    ├── FileTooLargeError
+    ├── FileTooSmallError
+    ├── InvalidContentTypeError
+    └── InvalidExtensionError
+```
 
 Errors raised by obstore are translated at the I/O boundary (the backend) and chained,
 so the original stays available as `__cause__`. Messages never contain credentials:
@@ -61,7 +62,6 @@ __all__ = (
     "StoragePermissionError",
     "UnsupportedOperationError",
     "UnsupportedSchemeError",
-    "UploadError",
     "ValidationError",
     "redact",
 )
@@ -147,8 +147,8 @@ class BackendNotFoundError(ConfigurationError, LookupError):
         known = ", ".join(repr(k) for k in sorted(registered)) or "none"
         super().__init__(
             f"No storage backend is registered under the key {key!r} "
-            f"(registered: {known}). Register it first, e.g. "
-            f"storages.register_backend(ObstoreBackend({key!r}, 'memory://')).",
+            f"(registered: {known}). Register it at start-up, e.g. "
+            f"storages.register_backend(ObstoreBackend({key!r}, '<storage URL>')).",
             backend=key,
         )
         self.registered = tuple(registered)
@@ -244,10 +244,6 @@ class StorageOperationError(StorageError):
     ):
         super().__init__(message, backend=backend, path=path)
         self.operation = operation
-
-
-class UploadError(StorageOperationError):
-    """Uploading pending content failed; nothing that refers to it was committed."""
 
 
 class StorageErrorGroup(StorageOperationError):

@@ -52,7 +52,7 @@ from .file_object import FileObject, FileObjectList, SaveOptions
 from .types import (
     UNKNOWN_OLD_VALUE_KEY,
     StoredObject,
-    apply_column_defaults,
+    _apply_column_defaults,
     stored_object_columns,
 )
 
@@ -394,7 +394,7 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
             value = state.dict.get(key, _NOT_LOADED)
             if value is _NOT_LOADED:
                 continue  # not loaded, so not changed
-            apply_column_defaults(column, value)
+            _apply_column_defaults(column, value)
             for file in _files(value):
                 if file.has_pending_content:
                     if id(file) not in pending:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Dialect
     from sqlalchemy.types import TypeEngine
 
-__all__ = ("StoredObject",)
+__all__ = ("StoredObject", "stored_object_columns")
 
 
 class StoredObject(TypeDecorator[Any]):
@@ -228,7 +228,7 @@ def _track_mutations(mapper: Mapper[Any], class_: type) -> None:
         event.listen(attribute, "set", _column_defaults_setter(column_type, key), retval=True)
 
 
-def apply_column_defaults(column_type: StoredObject, value: Any) -> None:
+def _apply_column_defaults(column_type: StoredObject, value: Any) -> None:
     """Give files without a backend (or registry) the column's."""
     files = value if isinstance(value, list) else [value]
     for file in files:
@@ -242,7 +242,7 @@ UNKNOWN_OLD_VALUE_KEY = "sqlalchemy_obstore.unknown_old_value"
 
 def _column_defaults_setter(column_type: StoredObject, key: str) -> Any:
     def set_defaults(target: Any, value: Any, oldvalue: Any, initiator: Any) -> Any:
-        apply_column_defaults(column_type, value)
+        _apply_column_defaults(column_type, value)
         if oldvalue is NO_VALUE:
             state = inspect(target)
             if state.key is not None:
