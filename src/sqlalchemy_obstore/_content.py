@@ -254,8 +254,12 @@ class ContentReader:
             yield self._account(chunk)
 
     async def open_async(self) -> Any:
-        """Async version of `open`; the only one that accepts async iterators."""
-        if self.kind != "aiter":
+        """Async version of `open`; the only one that accepts async iterators.
+
+        A source that can be read both ways (a file-like object that also supports
+        `async for`, such as a remote download) is read asynchronously here.
+        """
+        if self.kind != "aiter" and not hasattr(self._source, "__aiter__"):
             return self.open()
         self._start()
         chunks = aiter(self._source)
