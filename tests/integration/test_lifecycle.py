@@ -29,12 +29,11 @@ import pytest
 from sqlalchemy import ForeignKey, String, event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, StatementError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, AsyncSessionTransaction
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
     Session,
-    SessionTransaction,
     mapped_column,
     relationship,
 )
@@ -55,6 +54,7 @@ from sqlalchemy_obstore import (
 from sqlalchemy_obstore.backends import UploadBody, WriteResult
 from sqlalchemy_obstore.lifecycle import CONCURRENCY_KEY
 from sqlalchemy_obstore.testing import FaultInjectingBackend, make_file
+from tests.integration.sessions import AsyncSavepoint, Savepoint, SyncSavepoint
 
 pytestmark = pytest.mark.integration
 
@@ -185,36 +185,6 @@ def storage() -> TracingBackend:
 
 
 # -- drivers: one scenario, sync or async ----------------------------------------------------------
-class Savepoint(ABC):
-    @abstractmethod
-    async def commit(self) -> None: ...
-
-    @abstractmethod
-    async def rollback(self) -> None: ...
-
-
-class _SyncSavepoint(Savepoint):
-    def __init__(self, transaction: SessionTransaction) -> None:
-        self.transaction = transaction
-
-    async def commit(self) -> None:
-        self.transaction.commit()
-
-    async def rollback(self) -> None:
-        self.transaction.rollback()
-
-
-class _AsyncSavepoint(Savepoint):
-    def __init__(self, transaction: AsyncSessionTransaction) -> None:
-        self.transaction = transaction
-
-    async def commit(self) -> None:
-        await self.transaction.commit()
-
-    async def rollback(self) -> None:
-        await self.transaction.rollback()
-
-
 class Driver(ABC):
     """The session operations a scenario needs, for a `Session` or an `AsyncSession`.
 
@@ -322,7 +292,7 @@ class SyncDriver(Driver):
         return self._session.get(model, ident)
 
     async def begin_nested(self) -> Savepoint:
-        return _SyncSavepoint(self._session.begin_nested())
+        return SyncSavepoint(self._session.begin_nested())
 
     async def save(self, file: FileObject) -> None:
         file.save()
@@ -365,7 +335,7 @@ class AsyncDriver(Driver):
         return await self._session.get(model, ident)
 
     async def begin_nested(self) -> Savepoint:
-        return _AsyncSavepoint(await self._session.begin_nested())
+        return AsyncSavepoint(await self._session.begin_nested())
 
     async def save(self, file: FileObject) -> None:
         await file.save_async()

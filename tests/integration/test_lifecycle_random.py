@@ -49,10 +49,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
-    AsyncSessionTransaction,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, SessionTransaction, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from sqlalchemy_obstore import (
     FileObject,
@@ -64,6 +63,7 @@ from sqlalchemy_obstore import (
 )
 from sqlalchemy_obstore.backends import UploadBody, WriteResult
 from sqlalchemy_obstore.testing import FaultInjectingBackend, InjectedFault
+from tests.integration.sessions import AsyncSavepoint, Savepoint, SyncSavepoint
 
 pytestmark = pytest.mark.integration
 
@@ -376,36 +376,6 @@ def plans(draw: st.DrawFn) -> Plan:
 
 
 # -- sessions, sync or async -----------------------------------------------------------------------
-class Savepoint(ABC):
-    @abstractmethod
-    async def commit(self) -> None: ...
-
-    @abstractmethod
-    async def rollback(self) -> None: ...
-
-
-class _SyncSavepoint(Savepoint):
-    def __init__(self, transaction: SessionTransaction) -> None:
-        self.transaction = transaction
-
-    async def commit(self) -> None:
-        self.transaction.commit()
-
-    async def rollback(self) -> None:
-        self.transaction.rollback()
-
-
-class _AsyncSavepoint(Savepoint):
-    def __init__(self, transaction: AsyncSessionTransaction) -> None:
-        self.transaction = transaction
-
-    async def commit(self) -> None:
-        await self.transaction.commit()
-
-    async def rollback(self) -> None:
-        await self.transaction.rollback()
-
-
 class Driver(ABC):
     is_async: ClassVar[bool]
 
@@ -479,7 +449,7 @@ class SyncDriver(Driver):
             self.session.delete(row)
 
     async def begin_nested(self) -> Savepoint:
-        return _SyncSavepoint(self.session.begin_nested())
+        return SyncSavepoint(self.session.begin_nested())
 
 
 class AsyncDriver(Driver):
@@ -523,7 +493,7 @@ class AsyncDriver(Driver):
             await self.session.delete(row)
 
     async def begin_nested(self) -> Savepoint:
-        return _AsyncSavepoint(await self.session.begin_nested())
+        return AsyncSavepoint(await self.session.begin_nested())
 
 
 # -- storage that reports to the script ------------------------------------------------------------
