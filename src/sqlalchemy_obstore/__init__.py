@@ -12,10 +12,12 @@ from .backends import Backend, ObjectInfo, ObstoreBackend, SignedURL, WriteResul
 from .errors import (
     BackendAlreadyRegisteredError,
     BackendNotFoundError,
+    ChecksumMismatchError,
     ConfigurationError,
     FileObjectError,
     FileTooLargeError,
     FileTooSmallError,
+    ForbiddenAddressError,
     InvalidContentTypeError,
     InvalidExpiryError,
     InvalidExtensionError,
@@ -25,6 +27,7 @@ from .errors import (
     NoContentError,
     ObjectExistsError,
     ObjectNotFoundError,
+    RemoteFetchError,
     StorageError,
     StorageErrorGroup,
     StorageOperationError,
@@ -44,6 +47,7 @@ from .lifecycle import (
 )
 from .registry import BackendRegistry, storages
 from .types import StoredObject
+from .validation import UploadPolicy, detect_content_type
 
 __version__ = "0.1.0"
 
@@ -53,12 +57,14 @@ __all__ = (
     "BackendNotFoundError",
     "BackendRegistry",
     "CONCURRENCY_KEY",
+    "ChecksumMismatchError",
     "ConfigurationError",
     "FileObject",
     "FileObjectError",
     "FileObjectList",
     "FileTooLargeError",
     "FileTooSmallError",
+    "ForbiddenAddressError",
     "InvalidContentTypeError",
     "InvalidExpiryError",
     "InvalidExtensionError",
@@ -71,6 +77,7 @@ __all__ = (
     "ObjectInfo",
     "ObjectNotFoundError",
     "ObstoreBackend",
+    "RemoteFetchError",
     "SaveOptions",
     "SignedURL",
     "StorageError",
@@ -81,9 +88,11 @@ __all__ = (
     "TRACKING_KEY",
     "UnsupportedOperationError",
     "UnsupportedSchemeError",
+    "UploadPolicy",
     "ValidationError",
     "WriteResult",
     "__version__",
+    "detect_content_type",
     "disable_tracking",
     "enable_tracking",
     "is_tracking",

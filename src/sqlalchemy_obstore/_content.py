@@ -39,6 +39,8 @@ ContentSource: TypeAlias = (
 ContentKind: TypeAlias = Literal["buffer", "path", "file", "iter", "aiter"]
 ChunkObserver: TypeAlias = Callable[[memoryview, int], None]
 """Called with each chunk and the total byte count so far; raise to abort the upload."""
+EndObserver: TypeAlias = Callable[[int], None]
+"""Called with the total size once the source is exhausted, before the upload completes."""
 
 
 class _ConsumedContent:
@@ -149,6 +151,9 @@ class ContentReader:
         chunk_size: Part size: content up to this size is sent as one buffer.
         checksum_algorithm: `hashlib` name, or `None` for no checksum.
         observers: Callables that see every chunk (size limits, sniffing, ...).
+        end_observers: Callables that see the total size when the source is exhausted
+            (minimum sizes); for a streamed upload they run before the upload completes,
+            so raising aborts it.
     """
 
     def __init__(
@@ -158,6 +163,7 @@ class ContentReader:
         chunk_size: int,
         checksum_algorithm: str | None = "sha256",
         observers: Iterable[ChunkObserver] = (),
+        end_observers: Iterable[EndObserver] = (),
     ) -> None:
         self.kind = content_kind(source)
         self._source = source
@@ -165,6 +171,7 @@ class ContentReader:
         self._algorithm = checksum_algorithm
         self._hasher = hashlib.new(checksum_algorithm) if checksum_algorithm else None
         self._observers = list(observers)
+        self._end_observers = list(end_observers)
         self.size = 0
         self.head = b""
         """The first bytes of the content (up to one part), available before upload."""
@@ -200,6 +207,14 @@ class ContentReader:
                 raise
         return chunk
 
+    def _end(self) -> None:
+        for observer in self._end_observers:
+            try:
+                observer(self.size)
+            except BaseException as exc:
+                self.error = exc
+                raise
+
     def _start(self) -> None:
         if self._consumed:
             raise NoContentError(
@@ -233,7 +248,9 @@ class ContentReader:
         self._start()
         if self.kind == "buffer":
             self.head = bytes(memoryview(self._source)[: self._chunk_size])
-            return self._account(self._source)
+            body = self._account(self._source)
+            self._end()
+            return body
         chunks = self._sync_chunks()
         buffered: list[Any] = []
         total = 0
@@ -245,6 +262,7 @@ class ContentReader:
                 return self._stream(buffered, chunks)
         whole = b"".join(buffered)
         self.head = whole
+        self._end()
         return whole
 
     def _stream(self, buffered: list[Any], rest: Iterator[Any]) -> Iterator[Any]:
@@ -252,6 +270,7 @@ class ContentReader:
         buffered.clear()
         for chunk in rest:
             yield self._account(chunk)
+        self._end()
 
     async def open_async(self) -> Any:
         """Async version of `open`; the only one that accepts async iterators.
@@ -273,6 +292,7 @@ class ContentReader:
                 return self._stream_async(buffered, chunks)
         whole = b"".join(buffered)
         self.head = whole
+        self._end()
         return whole
 
     async def _stream_async(
@@ -283,3 +303,4 @@ class ContentReader:
         buffered.clear()
         async for chunk in rest:
             yield self._account(chunk)
+        self._end()

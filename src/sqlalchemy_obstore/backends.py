@@ -55,6 +55,7 @@ from .errors import (
     redact,
 )
 from .keys import KeyFunction, join_key
+from .validation import UploadPolicy
 
 if TYPE_CHECKING:
     from obstore import Attributes, GetOptions, ObjectMeta, SignCapableStore
@@ -180,6 +181,8 @@ class Backend(ABC):
         public_base_url: Base URL under which objects are publicly readable, if any.
         key_function: How new keys are laid out below the prefix.
         checksum_algorithm: `hashlib` algorithm for content checksums, or `None`.
+        policy: The default upload policy of this backend (columns and `save(policy=)`
+            layer theirs on top, field by field), or `None`.
     """
 
     key: str
@@ -187,6 +190,7 @@ class Backend(ABC):
     public_base_url: str | None
     key_function: KeyFunction | None
     checksum_algorithm: str | None
+    policy: UploadPolicy | None = None
 
     # -- capabilities -------------------------------------------------------------------
     @property
@@ -634,6 +638,9 @@ class ObstoreBackend(Backend):
         key_function: Custom layout of new keys below the prefix.
         checksum_algorithm: `hashlib` algorithm used to checksum content while it is
             uploaded (`"sha256"` by default); `None` turns checksums off.
+        policy: Default [`UploadPolicy`][sqlalchemy_obstore.validation.UploadPolicy] for
+            every upload to this backend. A column's or a save's policy is layered on top
+            field by field (its set fields win; validators of both run).
         **config: Passed through to obstore: `aws_*`/`google_*`/`azure_*` keys (or their
             short forms such as `region`), `client_options`, `retry_config`,
             `credential_provider`. Unknown keys fail here, not at the first request.
@@ -661,10 +668,16 @@ class ObstoreBackend(Backend):
         public_base_url: str | None = None,
         key_function: KeyFunction | None = None,
         checksum_algorithm: str | None = "sha256",
+        policy: UploadPolicy | None = None,
         **config: Any,
     ) -> None:
         if not isinstance(key, str) or not key:
             raise ConfigurationError("A backend key must be a non-empty string.")
+        if policy is not None and not isinstance(policy, UploadPolicy):
+            raise ConfigurationError(
+                f"policy must be an UploadPolicy, not {type(policy).__name__}.", backend=key
+            )
+        self.policy = policy
         self.key = key
         self.prefix = join_key(prefix) or None
         self.public_base_url = public_base_url

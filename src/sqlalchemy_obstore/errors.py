@@ -21,8 +21,11 @@ StorageError
 ├── ObjectNotFoundError (FileNotFoundError)
 ├── ObjectExistsError (FileExistsError)
 ├── StoragePermissionError (PermissionError)
+├── ChecksumMismatchError
 ├── StorageOperationError
 │   └── StorageErrorGroup
+├── RemoteFetchError
+│   └── ForbiddenAddressError
 └── ValidationError (ValueError)
     ├── FileTooLargeError
     ├── FileTooSmallError
@@ -43,10 +46,12 @@ from collections.abc import Sequence
 __all__ = (
     "BackendAlreadyRegisteredError",
     "BackendNotFoundError",
+    "ChecksumMismatchError",
     "ConfigurationError",
     "FileObjectError",
     "FileTooLargeError",
     "FileTooSmallError",
+    "ForbiddenAddressError",
     "InvalidContentTypeError",
     "InvalidExpiryError",
     "InvalidExtensionError",
@@ -56,6 +61,7 @@ __all__ = (
     "NoContentError",
     "ObjectExistsError",
     "ObjectNotFoundError",
+    "RemoteFetchError",
     "StorageError",
     "StorageErrorGroup",
     "StorageOperationError",
@@ -83,7 +89,7 @@ _SECRET_PATTERNS = (
     # key=value pairs in debug dumps, e.g. secret_access_key: "..."
     re.compile(
         r"(?i)((?:secret_access_key|account_key|access_key|session_token|token|private_key|"
-        r"service_account_key|client_secret|bearer_token)\"?\s*[:=]\s*\"?)[^\",}\s]+"
+        r"service_account_key|client_secret|bearer_token)\"?\s*[:=]\s*\"?)[^\",}\s&]+"
     ),
 )
 
@@ -231,6 +237,50 @@ class StoragePermissionError(StorageError, PermissionError):
     """The store refused the request: credentials are missing, wrong or lack rights."""
 
 
+class ChecksumMismatchError(StorageError):
+    """A stored object no longer matches the checksum (or size) recorded for it.
+
+    Raised by `FileObject.verify()`: the object was changed or corrupted in the store.
+
+    Attributes:
+        expected: The recorded checksum, `"<algorithm>:<hex>"`.
+        actual: The checksum of the stored bytes, in the same form.
+        expected_size: The recorded size, if any.
+        actual_size: The size of the stored object.
+
+    Example:
+        >>> err = ChecksumMismatchError(expected="sha256:aa", actual="sha256:bb", path="k")
+        >>> err.expected, err.actual
+        ('sha256:aa', 'sha256:bb')
+    """
+
+    def __init__(
+        self,
+        *,
+        expected: str,
+        actual: str,
+        expected_size: int | None = None,
+        actual_size: int | None = None,
+        backend: str | None = None,
+        path: str | None = None,
+    ):
+        sizes = (
+            f" Size: {actual_size} bytes stored, {expected_size} recorded."
+            if expected_size is not None and actual_size != expected_size
+            else ""
+        )
+        super().__init__(
+            f"The stored object does not match its recorded checksum: expected {expected}, "
+            f"found {actual}.{sizes}",
+            backend=backend,
+            path=path,
+        )
+        self.expected = expected
+        self.actual = actual
+        self.expected_size = expected_size
+        self.actual_size = actual_size
+
+
 class StorageOperationError(StorageError):
     """Any other failure of a store operation (network, server, protocol)."""
 
@@ -267,36 +317,67 @@ class ValidationError(StorageError, ValueError):
 class FileTooLargeError(ValidationError):
     """The content is larger than the configured limit.
 
+    Raised while the content streams, as soon as the limit is passed: the upload is
+    aborted and nothing is stored.
+
     Attributes:
-        limit: The maximum size in bytes.
+        limit: The maximum size in bytes (the declared size, when `declared`).
         size_seen: How many bytes had been read when the limit was passed.
+        declared: Whether the limit was the size the file declared (`FileObject(size=)`)
+            rather than a policy's `max_size`.
     """
 
     def __init__(
-        self, *, limit: int, size_seen: int, backend: str | None = None, path: str | None = None
+        self,
+        *,
+        limit: int,
+        size_seen: int,
+        declared: bool = False,
+        backend: str | None = None,
+        path: str | None = None,
     ):
         super().__init__(
-            f"The file is too large: {size_seen} bytes read, the limit is {limit} bytes.",
+            f"The content is longer than its declared size: {size_seen} bytes read, "
+            f"{limit} bytes declared."
+            if declared
+            else f"The file is too large: {size_seen} bytes read, the limit is {limit} bytes.",
             backend=backend,
             path=path,
         )
         self.limit = limit
         self.size_seen = size_seen
+        self.declared = declared
 
 
 class FileTooSmallError(ValidationError):
-    """The content is smaller than the configured minimum."""
+    """The content is smaller than the configured minimum (or than its declared size).
+
+    Attributes:
+        minimum: The minimum size in bytes (the declared size, when `declared`).
+        size: The size of the content.
+        declared: Whether the minimum was the size the file declared.
+    """
 
     def __init__(
-        self, *, minimum: int, size: int, backend: str | None = None, path: str | None = None
+        self,
+        *,
+        minimum: int,
+        size: int,
+        declared: bool = False,
+        backend: str | None = None,
+        path: str | None = None,
     ):
         super().__init__(
-            f"The file is too small: {size} bytes, the minimum is {minimum} bytes.",
+            f"The content is shorter than its declared size: {size} bytes read, "
+            f"{minimum} bytes declared."
+            if declared
+            else f"The file is too small: {size} bytes, the minimum is {minimum} bytes.",
             backend=backend,
             path=path,
         )
         self.minimum = minimum
         self.size = size
+        self.declared = declared
 
 
 class InvalidContentTypeError(ValidationError):
@@ -318,3 +399,47 @@ class InvalidContentTypeError(ValidationError):
 
 class InvalidExtensionError(ValidationError):
     """The filename's extension is not allowed."""
+
+
+class RemoteFetchError(StorageError):
+    """Fetching remote content (`FileObject.from_url`) failed.
+
+    Raised for a non-2xx answer, too many redirects, a timeout or a network failure.
+    The message names the URL without credentials or query-string values (see
+    `sqlalchemy_obstore.remote`, which builds it with `redact`).
+
+    Attributes:
+        url: The URL involved, in that redacted display form.
+        status: The HTTP status code, when the server answered.
+
+    Example:
+        >>> err = RemoteFetchError("Cannot fetch https://example.com/a: 404.", status=404)
+        >>> err.status
+        404
+    """
+
+    def __init__(self, message: str, *, url: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+
+class ForbiddenAddressError(RemoteFetchError):
+    """A remote fetch was refused before any connection was made.
+
+    Raised when a URL (or a redirect) is not `http`/`https`, carries credentials, or
+    leads to an address that is blocked by default: loopback, private, link-local
+    (including cloud metadata services), and the like. Pass `allow_private=True` or
+    `allow_networks=[...]` to allow such addresses deliberately.
+
+    Attributes:
+        address: The refused IP address, when an address was the reason.
+
+    Example:
+        >>> ForbiddenAddressError("Refusing to connect to 10.0.0.1.", address="10.0.0.1").address
+        '10.0.0.1'
+    """
+
+    def __init__(self, message: str, *, url: str | None = None, address: str | None = None):
+        super().__init__(message, url=url)
+        self.address = address

@@ -16,10 +16,11 @@ native obstore operation.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, ClassVar, SupportsIndex, TypeVar, overload
 
@@ -37,12 +38,14 @@ from .backends import (
     WriteResult,
 )
 from .errors import (
+    ChecksumMismatchError,
     FileObjectError,
     InvalidFileObjectError,
     NoContentError,
 )
 from .keys import KeyFunction, build_key, join_key, sanitize_filename
 from .registry import BackendRegistry, storages
+from .validation import UploadPolicy, _Guard, effective_policy
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -97,6 +100,8 @@ class SaveOptions:
         chunk_size: Multipart part size; content up to this size is one PUT.
         max_concurrency: Parts uploaded at once.
         cache_control: `Cache-Control` stored with the object.
+        policy: [`UploadPolicy`][sqlalchemy_obstore.validation.UploadPolicy] layered on
+            the backend's default policy (field by field) for this upload.
     """
 
     key_prefix: str | None = None
@@ -105,6 +110,7 @@ class SaveOptions:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     cache_control: str | None = None
+    policy: UploadPolicy | None = None
 
 
 _DEFAULT_SAVE_OPTIONS = SaveOptions()
@@ -221,6 +227,8 @@ class _PendingUpload:
     reader: ContentReader
     options: SaveOptions
     checkpoint: ContentCheckpoint
+    guard: _Guard | None = None
+    content_type: str | None = field(default=None)  # the sniffed type, when it differs
 
 
 class FileObject(Mutable):
@@ -452,6 +460,104 @@ class FileObject(Mutable):
         file.__dict__["_extra"] = {k: v for k, v in data.items() if k not in _KNOWN_KEYS}
         return file
 
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        filename: str | None = None,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        backend: str | None = None,
+        timeout: float | None = 30.0,
+        max_size: int | None = None,
+        max_redirects: int = 3,
+        allow_private: bool = False,
+        allow_networks: Iterable[str] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> FileObject:
+        """A pending file whose content is downloaded from `url` when it is saved.
+
+        Nothing is fetched here: the download happens in `save()` (with `httpx.Client`)
+        or `save_async()` / an `AsyncSession` flush (with `httpx.AsyncClient`), and the
+        body streams into storage chunk by chunk with bounded memory. A failed or
+        rolled-back upload leaves the file pending: the next save downloads it again.
+
+        Fetching is guarded against server-side request forgery: only http(s) URLs
+        without credentials; the host is resolved and refused if any address is
+        loopback, private, link-local (cloud metadata), CGNAT, multicast, reserved or
+        a mapped form of those; the connection goes to the vetted address; redirects
+        are re-checked hop by hop. See
+        [`sqlalchemy_obstore.remote`][sqlalchemy_obstore.remote].
+
+        When the response arrives, a `filename` not given here is taken from its
+        `Content-Disposition` (else the final URL's last path segment) and a
+        `content_type` not given here from its `Content-Type`. The object key is
+        built before the download starts, from the name known then (the one given, or
+        the URL's last path segment).
+
+        Args:
+            url: The `http://` or `https://` URL to download.
+            filename: Display name; defaults as described above.
+            content_type: MIME type; defaults to the response's `Content-Type`.
+            metadata: Custom str→str metadata.
+            backend: Backend key (or leave it to the column).
+            timeout: Seconds for resolving and connecting, and allowed between reads.
+            max_size: Largest body accepted, in bytes (`FileTooLargeError` beyond it,
+                checked against `Content-Length` and while streaming).
+            max_redirects: Redirects to follow, each checked like the first URL.
+            allow_private: Allow loopback, private and other blocked addresses.
+            allow_networks: Blocked networks to allow anyway, e.g. `("10.1.0.0/16",)`.
+            headers: Extra request headers (not sent on to another origin).
+
+        Raises:
+            MissingDependencyError: If httpx is not installed (the `http` extra).
+            ForbiddenAddressError: Now, for a URL that is not http(s), has credentials
+                or names a blocked IP literal; at save time for blocked hosts and hops.
+            RemoteFetchError: At save time, for a non-2xx answer, too many redirects,
+                a timeout or a network failure.
+            FileTooLargeError: At save time, when the body passes `max_size`.
+
+        Example:
+            >>> f = FileObject.from_url("https://example.com/files/report.pdf", backend="b")
+            >>> f.filename, f.content_type, f.has_pending_content
+            ('report.pdf', 'application/pdf', True)
+        """
+        from .remote import RemoteResponse, RemoteSource
+
+        holder: list[weakref.ref[FileObject]] = []
+
+        def on_response(response: RemoteResponse) -> None:
+            file = holder[0]() if holder else None
+            if file is None:
+                return
+            # Set without marking rows dirty: the save that is running does that.
+            d = file.__dict__
+            if filename is None and response.filename:
+                d["filename"] = response.filename
+            if content_type is None:
+                d["content_type"] = response.content_type or guess_content_type(d["filename"])
+
+        source = RemoteSource(
+            url,
+            timeout=timeout,
+            max_size=max_size,
+            max_redirects=max_redirects,
+            allow_private=allow_private,
+            allow_networks=allow_networks,
+            headers=headers,
+            on_response=on_response,
+        )
+        file = cls(
+            filename=filename if filename is not None else source.filename or "file",
+            content=source,
+            content_type=content_type,
+            metadata=metadata,
+            backend=backend,
+        )
+        holder.append(weakref.ref(file))
+        return file
+
     # -- equality, repr, pickling ------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, FileObject):
@@ -535,11 +641,38 @@ class FileObject(Mutable):
             prefix=join_key(backend.prefix, options.key_prefix),
             key_function=options.key_function or backend.key_function,
         )
+        guard = _Guard(
+            effective_policy(getattr(backend, "policy", None), options.policy),
+            declared_size=self.size,
+            backend=backend.key,
+            path=path,
+        )
+        guard.check_name(self.filename)  # before a single byte is read
         checkpoint = ContentCheckpoint(content)
         reader = ContentReader(
-            content, chunk_size=options.chunk_size, checksum_algorithm=backend.checksum_algorithm
+            content,
+            chunk_size=options.chunk_size,
+            checksum_algorithm=backend.checksum_algorithm,
+            observers=[guard.observe] if guard.active else (),
+            end_observers=[guard.finish] if guard.active else (),
         )
-        return _PendingUpload(backend, path, reader, options, checkpoint)
+        return _PendingUpload(backend, path, reader, options, checkpoint, guard)
+
+    def _check_head(self, upload: _PendingUpload) -> None:
+        """Sniff the type and run custom validators on the first part, before uploading."""
+        if upload.guard is not None:
+            upload.content_type = upload.guard.check_head(self, upload.reader.head)
+
+    def _late_error(self, upload: _PendingUpload) -> BaseException | None:
+        """End checks a store skipped (it stopped reading early): the object must go."""
+        guard = upload.guard
+        if guard is None or not guard.active or guard.finished:
+            return None
+        try:
+            guard.finish(upload.reader.size)
+        except Exception as exc:
+            return exc
+        return None
 
     def _put_arguments(self, upload: _PendingUpload, body: Any) -> dict[str, Any]:
         backend = upload.backend
@@ -551,7 +684,7 @@ class FileObject(Mutable):
         )
         attributes = object_attributes(
             filename=self.filename,
-            content_type=self.content_type,
+            content_type=upload.content_type or self.content_type,
             metadata=self.metadata,
             cache_control=upload.options.cache_control,
             include_metadata=getattr(backend, "write_metadata", True),
@@ -575,6 +708,8 @@ class FileObject(Mutable):
             self.etag = result.etag
             self.version = result.version
             self.last_modified = datetime.now(timezone.utc)
+            if upload.content_type is not None:
+                self.content_type = upload.content_type
             d["_content"] = None
             d["_sign_cache"].clear()
         finally:
@@ -600,6 +735,7 @@ class FileObject(Mutable):
         key_prefix: str | None = None,
         key_function: KeyFunction | None = None,
         options: SaveOptions | None = None,
+        policy: UploadPolicy | None = None,
     ) -> Self:
         """Upload pending content under a fresh key and record what the store reports.
 
@@ -614,6 +750,8 @@ class FileObject(Mutable):
             key_prefix: Extra key prefix after the backend's prefix.
             key_function: Custom key layout for this save.
             options: All of the above as one object (overrides the keywords).
+            policy: An [`UploadPolicy`][sqlalchemy_obstore.validation.UploadPolicy] for
+                this upload, layered on `options.policy` and the backend's policy.
 
         Returns:
             This file, now stored.
@@ -621,17 +759,31 @@ class FileObject(Mutable):
         Raises:
             NoContentError: If there is neither content nor a stored object.
             BackendNotFoundError: If the backend key is not registered.
+            ValidationError: If the policy refuses the content (nothing is stored; the
+                file keeps its content, rewound where possible).
             StorageError: If the store refuses or fails the upload.
+
+        Example:
+            >>> from sqlalchemy_obstore import FileObject, ObstoreBackend, storages
+            >>> from sqlalchemy_obstore.validation import UploadPolicy
+            >>> with storages.temporary(ObstoreBackend("uploads", "memory://")):
+            ...     f = FileObject(filename="a.txt", content=b"hi", backend="uploads")
+            ...     f.save(policy=UploadPolicy(max_size=1024)).size
+            2
         """
-        upload = self._begin_upload(
-            options
-            or SaveOptions(key_prefix, key_function, use_multipart, chunk_size, max_concurrency)
+        options = options or SaveOptions(
+            key_prefix, key_function, use_multipart, chunk_size, max_concurrency
         )
+        upload = self._begin_upload(_with_policy(options, policy))
         if upload is None:
             return self
         try:
             body = upload.reader.open()
+            self._check_head(upload)
             result = upload.backend.put(upload.path, body, **self._put_arguments(upload, body))
+            if (late := self._late_error(upload)) is not None:
+                upload.backend.delete(upload.path)
+                raise late
         except BaseException as exc:
             self._upload_failed(upload, exc)
             raise
@@ -647,22 +799,27 @@ class FileObject(Mutable):
         key_prefix: str | None = None,
         key_function: KeyFunction | None = None,
         options: SaveOptions | None = None,
+        policy: UploadPolicy | None = None,
     ) -> Self:
         """Async version of [`save`][sqlalchemy_obstore.file_object.FileObject.save].
 
         Also accepts async iterators as content.
         """
-        upload = self._begin_upload(
-            options
-            or SaveOptions(key_prefix, key_function, use_multipart, chunk_size, max_concurrency)
+        options = options or SaveOptions(
+            key_prefix, key_function, use_multipart, chunk_size, max_concurrency
         )
+        upload = self._begin_upload(_with_policy(options, policy))
         if upload is None:
             return self
         try:
             body = await upload.reader.open_async()
+            self._check_head(upload)
             result = await upload.backend.put_async(
                 upload.path, body, **self._put_arguments(upload, body)
             )
+            if (late := self._late_error(upload)) is not None:
+                await upload.backend.delete_async(upload.path)
+                raise late
         except BaseException as exc:
             self._upload_failed(upload, exc)
             raise
@@ -725,6 +882,78 @@ class FileObject(Mutable):
             return False
         backend, path = self._stored()
         return await backend.exists_async(path)
+
+    def _verifier(self) -> tuple[Backend, str, Any]:
+        backend, path = self._stored()
+        algorithm, _, digest = (self.checksum or "").partition(":")
+        if not algorithm or not digest:
+            raise FileObjectError(
+                f"{self!r} has no checksum recorded, so it cannot be verified: it was stored "
+                "by a backend with checksum_algorithm=None or created from a bare path.",
+                backend=self.backend,
+                path=self.path,
+            )
+        try:
+            hasher = hashlib.new(algorithm)
+        except ValueError as exc:
+            raise FileObjectError(
+                f"Cannot verify {self!r}: unknown checksum algorithm {algorithm!r}.",
+                backend=self.backend,
+                path=self.path,
+            ) from exc
+        return backend, path, hasher
+
+    def _verified(self, backend: Backend, path: str, hasher: Any, size: int) -> bool:
+        expected = self.checksum or ""
+        algorithm = expected.partition(":")[0]
+        actual = f"{algorithm}:{hasher.hexdigest()}"
+        if actual.lower() != expected.lower() or (self.size is not None and size != self.size):
+            raise ChecksumMismatchError(
+                expected=expected,
+                actual=actual,
+                expected_size=self.size,
+                actual_size=size,
+                backend=backend.key,
+                path=path,
+            )
+        return True
+
+    def verify(self, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> bool:
+        """Re-read the stored object and check it against the recorded checksum and size.
+
+        The object is streamed (memory stays bounded by `chunk_size`) and hashed with
+        the algorithm recorded in `checksum`.
+
+        Returns:
+            `True` when the object matches.
+
+        Raises:
+            ChecksumMismatchError: If the stored bytes differ from what was recorded.
+            ObjectNotFoundError: If the object is missing.
+            FileObjectError: If no checksum is recorded (or its algorithm is unknown).
+            NoContentError: If the file has not been saved.
+
+        Example:
+            >>> from sqlalchemy_obstore import FileObject, ObstoreBackend, storages
+            >>> with storages.temporary(ObstoreBackend("uploads", "memory://")):
+            ...     FileObject(filename="a.txt", content=b"hi", backend="uploads").save().verify()
+            True
+        """
+        backend, path, hasher = self._verifier()
+        size = 0
+        for chunk in backend.iter_chunks(path, chunk_size=chunk_size):
+            hasher.update(chunk)
+            size += len(chunk)
+        return self._verified(backend, path, hasher, size)
+
+    async def verify_async(self, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> bool:
+        """Async version of [`verify`][sqlalchemy_obstore.file_object.FileObject.verify]."""
+        backend, path, hasher = self._verifier()
+        size = 0
+        async for chunk in backend.iter_chunks_async(path, chunk_size=chunk_size):
+            hasher.update(chunk)
+            size += len(chunk)
+        return self._verified(backend, path, hasher, size)
 
     def _apply_info(self, info: Any) -> None:
         self.size = info.size
@@ -866,6 +1095,15 @@ class FileObject(Mutable):
             headers=dict(backend.upload_headers),
             expires_at=datetime.now(timezone.utc) + lifetime,
         )
+
+
+def _with_policy(options: SaveOptions, policy: UploadPolicy | None) -> SaveOptions:
+    """`options` with `policy` layered on its own policy."""
+    if policy is None:
+        return options
+    if not isinstance(policy, UploadPolicy):
+        raise InvalidFileObjectError(f"policy must be an UploadPolicy, not {policy!r}.")
+    return replace(options, policy=effective_policy(options.policy, policy))
 
 
 def _default_filename(content: object, path: str | None) -> str:

@@ -113,10 +113,13 @@ def sanitize_filename(name: object, *, max_bytes: int = MAX_FILENAME_BYTES) -> s
     # Treat both separators as directory separators and keep the last real segment.
     segments = [s for s in re.split(r"[\\/]+", text) if s.strip() not in {"", ".", ".."}]
     leaf = segments[-1] if segments else ""
-    # A drive-relative leftover such as "C:report.pdf".
-    leaf = re.sub(r"^[A-Za-z]:", "", leaf)
     leaf = " ".join(leaf.split())  # collapse and trim whitespace
-    leaf = leaf.lstrip(". ").rstrip(". ")
+    # Drive-relative leftovers such as "C:report.pdf" (repeatedly, and with the dots and
+    # spaces around them, so that sanitising a result again changes nothing).
+    previous = None
+    while previous != leaf:
+        previous = leaf
+        leaf = re.sub(r"^[A-Za-z]:", "", leaf).lstrip(". ").rstrip(". ")
     stem, ext = _split_extension(leaf)
     if not stem:
         stem = DEFAULT_FILENAME

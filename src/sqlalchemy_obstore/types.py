@@ -22,6 +22,7 @@ from .errors import ConfigurationError, InvalidFileObjectError
 from .file_object import FileObject, FileObjectList, SaveOptions
 from .keys import KeyFunction
 from .registry import BackendRegistry
+from .validation import UploadPolicy
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Dialect
@@ -45,6 +46,10 @@ class StoredObject(TypeDecorator[Any]):
             (default). With `False` the application saves and deletes files itself.
         cache_control: `Cache-Control` stored with new objects.
         registry: Resolve backends in this registry instead of `storages`.
+        policy: [`UploadPolicy`][sqlalchemy_obstore.validation.UploadPolicy] for new files
+            of this column, layered field by field on the backend's default policy. A
+            refused file makes the flush (and so `commit()`) raise the `ValidationError`;
+            nothing is stored and nothing is committed.
 
     Example:
         >>> from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -73,7 +78,12 @@ class StoredObject(TypeDecorator[Any]):
         track: bool = True,
         cache_control: str | None = None,
         registry: BackendRegistry | None = None,
+        policy: UploadPolicy | None = None,
     ) -> None:
+        if policy is not None and not isinstance(policy, UploadPolicy):
+            raise ConfigurationError(
+                f"StoredObject(policy=...) takes an UploadPolicy, not {type(policy).__name__}."
+            )
         if not isinstance(backend, str) or not backend:
             raise ConfigurationError(
                 "StoredObject(backend=...) takes the key of a registered backend (a string); "
@@ -88,6 +98,7 @@ class StoredObject(TypeDecorator[Any]):
         self.track = track
         self.cache_control = cache_control
         self.registry = registry
+        self.policy = policy
         self._columns: list[str] = []
 
     @property
@@ -97,6 +108,7 @@ class StoredObject(TypeDecorator[Any]):
             key_prefix=self.key_prefix,
             key_function=self.key_function,
             cache_control=self.cache_control,
+            policy=self.policy,
         )
 
     @property
@@ -201,6 +213,8 @@ class StoredObject(TypeDecorator[Any]):
             args.append("track=False")
         if self.cache_control is not None:
             args.append(f"cache_control={self.cache_control!r}")
+        if self.policy is not None:
+            args.append(f"policy={self.policy!r}")
         return f"StoredObject({', '.join(args)})"
 
 

@@ -328,3 +328,10 @@ def test_join_key_collapses_doubled_slashes_in_a_prefix() -> None:
     key = build_key("a.txt", prefix="uploads//docs")
     assert key.startswith("uploads/docs/")
     assert validate_key(key) == key
+
+
+@pytest.mark.parametrize("name", [" A:", " . C: D:x.txt", "C:.", "a: b.txt"])
+def test_sanitize_drive_leftovers_is_idempotent(name: str) -> None:
+    result = sanitize_filename(name)
+    assert ":" not in result[:2]
+    assert sanitize_filename(result) == result

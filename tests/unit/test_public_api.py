@@ -18,8 +18,10 @@ PUBLIC_MODULES = [
     "sqlalchemy_obstore.keys",
     "sqlalchemy_obstore.lifecycle",
     "sqlalchemy_obstore.registry",
+    "sqlalchemy_obstore.remote",
     "sqlalchemy_obstore.testing",
     "sqlalchemy_obstore.types",
+    "sqlalchemy_obstore.validation",
 ]
 
 

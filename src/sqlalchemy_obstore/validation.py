@@ -1,0 +1,601 @@
+"""Upload policies: size limits, allowed types and extensions, sniffing, custom validators.
+
+An [`UploadPolicy`][sqlalchemy_obstore.validation.UploadPolicy] says what an upload may
+contain. Declare it on a backend (the default for every upload to it), on a column
+(`StoredObject(..., policy=...)`) or for one explicit `FileObject.save(policy=...)`.
+Layers combine **field by field**: a field set on the more specific layer (save, then
+column, then backend) wins, a field left at `None` is inherited, and the `validators` of
+every layer run (backend's first).
+
+Everything is checked while the content streams, before anything is kept:
+
+* the extension allow-list before a single byte is read;
+* the size limit (and a declared `size` that lies) on every chunk, so an upload that
+  passes the limit is aborted at that point (a multipart upload is aborted, nothing is
+  stored) with [`FileTooLargeError`][sqlalchemy_obstore.FileTooLargeError];
+* the content type, sniffed from the first bytes (see
+  [`detect_content_type`][sqlalchemy_obstore.validation.detect_content_type]) and the
+  custom validators, before the upload starts;
+* the minimum size (and content shorter than declared) when the source is exhausted,
+  still before the upload completes.
+
+Example:
+    >>> from sqlalchemy_obstore import FileObject, ObstoreBackend, storages
+    >>> from sqlalchemy_obstore.validation import UploadPolicy
+    >>> images = UploadPolicy(max_size=10_000_000, allowed_content_types=("image/*",))
+    >>> with storages.temporary(ObstoreBackend("uploads", "memory://")):
+    ...     png = b"\\x89PNG\\r\\n\\x1a\\n" + bytes(32)
+    ...     f = FileObject(filename="scan.pdf", content=png, backend="uploads")
+    ...     f.save(policy=images).content_type
+    'image/png'
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from ._attributes import ACTIVE_CONTENT_TYPES, DEFAULT_CONTENT_TYPE
+from .errors import (
+    ConfigurationError,
+    FileTooLargeError,
+    FileTooSmallError,
+    InvalidContentTypeError,
+    InvalidExtensionError,
+)
+
+if TYPE_CHECKING:
+    from .file_object import FileObject
+
+__all__ = ("SNIFF_BYTES", "UploadPolicy", "Validator", "detect_content_type", "effective_policy")
+
+Validator: TypeAlias = "Callable[[FileObject, bytes], None]"
+"""A custom check: called with the file and its first bytes; raise to refuse the upload."""
+
+SNIFF_BYTES = 65536
+"""How many leading bytes `detect_content_type` looks at."""
+
+
+def _normalise_types(values: Iterable[str] | None) -> tuple[str, ...] | None:
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = (values,)
+    result = []
+    for value in values:
+        if not isinstance(value, str) or "/" not in value:
+            raise ConfigurationError(
+                f"allowed_content_types takes MIME types or patterns such as 'image/*', "
+                f"not {value!r}."
+            )
+        result.append(value.split(";", 1)[0].strip().lower())
+    return tuple(result)
+
+
+def _normalise_extensions(values: Iterable[str] | None) -> tuple[str, ...] | None:
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = (values,)
+    result = []
+    for value in values:
+        if not isinstance(value, str) or not value.strip(". "):
+            raise ConfigurationError(
+                f"allowed_extensions takes extensions such as '.pdf', not {value!r}."
+            )
+        value = value.strip().lower()
+        result.append(value if value.startswith(".") else "." + value)
+    return tuple(result)
+
+
+@dataclass(frozen=True)
+class UploadPolicy:
+    """What an upload may contain; immutable and hashable (usable in column types).
+
+    Every field left at `None` means "no restriction here" and, when policies are
+    layered (backend → column → save), "inherit from the layer below".
+
+    Args:
+        max_size: Largest allowed content, in bytes; enforced while streaming.
+        min_size: Smallest allowed content, in bytes; checked when the content ends.
+        allowed_content_types: MIME types or `type/*` patterns. Wildcards never match
+            active types (HTML, SVG, XML, JavaScript): list those explicitly.
+        allowed_extensions: Allowed filename endings such as `".pdf"` or `".tar.gz"`,
+            compared case-insensitively.
+        sniff: Detect the content type from the bytes and store the detected type.
+            By default (`None`) sniffing is on exactly when `allowed_content_types` is
+            set; the client's type and the extension are then never trusted.
+        validators: Callables `(file, head) -> None` that raise (preferably
+            `ValidationError`) to refuse an upload; `head` is the first part of the
+            content. They run before the upload starts.
+
+    Raises:
+        ConfigurationError: For negative sizes, `min_size > max_size`, or malformed
+            types, extensions or validators.
+
+    Example:
+        >>> from sqlalchemy_obstore.validation import UploadPolicy
+        >>> policy = UploadPolicy(max_size=5 * 2**20, allowed_extensions=(".PDF",))
+        >>> policy.allowed_extensions
+        ('.pdf',)
+        >>> policy.sniffs
+        False
+    """
+
+    max_size: int | None = None
+    min_size: int | None = None
+    allowed_content_types: tuple[str, ...] | None = None
+    allowed_extensions: tuple[str, ...] | None = None
+    sniff: bool | None = None
+    validators: tuple[Validator, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        for name in ("max_size", "min_size"):
+            value = getattr(self, name)
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 0
+            ):
+                raise ConfigurationError(f"{name} must be a non-negative int, not {value!r}.")
+        if (
+            self.max_size is not None
+            and self.min_size is not None
+            and self.min_size > self.max_size
+        ):
+            raise ConfigurationError(
+                f"min_size ({self.min_size}) is larger than max_size ({self.max_size})."
+            )
+        set_ = object.__setattr__
+        set_(self, "allowed_content_types", _normalise_types(self.allowed_content_types))
+        set_(self, "allowed_extensions", _normalise_extensions(self.allowed_extensions))
+        validators = self.validators
+        if callable(validators):
+            validators = (validators,)
+        validators = tuple(validators)
+        for validator in validators:
+            if not callable(validator):
+                raise ConfigurationError(f"validators must be callables, not {validator!r}.")
+        set_(self, "validators", validators)
+
+    @property
+    def sniffs(self) -> bool:
+        """Whether the content type is detected from the bytes.
+
+        Example:
+            >>> UploadPolicy(allowed_content_types=("image/*",)).sniffs
+            True
+        """
+        if self.sniff is not None:
+            return self.sniff
+        return self.allowed_content_types is not None
+
+    def merge(self, override: UploadPolicy | None) -> UploadPolicy:
+        """Layer `override` on top of this policy.
+
+        Fields `override` sets win; fields it leaves at `None` keep this policy's value.
+        Validators of both run, this policy's first.
+
+        Example:
+            >>> base = UploadPolicy(max_size=100, allowed_extensions=(".png",))
+            >>> merged = base.merge(UploadPolicy(max_size=10))
+            >>> merged.max_size, merged.allowed_extensions
+            (10, ('.png',))
+        """
+        if override is None:
+            return self
+        values: dict[str, Any] = {}
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(override, f.name)
+            if f.name == "validators":
+                values[f.name] = mine + tuple(v for v in theirs if v not in mine)
+            else:
+                values[f.name] = mine if theirs is None else theirs
+        return UploadPolicy(**values)
+
+    def allows_content_type(self, content_type: str | None) -> bool:
+        """Whether `content_type` matches the allow-list (always, without one).
+
+        Example:
+            >>> policy = UploadPolicy(allowed_content_types=("image/*", "application/pdf"))
+            >>> policy.allows_content_type("image/png"), policy.allows_content_type("text/html")
+            (True, False)
+        """
+        if self.allowed_content_types is None:
+            return True
+        if content_type is None:
+            return False
+        base = content_type.split(";", 1)[0].strip().lower()
+        for pattern in self.allowed_content_types:
+            if pattern == base or (pattern == "*/*" and base not in ACTIVE_CONTENT_TYPES):
+                return True
+            if (
+                pattern.endswith("/*")
+                and base.startswith(pattern[:-1])
+                and base not in ACTIVE_CONTENT_TYPES
+            ):
+                return True
+        return False
+
+    def allows_filename(self, filename: str) -> bool:
+        """Whether `filename` ends with an allowed extension (always, without a list).
+
+        Example:
+            >>> UploadPolicy(allowed_extensions=(".pdf",)).allows_filename("Report.PDF")
+            True
+        """
+        if self.allowed_extensions is None:
+            return True
+        name = filename.lower()
+        return any(name.endswith(ext) and len(name) > len(ext) for ext in self.allowed_extensions)
+
+
+def effective_policy(*layers: UploadPolicy | None) -> UploadPolicy | None:
+    """Combine policies from the least to the most specific layer (`None`s skipped).
+
+    Example:
+        >>> effective_policy(None, UploadPolicy(max_size=1)).max_size
+        1
+    """
+    result: UploadPolicy | None = None
+    for layer in layers:
+        if layer is not None:
+            result = layer if result is None else result.merge(layer)
+    return result
+
+
+# -- enforcement ----------------------------------------------------------------------------
+class _Guard:
+    """Enforces one policy (and a declared size) on one upload; shared by sync and async.
+
+    `observe` is a `ContentReader` observer, `finish` its end hook; `check_name` runs
+    before reading and `check_head` between reading the first part and uploading.
+    """
+
+    def __init__(
+        self,
+        policy: UploadPolicy | None,
+        *,
+        declared_size: int | None,
+        backend: str | None,
+        path: str | None,
+    ) -> None:
+        self.policy = policy
+        self.declared_size = declared_size
+        self.backend = backend
+        self.path = path
+        self.finished = False
+
+    @property
+    def active(self) -> bool:
+        return self.policy is not None or self.declared_size is not None
+
+    def check_name(self, filename: str) -> None:
+        policy = self.policy
+        if policy is not None and not policy.allows_filename(filename):
+            allowed = ", ".join(policy.allowed_extensions or ())
+            raise InvalidExtensionError(
+                f"The extension of {filename!r} is not allowed (allowed: {allowed}).",
+                backend=self.backend,
+                path=self.path,
+            )
+
+    def observe(self, view: memoryview, total: int) -> None:
+        policy = self.policy
+        if policy is not None and policy.max_size is not None and total > policy.max_size:
+            raise FileTooLargeError(
+                limit=policy.max_size, size_seen=total, backend=self.backend, path=self.path
+            )
+        if self.declared_size is not None and total > self.declared_size:
+            raise FileTooLargeError(
+                limit=self.declared_size,
+                size_seen=total,
+                declared=True,
+                backend=self.backend,
+                path=self.path,
+            )
+
+    def finish(self, total: int) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        policy = self.policy
+        if self.declared_size is not None and total < self.declared_size:
+            raise FileTooSmallError(
+                minimum=self.declared_size,
+                size=total,
+                declared=True,
+                backend=self.backend,
+                path=self.path,
+            )
+        if policy is not None and policy.min_size is not None and total < policy.min_size:
+            raise FileTooSmallError(
+                minimum=policy.min_size, size=total, backend=self.backend, path=self.path
+            )
+
+    def check_head(self, file: FileObject, head: bytes) -> str | None:
+        """Sniff and run validators; return the content type to store, if it changes."""
+        policy = self.policy
+        if policy is None:
+            return None
+        stored: str | None = None
+        if policy.sniffs:
+            declared = file.content_type
+            detected = detect_content_type(head)
+            stored = _refine(detected, declared)
+            if not policy.allows_content_type(stored):
+                allowed = ", ".join(policy.allowed_content_types or ())
+                raise InvalidContentTypeError(
+                    f"Content type refused: the file declares {declared!r} but its bytes "
+                    f"are {repr(detected) if detected else 'of an unknown type'} "
+                    f"(allowed: {allowed}).",
+                    declared=declared,
+                    detected=detected,
+                    backend=self.backend,
+                    path=self.path,
+                )
+            if detected is None:
+                stored = None  # nothing better known: keep what the file declares
+        elif not policy.allows_content_type(file.content_type):
+            raise InvalidContentTypeError(
+                f"Content type {file.content_type!r} is not allowed.",
+                declared=file.content_type,
+                backend=self.backend,
+                path=self.path,
+            )
+        for validator in policy.validators:
+            validator(file, head)
+        return stored
+
+
+_TEXT_REFINABLE = "text/plain"
+_ZIP = "application/zip"
+
+
+def _refine(detected: str | None, declared: str | None) -> str:
+    """Prefer the declared type where sniffing only knows the family (CSV is plain text).
+
+    Never refines into an active type: text that declares itself HTML stays text/plain.
+    """
+    if detected is None:
+        return DEFAULT_CONTENT_TYPE
+    base = (declared or "").split(";", 1)[0].strip().lower()
+    if not base or base in ACTIVE_CONTENT_TYPES or base == detected:
+        return detected
+    if detected == _TEXT_REFINABLE and base.startswith("text/"):
+        return base
+    if detected == "application/json" and base.endswith("+json"):
+        return base
+    if detected == "application/xml" and base.endswith("+xml"):
+        return base
+    if detected == _ZIP and (base.endswith("+zip") or base in _ZIP_BASED):
+        return base
+    return detected
+
+
+_ZIP_BASED = frozenset(
+    {
+        "application/java-archive",
+        "application/vnd.android.package-archive",
+        "application/x-zip-compressed",
+    }
+)
+
+
+# -- sniffing ---------------------------------------------------------------------------------
+_SIMPLE_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"II*\x00", "image/tiff"),
+    (b"MM\x00*", "image/tiff"),
+    (b"\x00\x00\x01\x00", "image/vnd.microsoft.icon"),
+    (b"%PDF-", "application/pdf"),
+    (b"\x1f\x8b", "application/gzip"),
+    (b"BZh", "application/x-bzip2"),
+    (b"\xfd7zXZ\x00", "application/x-xz"),
+    (b"7z\xbc\xaf\x27\x1c", "application/x-7z-compressed"),
+    (b"ID3", "audio/mpeg"),
+    (b"fLaC", "audio/flac"),
+    (b"\xff\xfb", "audio/mpeg"),
+    (b"\xff\xf3", "audio/mpeg"),
+    (b"\xff\xf2", "audio/mpeg"),
+)
+
+_RIFF_TYPES = {b"WEBP": "image/webp", b"WAVE": "audio/wav", b"AVI ": "video/x-msvideo"}
+
+_FTYP_BRANDS = {
+    b"avif": "image/avif",
+    b"avis": "image/avif",
+    b"heic": "image/heic",
+    b"heix": "image/heic",
+    b"heim": "image/heic",
+    b"heis": "image/heic",
+    b"hevc": "image/heic-sequence",
+    b"hevx": "image/heic-sequence",
+    b"mif1": "image/heif",
+    b"msf1": "image/heif-sequence",
+    b"qt  ": "video/quicktime",
+    b"M4A ": "audio/mp4",
+    b"M4B ": "audio/mp4",
+    b"3gp4": "video/3gpp",
+    b"3gp5": "video/3gpp",
+    b"3g2a": "video/3gpp2",
+}
+
+_OOXML_PARTS = (
+    (b"word/", "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
+    (b"xl/", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+    (b"ppt/", "application/vnd.openxmlformats-officedocument.presentationml.presentation"),
+)
+
+# WHATWG MIME sniffing: these tags (followed by a space or ">") make a document HTML.
+_HTML_TAGS = (
+    b"<!doctype html",
+    b"<html",
+    b"<head",
+    b"<script",
+    b"<iframe",
+    b"<h1",
+    b"<div",
+    b"<font",
+    b"<table",
+    b"<a",
+    b"<style",
+    b"<title",
+    b"<b",
+    b"<body",
+    b"<br",
+    b"<p",
+)
+_TAG_END = frozenset(b" \t\n\r\f>/")
+_WHITESPACE = b" \t\n\r\f"
+
+
+def _zip_type(head: bytes) -> str:
+    # ODF and EPUB store an uncompressed "mimetype" entry first (name at offset 30).
+    if head[30:38] == b"mimetype":
+        extra = int.from_bytes(head[28:30], "little")
+        start = 38 + extra
+        declared = head[start : start + 100].split(b"PK", 1)[0].strip()
+        if declared and all(32 < c < 127 for c in declared) and b"/" in declared:
+            return declared.decode("ascii")
+    window = head[:SNIFF_BYTES]
+    if b"[Content_Types].xml" in window:
+        for marker, content_type in _OOXML_PARTS:
+            if b"PK\x03\x04" in window and _zip_has_entry_prefix(window, marker):
+                return content_type
+    return _ZIP
+
+
+def _zip_has_entry_prefix(window: bytes, prefix: bytes) -> bool:
+    """Whether a local file header in `window` names an entry starting with `prefix`."""
+    position = window.find(b"PK\x03\x04")
+    while position != -1 and position + 30 <= len(window):
+        length = int.from_bytes(window[position + 26 : position + 28], "little")
+        name = window[position + 30 : position + 30 + length]
+        if name.startswith(prefix):
+            return True
+        position = window.find(b"PK\x03\x04", position + 4)
+    return False
+
+
+def _markup_type(text: bytes) -> str | None:
+    lowered = text[:1024].lower()
+    for tag in _HTML_TAGS:
+        if lowered.startswith(tag) and (
+            tag == b"<!--" or len(lowered) == len(tag) or lowered[len(tag)] in _TAG_END
+        ):
+            return "text/html"
+    if lowered.startswith(b"<svg") and (len(lowered) == 4 or lowered[4] in _TAG_END):
+        return "image/svg+xml"
+    if lowered.startswith(b"<!--"):
+        # A comment first: SVG if the root element is <svg>, else HTML (as browsers do).
+        return "image/svg+xml" if _first_element(text[:4096].lower()) == b"svg" else "text/html"
+    if lowered.startswith((b"<?xml", b"<!doctype svg")):
+        # The root element comes after the prolog (declaration, comments, doctype).
+        rest = text[:4096].lower()
+        root = _first_element(rest)
+        if root == b"svg":
+            return "image/svg+xml"
+        if root == b"html":
+            return "application/xhtml+xml"
+        return "application/xml"
+    return None
+
+
+def _first_element(text: bytes) -> bytes | None:
+    position = 0
+    while True:
+        position = text.find(b"<", position)
+        if position == -1 or position + 1 >= len(text):
+            return None
+        following = text[position + 1 : position + 2]
+        if following in (b"?", b"!"):
+            position += 1
+            continue
+        end = position + 1
+        while end < len(text) and text[end] not in _TAG_END:
+            end += 1
+        return text[position + 1 : end].split(b":")[-1]
+
+
+def _is_text(data: bytes) -> bool:
+    if b"\x00" in data:
+        return False
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:  # not final: the head may end in the middle of a character
+        decoder.decode(data, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _json_like(text: bytes) -> bool:
+    first = text[:1]
+    rest = text[1:].lstrip(_WHITESPACE)
+    if first == b"{":
+        return rest[:1] in (b'"', b"}")
+    if first == b"[":
+        return rest[:1] in (b"", *(bytes([c]) for c in b'{["-0123456789tfn]'))
+    return False
+
+
+def detect_content_type(head: bytes) -> str | None:
+    """Detect a content type from the first bytes of a file.
+
+    Looks at magic numbers (images, PDF, archives, audio and video containers, Office
+    and OpenDocument files), then at markup (HTML, SVG, XML), JSON and plain UTF-8 text.
+    Returns `None` for empty or unrecognised binary content. Pass at least a few KiB
+    (up to [`SNIFF_BYTES`][sqlalchemy_obstore.validation.SNIFF_BYTES] are used).
+
+    Args:
+        head: The first bytes of the content (all of it, for small files).
+
+    Example:
+        >>> detect_content_type(b"\\x89PNG\\r\\n\\x1a\\n...")
+        'image/png'
+        >>> detect_content_type(b"  <!DOCTYPE html><p>hi")
+        'text/html'
+        >>> detect_content_type(b"hello") is None, detect_content_type(b"hello")
+        (False, 'text/plain')
+    """
+    head = bytes(head[:SNIFF_BYTES])
+    if not head:
+        return None
+    for signature, content_type in _SIMPLE_SIGNATURES:
+        if head.startswith(signature):
+            return content_type
+    if head.startswith(b"RIFF") and head[8:12] in _RIFF_TYPES:
+        return _RIFF_TYPES[head[8:12]]
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in _FTYP_BRANDS:
+            return _FTYP_BRANDS[brand]
+        compatible = head[16 : int.from_bytes(head[:4], "big")]
+        for offset in range(0, len(compatible) - 3, 4):
+            if compatible[offset : offset + 4] in (b"avif", b"heic", b"mif1"):
+                return _FTYP_BRANDS[compatible[offset : offset + 4]]
+        return "video/mp4"
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return _zip_type(head)
+    if head[257:262] == b"ustar":
+        return "application/x-tar"
+    if head.startswith(b"OggS"):
+        return "video/ogg" if b"\x80theora" in head[:512] else "audio/ogg"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "video/webm" if b"webm" in head[:64] else "video/x-matroska"
+    if head.startswith(b"BM") and len(head) >= 14 and head[6:10] == b"\x00\x00\x00\x00":
+        return "image/bmp"
+    text = head[3:] if head.startswith(codecs.BOM_UTF8) else head
+    stripped = text.lstrip(_WHITESPACE)
+    if stripped.startswith(b"<"):
+        markup = _markup_type(stripped)
+        if markup is not None:
+            return markup
+    if not _is_text(text):
+        return None
+    if _json_like(stripped):
+        return "application/json"
+    return "text/plain"
