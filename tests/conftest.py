@@ -32,7 +32,7 @@ def unavailable(reason: str, hint: str) -> None:
     message = f"{reason}. {hint}"
     if REQUIRE_SERVERS:
         pytest.fail(f"{message} (SQLALCHEMY_OBSTORE_REQUIRE_SERVERS=1 forbids skipping)")
-    pytest.skip(message)
+    pytest.skip(reason=message)
 
 
 @pytest.fixture(autouse=True)

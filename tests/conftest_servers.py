@@ -76,7 +76,7 @@ def _unavailable(name: str, exc: ServerUnavailable) -> NoReturn:
     message = f"{name} unavailable: {exc.reason}. Install with: {exc.install_hint}"
     if _servers_required():
         pytest.fail(f"{message} ({REQUIRE_SERVERS_ENV}=1)", pytrace=False)
-    pytest.skip(message)
+    pytest.skip(reason=message)
 
 
 def _serve(name: str, run: Callable[[], contextlib.AbstractContextManager[_T]]) -> Iterator[_T]:
