@@ -30,7 +30,8 @@ StorageError
     ├── FileTooLargeError
     ├── FileTooSmallError
     ├── InvalidContentTypeError
-    └── InvalidExtensionError
+    ├── InvalidExtensionError
+    └── InvalidImageError
 ```
 
 Errors raised by obstore are translated at the I/O boundary (the backend) and chained,
@@ -57,6 +58,7 @@ __all__ = (
     "InvalidExtensionError",
     "InvalidFileObjectError",
     "InvalidFilenameError",
+    "InvalidImageError",
     "MissingDependencyError",
     "NoContentError",
     "ObjectExistsError",
@@ -399,6 +401,15 @@ class InvalidContentTypeError(ValidationError):
 
 class InvalidExtensionError(ValidationError):
     """The filename's extension is not allowed."""
+
+
+class InvalidImageError(ValidationError):
+    """The content is not an image the `ImagePolicy` allows.
+
+    Raised for undecodable content, a format not allowed, dimensions, pixel count or
+    aspect ratio outside the limits, and decompression bombs (refused from the header,
+    before their pixels are allocated).
+    """
 
 
 class RemoteFetchError(StorageError):

@@ -22,13 +22,20 @@ import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, ClassVar, SupportsIndex, TypeVar, overload
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, SupportsIndex, TypeGuard, TypeVar, overload
 
 from sqlalchemy.ext.mutable import Mutable, MutableList
 from sqlalchemy.orm.attributes import flag_modified
 
 from ._attributes import guess_content_type, object_attributes
-from ._content import ContentCheckpoint, ContentReader, ContentSource, content_kind
+from ._content import (
+    ContentCheckpoint,
+    ContentReader,
+    ContentSource,
+    content_kind,
+    format_checksum,
+)
 from .backends import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_CONCURRENCY,
@@ -44,6 +51,7 @@ from .errors import (
     NoContentError,
 )
 from .keys import KeyFunction, build_key, join_key, sanitize_filename
+from .processing import ImagePolicy, _Derived, _process_image, rendition_path
 from .registry import BackendRegistry, storages
 from .validation import UploadPolicy, _Guard, effective_policy
 
@@ -229,6 +237,8 @@ class _PendingUpload:
     checkpoint: ContentCheckpoint
     guard: _Guard | None = None
     content_type: str | None = field(default=None)  # the sniffed type, when it differs
+    image: ImagePolicy | None = None
+    derived: tuple[_Derived, ...] = ()  # renditions to store with the original
 
 
 class FileObject(Mutable):
@@ -316,6 +326,7 @@ class FileObject(Mutable):
         d["_sign_cache"] = {}
         d["_containers"] = {}
         d["_extra"] = {}
+        d["_renditions"] = {}
         d["_metadata"] = _Metadata(self, metadata or {})
         self.backend = _optional(backend, str, "backend")
         self.path = _optional(path, str, "path")
@@ -345,6 +356,22 @@ class FileObject(Mutable):
         """Custom str→str metadata; in-place changes mark the owning row dirty."""
         metadata: _Metadata = self.__dict__["_metadata"]
         return metadata
+
+    @property
+    def renditions(self) -> Mapping[str, FileObject]:
+        """The stored renditions of this image, by name (read-only; empty if none).
+
+        Generated on save from the policy's
+        [`ImagePolicy.renditions`][sqlalchemy_obstore.processing.ImagePolicy], recorded
+        in the column value and deleted together with the original. Each one is a
+        stored `FileObject`: read, stream or sign it like any file.
+
+        Example:
+            >>> from sqlalchemy_obstore import FileObject
+            >>> FileObject(backend="b", path="k/a.png").renditions
+            mappingproxy({})
+        """
+        return MappingProxyType(self.__dict__["_renditions"])
 
     @property
     def has_pending_content(self) -> bool:
@@ -416,6 +443,9 @@ class FileObject(Mutable):
                 "metadata": dict(self.metadata),
             }
         )
+        renditions: dict[str, FileObject] = self.__dict__["_renditions"]
+        if renditions:
+            data["renditions"] = {name: r.to_dict() for name, r in renditions.items()}
         return data
 
     @classmethod
@@ -458,6 +488,15 @@ class FileObject(Mutable):
         except (InvalidFileObjectError, ValueError, TypeError) as exc:
             raise InvalidFileObjectError(f"Malformed stored file {dict(data)!r}: {exc}") from exc
         file.__dict__["_extra"] = {k: v for k, v in data.items() if k not in _KNOWN_KEYS}
+        renditions = data.get("renditions")
+        if _is_renditions(renditions):
+            # (A "renditions" field of another shape is kept as an unknown field.)
+            extra = file.__dict__["_extra"]
+            del extra["renditions"]
+            file.__dict__["_renditions"] = {
+                name: cls.from_dict(item, default_backend=file.backend, registry=registry)
+                for name, item in renditions.items()
+            }
         return file
 
     @classmethod
@@ -596,6 +635,7 @@ class FileObject(Mutable):
         metadata = state.pop("_metadata", {})
         self.__dict__.update(state)
         self.__dict__["_containers"] = {}
+        self.__dict__.setdefault("_renditions", {})
         self.__dict__["_metadata"] = _Metadata(self, metadata)
 
     # -- Mutable contract -------------------------------------------------------------------
@@ -656,12 +696,93 @@ class FileObject(Mutable):
             observers=[guard.observe] if guard.active else (),
             end_observers=[guard.finish] if guard.active else (),
         )
-        return _PendingUpload(backend, path, reader, options, checkpoint, guard)
+        image = guard.policy.image if guard.policy is not None else None
+        return _PendingUpload(backend, path, reader, options, checkpoint, guard, image=image)
 
     def _check_head(self, upload: _PendingUpload) -> None:
         """Sniff the type and run custom validators on the first part, before uploading."""
         if upload.guard is not None:
             upload.content_type = upload.guard.check_head(self, upload.reader.head)
+
+    def _process(self, upload: _PendingUpload, data: bytes) -> bytes:
+        """Validate and normalise an image held whole; remember its renditions."""
+        assert upload.image is not None
+        result = _process_image(data, upload.image, backend=upload.backend.key, path=upload.path)
+        upload.content_type = result.content_type
+        upload.derived = result.renditions
+        if result.data is not data:
+            # Normalised: size and checksum are those of the bytes stored.
+            upload.reader = ContentReader(
+                result.data,
+                chunk_size=upload.options.chunk_size,
+                checksum_algorithm=upload.backend.checksum_algorithm,
+            )
+            return bytes(upload.reader.open())
+        return data
+
+    def _rendition_uploads(
+        self, upload: _PendingUpload
+    ) -> list[tuple[str, _Derived, dict[str, Any]]]:
+        """`(path, rendition, put arguments)` of each rendition to store."""
+        jobs = []
+        for derived in upload.derived:
+            attributes = object_attributes(
+                filename=self._rendition_filename(derived),
+                content_type=derived.content_type,
+                metadata={},
+                cache_control=upload.options.cache_control,
+                include_metadata=False,
+            )
+            arguments = {"attributes": attributes, "create_only": True}
+            jobs.append((rendition_path(upload.path, derived.rendition), derived, arguments))
+        return jobs
+
+    def _rendition_filename(self, derived: _Derived) -> str:
+        stem = self.filename.rsplit(".", 1)[0] if "." in self.filename else self.filename
+        return f"{stem}.{derived.rendition.name}.{derived.rendition.extension}"
+
+    def _rendition_file(
+        self, upload: _PendingUpload, path: str, derived: _Derived, result: WriteResult
+    ) -> FileObject:
+        algorithm = upload.backend.checksum_algorithm
+        return FileObject(
+            backend=upload.backend.key,
+            path=path,
+            filename=self._rendition_filename(derived),
+            content_type=derived.content_type,
+            size=len(derived.data),
+            checksum=format_checksum(algorithm, hashlib.new(algorithm, derived.data).hexdigest())
+            if algorithm
+            else None,
+            etag=result.etag,
+            version=result.version,
+            last_modified=datetime.now(timezone.utc),
+            registry=self.__dict__["_registry"],
+        )
+
+    def _put_renditions(self, upload: _PendingUpload) -> dict[str, FileObject]:
+        done: dict[str, FileObject] = {}
+        try:
+            for path, derived, arguments in self._rendition_uploads(upload):
+                result = upload.backend.put(path, derived.data, **arguments)
+                done[derived.rendition.name] = self._rendition_file(upload, path, derived, result)
+        except BaseException:
+            for stored in (upload.path, *(r.path for r in done.values() if r.path)):
+                upload.backend.delete(stored)
+            raise
+        return done
+
+    async def _put_renditions_async(self, upload: _PendingUpload) -> dict[str, FileObject]:
+        done: dict[str, FileObject] = {}
+        try:
+            for path, derived, arguments in self._rendition_uploads(upload):
+                result = await upload.backend.put_async(path, derived.data, **arguments)
+                done[derived.rendition.name] = self._rendition_file(upload, path, derived, result)
+        except BaseException:
+            for stored in (upload.path, *(r.path for r in done.values() if r.path)):
+                await upload.backend.delete_async(stored)
+            raise
+        return done
 
     def _late_error(self, upload: _PendingUpload) -> BaseException | None:
         """End checks a store skipped (it stopped reading early): the object must go."""
@@ -698,10 +819,16 @@ class FileObject(Mutable):
             "max_concurrency": upload.options.max_concurrency,
         }
 
-    def _finish_upload(self, upload: _PendingUpload, result: WriteResult) -> None:
+    def _finish_upload(
+        self,
+        upload: _PendingUpload,
+        result: WriteResult,
+        renditions: dict[str, FileObject] | None = None,
+    ) -> None:
         d = self.__dict__
         d["_ready"] = False
         try:
+            d["_renditions"] = renditions or {}
             self.path = upload.path
             self.size = upload.reader.size
             self.checksum = upload.reader.checksum
@@ -780,14 +907,17 @@ class FileObject(Mutable):
         try:
             body = upload.reader.open()
             self._check_head(upload)
+            if upload.image is not None:
+                body = self._process(upload, _collect(body))
             result = upload.backend.put(upload.path, body, **self._put_arguments(upload, body))
             if (late := self._late_error(upload)) is not None:
                 upload.backend.delete(upload.path)
                 raise late
+            renditions = self._put_renditions(upload)
         except BaseException as exc:
             self._upload_failed(upload, exc)
             raise
-        self._finish_upload(upload, result)
+        self._finish_upload(upload, result, renditions)
         return self
 
     async def save_async(
@@ -814,16 +944,19 @@ class FileObject(Mutable):
         try:
             body = await upload.reader.open_async()
             self._check_head(upload)
+            if upload.image is not None:
+                body = self._process(upload, await _collect_async(body))
             result = await upload.backend.put_async(
                 upload.path, body, **self._put_arguments(upload, body)
             )
             if (late := self._late_error(upload)) is not None:
                 await upload.backend.delete_async(upload.path)
                 raise late
+            renditions = await self._put_renditions_async(upload)
         except BaseException as exc:
             self._upload_failed(upload, exc)
             raise
-        self._finish_upload(upload, result)
+        self._finish_upload(upload, result, renditions)
         return self
 
     # -- reading ----------------------------------------------------------------------------------
@@ -1095,6 +1228,27 @@ class FileObject(Mutable):
             headers=dict(backend.upload_headers),
             expires_at=datetime.now(timezone.utc) + lifetime,
         )
+
+
+def _is_renditions(value: object) -> TypeGuard[Mapping[str, Mapping[str, Any]]]:
+    """Whether `value` is the column shape of renditions: name → stored file."""
+    return isinstance(value, Mapping) and all(
+        isinstance(name, str) and isinstance(item, Mapping) and isinstance(item.get("path"), str)
+        for name, item in value.items()
+    )
+
+
+def _collect(body: Any) -> bytes:
+    """The whole upload body in memory (bounded by the policy's limits while it is read)."""
+    if isinstance(body, Iterator):
+        return b"".join(body)
+    return bytes(body)
+
+
+async def _collect_async(body: Any) -> bytes:
+    if isinstance(body, AsyncIterator):
+        return b"".join([chunk async for chunk in body])
+    return _collect(body)
 
 
 def _with_policy(options: SaveOptions, policy: UploadPolicy | None) -> SaveOptions:

@@ -105,6 +105,16 @@ class _Upload:
     backend: Backend
     path: str
     snapshot: dict[str, Any]
+    renditions: tuple[str, ...] = ()  # paths of the renditions stored with it
+
+    def objects(self) -> Iterator[tuple[_Ref, Backend]]:
+        """Every object this upload stored: the file and its renditions."""
+        for path in (self.path, *self.renditions):
+            yield (self.backend.key, path), self.backend
+
+
+def _uploaded_objects(uploads: Sequence[_Upload]) -> dict[_Ref, Backend]:
+    return {ref: backend for upload in uploads for ref, backend in upload.objects()}
 
 
 @dataclass(slots=True)
@@ -172,12 +182,15 @@ def _tracked_columns(mapper: Mapper[Any]) -> list[tuple[str, StoredObject]]:
 
 
 def _files(value: Any) -> Iterator[FileObject]:
+    """The files a value holds, each followed by its renditions (they share its fate)."""
     if isinstance(value, FileObject):
         yield value
+        yield from value.renditions.values()
     elif isinstance(value, (list, tuple)):
         for item in value:
             if isinstance(item, FileObject):
                 yield item
+                yield from item.renditions.values()
 
 
 def _ref(file: FileObject) -> _Ref | None:
@@ -190,7 +203,7 @@ def _files_ever_in(value: Any) -> Iterator[FileObject]:
     """The files of a value and, for a list, the files removed from it since the last flush."""
     yield from _files(value)
     if isinstance(value, FileObjectList):
-        yield from value.removed
+        yield from _files(value.removed)
 
 
 # -- remembering replaced values ------------------------------------------------------------------
@@ -320,6 +333,7 @@ _SNAPSHOT_FIELDS = ("path", "size", "checksum", "etag", "version", "last_modifie
 def _snapshot(file: FileObject) -> dict[str, Any]:
     snapshot: dict[str, Any] = {name: file.__dict__.get(name) for name in _SNAPSHOT_FIELDS}
     snapshot["_checkpoint"] = ContentCheckpoint(file.__dict__["_content"])
+    snapshot["_renditions"] = file.__dict__["_renditions"]
     return snapshot
 
 
@@ -334,6 +348,7 @@ def _revert(upload: _Upload) -> None:
         for name in _SNAPSHOT_FIELDS:
             setattr(file, name, snapshot[name])
         d["_content"] = snapshot["_checkpoint"].restore()
+        d["_renditions"] = snapshot["_renditions"]
     finally:
         d["_ready"] = True
 
@@ -354,14 +369,20 @@ def _upload_all(session: Session, jobs: list[tuple[FileObject, SaveOptions]]) ->
         concurrency,
     )
     done = [
-        _Upload(file, file._backend(), file.path, snapshot)  # type: ignore[arg-type]
+        _Upload(
+            file,
+            file._backend(),
+            file.path,  # type: ignore[arg-type]
+            snapshot,
+            tuple(r.path for r in file.renditions.values() if r.path is not None),
+        )
         for (file, _), snapshot, result in zip(jobs, snapshots, results, strict=False)
         if not isinstance(result, BaseException)
     ]
     failures = [r for r in results if isinstance(r, BaseException)]
     if failures:
         # Nothing of this flush may stay behind: remove what did get uploaded.
-        _delete_quietly({(u.backend.key, u.path): u.backend for u in done}, "failed flush")
+        _delete_quietly(_uploaded_objects(done), "failed flush")
         for upload in done:
             _revert(upload)
         fatal = [f for f in failures if not isinstance(f, Exception)]
@@ -552,8 +573,6 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
     for origin, ref, backend in record.unscheduled:
         origin.deletes[ref] = backend
     if record.uploads:
-        _delete_quietly(
-            {(u.backend.key, u.path): u.backend for u in record.uploads}, "transaction rolled back"
-        )
+        _delete_quietly(_uploaded_objects(record.uploads), "transaction rolled back")
         for upload in record.uploads:
             _revert(upload)

@@ -48,6 +48,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .file_object import FileObject
+    from .processing import ImagePolicy
 
 __all__ = ("SNIFF_BYTES", "UploadPolicy", "Validator", "detect_content_type", "effective_policy")
 
@@ -110,6 +111,10 @@ class UploadPolicy:
         validators: Callables `(file, head) -> None` that raise (preferably
             `ValidationError`) to refuse an upload; `head` is the first part of the
             content. They run before the upload starts.
+        image: An [`ImagePolicy`][sqlalchemy_obstore.processing.ImagePolicy]: accept
+            only images within its limits, normalise them and generate renditions
+            (needs the `images` extra). Layers replace it as a whole. See
+            [`sqlalchemy_obstore.processing`][sqlalchemy_obstore.processing].
 
     Raises:
         ConfigurationError: For negative sizes, `min_size > max_size`, or malformed
@@ -130,8 +135,14 @@ class UploadPolicy:
     allowed_extensions: tuple[str, ...] | None = None
     sniff: bool | None = None
     validators: tuple[Validator, ...] = field(default=())
+    image: ImagePolicy | None = None
 
     def __post_init__(self) -> None:
+        if self.image is not None:
+            from .processing import ImagePolicy
+
+            if not isinstance(self.image, ImagePolicy):
+                raise ConfigurationError(f"image takes an ImagePolicy, not {self.image!r}.")
         for name in ("max_size", "min_size"):
             value = getattr(self, name)
             if value is not None and (
@@ -285,6 +296,14 @@ class _Guard:
         if policy is not None and policy.max_size is not None and total > policy.max_size:
             raise FileTooLargeError(
                 limit=policy.max_size, size_seen=total, backend=self.backend, path=self.path
+            )
+        if policy is not None and policy.image is not None and total > policy.image.max_bytes:
+            # Images are decoded in memory: never collect more than this.
+            raise FileTooLargeError(
+                limit=policy.image.max_bytes,
+                size_seen=total,
+                backend=self.backend,
+                path=self.path,
             )
         if self.declared_size is not None and total > self.declared_size:
             raise FileTooLargeError(

@@ -17,6 +17,7 @@ PUBLIC_MODULES = [
     "sqlalchemy_obstore.file_object",
     "sqlalchemy_obstore.keys",
     "sqlalchemy_obstore.lifecycle",
+    "sqlalchemy_obstore.processing",
     "sqlalchemy_obstore.registry",
     "sqlalchemy_obstore.remote",
     "sqlalchemy_obstore.testing",
