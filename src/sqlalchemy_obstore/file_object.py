@@ -56,9 +56,18 @@ from .registry import BackendRegistry, storages
 from .validation import UploadPolicy, _Guard, effective_policy
 
 if TYPE_CHECKING:
+    from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
+    from pydantic.json_schema import JsonSchemaValue
+    from pydantic_core import CoreSchema
     from typing_extensions import Self
 
-__all__ = ("COLUMN_FORMAT_VERSION", "FileObject", "FileObjectList", "SaveOptions")
+__all__ = (
+    "COLUMN_FORMAT_VERSION",
+    "FileObject",
+    "FileObjectList",
+    "SaveOptions",
+    "column_json_schema",
+)
 
 COLUMN_FORMAT_VERSION = 1
 """Version of the JSON shape written by `FileObject.to_dict()` (the `"v"` field)."""
@@ -498,6 +507,61 @@ class FileObject(Mutable):
                 for name, item in renditions.items()
             }
         return file
+
+    # -- pydantic --------------------------------------------------------------------------------
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source_type: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        """Let `FileObject` be a field type in Pydantic v2 models.
+
+        Validation accepts a `FileObject` (passed through unchanged) or a dict in the
+        column shape (rebuilt with `from_dict`). Serialisation gives `to_dict()`, in
+        Python and JSON mode alike. A file that is not saved yet (pending content, no
+        stored object) is refused with `InvalidFileObjectError`: its dict would have no
+        `path` and could not be validated back.
+
+        Pydantic is imported only here, so it stays an optional dependency.
+
+        Example:
+            >>> from pydantic import BaseModel
+            >>> class Out(BaseModel):
+            ...     file: FileObject
+            >>> dumped = Out(file={"backend": "b", "path": "k/a.txt"}).model_dump()
+            >>> dumped["file"].get("filename")
+            'a.txt'
+        """
+        from pydantic_core import core_schema
+
+        def validate(value: Any) -> FileObject:
+            if isinstance(value, cls):
+                return value
+            if isinstance(value, Mapping):
+                return cls.from_dict(value)
+            kind = type(value).__name__
+            raise InvalidFileObjectError(
+                f"Expected a FileObject or a column-shape dict, not {kind}."
+            )
+
+        return core_schema.no_info_plain_validator_function(
+            validate,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                _serialize, when_used="always"
+            ),
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """The JSON schema of the column shape (`path` required, unknown fields allowed).
+
+        Example:
+            >>> from pydantic import TypeAdapter
+            >>> TypeAdapter(FileObject).json_schema()["required"] == ["path"]
+            True
+        """
+        return column_json_schema()
 
     @classmethod
     def from_url(
@@ -1228,6 +1292,61 @@ class FileObject(Mutable):
             headers=dict(backend.upload_headers),
             expires_at=datetime.now(timezone.utc) + lifetime,
         )
+
+
+def _serialize(value: FileObject) -> dict[str, Any]:
+    """The column shape of a saved file, for serialisers (Pydantic, msgspec)."""
+    if not isinstance(value, FileObject):
+        raise InvalidFileObjectError(f"Expected a FileObject, got {type(value).__name__}.")
+    if not value.is_saved:
+        raise InvalidFileObjectError(
+            f"{value!r} has not been saved, so it has no column shape to serialise (its "
+            "'path' would be null and could not be read back). Save it, or commit the "
+            "session that uploads it, before serialising."
+        )
+    return value.to_dict()
+
+
+_NULLABLE_STRING: dict[str, Any] = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+
+
+def column_json_schema() -> dict[str, Any]:
+    """The JSON schema of the column shape written by `FileObject.to_dict()`.
+
+    Only `path` is required (reading is lenient); unknown fields are allowed, as the
+    column format preserves them.
+
+    Example:
+        >>> from sqlalchemy_obstore.file_object import column_json_schema
+        >>> schema = column_json_schema()
+        >>> schema["required"] == ["path"]
+        True
+        >>> "last_modified" in schema["properties"]
+        True
+    """
+    return {
+        "title": "FileObject",
+        "description": "A file stored in an object store (sqlalchemy-obstore column format).",
+        "type": "object",
+        "properties": {
+            "v": {"type": "integer", "const": COLUMN_FORMAT_VERSION},
+            "backend": dict(_NULLABLE_STRING),
+            "path": {"type": "string", "minLength": 1},
+            "filename": {"type": "string"},
+            "content_type": {"type": "string"},
+            "size": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
+            "etag": dict(_NULLABLE_STRING),
+            "version": dict(_NULLABLE_STRING),
+            "checksum": dict(_NULLABLE_STRING),
+            "last_modified": {
+                "anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]
+            },
+            "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+            "renditions": {"type": "object", "additionalProperties": {"type": "object"}},
+        },
+        "required": ["path"],
+        "additionalProperties": True,
+    }
 
 
 def _is_renditions(value: object) -> TypeGuard[Mapping[str, Mapping[str, Any]]]:

@@ -13,8 +13,11 @@ import sqlalchemy_obstore
 PUBLIC_MODULES = [
     "sqlalchemy_obstore",
     "sqlalchemy_obstore.backends",
+    "sqlalchemy_obstore.contrib.alembic",
+    "sqlalchemy_obstore.contrib.msgspec",
     "sqlalchemy_obstore.errors",
     "sqlalchemy_obstore.file_object",
+    "sqlalchemy_obstore.gc",
     "sqlalchemy_obstore.keys",
     "sqlalchemy_obstore.lifecycle",
     "sqlalchemy_obstore.processing",

@@ -1,0 +1,896 @@
+"""Operations: find orphaned objects (garbage collection) and broken references (verification).
+
+The session deletes replaced and removed objects after the commit, but some objects are
+left behind anyway: a process that crashed between the upload and the commit, a delete
+after the commit that failed (it is logged), rows removed by bulk SQL
+(`session.execute(delete(...))`, `ON DELETE CASCADE`, a `TRUNCATE`) that the session
+never saw. [`collect_garbage`][sqlalchemy_obstore.gc.collect_garbage] finds and deletes
+them; [`verify_references`][sqlalchemy_obstore.gc.verify_references] finds the opposite
+problem, rows whose object is missing or was changed.
+
+Operators name a module, not columns: the target is a `MetaData`, a declarative base (or
+a sequence of them), and every [`StoredObject`][sqlalchemy_obstore.StoredObject] column
+in it is found by [`find_file_columns`][sqlalchemy_obstore.gc.find_file_columns].
+
+**How the collector works, with bounded memory.** No set of keys is ever held in memory:
+
+1. Every reference (backend key, path) of every column, renditions included, is streamed
+   from the database (only the JSON column is selected, with `yield_per`, so PostgreSQL
+   uses a server-side cursor) into a *temporary table* with an index on
+   `(backend, path)`, in batches of `batch_size`.
+2. Each backend's managed prefix (`backend.prefix`) is listed page by page
+   (`batch_size` objects); each page is checked against the temporary table with one
+   `SELECT path ... WHERE backend = :b AND path IN (...)`.
+3. Unreferenced objects that are older than the grace period are looked up once more,
+   against the live tables (a row committed during the scan is found), and only then
+   deleted (unless it is a dry run).
+
+A temporary table was chosen over comparing two sorted streams because object stores do
+not all list in key order (and may not sort as the database collates), while the index
+lookup is correct for any listing order and any collation.
+
+**Concurrency.** The session uploads content *before* the row that references it is
+committed, so an object of an in-flight transaction looks exactly like an orphan. The
+grace period (24 hours by default) protects it: only objects last modified before
+`scan start - grace_period` are candidates, and objects newer than the scan start are
+never touched. Right before a batch is deleted, its candidates are looked up again in the
+live tables (matching the path anywhere in the stored JSON, whatever the backend: a false
+match keeps an orphan, never deletes a referenced object); when the collector opened the
+connection itself it commits before that lookup so that it sees what other transactions
+committed meanwhile.
+
+All decisions are plain code over a sync `Connection`; the async entry points run the
+same code through `AsyncConnection.run_sync`, where storage calls use obstore's async
+API through SQLAlchemy's greenlet bridge (as the session lifecycle does).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal, TypeAlias
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    Engine,
+    Index,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    insert,
+    select,
+    text,
+    type_coerce,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ._compat import await_, in_async_context
+from .backends import Backend, ObjectInfo
+from .errors import (
+    BackendNotFoundError,
+    ChecksumMismatchError,
+    ConfigurationError,
+    FileObjectError,
+    ObjectNotFoundError,
+    StorageError,
+)
+from .file_object import FileObject
+from .registry import BackendRegistry, storages
+from .types import StoredObject
+
+__all__ = (
+    "DEFAULT_GRACE_PERIOD",
+    "BackendGarbage",
+    "FileColumn",
+    "Finding",
+    "GarbageReport",
+    "VerificationReport",
+    "collect_garbage",
+    "collect_garbage_async",
+    "find_file_columns",
+    "verify_references",
+    "verify_references_async",
+)
+
+logger = logging.getLogger("sqlalchemy_obstore.gc")
+
+Problem: TypeAlias = Literal[
+    "missing", "size_mismatch", "checksum_mismatch", "unknown_backend", "error"
+]
+"""What is wrong with a reference found by `verify_references`."""
+
+DEFAULT_GRACE_PERIOD = timedelta(hours=24)
+"""Objects younger than this are never collected (they may belong to an open transaction)."""
+
+
+# -- discovery --------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, eq=False)
+class FileColumn:
+    """A `StoredObject` column found in a target.
+
+    Attributes:
+        table: The table holding the column.
+        column: The column.
+        stored_type: Its `StoredObject` type (backend, `multiple`, registry).
+    """
+
+    table: Table
+    column: Column[Any]
+    stored_type: StoredObject
+
+    @property
+    def name(self) -> str:
+        """`table.column`, as used in reports."""
+        return f"{self.table.fullname}.{self.column.name}"
+
+    def __eq__(self, other: object) -> bool:
+        # (SQLAlchemy overloads == on columns: compare by identity.)
+        if not isinstance(other, FileColumn):
+            return NotImplemented
+        return self.table is other.table and self.column is other.column
+
+    def __hash__(self) -> int:
+        return hash((id(self.table), id(self.column)))
+
+
+def _metadatas(target: Any) -> Iterator[MetaData]:
+    if isinstance(target, MetaData):
+        yield target
+    elif isinstance(getattr(target, "metadata", None), MetaData):
+        yield target.metadata
+    elif isinstance(target, Sequence) and not isinstance(target, (str, bytes)):
+        for item in target:
+            yield from _metadatas(item)
+    else:
+        raise ConfigurationError(
+            "Expected a MetaData, a declarative base class or a sequence of them, "
+            f"not {type(target).__name__}."
+        )
+
+
+def find_file_columns(target: Any) -> list[FileColumn]:
+    """Every `StoredObject` column (single-file and `multiple=True`) of a target.
+
+    Args:
+        target: A `MetaData`, a declarative base class (or any class with a `metadata`
+            attribute), or a sequence of them. Tables shared by several targets are
+            listed once.
+
+    Returns:
+        The columns, table by table in dependency order.
+
+    Raises:
+        ConfigurationError: If `target` is none of the above.
+
+    Example:
+        >>> from sqlalchemy import Column, Integer, MetaData, Table
+        >>> from sqlalchemy_obstore import StoredObject
+        >>> metadata = MetaData()
+        >>> _ = Table("docs", metadata, Column("id", Integer, primary_key=True),
+        ...           Column("file", StoredObject("uploads")))
+        >>> columns = find_file_columns(metadata)
+        >>> len(columns), columns[0].name, columns[0].stored_type.backend
+        (1, 'docs.file', 'uploads')
+    """
+    found: list[FileColumn] = []
+    seen: set[tuple[int, str]] = set()
+    for metadata in _metadatas(target):
+        for table in metadata.sorted_tables:
+            for column in table.columns:
+                if isinstance(column.type, StoredObject) and (id(table), column.key) not in seen:
+                    seen.add((id(table), column.key))
+                    found.append(FileColumn(table, column, column.type))
+    return found
+
+
+def _columns(target: Any) -> list[FileColumn]:
+    if isinstance(target, FileColumn):
+        return [target]
+    if isinstance(target, Sequence) and target and all(isinstance(t, FileColumn) for t in target):
+        return list(target)
+    return find_file_columns(target)
+
+
+# -- references in stored values --------------------------------------------------------------
+def _file_entries(
+    data: Any, default_backend: str | None
+) -> Iterator[tuple[Mapping[str, Any], str]]:
+    """Each stored file of a raw JSON document, renditions included, with its backend."""
+    if not isinstance(data, Mapping):
+        return
+    backend = data.get("backend") or default_backend
+    path = data.get("path")
+    if isinstance(path, str) and path and isinstance(backend, str):
+        yield data, backend
+    renditions = data.get("renditions")
+    if isinstance(renditions, Mapping):
+        for item in renditions.values():
+            yield from _file_entries(item, backend if isinstance(backend, str) else None)
+
+
+def _entries(value: Any, default_backend: str) -> Iterator[tuple[Mapping[str, Any], str]]:
+    """Each stored file of a column value (a file or a list of files)."""
+    for item in value if isinstance(value, list) else [value]:
+        yield from _file_entries(item, default_backend)
+
+
+def _raw(column: FileColumn) -> Any:
+    """The column as plain JSON (no `FileObject`s built, malformed values tolerated)."""
+    return type_coerce(column.column, JSON(none_as_null=True)).label("value")
+
+
+def _iter_references(
+    connection: Connection, column: FileColumn, batch_size: int
+) -> Iterator[list[tuple[str, str]]]:
+    """Batches of the `(backend, path)` references stored in `column` (streamed)."""
+    stmt = select(_raw(column)).execution_options(yield_per=batch_size)
+    batch: list[tuple[str, str]] = []
+    for partition in connection.execute(stmt).partitions():
+        for row in partition:
+            for data, backend in _entries(row[0], column.stored_type.backend):
+                batch.append((backend, data["path"]))
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# -- executing storage calls (sync, or async through the greenlet bridge) ----------------------
+def _list_objects(backend: Backend, prefix: str | None) -> Generator[ObjectInfo, None, None]:
+    if not in_async_context():
+        yield from backend.list_objects(prefix)
+        return
+    objects = backend.list_objects_async(prefix)
+    try:
+        while True:
+            try:
+                info = await_(objects.__anext__())
+            except StopAsyncIteration:
+                return
+            yield info
+    finally:
+        close = getattr(objects, "aclose", None)
+        if close is not None:
+            await_(close())
+
+
+def _delete(backend: Backend, paths: list[str]) -> None:
+    if in_async_context():
+        await_(backend.delete_async(paths))
+    else:
+        backend.delete(paths)
+
+
+def _head(backend: Backend, path: str) -> ObjectInfo:
+    if in_async_context():
+        return await_(backend.head_async(path))
+    return backend.head(path)
+
+
+def _verify(file: FileObject) -> bool:
+    if in_async_context():
+        return await_(file.verify_async())
+    return file.verify()
+
+
+# -- garbage collection -----------------------------------------------------------------------
+@dataclass(slots=True)
+class BackendGarbage:
+    """What the collector found in one backend.
+
+    Attributes:
+        backend: The backend key.
+        prefix: The prefix that was listed (the backend's managed prefix).
+        scanned: Objects listed.
+        referenced: Objects some row references.
+        too_young: Unreferenced objects kept because they are within the grace period.
+        orphaned: Unreferenced objects older than the grace period.
+        deleted: Orphans deleted (always 0 in a dry run).
+        bytes_freed: Total size of the deleted orphans.
+        orphan_paths: In a dry run, the orphans' paths (up to the report limit).
+        orphan_paths_truncated: Whether `orphan_paths` was cut at the report limit.
+        errors: Listing and deletion failures (the run goes on after a failed delete).
+    """
+
+    backend: str
+    prefix: str | None
+    scanned: int = 0
+    referenced: int = 0
+    too_young: int = 0
+    orphaned: int = 0
+    deleted: int = 0
+    bytes_freed: int = 0
+    orphan_paths: list[str] = field(default_factory=list)
+    orphan_paths_truncated: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class GarbageReport:
+    """The outcome of [`collect_garbage`][sqlalchemy_obstore.gc.collect_garbage].
+
+    Attributes:
+        dry_run: Whether this was a dry run (nothing deleted).
+        started_at: When the scan started (UTC).
+        cutoff: Only objects last modified before this were candidates.
+        references: References staged from the database (duplicates included).
+        backends: Per-backend results, by key.
+        errors: Failures not tied to one backend (e.g. a backend that is not registered).
+    """
+
+    dry_run: bool
+    started_at: datetime
+    cutoff: datetime
+    references: int = 0
+    backends: dict[str, BackendGarbage] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def _total(self, name: str) -> int:
+        return sum(getattr(b, name) for b in self.backends.values())
+
+    @property
+    def scanned(self) -> int:
+        """Objects listed, over all backends."""
+        return self._total("scanned")
+
+    @property
+    def referenced(self) -> int:
+        """Listed objects that some row references, over all backends."""
+        return self._total("referenced")
+
+    @property
+    def too_young(self) -> int:
+        """Unreferenced objects kept by the grace period, over all backends."""
+        return self._total("too_young")
+
+    @property
+    def orphaned(self) -> int:
+        """Orphans older than the grace period, over all backends."""
+        return self._total("orphaned")
+
+    @property
+    def deleted(self) -> int:
+        """Orphans deleted, over all backends."""
+        return self._total("deleted")
+
+    @property
+    def bytes_freed(self) -> int:
+        """Bytes freed, over all backends."""
+        return self._total("bytes_freed")
+
+    @property
+    def all_errors(self) -> list[str]:
+        """Every error: the report's and each backend's (prefixed with its key)."""
+        return [*self.errors, *(f"{k}: {e}" for k, b in self.backends.items() for e in b.errors)]
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+class _Collector:
+    """The collector's plan over one sync connection (sync, or async through run_sync)."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        columns: list[FileColumn],
+        *,
+        backends: Sequence[str | Backend] | None,
+        registry: BackendRegistry | None,
+        grace_period: timedelta,
+        dry_run: bool,
+        batch_size: int,
+        report_limit: int,
+        owns_connection: bool,
+    ) -> None:
+        self.conn = connection
+        self.columns = columns
+        self.requested = backends
+        self.registry = registry
+        self.dry_run = dry_run
+        self.batch_size = batch_size
+        self.report_limit = report_limit
+        self.owns = owns_connection
+        started = datetime.now(timezone.utc)
+        self.report = GarbageReport(
+            dry_run=dry_run, started_at=started, cutoff=started - grace_period
+        )
+        self.refs = Table(
+            f"sqlo_gc_refs_{uuid.uuid4().hex[:12]}",
+            MetaData(),
+            Column("backend", String(), nullable=False),
+            Column("path", String(), nullable=False),
+            prefixes=["TEMPORARY"],
+        )
+        Index(f"{self.refs.name}_ix", self.refs.c.backend, self.refs.c.path)
+
+    def _commit(self) -> None:
+        # Only a connection the collector opened itself: a fresh transaction sees rows
+        # other transactions committed meanwhile (and SQLite writers are not blocked).
+        if self.owns:
+            self.conn.commit()
+
+    def run(self) -> GarbageReport:
+        self.refs.metadata.create_all(self.conn)
+        try:
+            self._stage()
+            self._commit()
+            for backend in self._backends():
+                self._sweep(backend)
+        except BaseException:
+            self._clean_up_after_failure()
+            raise
+        self.refs.metadata.drop_all(self.conn)
+        self._commit()
+        return self.report
+
+    def _clean_up_after_failure(self) -> None:
+        # The transaction may be aborted (PostgreSQL): roll back our own, then drop the
+        # temporary table if it survived; never hide the original error.
+        try:
+            if self.owns:
+                self.conn.rollback()
+            self.refs.metadata.drop_all(self.conn)
+            self._commit()
+        except Exception:  # pragma: no cover - best effort; it dies with the connection
+            logger.debug("Could not drop %s", self.refs.name, exc_info=True)
+
+    def _stage(self) -> None:
+        for column in self.columns:
+            for batch in _iter_references(self.conn, column, self.batch_size):
+                self.conn.execute(insert(self.refs), [{"backend": b, "path": p} for b, p in batch])
+                self.report.references += len(batch)
+
+    def _resolve(self, key: str) -> Backend:
+        if self.registry is not None:
+            return self.registry.get_backend(key)
+        for column in self.columns:
+            registry = column.stored_type.registry
+            if registry is not None and key in registry:
+                return registry.get_backend(key)
+        return storages.get_backend(key)
+
+    def _backends(self) -> list[Backend]:
+        if self.requested is not None:
+            keys: list[str | Backend] = list(self.requested)
+        else:
+            used = {c.stored_type.backend for c in self.columns}
+            used.update(self.conn.scalars(select(self.refs.c.backend).distinct()))
+            keys = [*sorted(used)]
+        resolved: dict[str, Backend] = {}
+        for item in keys:
+            if isinstance(item, Backend):
+                resolved[item.key] = item
+                continue
+            try:
+                resolved[item] = self._resolve(item)
+            except BackendNotFoundError as exc:
+                self.report.errors.append(f"backend {item!r} skipped: {exc}")
+        return list(resolved.values())
+
+    def _sweep(self, backend: Backend) -> None:
+        result = self.report.backends[backend.key] = BackendGarbage(backend.key, backend.prefix)
+        page: list[ObjectInfo] = []
+        objects = _list_objects(backend, backend.prefix)
+        try:
+            for info in objects:
+                page.append(info)
+                if len(page) >= self.batch_size:
+                    self._page(backend, result, page)
+                    page = []
+            if page:
+                self._page(backend, result, page)
+        except StorageError as exc:
+            result.errors.append(f"listing {backend.prefix or '(root)'!r} failed: {exc}")
+        finally:
+            objects.close()  # (closes an async listing here, inside the greenlet)
+
+    def _staged(self, key: str, paths: list[str]) -> set[str]:
+        stmt = select(self.refs.c.path).where(
+            self.refs.c.backend == key, self.refs.c.path.in_(paths)
+        )
+        return set(self.conn.scalars(stmt))
+
+    def _page(self, backend: Backend, result: BackendGarbage, page: list[ObjectInfo]) -> None:
+        result.scanned += len(page)
+        staged = self._staged(backend.key, [info.path for info in page])
+        unreferenced = [info for info in page if info.path not in staged]
+        result.referenced += len(page) - len(unreferenced)
+        old = [info for info in unreferenced if _aware(info.last_modified) < self.report.cutoff]
+        result.too_young += len(unreferenced) - len(old)
+        if not old:
+            return
+        self._commit()
+        live = _live_references(self.conn, self.columns, [info.path for info in old])
+        self._commit()
+        orphans = [info for info in old if info.path not in live]
+        result.referenced += len(old) - len(orphans)
+        result.orphaned += len(orphans)
+        if not orphans:
+            return
+        if self.dry_run:
+            room = self.report_limit - len(result.orphan_paths)
+            result.orphan_paths.extend(info.path for info in orphans[: max(room, 0)])
+            result.orphan_paths_truncated |= room < len(orphans)
+            return
+        paths = [info.path for info in orphans]
+        try:
+            _delete(backend, paths)
+        except StorageError as exc:
+            result.errors.append(f"deleting {len(paths)} orphan(s) failed: {exc}")
+            logger.warning(
+                "Could not delete %d orphan(s) from %r: %s", len(paths), backend.key, exc
+            )
+            return
+        result.deleted += len(paths)
+        result.bytes_freed += sum(info.size for info in orphans)
+        logger.info("Deleted %d orphan(s) from backend %r", len(paths), backend.key)
+
+
+def _live_references(
+    connection: Connection, columns: Iterable[FileColumn], paths: Sequence[str]
+) -> set[str]:
+    """Which of `paths` some row references right now, in any backend.
+
+    Matches the path anywhere in the stored JSON (SQLite's `json_tree`, PostgreSQL's
+    jsonpath `$.**.path`; other databases rescan the column), so it errs on the side of
+    keeping objects.
+    """
+    found: set[str] = set()
+    if not paths:
+        return found
+    wanted = set(paths)
+    dialect = connection.dialect.name
+    for column in columns:
+        preparer = connection.dialect.identifier_preparer
+        table = preparer.format_table(column.table)
+        name = preparer.quote(column.column.name)
+        if dialect == "sqlite":
+            sql = (
+                f"SELECT DISTINCT jt.value FROM {table} AS t, json_tree(t.{name}) AS jt "
+                f"WHERE t.{name} IS NOT NULL AND jt.key = 'path' AND jt.value IN :paths"
+            )
+        elif dialect == "postgresql":
+            sql = (
+                f"SELECT DISTINCT j.v #>> '{{}}' FROM {table} AS t, "
+                f"jsonb_path_query(CAST(t.{name} AS jsonb), 'lax $.**.path') AS j(v) "
+                "WHERE j.v #>> '{}' IN :paths"
+            )
+        else:
+            for batch in _iter_references(connection, column, 1000):
+                found.update(p for _, p in batch if p in wanted)
+            continue
+        stmt = text(sql).bindparams(bindparam("paths", expanding=True))
+        found.update(connection.scalars(stmt, {"paths": list(wanted)}))
+    return found
+
+
+def _check_options(grace_period: timedelta, batch_size: int) -> None:
+    if not isinstance(grace_period, timedelta) or grace_period < timedelta(0):
+        raise ConfigurationError("grace_period must be a non-negative timedelta.")
+    if batch_size < 1:
+        raise ConfigurationError("batch_size must be at least 1.")
+
+
+def collect_garbage(
+    engine_or_connection: Engine | Connection,
+    target: Any,
+    *,
+    backends: Sequence[str | Backend] | None = None,
+    registry: BackendRegistry | None = None,
+    grace_period: timedelta = DEFAULT_GRACE_PERIOD,
+    dry_run: bool = True,
+    batch_size: int = 1000,
+    report_limit: int = 1000,
+) -> GarbageReport:
+    """Find (and, with `dry_run=False`, delete) objects that no row references.
+
+    Lists each backend's managed prefix and deletes the objects that no `StoredObject`
+    column of `target` references and that are older than `grace_period`. Memory stays
+    bounded whatever the number of rows and objects (see the module documentation).
+
+    Args:
+        engine_or_connection: The database. With an `Engine` the collector opens its own
+            connection and commits between phases (so the last check before a delete
+            sees rows committed meanwhile); with a `Connection` it runs inside the
+            caller's transaction and leaves it open.
+        target: A `MetaData`, a declarative base, or a sequence of them (every
+            `StoredObject` column in them is scanned).
+        backends: Backend keys (or backends) to collect in. Default: every backend the
+            columns and the stored values name, resolved in `registry`, the columns'
+            registries or `storages`.
+        registry: Resolve backend keys here instead.
+        grace_period: Keep unreferenced objects younger than this: they may belong to a
+            transaction that has uploaded but not yet committed.
+        dry_run: Only report (the default); pass `False` to delete.
+        batch_size: Rows per fetch, references per insert, objects per listing page and
+            per delete.
+        report_limit: In a dry run, how many orphan paths each backend reports.
+
+    Returns:
+        A [`GarbageReport`][sqlalchemy_obstore.gc.GarbageReport].
+
+    Raises:
+        ConfigurationError: For a negative grace period or a batch size below 1.
+
+    Example:
+        >>> from sqlalchemy import Column, Integer, MetaData, Table, create_engine
+        >>> from sqlalchemy_obstore import FileObject, StoredObject
+        >>> from sqlalchemy_obstore.testing import memory_backends
+        >>> metadata = MetaData()  # or a declarative base: collect_garbage(engine, Base)
+        >>> _ = Table("docs", metadata, Column("id", Integer, primary_key=True),
+        ...           Column("file", StoredObject("uploads")))
+        >>> engine = create_engine("sqlite://")
+        >>> metadata.create_all(engine)
+        >>> with memory_backends("uploads"):
+        ...     _ = FileObject(filename="lost.txt", content=b"x", backend="uploads").save()
+        ...     report = collect_garbage(engine, metadata, grace_period=timedelta(0))
+        ...     report.orphaned, report.deleted, report.dry_run
+        (1, 0, True)
+    """
+    _check_options(grace_period, batch_size)
+    options: dict[str, Any] = {
+        "backends": backends,
+        "registry": registry,
+        "grace_period": grace_period,
+        "dry_run": dry_run,
+        "batch_size": batch_size,
+        "report_limit": report_limit,
+    }
+    columns = _columns(target)
+    if isinstance(engine_or_connection, Connection):
+        return _Collector(engine_or_connection, columns, owns_connection=False, **options).run()
+    with engine_or_connection.connect() as connection:
+        return _Collector(connection, columns, owns_connection=True, **options).run()
+
+
+async def collect_garbage_async(
+    engine_or_connection: AsyncEngine | AsyncConnection,
+    target: Any,
+    *,
+    backends: Sequence[str | Backend] | None = None,
+    registry: BackendRegistry | None = None,
+    grace_period: timedelta = DEFAULT_GRACE_PERIOD,
+    dry_run: bool = True,
+    batch_size: int = 1000,
+    report_limit: int = 1000,
+) -> GarbageReport:
+    """Async version of [`collect_garbage`][sqlalchemy_obstore.gc.collect_garbage].
+
+    Takes an `AsyncEngine` or `AsyncConnection`; storage is called through obstore's
+    async API.
+
+    Example:
+        >>> import asyncio
+        >>> from sqlalchemy.ext.asyncio import create_async_engine
+        >>> async def main(Base):  # doctest: +SKIP
+        ...     engine = create_async_engine("sqlite+aiosqlite:///app.db")
+        ...     return await collect_garbage_async(engine, Base, dry_run=False)
+    """
+    _check_options(grace_period, batch_size)
+    columns = _columns(target)
+
+    def run(connection: Connection, owns: bool) -> GarbageReport:
+        return _Collector(
+            connection,
+            columns,
+            backends=backends,
+            registry=registry,
+            grace_period=grace_period,
+            dry_run=dry_run,
+            batch_size=batch_size,
+            report_limit=report_limit,
+            owns_connection=owns,
+        ).run()
+
+    if isinstance(engine_or_connection, AsyncConnection):
+        return await engine_or_connection.run_sync(run, False)
+    async with engine_or_connection.connect() as connection:
+        return await connection.run_sync(run, True)
+
+
+# -- verification -----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One broken reference.
+
+    Attributes:
+        table: The table name.
+        primary_key: The row's primary key values (empty for a table without one).
+        column: The column name.
+        backend: The backend key the reference names.
+        path: The object path.
+        problem: `missing`, `size_mismatch`, `checksum_mismatch`, `unknown_backend` or
+            `error`.
+        detail: A readable explanation.
+    """
+
+    table: str
+    primary_key: tuple[Any, ...]
+    column: str
+    backend: str
+    path: str
+    problem: Problem
+    detail: str
+
+
+@dataclass(slots=True)
+class VerificationReport:
+    """The outcome of [`verify_references`][sqlalchemy_obstore.gc.verify_references].
+
+    Attributes:
+        checked: References checked (renditions included).
+        unverified: References whose checksum could not be checked (none recorded);
+            only counted with `check_checksums=True`.
+        findings: The broken references.
+    """
+
+    checked: int = 0
+    unverified: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether no reference is broken."""
+        return not self.findings
+
+
+def _check_entry(
+    data: Mapping[str, Any],
+    backend_key: str,
+    column: FileColumn,
+    registry: BackendRegistry | None,
+    check_checksums: bool,
+    report: VerificationReport,
+) -> tuple[Problem, str] | None:
+    path: str = data["path"]
+    try:
+        if registry is not None:
+            backend = registry.get_backend(backend_key)
+        else:
+            backend = (column.stored_type.registry or storages).get_backend(backend_key)
+    except BackendNotFoundError as exc:
+        return "unknown_backend", str(exc)
+    try:
+        info = _head(backend, path)
+    except ObjectNotFoundError:
+        return "missing", "the object does not exist"
+    except StorageError as exc:
+        return "error", str(exc)
+    size = data.get("size")
+    if isinstance(size, int) and size != info.size:
+        return "size_mismatch", f"recorded size {size}, stored object has {info.size} bytes"
+    if not check_checksums:
+        return None
+    if not data.get("checksum"):
+        report.unverified += 1
+        return None
+    stripped = {k: v for k, v in data.items() if k != "renditions"}
+    resolver = BackendRegistry()  # resolves to the very backend checked above
+    resolver.register_backend(backend)
+    try:
+        _verify(FileObject.from_dict(stripped, default_backend=backend.key, registry=resolver))
+    except ChecksumMismatchError as exc:
+        return "checksum_mismatch", str(exc)
+    except ObjectNotFoundError:
+        return "missing", "the object disappeared during verification"
+    except (FileObjectError, StorageError) as exc:
+        return "error", str(exc)
+    return None
+
+
+def _verify_all(
+    connection: Connection,
+    columns: list[FileColumn],
+    registry: BackendRegistry | None,
+    check_checksums: bool,
+    batch_size: int,
+) -> VerificationReport:
+    report = VerificationReport()
+    for column in columns:
+        keys = list(column.table.primary_key.columns)
+        stmt = select(*keys, _raw(column)).execution_options(yield_per=batch_size)
+        for partition in connection.execute(stmt).partitions():
+            for row in partition:
+                for data, backend_key in _entries(row[-1], column.stored_type.backend):
+                    report.checked += 1
+                    problem = _check_entry(
+                        data, backend_key, column, registry, check_checksums, report
+                    )
+                    if problem is not None:
+                        report.findings.append(
+                            Finding(
+                                table=column.table.fullname,
+                                primary_key=tuple(row[:-1]),
+                                column=column.column.name,
+                                backend=backend_key,
+                                path=data["path"],
+                                problem=problem[0],
+                                detail=problem[1],
+                            )
+                        )
+    return report
+
+
+def verify_references(
+    engine_or_connection: Engine | Connection,
+    target: Any,
+    *,
+    check_checksums: bool = False,
+    registry: BackendRegistry | None = None,
+    batch_size: int = 1000,
+) -> VerificationReport:
+    """Check that every referenced object exists and matches what its row recorded.
+
+    Each reference (renditions included) is checked with a `head` request: missing
+    objects and size differences are reported. With `check_checksums=True` every object
+    is also read back and hashed
+    ([`FileObject.verify`][sqlalchemy_obstore.file_object.FileObject.verify]). Rows are
+    streamed; only the primary key and the JSON column are selected.
+
+    Args:
+        engine_or_connection: The database.
+        target: A `MetaData`, a declarative base, or a sequence of them.
+        check_checksums: Also re-read and hash every object (reads all the bytes).
+        registry: Resolve backend keys here instead of the columns' registries or
+            `storages`.
+        batch_size: Rows per fetch.
+
+    Returns:
+        A [`VerificationReport`][sqlalchemy_obstore.gc.VerificationReport].
+
+    Example:
+        >>> from sqlalchemy import Column, Integer, MetaData, Table, create_engine
+        >>> from sqlalchemy_obstore import StoredObject
+        >>> metadata = MetaData()
+        >>> _ = Table("docs", metadata, Column("id", Integer, primary_key=True),
+        ...           Column("file", StoredObject("uploads")))
+        >>> engine = create_engine("sqlite://")
+        >>> metadata.create_all(engine)
+        >>> report = verify_references(engine, metadata)
+        >>> report.ok, report.checked
+        (True, 0)
+    """
+    if batch_size < 1:
+        raise ConfigurationError("batch_size must be at least 1.")
+    columns = _columns(target)
+    if isinstance(engine_or_connection, Connection):
+        return _verify_all(engine_or_connection, columns, registry, check_checksums, batch_size)
+    with engine_or_connection.connect() as connection:
+        return _verify_all(connection, columns, registry, check_checksums, batch_size)
+
+
+async def verify_references_async(
+    engine_or_connection: AsyncEngine | AsyncConnection,
+    target: Any,
+    *,
+    check_checksums: bool = False,
+    registry: BackendRegistry | None = None,
+    batch_size: int = 1000,
+) -> VerificationReport:
+    """Async version of [`verify_references`][sqlalchemy_obstore.gc.verify_references].
+
+    Example:
+        >>> async def main(engine, Base):  # doctest: +SKIP
+        ...     report = await verify_references_async(engine, Base, check_checksums=True)
+        ...     return [f"{f.table} {f.primary_key}: {f.problem}" for f in report.findings]
+    """
+    if batch_size < 1:
+        raise ConfigurationError("batch_size must be at least 1.")
+    columns = _columns(target)
+
+    def run(connection: Connection) -> VerificationReport:
+        return _verify_all(connection, columns, registry, check_checksums, batch_size)
+
+    if isinstance(engine_or_connection, AsyncConnection):
+        return await engine_or_connection.run_sync(run)
+    async with engine_or_connection.connect() as connection:
+        return await connection.run_sync(run)
