@@ -451,7 +451,16 @@ def _plain_path(url_path: str) -> str:
     return url_path if url_path.startswith("/") else os.path.abspath(url_path)
 
 
-def _wants_http(config: Mapping[str, Any]) -> bool:
+# Environment variables obstore reads for a custom endpoint, by URL scheme family.
+_ENDPOINT_ENV = {
+    "s3": ("AWS_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"),
+    "gs": ("GOOGLE_BASE_URL",),
+    "az": ("AZURE_STORAGE_ENDPOINT", "AZURE_ENDPOINT", "AZURITE_BLOB_STORAGE_URL"),
+}
+
+
+def _wants_http(config: Mapping[str, Any], scheme: str) -> bool:
+    """Whether the endpoint, from the config or the environment, is plain http://."""
     for name, value in config.items():
         if (
             isinstance(value, str)
@@ -459,7 +468,10 @@ def _wants_http(config: Mapping[str, Any]) -> bool:
             and ("endpoint" in name or "url" in name)
         ):
             return True
-    return False
+    family = "s3" if scheme in {"s3", "s3a"} else "az" if scheme in _AZURE_SCHEMES else scheme
+    return any(
+        os.environ.get(name, "").startswith("http://") for name in _ENDPOINT_ENV.get(family, ())
+    )
 
 
 _AZURE_SCHEMES = frozenset({"az", "azure", "abfs", "abfss", "adl"})
@@ -499,7 +511,7 @@ def _build_store(fs: str | Path, config: dict[str, Any]) -> ObjectStore:
         config.setdefault("copy_if_not_exists", "multipart")
     if scheme in _AZURE_SCHEMES:
         _azure_emulator_endpoint(config)
-    if _wants_http(config):
+    if _wants_http(config, scheme):
         options = dict(config.get("client_options") or {})
         options.setdefault("allow_http", True)
         config["client_options"] = options

@@ -5,14 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def run_example(name: str, cwd: Path) -> str:
+def run_example(name: str, cwd: Path, extra_env: dict[str, str] | None = None) -> str:
     env = {"PATH": "/usr/bin:/bin", "PYTHONFAULTHANDLER": "1", "HOME": str(cwd)}
+    env.update(extra_env or {})
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / name)],
         cwd=cwd,
@@ -64,3 +66,27 @@ def test_transactions_example(transactions_output: str, step: str, count: int) -
     out = transactions_output
     line = next(line for line in out.splitlines() if line.startswith(step))
     assert line.endswith(f"objects in storage: {count}")
+
+
+def test_quickstart_against_s3_and_postgresql(
+    tmp_path: Path, moto_server: Any, pg_database: str
+) -> None:
+    """The README's "real servers" path: configuration from environment variables only."""
+    from tests.conftest import PG_SERVER
+
+    bucket = moto_server.create_bucket()
+    env = {
+        "DATABASE_URL": f"postgresql+asyncpg://{PG_SERVER}/{pg_database}",
+        "STORAGE_URL": f"s3://{bucket}/",
+        "AWS_ENDPOINT": moto_server.endpoint,
+        "AWS_ACCESS_KEY_ID": moto_server.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": moto_server.secret_access_key,
+        "AWS_REGION": moto_server.region,
+        "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "false",
+    }
+    out = run_example("quickstart.py", tmp_path, extra_env=env)
+    assert "store=S3Store(bucket=" in out
+    assert "signed:   http://" in out
+    assert "X-Amz-Signature=" in out
+    assert "read:     b'Revenue went up.'" in out
+    assert "objects left under the prefix: []" in out

@@ -628,3 +628,11 @@ def test_redact_leaves_plain_text_alone() -> None:
 def test_errors_are_storage_errors() -> None:
     for error in (ConfigurationError, UnsupportedSchemeError, InvalidExpiryError):
         assert issubclass(error, StorageError)
+
+
+def test_http_endpoint_from_the_environment_allows_http(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT", "http://127.0.0.1:9")
+    backend = ObstoreBackend(
+        "env-s3", "s3://bucket/", region="us-east-1", access_key_id="k", secret_access_key="s"
+    )
+    assert str(backend.store.client_options.get("allow_http")).lower() == "true"  # type: ignore[union-attr]
