@@ -88,6 +88,23 @@ def docs(session: nox.Session) -> None:
     session.run("mkdocs", "build", "--strict")
 
 
+def _bench(session: nox.Session, *defaults: str) -> None:
+    session.install("-e", ".[sqlite]", "moto[server]", "httpx")
+    session.run("python", "benchmarks/run.py", *defaults, *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmark against raw obstore at full size (posargs go to benchmarks/run.py)."""
+    _bench(session)
+
+
+@nox.session(name="bench-quick")
+def bench_quick(session: nox.Session) -> None:
+    """The benchmark at CI size (n=200, 16 MiB objects); no timing assertions."""
+    _bench(session, "--quick")
+
+
 @nox.session
 def demo(session: nox.Session) -> None:
     """Run the quickstart demo (SQLite + local files under ./var unless configured)."""
