@@ -27,7 +27,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, cast, overload
 from urllib.parse import quote, urlsplit
 
 import obstore as obs
@@ -69,6 +69,7 @@ __all__ = (
     "ObstoreBackend",
     "SignedURL",
     "UploadBody",
+    "UrlSigner",
     "WriteResult",
 )
 
@@ -157,6 +158,20 @@ class SignedURL:
         return self.url
 
 
+class UrlSigner(Protocol):
+    """Signs URLs for a backend whose store cannot sign them itself (local files, memory).
+
+    [`ObstoreBackend`][sqlalchemy_obstore.ObstoreBackend] asks its `url_signer` only when
+    the store has no native signing; S3, GCS and Azure always sign natively. The web
+    integrations provide an HMAC implementation together with the route that serves
+    the signed URLs, so that development setups sign exactly like production.
+    """
+
+    def sign_url(self, backend: str, path: str, *, method: str, expires_in: timedelta) -> str:
+        """Return a URL that lets its holder do `method` on `path` until it expires."""
+        ...
+
+
 def _expiry_seconds(expires_in: int | float | timedelta) -> float:
     seconds = expires_in.total_seconds() if isinstance(expires_in, timedelta) else expires_in
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
@@ -183,6 +198,7 @@ class Backend(ABC):
         checksum_algorithm: `hashlib` algorithm for content checksums, or `None`.
         policy: The default upload policy of this backend (columns and `save(policy=)`
             layer theirs on top, field by field), or `None`.
+        url_signer: Signs URLs where the store cannot (local files, memory), or `None`.
     """
 
     key: str
@@ -191,6 +207,7 @@ class Backend(ABC):
     key_function: KeyFunction | None
     checksum_algorithm: str | None
     policy: UploadPolicy | None = None
+    url_signer: UrlSigner | None = None
 
     # -- capabilities -------------------------------------------------------------------
     @property
@@ -653,6 +670,9 @@ class ObstoreBackend(Backend):
         policy: Default [`UploadPolicy`][sqlalchemy_obstore.validation.UploadPolicy] for
             every upload to this backend. A column's or a save's policy is layered on top
             field by field (its set fields win; validators of both run).
+        url_signer: Signs URLs when the store cannot sign natively (local files,
+            memory): see [`UrlSigner`][sqlalchemy_obstore.backends.UrlSigner]. The
+            Litestar plugin and the Starlette router set one for such backends.
         **config: Passed through to obstore: `aws_*`/`google_*`/`azure_*` keys (or their
             short forms such as `region`), `client_options`, `retry_config`,
             `credential_provider`. Unknown keys fail here, not at the first request.
@@ -681,6 +701,7 @@ class ObstoreBackend(Backend):
         key_function: KeyFunction | None = None,
         checksum_algorithm: str | None = "sha256",
         policy: UploadPolicy | None = None,
+        url_signer: UrlSigner | None = None,
         **config: Any,
     ) -> None:
         if not isinstance(key, str) or not key:
@@ -690,6 +711,7 @@ class ObstoreBackend(Backend):
                 f"policy must be an UploadPolicy, not {type(policy).__name__}.", backend=key
             )
         self.policy = policy
+        self.url_signer = url_signer
         self.key = key
         self.prefix = join_key(prefix) or None
         self.public_base_url = public_base_url
@@ -760,12 +782,17 @@ class ObstoreBackend(Backend):
         )
 
     @property
-    def supports_signing(self) -> bool:
-        """Whether the store can create signed URLs (S3, GCS and Azure can)."""
+    def supports_native_signing(self) -> bool:
+        """Whether the store itself can create signed URLs (S3, GCS and Azure can)."""
         if self.kind not in {"s3", "gcs", "azure"} or self._cannot_sign:
             return False
         # obstore keeps config values as strings: skip_signature=False reads back "false".
         return not _truthy(self._store_config().get("skip_signature"))
+
+    @property
+    def supports_signing(self) -> bool:
+        """Whether URLs can be signed: natively, or through `url_signer`."""
+        return self.supports_native_signing or self.url_signer is not None
 
     @property
     def supports_attributes(self) -> bool:
@@ -1141,7 +1168,7 @@ class ObstoreBackend(Backend):
         self, paths: str | Sequence[str], method: HttpMethod, expires_in: int | float | timedelta
     ) -> tuple[str | list[str], timedelta]:
         single = paths if isinstance(paths, str) else None
-        if self._cannot_sign:
+        if self._cannot_sign and self.url_signer is None:
             raise UnsupportedOperationError(
                 f"Signing URLs is not possible on backend {self.key!r}: {self._cannot_sign}",
                 backend=self.key,
@@ -1172,9 +1199,12 @@ class ObstoreBackend(Backend):
     ) -> str | list[str]:
         """Sign `paths` for `method`; one string for one path, a list for many.
 
-        With static credentials this is pure computation (no request is made).
+        With static credentials this is pure computation (no request is made). A store
+        that cannot sign natively signs through `url_signer` when one is set.
         """
         target, lifetime = self._sign_args(paths, method, expires_in)
+        if not self.supports_native_signing:
+            return self._sign_elsewhere(target, method, lifetime)
         with self._errors("sign", target if isinstance(target, str) else None):
             signed = obs.sign(cast("SignCapableStore", self.store), method, target, lifetime)
         return signed if isinstance(signed, str) else list(signed)
@@ -1204,7 +1234,7 @@ class ObstoreBackend(Backend):
         through obstore's async runtime (much faster); otherwise obstore's async signer
         fetches credentials as needed.
         """
-        if self._static_credentials:
+        if self._static_credentials or not self.supports_native_signing:
             return self.sign(paths, method=method, expires_in=expires_in)
         target, lifetime = self._sign_args(paths, method, expires_in)
         with self._errors("sign", target if isinstance(target, str) else None):
@@ -1212,6 +1242,15 @@ class ObstoreBackend(Backend):
                 cast("SignCapableStore", self.store), method, target, lifetime
             )
         return signed if isinstance(signed, str) else list(signed)
+
+    def _sign_elsewhere(
+        self, target: str | list[str], method: HttpMethod, lifetime: timedelta
+    ) -> str | list[str]:
+        signer = self.url_signer
+        assert signer is not None  # _sign_args refused the request otherwise
+        if isinstance(target, str):
+            return signer.sign_url(self.key, target, method=method, expires_in=lifetime)
+        return [signer.sign_url(self.key, p, method=method, expires_in=lifetime) for p in target]
 
 
 def _close_body(body: object) -> None:
