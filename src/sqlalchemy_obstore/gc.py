@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, TypeAlias
@@ -90,6 +90,8 @@ __all__ = (
     "FileColumn",
     "Finding",
     "GarbageReport",
+    "Progress",
+    "ProgressCallback",
     "VerificationReport",
     "collect_garbage",
     "collect_garbage_async",
@@ -107,6 +109,38 @@ Problem: TypeAlias = Literal[
 
 DEFAULT_GRACE_PERIOD = timedelta(hours=24)
 """Objects younger than this are never collected (they may belong to an open transaction)."""
+
+
+# -- progress ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where a long-running operation is, passed to its `progress` callback.
+
+    The callback is called after every batch (garbage collection) or every reference
+    (verification), from the thread running the operation; it should return quickly.
+
+    Attributes:
+        phase: `"staging"` (references read from the database), `"scanning"` (objects
+            listed in a backend) or `"verifying"` (references checked).
+        done: Items handled so far in this phase (for `"scanning"`: in this backend).
+        total: Items expected in this phase, when known (else `None`).
+        backend: The backend being scanned, if any.
+
+    Example:
+        >>> updates = []
+        >>> collect_garbage(engine, Base, progress=updates.append)  # doctest: +SKIP
+        >>> updates[-1]  # doctest: +SKIP
+        Progress(phase='scanning', done=1200, total=None, backend='uploads')
+    """
+
+    phase: str
+    done: int
+    total: int | None = None
+    backend: str | None = None
+
+
+ProgressCallback: TypeAlias = Callable[[Progress], None]
+"""A callable receiving [`Progress`][sqlalchemy_obstore.gc.Progress] updates."""
 
 
 # -- discovery --------------------------------------------------------------------------------
@@ -390,8 +424,10 @@ class _Collector:
         batch_size: int,
         report_limit: int,
         owns_connection: bool,
+        progress: ProgressCallback | None = None,
     ) -> None:
         self.conn = connection
+        self.progress = progress
         self.columns = columns
         self.requested = backends
         self.registry = registry
@@ -448,6 +484,8 @@ class _Collector:
             for batch in _iter_references(self.conn, column, self.batch_size):
                 self.conn.execute(insert(self.refs), [{"backend": b, "path": p} for b, p in batch])
                 self.report.references += len(batch)
+                if self.progress is not None:
+                    self.progress(Progress("staging", self.report.references))
 
     def _resolve(self, key: str) -> Backend:
         if self.registry is not None:
@@ -501,6 +539,13 @@ class _Collector:
 
     def _page(self, backend: Backend, result: BackendGarbage, page: list[ObjectInfo]) -> None:
         result.scanned += len(page)
+        try:
+            self._check_page(backend, result, page)
+        finally:
+            if self.progress is not None:
+                self.progress(Progress("scanning", result.scanned, backend=backend.key))
+
+    def _check_page(self, backend: Backend, result: BackendGarbage, page: list[ObjectInfo]) -> None:
         staged = self._staged(backend.key, [info.path for info in page])
         unreferenced = [info for info in page if info.path not in staged]
         result.referenced += len(page) - len(unreferenced)
@@ -590,6 +635,7 @@ def collect_garbage(
     dry_run: bool = True,
     batch_size: int = 1000,
     report_limit: int = 1000,
+    progress: ProgressCallback | None = None,
 ) -> GarbageReport:
     """Find (and, with `dry_run=False`, delete) objects that no row references.
 
@@ -614,6 +660,8 @@ def collect_garbage(
         batch_size: Rows per fetch, references per insert, objects per listing page and
             per delete.
         report_limit: In a dry run, how many orphan paths each backend reports.
+        progress: Called with a [`Progress`][sqlalchemy_obstore.gc.Progress] after every
+            batch of references staged and every page of objects scanned.
 
     Returns:
         A [`GarbageReport`][sqlalchemy_obstore.gc.GarbageReport].
@@ -644,6 +692,7 @@ def collect_garbage(
         "dry_run": dry_run,
         "batch_size": batch_size,
         "report_limit": report_limit,
+        "progress": progress,
     }
     columns = _columns(target)
     if isinstance(engine_or_connection, Connection):
@@ -662,6 +711,7 @@ async def collect_garbage_async(
     dry_run: bool = True,
     batch_size: int = 1000,
     report_limit: int = 1000,
+    progress: ProgressCallback | None = None,
 ) -> GarbageReport:
     """Async version of [`collect_garbage`][sqlalchemy_obstore.gc.collect_garbage].
 
@@ -689,6 +739,7 @@ async def collect_garbage_async(
             batch_size=batch_size,
             report_limit=report_limit,
             owns_connection=owns,
+            progress=progress,
         ).run()
 
     if isinstance(engine_or_connection, AsyncConnection):
@@ -793,6 +844,7 @@ def _verify_all(
     registry: BackendRegistry | None,
     check_checksums: bool,
     batch_size: int,
+    progress: ProgressCallback | None = None,
 ) -> VerificationReport:
     report = VerificationReport()
     for column in columns:
@@ -817,6 +869,8 @@ def _verify_all(
                                 detail=problem[1],
                             )
                         )
+                    if progress is not None:
+                        progress(Progress("verifying", report.checked))
     return report
 
 
@@ -827,6 +881,7 @@ def verify_references(
     check_checksums: bool = False,
     registry: BackendRegistry | None = None,
     batch_size: int = 1000,
+    progress: ProgressCallback | None = None,
 ) -> VerificationReport:
     """Check that every referenced object exists and matches what its row recorded.
 
@@ -843,6 +898,8 @@ def verify_references(
         registry: Resolve backend keys here instead of the columns' registries or
             `storages`.
         batch_size: Rows per fetch.
+        progress: Called with a [`Progress`][sqlalchemy_obstore.gc.Progress] after every
+            reference checked.
 
     Returns:
         A [`VerificationReport`][sqlalchemy_obstore.gc.VerificationReport].
@@ -863,9 +920,11 @@ def verify_references(
         raise ConfigurationError("batch_size must be at least 1.")
     columns = _columns(target)
     if isinstance(engine_or_connection, Connection):
-        return _verify_all(engine_or_connection, columns, registry, check_checksums, batch_size)
+        return _verify_all(
+            engine_or_connection, columns, registry, check_checksums, batch_size, progress
+        )
     with engine_or_connection.connect() as connection:
-        return _verify_all(connection, columns, registry, check_checksums, batch_size)
+        return _verify_all(connection, columns, registry, check_checksums, batch_size, progress)
 
 
 async def verify_references_async(
@@ -875,6 +934,7 @@ async def verify_references_async(
     check_checksums: bool = False,
     registry: BackendRegistry | None = None,
     batch_size: int = 1000,
+    progress: ProgressCallback | None = None,
 ) -> VerificationReport:
     """Async version of [`verify_references`][sqlalchemy_obstore.gc.verify_references].
 
@@ -888,7 +948,7 @@ async def verify_references_async(
     columns = _columns(target)
 
     def run(connection: Connection) -> VerificationReport:
-        return _verify_all(connection, columns, registry, check_checksums, batch_size)
+        return _verify_all(connection, columns, registry, check_checksums, batch_size, progress)
 
     if isinstance(engine_or_connection, AsyncConnection):
         return await engine_or_connection.run_sync(run)
