@@ -58,6 +58,13 @@ from .lifecycle import (
     enable_tracking,
     is_tracking,
 )
+from .migrate import (
+    MigrationFailure,
+    MigrationProgress,
+    MigrationReport,
+    migrate,
+    migrate_async,
+)
 from .registry import BackendRegistry, storages
 from .types import StoredObject
 from .validation import UploadPolicy, detect_content_type
@@ -89,6 +96,9 @@ __all__ = (
     "InvalidFileObjectError",
     "InvalidFilenameError",
     "KeyFunction",
+    "MigrationFailure",
+    "MigrationProgress",
+    "MigrationReport",
     "MissingDependencyError",
     "NoContentError",
     "ObjectExistsError",
@@ -118,6 +128,8 @@ __all__ = (
     "enable_tracking",
     "find_file_columns",
     "is_tracking",
+    "migrate",
+    "migrate_async",
     "sanitize_filename",
     "storages",
     "verify_references",

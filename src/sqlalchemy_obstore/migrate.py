@@ -1,0 +1,1028 @@
+"""Operations: move every referenced object from one backend to another, rows included.
+
+[`migrate`][sqlalchemy_obstore.migrate.migrate] copies each object that a
+[`StoredObject`][sqlalchemy_obstore.StoredObject] column references in backend `source`
+(renditions and `multiple=True` columns included) to backend `destination` under the
+**same path**, then rewrites the row so that it names `destination`. Object keys are
+immutable (a save always writes a fresh key), so "the same path in the other store" is a
+complete description of the copy: running the migration again, or resuming it after a
+crash, finds the copies already there and only rewrites what is left.
+
+**How one pass works, with bounded memory.** Each table is read in primary-key order,
+`batch_size` rows at a time (keyset pagination: no cursor is held open while objects are
+copied, and no transaction stays open on a database the application is writing to). For
+each batch:
+
+1. every object of the batch that lives in `source` is checked at the destination: one
+   that is already there with the recorded size (and, when the row recorded a checksum,
+   the same bytes) is *skipped*; any other is streamed across (`iter_chunks` into a
+   multipart `put`, so memory stays at about one chunk per copy in flight), hashed on
+   the way, and verified: size, and checksum when one was recorded. Content type,
+   disposition, cache control and user metadata travel with it where the stores keep
+   them (from a store that keeps none, such as local files, they are rebuilt from the
+   row, as the session would have written them);
+2. each row whose objects all arrived is rewritten with **compare-and-swap**:
+   `UPDATE ... WHERE <primary key> AND CAST(<column> AS TEXT) = <the value read>`. A row
+   the application changed in between is left alone (the update matches nothing) and
+   picked up by the next pass, so the application's writes are never overwritten;
+3. the batch is committed (when the migration opened the connection itself) and the
+   `progress` callback is called.
+
+Passes repeat until no row references `source` (at most `max_passes`); what remains is
+counted in the report. Only when every row points at the destination and nothing failed
+are the source objects deleted (`delete_source=True`): each is the copy of an object a
+row references in `destination`, is verified there once more (size, checksum when
+recorded) and is looked up once more in the live tables right before the delete, so an
+object some row still references in `source` is never deleted.
+
+All decisions are plain code over a sync `Connection`; the async entry point runs the
+same code through `AsyncConnection.run_sync`, where storage calls use obstore's async API
+through SQLAlchemy's greenlet bridge and up to `concurrency` copies run at once. The sync
+entry point copies one object at a time (a large object is still uploaded in parallel
+parts by obstore).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, TypeAlias, TypeVar
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    or_,
+    select,
+    text,
+    tuple_,
+    type_coerce,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.util.concurrency import greenlet_spawn
+
+from ._attributes import object_attributes
+from ._compat import await_, in_async_context
+from ._copy import copy_object
+from .backends import DEFAULT_CHUNK_SIZE, Backend, ObjectInfo
+from .errors import ConfigurationError, ObjectNotFoundError, StorageError
+from .gc import FileColumn, _columns
+from .registry import BackendRegistry, storages
+
+__all__ = (
+    "MigrationFailure",
+    "MigrationProgress",
+    "MigrationReport",
+    "migrate",
+    "migrate_async",
+)
+
+logger = logging.getLogger("sqlalchemy_obstore.migrate")
+
+Phase: TypeAlias = Literal["copy", "delete"]
+"""What a migration is doing when it reports progress."""
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+DEFAULT_MAX_PASSES = 5
+"""Passes over the tables before the migration gives up on rows that keep changing."""
+_PROBE_PREFIX = ".sqlalchemy-obstore-migrate-probe"
+_NOT_COPIED_ATTRIBUTES = frozenset({"Storage-Class"})
+
+
+# -- public data ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class MigrationFailure:
+    """A reference that could not be migrated (the row keeps pointing at the source).
+
+    Attributes:
+        table: The table name.
+        primary_key: The row's primary key values.
+        column: The column name.
+        path: The object path.
+        error: What went wrong.
+    """
+
+    table: str
+    primary_key: tuple[Any, ...]
+    column: str
+    path: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationProgress:
+    """A snapshot passed to the `progress` callback after each batch.
+
+    Attributes:
+        phase: `copy` (copying objects and rewriting rows) or `delete` (deleting the
+            migrated source objects).
+        pass_number: The pass over the tables (1-based).
+        table: The table being processed.
+        rows_scanned: Rows read so far (all passes).
+        rows_rewritten: Rows pointed at the destination so far.
+        objects_copied: Objects copied so far.
+        objects_skipped: Objects found already at the destination so far.
+        bytes_copied: Bytes copied so far.
+        objects_deleted: Source objects deleted so far.
+        failures: Failures so far.
+    """
+
+    phase: Phase
+    pass_number: int
+    table: str
+    rows_scanned: int
+    rows_rewritten: int
+    objects_copied: int
+    objects_skipped: int
+    bytes_copied: int
+    objects_deleted: int
+    failures: int
+
+
+@dataclass(slots=True)
+class MigrationReport:
+    """The outcome of [`migrate`][sqlalchemy_obstore.migrate.migrate].
+
+    In a dry run nothing is written: `objects_copied`, `bytes_copied` and
+    `rows_rewritten` count what a real run would copy and rewrite.
+
+    Attributes:
+        source: The source backend key.
+        destination: The destination backend key.
+        dry_run: Whether this was a dry run.
+        passes: Passes made over the tables.
+        rows_scanned: Rows read (all passes).
+        rows_rewritten: Rows now pointing at the destination.
+        rows_conflicted: Rewrites skipped because the application changed the row
+            meanwhile (each is retried in the next pass).
+        objects_copied: Objects copied to the destination.
+        objects_skipped: Objects already at the destination (same size and checksum).
+        bytes_copied: Bytes copied.
+        objects_deleted: Source objects deleted (`delete_source=True`).
+        rows_remaining: Rows still referencing the source at the end.
+        failures: The references that could not be migrated (up to the report limit).
+        failures_omitted: Failures beyond the report limit, counted only.
+        delete_skipped_reason: Why the source objects were not deleted although
+            `delete_source=True` was given, if so.
+    """
+
+    source: str
+    destination: str
+    dry_run: bool
+    passes: int = 0
+    rows_scanned: int = 0
+    rows_rewritten: int = 0
+    rows_conflicted: int = 0
+    objects_copied: int = 0
+    objects_skipped: int = 0
+    bytes_copied: int = 0
+    objects_deleted: int = 0
+    rows_remaining: int = 0
+    failures: list[MigrationFailure] = field(default_factory=list)
+    failures_omitted: int = 0
+    delete_skipped_reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether every row points at the destination and nothing failed."""
+        return self.rows_remaining == 0 and not self.failures and not self.failures_omitted
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (primary keys as lists, `ok` included).
+
+        Example:
+            >>> MigrationReport("old", "new", dry_run=True).as_dict()["ok"]
+            True
+        """
+        data = asdict(self)
+        data["failures"] = [
+            {**asdict(f), "primary_key": [_jsonable(v) for v in f.primary_key]}
+            for f in self.failures
+        ]
+        data["ok"] = self.ok
+        return data
+
+
+def _jsonable(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+
+
+# -- what a row holds ---------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One object to bring to the destination, with what the row recorded about it."""
+
+    path: str
+    size: int | None
+    checksum: str | None
+    filename: str | None
+    content_type: str | None
+    metadata: Mapping[str, str]
+
+
+@dataclass(slots=True)
+class _Outcome:
+    status: Literal["copied", "skipped", "would_copy", "failed"]
+    info: ObjectInfo | None = None
+    size: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """One row: its primary key and each non-null file column's raw text and JSON."""
+
+    key: tuple[Any, ...]
+    values: list[tuple[FileColumn, str, Any]]
+
+    def sources(self, backend: str) -> list[tuple[FileColumn, Mapping[str, Any]]]:
+        """Each stored file of the row that lives in `backend`, with its column."""
+        return [
+            (column, entry)
+            for column, _, data in self.values
+            for entry in _source_entries(data, column.stored_type.backend, backend)
+        ]
+
+
+def _source_entries(
+    data: Any, default_backend: str | None, source: str
+) -> Iterator[Mapping[str, Any]]:
+    """Each stored file of a raw document that lives in `source`, renditions included."""
+    for item in data if isinstance(data, list) else [data]:
+        yield from _entries_in(item, default_backend, source)
+
+
+def _entries_in(data: Any, default_backend: str | None, wanted: str) -> Iterator[Mapping[str, Any]]:
+    if not isinstance(data, Mapping):
+        return
+    backend = data.get("backend") or default_backend
+    path = data.get("path")
+    if isinstance(path, str) and path and backend == wanted:
+        yield data
+    renditions = data.get("renditions")
+    if isinstance(renditions, Mapping):
+        for item in renditions.values():
+            yield from _entries_in(item, backend if isinstance(backend, str) else None, wanted)
+
+
+def _rewritten(
+    data: Any,
+    default_backend: str | None,
+    source: str,
+    destination: str,
+    infos: Mapping[str, ObjectInfo | None],
+) -> Any:
+    """A copy of a raw document with every `source` file pointing at `destination`."""
+    if isinstance(data, list):
+        return [_rewritten(item, default_backend, source, destination, infos) for item in data]
+    if not isinstance(data, Mapping):
+        return data
+    new = dict(data)
+    backend = data.get("backend") or default_backend
+    path = data.get("path")
+    if isinstance(path, str) and path and backend == source:
+        new["backend"] = destination
+        info = infos.get(path)
+        if info is not None:  # the destination's own etag / version / time
+            new["etag"] = info.etag
+            new["version"] = info.version
+            new["last_modified"] = info.last_modified.isoformat()
+    renditions = data.get("renditions")
+    if isinstance(renditions, Mapping):
+        parent = backend if isinstance(backend, str) else None
+        new["renditions"] = {
+            name: _rewritten(item, parent, source, destination, infos)
+            for name, item in renditions.items()
+        }
+    return new
+
+
+def _job(data: Mapping[str, Any]) -> _Job:
+    size = data.get("size")
+    checksum = data.get("checksum")
+    filename = data.get("filename")
+    content_type = data.get("content_type")
+    metadata = data.get("metadata")
+    return _Job(
+        path=data["path"],
+        size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+        checksum=checksum if isinstance(checksum, str) and ":" in checksum else None,
+        filename=filename if isinstance(filename, str) else None,
+        content_type=content_type if isinstance(content_type, str) else None,
+        metadata=(
+            {k: v for k, v in metadata.items() if isinstance(k, str) and isinstance(v, str)}
+            if isinstance(metadata, Mapping)
+            else {}
+        ),
+    )
+
+
+def _hasher(checksum: str | None) -> tuple[str, Any] | None:
+    """`(algorithm, hashlib object)` for a recorded checksum, or `None`."""
+    if not checksum:
+        return None
+    algorithm = checksum.partition(":")[0]
+    try:
+        return algorithm, hashlib.new(algorithm)
+    except ValueError:
+        return None
+
+
+# -- executing storage calls (sync, or async through the greenlet bridge) ----------------------
+def _head(backend: Backend, path: str) -> ObjectInfo | None:
+    try:
+        if in_async_context():
+            return await_(backend.head_async(path))
+        return backend.head(path)
+    except ObjectNotFoundError:
+        return None
+
+
+def _delete(backend: Backend, paths: list[str]) -> None:
+    if in_async_context():
+        await_(backend.delete_async(paths))
+    else:
+        backend.delete(paths)
+
+
+def _digest(backend: Backend, path: str, hasher: Any, chunk_size: int) -> tuple[str, int]:
+    """Hash a stored object (streamed); returns the hex digest and the size read."""
+    size = 0
+    if in_async_context():
+        chunks = backend.iter_chunks_async(path, chunk_size=chunk_size)
+        while True:
+            try:
+                chunk = await_(chunks.__anext__())
+            except StopAsyncIteration:
+                break
+            hasher.update(chunk)
+            size += len(chunk)
+    else:
+        for chunk in backend.iter_chunks(path, chunk_size=chunk_size):
+            hasher.update(chunk)
+            size += len(chunk)
+    return hasher.hexdigest(), size
+
+
+class _Tally:
+    """Counts the bytes passing through a copy and hashes them."""
+
+    def __init__(self, hasher: Any) -> None:
+        self.hasher = hasher
+        self.size = 0
+
+    def see(self, chunk: bytes) -> bytes:
+        if self.hasher is not None:
+            self.hasher.update(chunk)
+        self.size += len(chunk)
+        return chunk
+
+
+def _run_all(function: Callable[[_T], _R], items: Sequence[_T], concurrency: int) -> list[_R]:
+    """`[function(item) for item in items]`; concurrently inside the greenlet bridge.
+
+    In async mode each call runs in its own greenlet (so its storage calls can await)
+    and at most `concurrency` run at once. `function` must not raise.
+    """
+    if not in_async_context() or len(items) < 2 or concurrency < 2:
+        return [function(item) for item in items]
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(item: _T) -> _R:
+        async with limit:
+            result: _R = await greenlet_spawn(function, item)
+            return result
+
+    async def every() -> list[_R]:
+        return list(await asyncio.gather(*(one(item) for item in items)))
+
+    return await_(every())
+
+
+# -- the migration ------------------------------------------------------------------------------
+class _Migration:
+    """The migration's plan over one sync connection (sync, or async through run_sync)."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        columns: list[FileColumn],
+        *,
+        source: Backend,
+        destination: Backend,
+        delete_source: bool,
+        dry_run: bool,
+        concurrency: int,
+        batch_size: int,
+        max_passes: int,
+        chunk_size: int,
+        report_limit: int,
+        progress: Callable[[MigrationProgress], object] | None,
+        owns_connection: bool,
+    ) -> None:
+        self.conn = connection
+        self.columns = columns
+        self.source = source
+        self.destination = destination
+        self.delete_source = delete_source
+        self.dry_run = dry_run
+        self.concurrency = concurrency
+        self.batch_size = batch_size
+        self.max_passes = max_passes
+        self.chunk_size = chunk_size
+        self.report_limit = report_limit
+        self.progress = progress
+        self.owns = owns_connection
+        self.report = MigrationReport(source.key, destination.key, dry_run)
+        self.pass_number = 0
+        self.plain_key = json.dumps(source.key) == f'"{source.key}"'
+
+    # -- driver -------------------------------------------------------------------------------
+    def run(self) -> MigrationReport:
+        for column in self.columns:
+            if not column.table.primary_key.columns:
+                raise ConfigurationError(
+                    f"Table {column.table.fullname!r} has no primary key, so its rows cannot "
+                    "be rewritten safely; add one or leave the table out of the target."
+                )
+        if self.delete_source and not self.dry_run:
+            self._check_distinct_stores()
+        remaining = 0
+        for number in range(1, self.max_passes + 1):
+            self.pass_number = number
+            self.report.passes = number
+            before = (self.report.rows_rewritten, self.report.rows_conflicted)
+            # failures describe the last pass: a reference that failed before is tried again
+            self.report.failures.clear()
+            self.report.failures_omitted = 0
+            remaining = sum(
+                self._copy_table(table, columns) for table, columns in self._tables().items()
+            )
+            if remaining == 0 or self.dry_run:
+                break
+            rewritten = self.report.rows_rewritten - before[0]
+            conflicted = self.report.rows_conflicted - before[1]
+            if rewritten == 0 and conflicted == 0:
+                break  # nothing moved: only failures are left, another pass cannot help
+            remaining = -1  # unknown: the rows rewritten this pass may have changed again
+        if remaining < 0:
+            remaining = self._count_remaining()
+        self.report.rows_remaining = remaining
+        if self.delete_source and not self.dry_run:
+            if not self.report.ok:
+                self.report.delete_skipped_reason = (
+                    f"{remaining} row(s) still reference the source and "
+                    f"{len(self.report.failures) + self.report.failures_omitted} "
+                    "failure(s) occurred; source objects are deleted only after a "
+                    "complete migration. Run it again."
+                )
+            else:
+                for table, columns in self._tables().items():
+                    self._delete_table(table, columns)
+        return self.report
+
+    def _commit(self) -> None:
+        if self.owns:
+            self.conn.commit()
+
+    def _notify(self, phase: Phase, table: str) -> None:
+        if self.progress is None:
+            return
+        r = self.report
+        self.progress(
+            MigrationProgress(
+                phase=phase,
+                pass_number=self.pass_number,
+                table=table,
+                rows_scanned=r.rows_scanned,
+                rows_rewritten=r.rows_rewritten,
+                objects_copied=r.objects_copied,
+                objects_skipped=r.objects_skipped,
+                bytes_copied=r.bytes_copied,
+                objects_deleted=r.objects_deleted,
+                failures=len(r.failures) + r.failures_omitted,
+            )
+        )
+
+    def _fail(self, column: FileColumn, key: tuple[Any, ...], path: str, error: str) -> None:
+        if len(self.report.failures) >= self.report_limit:
+            self.report.failures_omitted += 1
+            return
+        self.report.failures.append(
+            MigrationFailure(column.table.fullname, key, column.column.name, path, error)
+        )
+
+    def _check_distinct_stores(self) -> None:
+        """Refuse `delete_source` when both keys lead to the same store (it would delete
+        the copies): write a probe to the source and look for it at the destination."""
+        probe = f"{_PROBE_PREFIX}/{uuid.uuid4().hex}"
+        if in_async_context():
+            await_(self.source.put_async(probe, b"probe"))
+        else:
+            self.source.put(probe, b"probe")
+        try:
+            shared = _head(self.destination, probe) is not None
+        finally:
+            _delete(self.source, [probe])
+        if shared:
+            raise ConfigurationError(
+                f"Backends {self.source.key!r} and {self.destination.key!r} use the same "
+                "store, so deleting the source objects would delete the migrated copies. "
+                "Run without delete_source."
+            )
+
+    # -- reading rows -----------------------------------------------------------------------
+    def _tables(self) -> dict[Table, list[FileColumn]]:
+        tables: dict[Table, list[FileColumn]] = {}
+        for column in self.columns:
+            tables.setdefault(column.table, []).append(column)
+        return tables
+
+    def _batches(
+        self, table: Table, columns: list[FileColumn], *, prefilter: bool
+    ) -> Iterator[list[_Row]]:
+        """Batches of rows (primary key, and each file column's raw text and JSON).
+
+        Rows are read in primary-key order (keyset pagination), each batch in its own
+        short transaction (committed when the migration owns the connection), so
+        nothing stays open while objects are copied.
+        """
+        keys = list(table.primary_key.columns)
+        texts = [cast(c.column, Text) for c in columns]
+        conditions = []
+        for column, as_text in zip(columns, texts, strict=True):
+            if prefilter and column.stored_type.backend != self.source.key and self.plain_key:
+                # A file in `source` names it explicitly (the column's default is
+                # another backend): only values whose text mentions the key can hold one.
+                key_text = json.dumps(self.source.key)
+                conditions.append(as_text.contains(key_text, autoescape=True))
+            else:
+                conditions.append(column.column.is_not(None))
+        base = select(*keys, *texts).where(or_(*conditions)).order_by(*keys)
+        base = base.limit(self.batch_size)
+        last: tuple[Any, ...] | None = None
+        width = len(keys)
+        while True:
+            stmt = base
+            if last is not None:
+                stmt = stmt.where(
+                    keys[0] > last[0] if width == 1 else tuple_(*keys) > tuple_(*last)
+                )
+            rows = self.conn.execute(stmt).all()
+            self._commit()
+            if not rows:
+                return
+            last = tuple(rows[-1][:width])
+            self.report.rows_scanned += len(rows)
+            batch = []
+            for row in rows:
+                values = []
+                for column, raw in zip(columns, row[width:], strict=True):
+                    if raw is None:
+                        continue
+                    try:
+                        values.append((column, raw, json.loads(raw)))
+                    except (TypeError, ValueError):
+                        continue  # not JSON: nothing this migration can read or rewrite
+                batch.append(_Row(tuple(row[:width]), values))
+            yield batch
+            if len(rows) < self.batch_size:
+                return
+
+    def _count_remaining(self) -> int:
+        count = 0
+        for table, columns in self._tables().items():
+            for batch in self._batches(table, columns, prefilter=True):
+                count += sum(1 for row in batch if row.sources(self.source.key))
+        return count
+
+    # -- copying --------------------------------------------------------------------------------
+    def _copy_table(self, table: Table, columns: list[FileColumn]) -> int:
+        """One pass over a table; returns how many rows referenced the source."""
+        found = 0
+        keys = list(table.primary_key.columns)
+        for batch in self._batches(table, columns, prefilter=True):
+            rows = []
+            jobs: dict[str, _Job] = {}
+            for row in batch:
+                entries = row.sources(self.source.key)
+                if entries:
+                    rows.append((row, entries))
+                    for _, entry in entries:
+                        jobs.setdefault(entry["path"], _job(entry))
+            found += len(rows)
+            if not rows:
+                continue
+            results = _run_all(self._bring, list(jobs.values()), self.concurrency)
+            outcomes = dict(zip(jobs, results, strict=True))
+            for outcome in results:
+                if outcome.status == "skipped":
+                    self.report.objects_skipped += 1
+                elif outcome.status in {"copied", "would_copy"}:
+                    self.report.objects_copied += 1
+                    self.report.bytes_copied += outcome.size
+            infos = {path: o.info for path, o in outcomes.items()}
+            for row, entries in rows:
+                failed = False
+                for column, entry in entries:
+                    outcome = outcomes[entry["path"]]
+                    if outcome.status == "failed":
+                        failed = True
+                        self._fail(column, row.key, entry["path"], outcome.error or "failed")
+                if failed:
+                    continue
+                if self.dry_run:
+                    self.report.rows_rewritten += 1
+                    continue
+                self._rewrite(table, keys, row, infos)
+            self._commit()
+            self._notify("copy", table.fullname)
+        return found
+
+    def _rewrite(
+        self,
+        table: Table,
+        keys: list[Column[Any]],
+        row: _Row,
+        infos: Mapping[str, ObjectInfo | None],
+    ) -> None:
+        """Point one row at the destination, unless the application changed it meanwhile."""
+        conditions = [k == v for k, v in zip(keys, row.key, strict=True)]
+        values: dict[Any, Any] = {}
+        for column, raw, data in row.values:
+            default = column.stored_type.backend
+            if next(_source_entries(data, default, self.source.key), None) is None:
+                continue
+            new = _rewritten(data, default, self.source.key, self.destination.key, infos)
+            impl = column.stored_type.load_dialect_impl(self.conn.dialect)
+            values[column.column] = type_coerce(new, impl)
+            conditions.append(cast(column.column, Text) == raw)  # compare-and-swap
+        result = self.conn.execute(update(table).where(and_(*conditions)).values(values))
+        if result.rowcount == 1:
+            self.report.rows_rewritten += 1
+        else:
+            self.report.rows_conflicted += 1
+            logger.info(
+                "Row %s of %s changed during the migration; it is retried in the next pass",
+                row.key,
+                table.fullname,
+            )
+
+    def _matches(self, info: ObjectInfo, job: _Job, expected_size: int | None) -> bool:
+        """Whether the stored object `info` is the one the row recorded."""
+        if expected_size is not None and info.size != expected_size:
+            return False
+        hashing = _hasher(job.checksum)
+        if hashing is None:
+            return True
+        algorithm, hasher = hashing
+        digest, size = _digest(self.destination, job.path, hasher, self.chunk_size)
+        return f"{algorithm}:{digest}".lower() == (job.checksum or "").lower() and (
+            size == info.size
+        )
+
+    def _attributes(self, job: _Job, info: ObjectInfo) -> dict[str, str]:
+        if info.content_type or info.attributes:  # the source store kept them
+            attributes = {
+                k: v for k, v in info.attributes.items() if k not in _NOT_COPIED_ATTRIBUTES
+            }
+            if info.content_type:
+                attributes["Content-Type"] = info.content_type
+            return attributes
+        if job.filename is None or job.content_type is None:
+            return {}
+        return object_attributes(
+            filename=job.filename, content_type=job.content_type, metadata=job.metadata
+        )
+
+    def _bring(self, job: _Job) -> _Outcome:
+        """Skip, copy (and verify), or fail one object; never raises a StorageError."""
+        try:
+            return self._bring_unsafe(job)
+        except StorageError as exc:
+            return _Outcome("failed", error=str(exc))
+
+    def _bring_unsafe(self, job: _Job) -> _Outcome:
+        there = _head(self.destination, job.path)
+        if there is not None and job.size is not None and self._matches(there, job, job.size):
+            return _Outcome("skipped", info=there)
+        info = _head(self.source, job.path)
+        if info is None:
+            return _Outcome(
+                "failed", error=f"the object is missing from source backend {self.source.key!r}"
+            )
+        if job.size is not None and info.size != job.size:
+            return _Outcome(
+                "failed",
+                error=f"the source object has {info.size} bytes, the row recorded {job.size}",
+            )
+        if there is not None and job.size is None and self._matches(there, job, info.size):
+            return _Outcome("skipped", info=there)
+        if self.dry_run:
+            return _Outcome("would_copy", size=info.size)
+        hashing = _hasher(job.checksum)
+        tally = _Tally(hashing[1] if hashing else None)
+        copy_object(
+            self.source,
+            self.destination,
+            job.path,
+            size=info.size,
+            attributes=self._attributes(job, info) or None,
+            chunk_size=self.chunk_size,
+            see=tally.see,
+        )
+        problem = None
+        if tally.size != info.size:
+            problem = f"read {tally.size} bytes from the source, expected {info.size}"
+        elif hashing is not None:
+            actual = f"{hashing[0]}:{tally.hasher.hexdigest()}"
+            if actual.lower() != (job.checksum or "").lower():
+                problem = (
+                    f"checksum of the source bytes is {actual}, the row recorded {job.checksum}"
+                )
+        copied = _head(self.destination, job.path)
+        if problem is None and (copied is None or copied.size != info.size):
+            problem = "the copy at the destination does not have the source's size"
+        if problem is not None:
+            _delete(self.destination, [job.path])  # never leave a wrong copy behind
+            return _Outcome("failed", error=problem)
+        return _Outcome("copied", info=copied, size=info.size)
+
+    # -- deleting the sources -------------------------------------------------------------------
+    def _delete_table(self, table: Table, columns: list[FileColumn]) -> None:
+        for batch in self._batches(table, columns, prefilter=False):
+            jobs: dict[str, tuple[FileColumn, _Job]] = {}
+            for row in batch:
+                for column, entry in row.sources(self.destination.key):
+                    jobs.setdefault(entry["path"], (column, _job(entry)))
+            if not jobs:
+                continue
+            still = _source_references(self.conn, self.columns, self.source.key, list(jobs))
+            self._commit()
+            candidates = [job for path, job in jobs.items() if path not in still]
+            ready = _run_all(self._deletable, [j for _, j in candidates], self.concurrency)
+            chosen = [c for c, ok in zip(candidates, ready, strict=True) if ok]
+            if chosen:
+                try:
+                    _delete(self.source, [job.path for _, job in chosen])
+                except StorageError as exc:
+                    for column, job in chosen:
+                        self._fail(column, (), job.path, f"deleting the source failed: {exc}")
+                else:
+                    self.report.objects_deleted += len(chosen)
+            self._notify("delete", table.fullname)
+
+    def _deletable(self, job: _Job) -> bool:
+        """Whether the source object is a verified copy of what the destination holds."""
+        try:
+            original = _head(self.source, job.path)
+            if original is None:
+                return False  # deleted already (an earlier run, or another row)
+            copy = _head(self.destination, job.path)
+            return (
+                copy is not None
+                and copy.size == original.size
+                and self._matches(copy, job, job.size if job.size is not None else original.size)
+            )
+        except StorageError as exc:
+            logger.warning("Keeping source object %r: %s", job.path, exc)
+            return False
+
+
+def _source_references(
+    connection: Connection, columns: Sequence[FileColumn], source: str, paths: Sequence[str]
+) -> set[str]:
+    """Which of `paths` some row references in backend `source` right now.
+
+    Rows mentioning one of the paths are found with SQLite's `json_tree` or PostgreSQL's
+    jsonpath (other databases rescan the column) and parsed to check the backend.
+    """
+    found: set[str] = set()
+    wanted = set(paths)
+    dialect = connection.dialect.name
+    preparer = connection.dialect.identifier_preparer
+    for column in columns:
+        table = preparer.format_table(column.table)
+        name = preparer.quote(column.column.name)
+        if dialect == "sqlite":
+            sql = (
+                f"SELECT CAST(t.{name} AS TEXT) FROM {table} AS t WHERE t.{name} IS NOT NULL "
+                f"AND EXISTS (SELECT 1 FROM json_tree(t.{name}) AS jt "
+                "WHERE jt.key = 'path' AND jt.value IN :paths)"
+            )
+        elif dialect == "postgresql":
+            sql = (
+                f"SELECT CAST(t.{name} AS TEXT) FROM {table} AS t WHERE EXISTS (SELECT 1 FROM "
+                f"jsonb_path_query(CAST(t.{name} AS jsonb), 'lax $.**.path') AS j(v) "
+                "WHERE j.v #>> '{}' IN :paths)"
+            )
+        else:
+            sql = f"SELECT CAST(t.{name} AS TEXT) FROM {table} AS t WHERE t.{name} IS NOT NULL"
+        stmt = text(sql)
+        params: dict[str, Any] = {}
+        if ":paths" in sql:
+            stmt = stmt.bindparams(bindparam("paths", expanding=True))
+            params["paths"] = list(wanted)
+        for (raw,) in connection.execute(stmt, params):
+            try:
+                data = json.loads(raw)
+            except (TypeError, ValueError):
+                continue
+            for entry in _source_entries(data, column.stored_type.backend, source):
+                if entry["path"] in wanted:
+                    found.add(entry["path"])
+    return found
+
+
+# -- entry points -------------------------------------------------------------------------------
+def _prepare(
+    registry: BackendRegistry,
+    source: str,
+    destination: str,
+    concurrency: int,
+    batch_size: int,
+    max_passes: int,
+    chunk_size: int,
+) -> tuple[Backend, Backend]:
+    if source == destination:
+        raise ConfigurationError(
+            f"source and destination are both {source!r}; name two different backends."
+        )
+    if concurrency < 1 or batch_size < 1 or max_passes < 1 or chunk_size < 1:
+        raise ConfigurationError(
+            "concurrency, batch_size, max_passes and chunk_size must be at least 1."
+        )
+    return registry.get_backend(source), registry.get_backend(destination)
+
+
+def migrate(
+    bind: Engine | Connection,
+    target: Any,
+    *,
+    source: str,
+    destination: str,
+    registry: BackendRegistry = storages,
+    delete_source: bool = False,
+    dry_run: bool = False,
+    concurrency: int = 8,
+    batch_size: int = 500,
+    progress: Callable[[MigrationProgress], object] | None = None,
+    max_passes: int = DEFAULT_MAX_PASSES,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    report_limit: int = 1000,
+) -> MigrationReport:
+    """Copy every object referenced in backend `source` to `destination` and rewrite the rows.
+
+    Resumable and idempotent: objects already at the destination (same size, and same
+    checksum when one was recorded) are not copied again, and only rows still naming
+    `source` are rewritten, each with compare-and-swap so that a row the application
+    changes meanwhile is never overwritten (it is picked up by the next pass). See the
+    module documentation for the whole procedure.
+
+    Args:
+        bind: The database. With an `Engine` the migration opens its own connection and
+            commits after every batch (an interrupted run keeps its progress); with a
+            `Connection` it runs inside the caller's transaction and leaves it open.
+        target: A `MetaData`, a declarative base, or a sequence of them: every
+            `StoredObject` column in them is migrated. It must include every table that
+            references `source` when `delete_source=True`.
+        source: The backend key to move away from.
+        destination: The backend key to move to.
+        registry: Where both keys are resolved.
+        delete_source: After a complete, verified migration, delete the source objects
+            that were migrated (never one a row still references in `source`).
+        dry_run: Only count what would be copied and rewritten; nothing is written.
+        concurrency: Objects copied at once by the async version (the sync version
+            copies one at a time).
+        batch_size: Rows read, and rewritten in one transaction, at a time.
+        progress: Called with a [`MigrationProgress`][sqlalchemy_obstore.migrate.MigrationProgress]
+            after every batch. An exception it raises stops the migration (what was
+            committed stays; run it again to resume).
+        max_passes: Passes over the tables before giving up on rows that keep changing
+            or keep failing.
+        chunk_size: Streaming read size and multipart part size.
+        report_limit: Failures listed in the report (the rest are counted).
+
+    Returns:
+        A [`MigrationReport`][sqlalchemy_obstore.migrate.MigrationReport]; `report.ok`
+        tells whether every row now points at `destination`.
+
+    Raises:
+        ConfigurationError: For equal source and destination, a table without a primary
+            key, options below 1, or `delete_source` with two keys on the same store.
+        BackendNotFoundError: If a key is not registered.
+
+    Example:
+        >>> from sqlalchemy import Column, Integer, MetaData, Table, create_engine, insert
+        >>> from sqlalchemy_obstore import FileObject, ObstoreBackend, StoredObject, storages
+        >>> metadata = MetaData()
+        >>> docs = Table("docs", metadata, Column("id", Integer, primary_key=True),
+        ...              Column("file", StoredObject("old")))
+        >>> engine = create_engine("sqlite://")
+        >>> metadata.create_all(engine)
+        >>> with storages.temporary(ObstoreBackend("old", "memory://"),
+        ...                         ObstoreBackend("new", "memory://")):
+        ...     f = FileObject(filename="a.txt", content=b"hello", backend="old").save()
+        ...     with engine.begin() as conn:
+        ...         _ = conn.execute(insert(docs), {"id": 1, "file": f})
+        ...     report = migrate(engine, metadata, source="old", destination="new")
+        ...     with engine.connect() as conn:
+        ...         moved = conn.execute(docs.select()).one().file
+        ...     report.ok, report.objects_copied, moved.backend, moved.get_content()
+        (True, 1, 'new', b'hello')
+    """
+    backends = _prepare(
+        registry, source, destination, concurrency, batch_size, max_passes, chunk_size
+    )
+    columns = _columns(target)
+
+    def run(connection: Connection, owns: bool) -> MigrationReport:
+        return _Migration(
+            connection,
+            columns,
+            source=backends[0],
+            destination=backends[1],
+            delete_source=delete_source,
+            dry_run=dry_run,
+            concurrency=concurrency,
+            batch_size=batch_size,
+            max_passes=max_passes,
+            chunk_size=chunk_size,
+            report_limit=report_limit,
+            progress=progress,
+            owns_connection=owns,
+        ).run()
+
+    if isinstance(bind, Connection):
+        return run(bind, False)
+    with bind.connect() as connection:
+        return run(connection, True)
+
+
+async def migrate_async(
+    bind: AsyncEngine | AsyncConnection,
+    target: Any,
+    *,
+    source: str,
+    destination: str,
+    registry: BackendRegistry = storages,
+    delete_source: bool = False,
+    dry_run: bool = False,
+    concurrency: int = 8,
+    batch_size: int = 500,
+    progress: Callable[[MigrationProgress], object] | None = None,
+    max_passes: int = DEFAULT_MAX_PASSES,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    report_limit: int = 1000,
+) -> MigrationReport:
+    """Async version of [`migrate`][sqlalchemy_obstore.migrate.migrate].
+
+    Takes an `AsyncEngine` or `AsyncConnection`; storage is called through obstore's
+    async API, with up to `concurrency` objects copied at once.
+
+    Example:
+        >>> async def main(engine, Base):  # doctest: +SKIP
+        ...     report = await migrate_async(
+        ...         engine, Base, source="local", destination="s3", concurrency=16
+        ...     )
+        ...     assert report.ok, report.as_dict()
+    """
+    backends = _prepare(
+        registry, source, destination, concurrency, batch_size, max_passes, chunk_size
+    )
+    columns = _columns(target)
+
+    def run(connection: Connection, owns: bool) -> MigrationReport:
+        return _Migration(
+            connection,
+            columns,
+            source=backends[0],
+            destination=backends[1],
+            delete_source=delete_source,
+            dry_run=dry_run,
+            concurrency=concurrency,
+            batch_size=batch_size,
+            max_passes=max_passes,
+            chunk_size=chunk_size,
+            report_limit=report_limit,
+            progress=progress,
+            owns_connection=owns,
+        ).run()
+
+    if isinstance(bind, AsyncConnection):
+        return await bind.run_sync(run, False)
+    async with bind.connect() as connection:
+        return await connection.run_sync(run, True)

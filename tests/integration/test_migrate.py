@@ -1,0 +1,561 @@
+"""Backend migration on real databases and stores.
+
+Every scenario runs on SQLite (stdlib driver and aiosqlite) and PostgreSQL (psycopg and
+asyncpg), for three source → destination pairs covering memory, local files and S3
+(moto): memory → local, local → S3, S3 → memory. Rows hold a single-file column with a
+rendition and a `multiple=True` column; one row lives in a third backend and must never
+be touched. Interruptions are real (a failing destination, a progress callback that
+raises), and the application writes rows while the migration runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from obstore.store import MemoryStore
+from sqlalchemy import Column, Integer, MetaData, Table, create_engine, insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from sqlalchemy_obstore import (
+    BackendNotFoundError,
+    ConfigurationError,
+    FileObject,
+    MigrationProgress,
+    MigrationReport,
+    ObstoreBackend,
+    StoredObject,
+    migrate,
+    migrate_async,
+    storages,
+    verify_references,
+)
+from sqlalchemy_obstore.testing import FaultInjectingBackend, make_file
+from tests.integration.backends import s3_backend
+
+# (`sqlalchemy_obstore.migrate` the attribute is the function; this is the module)
+migrate_module = importlib.import_module("sqlalchemy_obstore.migrate")
+
+pytestmark = pytest.mark.integration
+
+SRC, DST, OTHER = "src", "dst", "other"
+PAIRS = ["memory-local", "local-s3", "s3-memory"]
+
+
+# -- fixtures -------------------------------------------------------------------------
+@dataclass
+class Db:
+    """A database variant: the migration runs sync or async; setup uses a sync engine."""
+
+    name: str
+    engine: Engine | AsyncEngine
+    sync_engine: Engine
+
+    async def migrate(self, target: Any, **options: Any) -> MigrationReport:
+        options.setdefault("source", SRC)
+        options.setdefault("destination", DST)
+        if isinstance(self.engine, AsyncEngine):
+            return await migrate_async(self.engine, target, **options)
+        return migrate(self.engine, target, **options)
+
+
+@pytest.fixture(params=["sqlite-sync", "sqlite-async", "pg-sync", "pg-async"])
+def db(request: pytest.FixtureRequest) -> Iterator[Db]:
+    kind = request.param
+    fixture = {
+        "sqlite-sync": "sqlite_engine",
+        "sqlite-async": "sqlite_async_engine",
+        "pg-sync": "pg_engine",
+        "pg-async": "pg_async_engine",
+    }[kind]
+    engine = request.getfixturevalue(fixture)
+    if isinstance(engine, Engine):
+        yield Db(kind, engine, engine)
+        return
+    driver = "sqlite" if kind.startswith("sqlite") else "postgresql+psycopg"
+    sync_engine = create_engine(engine.url.set(drivername=driver))
+    try:
+        yield Db(kind, engine, sync_engine)
+    finally:
+        sync_engine.dispose()
+
+
+def _make(kind: str, key: str, request: pytest.FixtureRequest, tmp_path: Path) -> ObstoreBackend:
+    prefix = f"mig-{uuid.uuid4().hex[:10]}"
+    if kind == "memory":
+        return ObstoreBackend(key, "memory://", prefix=prefix)
+    if kind == "local":
+        return ObstoreBackend(key, tmp_path / f"store-{key}", prefix=prefix)
+    return s3_backend(request.getfixturevalue("moto_server"), key=key, prefix=prefix)
+
+
+@dataclass
+class Stores:
+    source: ObstoreBackend
+    destination: ObstoreBackend
+    other: ObstoreBackend
+
+
+@pytest.fixture(params=PAIRS)
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Stores:
+    source_kind, destination_kind = request.param.split("-")
+    created = Stores(
+        _make(source_kind, SRC, request, tmp_path),
+        _make(destination_kind, DST, request, tmp_path),
+        ObstoreBackend(OTHER, "memory://"),
+    )
+    for backend in (created.source, created.destination, created.other):
+        storages.register_backend(backend)
+    return created
+
+
+# -- data -----------------------------------------------------------------------------------------
+def make_models() -> tuple[type[DeclarativeBase], Any]:
+    suffix = uuid.uuid4().hex[:8]
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Doc(Base):
+        __tablename__ = f"mig_docs_{suffix}"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        file: Mapped[FileObject | None] = mapped_column(StoredObject(SRC))
+        pages: Mapped[list[FileObject]] = mapped_column(
+            StoredObject(SRC, multiple=True), default=list
+        )
+
+    return Base, Doc
+
+
+@dataclass
+class World:
+    base: type[DeclarativeBase]
+    doc: Any
+    content: dict[str, bytes]  # every object path of the source rows -> its bytes
+    other_path: str
+
+    @property
+    def table(self) -> Table:
+        table: Table = self.doc.__table__
+        return table
+
+
+def saved(name: str, seed: int, size: int = 0, backend: str = SRC) -> FileObject:
+    return make_file(name, size=size or 40 + seed, seed=seed, backend=backend).save()
+
+
+def with_rendition(seed: int) -> FileObject:
+    main = saved("photo.png", seed, 64)
+    thumb = saved("thumb.png", seed + 100, 16)
+    return FileObject.from_dict({**main.to_dict(), "renditions": {"thumb": thumb.to_dict()}})
+
+
+def paths_of(*files: FileObject) -> list[str]:
+    found = []
+    for file in files:
+        assert file.path is not None
+        found.append(file.path)
+        found.extend(r.path for r in file.renditions.values() if r.path is not None)
+    return found
+
+
+def insert_rows(db: Db, world: World, rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        for file in [row.get("file"), *row.get("pages", [])]:
+            if file is not None and (file.backend in (None, SRC)):
+                for path in paths_of(file):
+                    world.content[path] = storages.get_backend(SRC).get_bytes(path)
+        row.setdefault("pages", [])
+        row.setdefault("file", None)
+    with db.sync_engine.begin() as conn:
+        conn.execute(insert(world.table), rows)
+
+
+def populate(db: Db, rows: int = 6) -> World:
+    """Rows with single files, renditions and lists in `src`, one in `other`, one empty."""
+    base, doc = make_models()
+    base.metadata.create_all(db.sync_engine)
+    other = saved("elsewhere.txt", 999, backend=OTHER)
+    assert other.path is not None
+    world = World(base, doc, {}, other.path)
+    data: list[dict[str, Any]] = []
+    for i in range(1, rows + 1):
+        row: dict[str, Any] = {"id": i}
+        if i % 3 == 1:
+            row["file"] = with_rendition(i)
+        elif i % 3 == 2:
+            row["file"] = saved(f"doc-{i}.txt", i)
+            row["pages"] = [saved(f"p{i}a.txt", 200 + i), saved(f"p{i}b.txt", 300 + i)]
+        else:
+            row["pages"] = [saved(f"only-{i}.bin", 400 + i)]
+        data.append(row)
+    data.append({"id": rows + 1, "file": other})
+    data.append({"id": rows + 2, "file": None})
+    insert_rows(db, world, data)
+    return world
+
+
+def raw_rows(db: Db, world: World) -> dict[int, tuple[Any, Any]]:
+    table = world.table
+    from sqlalchemy import JSON, type_coerce
+
+    with db.sync_engine.connect() as conn:
+        result = conn.execute(
+            select(
+                table.c.id,
+                type_coerce(table.c.file, JSON(none_as_null=True)),
+                type_coerce(table.c.pages, JSON(none_as_null=True)),
+            )
+        )
+        return {row[0]: (row[1], row[2]) for row in result}
+
+
+def entries(value: Any, default: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, Mapping):
+            backend = item.get("backend") or default
+            yield backend, item
+            for rendition in (item.get("renditions") or {}).values():
+                yield rendition.get("backend") or backend, rendition
+
+
+def references(db: Db, world: World) -> list[tuple[str, str]]:
+    found = []
+    for file, pages in raw_rows(db, world).values():
+        for value in (file, pages):
+            found.extend((backend, item["path"]) for backend, item in entries(value, SRC))
+    return found
+
+
+def assert_everything_on_destination(db: Db, world: World, stores: Stores) -> None:
+    """Every row points at the destination (or stays in `other`), every byte equal."""
+    refs = references(db, world)
+    moved = [path for backend, path in refs if backend == DST]
+    assert sorted(moved) == sorted(world.content)
+    assert [(b, p) for b, p in refs if b != DST] == [(OTHER, world.other_path)]
+    for path, data in world.content.items():
+        assert stores.destination.get_bytes(path) == data, path
+    assert verify_references(db.sync_engine, world.base, check_checksums=True).ok
+
+
+def listing(backend: ObstoreBackend) -> set[str]:
+    return {info.path for info in backend.list_objects(backend.prefix)}
+
+
+# -- scenarios ------------------------------------------------------------------------
+async def test_migrates_files_lists_and_renditions_then_is_a_no_op(db: Db, stores: Stores) -> None:
+    world = populate(db)
+    before = {path: stores.source.head(path) for path in world.content}
+    seen: list[MigrationProgress] = []
+
+    report = await db.migrate(world.base, batch_size=3, progress=seen.append)
+
+    assert report.ok, report.as_dict()
+    assert report.failures == []
+    assert report.objects_copied == len(world.content) == 12
+    assert report.bytes_copied == sum(len(d) for d in world.content.values())
+    assert (report.objects_skipped, report.rows_remaining, report.objects_deleted) == (0, 0, 0)
+    assert report.rows_rewritten == 6
+    assert report.passes == 2  # the second pass finds nothing left
+    assert seen
+    assert (seen[-1].phase, seen[-1].rows_rewritten) == ("copy", 6)
+    assert_everything_on_destination(db, world, stores)
+    assert listing(stores.source) == set(world.content)  # sources are kept by default
+    if stores.destination.supports_attributes:
+        for path in world.content:
+            head = stores.destination.head(path)
+            assert head.content_type == (before[path].content_type or head.content_type)
+            assert head.content_type in {"image/png", "text/plain", "application/octet-stream"}
+            assert "filename" in head.attributes.get("Content-Disposition", "")
+    rows = raw_rows(db, world)
+    rewritten = rows[1][0]
+    assert rewritten["backend"] == DST
+    assert rewritten["renditions"]["thumb"]["backend"] == DST
+    assert rewritten["checksum"].startswith("sha256:")
+    json.dumps(report.as_dict())
+
+    again = await db.migrate(world.base)
+    assert again.ok
+    assert (again.objects_copied, again.objects_skipped, again.rows_rewritten) == (0, 0, 0)
+    assert again.passes == 1
+    assert raw_rows(db, world) == rows
+
+
+async def test_interrupted_migration_resumes(db: Db, stores: Stores) -> None:
+    world = populate(db)
+    # 1. the destination starts failing after two copies
+    flaky = FaultInjectingBackend(stores.destination)
+    flaky.fail("put", nth=3, times=1000)
+    storages.register_backend(flaky, replace=True)
+    report = await db.migrate(world.base, batch_size=2, max_passes=2)
+    assert not report.ok
+    assert report.objects_copied == 2
+    assert report.failures
+    assert all(f.table == world.table.name for f in report.failures)
+    assert {f.column for f in report.failures} <= {"file", "pages"}
+    assert all("injected fault" in f.error for f in report.failures)
+    assert report.rows_remaining > 0
+    assert all(isinstance(f.primary_key[0], int) for f in report.failures)
+    storages.register_backend(stores.destination, replace=True)
+
+    # 2. a progress callback stops the next run after its first batch
+    class Stop(Exception):
+        pass
+
+    def stop(progress: MigrationProgress) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        await db.migrate(world.base, batch_size=2, progress=stop)
+    on_destination = [p for b, p in references(db, world) if b == DST]
+    assert 0 < len(on_destination) < len(world.content)
+
+    # 3. a copy made just before a crash (row not rewritten), a truncated copy and a
+    #    same-size copy with other bytes: the first is skipped, the others are redone
+    pending = [p for b, p in references(db, world) if b == SRC]
+    exact, truncated, tampered = pending[:3]
+    stores.destination.put(exact, world.content[exact])
+    stores.destination.put(truncated, world.content[truncated][:-1])
+    stores.destination.put(tampered, bytes(len(world.content[tampered])))
+
+    resumed = await db.migrate(world.base)
+    assert resumed.ok, resumed.as_dict()
+    assert resumed.objects_skipped >= 1
+    assert resumed.objects_copied + resumed.objects_skipped == len(pending)
+    assert_everything_on_destination(db, world, stores)
+
+
+async def test_rows_written_during_the_migration_are_not_lost(
+    db: Db, stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = populate(db)
+    table = world.table
+    original = migrate_module._Migration._bring
+    calls = 0
+
+    def racing_bring(self: Any, job: Any) -> Any:
+        # the application replaces row 2's file between the migration's read and its
+        # compare-and-swap update: the update must not overwrite it
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            replacement = saved("replacement.txt", 77)
+            with db.sync_engine.begin() as conn:
+                conn.execute(update(table).where(table.c.id == 2).values(file=replacement))
+            world.content[replacement.path or ""] = stores.source.get_bytes(replacement.path or "")
+        return original(self, job)
+
+    inserted = False
+
+    def insert_a_row(progress: MigrationProgress) -> None:
+        # ... and inserts a row referencing the source after the first batch
+        nonlocal inserted
+        if not inserted:
+            inserted = True
+            insert_rows(db, world, [{"id": 100, "file": saved("late.txt", 55)}])
+
+    monkeypatch.setattr(migrate_module._Migration, "_bring", racing_bring)
+    report = await db.migrate(world.base, batch_size=3, progress=insert_a_row)
+
+    assert report.ok, report.as_dict()
+    assert report.rows_conflicted >= 1
+    rows = raw_rows(db, world)
+    assert rows[2][0]["filename"] == "replacement.txt"
+    assert rows[2][0]["backend"] == DST
+    assert rows[100][0]["backend"] == DST
+    # the replaced object is no longer referenced: it is not expected at the destination
+    world.content = {
+        p: d for p, d in world.content.items() if p in dict(map(reversed, references(db, world)))
+    }  # type: ignore[arg-type]
+    assert_everything_on_destination(db, world, stores)
+
+
+async def test_delete_source_only_after_a_complete_migration(
+    db: Db, stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = populate(db)
+    orphan = saved("orphan.txt", 5)  # in the source, referenced by no row: not ours
+    assert orphan.path is not None
+
+    flaky = FaultInjectingBackend(stores.destination)
+    flaky.fail("put", nth=4)
+    storages.register_backend(flaky, replace=True)
+    failed = await db.migrate(world.base, delete_source=True, max_passes=1)
+    assert not failed.ok
+    assert failed.objects_deleted == 0
+    assert failed.delete_skipped_reason
+    assert listing(stores.source) == set(world.content) | {orphan.path}
+    storages.register_backend(stores.destination, replace=True)
+
+    # the application references one migrated path in the source again, right before
+    # the last check: that object must stay
+    keep = sorted(world.content)[0]
+    original = migrate_module._source_references
+
+    def app_writes_then_check(*args: Any) -> set[str]:
+        monkeypatch.setattr(migrate_module, "_source_references", original)
+        with db.sync_engine.begin() as conn:
+            conn.execute(
+                insert(world.table),
+                {
+                    "id": 500,
+                    "file": FileObject(backend=SRC, path=keep, size=len(world.content[keep])),
+                    "pages": [],
+                },
+            )
+        return original(*args)
+
+    monkeypatch.setattr(migrate_module, "_source_references", app_writes_then_check)
+    report = await db.migrate(world.base, delete_source=True)
+    assert report.failures == []
+    assert report.rows_remaining == 0
+    assert report.objects_deleted == len(world.content) - 1
+    assert listing(stores.source) == {orphan.path, keep}
+    with db.sync_engine.begin() as conn:
+        conn.execute(world.table.delete().where(world.table.c.id == 500))
+    assert_everything_on_destination(db, world, stores)
+
+
+async def test_dry_run_changes_nothing(db: Db, stores: Stores) -> None:
+    world = populate(db)
+    rows = raw_rows(db, world)
+
+    report = await db.migrate(world.base, dry_run=True, delete_source=True)
+
+    assert report.dry_run
+    assert report.objects_copied == len(world.content)
+    assert report.bytes_copied == sum(len(d) for d in world.content.values())
+    assert report.rows_rewritten == report.rows_remaining == 6
+    assert report.objects_deleted == 0
+    assert raw_rows(db, world) == rows
+    assert listing(stores.destination) == set()
+    assert listing(stores.source) == set(world.content)
+
+
+# -- single-variant checks ------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_large_objects_are_streamed_in_parts(
+    mode: str, sqlite_engine: Engine, sqlite_async_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    source = ObstoreBackend(SRC, tmp_path / "src")
+    destination = ObstoreBackend(DST, "memory://")
+    storages.register_backend(source)
+    storages.register_backend(destination)
+    db = Db(mode, sqlite_engine if mode == "sync" else sqlite_async_engine, sqlite_engine)
+    world = World(*make_models(), {}, "")
+    world.base.metadata.create_all(sqlite_engine)
+    big = saved("big.bin", 1, size=300_000)
+    insert_rows(db, world, [{"id": 1, "file": big}])
+    report = await db.migrate(world.base, chunk_size=16 * 1024)
+    assert report.ok
+    assert report.objects_copied == 1
+    assert report.bytes_copied == 300_000
+    assert destination.get_bytes(big.path or "") == world.content[big.path or ""]
+    # local files keep no attributes: the destination gets them rebuilt from the row
+    head = destination.head(big.path or "")
+    assert head.content_type == "application/octet-stream"
+    assert 'filename="big.bin"' in head.attributes["Content-Disposition"]
+
+
+async def test_large_objects_to_s3_use_multipart(
+    sqlite_async_engine: AsyncEngine, sqlite_engine: Engine, request: pytest.FixtureRequest
+) -> None:
+    source = ObstoreBackend(SRC, "memory://")
+    destination = s3_backend(request.getfixturevalue("moto_server"), key=DST)
+    storages.register_backend(source)
+    storages.register_backend(destination)
+    db = Db("sqlite-async", sqlite_async_engine, sqlite_engine)
+    world = World(*make_models(), {}, "")
+    world.base.metadata.create_all(sqlite_engine)
+    size = 11 * 1024 * 1024
+    big = saved("big.bin", 2, size=size)
+    insert_rows(db, world, [{"id": 1, "file": big}])
+    report = await db.migrate(world.base)
+    assert report.ok, report.as_dict()
+    head = destination.head(big.path or "")
+    assert head.size == size
+    assert (head.etag or "").strip('"').endswith("-3")  # three parts of 5 MiB at most
+    data = world.content[big.path or ""]
+    got = hashlib.sha256(b"".join(destination.iter_chunks(big.path or ""))).hexdigest()
+    assert got == hashlib.sha256(data).hexdigest()
+
+
+async def test_corrupt_source_object_is_reported_and_not_migrated(
+    sqlite_engine: Engine, memory_backend: ObstoreBackend
+) -> None:
+    source = ObstoreBackend(SRC, "memory://")
+    destination = ObstoreBackend(DST, "memory://")
+    storages.register_backend(source)
+    storages.register_backend(destination)
+    db = Db("sqlite-sync", sqlite_engine, sqlite_engine)
+    world = World(*make_models(), {}, "")
+    world.base.metadata.create_all(sqlite_engine)
+    good, bad, gone = saved("good.txt", 1), saved("bad.txt", 2), saved("gone.txt", 3)
+    insert_rows(db, world, [{"id": 1, "file": good}, {"id": 2, "file": bad, "pages": [gone]}])
+    source.put(bad.path or "", bytes(bad.size or 0))  # same size, other bytes
+    source.delete(gone.path or "")
+
+    report = await db.migrate(world.base)
+
+    assert not report.ok
+    assert report.rows_rewritten == 1
+    assert report.rows_remaining == 1
+    problems = {(f.primary_key, f.column, f.path): f.error for f in report.failures}
+    assert set(problems) == {((2,), "file", bad.path), ((2,), "pages", gone.path)}
+    assert "checksum" in problems[((2,), "file", bad.path)]
+    assert "missing" in problems[((2,), "pages", gone.path)]
+    assert listing(destination) == {good.path}  # the bad copy was removed again
+
+
+def test_refuses_unusable_options(sqlite_engine: Engine) -> None:
+    storages.register_backend(ObstoreBackend(SRC, "memory://"))
+    base, _ = make_models()
+    base.metadata.create_all(sqlite_engine)
+    with pytest.raises(ConfigurationError):
+        migrate(sqlite_engine, base, source=SRC, destination=SRC)
+    with pytest.raises(BackendNotFoundError):
+        migrate(sqlite_engine, base, source=SRC, destination="nowhere")
+    storages.register_backend(ObstoreBackend(DST, "memory://"))
+    with pytest.raises(ConfigurationError):
+        migrate(sqlite_engine, base, source=SRC, destination=DST, batch_size=0)
+    metadata = MetaData()
+    Table("no_pk", metadata, Column("n", Integer), Column("f", StoredObject(SRC)))
+    metadata.create_all(sqlite_engine)
+    with pytest.raises(ConfigurationError, match="primary key"):
+        migrate(sqlite_engine, metadata, source=SRC, destination=DST)
+
+
+def test_delete_source_refuses_two_keys_on_one_store(sqlite_engine: Engine) -> None:
+    store = MemoryStore()
+    storages.register_backend(ObstoreBackend(SRC, store))
+    storages.register_backend(ObstoreBackend(DST, store))
+    base, _ = make_models()
+    base.metadata.create_all(sqlite_engine)
+    with pytest.raises(ConfigurationError, match="same store"):
+        migrate(sqlite_engine, base, source=SRC, destination=DST, delete_source=True)
+    assert list(storages.get_backend(SRC).list_objects()) == []  # the probe is gone
+
+
+def test_runs_inside_a_given_connection(sqlite_engine: Engine) -> None:
+    storages.register_backend(ObstoreBackend(SRC, "memory://"))
+    storages.register_backend(ObstoreBackend(DST, "memory://"))
+    db = Db("sqlite-sync", sqlite_engine, sqlite_engine)
+    world = World(*make_models(), {}, "")
+    world.base.metadata.create_all(sqlite_engine)
+    insert_rows(db, world, [{"id": 1, "file": saved("a.txt", 1)}])
+    with sqlite_engine.connect() as conn:
+        report = migrate(conn, world.base, source=SRC, destination=DST)
+        assert conn.in_transaction()
+        conn.rollback()  # the caller decides: nothing was committed
+    assert report.ok
+    assert report.rows_rewritten == 1
+    assert [b for b, _ in references(db, world)] == [SRC]
