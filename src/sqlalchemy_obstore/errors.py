@@ -18,6 +18,9 @@ StorageError
 │   └── NoContentError
 ├── UnsupportedOperationError
 ├── InvalidExpiryError (ValueError)
+├── SignedURLError (PermissionError)
+│   ├── InvalidSignatureError
+│   └── ExpiredSignatureError
 ├── ObjectNotFoundError (FileNotFoundError)
 ├── ObjectExistsError (FileExistsError)
 ├── StoragePermissionError (PermissionError)
@@ -49,6 +52,7 @@ __all__ = (
     "BackendNotFoundError",
     "ChecksumMismatchError",
     "ConfigurationError",
+    "ExpiredSignatureError",
     "FileObjectError",
     "FileTooLargeError",
     "FileTooSmallError",
@@ -59,11 +63,13 @@ __all__ = (
     "InvalidFileObjectError",
     "InvalidFilenameError",
     "InvalidImageError",
+    "InvalidSignatureError",
     "MissingDependencyError",
     "NoContentError",
     "ObjectExistsError",
     "ObjectNotFoundError",
     "RemoteFetchError",
+    "SignedURLError",
     "StorageError",
     "StorageErrorGroup",
     "StorageOperationError",
@@ -225,6 +231,43 @@ class UnsupportedOperationError(StorageError):
 
 class InvalidExpiryError(StorageError, ValueError):
     """A signed-URL lifetime is not positive or exceeds what the store allows."""
+
+
+class SignedURLError(StorageError, PermissionError):
+    """A URL signed by [`HmacUrlSigner`][sqlalchemy_obstore.signing.HmacUrlSigner] was refused.
+
+    The web routes answer it with `403 Forbidden` and no data. The message never
+    contains the signature.
+    """
+
+
+class InvalidSignatureError(SignedURLError):
+    """The signature is missing, malformed, made with another secret, or does not cover
+    this request (another method, backend, path or expiry: the URL was tampered with).
+    """
+
+
+class ExpiredSignatureError(SignedURLError):
+    """The signed URL was genuine but its lifetime has passed; sign a new one.
+
+    Attributes:
+        expired_at: When the URL stopped being accepted (Unix time, seconds).
+
+    Example:
+        >>> ExpiredSignatureError("Expired.", expired_at=1700000000).expired_at
+        1700000000
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        expired_at: int | None = None,
+        backend: str | None = None,
+        path: str | None = None,
+    ):
+        super().__init__(message, backend=backend, path=path)
+        self.expired_at = expired_at
 
 
 class ObjectNotFoundError(StorageError, FileNotFoundError):

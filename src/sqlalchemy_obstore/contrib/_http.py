@@ -1,0 +1,717 @@
+"""Framework-neutral HTTP for the web integrations: downloads, ranges, the signed-URL route.
+
+Everything here speaks plain ASGI (`scope`, `receive`, `send`), so the Litestar and the
+Starlette/FastAPI integrations share one implementation and differ only in how they hand
+a request over:
+
+* [`parse_range`][], [`not_modified`][], [`if_range_matches`][] and [`plan_download`][]
+  decide, without I/O, what a download answers: `200` with the whole object, `206` with
+  one range and `Content-Range`, `304` for a matching `If-None-Match` /
+  `If-Modified-Since`, or `416` with `Content-Range: bytes */<size>`; plus the entity
+  headers (`Content-Type`, `Content-Length`, `ETag`, `Last-Modified`,
+  `Content-Disposition`, `Accept-Ranges`, `X-Content-Type-Options`, `Cache-Control`).
+* [`FileDownload`][] streams a `FileObject` with that plan (bounded memory: the whole
+  object through `iter_chunks_async`, a range through successive `get_range_async`).
+* [`SignedStorageRoute`][] serves URLs signed by
+  [`HmacUrlSigner`][sqlalchemy_obstore.signing.HmacUrlSigner]: `GET`/`HEAD` download,
+  `PUT` streams the request body into the backend (multipart, never whole in memory),
+  within the size limit and never over an existing object.
+
+Multiple ranges in one request are answered with the whole object (`200`), as RFC 9110
+allows, unless none of them can be satisfied (`416`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import Any, Literal, TypeAlias
+from urllib.parse import parse_qsl
+
+from .._attributes import ACTIVE_CONTENT_TYPES, content_disposition, guess_content_type
+from ..backends import Backend
+from ..errors import (
+    BackendNotFoundError,
+    FileTooLargeError,
+    ObjectExistsError,
+    ObjectNotFoundError,
+    SignedURLError,
+)
+from ..file_object import FileObject
+from ..registry import BackendRegistry
+from ..signing import HmacUrlSigner
+
+__all__ = (
+    "DEFAULT_HTTP_CHUNK_SIZE",
+    "ByteRange",
+    "Disposition",
+    "DownloadPlan",
+    "FileDownload",
+    "FileMeta",
+    "SignedStorageRoute",
+    "body_chunks",
+    "download_headers",
+    "format_etag",
+    "http_date",
+    "if_range_matches",
+    "not_modified",
+    "parse_range",
+    "plan_download",
+    "request_headers",
+    "send_plan",
+    "send_text",
+)
+
+Scope: TypeAlias = MutableMapping[str, Any]
+Message: TypeAlias = MutableMapping[str, Any]
+Receive: TypeAlias = Callable[[], Awaitable[Message]]
+Send: TypeAlias = Callable[[Message], Awaitable[None]]
+Disposition: TypeAlias = Literal["inline", "attachment"]
+
+DEFAULT_HTTP_CHUNK_SIZE = 1024 * 1024
+"""Bytes read from the store per chunk of a download (1 MiB): the memory a download holds."""
+
+_RANGE_SPEC = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$", re.ASCII)
+_ETAG = re.compile(r'^(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"$')
+_MIME = re.compile(r"^[\w!#$&^.+-]+/[\w!#$&^.+-]+(?:\s*;\s*[\w!#$&^.+-]+=[\w!#$&^.+\"-]+)*$")
+_NO_STORE = {"cache-control": "no-store", "x-content-type-options": "nosniff"}
+
+
+# -- request parsing ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    """An inclusive byte range `start`..`end` of an object, as in `Content-Range`."""
+
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        """How many bytes the range covers."""
+        return self.end - self.start + 1
+
+    def content_range(self, size: int) -> str:
+        """The `Content-Range` value of this range in an object of `size` bytes."""
+        return f"bytes {self.start}-{self.end}/{size}"
+
+
+class RangeNotSatisfiable(Exception):
+    """The `Range` header asks only for bytes the object does not have (answer 416)."""
+
+
+def parse_range(header: str | None, size: int) -> ByteRange | None:
+    """Parse a `Range` header against an object of `size` bytes.
+
+    Supports `bytes=first-last`, open ranges `bytes=first-` and suffix ranges
+    `bytes=-count`; `last` past the end is clamped.
+
+    Returns:
+        The one range to serve, or `None` to serve the whole object: no header, a unit
+        other than `bytes`, a malformed header (ignored, as RFC 9110 allows), or several
+        ranges of which at least one can be served.
+
+    Raises:
+        RangeNotSatisfiable: If no requested range overlaps the object.
+
+    Example:
+        >>> parse_range("bytes=0-9", 100), parse_range("bytes=-10", 100)
+        (ByteRange(start=0, end=9), ByteRange(start=90, end=99))
+        >>> parse_range("bytes=90-", 100), parse_range("bytes=0-1,5-6", 100)
+        (ByteRange(start=90, end=99), None)
+    """
+    if header is None:
+        return None
+    unit, sep, specs = header.partition("=")
+    if not sep or unit.strip().lower() != "bytes":
+        return None
+    ranges: list[ByteRange | None] = []
+    for spec in specs.split(","):
+        match = _RANGE_SPEC.match(spec)
+        if match is None:
+            return None
+        first, last = match.groups()
+        if first:
+            start = int(first)
+            end = int(last) if last else size - 1
+            if last and end < start:
+                return None  # syntactically invalid: ignore the header
+            ranges.append(ByteRange(start, min(end, size - 1)) if start < size else None)
+        elif last:
+            count = int(last)
+            ranges.append(ByteRange(max(size - count, 0), size - 1) if count and size else None)
+        else:
+            return None
+    satisfiable = [r for r in ranges if r is not None]
+    if not satisfiable:
+        raise RangeNotSatisfiable(header)
+    return satisfiable[0] if len(ranges) == 1 else None
+
+
+def _etag_tokens(header: str) -> list[str]:
+    return [token.strip() for token in header.split(",") if token.strip()]
+
+
+def _opaque(etag: str) -> str:
+    return etag[2:] if etag.startswith("W/") else etag
+
+
+def _http_datetime(value: str) -> datetime | None:
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _seconds(moment: datetime) -> int:
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return int(aware.timestamp())
+
+
+def not_modified(
+    headers: Mapping[str, str], etag: str | None, last_modified: datetime | None
+) -> bool:
+    """Whether a `GET`/`HEAD` is answered `304 Not Modified` (RFC 9110 section 13.1).
+
+    `If-None-Match` (weak comparison, `*` matches any object) takes precedence; only
+    without it is `If-Modified-Since` compared with `last_modified` (to the second).
+
+    Args:
+        headers: The request headers, names lower-case.
+        etag: The object's `ETag` as sent (see [`format_etag`][]).
+        last_modified: The object's modification time.
+    """
+    if_none_match = headers.get("if-none-match")
+    if if_none_match is not None:
+        if if_none_match.strip() == "*":
+            return True
+        if etag is None:
+            return False
+        return any(_opaque(t) == _opaque(etag) for t in _etag_tokens(if_none_match))
+    since = headers.get("if-modified-since")
+    if since is None or last_modified is None:
+        return False
+    moment = _http_datetime(since)
+    return moment is not None and _seconds(last_modified) <= int(moment.timestamp())
+
+
+def if_range_matches(
+    headers: Mapping[str, str], etag: str | None, last_modified: datetime | None
+) -> bool:
+    """Whether the `Range` header may be honoured under the request's `If-Range`.
+
+    Without `If-Range` it may. An entity tag must match strongly (weak tags never do);
+    a date must equal `last_modified` to the second. Otherwise the whole object is
+    sent, as RFC 9110 section 13.1.5 requires.
+    """
+    value = headers.get("if-range")
+    if value is None:
+        return True
+    value = value.strip()
+    if value.startswith(("W/", '"')):
+        return etag is not None and not etag.startswith("W/") and value == etag
+    moment = _http_datetime(value)
+    return (
+        moment is not None
+        and last_modified is not None
+        and _seconds(last_modified) == int(moment.timestamp())
+    )
+
+
+def request_headers(scope: Scope) -> dict[str, str]:
+    """The headers of an ASGI request, names lower-case, repeated ones joined by `, `."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers", ()):
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
+# -- response headers ---------------------------------------------------------------------------
+def format_etag(etag: str | None) -> str | None:
+    """An entity tag as an `ETag` header value: quoted (stores differ), or `None`.
+
+    Example:
+        >>> format_etag('"abc"'), format_etag("abc"), format_etag('W/"x"')
+        ('"abc"', '"abc"', 'W/"x"')
+    """
+    if not etag:
+        return None
+    if _ETAG.match(etag):
+        return etag
+    cleaned = "".join(ch for ch in etag if 0x21 <= ord(ch) <= 0x7E and ch != '"')
+    return f'"{cleaned}"' if cleaned else None
+
+
+def http_date(moment: datetime) -> str:
+    """Format a time as an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).
+
+    Example:
+        >>> http_date(datetime(1994, 11, 6, 8, 49, 37, tzinfo=timezone.utc))
+        'Sun, 06 Nov 1994 08:49:37 GMT'
+    """
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return format_datetime(aware.astimezone(timezone.utc), usegmt=True)
+
+
+def _safe_content_type(content_type: str | None, name: str) -> str:
+    if content_type and _MIME.match(content_type.strip()) and content_type.isascii():
+        return content_type.strip()
+    return guess_content_type(name)
+
+
+def _is_active(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower() in ACTIVE_CONTENT_TYPES
+
+
+@dataclass(frozen=True, slots=True)
+class FileMeta:
+    """What a download needs to know about an object.
+
+    Attributes:
+        size: Size in bytes.
+        content_type: The MIME type to send.
+        filename: The name offered in `Content-Disposition`.
+        etag: The entity tag (as the store reports it), if any.
+        last_modified: The modification time, if known.
+        cache_control: A `Cache-Control` value stored with the object, if any.
+    """
+
+    size: int
+    content_type: str
+    filename: str
+    etag: str | None = None
+    last_modified: datetime | None = None
+    cache_control: str | None = None
+
+
+def download_headers(
+    meta: FileMeta,
+    *,
+    disposition: Disposition | None = None,
+    filename: str | None = None,
+    cache_control: str | None = None,
+) -> dict[str, str]:
+    """The entity headers of a download (everything but `Content-Length`/`Content-Range`).
+
+    Active content (HTML, SVG, XML, JavaScript) is always an `attachment` and gets a
+    `Content-Security-Policy: sandbox`, whatever `disposition` asks, so that a stored
+    file can never run as a page of the application's origin; `X-Content-Type-Options:
+    nosniff` stops browsers from guessing another type.
+
+    Args:
+        meta: The object.
+        disposition: `"inline"` or `"attachment"`; by default inline unless active.
+        filename: The name to offer instead of `meta.filename`.
+        cache_control: `Cache-Control` to send; defaults to the stored value, else
+            `private, no-cache` (revalidate with the `ETag` before reuse).
+
+    Example:
+        >>> meta = FileMeta(size=3, content_type="text/html", filename="page.html")
+        >>> headers = download_headers(meta, disposition="inline")
+        >>> headers["content-disposition"].split(";")[0], headers["x-content-type-options"]
+        ('attachment', 'nosniff')
+    """
+    name = filename if filename is not None else meta.filename
+    content_type = _safe_content_type(meta.content_type, name)
+    active = _is_active(content_type)
+    inline = False if active else (disposition != "attachment")
+    headers = {
+        "content-type": content_type,
+        "content-disposition": content_disposition(name, content_type, inline=inline),
+        "accept-ranges": "bytes",
+        "x-content-type-options": "nosniff",
+        "cache-control": cache_control or meta.cache_control or "private, no-cache",
+    }
+    if active:
+        headers["content-security-policy"] = "sandbox"
+    etag = format_etag(meta.etag)
+    if etag is not None:
+        headers["etag"] = etag
+    if meta.last_modified is not None:
+        headers["last-modified"] = http_date(meta.last_modified)
+    return headers
+
+
+@dataclass(slots=True)
+class DownloadPlan:
+    """What to answer to a download request.
+
+    Attributes:
+        status: 200, 206, 304 or 416.
+        headers: Response headers, names lower-case.
+        range: The bytes to send, or `None` for no body.
+        whole: Whether `range` is the whole object (streamed in one read).
+    """
+
+    status: int
+    headers: dict[str, str]
+    range: ByteRange | None = None
+    whole: bool = False
+
+
+def plan_download(
+    meta: FileMeta,
+    headers: Mapping[str, str],
+    *,
+    disposition: Disposition | None = None,
+    filename: str | None = None,
+    cache_control: str | None = None,
+) -> DownloadPlan:
+    """Decide the answer to a `GET`/`HEAD` of an object (no I/O).
+
+    Args:
+        meta: The object.
+        headers: The request headers, names lower-case (see [`request_headers`][]).
+        disposition: See [`download_headers`][].
+        filename: See [`download_headers`][].
+        cache_control: See [`download_headers`][].
+
+    Example:
+        >>> meta = FileMeta(size=100, content_type="text/plain", filename="a.txt", etag='"1"')
+        >>> plan = plan_download(meta, {"range": "bytes=10-19"})
+        >>> plan.status, plan.headers["content-range"], plan.headers["content-length"]
+        (206, 'bytes 10-19/100', '10')
+        >>> plan_download(meta, {"if-none-match": '"1"'}).status
+        304
+        >>> plan_download(meta, {"range": "bytes=200-"}).headers["content-range"]
+        'bytes */100'
+    """
+    entity = download_headers(
+        meta, disposition=disposition, filename=filename, cache_control=cache_control
+    )
+    etag = entity.get("etag")
+    if not_modified(headers, etag, meta.last_modified):
+        kept = ("etag", "last-modified", "cache-control", "x-content-type-options")
+        return DownloadPlan(304, {k: entity[k] for k in kept if k in entity})
+    wanted: ByteRange | None = None
+    if "range" in headers and if_range_matches(headers, etag, meta.last_modified):
+        try:
+            wanted = parse_range(headers["range"], meta.size)
+        except RangeNotSatisfiable:
+            return DownloadPlan(
+                416,
+                {
+                    "content-range": f"bytes */{meta.size}",
+                    "content-length": "0",
+                    "accept-ranges": "bytes",
+                    "x-content-type-options": "nosniff",
+                },
+            )
+    if wanted is not None:
+        entity["content-range"] = wanted.content_range(meta.size)
+        entity["content-length"] = str(wanted.length)
+        return DownloadPlan(206, entity, wanted)
+    entity["content-length"] = str(meta.size)
+    whole = ByteRange(0, meta.size - 1) if meta.size else None
+    return DownloadPlan(200, entity, whole, whole=True)
+
+
+# -- sending ------------------------------------------------------------------------------------
+async def body_chunks(
+    backend: Backend, path: str, plan: DownloadPlan, chunk_size: int = DEFAULT_HTTP_CHUNK_SIZE
+) -> AsyncIterator[bytes]:
+    """The body of `plan`, read from the store chunk by chunk (bounded memory)."""
+    wanted = plan.range
+    if wanted is None:
+        return
+    if plan.whole:
+        chunks = backend.iter_chunks_async(path, chunk_size=chunk_size)
+        try:
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()
+        return
+    position = wanted.start
+    while position <= wanted.end:
+        data = await backend.get_range_async(
+            path, position, min(chunk_size, wanted.end - position + 1)
+        )
+        if not data:
+            return
+        yield data
+        position += len(data)
+
+
+def _encode_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+async def send_plan(
+    send: Send, status: int, headers: Mapping[str, str], body: AsyncIterator[bytes] | None
+) -> None:
+    """Send a response: status and headers, then `body` chunk by chunk (if any)."""
+    await send(
+        {"type": "http.response.start", "status": status, "headers": _encode_headers(headers)}
+    )
+    if body is not None:
+        try:
+            async for chunk in body:
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            close = getattr(body, "aclose", None)
+            if close is not None:
+                await close()
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def send_text(
+    send: Send, status: int, text: str, headers: Mapping[str, str] | None = None
+) -> None:
+    """Send a short plain-text response (errors); never cached."""
+    body = (text.rstrip("\n") + "\n").encode("utf-8")
+    all_headers = {
+        "content-type": "text/plain; charset=utf-8",
+        "content-length": str(len(body)),
+        **_NO_STORE,
+        **(headers or {}),
+    }
+    await send(
+        {"type": "http.response.start", "status": status, "headers": _encode_headers(all_headers)}
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+# -- downloads of a FileObject ------------------------------------------------------------------
+def _leaf(path: str) -> str:
+    return path.rsplit("/", 1)[-1] or "file"
+
+
+async def _file_meta(file: FileObject, backend: Backend, path: str) -> FileMeta:
+    if file.size is not None and file.etag and file.last_modified:
+        # Keys are immutable: what the column recorded is what the store holds.
+        return FileMeta(
+            size=file.size,
+            content_type=file.content_type,
+            filename=file.filename,
+            etag=file.etag,
+            last_modified=file.last_modified,
+        )
+    info = await backend.head_async(path)
+    return FileMeta(
+        size=info.size,
+        content_type=file.content_type or info.content_type or guess_content_type(path),
+        filename=file.filename,
+        etag=info.etag or file.etag,
+        last_modified=info.last_modified,
+        cache_control=info.attributes.get("Cache-Control"),
+    )
+
+
+@dataclass
+class FileDownload:
+    """An ASGI application streaming one stored `FileObject` with HTTP semantics.
+
+    Honours `Range` (206/416), `If-None-Match`/`If-Modified-Since` (304) and `If-Range`;
+    answers `HEAD` with the headers only, and `404` if the object has gone from the
+    store. Metadata comes from the column when it records size, etag and modification
+    time (keys are immutable), else from one `head` request.
+
+    The framework helpers (`contrib.litestar.file_response`,
+    `contrib.starlette.file_response`) wrap it in their response types.
+    """
+
+    file: FileObject
+    disposition: Disposition | None = None
+    filename: str | None = None
+    cache_control: str | None = None
+    chunk_size: int = DEFAULT_HTTP_CHUNK_SIZE
+    backend: Backend = field(init=False)
+    path: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.disposition not in (None, "inline", "attachment"):
+            raise ValueError(
+                f"disposition must be 'inline', 'attachment' or None, not {self.disposition!r}."
+            )
+        # Raise in the handler (NoContentError, BackendNotFoundError), not mid-response.
+        self.backend, self.path = self.file._stored()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer the request in `scope`."""
+        try:
+            meta = await _file_meta(self.file, self.backend, self.path)
+        except ObjectNotFoundError:
+            await send_text(send, 404, "The file does not exist (any more).")
+            return
+        plan = plan_download(
+            meta,
+            request_headers(scope),
+            disposition=self.disposition,
+            filename=self.filename,
+            cache_control=self.cache_control,
+        )
+        head = scope.get("method", "GET") == "HEAD"
+        body = None if head else body_chunks(self.backend, self.path, plan, self.chunk_size)
+        await send_plan(send, plan.status, plan.headers, body)
+
+
+# -- the signed-URL route -----------------------------------------------------------------------
+class _Disconnected(Exception):
+    """The client went away in the middle of its upload."""
+
+
+def _upload_limit(backend: Backend, route_limit: int | None) -> int | None:
+    limits = [route_limit, backend.policy.max_size if backend.policy else None]
+    present = [limit for limit in limits if limit is not None]
+    return min(present) if present else None
+
+
+async def _request_body(receive: Receive, limit: int | None) -> AsyncIterator[bytes]:
+    total = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        if message["type"] != "http.request":
+            continue
+        chunk = bytes(message.get("body", b""))
+        total += len(chunk)
+        if limit is not None and total > limit:
+            raise FileTooLargeError(limit=limit, size_seen=total)
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+@dataclass
+class SignedStorageRoute:
+    """Serves URLs signed by an [`HmacUrlSigner`][sqlalchemy_obstore.signing.HmacUrlSigner].
+
+    `GET`/`HEAD` stream the object like [`FileDownload`][] (ranges, conditional
+    requests); `PUT` streams the request body into the backend as a multipart upload.
+    A `PUT` never replaces an object (`409 Conflict`), and a body longer than the
+    smaller of `max_upload_size` and the backend policy's `max_size` is refused with
+    `413` before or while it streams, leaving nothing stored. Refused signatures get
+    `403` and no data; an unknown backend or missing object `404`.
+
+    Type and content checks of uploads happen where the upload becomes a file (the
+    upload tickets' `redeem`), as for uploads that go straight to S3.
+
+    Args:
+        registry: Resolves the backend key in the URL.
+        signer: Verifies the signatures (it needs the secret that signed them).
+        chunk_size: Download read size.
+        max_upload_size: Largest accepted `PUT` body in bytes (`None`: only the backend
+            policy's `max_size` applies).
+    """
+
+    registry: BackendRegistry
+    signer: HmacUrlSigner
+    chunk_size: int = DEFAULT_HTTP_CHUNK_SIZE
+    max_upload_size: int | None = None
+
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, backend_key: str, path: str
+    ) -> None:
+        """Answer the request in `scope` for the object `path` of backend `backend_key`.
+
+        The framework adapter extracts both from the URL path (percent-decoded).
+        """
+        method = str(scope.get("method", "GET")).upper()
+        if method not in {"GET", "HEAD", "PUT"}:
+            await send_text(send, 405, "Use GET, HEAD or PUT.", {"allow": "GET, HEAD, PUT"})
+            return
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        try:
+            self.signer.verify(
+                backend_key,
+                path,
+                method=method,
+                expires=query.get("expires"),
+                signature=query.get("signature"),
+            )
+            backend = self.registry.get_backend(backend_key)
+        except SignedURLError as exc:
+            await send_text(send, 403, f"Forbidden: {exc}")
+            return
+        except BackendNotFoundError:
+            await send_text(send, 404, f"No storage backend {backend_key!r}.")
+            return
+        if method == "PUT":
+            await self._put(scope, receive, send, backend, path)
+        else:
+            await self._get(scope, send, backend, path, head=method == "HEAD", query=query)
+
+    async def _get(
+        self,
+        scope: Scope,
+        send: Send,
+        backend: Backend,
+        path: str,
+        *,
+        head: bool,
+        query: Mapping[str, str],
+    ) -> None:
+        try:
+            info = await backend.head_async(path)
+        except ObjectNotFoundError:
+            await send_text(send, 404, "The object does not exist.")
+            return
+        meta = FileMeta(
+            size=info.size,
+            content_type=info.content_type or guess_content_type(path),
+            filename=_leaf(path),
+            etag=info.etag,
+            last_modified=info.last_modified,
+            cache_control=info.attributes.get("Cache-Control"),
+        )
+        stored_disposition = info.attributes.get("Content-Disposition", "")
+        disposition: Disposition | None = (
+            "attachment" if stored_disposition.lower().startswith("attachment") else None
+        )
+        plan = plan_download(meta, request_headers(scope), disposition=disposition)
+        if stored_disposition and plan.status in {200, 206} and not _is_active(meta.content_type):
+            # The original filename, as recorded when the object was written.
+            plan.headers["content-disposition"] = stored_disposition
+        body = None if head else body_chunks(backend, path, plan, self.chunk_size)
+        await send_plan(send, plan.status, plan.headers, body)
+
+    async def _put(
+        self, scope: Scope, receive: Receive, send: Send, backend: Backend, path: str
+    ) -> None:
+        headers = request_headers(scope)
+        limit = _upload_limit(backend, self.max_upload_size)
+        declared = headers.get("content-length")
+        if (
+            limit is not None
+            and declared is not None
+            and declared.isdigit()
+            and int(declared) > limit
+        ):
+            await send_text(send, 413, f"The upload is too large: the limit is {limit} bytes.")
+            return
+        if await backend.exists_async(path):
+            await send_text(send, 409, "An object already exists here; it is never replaced.")
+            return
+        content_type = _safe_content_type(headers.get("content-type"), _leaf(path))
+        attributes = {
+            "Content-Type": content_type,
+            "Content-Disposition": content_disposition(_leaf(path), content_type),
+        }
+        try:
+            result = await backend.put_async(
+                path, _request_body(receive, limit), attributes=attributes, create_only=True
+            )
+        except FileTooLargeError as exc:
+            await send_text(send, 413, f"The upload is too large: the limit is {exc.limit} bytes.")
+            return
+        except ObjectExistsError:
+            await send_text(send, 409, "An object already exists here; it is never replaced.")
+            return
+        except _Disconnected:
+            return
+        answer = {"content-length": "0", "cache-control": "no-store"}
+        etag = format_etag(result.etag)
+        if etag is not None:
+            answer["etag"] = etag
+        await send_plan(send, 200, answer, None)

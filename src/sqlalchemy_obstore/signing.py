@@ -1,0 +1,388 @@
+"""HMAC-signed, expiring URLs for stores that cannot sign (local files, memory).
+
+obstore signs URLs for S3, GCS and Azure only. An application that hands out signed
+URLs in production would otherwise need another code path in development, where files
+live on disk or in memory. [`HmacUrlSigner`][sqlalchemy_obstore.signing.HmacUrlSigner]
+closes the gap: attached to such a backend (as its
+[`url_signer`][sqlalchemy_obstore.backends.UrlSigner]), it makes
+`FileObject.sign()`/`sign_async()`/`sign_upload()` return URLs of the form
+
+```text
+{base_url}/{backend}/{path}?method=GET&expires=<unix time>&signature=<base64url HMAC-SHA256>
+```
+
+which the route mounted by the web integrations
+([Litestar][sqlalchemy_obstore.contrib.litestar],
+[Starlette/FastAPI][sqlalchemy_obstore.contrib.starlette]) serves: a `GET` streams the
+object (with `Range` support), a `PUT` streams the request body into the backend
+without ever overwriting an object.
+
+The signature covers the method, the backend key, the object path and the expiry, so a
+URL cannot be reused for another method, another object or a longer time. Signatures are
+compared in constant time, and the secret never appears in a `repr`, a log line or an
+error message.
+
+Example:
+    >>> from datetime import timedelta
+    >>> from sqlalchemy_obstore.signing import HmacUrlSigner
+    >>> signer = HmacUrlSigner("a-development-secret-of-32-bytes-or-more")
+    >>> five_minutes = timedelta(minutes=5)
+    >>> url = signer.sign_url("uploads", "docs/a.txt", method="GET", expires_in=five_minutes)
+    >>> url.startswith("/_storage/uploads/docs/a.txt?method=GET&expires=")
+    True
+    >>> query = signer.parse_query(url.partition("?")[2])
+    >>> signer.verify("uploads", "docs/a.txt", method="GET", **query)  # no error: genuine
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import math
+import time
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, quote, urlencode
+
+from .errors import (
+    ConfigurationError,
+    ExpiredSignatureError,
+    InvalidExpiryError,
+    InvalidSignatureError,
+)
+from .keys import validate_key
+
+if TYPE_CHECKING:
+    from .registry import BackendRegistry
+
+__all__ = (
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_EXPIRES_IN",
+    "MIN_SECRET_BYTES",
+    "HmacUrlSigner",
+    "attach_signer",
+    "detach_signer",
+)
+
+DEFAULT_BASE_URL = "/_storage"
+"""Where the web integrations mount the route serving signed URLs by default."""
+MIN_SECRET_BYTES = 32
+"""The shortest secret accepted (256 bits, the HMAC-SHA256 key size)."""
+DEFAULT_MAX_EXPIRES_IN = timedelta(days=7)
+"""The longest lifetime a signed URL may have by default (the same as S3 and GCS)."""
+
+_METHODS = frozenset({"GET", "PUT", "HEAD", "DELETE"})
+_CONTEXT = b"sqlalchemy-obstore signed URL v1"
+
+
+def _secret_bytes(secret: str | bytes, name: str) -> bytes:
+    if isinstance(secret, str):
+        secret = secret.encode("utf-8")
+    if not isinstance(secret, (bytes, bytearray)):
+        raise ConfigurationError(f"The {name} must be str or bytes, not {type(secret).__name__}.")
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigurationError(
+            f"The {name} is {len(secret)} bytes long; use at least {MIN_SECRET_BYTES} random "
+            "bytes, such as `secrets.token_urlsafe(32)`, kept in your secret store (never "
+            "in code)."
+        )
+    # A key derived for this purpose only: the same application secret may also sign
+    # upload tickets or sessions without a signature of one kind passing for the other.
+    return hmac.new(bytes(secret), _CONTEXT, hashlib.sha256).digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+class HmacUrlSigner:
+    """Signs and verifies expiring URLs with HMAC-SHA256.
+
+    Implements [`UrlSigner`][sqlalchemy_obstore.backends.UrlSigner]: give it to an
+    `ObstoreBackend(..., url_signer=...)` or use
+    [`attach_signer`][sqlalchemy_obstore.signing.attach_signer]. The web integrations
+    create one from their `signing_secret` and mount the route that serves its URLs.
+
+    Args:
+        secret: The signing key, at least 32 bytes (a `str` is UTF-8 encoded). Every
+            application instance serving the URLs needs the same secret.
+        base_url: Where the serving route is mounted: a path (`"/_storage"`, for URLs
+            relative to the application) or an absolute URL
+            (`"https://files.example.com/_storage"`).
+        previous_secrets: Secrets still accepted by `verify` (never used to sign), so a
+            secret can be rotated without breaking URLs already handed out.
+        max_expires_in: The longest lifetime `sign_url` accepts.
+
+    Raises:
+        ConfigurationError: If a secret is shorter than 32 bytes or `base_url` is empty.
+
+    Example:
+        >>> from sqlalchemy_obstore import FileObject, ObstoreBackend, storages
+        >>> from sqlalchemy_obstore.signing import HmacUrlSigner
+        >>> signer = HmacUrlSigner("x" * 32, base_url="https://app.example.com/_storage")
+        >>> signer
+        HmacUrlSigner(base_url='https://app.example.com/_storage')
+        >>> with storages.temporary(ObstoreBackend("files", "memory://", url_signer=signer)):
+        ...     f = FileObject(filename="a.txt", content=b"hi", backend="files").save()
+        ...     f.sign(expires_in=60).startswith("https://app.example.com/_storage/files/")
+        True
+    """
+
+    __slots__ = ("_keys", "base_url", "max_expires_in")
+
+    def __init__(
+        self,
+        secret: str | bytes,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        previous_secrets: Iterable[str | bytes] = (),
+        max_expires_in: timedelta = DEFAULT_MAX_EXPIRES_IN,
+    ) -> None:
+        if not isinstance(base_url, str) or not base_url.strip("/"):
+            raise ConfigurationError(
+                f"base_url must be the path or URL where the signed-URL route is mounted, "
+                f"such as {DEFAULT_BASE_URL!r}; got {base_url!r}."
+            )
+        self._keys: tuple[bytes, ...] = (
+            _secret_bytes(secret, "signing secret"),
+            *(_secret_bytes(s, "previous signing secret") for s in previous_secrets),
+        )
+        self.base_url = base_url.rstrip("/")
+        self.max_expires_in = max_expires_in
+
+    def __repr__(self) -> str:
+        return f"HmacUrlSigner(base_url={self.base_url!r})"
+
+    # -- signing ---------------------------------------------------------------------------
+    @staticmethod
+    def _message(method: str, backend: str, path: str, expires: int) -> bytes:
+        # JSON makes the encoding unambiguous whatever characters the fields contain.
+        return json.dumps([method, backend, path, expires], separators=(",", ":")).encode()
+
+    def signature(self, backend: str, path: str, *, method: str, expires: int) -> str:
+        """The base64url signature of one request, as carried in the `signature` parameter.
+
+        Args:
+            backend: The backend key.
+            path: The object key.
+            method: The HTTP method (`GET` also allows `HEAD`).
+            expires: Unix time (seconds) after which the URL is refused.
+        """
+        digest = hmac.new(
+            self._keys[0], self._message(method, backend, path, expires), hashlib.sha256
+        ).digest()
+        return _b64(digest)
+
+    def url_for(self, backend: str, path: str, *, method: str, expires: int) -> str:
+        """Build the signed URL of `method` on `path` valid until the Unix time `expires`.
+
+        Most code calls [`sign_url`][sqlalchemy_obstore.signing.HmacUrlSigner.sign_url]
+        (or `FileObject.sign()`), which takes a lifetime instead of a deadline.
+
+        Raises:
+            ConfigurationError: If the backend key contains `/` or the path is not a
+                valid object key (empty, absolute, with `.`/`..` segments or control
+                characters).
+            ValueError: If `method` is not GET, PUT, HEAD or DELETE.
+        """
+        method = method.upper()
+        if method not in _METHODS:
+            raise ValueError(f"Cannot sign the HTTP method {method!r}; use GET or PUT.")
+        if not backend or "/" in backend:
+            raise ConfigurationError(
+                f"Cannot sign URLs for the backend key {backend!r}: a key used in signed "
+                "URLs must be non-empty and contain no '/'.",
+                backend=backend,
+            )
+        validate_key(path)
+        query = urlencode(
+            {
+                "method": method,
+                "expires": str(expires),
+                "signature": self.signature(backend, path, method=method, expires=expires),
+            }
+        )
+        return f"{self.base_url}/{quote(backend, safe='')}/{quote(path, safe='/')}?{query}"
+
+    def sign_url(self, backend: str, path: str, *, method: str, expires_in: timedelta) -> str:
+        """Return a URL that lets its holder do `method` on `path` until it expires.
+
+        This is the [`UrlSigner`][sqlalchemy_obstore.backends.UrlSigner] method a
+        backend calls; applications usually call `FileObject.sign()` instead.
+
+        Args:
+            backend: The backend key.
+            path: The object key.
+            method: `GET` (download) or `PUT` (upload).
+            expires_in: The lifetime of the URL.
+
+        Raises:
+            InvalidExpiryError: If the lifetime is not positive or longer than
+                `max_expires_in`.
+            ConfigurationError: If the backend key or path cannot be signed (see
+                [`url_for`][sqlalchemy_obstore.signing.HmacUrlSigner.url_for]).
+        """
+        seconds = expires_in.total_seconds()
+        if seconds <= 0:
+            raise InvalidExpiryError(f"expires_in must be positive, got {seconds:g} seconds.")
+        if expires_in > self.max_expires_in:
+            raise InvalidExpiryError(
+                f"A signed URL may live at most {self.max_expires_in} ({seconds:g} seconds "
+                "were requested); sign again when the URL is about to expire instead.",
+                backend=backend,
+                path=path,
+            )
+        return self.url_for(backend, path, method=method, expires=math.ceil(time.time() + seconds))
+
+    # -- verification ------------------------------------------------------------------------
+    @staticmethod
+    def parse_query(query: str | Mapping[str, str]) -> dict[str, str | None]:
+        """Pick `expires` and `signature` out of a signed URL's query string.
+
+        Returns a dict ready to be passed to `verify` as keyword arguments; a missing
+        parameter is `None` (which `verify` refuses).
+        """
+        params = dict(parse_qsl(query, keep_blank_values=True)) if isinstance(query, str) else query
+        return {"expires": params.get("expires"), "signature": params.get("signature")}
+
+    def verify(
+        self,
+        backend: str,
+        path: str,
+        *,
+        method: str,
+        expires: int | str | None,
+        signature: str | None,
+        now: float | None = None,
+    ) -> None:
+        """Check that a request carries a genuine, unexpired signature; raise otherwise.
+
+        The signature is checked first (in constant time, against the current and every
+        previous secret), then the expiry, so only a genuine URL is ever reported as
+        expired. A `HEAD` request is checked as the `GET` it mirrors.
+
+        Args:
+            backend: The backend key from the request path.
+            path: The object key from the request path (percent-decoded).
+            method: The request's HTTP method.
+            expires: The `expires` query parameter.
+            signature: The `signature` query parameter.
+            now: The current Unix time (defaults to `time.time()`).
+
+        Raises:
+            InvalidSignatureError: If a parameter is missing or malformed, the path is
+                not a valid object key, or the signature does not match (another secret,
+                method, backend, path or expiry).
+            ExpiredSignatureError: If the signature is genuine but `expires` has passed.
+
+        Example:
+            >>> signer = HmacUrlSigner("s" * 32)
+            >>> sig = signer.signature("b", "k/a.txt", method="GET", expires=2_000_000_000)
+            >>> signer.verify("b", "k/a.txt", method="PUT", expires=2_000_000_000, signature=sig)
+            Traceback (most recent call last):
+            ...
+            sqlalchemy_obstore.errors.InvalidSignatureError: The URL's signature is not valid for this request: it was made for another method, object or expiry, or with another secret. (backend='b', path='k/a.txt')
+        """  # noqa: E501
+        method = "GET" if method.upper() == "HEAD" else method.upper()
+        if expires is None or signature is None or not signature:
+            raise InvalidSignatureError(
+                "The URL is not signed: the 'expires' and 'signature' query parameters are "
+                "required. Ask the application for a signed URL.",
+                backend=backend,
+                path=path,
+            )
+        try:
+            deadline = int(expires) if isinstance(expires, str) else expires
+            if isinstance(deadline, bool) or not isinstance(deadline, int):
+                raise ValueError
+            validate_key(path)
+            given = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+        except (ValueError, ConfigurationError, TypeError):
+            raise InvalidSignatureError(
+                "The signed URL is malformed (bad 'expires', 'signature' or object path).",
+                backend=backend,
+                path=path,
+            ) from None
+        message = self._message(method, backend, path, deadline)
+        # Every key is tried (no early exit), so timing says nothing about which matched.
+        matched = False
+        for key in self._keys:
+            expected = hmac.new(key, message, hashlib.sha256).digest()
+            matched |= hmac.compare_digest(expected, given)
+        if not matched:
+            raise InvalidSignatureError(
+                "The URL's signature is not valid for this request: it was made for another "
+                "method, object or expiry, or with another secret.",
+                backend=backend,
+                path=path,
+            )
+        if (time.time() if now is None else now) > deadline:
+            when = datetime.fromtimestamp(deadline, timezone.utc).isoformat()
+            raise ExpiredSignatureError(
+                f"The signed URL expired at {when}; ask the application for a new one.",
+                expired_at=deadline,
+                backend=backend,
+                path=path,
+            )
+
+
+def attach_signer(
+    registry: BackendRegistry, signer: HmacUrlSigner, *, only_unsigned: bool = True
+) -> list[str]:
+    """Give `signer` to every registered backend whose store cannot sign natively.
+
+    S3, GCS and Azure backends keep signing natively and are never changed.
+
+    Args:
+        registry: The registry whose backends to equip (usually `storages`).
+        signer: The signer to attach.
+        only_unsigned: Leave backends that already have a `url_signer` alone; with
+            `False` their signer is replaced.
+
+    Returns:
+        The keys of the backends that got `signer`.
+
+    Example:
+        >>> from sqlalchemy_obstore import BackendRegistry, ObstoreBackend
+        >>> registry = BackendRegistry()
+        >>> registry.register_backend(ObstoreBackend("files", "memory://"))
+        >>> attach_signer(registry, HmacUrlSigner("x" * 32))
+        ['files']
+        >>> registry.get_backend("files").supports_signing
+        True
+    """
+    attached = []
+    for key, backend in registry.backends.items():
+        if getattr(backend, "supports_native_signing", backend.supports_signing):
+            continue
+        current = getattr(backend, "url_signer", None)
+        if current is signer or (current is not None and only_unsigned):
+            continue
+        backend.url_signer = signer
+        attached.append(key)
+    return attached
+
+
+def detach_signer(registry: BackendRegistry, signer: HmacUrlSigner) -> list[str]:
+    """Remove `signer` from every registered backend that uses it; return their keys.
+
+    The counterpart of [`attach_signer`][sqlalchemy_obstore.signing.attach_signer],
+    called when an application shuts down.
+
+    Example:
+        >>> from sqlalchemy_obstore import BackendRegistry, ObstoreBackend
+        >>> registry = BackendRegistry()
+        >>> registry.register_backend(ObstoreBackend("files", "memory://"))
+        >>> signer = HmacUrlSigner("x" * 32)
+        >>> attach_signer(registry, signer), detach_signer(registry, signer)
+        (['files'], ['files'])
+    """
+    detached = []
+    for key, backend in registry.backends.items():
+        if getattr(backend, "url_signer", None) is signer:
+            backend.url_signer = None
+            detached.append(key)
+    return detached
