@@ -29,6 +29,10 @@ StorageError
 │   └── StorageErrorGroup
 ├── RemoteFetchError
 │   └── ForbiddenAddressError
+├── UploadTicketError
+│   ├── InvalidUploadTicketError (ValueError)
+│   ├── ExpiredUploadTicketError
+│   └── ReplayedUploadTicketError
 └── ValidationError (ValueError)
     ├── FileTooLargeError
     ├── FileTooSmallError
@@ -46,6 +50,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import datetime
 
 __all__ = (
     "BackendAlreadyRegisteredError",
@@ -76,6 +81,10 @@ __all__ = (
     "StoragePermissionError",
     "UnsupportedOperationError",
     "UnsupportedSchemeError",
+    "ExpiredUploadTicketError",
+    "InvalidUploadTicketError",
+    "ReplayedUploadTicketError",
+    "UploadTicketError",
     "ValidationError",
     "redact",
 )
@@ -497,3 +506,47 @@ class ForbiddenAddressError(RemoteFetchError):
     def __init__(self, message: str, *, url: str | None = None, address: str | None = None):
         super().__init__(message, url=url)
         self.address = address
+
+
+class UploadTicketError(StorageError):
+    """An upload ticket (see `sqlalchemy_obstore.tickets`) cannot be redeemed.
+
+    The message never contains the ticket itself: it is a bearer credential.
+    """
+
+
+class InvalidUploadTicketError(UploadTicketError, ValueError):
+    """The ticket is malformed, was signed with another secret, or was tampered with.
+
+    Answer with 400/403: the client did not get this ticket from the server (or changed
+    it); asking again for a new ticket is the only way forward.
+    """
+
+
+class ExpiredUploadTicketError(UploadTicketError):
+    """The ticket's redeem deadline has passed; issue a new ticket and upload again.
+
+    Attributes:
+        expired_at: When the ticket stopped being redeemable.
+
+    Example:
+        >>> from datetime import datetime, timezone
+        >>> moment = datetime(2030, 1, 1, tzinfo=timezone.utc)
+        >>> ExpiredUploadTicketError("Expired.", expired_at=moment).expired_at.year
+        2030
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        expired_at: datetime | None = None,
+        backend: str | None = None,
+        path: str | None = None,
+    ):
+        super().__init__(message, backend=backend, path=path)
+        self.expired_at = expired_at
+
+
+class ReplayedUploadTicketError(UploadTicketError):
+    """The ticket was already redeemed (each ticket turns into one file, once)."""

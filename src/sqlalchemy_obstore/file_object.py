@@ -661,6 +661,40 @@ class FileObject(Mutable):
         holder.append(weakref.ref(file))
         return file
 
+    @classmethod
+    def from_upload(
+        cls,
+        upload: Any,
+        *,
+        backend: str | None = None,
+        filename: str | None = None,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> FileObject:
+        """A pending file streamed from a Starlette/FastAPI or Litestar `UploadFile`.
+
+        Nothing is read here; saving streams from the framework's spooled temporary
+        file, and the column's upload policy applies as for any content. See
+        [`file_from_upload`][sqlalchemy_obstore.uploads.file_from_upload].
+
+        Example:
+            >>> import io
+            >>> from types import SimpleNamespace
+            >>> upload = SimpleNamespace(file=io.BytesIO(b"hi"), filename="a.txt")
+            >>> FileObject.from_upload(upload).size
+            2
+        """
+        from .uploads import file_from_upload
+
+        return file_from_upload(
+            upload,
+            backend=backend,
+            filename=filename,
+            content_type=content_type,
+            metadata=metadata,
+            file_class=cls,
+        )
+
     # -- equality, repr, pickling ------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, FileObject):

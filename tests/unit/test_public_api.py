@@ -24,7 +24,9 @@ PUBLIC_MODULES = [
     "sqlalchemy_obstore.registry",
     "sqlalchemy_obstore.remote",
     "sqlalchemy_obstore.testing",
+    "sqlalchemy_obstore.tickets",
     "sqlalchemy_obstore.types",
+    "sqlalchemy_obstore.uploads",
     "sqlalchemy_obstore.validation",
 ]
 

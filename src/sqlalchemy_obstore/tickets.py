@@ -1,0 +1,1074 @@
+"""Direct-to-storage uploads: signed PUT URLs with tamper-proof upload tickets.
+
+The bytes of a large file need not pass through the application server. The server
+*issues* an [`UploadGrant`][sqlalchemy_obstore.tickets.UploadGrant]: a signed PUT URL for
+a fresh key plus a *ticket*, a compact, URL-safe token signed with HMAC-SHA256 that
+records the backend, the key, the display filename, the size and type limits and a
+redeem deadline. The client PUTs the file to the URL (sending the grant's headers) and
+hands the ticket back; the server *redeems* it:
+
+1. the signature is checked in constant time (a forged or tampered ticket is refused
+   with [`InvalidUploadTicketError`][sqlalchemy_obstore.InvalidUploadTicketError]) and
+   the deadline is checked
+   ([`ExpiredUploadTicketError`][sqlalchemy_obstore.ExpiredUploadTicketError]);
+2. the ticket is marked used in a replay guard (a second redeem raises
+   [`ReplayedUploadTicketError`][sqlalchemy_obstore.ReplayedUploadTicketError]);
+3. a head request confirms the object exists (if the client never uploaded,
+   [`ObjectNotFoundError`][sqlalchemy_obstore.ObjectNotFoundError] is raised and the
+   ticket is *not* used up, so the client may upload and redeem again);
+4. its size is checked against the limits and, when the column requires content
+   types, the first bytes are read and sniffed
+   ([`detect_content_type`][sqlalchemy_obstore.validation.detect_content_type]);
+5. on a violation the object is deleted and the typed error is raised
+   ([`FileTooLargeError`][sqlalchemy_obstore.FileTooLargeError],
+   [`FileTooSmallError`][sqlalchemy_obstore.FileTooSmallError],
+   [`InvalidContentTypeError`][sqlalchemy_obstore.InvalidContentTypeError]);
+6. otherwise a saved [`FileObject`][sqlalchemy_obstore.FileObject] is returned (size,
+   etag, version, content type, last-modified), ready to be assigned to a column.
+
+Replay guards: [`MemoryReplayGuard`][sqlalchemy_obstore.tickets.MemoryReplayGuard]
+(the default) remembers used tickets in one process;
+[`SqlReplayGuard`][sqlalchemy_obstore.tickets.SqlReplayGuard] records them in a
+database table with a unique key, so several application instances share it.
+
+Example:
+    >>> from sqlalchemy_obstore import ObstoreBackend, storages
+    >>> from sqlalchemy_obstore.tickets import UploadTickets
+    >>> class DemoSigner:  # S3, GCS and Azure sign natively; see signing.HmacUrlSigner
+    ...     def sign_url(self, backend, path, *, method, expires_in):
+    ...         return f"https://uploads.example/{path}?sig=demo"
+    >>> tickets = UploadTickets("a-secret-of-at-least-32-bytes-length!")
+    >>> with storages.temporary(ObstoreBackend("docs", "memory://", url_signer=DemoSigner())):
+    ...     grant = tickets.issue("docs", "report.txt", max_size=1024)
+    ...     _ = storages.get_backend("docs").put(grant.path, b"hello")  # the client's PUT
+    ...     file = tickets.redeem(grant.ticket)
+    >>> file.filename, file.size, file.content_type
+    ('report.txt', 5, 'text/plain')
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import secrets
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from ._attributes import DEFAULT_CONTENT_TYPE, guess_content_type
+from .backends import Backend, ObjectInfo
+from .errors import (
+    ConfigurationError,
+    ExpiredUploadTicketError,
+    FileTooLargeError,
+    FileTooSmallError,
+    InvalidContentTypeError,
+    InvalidExtensionError,
+    InvalidUploadTicketError,
+    ReplayedUploadTicketError,
+    ValidationError,
+)
+from .file_object import FileObject
+from .keys import KeyFunction, build_key, join_key
+from .registry import BackendRegistry, storages
+from .validation import SNIFF_BYTES, UploadPolicy, _refine, detect_content_type, effective_policy
+
+if TYPE_CHECKING:
+    from sqlalchemy import MetaData, Table
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+__all__ = (
+    "TICKET_VERSION",
+    "MemoryReplayGuard",
+    "ReplayGuard",
+    "SqlReplayGuard",
+    "UploadGrant",
+    "UploadTickets",
+)
+
+TICKET_VERSION = 1
+"""Version of the ticket payload (the `"v"` field); other versions are refused."""
+
+MIN_SECRET_BYTES = 32
+_MAX_TICKET_CHARS = 16384  # refuse absurd input before decoding anything
+_KEY_CONTEXT = b"sqlalchemy-obstore/upload-ticket/v1"
+_GENERIC_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})
+
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _secret_bytes(secret: object, name: str) -> bytes:
+    if isinstance(secret, str):
+        secret = secret.encode("utf-8")
+    if not isinstance(secret, (bytes, bytearray)):
+        raise ConfigurationError(f"{name} must be str or bytes, not {type(secret).__name__}.")
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigurationError(
+            f"{name} is {len(secret)} bytes long; use at least {MIN_SECRET_BYTES} random "
+            "bytes, e.g. secrets.token_urlsafe(32), kept out of source control."
+        )
+    # Derive a key for this purpose only: the same application secret used elsewhere
+    # (for example for signed URLs) never yields signatures that are valid here.
+    return hmac.new(bytes(secret), _KEY_CONTEXT, hashlib.sha256).digest()
+
+
+def _duration(value: int | float | timedelta, name: str, *, allow_zero: bool = False) -> timedelta:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or seconds < 0
+        or (seconds == 0 and not allow_zero)
+    ):
+        raise ConfigurationError(f"{name} must be a positive number of seconds or a timedelta.")
+    return timedelta(seconds=seconds)
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    """A timezone-aware moment as naive UTC (what both SQLite and PostgreSQL store alike)."""
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+# -- the ticket ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Claims:
+    """What a ticket says; built by `issue`, read back by `redeem`."""
+
+    id: str
+    backend: str
+    path: str
+    filename: str
+    deadline: datetime
+    max_size: int | None = None
+    min_size: int | None = None
+    content_types: tuple[tuple[str, ...], ...] = ()  # every list must allow the type
+    sniff: bool = False
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        data: dict[str, Any] = {
+            "v": TICKET_VERSION,
+            "i": self.id,
+            "b": self.backend,
+            "p": self.path,
+            "n": self.filename,
+            "x": int(self.deadline.timestamp()),
+        }
+        if self.max_size is not None:
+            data["M"] = self.max_size
+        if self.min_size is not None:
+            data["m"] = self.min_size
+        if self.content_types:
+            data["t"] = [list(types) for types in self.content_types]
+        if self.sniff:
+            data["s"] = 1
+        if self.metadata:
+            data["d"] = dict(self.metadata)
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> _Claims:
+        """Parse a payload whose signature was already verified (shape still checked)."""
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InvalidUploadTicketError("The upload ticket's payload is not JSON.") from exc
+        if not isinstance(data, dict):
+            raise InvalidUploadTicketError("The upload ticket's payload is not an object.")
+        if data.get("v") != TICKET_VERSION:
+            raise InvalidUploadTicketError(
+                f"Unsupported upload ticket version {data.get('v')!r} (this library reads "
+                f"version {TICKET_VERSION}); issue a new ticket."
+            )
+        try:
+            return cls(
+                id=_field(data, "i", str),
+                backend=_field(data, "b", str),
+                path=_field(data, "p", str),
+                filename=_field(data, "n", str),
+                deadline=datetime.fromtimestamp(_field(data, "x", int), timezone.utc),
+                max_size=_field(data, "M", int, optional=True),
+                min_size=_field(data, "m", int, optional=True),
+                content_types=tuple(
+                    tuple(_strings(types)) for types in _field(data, "t", list, optional=True) or ()
+                ),
+                sniff=bool(data.get("s")),
+                metadata=dict(_field(data, "d", dict, optional=True) or {}),
+            )
+        except (TypeError, ValueError, OverflowError, OSError) as exc:
+            raise InvalidUploadTicketError(f"Malformed upload ticket: {exc}") from exc
+
+    def policies(self) -> list[UploadPolicy]:
+        return [UploadPolicy(allowed_content_types=types) for types in self.content_types]
+
+
+def _field(data: Mapping[str, Any], key: str, kind: type, *, optional: bool = False) -> Any:
+    value = data.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise TypeError(f"field {key!r} must be {kind.__name__}")
+    return value
+
+
+def _strings(values: object) -> list[str]:
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise TypeError("content types must be lists of strings")
+    return values
+
+
+# -- replay guards ------------------------------------------------------------------------------
+@runtime_checkable
+class ReplayGuard(Protocol):
+    """Remembers which tickets were redeemed, so each one is redeemed once.
+
+    `claim` records a ticket id and answers whether this was the first claim; it must be
+    atomic (two concurrent claims of one id: exactly one wins). `release` forgets a
+    claim again (used when the object was not uploaded yet, so the client may retry).
+    `expires_at` is the ticket's redeem deadline: after it the ticket is refused anyway,
+    so the guard may forget the id.
+    """
+
+    def claim(self, ticket_id: str, expires_at: datetime) -> bool:
+        """Record `ticket_id`; `True` if it was not claimed before."""
+        ...
+
+    async def claim_async(self, ticket_id: str, expires_at: datetime) -> bool:
+        """Async version of `claim`."""
+        ...
+
+    def release(self, ticket_id: str) -> None:
+        """Forget a claim of `ticket_id` (no error if there is none)."""
+        ...
+
+    async def release_async(self, ticket_id: str) -> None:
+        """Async version of `release`."""
+        ...
+
+
+class MemoryReplayGuard:
+    """A replay guard in this process's memory (the default of `UploadTickets`).
+
+    Enough for one application process. With several processes or hosts behind a
+    load balancer, use [`SqlReplayGuard`][sqlalchemy_obstore.tickets.SqlReplayGuard]:
+    each process would otherwise accept a ticket once.
+
+    Ids are forgotten after their ticket's deadline, so memory stays bounded by the
+    number of tickets redeemed within one ticket lifetime.
+
+    Args:
+        clock: Returns the current time (timezone-aware); for tests.
+
+    Example:
+        >>> from datetime import datetime, timedelta, timezone
+        >>> guard = MemoryReplayGuard()
+        >>> deadline = datetime.now(timezone.utc) + timedelta(minutes=5)
+        >>> guard.claim("t1", deadline), guard.claim("t1", deadline)
+        (True, False)
+    """
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self._clock = clock or _utcnow
+        self._claimed: dict[str, datetime] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._claimed)
+
+    def claim(self, ticket_id: str, expires_at: datetime) -> bool:
+        """Record `ticket_id`; `True` if it was not claimed before."""
+        with self._lock:
+            now = self._clock()
+            for stale in [k for k, v in self._claimed.items() if v < now]:
+                del self._claimed[stale]
+            if ticket_id in self._claimed:
+                return False
+            self._claimed[ticket_id] = expires_at
+            return True
+
+    async def claim_async(self, ticket_id: str, expires_at: datetime) -> bool:
+        """Same as `claim` (no I/O involved)."""
+        return self.claim(ticket_id, expires_at)
+
+    def release(self, ticket_id: str) -> None:
+        """Forget a claim of `ticket_id`."""
+        with self._lock:
+            self._claimed.pop(ticket_id, None)
+
+    async def release_async(self, ticket_id: str) -> None:
+        """Same as `release`."""
+        self.release(ticket_id)
+
+
+class SqlReplayGuard:
+    """A replay guard backed by a database table, shared by every application instance.
+
+    A claim inserts the ticket id into a table whose primary key is that id; the
+    database's unique constraint makes exactly one of several concurrent claims win,
+    across processes and hosts. Expired ids are deleted from time to time (and by
+    `purge()`).
+
+    Works with a sync `Engine` (used by `redeem`) or an `AsyncEngine` (used by
+    `redeem_async`; `redeem_async` with a sync engine runs the statement in a worker
+    thread).
+
+    Args:
+        engine: The `Engine` or `AsyncEngine` to record claims with.
+        table_name: Name of the table.
+        metadata: Define the table on this `MetaData` (for example your declarative
+            base's, so Alembic autogenerate picks it up); a private one by default.
+        schema: Database schema of the table.
+        create_table: Create the table on first use if it does not exist. Turn off when
+            migrations manage it.
+        purge_every: Delete expired rows after this many claims of this instance.
+        clock: Returns the current time (timezone-aware); for tests.
+
+    Raises:
+        ConfigurationError: If `engine` is neither an `Engine` nor an `AsyncEngine`.
+
+    Example:
+        >>> from datetime import datetime, timedelta, timezone
+        >>> from sqlalchemy import create_engine
+        >>> guard = SqlReplayGuard(create_engine("sqlite://"))
+        >>> deadline = datetime.now(timezone.utc) + timedelta(minutes=5)
+        >>> guard.claim("t1", deadline), guard.claim("t1", deadline)
+        (True, False)
+    """
+
+    def __init__(
+        self,
+        engine: Engine | AsyncEngine,
+        *,
+        table_name: str = "sqlalchemy_obstore_upload_tickets",
+        metadata: MetaData | None = None,
+        schema: str | None = None,
+        create_table: bool = True,
+        purge_every: int = 256,
+        clock: Clock | None = None,
+    ) -> None:
+        from sqlalchemy import Column, DateTime, MetaData, String, Table
+        from sqlalchemy.engine import Engine
+        from sqlalchemy.ext.asyncio import AsyncEngine
+
+        if not isinstance(engine, (Engine, AsyncEngine)):
+            raise ConfigurationError(
+                f"SqlReplayGuard needs an Engine or AsyncEngine, not {type(engine).__name__}."
+            )
+        self.engine = engine
+        self.table: Table = Table(
+            table_name,
+            metadata if metadata is not None else MetaData(),
+            Column("ticket_id", String(64), primary_key=True),
+            Column("expires_at", DateTime(), nullable=False, index=True),
+            Column("claimed_at", DateTime(), nullable=False),
+            schema=schema,
+        )
+        self._create = create_table
+        self._purge_every = max(1, purge_every)
+        self._claims = 0
+        self._clock = clock or _utcnow
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"SqlReplayGuard(table={self.table.fullname!r})"
+
+    # statements: decided here, executed by the sync or async drivers below
+    def _insert(self, ticket_id: str, expires_at: datetime) -> Any:
+        return self.table.insert().values(
+            ticket_id=ticket_id,
+            expires_at=_naive_utc(expires_at),
+            claimed_at=_naive_utc(self._clock()),
+        )
+
+    def _delete(self, ticket_id: str) -> Any:
+        return self.table.delete().where(self.table.c.ticket_id == ticket_id)
+
+    def _expired(self) -> Any:
+        return self.table.delete().where(self.table.c.expires_at < _naive_utc(self._clock()))
+
+    def _due_for_purge(self) -> bool:
+        with self._lock:
+            self._claims += 1
+            return self._claims % self._purge_every == 0
+
+    def _sync_engine(self, operation: str) -> Engine:
+        from sqlalchemy.engine import Engine
+
+        if not isinstance(self.engine, Engine):
+            raise ConfigurationError(
+                f"This SqlReplayGuard has an AsyncEngine: {operation} needs the async "
+                "variant (UploadTickets.redeem_async, guard.claim_async)."
+            )
+        return self.engine
+
+    def _create_table(self, connection: Any) -> None:
+        from sqlalchemy.exc import DBAPIError
+
+        try:
+            self.table.create(connection, checkfirst=True)
+        except DBAPIError:
+            # Another instance created it between the check and the CREATE.
+            connection.rollback()
+            if not connection.dialect.has_table(
+                connection, self.table.name, schema=self.table.schema
+            ):
+                raise
+        else:
+            connection.commit()
+
+    def create_table(self) -> None:
+        """Create the table now if it does not exist (sync engine)."""
+        with self._sync_engine("create_table").connect() as connection:
+            self._create_table(connection)
+        self._create = False
+
+    async def create_table_async(self) -> None:
+        """Create the table now if it does not exist."""
+        from sqlalchemy.ext.asyncio import AsyncEngine
+
+        if not isinstance(self.engine, AsyncEngine):
+            await asyncio.to_thread(self.create_table)
+            return
+        async with self.engine.connect() as connection:
+            await connection.run_sync(self._create_table)
+        self._create = False
+
+    def claim(self, ticket_id: str, expires_at: datetime) -> bool:
+        """Insert `ticket_id`; `True` if no row had it (this claim won)."""
+        from sqlalchemy.exc import IntegrityError
+
+        engine = self._sync_engine("claim")
+        if self._create:
+            self.create_table()
+        try:
+            with engine.begin() as connection:
+                connection.execute(self._insert(ticket_id, expires_at))
+        except IntegrityError:
+            return False
+        if self._due_for_purge():
+            self.purge()
+        return True
+
+    async def claim_async(self, ticket_id: str, expires_at: datetime) -> bool:
+        """Async version of `claim`."""
+        from sqlalchemy.exc import IntegrityError
+        from sqlalchemy.ext.asyncio import AsyncEngine
+
+        if not isinstance(self.engine, AsyncEngine):
+            return await asyncio.to_thread(self.claim, ticket_id, expires_at)
+        if self._create:
+            await self.create_table_async()
+        try:
+            async with self.engine.begin() as connection:
+                await connection.execute(self._insert(ticket_id, expires_at))
+        except IntegrityError:
+            return False
+        if self._due_for_purge():
+            await self.purge_async()
+        return True
+
+    def release(self, ticket_id: str) -> None:
+        """Delete the claim of `ticket_id`."""
+        with self._sync_engine("release").begin() as connection:
+            connection.execute(self._delete(ticket_id))
+
+    async def release_async(self, ticket_id: str) -> None:
+        """Async version of `release`."""
+        from sqlalchemy.ext.asyncio import AsyncEngine
+
+        if not isinstance(self.engine, AsyncEngine):
+            await asyncio.to_thread(self.release, ticket_id)
+            return
+        async with self.engine.begin() as connection:
+            await connection.execute(self._delete(ticket_id))
+
+    def purge(self) -> int:
+        """Delete the rows of tickets past their deadline; returns how many."""
+        with self._sync_engine("purge").begin() as connection:
+            return int(connection.execute(self._expired()).rowcount)
+
+    async def purge_async(self) -> int:
+        """Async version of `purge`."""
+        from sqlalchemy.ext.asyncio import AsyncEngine
+
+        if not isinstance(self.engine, AsyncEngine):
+            return await asyncio.to_thread(self.purge)
+        async with self.engine.begin() as connection:
+            return int((await connection.execute(self._expired())).rowcount)
+
+
+# -- grants -------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class UploadGrant:
+    """What the client needs for one direct upload.
+
+    Attributes:
+        url: The signed URL to send the bytes to.
+        method: The HTTP method (`"PUT"`).
+        headers: Headers the client must send with the request (Azure's
+            `x-ms-blob-type`; empty elsewhere).
+        expires_at: When the URL stops being accepted (start the upload before it).
+        ticket: The upload ticket to hand back to the server after the upload.
+        backend: The backend key the object goes to.
+        path: The object key (fresh; nothing refers to it until the ticket is redeemed).
+        filename: The display filename recorded in the ticket.
+        max_size: The largest size the server accepts, if limited (for a client-side
+            check before uploading; the server checks again).
+        content_types: Accepted content types or patterns, if limited.
+        redeem_before: The ticket's redeem deadline.
+    """
+
+    url: str
+    method: str
+    headers: Mapping[str, str]
+    expires_at: datetime
+    ticket: str
+    backend: str
+    path: str
+    filename: str = ""
+    max_size: int | None = None
+    content_types: tuple[str, ...] | None = None
+    redeem_before: datetime | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (timestamps as ISO 8601 strings) to send to the client.
+
+        Example:
+            >>> from datetime import datetime, timezone
+            >>> moment = datetime(2030, 1, 1, tzinfo=timezone.utc)
+            >>> grant = UploadGrant("https://s/k", "PUT", {}, moment, "tkt", "b", "k")
+            >>> grant.as_dict()["expires_at"]
+            '2030-01-01T00:00:00+00:00'
+        """
+        return {
+            "url": self.url,
+            "method": self.method,
+            "headers": dict(self.headers),
+            "expires_at": self.expires_at.isoformat(),
+            "ticket": self.ticket,
+            "backend": self.backend,
+            "path": self.path,
+            "filename": self.filename,
+            "max_size": self.max_size,
+            "content_types": list(self.content_types) if self.content_types else None,
+            "redeem_before": self.redeem_before.isoformat() if self.redeem_before else None,
+        }
+
+    def __repr__(self) -> str:
+        # The URL carries a signature and the ticket is a bearer credential: keep both
+        # out of logs.
+        return (
+            f"UploadGrant(method={self.method!r}, backend={self.backend!r}, "
+            f"path={self.path!r}, expires_at={self.expires_at.isoformat()!r})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    backend: Backend
+    key_prefix: str | None
+    key_function: KeyFunction | None
+    policy: UploadPolicy | None
+
+
+# -- the issuer ---------------------------------------------------------------------------------
+class UploadTickets:
+    """Issues and redeems upload tickets for direct-to-storage uploads.
+
+    Create one per application (keep the secret stable across restarts and shared by
+    every instance; rotate it with `previous_secrets`).
+
+    Args:
+        secret: At least 32 bytes (str or bytes) of secret key material.
+        registry: Resolves backend keys (default: `storages`).
+        replay_guard: Remembers redeemed tickets; default a
+            [`MemoryReplayGuard`][sqlalchemy_obstore.tickets.MemoryReplayGuard] (one
+            process only — use
+            [`SqlReplayGuard`][sqlalchemy_obstore.tickets.SqlReplayGuard] with several).
+        expires_in: Lifetime of the signed PUT URL (seconds or timedelta).
+        redeem_grace: How long after the URL expires the ticket may still be redeemed
+            (an upload started just before expiry may take a while to finish).
+        previous_secrets: Older secrets whose tickets are still accepted (rotation).
+        clock: Returns the current time (timezone-aware); for tests.
+
+    Raises:
+        ConfigurationError: For a secret shorter than 32 bytes or a bad lifetime.
+
+    Example:
+        >>> import secrets
+        >>> tickets = UploadTickets(secrets.token_bytes(32), expires_in=120)
+        >>> tickets
+        UploadTickets(expires_in=120.0, replay_guard=MemoryReplayGuard)
+    """
+
+    def __init__(
+        self,
+        secret: str | bytes,
+        *,
+        registry: BackendRegistry = storages,
+        replay_guard: ReplayGuard | None = None,
+        expires_in: int | float | timedelta = 300,
+        redeem_grace: int | float | timedelta = timedelta(hours=1),
+        previous_secrets: Iterable[str | bytes] = (),
+        clock: Clock | None = None,
+    ) -> None:
+        self._key = _secret_bytes(secret, "secret")
+        older = [_secret_bytes(old, "previous_secrets item") for old in previous_secrets]
+        self._verify_keys = (self._key, *older)
+        self.registry = registry
+        self._clock = clock or _utcnow
+        self.replay_guard: ReplayGuard = (
+            replay_guard if replay_guard is not None else MemoryReplayGuard(clock=self._clock)
+        )
+        self.expires_in = _duration(expires_in, "expires_in")
+        self.redeem_grace = _duration(redeem_grace, "redeem_grace", allow_zero=True)
+
+    def __repr__(self) -> str:
+        guard = type(self.replay_guard).__name__
+        return f"UploadTickets(expires_in={self.expires_in.total_seconds()}, replay_guard={guard})"
+
+    # -- issuing --------------------------------------------------------------------------
+    def _resolve(self, target: object) -> _Target:
+        from .types import StoredObject
+
+        column_type = _column_type(target)
+        if isinstance(column_type, StoredObject):
+            if column_type.registry is not None and column_type.registry is not self.registry:
+                raise ConfigurationError(
+                    f"{column_type!r} resolves backends in its own registry; create "
+                    "UploadTickets(registry=...) with that registry to issue tickets for it."
+                )
+            backend = self.registry.get_backend(column_type.backend)
+            return _Target(
+                backend,
+                column_type.key_prefix,
+                column_type.key_function,
+                effective_policy(backend.policy, column_type.policy),
+            )
+        if isinstance(target, Backend):
+            backend = self.registry.get_backend(target.key)
+            if backend is not target:
+                raise ConfigurationError(
+                    f"Backend {target.key!r} is not the one registered under that key; "
+                    "register it first (tickets are redeemed through the registry).",
+                    backend=target.key,
+                )
+            return _Target(backend, None, None, backend.policy)
+        if isinstance(target, str):
+            backend = self.registry.get_backend(target)
+            return _Target(backend, None, None, backend.policy)
+        raise ConfigurationError(
+            "issue() takes a StoredObject column (e.g. Document.file), a StoredObject type, "
+            f"a backend or a backend key, not {type(target).__name__}."
+        )
+
+    def _prepare(
+        self,
+        target: object,
+        filename: str,
+        max_size: int | None,
+        content_types: Sequence[str] | str | None,
+        expires_in: int | float | timedelta | None,
+        metadata: Mapping[str, str] | None,
+    ) -> tuple[_Target, _Claims, timedelta]:
+        if not isinstance(filename, str):
+            raise ConfigurationError(f"filename must be a string, not {type(filename).__name__}.")
+        resolved = self._resolve(target)
+        backend, policy = resolved.backend, resolved.policy
+        if policy is not None and (policy.image is not None or policy.validators):
+            raise ConfigurationError(
+                f"The upload policy of this target has "
+                f"{'an ImagePolicy' if policy.image is not None else 'custom validators'}, "
+                "which need the bytes to pass through the application; a direct upload "
+                "never does. Use FileObject.from_upload for this column, or issue tickets "
+                "for a column without them.",
+                backend=backend.key,
+            )
+        requested = UploadPolicy(max_size=max_size, allowed_content_types=_tuple(content_types))
+        if policy is not None and not policy.allows_filename(filename):
+            allowed = ", ".join(policy.allowed_extensions or ())
+            raise InvalidExtensionError(
+                f"The extension of {filename!r} is not allowed (allowed: {allowed}).",
+                backend=backend.key,
+            )
+        policy_max = policy.max_size if policy is not None else None
+        sizes = [size for size in (requested.max_size, policy_max) if size is not None]
+        type_lists = tuple(
+            types
+            for types in (
+                policy.allowed_content_types if policy is not None else None,
+                requested.allowed_content_types,
+            )
+            if types is not None
+        )
+        sniff = (policy.sniffs if policy is not None else False) or bool(
+            requested.allowed_content_types
+        )
+        lifetime = backend.check_expiry(self.expires_in if expires_in is None else expires_in)
+        path = build_key(
+            filename,
+            prefix=join_key(backend.prefix, resolved.key_prefix),
+            key_function=resolved.key_function or backend.key_function,
+        )
+        claims = _Claims(
+            id=_b64encode(secrets.token_bytes(16)),
+            backend=backend.key,
+            path=path,
+            filename=filename,
+            deadline=self._clock() + lifetime + self.redeem_grace,
+            max_size=min(sizes) if sizes else None,
+            min_size=policy.min_size if policy is not None else None,
+            content_types=type_lists,
+            sniff=sniff,
+            metadata=dict(metadata or {}),
+        )
+        return resolved, claims, lifetime
+
+    def _grant(
+        self, claims: _Claims, url: str, lifetime: timedelta, backend: Backend
+    ) -> UploadGrant:
+        return UploadGrant(
+            url=url,
+            method="PUT",
+            headers=dict(backend.upload_headers),
+            expires_at=self._clock() + lifetime,
+            ticket=self._encode(claims),
+            backend=claims.backend,
+            path=claims.path,
+            filename=claims.filename,
+            max_size=claims.max_size,
+            content_types=claims.content_types[-1] if claims.content_types else None,
+            redeem_before=claims.deadline,
+        )
+
+    def issue(
+        self,
+        target: object,
+        filename: str,
+        *,
+        max_size: int | None = None,
+        content_types: Sequence[str] | str | None = None,
+        expires_in: int | float | timedelta | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> UploadGrant:
+        """Sign a PUT URL for a fresh key and a ticket to redeem after the upload.
+
+        Args:
+            target: Where the file goes: a `StoredObject` column attribute
+                (`Document.file`: its backend, key prefix, key function and upload
+                policy are used), a `StoredObject` type, a registered backend or a
+                backend key (its default policy is used).
+            filename: The display name (usually the client's file name); only a
+                sanitised form appears in the key.
+            max_size: A size limit for this upload; the smaller of it and the policy's
+                limit applies.
+            content_types: Allowed types or patterns (`"image/*"`) for this upload; the
+                bytes are sniffed at redeem time. The policy's list applies as well.
+            expires_in: Lifetime of the signed URL (default: the issuer's).
+            metadata: Custom str→str metadata for the resulting `FileObject`.
+
+        Returns:
+            The grant: URL, method, headers and ticket for the client.
+
+        Raises:
+            ConfigurationError: For an unusable target, or a policy with an
+                `ImagePolicy` or custom validators (they need the bytes).
+            InvalidExtensionError: If the policy does not allow the filename.
+            UnsupportedOperationError: If the backend cannot sign URLs (attach a URL
+                signer to local and memory backends, see `signing.HmacUrlSigner`).
+            InvalidExpiryError: If the lifetime exceeds the store's limit.
+
+        Example:
+            >>> from sqlalchemy_obstore import ObstoreBackend, storages
+            >>> class DemoSigner:
+            ...     def sign_url(self, backend, path, *, method, expires_in):
+            ...         return f"https://uploads.example/{path}?sig=demo"
+            >>> tickets = UploadTickets("0123456789abcdef0123456789abcdef")
+            >>> with storages.temporary(
+            ...     ObstoreBackend("docs", "memory://", prefix="in", url_signer=DemoSigner())
+            ... ):
+            ...     grant = tickets.issue("docs", "cv.pdf", content_types=["application/pdf"])
+            >>> grant.method, grant.path.startswith("in/"), grant.content_types
+            ('PUT', True, ('application/pdf',))
+        """
+        resolved, claims, lifetime = self._prepare(
+            target, filename, max_size, content_types, expires_in, metadata
+        )
+        url = resolved.backend.sign(claims.path, method="PUT", expires_in=lifetime)
+        return self._grant(claims, url, lifetime, resolved.backend)
+
+    async def issue_async(
+        self,
+        target: object,
+        filename: str,
+        *,
+        max_size: int | None = None,
+        content_types: Sequence[str] | str | None = None,
+        expires_in: int | float | timedelta | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> UploadGrant:
+        """Async version of [`issue`][sqlalchemy_obstore.tickets.UploadTickets.issue]."""
+        resolved, claims, lifetime = self._prepare(
+            target, filename, max_size, content_types, expires_in, metadata
+        )
+        url = await resolved.backend.sign_async(claims.path, method="PUT", expires_in=lifetime)
+        return self._grant(claims, url, lifetime, resolved.backend)
+
+    # -- the token ------------------------------------------------------------------------
+    @staticmethod
+    def _signature(key: bytes, payload: str) -> bytes:
+        return hmac.new(key, payload.encode("ascii"), hashlib.sha256).digest()
+
+    def _encode(self, claims: _Claims) -> str:
+        payload = _b64encode(claims.to_json())
+        return f"{payload}.{_b64encode(self._signature(self._key, payload))}"
+
+    def _decode(self, ticket: object) -> _Claims:
+        """Verify the signature and deadline and return the claims."""
+        if not isinstance(ticket, str) or len(ticket) > _MAX_TICKET_CHARS:
+            raise InvalidUploadTicketError("An upload ticket is a string issued by this server.")
+        payload, dot, signature = ticket.partition(".")
+        try:
+            given = _b64decode(signature)
+            raw = _b64decode(payload)
+        except (binascii.Error, ValueError):
+            raise InvalidUploadTicketError("The upload ticket is malformed.") from None
+        if not dot or not payload.isascii():
+            raise InvalidUploadTicketError("The upload ticket is malformed.")
+        valid = False
+        for key in self._verify_keys:  # every key is tried: no timing hint which matched
+            valid |= hmac.compare_digest(self._signature(key, payload), given)
+        if not valid:
+            raise InvalidUploadTicketError(
+                "The upload ticket's signature is not valid: it was changed, or issued with "
+                "another secret. Ask the server for a new ticket."
+            )
+        claims = _Claims.from_json(raw)
+        if self._clock() >= claims.deadline:
+            raise ExpiredUploadTicketError(
+                f"The upload ticket expired at {claims.deadline.isoformat()}; ask the server "
+                "for a new ticket and upload again.",
+                expired_at=claims.deadline,
+                backend=claims.backend,
+                path=claims.path,
+            )
+        return claims
+
+    def inspect(self, ticket: str) -> dict[str, Any]:
+        """Verify a ticket and return what it says, without redeeming it.
+
+        Returns:
+            `backend`, `path`, `filename`, `max_size`, `min_size`, `content_types`,
+            `sniff`, `redeem_before` and `metadata`.
+
+        Raises:
+            InvalidUploadTicketError: If the ticket is malformed, forged or tampered.
+            ExpiredUploadTicketError: If its deadline has passed.
+        """
+        claims = self._decode(ticket)
+        return {
+            "backend": claims.backend,
+            "path": claims.path,
+            "filename": claims.filename,
+            "max_size": claims.max_size,
+            "min_size": claims.min_size,
+            "content_types": [list(types) for types in claims.content_types],
+            "sniff": claims.sniff,
+            "redeem_before": claims.deadline,
+            "metadata": dict(claims.metadata),
+        }
+
+    # -- redeeming --------------------------------------------------------------------------
+    def _size_violation(self, claims: _Claims, info: ObjectInfo) -> ValidationError | None:
+        if claims.max_size is not None and info.size > claims.max_size:
+            return FileTooLargeError(
+                limit=claims.max_size,
+                size_seen=info.size,
+                backend=claims.backend,
+                path=claims.path,
+            )
+        if claims.min_size is not None and info.size < claims.min_size:
+            return FileTooSmallError(
+                minimum=claims.min_size, size=info.size, backend=claims.backend, path=claims.path
+            )
+        return None
+
+    @staticmethod
+    def _declared_type(claims: _Claims, info: ObjectInfo) -> str:
+        stored = (info.content_type or "").split(";", 1)[0].strip().lower()
+        if stored and stored not in _GENERIC_TYPES:
+            return info.content_type or stored
+        return guess_content_type(claims.filename)
+
+    def _content_type(
+        self, claims: _Claims, info: ObjectInfo, head: bytes | None
+    ) -> tuple[str, ValidationError | None]:
+        """The content type to record, and the violation, if any (plain code)."""
+        declared = self._declared_type(claims, info)
+        policies = claims.policies()
+        if head is None:  # not sniffing: the declared type must be allowed
+            for policy in policies:
+                if not policy.allows_content_type(declared):
+                    return declared, InvalidContentTypeError(
+                        f"Content type {declared!r} is not allowed.",
+                        declared=declared,
+                        backend=claims.backend,
+                        path=claims.path,
+                    )
+            return declared, None
+        detected = detect_content_type(head)
+        stored = _refine(detected, declared) if detected is not None else DEFAULT_CONTENT_TYPE
+        for policy in policies:
+            if not policy.allows_content_type(stored):
+                allowed = ", ".join(policy.allowed_content_types or ())
+                return stored, InvalidContentTypeError(
+                    f"Content type refused: the file declares {declared!r} but its bytes are "
+                    f"{repr(detected) if detected else 'of an unknown type'} "
+                    f"(allowed: {allowed}).",
+                    declared=declared,
+                    detected=detected,
+                    backend=claims.backend,
+                    path=claims.path,
+                )
+        return (stored if detected is not None else declared), None
+
+    def _file(self, claims: _Claims, info: ObjectInfo, content_type: str) -> FileObject:
+        return FileObject(
+            backend=claims.backend,
+            path=claims.path,
+            filename=claims.filename,
+            content_type=content_type,
+            size=info.size,
+            etag=info.etag,
+            version=info.version,
+            last_modified=info.last_modified,
+            metadata=claims.metadata,
+            registry=None if self.registry is storages else self.registry,
+        )
+
+    def _claim_failed(self, claims: _Claims) -> ReplayedUploadTicketError:
+        return ReplayedUploadTicketError(
+            "This upload ticket was already redeemed; each ticket turns into one file once.",
+            backend=claims.backend,
+            path=claims.path,
+        )
+
+    def redeem(self, ticket: str) -> FileObject:
+        """Turn a ticket into a saved `FileObject` once its object is uploaded and valid.
+
+        Args:
+            ticket: The ticket from the grant, as the client sent it back.
+
+        Returns:
+            A saved file (size, etag, version, content type, last-modified from the
+            store); assign it to a column and commit. It has no checksum: the bytes
+            never passed through the application.
+
+        Raises:
+            InvalidUploadTicketError: Malformed, forged or tampered ticket.
+            ExpiredUploadTicketError: Past its redeem deadline.
+            ReplayedUploadTicketError: Already redeemed.
+            ObjectNotFoundError: Nothing was uploaded yet; the ticket is not used up.
+            FileTooLargeError, FileTooSmallError, InvalidContentTypeError: The upload
+                breaks the limits; the object was deleted and the ticket is used up.
+
+        Example:
+            >>> from sqlalchemy_obstore import ObstoreBackend, storages
+            >>> from sqlalchemy_obstore.errors import ReplayedUploadTicketError
+            >>> class DemoSigner:
+            ...     def sign_url(self, backend, path, *, method, expires_in):
+            ...         return f"https://uploads.example/{path}?sig=demo"
+            >>> tickets = UploadTickets("0123456789abcdef0123456789abcdef")
+            >>> with storages.temporary(ObstoreBackend("b", "memory://", url_signer=DemoSigner())):
+            ...     grant = tickets.issue("b", "a.txt")
+            ...     _ = storages.get_backend("b").put(grant.path, b"hi")
+            ...     tickets.redeem(grant.ticket).size
+            ...     try:
+            ...         tickets.redeem(grant.ticket)
+            ...     except ReplayedUploadTicketError:
+            ...         print("refused")
+            2
+            refused
+        """
+        claims = self._decode(ticket)
+        backend = self.registry.get_backend(claims.backend)
+        if not self.replay_guard.claim(claims.id, claims.deadline):
+            raise self._claim_failed(claims)
+        try:
+            info = backend.head(claims.path)
+            violation = self._size_violation(claims, info)
+            head = None
+            if violation is None and claims.sniff:
+                head = backend.get_range(claims.path, 0, SNIFF_BYTES) if info.size else b""
+        except BaseException:
+            self.replay_guard.release(claims.id)  # nothing was decided: the client may retry
+            raise
+        if violation is None:
+            content_type, violation = self._content_type(claims, info, head)
+        if violation is not None:
+            backend.delete(claims.path)
+            raise violation
+        return self._file(claims, info, content_type)
+
+    async def redeem_async(self, ticket: str) -> FileObject:
+        """Async version of [`redeem`][sqlalchemy_obstore.tickets.UploadTickets.redeem]."""
+        claims = self._decode(ticket)
+        backend = self.registry.get_backend(claims.backend)
+        if not await self.replay_guard.claim_async(claims.id, claims.deadline):
+            raise self._claim_failed(claims)
+        try:
+            info = await backend.head_async(claims.path)
+            violation = self._size_violation(claims, info)
+            head = None
+            if violation is None and claims.sniff:
+                head = (
+                    await backend.get_range_async(claims.path, 0, SNIFF_BYTES) if info.size else b""
+                )
+        except BaseException:
+            await self.replay_guard.release_async(claims.id)
+            raise
+        if violation is None:
+            content_type, violation = self._content_type(claims, info, head)
+        if violation is not None:
+            await backend.delete_async(claims.path)
+            raise violation
+        return self._file(claims, info, content_type)
+
+
+def _tuple(values: Sequence[str] | str | None) -> tuple[str, ...] | None:
+    if values is None:
+        return None
+    return (values,) if isinstance(values, str) else tuple(values)
+
+
+def _column_type(target: object) -> object:
+    """The column type behind a mapped attribute or `Column`, else `target` itself."""
+    prop = getattr(target, "property", None)
+    columns = getattr(prop, "columns", None)
+    if columns:
+        return columns[0].type
+    column_type = getattr(target, "type", None)
+    if column_type is not None and hasattr(target, "table"):
+        return column_type
+    return target
