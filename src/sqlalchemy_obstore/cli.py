@@ -341,7 +341,8 @@ class _ProgressLine:
             filled = int(share * 20)
             line = f"{where}: [{'#' * filled}{'.' * (20 - filled)}] {done:,}/{total:,}"
             line += f" {share:4.0%}"
-        line += f"  {rate:,.0f}/s"
+        if elapsed > 0:
+            line += f"  {rate:,.0f}/s"
         self._draw(line)
 
     def _draw(self, line: str) -> None:
@@ -900,10 +901,8 @@ def _cmd_migrate(args: argparse.Namespace, out: _Output) -> int:
         raise _Failure(EXIT_USAGE, "--delete-source cannot be combined with --dry-run.")
     if args.source == args.destination:
         raise _Failure(EXIT_USAGE, "--from and --to name the same backend.")
-    try:
-        from . import migrate as migration
-    except ImportError:  # pragma: no cover - the module ships with the package
-        raise _Failure(EXIT_USAGE, "migration is not available in this installation.") from None
+    # (the package exports the function `migrate`, which shadows the module's name)
+    migration = importlib.import_module(f"{__package__}.migrate")
     columns = _file_columns(args)
     database = _database(args)
     assert database is not None

@@ -1,0 +1,627 @@
+"""The `sqlalchemy-obstore` command line, end to end: real subprocesses, real servers.
+
+Every test runs the installed console script (or `python -m sqlalchemy_obstore`) in a
+fresh process against SQLite or PostgreSQL (sync and async drivers) and a local-files,
+S3 (moto) or memory backend, with `--app tests.e2e.cli_app`: a module that registers its
+backends and declares its models from environment variables, as an application would.
+The test process builds the same backends and models to create data and to check what
+the command did to the database and the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import obstore
+import pytest
+from sqlalchemy import create_engine, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from sqlalchemy_obstore import FileObject, ObstoreBackend, collect_garbage, storages
+from sqlalchemy_obstore.cli import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    parse_duration,
+    run,
+)
+from sqlalchemy_obstore.gc import Progress, verify_references
+from tests.conftest import PG_SERVER
+from tests.e2e.cli_app import build_backends, make_models, sync_url
+from tests.servers import free_port
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = Path(sys.executable).with_name("sqlalchemy-obstore")
+APP = "tests.e2e.cli_app"
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    def __str__(self) -> str:
+        return f"exit {self.code}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+
+
+@dataclass
+class CliApp:
+    """One application: its environment, and in-process twins of its backends and models."""
+
+    tmp: Path
+    url: str
+    spec: dict[str, dict[str, Any]]
+    table: str
+    engine: Engine
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.backends = {b.key: b for b in build_backends(self.spec)}
+        for backend in self.backends.values():
+            storages.register_backend(backend, replace=True)
+        self.Base, self.Document = make_models(self.table)
+        self.env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(self.tmp),
+            "PYTHONFAULTHANDLER": "1",
+            "DATABASE_URL": self.url,
+            "SQLO_CLI_BACKENDS": json.dumps(self.spec),
+            "SQLO_CLI_TABLE": self.table,
+        }
+
+    def run(self, *args: str, module: bool = False, **env: str) -> Result:
+        command = [sys.executable, "-m", "sqlalchemy_obstore"] if module else [str(SCRIPT)]
+        done = subprocess.run(
+            [*command, *args, "--app", APP],
+            cwd=ROOT,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        return Result(done.returncode, done.stdout, done.stderr)
+
+    def add(self, count: int, *, pages: int = 1) -> list[int]:
+        """Rows with a file and `pages` page files each; returns their ids."""
+        with Session(self.engine) as session:
+            rows = [
+                self.Document(
+                    title=f"doc {i}",
+                    file=FileObject(filename=f"doc-{i}.txt", content=f"doc {i}".encode()),
+                    pages=[
+                        FileObject(filename=f"p{i}-{j}.txt", content=f"page {i}.{j}".encode())
+                        for j in range(pages)
+                    ],
+                )
+                for i in range(count)
+            ]
+            session.add_all(rows)
+            session.commit()
+            return [row.id for row in rows]
+
+    def orphan(self, backend: str = "files") -> str:
+        """An object uploaded whose row never committed (a crash after the upload)."""
+        return FileObject(filename="lost.txt", content=b"lost bytes", backend=backend).save().path
+
+    def objects(self, key: str = "files") -> set[str]:
+        backend = self.backends[key]
+        return {info.path for info in backend.list_objects(backend.prefix)}
+
+    def referenced(self) -> dict[int, list[FileObject]]:
+        with Session(self.engine) as session:
+            return {
+                doc.id: [doc.file, *doc.pages]
+                for doc in session.scalars(select(self.Document).order_by(self.Document.id))
+            }
+
+
+DATABASES = {
+    "sqlite": "sqlite:///{tmp}/app.db",
+    "sqlite-async": "sqlite+aiosqlite:///{tmp}/app.db",
+    "pg": "postgresql+psycopg://{pg}",
+    "pg-async": "postgresql+asyncpg://{pg}",
+}
+
+
+@pytest.fixture
+def make_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., CliApp]]:
+    engines: list[Engine] = []
+
+    def make(database: str, **stores: str) -> CliApp:
+        pg = ""
+        if database.startswith("pg"):
+            pg = f"{PG_SERVER}/{request.getfixturevalue('pg_database')}"
+        url = DATABASES[database].format(tmp=tmp_path, pg=pg)
+        spec: dict[str, dict[str, Any]] = {}
+        for key, kind in (stores or {"files": "local"}).items():
+            spec[key] = store_spec(request, tmp_path / key, kind)
+        engine = create_engine(sync_url(url))
+        engines.append(engine)
+        app = CliApp(tmp_path, url, spec, f"cli_docs_{uuid.uuid4().hex[:8]}", engine)
+        app.Base.metadata.create_all(engine)
+        return app
+
+    yield make
+    for engine in engines:
+        engine.dispose()
+
+
+def store_spec(request: pytest.FixtureRequest, directory: Path, kind: str) -> dict[str, Any]:
+    if kind == "local":
+        directory.mkdir(parents=True, exist_ok=True)
+        return {"fs": str(directory), "prefix": "files"}
+    if kind == "memory":
+        return {"fs": "memory://", "prefix": "files"}
+    moto = request.getfixturevalue("moto_server")
+    return {
+        "fs": f"s3://{moto.create_bucket()}/",
+        "prefix": "files",
+        "endpoint": moto.endpoint,
+        "access_key_id": "AKIACLITEST",
+        "secret_access_key": SECRET,  # moto accepts any; it must never be printed
+        "region": moto.region,
+        "virtual_hosted_style_request": False,
+    }
+
+
+SECRET = f"cli-secret-{uuid.uuid4().hex}"
+
+
+def assert_no_secret(result: Result) -> None:
+    assert SECRET not in result.stdout
+    assert SECRET not in result.stderr
+
+
+# -- gc -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("database", "store"),
+    [("sqlite", "local"), ("sqlite-async", "s3"), ("pg", "s3"), ("pg-async", "local")],
+)
+def test_gc_reports_orphans_and_deletes_only_when_confirmed(
+    make_app: Callable[..., CliApp], database: str, store: str
+) -> None:
+    app = make_app(database, files=store)
+    app.add(2, pages=1)  # 4 referenced objects
+    orphans = {app.orphan(), app.orphan()}
+    referenced = app.objects() - orphans
+    assert len(referenced) == 4
+
+    # default grace period (24 h): the fresh orphans may belong to open transactions
+    young = app.run("gc", "--json")
+    assert young.code == EXIT_OK, young
+    report = young.json()
+    assert report["dry_run"] is True
+    assert report["totals"] == {
+        "scanned": 6,
+        "referenced": 4,
+        "too_young": 2,
+        "orphaned": 0,
+        "deleted": 0,
+        "bytes_freed": 0,
+    }
+
+    dry = app.run("gc", "--grace-period", "0", "--json")
+    assert dry.code == EXIT_OK, dry
+    files = dry.json()["backends"]["files"]
+    assert set(files["orphan_paths"]) == orphans
+    assert (files["orphaned"], files["deleted"]) == (2, 0)
+    assert app.objects() == referenced | orphans  # a dry run deletes nothing
+
+    assert app.run("gc", "--grace-period", "0", "--fail-on-orphans").code == EXIT_PROBLEMS
+
+    refused = app.run("gc", "--delete", "--grace-period", "0")
+    assert refused.code == EXIT_USAGE, refused
+    assert "--yes" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert app.objects() == referenced | orphans
+
+    deleted = app.run("gc", "--delete", "--yes", "--grace-period", "0s", "--json")
+    assert deleted.code == EXIT_OK, deleted
+    document = deleted.json()
+    assert document["ok"] is True
+    assert document["totals"]["deleted"] == 2
+    assert document["totals"]["bytes_freed"] == 2 * len(b"lost bytes")
+    assert app.objects() == referenced  # referenced objects survive; orphans are gone
+    assert_no_secret(deleted)
+
+    again = app.run("gc", "--grace-period", "0", "--fail-on-orphans")
+    assert again.code == EXIT_OK, again
+    assert "orphaned" in again.stdout  # the human table
+
+
+@pytest.mark.parametrize("database", ["sqlite-async", "pg-async"])
+def test_gc_on_a_memory_backend_seeded_by_the_app(
+    make_app: Callable[..., CliApp], database: str
+) -> None:
+    # A memory store lives in one process: the app module seeds it (3 rows, 2 orphans).
+    app = make_app(database, files="memory")
+    seed = json.dumps({"rows": 3, "orphans": 2})
+    dry = app.run("gc", "--grace-period", "0", "--json", SQLO_CLI_SEED=seed)
+    assert dry.code == EXIT_OK, dry
+    files = dry.json()["backends"]["files"]
+    assert (files["scanned"], files["referenced"], files["orphaned"]) == (5, 3, 2)
+    assert all(path.endswith(("/lost-0.txt", "/lost-1.txt")) for path in files["orphan_paths"])
+
+    real = app.run("gc", "--delete", "--yes", "--grace-period", "0", "--json", SQLO_CLI_SEED=seed)
+    assert real.code == EXIT_OK, real
+    totals = real.json()["totals"]
+    assert (totals["referenced"], totals["orphaned"], totals["deleted"]) == (3, 2, 2)
+
+
+def test_gc_backend_filter_and_human_summary(make_app: Callable[..., CliApp]) -> None:
+    app = make_app("sqlite", files="local", other="local")
+    app.add(1)
+    lost = app.orphan("other")
+    only_files = app.run("gc", "--grace-period", "0", "--backend", "files", "--json")
+    assert only_files.code == EXIT_OK, only_files
+    assert set(only_files.json()["backends"]) == {"files"}
+    both = app.run("gc", "--grace-period", "0", "--backend", "files", "--backend", "other")
+    assert both.code == EXIT_OK, both
+    assert f"other: {lost}" in both.stdout
+    assert "delete them with --delete --yes" in both.stdout
+    unknown = app.run("gc", "--backend", "nope")
+    assert unknown.code == EXIT_USAGE
+    assert "'nope' is not registered" in unknown.stderr
+
+
+# -- verify -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("database", "store"), [("sqlite-async", "local"), ("pg", "local"), ("pg-async", "s3")]
+)
+def test_verify_finds_a_deleted_and_a_tampered_object(
+    make_app: Callable[..., CliApp], database: str, store: str
+) -> None:
+    app = make_app(database, files=store)
+    ids = app.add(3, pages=0)
+    clean = app.run("verify", "--checksums", "--json")
+    assert clean.code == EXIT_OK, clean
+    assert clean.json()["checked"] == 3
+    assert clean.json()["findings"] == []
+
+    rows = app.referenced()
+    missing, tampered = rows[ids[0]][0], rows[ids[1]][0]
+    backend = app.backends["files"]
+    backend.delete(missing.path)  # deleted by hand
+    original = backend.get_bytes(tampered.path)
+    obstore.put(backend.store, tampered.path, bytes(reversed(original)))  # same size
+
+    sizes_only = app.run("verify", "--json")
+    assert sizes_only.code == EXIT_PROBLEMS, sizes_only
+    assert [(f["primary_key"], f["problem"]) for f in sizes_only.json()["findings"]] == [
+        ([ids[0]], "missing")
+    ]
+
+    result = app.run("verify", "--checksums", "--json")
+    assert result.code == EXIT_PROBLEMS, result
+    document = result.json()
+    assert document["ok"] is False
+    assert document["exit_code"] == EXIT_PROBLEMS
+    assert document["checked"] == 3
+    found = {(f["primary_key"][0], f["problem"]) for f in document["findings"]}
+    assert found == {(ids[0], "missing"), (ids[1], "checksum_mismatch")}
+    for finding in document["findings"]:
+        assert finding["table"] == app.table
+        assert finding["column"] == "file"
+        assert finding["backend"] == "files"
+        assert finding["path"] in {missing.path, tampered.path}
+    assert_no_secret(result)
+
+    human = app.run("verify", "--checksums", module=True)
+    assert human.code == EXIT_PROBLEMS, human
+    assert "checksum_mismatch" in human.stdout
+    assert "2 problem(s) found." in human.stdout
+
+
+# -- migrate ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("database", "source", "destination"),
+    [("sqlite-async", "local", "s3"), ("pg", "s3", "local"), ("pg-async", "local", "local")],
+)
+def test_migrate_end_to_end(
+    make_app: Callable[..., CliApp], database: str, source: str, destination: str
+) -> None:
+    app = make_app(database, files=source, archive=destination)
+    app.add(3, pages=2)
+    before = {
+        id_: [(f.path, f.get_content()) for f in files] for id_, files in app.referenced().items()
+    }
+    source_objects = app.objects("files")
+    assert len(source_objects) == 9
+
+    refused = app.run("migrate", "--from", "files", "--to", "archive")
+    assert refused.code == EXIT_USAGE, refused
+    assert "--yes" in refused.stderr
+
+    dry = app.run("migrate", "--from", "files", "--to", "archive", "--dry-run", "--json")
+    assert dry.code == EXIT_OK, dry
+    assert dry.json()["dry_run"] is True
+    assert dry.json()["rows_rewritten"] == 3
+    assert app.objects("archive") == set()
+    assert all(f.backend == "files" for files in app.referenced().values() for f in files)
+
+    moved = app.run(
+        "migrate", "--from", "files", "--to", "archive", "--yes", "--delete-source",
+        "--concurrency", "4", "--json",
+    )  # fmt: skip
+    assert moved.code == EXIT_OK, moved
+    report = moved.json()
+    assert report["ok"] is True
+    assert (report["rows_rewritten"], report["objects_copied"], report["rows_remaining"]) == (
+        3,
+        9,
+        0,
+    )
+    assert report["objects_deleted"] == 9
+    after = app.referenced()
+    for id_, files in after.items():
+        assert all(f.backend == "archive" for f in files)
+        assert [(f.path, f.get_content()) for f in files] == before[id_]  # every byte equal
+    assert app.objects("files") == set()
+    assert app.objects("archive") == source_objects
+    assert_no_secret(moved)
+
+    again = app.run("migrate", "--from", "files", "--to", "archive", "--yes")
+    assert again.code == EXIT_OK, again  # idempotent
+    assert "rows rewritten" in again.stdout
+    assert app.run("verify", "--checksums").code == EXIT_OK
+
+
+# -- backends -----------------------------------------------------------------------------------
+def test_backends_lists_and_checks_every_backend(make_app: Callable[..., CliApp]) -> None:
+    app = make_app("pg-async", files="local", cloud="s3")
+    result = app.run("backends", "--json")
+    assert result.code == EXIT_OK, result
+    document = result.json()
+    by_key = {b["key"]: b for b in document["backends"]}
+    assert set(by_key) == {"files", "cloud"}
+    assert all(b["ok"] and b["error"] is None for b in by_key.values())
+    assert "s3" in by_key["cloud"]["description"]
+    assert by_key["cloud"]["prefix"] == "files"
+    assert document["database"]["ok"] is True
+    assert_no_secret(result)
+
+    human = app.run("backends", module=True)
+    assert human.code == EXIT_OK, human
+    assert "OK" in human.stdout
+    assert "(database)" in human.stdout
+
+
+@pytest.mark.parametrize("database", ["sqlite", "sqlite-async"])
+def test_an_unreachable_store_exits_3(make_app: Callable[..., CliApp], database: str) -> None:
+    app = make_app(database, files="local", cloud="s3")
+    app.spec["cloud"]["endpoint"] = f"http://127.0.0.1:{free_port()}"  # nothing listens
+    app.spec["cloud"]["retry_config"] = {"max_retries": 1}  # fail fast (default: 10 retries)
+    app.env["SQLO_CLI_BACKENDS"] = json.dumps(app.spec)
+    result = app.run("backends")
+    assert result.code == EXIT_UNAVAILABLE, result
+    assert "FAIL" in result.stdout
+    assert "1 check(s) failed." in result.stdout
+    assert "Traceback" not in result.stderr
+    document = app.run("backends", "--json").json()
+    cloud = next(b for b in document["backends"] if b["key"] == "cloud")
+    assert cloud["ok"] is False
+    assert "list failed on backend 'cloud'" in cloud["error"]
+    assert document["exit_code"] == EXIT_UNAVAILABLE
+
+    gc = app.run("gc", "--backend", "cloud", "--json")
+    assert gc.code == EXIT_UNAVAILABLE, gc
+    assert "backend 'cloud' is not reachable" in gc.json()["error"]
+    assert_no_secret(gc)
+
+
+def test_an_unreachable_database_exits_3(make_app: Callable[..., CliApp]) -> None:
+    app = make_app("sqlite", files="local")
+    for url in (
+        f"postgresql+asyncpg://user:hunter2pw@127.0.0.1:{free_port()}/nope",
+        f"postgresql+psycopg://user:hunter2pw@127.0.0.1:{free_port()}/nope",
+    ):
+        result = app.run("verify", "--database-url", url)
+        assert result.code == EXIT_UNAVAILABLE, result
+        assert result.stderr.startswith("sqlalchemy-obstore: error: cannot reach the database")
+        assert "hunter2pw" not in result.stderr + result.stdout
+        assert len(result.stderr.strip().splitlines()) == 1  # one line, no traceback
+
+
+# -- usage errors and interruption --------------------------------------------------------------
+def test_usage_errors_exit_2_with_one_line(make_app: Callable[..., CliApp], tmp_path: Path) -> None:
+    app = make_app("sqlite", files="local")
+    cases: list[tuple[list[str], dict[str, str], str]] = [
+        (["frobnicate"], {}, "invalid choice"),
+        (["gc", "--grace-period", "soon"], {}, "is not a duration"),
+        (["gc", "--batch-size", "0"], {}, "must be at least 1"),
+        (["gc", "--delete", "--dry-run"], {}, "not allowed with argument"),
+        (["verify"], {"DATABASE_URL": ""}, "no database"),
+        (["verify", "--database-url", "nonsense"], {}, "could not be parsed"),
+        (["verify", "--database-url", "sqlite:///nowhere/missing.db"], {}, "does not exist"),
+        (["migrate", "--from", "files", "--to", "nope", "--yes"], {}, "'nope' is not registered"),
+        (["migrate", "--from", "files", "--to", "files", "--yes"], {}, "same backend"),
+    ]
+    for args, env, message in cases:
+        result = app.run(*args, **env)
+        assert result.code == EXIT_USAGE, (args, result)
+        assert message in result.stderr, (args, result)
+        assert len(result.stderr.strip().splitlines()) == 1, (args, result)
+
+    done = subprocess.run(
+        [str(SCRIPT), "verify", "--app", "no_such_module_here", "--json"],
+        cwd=tmp_path,
+        env=app.env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == EXIT_USAGE
+    document = json.loads(done.stdout)  # --json: the error is a JSON document too
+    assert document == {
+        "command": "verify",
+        "ok": False,
+        "exit_code": EXIT_USAGE,
+        "error": document["error"],
+    }
+    assert "no module named 'no_such_module_here'" in document["error"]
+
+    # the app declares a table the database does not have
+    missing = app.run("verify", SQLO_CLI_TABLE="not_created_table")
+    assert missing.code == EXIT_USAGE, missing
+    assert "not_created_table" in missing.stderr
+
+
+@pytest.mark.parametrize("database", ["sqlite", "sqlite-async"])
+def test_ctrl_c_exits_130_without_a_traceback(
+    make_app: Callable[..., CliApp], database: str
+) -> None:
+    app = make_app(database, files="local")
+    result = app.run("gc", SQLO_CLI_INTERRUPT="1")
+    assert result.code == EXIT_INTERRUPTED, result
+    assert result.stderr.strip() == "sqlalchemy-obstore: error: interrupted."
+
+
+# -- clean exit and terminal output -------------------------------------------------------------
+def test_twenty_consecutive_runs_against_s3_exit_cleanly(make_app: Callable[..., CliApp]) -> None:
+    """obstore's async runtime can abort the interpreter at exit (SIGABRT, 134); never here."""
+    app = make_app("sqlite-async", files="s3")
+    ids = app.add(4, pages=1)
+    app.backends["files"].delete(app.referenced()[ids[0]][1].path)  # one broken reference
+    app.orphan()
+    codes = []
+    for i in range(20):
+        if i % 2 == 0:
+            result = app.run("gc", "--grace-period", "0", "--json")
+            expected = EXIT_OK
+            assert result.json()["totals"]["orphaned"] == 1, result
+        else:
+            result = app.run("verify", "--checksums", "--json")
+            expected = EXIT_PROBLEMS
+            assert len(result.json()["findings"]) == 1, result
+        codes.append(result.code)
+        assert result.code == expected, (i, result)
+    assert codes == [EXIT_OK, EXIT_PROBLEMS] * 10
+
+
+def test_progress_line_only_on_a_terminal(make_app: Callable[..., CliApp]) -> None:
+    app = make_app("sqlite", files="local")
+    app.add(3)
+    plain = app.run("gc", "--grace-period", "0")
+    assert plain.code == EXIT_OK
+    assert plain.stderr == ""  # not a terminal: no progress line
+
+    primary, secondary = pty.openpty()
+    try:
+        done = subprocess.run(
+            [str(SCRIPT), "gc", "--grace-period", "0", "--app", APP],
+            cwd=ROOT,
+            env=app.env,
+            stdout=subprocess.PIPE,
+            stderr=secondary,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        os.close(secondary)
+        secondary = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # EIO: the terminal's other side is closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(primary)
+        if secondary != -1:
+            os.close(secondary)
+    terminal = b"".join(chunks).decode()
+    assert done.returncode == EXIT_OK
+    assert "\rstaging: 3" in terminal  # the first batch (3 files); redraws are throttled
+    assert "\rscanning files: 6" in terminal
+    assert terminal.endswith("\r")  # the line is erased before the summary
+    assert "\r" not in done.stdout
+    assert "scanned" in done.stdout
+
+
+def test_json_output_is_the_only_output(make_app: Callable[..., CliApp]) -> None:
+    app = make_app("sqlite", files="local")
+    app.add(1)
+    result = app.run("verify", "--json", "--checksums", module=True)
+    assert result.code == EXIT_OK
+    assert result.stderr == ""
+    assert result.json() == {
+        "command": "verify",
+        "ok": True,
+        "exit_code": 0,
+        "checksums": True,
+        "checked": 2,
+        "unverified": 0,
+        "findings": [],
+    }
+
+
+# -- in-process pieces ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("0", 0), ("90", 90), ("90s", 90), ("30m", 1800), ("24h", 86400), ("7d", 604800),
+     ("1h30m", 5400), ("1.5h", 5400), ("2w", 1209600)],
+)  # fmt: skip
+def test_parse_duration(text: str, seconds: int) -> None:
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "h", "soon", "5 years", "-1h", "1h-"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(text)
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["gc", "--help"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "--grace-period" in out
+    assert "exit codes" in out
+
+
+def test_progress_callbacks_of_gc_and_verify(tmp_path: Path) -> None:
+    Base, Document = make_models("progress_docs")
+    engine = create_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    Base.metadata.create_all(engine)
+    backend = ObstoreBackend("files", "memory://", prefix="files")
+    storages.register_backend(backend)
+    with Session(engine) as session:
+        session.add_all(
+            Document(title=str(i), file=FileObject(filename="a.txt", content=b"a"))
+            for i in range(5)
+        )
+        session.commit()
+    FileObject(filename="lost.txt", content=b"x", backend="files").save()
+    updates: list[Progress] = []
+    collect_garbage(engine, Base, grace_period=timedelta(0), batch_size=2, progress=updates.append)
+    staging = [u.done for u in updates if u.phase == "staging"]
+    scanning = [(u.done, u.backend) for u in updates if u.phase == "scanning"]
+    assert staging == [2, 4, 5]
+    assert scanning == [(2, "files"), (4, "files"), (6, "files")]
+    checked: list[Progress] = []
+    verify_references(engine, Base, progress=checked.append)
+    assert [u.done for u in checked] == [1, 2, 3, 4, 5]
+    assert {u.phase for u in checked} == {"verifying"}
+    engine.dispose()
