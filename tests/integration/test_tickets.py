@@ -1,0 +1,295 @@
+"""Direct-to-storage uploads against real servers and real databases.
+
+The client's side is real: it PUTs the bytes with httpx to the signed URL of the grant
+(sending the grant's headers) — on moto, on SeaweedFS (which checks SigV4 signatures)
+and on Azurite (which checks SAS signatures and needs `x-ms-blob-type`). The server's
+side runs in Litestar's and Starlette's test clients (`web_apps.py`), and the SQL replay
+guard runs on SQLite and PostgreSQL with sync and async engines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+import warnings
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from litestar.testing import TestClient as LitestarTestClient
+from sqlalchemy import create_engine, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from sqlalchemy_obstore import (
+    FileObject,
+    FileTooLargeError,
+    InvalidContentTypeError,
+    ObjectNotFoundError,
+    ObstoreBackend,
+    ReplayedUploadTicketError,
+    storages,
+)
+from sqlalchemy_obstore.tickets import SqlReplayGuard, UploadGrant, UploadTickets
+from tests.integration import web_apps
+from tests.integration.backends import azurite_backend, s3_backend
+from tests.integration.web_apps import BACKEND, SCAN_LIMIT, SECRET, Base, Scan, Store
+from tests.servers import S3Server
+
+with warnings.catch_warnings():
+    # Starlette 1.x prefers the `httpx2` package for its test client; httpx still works.
+    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
+    from starlette.testclient import TestClient as StarletteTestClient
+
+PDF = b"%PDF-1.7\n" + bytes(range(256)) * 64
+HTML = b"<!DOCTYPE html><html><body>not a pdf</body></html>"
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    # trust_env=False: never route 127.0.0.1 through a proxy from the environment.
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        yield client
+
+
+def client_upload(http: httpx.Client, grant: UploadGrant | dict[str, Any], data: bytes) -> None:
+    """The browser's part: PUT the bytes to the signed URL with the grant's headers."""
+    info = grant.as_dict() if isinstance(grant, UploadGrant) else grant
+    response = http.request(info["method"], info["url"], content=data, headers=info["headers"])
+    assert response.status_code in (200, 201), response.text
+
+
+@pytest.fixture(params=["moto", "seaweed", "azurite"])
+def remote(request: pytest.FixtureRequest) -> ObstoreBackend:
+    """The uploads backend on each real server, under a prefix private to the test."""
+    prefix = f"tickets-{uuid.uuid4().hex[:10]}"
+    if request.param == "azurite":
+        server: Any = request.getfixturevalue("azurite_server")
+        backend = azurite_backend(server, key=BACKEND, prefix=prefix)
+    else:
+        server = request.getfixturevalue(f"{request.param}_server")
+        backend = s3_backend(server, key=BACKEND, prefix=prefix)
+    storages.register_backend(backend)
+    return backend
+
+
+# -- the flow on each server ----------------------------------------------------------------------
+async def test_direct_upload_then_commit_the_row(
+    remote: ObstoreBackend, http: httpx.Client, sqlite_async_engine: AsyncEngine
+) -> None:
+    tickets = UploadTickets(SECRET)
+    grant = await tickets.issue_async(Scan.file, "contract.pdf")
+    assert grant.path.startswith(f"{remote.prefix}/scans/")
+    assert dict(grant.headers) == dict(remote.upload_headers)
+    client_upload(http, grant, PDF)
+
+    file = await tickets.redeem_async(grant.ticket)
+    assert file.size == len(PDF)
+    assert file.content_type == "application/pdf"
+    assert file.etag
+    assert file.last_modified is not None
+    async with sqlite_async_engine.begin() as connection:
+        await connection.run_sync(Base.metadata.create_all)
+    async with AsyncSession(sqlite_async_engine, expire_on_commit=False) as session:
+        session.add(Scan(name=file.filename, file=file))
+        await session.commit()
+    async with AsyncSession(sqlite_async_engine) as session:
+        row = (await session.scalars(select(Scan))).one()
+        assert row.file.path == grant.path
+        assert row.file.size == len(PDF)
+        assert await row.file.get_content_async() == PDF
+    with pytest.raises(ReplayedUploadTicketError):
+        await tickets.redeem_async(grant.ticket)
+
+
+def test_refused_uploads_are_deleted_on_the_server(
+    remote: ObstoreBackend, http: httpx.Client
+) -> None:
+    tickets = UploadTickets(SECRET)
+    too_big = tickets.issue(Scan.file, "big.pdf")
+    client_upload(http, too_big, PDF + bytes(SCAN_LIMIT))
+    with pytest.raises(FileTooLargeError):
+        tickets.redeem(too_big.ticket)
+    assert not remote.exists(too_big.path)
+
+    wrong = tickets.issue(Scan.file, "fake.pdf")
+    client_upload(http, wrong, HTML)
+    with pytest.raises(InvalidContentTypeError):
+        tickets.redeem(wrong.ticket)
+    assert not remote.exists(wrong.path)
+
+    never = tickets.issue(Scan.file, "later.pdf")
+    with pytest.raises(ObjectNotFoundError):
+        tickets.redeem(never.ticket)
+    client_upload(http, never, PDF)  # the URL is still good: upload, then redeem again
+    assert tickets.redeem(never.ticket).size == len(PDF)
+
+
+# -- the same flow through web apps ---------------------------------------------------------------
+@pytest.fixture
+def moto_backend(moto_server: S3Server) -> ObstoreBackend:
+    backend = s3_backend(moto_server, key=BACKEND, prefix=f"web-{uuid.uuid4().hex[:10]}")
+    storages.register_backend(backend)
+    return backend
+
+
+@pytest.fixture(params=["litestar", "starlette"])
+def app_client(
+    request: pytest.FixtureRequest, moto_backend: ObstoreBackend, tmp_path: Path
+) -> Iterator[Any]:
+    engine = create_async_engine(
+        f"sqlite+aiosqlite:///{tmp_path / 'app.sqlite'}", poolclass=NullPool
+    )
+    store = Store(engine, UploadTickets(SECRET))
+    if request.param == "litestar":
+        with LitestarTestClient(web_apps.litestar_app(store)) as client:
+            yield client
+    else:
+        with StarletteTestClient(web_apps.starlette_app(store)) as client:
+            yield client
+
+
+def test_endpoints_issue_and_complete(
+    app_client: Any, moto_backend: ObstoreBackend, http: httpx.Client
+) -> None:
+    issued = app_client.post("/tickets/scans", json={"filename": "contract.pdf"})
+    assert issued.status_code == 201, issued.text
+    grant = issued.json()
+    assert grant["method"] == "PUT"
+    assert grant["max_size"] == SCAN_LIMIT
+    assert grant["content_types"] == ["application/pdf"]
+    client_upload(http, grant, PDF)
+
+    done = app_client.post("/tickets/scans/complete", json={"ticket": grant["ticket"]})
+    assert done.status_code == 201, done.text
+    file = FileObject.from_dict(done.json()["file"])
+    assert file.path == grant["path"]
+    assert file.get_content() == PDF
+
+    again = app_client.post("/tickets/scans/complete", json={"ticket": grant["ticket"]})
+    assert again.status_code == 409
+    assert again.json() == {"error": "ReplayedUploadTicketError"}
+
+
+def test_endpoints_refuse_bad_tickets_and_bad_uploads(
+    app_client: Any, moto_backend: ObstoreBackend, http: httpx.Client
+) -> None:
+    grant = app_client.post("/tickets/scans", json={"filename": "a.pdf"}).json()
+    payload, signature = grant["ticket"].split(".")
+    forged = payload[:-3] + ("AAA" if payload[-3:] != "AAA" else "BBB") + "." + signature
+    response = app_client.post("/tickets/scans/complete", json={"ticket": forged})
+    assert response.status_code == 400
+    assert response.json() == {"error": "InvalidUploadTicketError"}
+
+    other = UploadTickets("a-completely-different-secret-0123456789")
+    foreign = other.issue(Scan.file, "a.pdf")
+    response = app_client.post("/tickets/scans/complete", json={"ticket": foreign.ticket})
+    assert response.status_code == 400
+
+    response = app_client.post("/tickets/scans/complete", json={"ticket": grant["ticket"]})
+    assert response.status_code == 404  # not uploaded yet; the ticket stays usable
+
+    client_upload(http, grant, HTML)
+    response = app_client.post("/tickets/scans/complete", json={"ticket": grant["ticket"]})
+    assert response.status_code == 415
+    assert not moto_backend.exists(grant["path"])
+
+    big = app_client.post("/tickets/scans", json={"filename": "big.pdf"}).json()
+    client_upload(http, big, PDF + bytes(SCAN_LIMIT))
+    response = app_client.post("/tickets/scans/complete", json={"ticket": big["ticket"]})
+    assert response.status_code == 413
+    assert not moto_backend.exists(big["path"])
+
+
+# -- the SQL replay guard on real databases -------------------------------------------------------
+def _deadline() -> datetime:
+    return datetime.now(timezone.utc) + timedelta(minutes=10)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sync_engine(request: pytest.FixtureRequest) -> Engine:
+    name = "pg_engine" if request.param == "postgresql" else "sqlite_engine"
+    engine: Engine = request.getfixturevalue(name)
+    return engine
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def async_engine(request: pytest.FixtureRequest) -> AsyncEngine:
+    name = "pg_async_engine" if request.param == "postgresql" else "sqlite_async_engine"
+    engine: AsyncEngine = request.getfixturevalue(name)
+    return engine
+
+
+def test_sql_guard_is_shared_by_app_instances(sync_engine: Engine) -> None:
+    storages.register_backend(ObstoreBackend(BACKEND, "memory://", url_signer=_Signer()))
+    table = f"tickets_{uuid.uuid4().hex[:8]}"
+    # two application instances, each with its own guard object on the same table
+    first = UploadTickets(SECRET, replay_guard=SqlReplayGuard(sync_engine, table_name=table))
+    second = UploadTickets(SECRET, replay_guard=SqlReplayGuard(sync_engine, table_name=table))
+    grant = first.issue(BACKEND, "a.txt")
+    storages.get_backend(BACKEND).put(grant.path, b"data")
+    assert second.redeem(grant.ticket).size == 4
+    with pytest.raises(ReplayedUploadTicketError):
+        first.redeem(grant.ticket)
+    with pytest.raises(ReplayedUploadTicketError):
+        second.redeem(grant.ticket)
+
+
+async def test_sql_guard_concurrent_claims_one_winner(async_engine: AsyncEngine) -> None:
+    table = f"tickets_{uuid.uuid4().hex[:8]}"
+    guards = [SqlReplayGuard(async_engine, table_name=table) for _ in range(2)]
+    await guards[0].create_table_async()
+    deadline = _deadline()
+    results = await asyncio.gather(
+        *(guards[i % 2].claim_async("the-ticket", deadline) for i in range(10))
+    )
+    assert sorted(results) == [False] * 9 + [True]
+    await guards[1].release_async("the-ticket")
+    assert await guards[0].claim_async("the-ticket", deadline)
+
+
+async def test_sql_guard_through_redeem_async(async_engine: AsyncEngine) -> None:
+    storages.register_backend(ObstoreBackend(BACKEND, "memory://", url_signer=_Signer()))
+    guard = SqlReplayGuard(async_engine, table_name=f"tickets_{uuid.uuid4().hex[:8]}")
+    tickets = UploadTickets(SECRET, replay_guard=guard)
+    grant = await tickets.issue_async(BACKEND, "a.txt")
+    with pytest.raises(ObjectNotFoundError):
+        await tickets.redeem_async(grant.ticket)
+    await storages.get_backend(BACKEND).put_async(grant.path, b"data")
+    results = await asyncio.gather(
+        *(tickets.redeem_async(grant.ticket) for _ in range(5)), return_exceptions=True
+    )
+    assert sum(isinstance(r, FileObject) for r in results) == 1
+    assert sum(isinstance(r, ReplayedUploadTicketError) for r in results) == 4
+
+
+def test_sql_guard_table_creation_races(sync_engine: Engine) -> None:
+    table = f"tickets_{uuid.uuid4().hex[:8]}"
+    one = SqlReplayGuard(sync_engine, table_name=table)
+    two = SqlReplayGuard(sync_engine, table_name=table)
+    one.create_table()
+    two.create_table()  # exists already: no error
+    assert two.claim("t", _deadline())
+    assert not one.claim("t", _deadline())
+
+
+class _Signer:
+    """Signs for the memory backend in these guard tests (the URL itself is not used)."""
+
+    def sign_url(self, backend: str, path: str, *, method: str, expires_in: timedelta) -> str:
+        return f"http://127.0.0.1/{backend}/{path}?method={method}"
+
+
+def test_sql_guard_creates_its_table_only_when_used(pg_engine: Engine) -> None:
+    # A guard only creates its table when first used.
+    guard = SqlReplayGuard(pg_engine, table_name=f"tickets_{uuid.uuid4().hex[:8]}")
+    engine = create_engine(pg_engine.url)
+    try:
+        with engine.connect() as connection:
+            assert not connection.dialect.has_table(connection, guard.table.name)
+    finally:
+        engine.dispose()
