@@ -9,6 +9,7 @@ after the commit.
 from __future__ import annotations
 
 from .backends import Backend, ObjectInfo, ObstoreBackend, SignedURL, WriteResult
+from .composite import MirrorBackend, OverlayBackend
 from .errors import (
     BackendAlreadyRegisteredError,
     BackendNotFoundError,
@@ -108,12 +109,14 @@ __all__ = (
     "MigrationFailure",
     "MigrationProgress",
     "MigrationReport",
+    "MirrorBackend",
     "MissingDependencyError",
     "NoContentError",
     "ObjectExistsError",
     "ObjectInfo",
     "ObjectNotFoundError",
     "ObstoreBackend",
+    "OverlayBackend",
     "RemoteFetchError",
     "SaveOptions",
     "SignedURL",
