@@ -1,0 +1,306 @@
+"""Starlette and FastAPI integration: lifespan, signed-URL routes, downloads, redirects.
+
+* [`storage_lifespan`][sqlalchemy_obstore.contrib.starlette.storage_lifespan]: an async
+  context manager to enter in the application's lifespan; registers backends (and
+  attaches an [`HmacUrlSigner`][sqlalchemy_obstore.signing.HmacUrlSigner] to those that
+  cannot sign natively) and unregisters them at shutdown.
+* [`storage_routes`][sqlalchemy_obstore.contrib.starlette.storage_routes]: a `Router`
+  serving those signed URLs (`GET`/`HEAD` with ranges, `PUT` streaming into the
+  backend); mount it where the signer's `base_url` points (`"/_storage"`).
+* [`file_response`][sqlalchemy_obstore.contrib.starlette.file_response] streams a file
+  with `Content-Type`, `Content-Length`, `ETag`, `Last-Modified`,
+  `Content-Disposition` and `Range` support;
+  [`signed_redirect`][sqlalchemy_obstore.contrib.starlette.signed_redirect] sends the
+  client to a short-lived signed URL instead.
+
+FastAPI is Starlette underneath: use the same functions (`app.mount(...)` for the
+routes). Needs the `starlette` extra (or FastAPI installed).
+
+Example:
+    ```python
+    from contextlib import asynccontextmanager
+    from fastapi import FastAPI
+    from sqlalchemy_obstore import ObstoreBackend
+    from sqlalchemy_obstore.contrib.starlette import storage_lifespan, storage_routes
+
+    SECRET = os.environ["STORAGE_SIGNING_SECRET"]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async with storage_lifespan(
+            [ObstoreBackend("uploads", "file:///srv/uploads")], signing_secret=SECRET
+        ):
+            yield
+
+    app = FastAPI(lifespan=lifespan)
+    app.mount("/_storage", storage_routes(signing_secret=SECRET))
+    ```
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+try:
+    from starlette.requests import Request
+    from starlette.responses import RedirectResponse, StreamingResponse
+    from starlette.routing import Route, Router
+    from starlette.types import Receive, Scope, Send
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    from ..errors import MissingDependencyError
+
+    raise MissingDependencyError("starlette", "starlette") from exc
+
+from ..backends import Backend
+from ..errors import ConfigurationError
+from ..file_object import FileObject
+from ..registry import BackendRegistry, storages
+from ..signing import DEFAULT_BASE_URL, HmacUrlSigner, attach_signer, detach_signer
+from ._http import DEFAULT_HTTP_CHUNK_SIZE, Disposition, FileDownload, SignedStorageRoute
+
+__all__ = (
+    "FileStreamingResponse",
+    "signed_redirect",
+    "file_response",
+    "storage_lifespan",
+    "storage_routes",
+)
+
+
+def _signer(
+    signer: HmacUrlSigner | None,
+    signing_secret: str | bytes | None,
+    base_url: str,
+    previous_signing_secrets: Sequence[str | bytes],
+) -> HmacUrlSigner | None:
+    if signer is not None and signing_secret is not None:
+        raise ConfigurationError("Pass either signer= or signing_secret=, not both.")
+    if signer is not None:
+        return signer
+    if signing_secret is None:
+        return None
+    return HmacUrlSigner(
+        signing_secret, base_url=base_url, previous_secrets=previous_signing_secrets
+    )
+
+
+@asynccontextmanager
+async def storage_lifespan(
+    backends: Sequence[Backend] = (),
+    *,
+    registry: BackendRegistry = storages,
+    signing_secret: str | bytes | None = None,
+    base_url: str = DEFAULT_BASE_URL,
+    signer: HmacUrlSigner | None = None,
+    previous_signing_secrets: Sequence[str | bytes] = (),
+) -> AsyncIterator[BackendRegistry]:
+    """Register `backends` for the application's lifetime; yield the registry.
+
+    With a `signing_secret` (or a ready `signer`), every registered backend that cannot
+    sign natively (local files, memory) signs URLs under `base_url`, where
+    [`storage_routes`][sqlalchemy_obstore.contrib.starlette.storage_routes] must be
+    mounted with the same secret. Everything is undone on exit, also when start-up
+    fails half-way.
+
+    Args:
+        backends: Backends to register (their keys must be free).
+        registry: The registry to use (default `storages`).
+        signing_secret: At least 32 bytes; the same in every instance. Never logged.
+        base_url: How signed URLs start: the mount path, or an absolute URL.
+        signer: A ready signer instead of `signing_secret`.
+        previous_signing_secrets: Old secrets still accepted (rotation).
+
+    Raises:
+        BackendAlreadyRegisteredError: If a backend's key is taken.
+        ConfigurationError: For a secret shorter than 32 bytes.
+
+    Example:
+        ```python
+        @asynccontextmanager
+        async def lifespan(app):
+            async with storage_lifespan(backends, signing_secret=SECRET):
+                yield
+        ```
+    """
+    active = _signer(signer, signing_secret, base_url, previous_signing_secrets)
+    registered: list[Backend] = []
+    try:
+        for backend in backends:
+            registry.register_backend(backend)
+            registered.append(backend)
+        if active is not None:
+            attach_signer(registry, active)
+        yield registry
+    finally:
+        if active is not None:
+            detach_signer(registry, active)
+        for backend in reversed(registered):
+            if registry.backends.get(backend.key) is backend:
+                registry.unregister_backend(backend.key)
+
+
+class _SignedEndpoint:
+    """The ASGI endpoint behind `storage_routes` (Starlette calls it for matched paths)."""
+
+    def __init__(self, route: SignedStorageRoute) -> None:
+        self._route = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        params = scope.get("path_params", {})
+        await self._route(
+            scope,
+            receive,
+            send,
+            str(params.get("backend", "")),
+            str(params.get("path", "")),
+        )
+
+
+def storage_routes(
+    *,
+    registry: BackendRegistry = storages,
+    signing_secret: str | bytes | None = None,
+    signer: HmacUrlSigner | None = None,
+    previous_signing_secrets: Sequence[str | bytes] = (),
+    max_upload_size: int | None = None,
+    chunk_size: int = DEFAULT_HTTP_CHUNK_SIZE,
+) -> Router:
+    """A router serving HMAC-signed URLs of local and memory backends.
+
+    Mount it at the signer's `base_url` (`app.mount("/_storage", storage_routes(...))`).
+    `GET`/`HEAD` stream the object with `Range` and conditional-request support; `PUT`
+    streams the body into the backend, refuses to replace an existing object (`409`)
+    and bodies over `max_upload_size` or the backend policy's `max_size` (`413`,
+    nothing stored). A tampered, foreign or expired signature gets `403` and no data.
+
+    Args:
+        registry: Resolves the backend keys in the URLs.
+        signing_secret: The secret the URLs were signed with (see `storage_lifespan`).
+        signer: A ready signer instead of `signing_secret`.
+        previous_signing_secrets: Old secrets still accepted (rotation).
+        max_upload_size: Largest `PUT` body in bytes.
+        chunk_size: Read size of downloads.
+
+    Raises:
+        ConfigurationError: Without a secret or signer, or with both.
+
+    Example:
+        ```python
+        app.mount("/_storage", storage_routes(signing_secret=SECRET, max_upload_size=50 * 2**20))
+        ```
+    """
+    active = _signer(signer, signing_secret, DEFAULT_BASE_URL, previous_signing_secrets)
+    if active is None:
+        raise ConfigurationError(
+            "storage_routes needs the signing_secret (or signer) the URLs are signed with."
+        )
+    endpoint = _SignedEndpoint(
+        SignedStorageRoute(registry, active, chunk_size=chunk_size, max_upload_size=max_upload_size)
+    )
+    return Router(
+        routes=[
+            Route(
+                "/{backend}/{path:path}",
+                endpoint,
+                methods=["GET", "HEAD", "PUT"],
+                name="sqlalchemy_obstore.signed_url",
+            )
+        ]
+    )
+
+
+class FileStreamingResponse(StreamingResponse):
+    """A `StreamingResponse` that streams a stored file; build it with `file_response`.
+
+    Status and headers are decided when the response is sent, from the request's
+    `Range` and conditional headers.
+    """
+
+    def __init__(self, download: FileDownload) -> None:
+        super().__init__(content=iter(()))
+        self.download = download
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the file (ASGI)."""
+        await self.download(scope, receive, send)
+        if self.background is not None:
+            await self.background()
+
+
+def file_response(
+    file: FileObject,
+    request: Request | None = None,
+    *,
+    disposition: Disposition | None = None,
+    filename: str | None = None,
+    cache_control: str | None = None,
+    chunk_size: int = DEFAULT_HTTP_CHUNK_SIZE,
+) -> FileStreamingResponse:
+    """Stream a stored file as the response, with HTTP caching and `Range` support.
+
+    Sends `Content-Type`, `Content-Length`, `ETag`, `Last-Modified`,
+    `Content-Disposition` (active types such as HTML and SVG always as `attachment`),
+    `Accept-Ranges`, `X-Content-Type-Options: nosniff` and `Cache-Control`; answers
+    `Range` with `206`/`416` and `If-None-Match` with `304`; memory stays bounded by
+    `chunk_size` whatever the file's size.
+
+    Args:
+        file: A saved `FileObject`.
+        request: The request (optional: its headers are read from the ASGI scope when
+            the response is sent).
+        disposition: `"inline"` or `"attachment"`; by default inline unless active.
+        filename: The download name (default: `file.filename`).
+        cache_control: `Cache-Control` value (default `private, no-cache`).
+        chunk_size: Bytes read from the store at a time.
+
+    Raises:
+        NoContentError: If the file has not been saved.
+        BackendNotFoundError: If its backend is not registered.
+
+    Example:
+        ```python
+        @app.get("/documents/{doc_id}/download")
+        async def download(doc_id: int, request: Request):
+            doc = await load_document(doc_id)
+            return file_response(doc.file, request, disposition="attachment")
+        ```
+    """
+    return FileStreamingResponse(
+        FileDownload(
+            file,
+            disposition=disposition,
+            filename=filename,
+            cache_control=cache_control,
+            chunk_size=chunk_size,
+        )
+    )
+
+
+def signed_redirect(
+    file: FileObject, *, expires_in: int | timedelta = 300, status_code: int = 302
+) -> RedirectResponse:
+    """Redirect the client to a short-lived signed URL of `file`.
+
+    Works on S3, GCS and Azure natively, and on local and memory backends equipped by
+    `storage_lifespan(..., signing_secret=...)`. With credentials fetched at run time,
+    `await file.sign_async(expires_in=...)` first: the cached URL is reused here.
+
+    Args:
+        file: A saved `FileObject`.
+        expires_in: Lifetime of the URL (seconds or a timedelta).
+        status_code: 302 (default), 303 or 307.
+
+    Raises:
+        UnsupportedOperationError: If the backend cannot sign.
+
+    Example:
+        ```python
+        @app.get("/documents/{doc_id}/link")
+        async def link(doc_id: int):
+            return signed_redirect((await load_document(doc_id)).file, expires_in=60)
+        ```
+    """
+    url = file.sign(expires_in=expires_in)
+    return RedirectResponse(url, status_code=status_code, headers={"cache-control": "no-store"})
