@@ -23,7 +23,9 @@ in it is found by [`find_file_columns`][sqlalchemy_obstore.gc.find_file_columns]
    `SELECT path ... WHERE backend = :b AND path IN (...)`.
 3. Unreferenced objects that are older than the grace period are looked up once more,
    against the live tables (a row committed during the scan is found), and only then
-   deleted (unless it is a dry run).
+   deleted (unless it is a dry run). That look-up scans the file columns, so candidates
+   of several pages are gathered (up to 10,000, or `batch_size` if larger) and checked
+   together: a few table scans per run rather than one per page.
 
 A temporary table was chosen over comparing two sorted streams because object stores do
 not all list in key order (and may not sort as the database collates), while the index
@@ -109,6 +111,9 @@ Problem: TypeAlias = Literal[
 
 DEFAULT_GRACE_PERIOD = timedelta(hours=24)
 """Objects younger than this are never collected (they may belong to an open transaction)."""
+
+_RECHECK_SIZE = 10_000
+"""Candidates re-checked against the live tables at once (at least `batch_size`)."""
 
 
 # -- progress ---------------------------------------------------------------------------------
@@ -517,19 +522,28 @@ class _Collector:
     def _sweep(self, backend: Backend) -> None:
         result = self.report.backends[backend.key] = BackendGarbage(backend.key, backend.prefix)
         page: list[ObjectInfo] = []
+        # Candidates of several pages are re-checked together: the live re-check scans
+        # the file columns, so once per page would cost (pages x rows) on a large table.
+        candidates: list[ObjectInfo] = []
+        recheck_size = max(self.batch_size, _RECHECK_SIZE)
         objects = _list_objects(backend, backend.prefix)
         try:
             for info in objects:
                 page.append(info)
                 if len(page) >= self.batch_size:
-                    self._page(backend, result, page)
+                    candidates.extend(self._page(backend, result, page))
                     page = []
+                    if len(candidates) >= recheck_size:
+                        self._collect(backend, result, candidates)
+                        candidates = []
             if page:
-                self._page(backend, result, page)
+                candidates.extend(self._page(backend, result, page))
         except StorageError as exc:
             result.errors.append(f"listing {backend.prefix or '(root)'!r} failed: {exc}")
         finally:
             objects.close()  # (closes an async listing here, inside the greenlet)
+        if candidates:
+            self._collect(backend, result, candidates)
 
     def _staged(self, key: str, paths: list[str]) -> set[str]:
         stmt = select(self.refs.c.path).where(
@@ -537,27 +551,29 @@ class _Collector:
         )
         return set(self.conn.scalars(stmt))
 
-    def _page(self, backend: Backend, result: BackendGarbage, page: list[ObjectInfo]) -> None:
+    def _page(
+        self, backend: Backend, result: BackendGarbage, page: list[ObjectInfo]
+    ) -> list[ObjectInfo]:
+        """Count a listing page; return its candidates (unreferenced and old enough)."""
         result.scanned += len(page)
-        try:
-            self._check_page(backend, result, page)
-        finally:
-            if self.progress is not None:
-                self.progress(Progress("scanning", result.scanned, backend=backend.key))
-
-    def _check_page(self, backend: Backend, result: BackendGarbage, page: list[ObjectInfo]) -> None:
         staged = self._staged(backend.key, [info.path for info in page])
         unreferenced = [info for info in page if info.path not in staged]
         result.referenced += len(page) - len(unreferenced)
         old = [info for info in unreferenced if _aware(info.last_modified) < self.report.cutoff]
         result.too_young += len(unreferenced) - len(old)
-        if not old:
-            return
+        if self.progress is not None:
+            self.progress(Progress("scanning", result.scanned, backend=backend.key))
+        return old
+
+    def _collect(
+        self, backend: Backend, result: BackendGarbage, candidates: list[ObjectInfo]
+    ) -> None:
+        """Re-check candidates against the live tables, then report or delete the orphans."""
         self._commit()
-        live = _live_references(self.conn, self.columns, [info.path for info in old])
+        live = _live_references(self.conn, self.columns, [info.path for info in candidates])
         self._commit()
-        orphans = [info for info in old if info.path not in live]
-        result.referenced += len(old) - len(orphans)
+        orphans = [info for info in candidates if info.path not in live]
+        result.referenced += len(candidates) - len(orphans)
         result.orphaned += len(orphans)
         if not orphans:
             return
@@ -566,6 +582,10 @@ class _Collector:
             result.orphan_paths.extend(info.path for info in orphans[: max(room, 0)])
             result.orphan_paths_truncated |= room < len(orphans)
             return
+        for start in range(0, len(orphans), self.batch_size):
+            self._delete(backend, result, orphans[start : start + self.batch_size])
+
+    def _delete(self, backend: Backend, result: BackendGarbage, orphans: list[ObjectInfo]) -> None:
         paths = [info.path for info in orphans]
         try:
             _delete(backend, paths)
