@@ -40,7 +40,7 @@ Example:
     >>> tickets = UploadTickets("a-secret-of-at-least-32-bytes-length!")
     >>> with storages.temporary(ObstoreBackend("docs", "memory://", url_signer=DemoSigner())):
     ...     grant = tickets.issue("docs", "report.txt", max_size=1024)
-    ...     _ = storages.get_backend("docs").put(grant.path, b"hello")  # the client's PUT
+    ...     _ = storages.get_backend("docs").put(grant.upload_path, b"hello")  # the client's PUT
     ...     file = tickets.redeem(grant.ticket)
     >>> file.filename, file.size, file.content_type
     ('report.txt', 5, 'text/plain')
@@ -57,6 +57,7 @@ import json
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -72,6 +73,7 @@ from .errors import (
     InvalidExtensionError,
     InvalidUploadTicketError,
     ReplayedUploadTicketError,
+    StorageError,
     ValidationError,
 )
 from .file_object import FileObject
@@ -85,6 +87,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = (
+    "INCOMING_PREFIX",
     "TICKET_VERSION",
     "MemoryReplayGuard",
     "ReplayGuard",
@@ -95,6 +98,13 @@ __all__ = (
 
 TICKET_VERSION = 1
 """Version of the ticket payload (the `"v"` field); other versions are refused."""
+
+INCOMING_PREFIX = "_incoming"
+"""Below the backend's prefix: where clients upload with `copy_on_redeem` (staging keys).
+
+Objects left there by uploads never redeemed are collected by
+[`collect_garbage`][sqlalchemy_obstore.gc.collect_garbage] like any unreferenced object.
+"""
 
 MIN_SECRET_BYTES = 32
 _MAX_TICKET_CHARS = 16384  # refuse absurd input before decoding anything
@@ -157,9 +167,10 @@ class _Claims:
 
     id: str
     backend: str
-    path: str
+    path: str  # the key the file gets
     filename: str
     deadline: datetime
+    upload_path: str | None = None  # where the client uploads, when it is not `path`
     max_size: int | None = None
     min_size: int | None = None
     content_types: tuple[tuple[str, ...], ...] = ()  # every list must allow the type
@@ -173,6 +184,7 @@ class _Claims:
             "b": self.backend,
             "p": self.path,
             "n": self.filename,
+            **({"u": self.upload_path} if self.upload_path is not None else {}),
             "x": int(self.deadline.timestamp()),
         }
         if self.max_size is not None:
@@ -206,6 +218,7 @@ class _Claims:
                 id=_field(data, "i", str),
                 backend=_field(data, "b", str),
                 path=_field(data, "p", str),
+                upload_path=_field(data, "u", str, optional=True),
                 filename=_field(data, "n", str),
                 deadline=datetime.fromtimestamp(_field(data, "x", int), timezone.utc),
                 max_size=_field(data, "M", int, optional=True),
@@ -218,6 +231,11 @@ class _Claims:
             )
         except (TypeError, ValueError, OverflowError, OSError) as exc:
             raise InvalidUploadTicketError(f"Malformed upload ticket: {exc}") from exc
+
+    @property
+    def source(self) -> str:
+        """The key the client uploads to."""
+        return self.upload_path if self.upload_path is not None else self.path
 
     def policies(self) -> list[UploadPolicy]:
         return [UploadPolicy(allowed_content_types=types) for types in self.content_types]
@@ -531,12 +549,16 @@ class UploadGrant:
         expires_at: When the URL stops being accepted (start the upload before it).
         ticket: The upload ticket to hand back to the server after the upload.
         backend: The backend key the object goes to.
-        path: The object key (fresh; nothing refers to it until the ticket is redeemed).
+        path: The key the file will have once the ticket is redeemed (fresh, laid out
+            as the column lays out keys).
         filename: The display filename recorded in the ticket.
         max_size: The largest size the server accepts, if limited (for a client-side
             check before uploading; the server checks again).
         content_types: Accepted content types or patterns, if limited.
         redeem_before: The ticket's redeem deadline.
+        upload_path: The key the signed URL writes to. With `copy_on_redeem` (the
+            default) it is a staging key under `<backend prefix>/_incoming/`, and redeeming
+            moves the object to `path`; otherwise it equals `path`.
     """
 
     url: str
@@ -550,6 +572,7 @@ class UploadGrant:
     max_size: int | None = None
     content_types: tuple[str, ...] | None = None
     redeem_before: datetime | None = None
+    upload_path: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (timestamps as ISO 8601 strings) to send to the client.
@@ -573,6 +596,7 @@ class UploadGrant:
             "max_size": self.max_size,
             "content_types": list(self.content_types) if self.content_types else None,
             "redeem_before": self.redeem_before.isoformat() if self.redeem_before else None,
+            "upload_path": self.upload_path or self.path,
         }
 
     def __repr__(self) -> str:
@@ -610,6 +634,13 @@ class UploadTickets:
         redeem_grace: How long after the URL expires the ticket may still be redeemed
             (an upload started just before expiry may take a while to finish).
         previous_secrets: Older secrets whose tickets are still accepted (rotation).
+        copy_on_redeem: Let the client upload to a staging key (under
+            `<backend prefix>/_incoming/`) and, when redeeming, copy the object to its
+            final key (a server-side copy) before checking it, then delete the staging
+            object. The signed URL the client holds stays valid until it expires; this
+            way an upload through it after the checks changes nothing any row refers
+            to. With `False` the client uploads to the final key directly (one copy
+            less, and no 5 GiB limit of S3's CopyObject): keep `expires_in` short then.
         clock: Returns the current time (timezone-aware); for tests.
 
     Raises:
@@ -631,9 +662,11 @@ class UploadTickets:
         expires_in: int | float | timedelta = 300,
         redeem_grace: int | float | timedelta = timedelta(hours=1),
         previous_secrets: Iterable[str | bytes] = (),
+        copy_on_redeem: bool = True,
         clock: Clock | None = None,
     ) -> None:
         self._key = _secret_bytes(secret, "secret")
+        self.copy_on_redeem = copy_on_redeem
         older = [_secret_bytes(old, "previous_secrets item") for old in previous_secrets]
         self._verify_keys = (self._key, *older)
         self.registry = registry
@@ -731,10 +764,16 @@ class UploadTickets:
             prefix=join_key(backend.prefix, resolved.key_prefix),
             key_function=resolved.key_function or backend.key_function,
         )
+        upload_path = (
+            build_key(filename, prefix=join_key(backend.prefix, INCOMING_PREFIX))
+            if self.copy_on_redeem
+            else None
+        )
         claims = _Claims(
             id=_b64encode(secrets.token_bytes(16)),
             backend=backend.key,
             path=path,
+            upload_path=upload_path,
             filename=filename,
             deadline=self._clock() + lifetime + self.redeem_grace,
             max_size=min(sizes) if sizes else None,
@@ -760,6 +799,7 @@ class UploadTickets:
             max_size=claims.max_size,
             content_types=claims.content_types[-1] if claims.content_types else None,
             redeem_before=claims.deadline,
+            upload_path=claims.source,
         )
 
     def issue(
@@ -815,7 +855,7 @@ class UploadTickets:
         resolved, claims, lifetime = self._prepare(
             target, filename, max_size, content_types, expires_in, metadata
         )
-        url = resolved.backend.sign(claims.path, method="PUT", expires_in=lifetime)
+        url = resolved.backend.sign(claims.source, method="PUT", expires_in=lifetime)
         return self._grant(claims, url, lifetime, resolved.backend)
 
     async def issue_async(
@@ -832,7 +872,7 @@ class UploadTickets:
         resolved, claims, lifetime = self._prepare(
             target, filename, max_size, content_types, expires_in, metadata
         )
-        url = await resolved.backend.sign_async(claims.path, method="PUT", expires_in=lifetime)
+        url = await resolved.backend.sign_async(claims.source, method="PUT", expires_in=lifetime)
         return self._grant(claims, url, lifetime, resolved.backend)
 
     # -- the token ------------------------------------------------------------------------
@@ -967,6 +1007,14 @@ class UploadTickets:
             registry=None if self.registry is storages else self.registry,
         )
 
+    @staticmethod
+    def _garbage(claims: _Claims, violation: ValidationError | None) -> list[str]:
+        """What to delete after the checks: the staging object, and a refused file."""
+        paths = [] if claims.upload_path is None else [claims.upload_path]
+        if violation is not None:
+            paths.append(claims.path)
+        return paths
+
     def _claim_failed(self, claims: _Claims) -> ReplayedUploadTicketError:
         return ReplayedUploadTicketError(
             "This upload ticket was already redeemed; each ticket turns into one file once.",
@@ -1002,7 +1050,7 @@ class UploadTickets:
             >>> tickets = UploadTickets("0123456789abcdef0123456789abcdef")
             >>> with storages.temporary(ObstoreBackend("b", "memory://", url_signer=DemoSigner())):
             ...     grant = tickets.issue("b", "a.txt")
-            ...     _ = storages.get_backend("b").put(grant.path, b"hi")
+            ...     _ = storages.get_backend("b").put(grant.upload_path, b"hi")
             ...     tickets.redeem(grant.ticket).size
             ...     try:
             ...         tickets.redeem(grant.ticket)
@@ -1016,6 +1064,8 @@ class UploadTickets:
         if not self.replay_guard.claim(claims.id, claims.deadline):
             raise self._claim_failed(claims)
         try:
+            if claims.upload_path is not None:
+                backend.copy(claims.upload_path, claims.path, overwrite=True)
             info = backend.head(claims.path)
             violation = self._size_violation(claims, info)
             head = None
@@ -1026,8 +1076,11 @@ class UploadTickets:
             raise
         if violation is None:
             content_type, violation = self._content_type(claims, info, head)
+        garbage = self._garbage(claims, violation)
+        if garbage:
+            with suppress(StorageError):  # leftovers are collected by collect_garbage
+                backend.delete(garbage)
         if violation is not None:
-            backend.delete(claims.path)
             raise violation
         return self._file(claims, info, content_type)
 
@@ -1038,6 +1091,8 @@ class UploadTickets:
         if not await self.replay_guard.claim_async(claims.id, claims.deadline):
             raise self._claim_failed(claims)
         try:
+            if claims.upload_path is not None:
+                await backend.copy_async(claims.upload_path, claims.path, overwrite=True)
             info = await backend.head_async(claims.path)
             violation = self._size_violation(claims, info)
             head = None
@@ -1050,8 +1105,11 @@ class UploadTickets:
             raise
         if violation is None:
             content_type, violation = self._content_type(claims, info, head)
+        garbage = self._garbage(claims, violation)
+        if garbage:
+            with suppress(StorageError):
+                await backend.delete_async(garbage)
         if violation is not None:
-            await backend.delete_async(claims.path)
             raise violation
         return self._file(claims, info, content_type)
 

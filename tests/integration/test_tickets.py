@@ -86,6 +86,7 @@ async def test_direct_upload_then_commit_the_row(
     assert grant.path.startswith(f"{remote.prefix}/scans/")
     assert dict(grant.headers) == dict(remote.upload_headers)
     client_upload(http, grant, PDF)
+    assert remote.exists(grant.upload_path)
 
     file = await tickets.redeem_async(grant.ticket)
     assert file.size == len(PDF)
@@ -104,6 +105,7 @@ async def test_direct_upload_then_commit_the_row(
         assert await row.file.get_content_async() == PDF
     with pytest.raises(ReplayedUploadTicketError):
         await tickets.redeem_async(grant.ticket)
+    assert not await remote.exists_async(grant.upload_path)
 
 
 def test_refused_uploads_are_deleted_on_the_server(
@@ -115,6 +117,7 @@ def test_refused_uploads_are_deleted_on_the_server(
     with pytest.raises(FileTooLargeError):
         tickets.redeem(too_big.ticket)
     assert not remote.exists(too_big.path)
+    assert not remote.exists(too_big.upload_path)
 
     wrong = tickets.issue(Scan.file, "fake.pdf")
     client_upload(http, wrong, HTML)
@@ -231,7 +234,7 @@ def test_sql_guard_is_shared_by_app_instances(sync_engine: Engine) -> None:
     first = UploadTickets(SECRET, replay_guard=SqlReplayGuard(sync_engine, table_name=table))
     second = UploadTickets(SECRET, replay_guard=SqlReplayGuard(sync_engine, table_name=table))
     grant = first.issue(BACKEND, "a.txt")
-    storages.get_backend(BACKEND).put(grant.path, b"data")
+    storages.get_backend(BACKEND).put(grant.upload_path, b"data")
     assert second.redeem(grant.ticket).size == 4
     with pytest.raises(ReplayedUploadTicketError):
         first.redeem(grant.ticket)
@@ -259,7 +262,7 @@ async def test_sql_guard_through_redeem_async(async_engine: AsyncEngine) -> None
     grant = await tickets.issue_async(BACKEND, "a.txt")
     with pytest.raises(ObjectNotFoundError):
         await tickets.redeem_async(grant.ticket)
-    await storages.get_backend(BACKEND).put_async(grant.path, b"data")
+    await storages.get_backend(BACKEND).put_async(grant.upload_path, b"data")
     results = await asyncio.gather(
         *(tickets.redeem_async(grant.ticket) for _ in range(5)), return_exceptions=True
     )

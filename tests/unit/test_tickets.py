@@ -118,7 +118,7 @@ def tickets(clock: Clock) -> UploadTickets:
 def upload(backend: ObstoreBackend, grant: UploadGrant, data: bytes, **attributes: str) -> None:
     """What the client's PUT to the signed URL does."""
     assert grant.method == "PUT"
-    backend.put(grant.path, data, attributes=attributes or None)
+    backend.put(grant.upload_path, data, attributes=attributes or None)
 
 
 def _tamper(ticket: str, **changes: Any) -> str:
@@ -154,7 +154,9 @@ def test_issue_for_a_backend_key_and_redeem(docs: ObstoreBackend, tickets: Uploa
     assert grant.backend == "docs"
     assert grant.path.startswith("tenant-1/")
     assert grant.path.endswith("/notes.txt")
-    assert grant.url.startswith("/_storage/docs/tenant-1/")
+    assert grant.upload_path.startswith("tenant-1/_incoming/")
+    assert grant.upload_path != grant.path
+    assert grant.url.startswith("/_storage/docs/tenant-1/_incoming/")
     assert parse_qs(urlsplit(grant.url).query)["method"] == ["PUT"]
     assert grant.expires_at == tickets._clock() + timedelta(seconds=300)
     assert grant.redeem_before == grant.expires_at + timedelta(hours=1)
@@ -163,7 +165,7 @@ def test_issue_for_a_backend_key_and_redeem(docs: ObstoreBackend, tickets: Uploa
     assert isinstance(docs.url_signer, HmacUrlSigner)
     docs.url_signer.verify(
         "docs",
-        grant.path,
+        grant.upload_path,
         method="PUT",
         expires=int(query["expires"]),
         signature=query["signature"],
@@ -239,7 +241,7 @@ def test_stored_content_type_is_used_without_sniffing(tickets: UploadTickets) ->
 
 async def test_async_issue_and_redeem(docs: ObstoreBackend, tickets: UploadTickets) -> None:
     grant = await tickets.issue_async(Document.file, "deal.pdf")
-    await docs.put_async(grant.path, PDF)
+    await docs.put_async(grant.upload_path, PDF)
     file = await tickets.redeem_async(grant.ticket)
     assert file.size == len(PDF)
     assert await file.get_content_async() == PDF
@@ -309,7 +311,7 @@ def test_tampered_tickets_are_refused(docs: ObstoreBackend, tickets: UploadTicke
     with pytest.raises(InvalidUploadTicketError):
         tickets.redeem(None)  # type: ignore[arg-type]
     # nothing was consumed or deleted by the forgeries
-    assert docs.exists(grant.path)
+    assert docs.exists(grant.upload_path)
     assert tickets.redeem(grant.ticket).size == len(PDF)
 
 
@@ -404,6 +406,7 @@ def test_oversized_upload_is_deleted_and_the_ticket_used_up(
     assert caught.value.limit == 1000
     assert caught.value.size_seen == len(PDF) + 1000
     assert not docs.exists(grant.path)
+    assert not docs.exists(grant.upload_path)
     with pytest.raises(ReplayedUploadTicketError):
         tickets.redeem(grant.ticket)
 
@@ -414,6 +417,7 @@ def test_undersized_upload_is_deleted(docs: ObstoreBackend, tickets: UploadTicke
     with pytest.raises(FileTooSmallError):
         tickets.redeem(grant.ticket)
     assert not docs.exists(grant.path)
+    assert not docs.exists(grant.upload_path)
 
 
 def test_wrong_type_is_deleted_whatever_the_client_declares(
@@ -425,6 +429,7 @@ def test_wrong_type_is_deleted_whatever_the_client_declares(
         tickets.redeem(grant.ticket)
     assert caught.value.detected == "text/html"
     assert not docs.exists(grant.path)
+    assert not docs.exists(grant.upload_path)
 
 
 def test_wildcards_never_admit_active_types(docs: ObstoreBackend, tickets: UploadTickets) -> None:
@@ -439,14 +444,15 @@ def test_wildcards_never_admit_active_types(docs: ObstoreBackend, tickets: Uploa
 
 async def test_async_refusals_delete_too(docs: ObstoreBackend, tickets: UploadTickets) -> None:
     grant = await tickets.issue_async(Document.file, "deal.pdf")
-    await docs.put_async(grant.path, HTML)
+    await docs.put_async(grant.upload_path, HTML)
     with pytest.raises(InvalidContentTypeError):
         await tickets.redeem_async(grant.ticket)
     assert not await docs.exists_async(grant.path)
+    assert not await docs.exists_async(grant.upload_path)
     grant = await tickets.issue_async(Document.file, "deal.pdf")
     with pytest.raises(ObjectNotFoundError):
         await tickets.redeem_async(grant.ticket)
-    await docs.put_async(grant.path, PDF)
+    await docs.put_async(grant.upload_path, PDF)
     assert (await tickets.redeem_async(grant.ticket)).size == len(PDF)
 
 
@@ -571,3 +577,35 @@ def test_sql_guard_on_the_applications_metadata(sqlite_url: str) -> None:
     with pytest.raises(ConfigurationError, match="Engine or AsyncEngine"):
         SqlReplayGuard("sqlite://")  # type: ignore[arg-type]
     guard.engine.dispose()  # type: ignore[union-attr]
+
+
+# -- copy on redeem -------------------------------------------------------------------------------
+def test_uploading_again_after_redeem_changes_nothing(
+    docs: ObstoreBackend, tickets: UploadTickets
+) -> None:
+    grant = tickets.issue(Document.file, "deal.pdf")
+    upload(docs, grant, PDF)
+    file = tickets.redeem(grant.ticket)
+    assert file.path == grant.path
+    assert not docs.exists(grant.upload_path)  # the staging object is gone
+    # The signed URL is still valid: a client that uploads something else through it
+    # reaches the staging key, which no row refers to.
+    upload(docs, grant, HTML)
+    assert file.get_content() == PDF
+    assert docs.exists(grant.upload_path)  # left for collect_garbage
+
+
+def test_without_copy_the_client_uploads_to_the_final_key(
+    docs: ObstoreBackend, clock: Clock
+) -> None:
+    direct = UploadTickets(SECRET, copy_on_redeem=False, clock=clock)
+    grant = direct.issue(Document.file, "deal.pdf")
+    assert grant.upload_path == grant.path
+    assert grant.as_dict()["upload_path"] == grant.path
+    upload(docs, grant, PDF)
+    assert direct.redeem(grant.ticket).get_content() == PDF
+    refused = direct.issue(Document.file, "deal.pdf")
+    upload(docs, refused, HTML)
+    with pytest.raises(InvalidContentTypeError):
+        direct.redeem(refused.ticket)
+    assert not docs.exists(refused.path)
