@@ -1,6 +1,8 @@
-"""Integrations with other libraries: [msgspec][sqlalchemy_obstore.contrib.msgspec] and
-[Alembic][sqlalchemy_obstore.contrib.alembic].
+"""Integrations with other libraries: [msgspec][sqlalchemy_obstore.contrib.msgspec],
+[Alembic][sqlalchemy_obstore.contrib.alembic], [Litestar][sqlalchemy_obstore.contrib.litestar]
+and [Starlette/FastAPI][sqlalchemy_obstore.contrib.starlette].
 
-Each submodule imports nothing from its library at runtime, so importing it never
-requires the library; Pydantic support lives on `FileObject` itself.
+The msgspec and Alembic submodules import nothing from their library at runtime, so
+importing them never requires the library; the web integrations need their framework
+(the `litestar` or `starlette` extra). Pydantic support lives on `FileObject` itself.
 """
