@@ -208,6 +208,57 @@ def test_endpoints_refuse_bad_tickets_and_bad_uploads(
     assert not moto_backend.exists(big["path"])
 
 
+# -- local files: the same flow through the app's own signed-URL route ---------------------------
+@pytest.fixture(params=["litestar", "starlette"])
+def local_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, Path]]:
+    """An app on a local-files backend, signing and serving PUT URLs itself."""
+    store_dir = tmp_path / "store"
+    storages.register_backend(ObstoreBackend(BACKEND, store_dir))
+    engine = create_async_engine(
+        f"sqlite+aiosqlite:///{tmp_path / 'app.sqlite'}", poolclass=NullPool
+    )
+    store = Store(engine, UploadTickets(SECRET))
+    signing = "signed-url-secret-for-local-files-0123456789"
+    if request.param == "litestar":
+        app: Any = web_apps.litestar_app(store, signing_secret=signing)
+        with LitestarTestClient(app) as client:
+            yield client, store_dir
+    else:
+        with StarletteTestClient(web_apps.starlette_app(store, signing_secret=signing)) as client:
+            yield client, store_dir
+
+
+def test_direct_upload_to_local_files_through_the_signed_route(
+    local_app: tuple[Any, Path],
+) -> None:
+    client, store_dir = local_app
+    grant = client.post("/tickets/scans", json={"filename": "contract.pdf"}).json()
+    assert grant["url"].startswith("/_storage/uploads/_incoming/")
+    put = client.put(grant["url"], content=PDF, headers=grant["headers"])
+    assert put.status_code in (200, 201), put.text
+    # a tampered URL is refused by the route
+    url = grant["url"]
+    assert "&signature=" in url
+    forged = client.put(url[:-2] + ("xx" if not url.endswith("xx") else "yy"), content=HTML)
+    assert forged.status_code == 403
+
+    done = client.post("/tickets/scans/complete", json={"ticket": grant["ticket"]})
+    assert done.status_code == 201, done.text
+    file = done.json()["file"]
+    assert file["path"] == grant["path"]
+    assert (store_dir / grant["path"]).read_bytes() == PDF
+    assert not (store_dir / grant["upload_path"]).exists()
+    again = client.post("/tickets/scans/complete", json={"ticket": grant["ticket"]})
+    assert again.status_code == 409
+
+    wrong = client.post("/tickets/scans", json={"filename": "fake.pdf"}).json()
+    assert client.put(wrong["url"], content=HTML).status_code in (200, 201)
+    refused = client.post("/tickets/scans/complete", json={"ticket": wrong["ticket"]})
+    assert refused.status_code == 415
+    assert not (store_dir / wrong["path"]).exists()
+    assert not (store_dir / wrong["upload_path"]).exists()
+
+
 # -- the SQL replay guard on real databases -------------------------------------------------------
 def _deadline() -> datetime:
     return datetime.now(timezone.utc) + timedelta(minutes=10)

@@ -172,8 +172,13 @@ def _litestar_error(request: Request[Any, Any, Any], exc: StorageError) -> Respo
     return Response(body, status_code=status)
 
 
-def litestar_app(store: Store) -> Litestar:
-    """The Litestar app on `store` (its tables are created at startup)."""
+def litestar_app(store: Store, *, signing_secret: str | None = None) -> Litestar:
+    """The Litestar app on `store` (its tables are created at startup).
+
+    With `signing_secret`, the `ObstorePlugin` signs URLs of local and memory backends
+    and serves them at `/_storage` (so direct uploads work on those backends too).
+    """
+    from sqlalchemy_obstore.contrib.litestar import ObstoreConfig, ObstorePlugin
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -190,6 +195,9 @@ def litestar_app(store: Store) -> Litestar:
         ],
         exception_handlers={StorageError: _litestar_error},
         lifespan=[lifespan],
+        plugins=[ObstorePlugin(ObstoreConfig(signing_secret=signing_secret))]
+        if signing_secret
+        else [],
     )
     app.state.store = store
     return app
@@ -238,16 +246,33 @@ async def _starlette_error(request: StarletteRequest, exc: Exception) -> JSONRes
     return JSONResponse(body, status_code=status)
 
 
-def starlette_app(store: Store) -> Starlette:
-    """The Starlette app on `store` (its tables are created at startup)."""
+def starlette_app(store: Store, *, signing_secret: str | None = None) -> Starlette:
+    """The Starlette app on `store` (its tables are created at startup).
+
+    With `signing_secret`, local and memory backends sign URLs served by
+    `storage_routes` mounted at `/_storage`.
+    """
+    from starlette.routing import Mount
+
+    from sqlalchemy_obstore.contrib.starlette import storage_lifespan, storage_routes
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.create_tables()
-        yield
+        if signing_secret is None:
+            yield
+            return
+        async with storage_lifespan(signing_secret=signing_secret):
+            yield
 
+    signed = (
+        [Mount("/_storage", storage_routes(signing_secret=signing_secret))]
+        if signing_secret
+        else []
+    )
     app = Starlette(
         routes=[
+            *signed,
             Route("/{kind:str}", _starlette_form, methods=["POST"]),
             Route("/raw/{kind:str}/{name:str}", _starlette_raw, methods=["PUT"]),
             Route("/tickets/{kind:str}", _starlette_issue, methods=["POST"]),
