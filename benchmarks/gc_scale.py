@@ -15,6 +15,10 @@ the collection (Linux `VmHWM`, reset through `/proc/self/clear_refs` after the f
 the fill's own peak does not hide it). The counts are checked exactly: every orphan
 found (dry run) or deleted (real run), every referenced object kept.
 
+obstore's `MemoryStore` materialises a whole listing when its first page is asked for
+(S3, GCS and Azure list page by page), so a third fresh process measures the peak RSS
+growth of listing the store alone; the difference is the collector's own memory.
+
 Writes `gc-scale-<stamp>.json` / `.md` and `gc-scale-latest.json` / `.md` to
 `--out-dir` (default `benchmarks/results`, next to `run.py`'s output).
 """
@@ -41,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 TABLE = "gc_bench_documents"
 PAYLOAD = b"0123456789abcdef"  # 16 bytes per object: the test is about counts, not bytes
 BACKEND = "bench"
+PHASES = ("dry-run", "delete", "list-only")
 PREFIX = "files"
 
 
@@ -160,6 +165,22 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     reset = _reset_peak()
     baseline = _status("VmRSS") if reset else _status("VmHWM")
     started = time.perf_counter()
+    if args.phase == "list-only":
+        listed = sum(1 for _ in backend.list_objects(backend.prefix))
+        wall = time.perf_counter() - started
+        return {
+            "phase": args.phase,
+            "rows": rows,
+            "objects": rows + orphans,
+            "expected_orphans": orphans,
+            "fill_seconds": round(fill, 2),
+            "wall_seconds": round(wall, 3),
+            "objects_per_second": round(listed / wall, 1),
+            "peak_rss_growth_bytes": _status("VmHWM") - baseline,
+            "peak_reset": reset,
+            "rss_after_fill_bytes": baseline,
+            "scanned": listed,
+        }
     report = collect_garbage(
         engine,
         metadata,
@@ -198,6 +219,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 def check(result: dict[str, Any]) -> list[str]:
     """What is wrong with a measurement's counts (empty when exactly right)."""
     rows, orphans, phase = result["rows"], result["expected_orphans"], result["phase"]
+    if phase == "list-only":
+        ok = result["scanned"] == rows + orphans
+        return [] if ok else [f"list-only: listed {result['scanned']}, expected {rows + orphans}"]
     expected = {
         "scanned": rows + orphans,
         "references": rows,
@@ -253,6 +277,10 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
 MIB = 1024 * 1024
 
 
+def _count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
 def markdown(env: dict[str, Any], build: float, results: list[dict[str, Any]]) -> str:
     lines = [
         f"GC over {env['rows']:,} SQLite rows and {results[0]['objects']:,} memory-backend "
@@ -261,14 +289,24 @@ def markdown(env: dict[str, Any], build: float, results: list[dict[str, Any]]) -
         f"SQLite {env['sqlite']}, {env['cpus']} CPUs; {env['date']}. "
         f"Database built in {build:.1f} s.",
         "",
-        "| run | wall time | objects/s | peak RSS growth | scanned | orphaned | deleted | counts |",
-        "|---|--:|--:|--:|--:|--:|--:|---|",
+        "| run | wall time | objects/s | peak RSS growth | of which the collector's own "
+        "| scanned | orphaned | deleted | counts |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
+    listing = next((r for r in results if r["phase"] == "list-only"), None)
     for r in results:
+        growth = r["peak_rss_growth_bytes"]
+        own = "-"
+        if listing is not None and r is not listing:
+            own = f"{(growth - listing['peak_rss_growth_bytes']) / MIB:,.1f} MiB"
+        name = (
+            "listing the memory store alone" if r is listing else f"collect_garbage, {r['phase']}"
+        )
         lines.append(
-            f"| {r['phase']} | {r['wall_seconds']:,.1f} s | {r['objects_per_second']:,.0f} "
-            f"| {r['peak_rss_growth_bytes'] / MIB:,.1f} MiB | {r['scanned']:,} "
-            f"| {r['orphaned']:,} | {r['deleted']:,} | {'exact' if not check(r) else 'WRONG'} |"
+            f"| {name} | {r['wall_seconds']:,.1f} s | {r['objects_per_second']:,.0f} "
+            f"| {growth / MIB:,.1f} MiB | {own} | {r['scanned']:,} "
+            f"| {_count(r.get('orphaned'))} | {_count(r.get('deleted'))} "
+            f"| {'exact' if not check(r) else 'WRONG'} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -291,7 +329,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out-dir", type=Path, default=HERE / "results")
     p.add_argument("--quick", action="store_true", help="CI size: --objects 20000")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--phase", choices=["dry-run", "delete"], help=argparse.SUPPRESS)
+    p.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
     p.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
@@ -309,7 +347,7 @@ def main() -> int:
         print(f"building {args.objects:,} rows in {db} ...", file=sys.stderr, flush=True)
         build = build_database(db, args.objects)
         results = []
-        for phase in ("dry-run", "delete"):
+        for phase in PHASES:
             print(f"  {phase} (fresh process) ...", file=sys.stderr, flush=True)
             results.append(run_child(args, db, phase))
     env = environment(args)

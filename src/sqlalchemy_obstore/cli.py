@@ -1151,8 +1151,12 @@ def run(
             args = _parser().parse_args(arguments)
         except SystemExit as exc:  # --help / --version
             return exc.code if isinstance(exc.code, int) else EXIT_OK
-        if debug:
-            logging.basicConfig(level=logging.INFO, stream=err_stream)
+        if debug:  # the library's own messages (not every SQL statement)
+            handler = logging.StreamHandler(err_stream)
+            handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+            library = logging.getLogger(__package__)
+            library.addHandler(handler)
+            library.setLevel(logging.INFO)
         return _COMMANDS[args.command](args, _Output(args, out_stream, err_stream))
     except KeyboardInterrupt:
         code, message = EXIT_INTERRUPTED, "interrupted."
