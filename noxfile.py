@@ -109,6 +109,17 @@ def bench_quick(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """Run the quickstart demo (SQLite + local files under ./var unless configured)."""
+    """Run the example document library (Litestar) on 127.0.0.1 and print its address.
+
+    SQLite + local files under ./var/document-library unless DATABASE_URL / STORAGE_URL
+    are set; posargs go to the app (`nox -s demo -- --port 8080`).
+    """
+    session.install("-e", ".[sqlite,postgres,litestar,images]", "uvicorn")
+    session.run("python", "-m", "examples.litestar_app", *session.posargs)
+
+
+@nox.session
+def quickstart(session: nox.Session) -> None:
+    """Run the quickstart script (SQLite + local files under ./var unless configured)."""
     session.install("-e", ".[sqlite,postgres]")
     session.run("python", "examples/quickstart.py", *session.posargs)

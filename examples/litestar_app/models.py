@@ -1,0 +1,82 @@
+"""The document library's tables and upload rules.
+
+A document is either a plain file (PDF, text, ...) or an image. Both go to the same
+backend, but images get their own column, whose policy checks that the bytes really are
+an image and generates a 256 px thumbnail stored next to the original.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import DateTime, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from sqlalchemy_obstore import FileObject, StoredObject, UploadPolicy
+from sqlalchemy_obstore.processing import ImagePolicy, Rendition
+
+BACKEND = "library"
+"""The key the storage backend is registered under (see `app.create_app`)."""
+
+MIB = 1024 * 1024
+MAX_UPLOAD_SIZE = 20 * MIB
+"""Largest accepted upload; requests are refused above it, the policies enforce it too."""
+
+DOCUMENT_TYPES = (
+    "application/pdf",
+    "text/plain",
+    "text/csv",
+    "text/markdown",
+    "application/json",
+    "application/zip",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.oasis.opendocument.text",
+)
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
+
+DOCUMENTS = UploadPolicy(
+    max_size=MAX_UPLOAD_SIZE,
+    # Setting allowed types turns sniffing on: the bytes decide, not the client's claim.
+    allowed_content_types=DOCUMENT_TYPES,
+)
+IMAGES = UploadPolicy(
+    max_size=MAX_UPLOAD_SIZE,
+    allowed_content_types=IMAGE_TYPES,
+    image=ImagePolicy(
+        max_pixels=40_000_000,
+        renditions=(Rendition("thumb", 256, 256, format="WEBP"),),
+    ),
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Document(Base):
+    """One uploaded document: exactly one of `file` and `image` is set."""
+
+    __tablename__ = "library_documents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    file: Mapped[FileObject | None] = mapped_column(StoredObject(BACKEND, policy=DOCUMENTS))
+    image: Mapped[FileObject | None] = mapped_column(StoredObject(BACKEND, policy=IMAGES))
+
+    @property
+    def attachment(self) -> FileObject:
+        """The stored file, whichever column holds it."""
+        stored = self.image if self.image is not None else self.file
+        assert stored is not None, "a document always has a file or an image"
+        return stored
+
+    @property
+    def thumbnail(self) -> FileObject | None:
+        """The image's thumbnail rendition, when the document is an image."""
+        return self.image.renditions.get("thumb") if self.image is not None else None

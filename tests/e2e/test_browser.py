@@ -1,0 +1,213 @@
+"""The Litestar example app in a real browser: headless Chromium driven by Playwright.
+
+Starts `python -m examples.litestar_app --port 0` in a subprocess (SQLite + local files in
+a temporary directory), then uploads through the page's form, sees the document listed
+with its thumbnail, downloads it and compares the bytes, follows the signed link, uploads
+straight to storage with a ticket, and deletes. A screenshot is saved under
+`tests/e2e/artifacts/` (git-ignored; CI keeps it as an artifact).
+
+Debian's `chromium` is used (no browser download). Without it the test skips locally, and
+fails in CI (`CI=true` or `SQLALCHEMY_OBSTORE_REQUIRE_SERVERS=1`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+STARTUP_TIMEOUT = 60.0
+PDF = b"%PDF-1.4\n% browser upload\n" + bytes(range(256)) * 64 + b"\n%%EOF\n"
+
+
+def _required() -> bool:
+    return (
+        os.environ.get("CI", "").strip().lower() == "true"
+        or os.environ.get("SQLALCHEMY_OBSTORE_REQUIRE_SERVERS") == "1"
+    )
+
+
+def _unavailable(reason: str) -> None:
+    hint = "Install Debian's chromium (apt-get install chromium) and `pip install playwright`."
+    if _required():
+        pytest.fail(f"{reason}. {hint} (CI forbids skipping the browser test)", pytrace=False)
+    pytest.skip(f"{reason}. {hint}")
+
+
+def _png() -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (480, 320), (200, 80, 40)).save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.fixture
+def app_url(tmp_path: Path) -> Iterator[str]:
+    """The example app, running in a subprocess on a free 127.0.0.1 port."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "PYTHONFAULTHANDLER": "1",
+        "PYTHONUNBUFFERED": "1",
+        "LIBRARY_DATA_DIR": str(tmp_path / "data"),
+        "STORAGE_SIGNING_SECRET": "browser-test-secret-0123456789abcdef",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "examples.litestar_app", "--host", "127.0.0.1", "--port", "0"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+    output: list[str] = []
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line)
+            lines.put(line)
+        lines.put(None)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        url = None
+        while url is None:
+            try:
+                line = lines.get(timeout=STARTUP_TIMEOUT)
+            except queue.Empty:
+                pytest.fail("the example app printed no address:\n" + "".join(output))
+            if line is None:
+                pytest.fail("the example app exited:\n" + "".join(output))
+            if "running on http://" in line:
+                url = line.split("running on ", 1)[1].split()[0].rstrip("/")
+        assert url.startswith("http://127.0.0.1:")
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            reader.join(timeout=30)
+            assert proc.stdout is not None
+            proc.stdout.close()
+    assert code == 0, "".join(output)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("Playwright for Python is not installed")
+    if not (shutil.which(CHROMIUM) or Path(CHROMIUM).exists()):
+        _unavailable(f"chromium not found at {CHROMIUM}")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def test_upload_list_download_delete_in_chromium(
+    browser: Any, app_url: str, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    context = browser.new_context(accept_downloads=True)
+    page = context.new_page()
+    page.goto(app_url + "/")
+    expect(page.locator("h1")).to_have_text("Document library")
+    expect(page.locator("p.empty")).to_be_visible()
+
+    # upload a document and an image through the form
+    (tmp_path / "report.pdf").write_bytes(PDF)
+    (tmp_path / "cover.png").write_bytes(_png())
+    for title, name in (("Annual report", "report.pdf"), ("Cover", "cover.png")):
+        page.fill("#upload input[name=title]", title)
+        page.set_input_files("#upload input[name=file]", str(tmp_path / name))
+        with page.expect_navigation():
+            page.click("#upload button[type=submit]")
+    items = page.locator("li.document")
+    expect(items).to_have_count(2)
+    report = items.filter(has_text="Annual report")
+    cover = items.filter(has_text="Cover")
+    expect(report.locator(".filename")).to_have_text("report.pdf")
+    expect(cover.locator("img.thumb")).to_be_visible()
+    # the thumbnail really decoded in the browser
+    width = cover.locator("img.thumb").evaluate("img => img.complete && img.naturalWidth")
+    assert width == 256
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "document-library.png"), full_page=True)
+
+    # download through the streaming route (a real browser download)
+    with page.expect_download() as download_info:
+        report.locator("a.download").click()
+    download = download_info.value
+    assert download.suggested_filename == "report.pdf"
+    assert Path(download.path()).read_bytes() == PDF
+
+    # the signed link, followed by the browser's own fetch (302 to /_storage/...)
+    href = report.locator("a.signed").get_attribute("href")
+    fetched = page.evaluate(
+        """async (href) => {
+            const r = await fetch(href);
+            const body = Array.from(new Uint8Array(await r.arrayBuffer()));
+            return {status: r.status, url: r.url, body};
+        }""",
+        href,
+    )
+    assert fetched["status"] == 200
+    assert "signature=" in fetched["url"]
+    assert bytes(fetched["body"]) == PDF
+
+    # straight to storage: signed PUT + ticket, from the page's script
+    if page.locator("#direct-upload").count():
+        direct_bytes = b"%PDF-1.7\n% straight to storage\n" + bytes(range(255, -1, -1)) * 16
+        (tmp_path / "direct.pdf").write_bytes(direct_bytes)
+        page.fill("#direct-upload input[name=title]", "Direct upload")
+        page.set_input_files("#direct-upload input[name=file]", str(tmp_path / "direct.pdf"))
+        with page.expect_navigation():
+            page.click("#direct-upload button[type=submit]")
+        direct = page.locator("li.document").filter(has_text="Direct upload")
+        expect(direct).to_have_count(1)
+        with page.expect_download() as direct_info:
+            direct.locator("a.download").click()
+        assert Path(direct_info.value.path()).read_bytes() == direct_bytes
+        page.screenshot(path=str(ARTIFACTS / "document-library-direct.png"), full_page=True)
+        with page.expect_navigation():
+            direct.locator("button.delete").click()
+
+    # delete both; the list ends empty
+    for title in ("Annual report", "Cover"):
+        with page.expect_navigation():
+            page.locator("li.document").filter(has_text=title).locator("button.delete").click()
+        expect(page.locator("li.document").filter(has_text=title)).to_have_count(0)
+    expect(page.locator("p.empty")).to_be_visible()
+    gone = page.request.get(app_url + "/api/documents")
+    assert gone.json() == []
+    files = tmp_path / "data" / "files"
+    assert [p for p in files.rglob("*") if p.is_file()] == []
+    context.close()
