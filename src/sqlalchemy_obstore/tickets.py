@@ -54,6 +54,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -110,6 +111,7 @@ MIN_SECRET_BYTES = 32
 _MAX_TICKET_CHARS = 16384  # refuse absurd input before decoding anything
 _KEY_CONTEXT = b"sqlalchemy-obstore/upload-ticket/v1"
 _GENERIC_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 Clock = Callable[[], datetime]
 
@@ -889,13 +891,15 @@ class UploadTickets:
         if not isinstance(ticket, str) or len(ticket) > _MAX_TICKET_CHARS:
             raise InvalidUploadTicketError("An upload ticket is a string issued by this server.")
         payload, dot, signature = ticket.partition(".")
+        # Strictly base64url: the decoder would skip other characters, letting many
+        # spellings of one ticket through.
+        if not dot or not _B64URL.fullmatch(payload) or not _B64URL.fullmatch(signature):
+            raise InvalidUploadTicketError("The upload ticket is malformed.")
         try:
             given = _b64decode(signature)
             raw = _b64decode(payload)
         except (binascii.Error, ValueError):
             raise InvalidUploadTicketError("The upload ticket is malformed.") from None
-        if not dot or not payload.isascii():
-            raise InvalidUploadTicketError("The upload ticket is malformed.")
         valid = False
         for key in self._verify_keys:  # every key is tried: no timing hint which matched
             valid |= hmac.compare_digest(self._signature(key, payload), given)

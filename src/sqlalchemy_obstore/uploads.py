@@ -49,6 +49,7 @@ from .errors import (
     InvalidFileObjectError,
     InvalidImageError,
     InvalidUploadTicketError,
+    NoContentError,
     ObjectNotFoundError,
     ReplayedUploadTicketError,
     ValidationError,
@@ -156,24 +157,38 @@ class UploadContent:
     def __repr__(self) -> str:
         return f"UploadContent({getattr(self._upload, 'filename', None)!r})"
 
+    def _check_open(self) -> None:
+        if getattr(self._file, "closed", False):
+            raise NoContentError(
+                "The upload's temporary file is closed: frameworks close it when the request "
+                "ends (or when the form is closed). Save the file, or commit the session that "
+                "holds it, inside the request handler."
+            )
+
     def read(self, size: int = -1) -> bytes:
         """Read from the spooled file (sync)."""
+        self._check_open()
         return self._file.read(size)
 
     def seekable(self) -> bool:
-        """Whether the spooled file can rewind (it can)."""
+        """Whether the spooled file can rewind (it can, while it is open)."""
         seekable = getattr(self._file, "seekable", None)
-        return bool(seekable()) if callable(seekable) else False
+        if not callable(seekable) or getattr(self._file, "closed", False):
+            return False
+        return bool(seekable())
 
     def tell(self) -> int:
         """The position in the spooled file."""
+        self._check_open()
         return self._file.tell()
 
     def seek(self, offset: int, whence: int = 0) -> int:
         """Move in the spooled file."""
+        self._check_open()
         return self._file.seek(offset, whence)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        self._check_open()
         read = self._async_read
         while True:
             if read is not None:

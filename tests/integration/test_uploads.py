@@ -1,9 +1,9 @@
 """Uploads from web requests: `FileObject.from_upload` and `file_from_stream` in real apps.
 
-The apps of `web_apps.py` run under Litestar's and Starlette's own test clients with a
-local-files backend and SQLite (aiosqlite, `AsyncSession`): what a client sends is what
-is stored, the column's `UploadPolicy` refuses bad uploads with 413/415 and leaves
-nothing behind. The last test runs a real uvicorn server in a subprocess, streams
+The apps of `web_apps.py` (Litestar, Starlette, FastAPI) run under Litestar's and
+Starlette's own test clients with a local-files backend and SQLite (aiosqlite,
+`AsyncSession`): what a client sends is what is stored, the column's `UploadPolicy`
+refuses bad uploads with 413/415 and leaves nothing behind. The last test runs a real uvicorn server in a subprocess, streams
 256 MiB to it and reads the server's peak RSS.
 """
 
@@ -60,7 +60,7 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "app.sqlite"
 
 
-@pytest.fixture(params=["litestar", "starlette"])
+@pytest.fixture(params=["litestar", "starlette", "fastapi"])
 def client(request: pytest.FixtureRequest, store_dir: Path, db_path: Path) -> Iterator[Any]:
     """A test client of each framework's app (the app's own event loop runs inside)."""
     # NullPool: the app's event loop ends with the client; no connection may outlive it.
@@ -70,7 +70,8 @@ def client(request: pytest.FixtureRequest, store_dir: Path, db_path: Path) -> It
         with LitestarTestClient(web_apps.litestar_app(store)) as test_client:
             yield test_client
     else:
-        with StarletteTestClient(web_apps.starlette_app(store)) as test_client:
+        factory = web_apps.starlette_app if request.param == "starlette" else web_apps.fastapi_app
+        with StarletteTestClient(factory(store)) as test_client:
             yield test_client
 
 
@@ -221,6 +222,19 @@ async def test_failed_save_rewinds_the_spooled_file(store_dir: Path) -> None:
     assert upload.file.tell() == 0  # rewound: the same upload can be saved again
     await file.save_async()
     assert await file.get_content_async() == b"x" * 100
+
+
+async def test_closed_upload_gives_a_clear_error(store_dir: Path) -> None:
+    from sqlalchemy_obstore import NoContentError
+
+    upload = _LitestarLikeUpload(b"data", {})
+    file = file_from_upload(upload, backend=BACKEND)
+    upload.file.close()  # the request ended before the file was saved
+    with pytest.raises(NoContentError, match="inside the request handler"):
+        await file.save_async()
+    with pytest.raises(NoContentError, match="inside the request handler"):
+        file_from_upload(upload, backend=BACKEND).save()
+    assert stored_objects() == []
 
 
 def test_file_from_stream_refuses_non_streams() -> None:

@@ -7,7 +7,7 @@ and by the bounded-memory test, which runs them under a real uvicorn in a subpro
 
 Endpoints (the same in both apps):
 
-* `POST /documents` — multipart form with a `file` field → `FileObject.from_upload` →
+* `POST /documents` — multipart form (FastAPI: `file: UploadFile`) with a `file` field → `FileObject.from_upload` →
   a `Document` row (no limits); `POST /scans` the same into `Scan` (PDF only, 1 MiB).
 * `PUT /raw/documents/{name}` and `PUT /raw/scans/{name}` — the bare body streamed with
   `file_from_stream(request.stream(), ...)`.
@@ -25,6 +25,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+from fastapi import FastAPI
+from fastapi import UploadFile as FastAPIUploadFile
 from litestar import Litestar, Request, Response, post, put
 from litestar.datastructures import UploadFile as LitestarUploadFile
 from litestar.enums import RequestEncodingType
@@ -281,6 +283,28 @@ def starlette_app(store: Store, *, signing_secret: str | None = None) -> Starlet
         exception_handlers={StorageError: _starlette_error},
         lifespan=lifespan,
     )
+    app.state.store = store
+    return app
+
+
+# -- FastAPI ---------------------------------------------------------------------------------------
+async def _fastapi_form(kind: str, file: FastAPIUploadFile, request: StarletteRequest) -> Any:
+    store: Store = request.app.state.store
+    return JSONResponse(await store.add(kind, FileObject.from_upload(file)), status_code=201)
+
+
+def fastapi_app(store: Store) -> FastAPI:
+    """The multipart endpoints as FastAPI writes them (`file: UploadFile`)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await store.create_tables()
+        yield
+
+    app = FastAPI(lifespan=lifespan)
+    app.add_api_route("/{kind}", _fastapi_form, methods=["POST"], status_code=201)
+    app.add_api_route("/raw/{kind}/{name}", _starlette_raw, methods=["PUT"])
+    app.add_exception_handler(StorageError, _starlette_error)
     app.state.store = store
     return app
 
