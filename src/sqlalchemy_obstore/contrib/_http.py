@@ -24,6 +24,7 @@ allows, unless none of them can be satisfied (`416`).
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -78,6 +79,7 @@ _RANGE_SPEC = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$", re.ASCII)
 _ETAG = re.compile(r'^(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"$')
 _MIME = re.compile(r"^[\w!#$&^.+-]+/[\w!#$&^.+-]+(?:\s*;\s*[\w!#$&^.+-]+=[\w!#$&^.+\"-]+)*$")
 _NO_STORE = {"cache-control": "no-store", "x-content-type-options": "nosniff"}
+_EXISTS = "An object already exists here; it is never replaced."
 
 
 # -- request parsing ----------------------------------------------------------------------------
@@ -681,17 +683,13 @@ class SignedStorageRoute:
     ) -> None:
         headers = request_headers(scope)
         limit = _upload_limit(backend, self.max_upload_size)
-        declared = headers.get("content-length")
-        if (
-            limit is not None
-            and declared is not None
-            and declared.isdigit()
-            and int(declared) > limit
-        ):
+        raw_length = headers.get("content-length", "")
+        declared = int(raw_length) if raw_length.isdigit() else None
+        if limit is not None and declared is not None and declared > limit:
             await send_text(send, 413, f"The upload is too large: the limit is {limit} bytes.")
             return
         if await backend.exists_async(path):
-            await send_text(send, 409, "An object already exists here; it is never replaced.")
+            await send_text(send, 409, _EXISTS)
             return
         content_type = _safe_content_type(headers.get("content-type"), _leaf(path))
         attributes = {
@@ -699,19 +697,49 @@ class SignedStorageRoute:
             "Content-Disposition": content_disposition(_leaf(path), content_type),
         }
         try:
-            result = await backend.put_async(
-                path, _request_body(receive, limit), attributes=attributes, create_only=True
-            )
+            if declared is not None and declared <= self.chunk_size:
+                # Small and of known length: one create-only put (the body, at most
+                # `chunk_size` bytes, is buffered by obstore for the conditional write).
+                body_limit = declared if limit is None else min(limit, declared)
+                await backend.put_async(
+                    path,
+                    _request_body(receive, body_limit),
+                    attributes=attributes,
+                    create_only=True,
+                )
+            else:
+                await self._put_streaming(receive, backend, path, attributes, limit)
         except FileTooLargeError as exc:
             await send_text(send, 413, f"The upload is too large: the limit is {exc.limit} bytes.")
             return
         except ObjectExistsError:
-            await send_text(send, 409, "An object already exists here; it is never replaced.")
+            await send_text(send, 409, _EXISTS)
             return
         except _Disconnected:
             return
         answer = {"content-length": "0", "cache-control": "no-store"}
-        etag = format_etag(result.etag)
+        etag = format_etag((await backend.head_async(path)).etag)
         if etag is not None:
             answer["etag"] = etag
         await send_plan(send, 200, answer, None)
+
+    @staticmethod
+    async def _put_streaming(
+        receive: Receive,
+        backend: Backend,
+        path: str,
+        attributes: Mapping[str, str],
+        limit: int | None,
+    ) -> None:
+        # A create-only put cannot be a multipart upload: obstore would buffer the whole
+        # body for it. Stream it as a multipart upload to a private staging key instead,
+        # then copy it into place without overwriting (a hard link on local files, a
+        # shared buffer in memory) and drop the staging key, whatever happens.
+        staging = f"{path}.{uuid.uuid4().hex}.partial"
+        try:
+            await backend.put_async(
+                staging, _request_body(receive, limit), attributes=attributes, use_multipart=True
+            )
+            await backend.copy_async(staging, path, overwrite=False)
+        finally:
+            await backend.delete_async(staging)
