@@ -43,6 +43,7 @@ TOMBSTONE_PREFIX = ".overlay-tombstones"
 """Where an `OverlayBackend` records, in the overlay store, the base objects it deleted."""
 
 _BUFFERS = (bytes, bytearray, memoryview)
+_READS = frozenset({"GET", "HEAD"})
 
 
 def _put_kwargs(
@@ -320,26 +321,37 @@ class MirrorBackend(Backend):
             self._mirror_failed(mirror, destination, exc)
 
     def delete(self, paths: str | Sequence[str]) -> None:
-        """Delete from every store; the first error is raised after all were tried."""
-        errors: list[BaseException] = []
+        """Delete from every store.
+
+        Every store is tried; then the primary's error is raised, or a mirror's when
+        the mirror is strict (a lenient mirror's is logged and counted).
+        """
+        errors: list[tuple[Backend, BaseException]] = []
         for backend in [self.primary, *self.mirrors]:
             try:
                 backend.delete(paths)
             except StorageError as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+                errors.append((backend, exc))
+        self._raise_delete_errors(errors, paths)
 
     async def delete_async(self, paths: str | Sequence[str]) -> None:
         """Async version of [`delete`][sqlalchemy_obstore.composite.MirrorBackend.delete]."""
         batch = _paths(paths)
+        backends = [self.primary, *self.mirrors]
         outcomes = await asyncio.gather(
-            *(b.delete_async(batch) for b in [self.primary, *self.mirrors]),
-            return_exceptions=True,
+            *(b.delete_async(batch) for b in backends), return_exceptions=True
         )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        errors = [(b, o) for b, o in zip(backends, outcomes, strict=True) if o is not None]
+        self._raise_delete_errors(errors, paths)
+
+    def _raise_delete_errors(
+        self, errors: list[tuple[Backend, BaseException]], paths: str | Sequence[str]
+    ) -> None:
+        for backend, exc in errors:
+            if backend is self.primary or self.strict or not _storage(exc):
+                raise exc
+        for backend, exc in errors:
+            self._mirror_failed(backend, paths if isinstance(paths, str) else "...", exc)
 
     # -- reads (primary) ---------------------------------------------------------------------
     def head(self, path: str) -> ObjectInfo:
@@ -543,8 +555,13 @@ class OverlayBackend(Backend):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> WriteResult:
-        """Write to the overlay (and lift a tombstone at `path`)."""
+        """Write to the overlay (and lift a tombstone at `path`).
+
+        With `create_only`, an object visible in the base counts as existing.
+        """
         options = _put_kwargs(attributes, create_only, use_multipart, chunk_size, max_concurrency)
+        if create_only:
+            self._refuse_existing(path, False, self.exists(path))
         result = self.overlay.put(path, body, **options)
         self.overlay.delete(self._tombstone(path))
         return result
@@ -562,6 +579,8 @@ class OverlayBackend(Backend):
     ) -> WriteResult:
         """Async version of [`put`][sqlalchemy_obstore.composite.OverlayBackend.put]."""
         options = _put_kwargs(attributes, create_only, use_multipart, chunk_size, max_concurrency)
+        if create_only:
+            self._refuse_existing(path, False, await self.exists_async(path))
         result = await self.overlay.put_async(path, body, **options)
         await self.overlay.delete_async(self._tombstone(path))
         return result
@@ -582,7 +601,7 @@ class OverlayBackend(Backend):
             yield sink
         self.overlay.delete(self._tombstone(path))
 
-    def _check_copy_target(self, destination: str, overwrite: bool, exists: bool) -> None:
+    def _refuse_existing(self, destination: str, overwrite: bool, exists: bool) -> None:
         if exists and not overwrite:
             raise ObjectExistsError(
                 f"An object already exists at {destination!r} in backend {self.key!r}; "
@@ -597,7 +616,7 @@ class OverlayBackend(Backend):
         if holder is self.overlay:
             self.overlay.copy(source, destination, overwrite=overwrite)
         else:
-            self._check_copy_target(destination, overwrite, self.exists(destination))
+            self._refuse_existing(destination, overwrite, self.exists(destination))
             info = self.base.head(source)
             copy_object(
                 self.base,
@@ -617,7 +636,7 @@ class OverlayBackend(Backend):
             await self.overlay.copy_async(source, destination, overwrite=overwrite)
         else:
             exists = await self.exists_async(destination)
-            self._check_copy_target(destination, overwrite, exists)
+            self._refuse_existing(destination, overwrite, exists)
             info = await self.base.head_async(source)
             await _stream(
                 self.base,
@@ -740,10 +759,13 @@ class OverlayBackend(Backend):
         method: HttpMethod = "GET",
         expires_in: int | float | timedelta = 3600,
     ) -> str | list[str]:
-        """Sign with the store holding each object (a PUT always with the overlay)."""
+        """Sign with the store holding each object; PUT and DELETE always with the overlay.
+
+        (A signed write is never made for the base.)
+        """
         batch = _paths(paths)
         signed = [
-            (self.overlay if method == "PUT" else self._where(p)).sign(
+            (self._where(p) if method in _READS else self.overlay).sign(
                 p, method=method, expires_in=expires_in
             )
             for p in batch
@@ -760,7 +782,7 @@ class OverlayBackend(Backend):
         """Async version of [`sign`][sqlalchemy_obstore.composite.OverlayBackend.sign]."""
         signed = []
         for p in _paths(paths):
-            holder = self.overlay if method == "PUT" else await self._where_async(p)
+            holder = await self._where_async(p) if method in _READS else self.overlay
             signed.append(await holder.sign_async(p, method=method, expires_in=expires_in))
         return signed[0] if isinstance(paths, str) else signed
 

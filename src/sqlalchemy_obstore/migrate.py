@@ -81,6 +81,7 @@ from .gc import FileColumn, _columns
 from .registry import BackendRegistry, storages
 
 __all__ = (
+    "DEFAULT_MAX_PASSES",
     "MigrationFailure",
     "MigrationProgress",
     "MigrationReport",
@@ -407,7 +408,14 @@ def _run_all(function: Callable[[_T], _R], items: Sequence[_T], concurrency: int
             return result
 
     async def every() -> list[_R]:
-        return list(await asyncio.gather(*(one(item) for item in items)))
+        tasks = [asyncio.ensure_future(one(item)) for item in items]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:  # nothing keeps running once the caller has given up
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     return await_(every())
 
@@ -909,8 +917,9 @@ def migrate(
             copies one at a time).
         batch_size: Rows read, and rewritten in one transaction, at a time.
         progress: Called with a [`MigrationProgress`][sqlalchemy_obstore.migrate.MigrationProgress]
-            after every batch. An exception it raises stops the migration (what was
-            committed stays; run it again to resume).
+            after every batch (a plain function, also for `migrate_async`). An
+            exception it raises stops the migration (what was committed stays; run it
+            again to resume).
         max_passes: Passes over the tables before giving up on rows that keep changing
             or keep failing.
         chunk_size: Streaming read size and multipart part size.

@@ -23,6 +23,7 @@ import io
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -611,3 +612,62 @@ async def test_staging_session_over_production_rows(
     with Session(sqlite_engine) as session:
         raw = session.execute(select(type_coerce(Doc.__table__.c.file, JSON))).scalar_one()
     assert raw["path"] == doc.file.path
+
+
+class _Signer:
+    """A stand-in URL signer that says which backend signed what."""
+
+    def sign_url(self, backend: str, path: str, *, method: str, expires_in: timedelta) -> str:
+        return f"https://{backend}.example/{path}?method={method}"
+
+
+async def test_overlay_signs_reads_where_the_object_is_and_writes_in_the_overlay() -> None:
+    base = ObstoreBackend("base", "memory://", url_signer=_Signer())
+    base.put("data/a.txt", b"a")
+    overlay = ObstoreBackend("overlay", "memory://", url_signer=_Signer())
+    staging = OverlayBackend("uploads", base, overlay)
+    staging.put("data/b.txt", b"b")
+    assert staging.supports_signing
+    assert staging.sign("data/a.txt").startswith("https://base.example/")
+    assert staging.sign(["data/b.txt"]) == ["https://overlay.example/data/b.txt?method=GET"]
+    for method in ("PUT", "DELETE"):  # never a signed write against the base
+        signed = await staging.sign_async("data/a.txt", method=method)  # type: ignore[arg-type]
+        assert signed.startswith("https://overlay.example/")
+    staging.delete("data/a.txt")
+    with pytest.raises(ObjectNotFoundError):
+        staging.sign("data/a.txt")
+
+
+async def test_overlay_create_only_sees_base_objects(production: ObstoreBackend) -> None:
+    staging = OverlayBackend("uploads", read_only(production), ObstoreBackend("s", "memory://"))
+    with pytest.raises(ObjectExistsError):
+        staging.put("data/a.txt", b"x", create_only=True)
+    with pytest.raises(ObjectExistsError):
+        await staging.put_async("data/a.txt", b"x", create_only=True)
+    staging.put("data/fresh.txt", b"x", create_only=True)
+    assert staging.get_bytes("data/a.txt") == b"a.txt"
+
+
+@pytest.mark.parametrize("strict", [True, False])
+async def test_mirror_delete_failures(
+    strict: bool, flaky_mirror: tuple[ObstoreBackend, FaultInjectingBackend]
+) -> None:
+    primary, flaky = flaky_mirror
+    mirror = MirrorBackend(KEY, primary, [flaky], strict=strict)
+    mirror.put("a.txt", b"a")
+    mirror.put("b.txt", b"b")
+    flaky.fail("delete", times=2)
+    if strict:
+        with pytest.raises(InjectedFault):
+            mirror.delete("a.txt")
+        with pytest.raises(InjectedFault):
+            await mirror.delete_async(["b.txt"])
+    else:
+        mirror.delete("a.txt")
+        await mirror.delete_async(["b.txt"])
+        assert mirror.mirror_failures == 2
+    # the primary was cleaned up either way; the mirror still holds both
+    assert not primary.exists("a.txt")
+    assert not primary.exists("b.txt")
+    assert flaky.inner.exists("a.txt")
+    assert flaky.inner.exists("b.txt")
