@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from sqlalchemy_obstore import (
+    ConfigurationError,
     FileObject,
     ObstoreBackend,
     StoredObject,
@@ -247,6 +248,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; `settings` default to the environment (`Settings.from_env()`)."""
     settings = settings or Settings.from_env()
     secret = settings.signing_secret
+    if secret is not None and len(secret.encode()) < 32:
+        raise ConfigurationError(
+            "STORAGE_SIGNING_SECRET must be at least 32 bytes; generate one with "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
+        )
     if secret is None:
         secret = secrets.token_urlsafe(32)
         logger.warning(

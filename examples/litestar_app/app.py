@@ -37,7 +37,7 @@ from litestar.response import Redirect
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from sqlalchemy_obstore import FileObject, ObstoreBackend, ValidationError
+from sqlalchemy_obstore import ConfigurationError, FileObject, ObstoreBackend, ValidationError
 from sqlalchemy_obstore.contrib.litestar import (
     ObstoreConfig,
     ObstorePlugin,
@@ -334,6 +334,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
     """
     settings = settings or Settings.from_env()
     secret = settings.signing_secret
+    if secret is not None and len(secret.encode()) < 32:
+        raise ConfigurationError(
+            "STORAGE_SIGNING_SECRET must be at least 32 bytes; generate one with "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
+        )
     if secret is None:
         secret = secrets.token_urlsafe(32)
         logger.warning(

@@ -50,8 +50,12 @@ def _unavailable(reason: str) -> None:
 def _png() -> bytes:
     from PIL import Image
 
+    ramp = Image.linear_gradient("L").resize((480, 320))
+    image = Image.merge(
+        "RGB", (ramp, ramp.rotate(90).resize((480, 320)), Image.new("L", (480, 320), 160))
+    )
     out = io.BytesIO()
-    Image.new("RGB", (480, 320), (200, 80, 40)).save(out, format="PNG")
+    image.save(out, format="PNG")
     return out.getvalue()
 
 

@@ -206,6 +206,30 @@ def test_the_bytes_decide_not_the_declared_type(client: Any) -> None:
     assert created.json()["thumbnail"] is None
 
 
+def test_too_large_upload_is_refused_while_streaming(client: Any) -> None:
+    from examples.litestar_app.models import MAX_UPLOAD_SIZE
+
+    body = b"x" * (MAX_UPLOAD_SIZE + 1)  # plain text, one byte over the policies' limit
+    refused = upload(client, "big.txt", body, "text/plain")
+    assert refused.status_code == 422, refused.text[:500]
+    assert refused.json()["error"] == "FileTooLargeError"
+    assert client.get("/api/documents").json() == []
+    assert stored_keys() == []
+
+
+def test_openapi_describes_files(client: Any) -> None:
+    schema = client.get(
+        "/schema/openapi.json" if client.framework == "litestar" else "/openapi.json"
+    )
+    assert schema.status_code == 200
+    spec = schema.json()
+    assert "/api/documents" in spec["paths"]
+    out = spec["components"]["schemas"]["DocumentOut"]["properties"]["file"]
+    if "$ref" in out:  # Pydantic names the FileObject schema
+        out = spec["components"]["schemas"][out["$ref"].rsplit("/", 1)[1]]
+    assert "path" in out["properties"]
+
+
 def test_unknown_document_is_404(client: Any) -> None:
     for url in ("/api/documents/999", "/documents/999/download", "/documents/999/signed"):
         assert client.get(url).status_code == 404
@@ -219,6 +243,19 @@ def test_tampered_signed_url_is_refused(client: Any) -> None:
     ]
     forged = location.replace("signature=", "signature=A")
     assert client.get(forged).status_code in (400, 403)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_short_signing_secret_is_refused(framework: str, tmp_path: Path) -> None:
+    from sqlalchemy_obstore import ConfigurationError
+
+    settings = {
+        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'library.db'}",
+        "storage_url": (tmp_path / "files").as_uri(),
+        "signing_secret": "too-short",
+    }
+    with pytest.raises(ConfigurationError, match="at least 32 bytes"):
+        make_client(framework, settings)
 
 
 # -- the Litestar page -----------------------------------------------------------------------------
