@@ -5,6 +5,7 @@ from __future__ import annotations
 import mimetypes
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from urllib.parse import quote
 
 __all__ = (
@@ -42,6 +43,19 @@ _ASCII_FALLBACK_UNSAFE = re.compile(r'[^\x20-\x7e]|["\\]')
 
 def guess_content_type(filename: str | None) -> str:
     """Guess a content type from a filename's extension, else `application/octet-stream`."""
+    if filename and type(filename) is str:
+        return _guess_cached(filename, len(mimetypes.types_map) + len(mimetypes.common_types))
+    return _guess(filename)
+
+
+@lru_cache(maxsize=1024)
+def _guess_cached(filename: str, _generation: int) -> str:
+    # Keyed by the size of the type maps too, so extensions registered later with
+    # `mimetypes.add_type` (strict or not) are seen.
+    return _guess(filename)
+
+
+def _guess(filename: str | None) -> str:
     if filename:
         guessed, _ = mimetypes.guess_type(filename, strict=False)
         if guessed:
@@ -65,6 +79,17 @@ def content_disposition(filename: str, content_type: str, *, inline: bool | None
         >>> content_disposition("résumé.pdf", "application/pdf")
         'inline; filename="r_sum_.pdf"; filename*=UTF-8\\'\\'r%C3%A9sum%C3%A9.pdf'
     """
+    if type(filename) is str and type(content_type) is str:
+        return _disposition_cached(filename, content_type, inline)
+    return _disposition(filename, content_type, inline)
+
+
+@lru_cache(maxsize=1024)
+def _disposition_cached(filename: str, content_type: str, inline: bool | None) -> str:
+    return _disposition(filename, content_type, inline)
+
+
+def _disposition(filename: str, content_type: str, inline: bool | None) -> str:
     if inline is None:
         inline = _base_type(content_type) not in ACTIVE_CONTENT_TYPES
     kind = "inline" if inline else "attachment"

@@ -131,6 +131,29 @@ def format_checksum(algorithm: str, digest: str) -> str:
     return f"{algorithm}:{digest}"
 
 
+def _head_of(chunks: list[Any], limit: int) -> bytes:
+    """The first `limit` bytes of `chunks`, copying no more than that.
+
+    (Joining every buffered chunk first would briefly hold two parts' worth of extra
+    memory for a streamed upload; a whole first chunk of `bytes` is not copied at all.)
+    """
+    pieces: list[Any] = []
+    need = limit
+    for chunk in chunks:
+        if need <= 0:
+            break
+        view = memoryview(chunk)
+        if view.nbytes <= need and type(chunk) is bytes:
+            pieces.append(chunk)
+        else:
+            pieces.append(view[:need])
+        need -= min(view.nbytes, need)
+    if len(pieces) == 1 and type(pieces[0]) is bytes:
+        head: bytes = pieces[0]
+        return head
+    return b"".join(pieces)
+
+
 def _file_chunks(handle: IO[bytes], chunk_size: int, *, close: bool) -> Iterator[bytes]:
     try:
         while True:
@@ -258,7 +281,7 @@ class ContentReader:
             buffered.append(self._account(chunk))
             total += memoryview(chunk).nbytes
             if total > self._chunk_size:
-                self.head = b"".join(buffered)[: self._chunk_size]
+                self.head = _head_of(buffered, self._chunk_size)
                 return self._stream(buffered, chunks)
         whole = b"".join(buffered)
         self.head = whole
@@ -288,7 +311,7 @@ class ContentReader:
             buffered.append(self._account(chunk))
             total += memoryview(chunk).nbytes
             if total > self._chunk_size:
-                self.head = b"".join(buffered)[: self._chunk_size]
+                self.head = _head_of(buffered, self._chunk_size)
                 return self._stream_async(buffered, chunks)
         whole = b"".join(buffered)
         self.head = whole

@@ -75,8 +75,16 @@ __all__ = (
 
 DEFAULT_CHUNK_SIZE = 5 * 1024 * 1024
 """Default multipart part size and streaming read size (5 MiB, the S3 minimum part)."""
-DEFAULT_MAX_CONCURRENCY = 12
-"""Default number of multipart parts uploaded at once."""
+DEFAULT_MAX_CONCURRENCY = 4
+"""Default number of multipart parts uploaded at once.
+
+Each part in flight is held in memory (`chunk_size`, 5 MiB by default), so this bounds a
+streamed upload's memory: 4 parts keep it near 20 MiB whatever the file's size (obstore's
+own default of 12 costs about 60 MiB). Raise it per save or column for more throughput
+on high-latency links.
+"""
+_OBSTORE_CHUNK_SIZE = 5 * 1024 * 1024  # obstore's own defaults for put
+_OBSTORE_MAX_CONCURRENCY = 12
 
 HttpMethod: TypeAlias = Literal["GET", "PUT", "HEAD", "DELETE"]
 UploadBody: TypeAlias = "bytes | bytearray | memoryview | Iterator[Any] | AsyncIterator[Any]"
@@ -744,6 +752,12 @@ class ObstoreBackend(Backend):
         self.kind = _store_kind(self.store)
         self._static_credentials = self._has_static_credentials()
         self._cannot_sign = self._signing_obstacle()
+        # Fixed by the store's type and configuration: computed once.
+        self._keeps_attributes = self.kind in {"s3", "gcs", "azure", "memory"}
+        self._never_blocks = self.kind == "memory"
+        self._native_signing = self._can_sign_natively()
+        self._sign_limit = _SEVEN_DAYS if self.kind in {"s3", "gcs"} else None
+        self._expiries: dict[int | timedelta, timedelta] = {}  # validated lifetimes
 
     # -- description and capabilities -----------------------------------------------------
     def _store_config(self) -> Mapping[str, Any]:
@@ -781,13 +795,16 @@ class ObstoreBackend(Backend):
             self.kind == "azure" and _truthy(config.get("use_emulator"))
         )
 
-    @property
-    def supports_native_signing(self) -> bool:
-        """Whether the store itself can create signed URLs (S3, GCS and Azure can)."""
+    def _can_sign_natively(self) -> bool:
         if self.kind not in {"s3", "gcs", "azure"} or self._cannot_sign:
             return False
         # obstore keeps config values as strings: skip_signature=False reads back "false".
         return not _truthy(self._store_config().get("skip_signature"))
+
+    @property
+    def supports_native_signing(self) -> bool:
+        """Whether the store itself can create signed URLs (S3, GCS and Azure can)."""
+        return self._native_signing
 
     @property
     def supports_signing(self) -> bool:
@@ -797,7 +814,7 @@ class ObstoreBackend(Backend):
     @property
     def supports_attributes(self) -> bool:
         """Whether the store keeps object attributes (all but local files and HTTP)."""
-        return self.kind in {"s3", "gcs", "azure", "memory"}
+        return self._keeps_attributes
 
     @property
     def supports_suffix_range(self) -> bool:
@@ -807,7 +824,25 @@ class ObstoreBackend(Backend):
     @property
     def max_sign_expiry(self) -> timedelta | None:
         """Seven days on S3 (SigV4) and GCS (V4 signing); no fixed limit on Azure."""
-        return _SEVEN_DAYS if self.kind in {"s3", "gcs"} else None
+        return self._sign_limit
+
+    def check_expiry(self, expires_in: int | float | timedelta) -> timedelta:
+        """Validate a signed-URL lifetime against this store's limit (results are cached).
+
+        See [`Backend.check_expiry`][sqlalchemy_obstore.backends.Backend.check_expiry].
+
+        Raises:
+            InvalidExpiryError: If it is not positive or exceeds `max_sign_expiry`.
+        """
+        kind = expires_in.__class__
+        if kind is not int and kind is not timedelta:  # floats, bools, invalid types
+            return super().check_expiry(expires_in)
+        lifetime = self._expiries.get(expires_in)  # type: ignore[arg-type]
+        if lifetime is None:
+            lifetime = super().check_expiry(expires_in)
+            if len(self._expiries) < 64:
+                self._expiries[expires_in] = lifetime  # type: ignore[index]
+        return lifetime
 
     @property
     def upload_headers(self) -> Mapping[str, str]:
@@ -831,40 +866,51 @@ class ObstoreBackend(Backend):
     ) -> Iterator[None]:
         try:
             yield
-        except StorageError:
-            raise
-        except (FileNotFoundError, obs_errors.NotFoundError) as exc:
-            raise ObjectNotFoundError(
+        except Exception as exc:
+            error = self._translate(exc, operation, path, destination)
+            if error is None:
+                raise
+            raise error from exc
+
+    def _translate(
+        self, exc: Exception, operation: str, path: str | None, destination: str | None = None
+    ) -> StorageError | None:
+        """This package's error for an obstore (or OS) error; `None` to let it through."""
+        if isinstance(exc, StorageError):
+            return None
+        if isinstance(exc, (FileNotFoundError, obs_errors.NotFoundError)):
+            return ObjectNotFoundError(
                 f"No object at {path!r} in backend {self.key!r}.", backend=self.key, path=path
-            ) from exc
-        except obs_errors.AlreadyExistsError as exc:
+            )
+        if isinstance(exc, obs_errors.AlreadyExistsError):
             existing = destination or path
-            raise ObjectExistsError(
+            return ObjectExistsError(
                 f"An object already exists at {existing!r} in backend {self.key!r}; "
                 "it was not overwritten.",
                 backend=self.key,
                 path=existing,
-            ) from exc
-        except (obs_errors.PermissionDeniedError, obs_errors.UnauthenticatedError) as exc:
-            raise StoragePermissionError(
+            )
+        if isinstance(exc, (obs_errors.PermissionDeniedError, obs_errors.UnauthenticatedError)):
+            return StoragePermissionError(
                 f"The store refused {operation} on backend {self.key!r}: "
                 f"{redact(_first_line(exc))}. Check the backend's credentials and rights.",
                 backend=self.key,
                 path=path,
-            ) from exc
-        except (obs_errors.NotSupportedError, NotImplementedError) as exc:
-            raise UnsupportedOperationError(
+            )
+        if isinstance(exc, (obs_errors.NotSupportedError, NotImplementedError)):
+            return UnsupportedOperationError(
                 f"{operation} is not supported by {self.describe()}: {redact(_first_line(exc))}",
                 backend=self.key,
                 path=path,
-            ) from exc
-        except (obs_errors.BaseError, OSError) as exc:
-            raise StorageOperationError(
+            )
+        if isinstance(exc, (obs_errors.BaseError, OSError)):
+            return StorageOperationError(
                 f"{operation} failed on backend {self.key!r}: {redact(_first_line(exc))}",
                 backend=self.key,
                 path=path,
                 operation=operation,
-            ) from exc
+            )
+        return None
 
     # -- writes -------------------------------------------------------------------------
     def _put_options(
@@ -875,13 +921,16 @@ class ObstoreBackend(Backend):
         chunk_size: int,
         max_concurrency: int,
     ) -> dict[str, Any]:
-        options: dict[str, Any] = {
-            "use_multipart": use_multipart,
-            "chunk_size": chunk_size,
-            "max_concurrency": max_concurrency,
-        }
-        if attributes and self.supports_attributes:
-            attrs: Attributes = dict(attributes)
+        # Only what differs from obstore's own defaults: fewer arguments to convert.
+        options: dict[str, Any] = {}
+        if use_multipart is not None:
+            options["use_multipart"] = use_multipart
+        if chunk_size != _OBSTORE_CHUNK_SIZE:
+            options["chunk_size"] = chunk_size
+        if max_concurrency != _OBSTORE_MAX_CONCURRENCY:
+            options["max_concurrency"] = max_concurrency
+        if attributes and self._keeps_attributes:
+            attrs: Attributes = attributes if type(attributes) is dict else dict(attributes)
             options["attributes"] = attrs
         if create_only:
             options["mode"] = "create"
@@ -905,12 +954,17 @@ class ObstoreBackend(Backend):
         options = self._put_options(
             attributes, create_only, use_multipart, chunk_size, max_concurrency
         )
-        with self._errors("put", path):
-            try:
-                result = obs.put(self.store, path, body, **options)  # type: ignore[arg-type]
-            except BaseException:
-                _close_body(body)
-                raise
+        return self._put_now(path, body, options)
+
+    def _put_now(self, path: str, body: UploadBody, options: dict[str, Any]) -> WriteResult:
+        """obstore's sync `put`, with errors translated (the body is closed on failure)."""
+        try:
+            result = obs.put(self.store, path, body, **options)  # type: ignore[arg-type]
+        except BaseException as exc:
+            _close_body(body)
+            if isinstance(exc, Exception) and (error := self._translate(exc, "put", path)):
+                raise error from exc
+            raise
         return WriteResult(result.get("e_tag"), result.get("version"))
 
     async def put_async(
@@ -931,16 +985,21 @@ class ObstoreBackend(Backend):
         options = self._put_options(
             attributes, create_only, use_multipart, chunk_size, max_concurrency
         )
-        with self._errors("put", path):
-            try:
-                result = await obs.put_async(self.store, path, body, **options)
-            except BaseException:
-                if isinstance(body, AsyncGenerator):
-                    with suppress(RuntimeError):  # still running in obstore's runtime
-                        await body.aclose()
-                else:
-                    _close_body(body)
-                raise
+        if self._never_blocks and isinstance(body, (bytes, bytearray, memoryview)):
+            # A memory store never waits: its sync call is the same work without the
+            # round trip through obstore's async runtime.
+            return self._put_now(path, body, options)
+        try:
+            result = await obs.put_async(self.store, path, body, **options)
+        except BaseException as exc:
+            if isinstance(body, AsyncGenerator):
+                with suppress(RuntimeError):  # still running in obstore's runtime
+                    await body.aclose()
+            else:
+                _close_body(body)
+            if isinstance(exc, Exception) and (error := self._translate(exc, "put", path)):
+                raise error from exc
+            raise
         return WriteResult(result.get("e_tag"), result.get("version"))
 
     @property
@@ -972,6 +1031,9 @@ class ObstoreBackend(Backend):
 
     def delete(self, paths: str | Sequence[str]) -> None:
         """Delete one object or many; missing objects are ignored on every store."""
+        self._delete_now(paths)
+
+    def _delete_now(self, paths: str | Sequence[str]) -> None:
         batch = [paths] if isinstance(paths, str) else list(paths)
         if not batch:
             return
@@ -990,6 +1052,9 @@ class ObstoreBackend(Backend):
 
     async def delete_async(self, paths: str | Sequence[str]) -> None:
         """Async version of [`delete`][sqlalchemy_obstore.backends.ObstoreBackend.delete]."""
+        if self._never_blocks:
+            self._delete_now(paths)  # a memory store never waits: no trip through the runtime
+            return
         batch = [paths] if isinstance(paths, str) else list(paths)
         if not batch:
             return
@@ -1167,6 +1232,8 @@ class ObstoreBackend(Backend):
     def _sign_args(
         self, paths: str | Sequence[str], method: HttpMethod, expires_in: int | float | timedelta
     ) -> tuple[str | list[str], timedelta]:
+        if self._native_signing:  # the usual case, decided once at construction
+            return (paths if isinstance(paths, str) else list(paths)), self.check_expiry(expires_in)
         single = paths if isinstance(paths, str) else None
         if self._cannot_sign and self.url_signer is None:
             raise UnsupportedOperationError(
@@ -1203,10 +1270,15 @@ class ObstoreBackend(Backend):
         that cannot sign natively signs through `url_signer` when one is set.
         """
         target, lifetime = self._sign_args(paths, method, expires_in)
-        if not self.supports_native_signing:
+        if not self._native_signing:
             return self._sign_elsewhere(target, method, lifetime)
-        with self._errors("sign", target if isinstance(target, str) else None):
+        try:
             signed = obs.sign(cast("SignCapableStore", self.store), method, target, lifetime)
+        except Exception as exc:
+            path = target if isinstance(target, str) else None
+            if (error := self._translate(exc, "sign", path)) is not None:
+                raise error from exc
+            raise
         return signed if isinstance(signed, str) else list(signed)
 
     @overload
@@ -1234,7 +1306,7 @@ class ObstoreBackend(Backend):
         through obstore's async runtime (much faster); otherwise obstore's async signer
         fetches credentials as needed.
         """
-        if self._static_credentials or not self.supports_native_signing:
+        if self._static_credentials or not self._native_signing:
             return self.sign(paths, method=method, expires_in=expires_in)
         target, lifetime = self._sign_args(paths, method, expires_in)
         with self._errors("sign", target if isinstance(target, str) else None):

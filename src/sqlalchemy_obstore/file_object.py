@@ -22,13 +22,14 @@ import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, SupportsIndex, TypeGuard, TypeVar, overload
 
 from sqlalchemy.ext.mutable import Mutable, MutableList
 from sqlalchemy.orm.attributes import flag_modified
 
-from ._attributes import guess_content_type, object_attributes
+from ._attributes import content_disposition, guess_content_type, object_attributes
 from ._content import (
     ContentCheckpoint,
     ContentReader,
@@ -50,7 +51,7 @@ from .errors import (
     InvalidFileObjectError,
     NoContentError,
 )
-from .keys import KeyFunction, build_key, join_key, sanitize_filename
+from .keys import KeyFunction, _default_key, build_key, join_key, sanitize_filename
 from .processing import ImagePolicy, _Derived, _process_image, rendition_path
 from .registry import BackendRegistry, storages
 from .validation import UploadPolicy, _Guard, effective_policy
@@ -141,10 +142,88 @@ def _flag_holders(value: Mutable) -> None:
     alone: the value does not belong to it anymore, and SQLAlchemy would refuse to flag
     an attribute that is not loaded.
     """
-    for state, key in list(value._parents.items()):
+    parents = value.__dict__.get("_parents")  # created on first use: none yet, no holder
+    if not parents:
+        return
+    for state, key in list(parents.items()):
         holder = state.obj()
         if holder is not None and state.dict.get(key) is value:
             flag_modified(holder, key)
+
+
+class _Parents:
+    """The rows holding a file: `InstanceState` → attribute key, the states held weakly.
+
+    What `Mutable._parents` (a `WeakKeyDictionary`) does, for the operations SQLAlchemy
+    and this package use, at a fraction of the cost: it is created for every file
+    loaded from a row. Entries of states that are gone are skipped and pruned.
+    """
+
+    __slots__ = ("_refs",)
+
+    def __init__(self) -> None:
+        self._refs: dict[int, tuple[weakref.ref[Any], Any]] = {}
+
+    def __setitem__(self, state: Any, key: Any) -> None:
+        refs = self._refs
+        if len(refs) >= 8:
+            for ident in [i for i, (ref, _) in refs.items() if ref() is None]:
+                del refs[ident]
+        refs[id(state)] = (weakref.ref(state), key)
+
+    def _entry(self, state: Any) -> tuple[weakref.ref[Any], Any] | None:
+        entry = self._refs.get(id(state))
+        return entry if entry is not None and entry[0]() is state else None
+
+    def __getitem__(self, state: Any) -> Any:
+        entry = self._entry(state)
+        if entry is None:
+            raise KeyError(state)
+        return entry[1]
+
+    def get(self, state: Any, default: Any = None) -> Any:
+        entry = self._entry(state)
+        return default if entry is None else entry[1]
+
+    def pop(self, state: Any, *default: Any) -> Any:
+        entry = self._entry(state)
+        if entry is None:
+            if default:
+                return default[0]
+            raise KeyError(state)
+        del self._refs[id(state)]
+        return entry[1]
+
+    def __delitem__(self, state: Any) -> None:
+        self.pop(state)
+
+    def __contains__(self, state: object) -> bool:
+        return self._entry(state) is not None
+
+    def items(self) -> list[tuple[Any, Any]]:
+        return [(state, key) for ref, key in self._refs.values() if (state := ref()) is not None]
+
+    def keys(self) -> list[Any]:
+        return [state for state, _ in self.items()]
+
+    def values(self) -> list[Any]:
+        return [key for _, key in self.items()]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.items())
+
+
+class _ParentsSlot:
+    """Creates a file's `_parents` on first use (like SQLAlchemy's memoized property)."""
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        parents = obj.__dict__["_parents"] = _Parents()
+        return parents
 
 
 class _Metadata(dict[str, str]):
@@ -152,8 +231,9 @@ class _Metadata(dict[str, str]):
 
     __slots__ = ("_owner",)
 
-    def __init__(self, owner: FileObject, data: Mapping[str, str]):
-        super().__init__(_check_metadata(data))
+    def __init__(self, owner: FileObject, data: Mapping[str, str] | None):
+        if data:
+            super().__init__(_check_metadata(data))
         self._owner = weakref.ref(owner)
 
     def _changed(self) -> None:
@@ -222,7 +302,7 @@ def _parse_datetime(value: object) -> datetime | None:
         return value
     if isinstance(value, str):
         try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            parsed = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
         except ValueError as exc:
             raise InvalidFileObjectError(
                 f"last_modified must be an ISO 8601 timestamp, not {value!r}."
@@ -299,6 +379,7 @@ class FileObject(Mutable):
     last_modified: datetime | None
 
     __hash__: ClassVar[None]  # type: ignore[assignment]  # mutable: not hashable
+    _parents = _ParentsSlot()
 
     def __init__(
         self,
@@ -316,36 +397,55 @@ class FileObject(Mutable):
         metadata: Mapping[str, str] | None = None,
         registry: BackendRegistry | None = None,
     ) -> None:
-        d = self.__dict__
-        d["_ready"] = False
-        if content is not None and path is not None:
-            raise InvalidFileObjectError(
-                "Pass either content= (to upload) or path= (an existing object), not both."
-            )
         if content is not None:
-            content_kind(content)  # validate early
+            if path is not None:
+                raise InvalidFileObjectError(
+                    "Pass either content= (to upload) or path= (an existing object), not both."
+                )
+            if content.__class__ is not bytes:
+                content_kind(content)  # validate early
         if filename is None:
             filename = _default_filename(content, path)
-        if not isinstance(filename, str):
+        elif not isinstance(filename, str):
             raise InvalidFileObjectError(
                 f"filename must be a string, not {type(filename).__name__}."
             )
+        # Written straight into the instance dict: a new file has no holder to notify.
+        # (Exact-type checks first; anything else goes through the full validation.)
+        d = self.__dict__
+        d["_ready"] = False
         d["_content"] = content
         d["_registry"] = registry
         d["_sign_cache"] = {}
         d["_containers"] = {}
         d["_extra"] = {}
         d["_renditions"] = {}
-        d["_metadata"] = _Metadata(self, metadata or {})
-        self.backend = _optional(backend, str, "backend")
-        self.path = _optional(path, str, "path")
-        self.filename = filename
-        self.content_type = content_type or guess_content_type(filename)
-        self.size = _optional(size, int, "size")
-        self.etag = _optional(etag, str, "etag")
-        self.version = _optional(version, str, "version")
-        self.checksum = _optional(checksum, str, "checksum")
-        self.last_modified = _parse_datetime(last_modified)
+        d["_metadata"] = _Metadata(self, metadata)
+        d["backend"] = (
+            backend
+            if backend is None or backend.__class__ is str
+            else _optional(backend, str, "backend")
+        )
+        d["path"] = path if path is None or path.__class__ is str else _optional(path, str, "path")
+        d["filename"] = filename
+        d["content_type"] = content_type or guess_content_type(filename)
+        d["size"] = size if size is None or size.__class__ is int else _optional(size, int, "size")
+        d["etag"] = etag if etag is None or etag.__class__ is str else _optional(etag, str, "etag")
+        d["version"] = (
+            version
+            if version is None or version.__class__ is str
+            else _optional(version, str, "version")
+        )
+        d["checksum"] = (
+            checksum
+            if checksum is None or checksum.__class__ is str
+            else _optional(checksum, str, "checksum")
+        )
+        d["last_modified"] = (
+            last_modified
+            if last_modified is None or last_modified.__class__ is datetime
+            else _parse_datetime(last_modified)
+        )
         d["_ready"] = True
 
     # -- state ----------------------------------------------------------------------------
@@ -407,7 +507,10 @@ class FileObject(Mutable):
     def changed(self) -> None:
         """Mark every row (and list) holding this file as modified."""
         _flag_holders(self)
-        for ref in list(self.__dict__["_containers"].values()):
+        containers = self.__dict__["_containers"]
+        if not containers:
+            return
+        for ref in list(containers.values()):
             container = ref()
             if container is not None:
                 container.changed()
@@ -480,6 +583,8 @@ class FileObject(Mutable):
         path = data.get("path")
         if not isinstance(path, str) or not path:
             raise InvalidFileObjectError(f"A stored file needs a non-empty 'path', got {path!r}.")
+        if cls is FileObject and (file := _trusted_shape(data, default_backend, registry)):
+            return file
         try:
             file = cls(
                 backend=data.get("backend") or default_backend,
@@ -496,6 +601,8 @@ class FileObject(Mutable):
             )
         except (InvalidFileObjectError, ValueError, TypeError) as exc:
             raise InvalidFileObjectError(f"Malformed stored file {dict(data)!r}: {exc}") from exc
+        if data.keys() <= _KNOWN_KEYS:  # the usual case: nothing unknown to keep
+            return file
         file.__dict__["_extra"] = {k: v for k, v in data.items() if k not in _KNOWN_KEYS}
         renditions = data.get("renditions")
         if _is_renditions(renditions):
@@ -767,6 +874,83 @@ class FileObject(Mutable):
         return self._backend(), self.path
 
     # -- saving ---------------------------------------------------------------------------------
+    def _plan_buffer(self, options: SaveOptions) -> tuple[Backend, str, dict[str, Any]] | None:
+        """`(backend, path, put arguments)` when the upload can skip the streaming machinery.
+
+        That is bytes content that fits in one part, with no policy anywhere (so no
+        validator, sniffing or image processing) and no declared size to enforce: the
+        body goes to the store as it is, one PUT that refuses to overwrite, and the
+        checksum is one hash call. Everything else returns `None` and streams.
+        """
+        d = self.__dict__
+        content = d["_content"]
+        kind = content.__class__
+        if (
+            (kind is not bytes and kind is not bytearray)
+            or d["size"] is not None
+            or options.policy is not None
+            or options.use_multipart is True
+            or len(content) > options.chunk_size
+        ):
+            return None
+        backend = self._backend()
+        if getattr(backend, "policy", None) is not None:
+            return None
+        filename = d["filename"]
+        prefix = backend.prefix
+        if options.key_prefix:
+            prefix = join_key(prefix, options.key_prefix)
+        key_function = options.key_function or backend.key_function
+        path = (
+            _default_key(filename, prefix)
+            if key_function is None
+            else build_key(filename, prefix=prefix, key_function=key_function)
+        )
+        metadata = d["_metadata"]
+        if metadata or options.cache_control:
+            attributes = object_attributes(
+                filename=filename,
+                content_type=d["content_type"],
+                metadata=metadata,
+                cache_control=options.cache_control,
+                include_metadata=getattr(backend, "write_metadata", True),
+            )
+        else:
+            content_type = d["content_type"]
+            attributes = {
+                "Content-Type": content_type,
+                "Content-Disposition": content_disposition(filename, content_type),
+            }
+        return (
+            backend,
+            path,
+            {
+                "attributes": attributes,
+                "create_only": True,  # a fresh key never exists; refuse to overwrite anyway
+                "use_multipart": options.use_multipart,
+                "chunk_size": options.chunk_size,
+                "max_concurrency": options.max_concurrency,
+            },
+        )
+
+    def _finish_buffer(self, backend: Backend, path: str, result: WriteResult) -> None:
+        """Record a finished `_plan_buffer` upload (what `_finish_upload` does, directly)."""
+        d = self.__dict__
+        content = d["_content"]
+        algorithm = backend.checksum_algorithm
+        d["path"] = path
+        d["size"] = len(content)
+        d["checksum"] = (
+            f"{algorithm}:{_hash(algorithm, content)}" if algorithm is not None else None
+        )
+        d["etag"] = result.etag
+        d["version"] = result.version
+        d["last_modified"] = datetime.now(timezone.utc)
+        d["_content"] = None
+        d["_renditions"] = {}
+        d["_sign_cache"].clear()
+        self.changed()
+
     def _begin_upload(self, options: SaveOptions) -> _PendingUpload | None:
         content = self.__dict__["_content"]
         if content is None:
@@ -996,10 +1180,18 @@ class FileObject(Mutable):
             ...     f.save(policy=UploadPolicy(max_size=1024)).size
             2
         """
-        options = options or SaveOptions(
-            key_prefix, key_function, use_multipart, chunk_size, max_concurrency
+        options = _with_policy(
+            options
+            or _save_options(key_prefix, key_function, use_multipart, chunk_size, max_concurrency),
+            policy,
         )
-        upload = self._begin_upload(_with_policy(options, policy))
+        plan = self._plan_buffer(options)
+        if plan is not None:
+            backend, path, arguments = plan
+            result = backend.put(path, self.__dict__["_content"], **arguments)
+            self._finish_buffer(backend, path, result)
+            return self
+        upload = self._begin_upload(options)
         if upload is None:
             return self
         try:
@@ -1033,10 +1225,18 @@ class FileObject(Mutable):
 
         Also accepts async iterators as content.
         """
-        options = options or SaveOptions(
-            key_prefix, key_function, use_multipart, chunk_size, max_concurrency
+        options = _with_policy(
+            options
+            or _save_options(key_prefix, key_function, use_multipart, chunk_size, max_concurrency),
+            policy,
         )
-        upload = self._begin_upload(_with_policy(options, policy))
+        plan = self._plan_buffer(options)
+        if plan is not None:
+            backend, path, arguments = plan
+            result = await backend.put_async(path, self.__dict__["_content"], **arguments)
+            self._finish_buffer(backend, path, result)
+            return self
+        upload = self._begin_upload(options)
         if upload is None:
             return self
         try:
@@ -1245,16 +1445,29 @@ class FileObject(Mutable):
             self.filename, prefix=backend.prefix, key_function=backend.key_function
         )
 
-    def _cached_url(self, cache_key: tuple[str, float]) -> str | None:
-        entry = self.__dict__["_sign_cache"].get(cache_key)
-        if entry is None:
-            return None
-        url, renew_at = entry
-        return url if time.time() < renew_at else None
+    def _cached_url(self, expires_in: object) -> str | None:
+        """A cached download URL signed for this exact `expires_in`, while still fresh.
 
-    def _remember_url(self, cache_key: tuple[str, float], url: str, lifetime: timedelta) -> None:
+        Checked before anything else in `sign`: the cache only ever holds URLs whose
+        lifetime was validated, and it is emptied whenever the file changes.
+        """
+        kind = expires_in.__class__
+        if kind is not int and kind is not timedelta:
+            return None  # (floats, bools and anything invalid take the full path)
+        entry = self.__dict__["_sign_cache"].get(expires_in)
+        if entry is not None and time.time() < entry[1]:
+            url: str = entry[0]
+            return url
+        return None
+
+    def _remember_url(self, expires_in: object, url: str, lifetime: timedelta) -> None:
         # Hand a cached URL out only while more than half of its lifetime remains.
-        self.__dict__["_sign_cache"][cache_key] = (url, time.time() + lifetime.total_seconds() / 2)
+        kind = expires_in.__class__
+        if kind is int or kind is timedelta:
+            self.__dict__["_sign_cache"][expires_in] = (
+                url,
+                time.time() + lifetime.total_seconds() / 2,
+            )
 
     def sign(self, *, expires_in: int | timedelta = 3600, for_upload: bool = False) -> str:
         """Return a signed URL for downloading (GET) or, with `for_upload`, uploading (PUT).
@@ -1275,34 +1488,32 @@ class FileObject(Mutable):
             InvalidExpiryError: If the lifetime is not positive or exceeds the store's
                 limit (7 days on S3 and GCS).
         """
+        if not for_upload and (cached := self._cached_url(expires_in)) is not None:
+            return cached
         backend, path = self._sign_target(for_upload)
         lifetime = backend.check_expiry(expires_in)
         method: HttpMethod = "PUT" if for_upload else "GET"
-        cache_key = (method, lifetime.total_seconds())
-        if not for_upload and (cached := self._cached_url(cache_key)) is not None:
-            return cached
         url = backend.sign(path, method=method, expires_in=lifetime)
         if for_upload:
             self.path = path
         else:
-            self._remember_url(cache_key, url, lifetime)
+            self._remember_url(expires_in, url, lifetime)
         return url
 
     async def sign_async(
         self, *, expires_in: int | timedelta = 3600, for_upload: bool = False
     ) -> str:
         """Async version of [`sign`][sqlalchemy_obstore.file_object.FileObject.sign]."""
+        if not for_upload and (cached := self._cached_url(expires_in)) is not None:
+            return cached
         backend, path = self._sign_target(for_upload)
         lifetime = backend.check_expiry(expires_in)
         method: HttpMethod = "PUT" if for_upload else "GET"
-        cache_key = (method, lifetime.total_seconds())
-        if not for_upload and (cached := self._cached_url(cache_key)) is not None:
-            return cached
         url = await backend.sign_async(path, method=method, expires_in=lifetime)
         if for_upload:
             self.path = path
         else:
-            self._remember_url(cache_key, url, lifetime)
+            self._remember_url(expires_in, url, lifetime)
         return url
 
     def sign_upload(self, *, expires_in: int | timedelta = 300) -> SignedURL:
@@ -1402,6 +1613,101 @@ async def _collect_async(body: Any) -> bytes:
     if isinstance(body, AsyncIterator):
         return b"".join([chunk async for chunk in body])
     return _collect(body)
+
+
+def _save_options(
+    key_prefix: str | None,
+    key_function: KeyFunction | None,
+    use_multipart: bool | None,
+    chunk_size: int,
+    max_concurrency: int,
+) -> SaveOptions:
+    """The `SaveOptions` of `save()`'s keywords (the shared default when none is set)."""
+    if (
+        key_prefix is None
+        and key_function is None
+        and use_multipart is None
+        and chunk_size == DEFAULT_CHUNK_SIZE
+        and max_concurrency == DEFAULT_MAX_CONCURRENCY
+    ):
+        return _DEFAULT_SAVE_OPTIONS
+    return SaveOptions(key_prefix, key_function, use_multipart, chunk_size, max_concurrency)
+
+
+_HASHERS: dict[str, Any] = {}
+
+
+def _hash(algorithm: str, data: bytes | bytearray) -> str:
+    """The hex digest of `data` with the `hashlib` algorithm `algorithm` (one call)."""
+    make = _HASHERS.get(algorithm)
+    if make is None:
+        make = getattr(hashlib, algorithm, None)
+        if not callable(make) or algorithm not in hashlib.algorithms_guaranteed:
+            make = partial(hashlib.new, algorithm)
+        _HASHERS[algorithm] = make
+    digest: str = make(data).hexdigest()
+    return digest
+
+
+def _trusted_shape(
+    data: Mapping[str, Any], default_backend: str | None, registry: BackendRegistry | None
+) -> FileObject | None:
+    """`from_dict` for the shape `to_dict` writes, built without a detour through `__init__`.
+
+    Rows are read far more often than anything else: this checks the exact types that
+    `to_dict` produces and fills the instance directly. Anything else (unknown fields,
+    other types, metadata to check, a timestamp to parse) returns `None`, and the
+    caller takes the general, fully validating path.
+    """
+    get = data.get
+    backend = get("backend") or default_backend
+    filename = get("filename") or data["path"].rsplit("/", 1)[-1]
+    content_type = get("content_type")
+    size = get("size")
+    etag = get("etag")
+    version = get("version")
+    checksum = get("checksum")
+    modified = get("last_modified")
+    if not (
+        data.keys() <= _KNOWN_KEYS
+        and not get("metadata")
+        and filename.__class__ is str
+        and (backend is None or backend.__class__ is str)
+        and content_type.__class__ is str
+        and content_type
+        and (size is None or size.__class__ is int)
+        and (etag is None or etag.__class__ is str)
+        and (version is None or version.__class__ is str)
+        and (checksum is None or checksum.__class__ is str)
+        and (modified is None or modified.__class__ is str)
+    ):
+        return None
+    if modified is not None:
+        try:
+            modified = _parse_datetime(modified)
+        except InvalidFileObjectError:
+            return None  # the general path reports it
+    file: FileObject = FileObject.__new__(FileObject)
+    file.__dict__ = {
+        "_ready": True,
+        "_content": None,
+        "_registry": registry,
+        "_sign_cache": {},
+        "_containers": {},
+        "_extra": {},
+        "_renditions": {},
+        "_metadata": _Metadata(file, None),
+        "backend": backend,
+        "path": data["path"],
+        "filename": filename,
+        "content_type": content_type,
+        "size": size,
+        "etag": etag,
+        "version": version,
+        "checksum": checksum,
+        "last_modified": modified,
+    }
+    return file
 
 
 def _with_policy(options: SaveOptions, policy: UploadPolicy | None) -> SaveOptions:
