@@ -204,6 +204,14 @@ def test_upload_list_download_delete_in_chromium(
         with page.expect_navigation():
             direct.locator("button.delete").click()
 
+    # a refused upload: the page says why, nothing is added
+    (tmp_path / "drawing.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
+    page.set_input_files("#upload input[name=file]", str(tmp_path / "drawing.svg"))
+    with page.expect_navigation():
+        page.click("#upload button[type=submit]")
+    expect(page.locator("p.error")).to_contain_text("Upload refused")
+    expect(page.locator("li.document")).to_have_count(2)
+
     # delete both; the list ends empty
     for title in ("Annual report", "Cover"):
         with page.expect_navigation():
