@@ -10,6 +10,7 @@ raises), and the application writes rows while the migration runs.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib
 import json
@@ -581,3 +582,78 @@ def test_runs_inside_a_given_connection(sqlite_engine: Engine) -> None:
     assert report.ok
     assert report.rows_rewritten == 1
     assert [b for b, _ in references(db, world)] == [SRC]
+
+
+async def test_composite_primary_keys_and_report_limit(db: Db) -> None:
+    storages.register_backend(ObstoreBackend(SRC, "memory://"))
+    destination = ObstoreBackend(DST, "memory://")
+    storages.register_backend(destination)
+    metadata = MetaData()
+    table = Table(
+        f"mig_tenant_{uuid.uuid4().hex[:8]}",
+        metadata,
+        Column("tenant", Integer, primary_key=True),
+        Column("id", Integer, primary_key=True),
+        Column("file", StoredObject(SRC)),
+    )
+    metadata.create_all(db.sync_engine)
+    files = {(t, i): saved(f"{t}-{i}.txt", 10 * t + i) for t in (1, 2) for i in (1, 2, 3)}
+    with db.sync_engine.begin() as conn:
+        conn.execute(
+            insert(table), [{"tenant": t, "id": i, "file": f} for (t, i), f in files.items()]
+        )
+    missing = [files[(1, 2)], files[(2, 3)]]
+    for file in missing:
+        storages.get_backend(SRC).delete(file.path or "")
+
+    report = await db.migrate(metadata, batch_size=2, report_limit=1)
+
+    assert report.rows_rewritten == 4
+    assert report.rows_remaining == 2
+    assert len(report.failures) == 1
+    assert report.failures_omitted == 1
+    assert not report.ok
+    assert report.failures[0].primary_key in {(1, 2), (2, 3)}
+    with db.sync_engine.connect() as conn:
+        stored = {(r.tenant, r.id): r.file for r in conn.execute(select(table))}
+    for key, file in stored.items():
+        assert file.backend == (SRC if key in {(1, 2), (2, 3)} else DST)
+        if file.backend == DST:
+            assert file.get_content() == storages.get_backend(SRC).get_bytes(file.path or "")
+
+
+class _InFlight(FaultInjectingBackend):
+    """Counts the puts running at the same time (a real backend underneath)."""
+
+    def __init__(self, inner: ObstoreBackend) -> None:
+        super().__init__(inner)
+        self.running = self.most = 0
+
+    async def put_async(self, path: str, body: Any, **options: Any) -> Any:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await asyncio.sleep(0)  # let the other copies start
+            return await super().put_async(path, body, **options)
+        finally:
+            self.running -= 1
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+async def test_async_copies_run_concurrently_within_the_bound(
+    concurrency: int, sqlite_async_engine: AsyncEngine, sqlite_engine: Engine
+) -> None:
+    storages.register_backend(ObstoreBackend(SRC, "memory://"))
+    destination = _InFlight(ObstoreBackend(DST, "memory://"))
+    storages.register_backend(destination)
+    db = Db("sqlite-async", sqlite_async_engine, sqlite_engine)
+    world = World(*make_models(), {}, "")
+    world.base.metadata.create_all(sqlite_engine)
+    insert_rows(db, world, [{"id": n, "file": saved(f"{n}.txt", n)} for n in range(1, 13)])
+    report = await db.migrate(world.base, concurrency=concurrency)
+    assert report.ok
+    assert report.objects_copied == 12
+    if concurrency == 1:
+        assert destination.most == 1
+    else:  # several at once, never more than the bound
+        assert 1 < destination.most <= concurrency
