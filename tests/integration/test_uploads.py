@@ -3,8 +3,8 @@
 The apps of `web_apps.py` (Litestar, Starlette, FastAPI) run under Litestar's and
 Starlette's own test clients with a local-files backend and SQLite (aiosqlite,
 `AsyncSession`): what a client sends is what is stored, the column's `UploadPolicy`
-refuses bad uploads with 413/415 and leaves nothing behind. The last test runs a real uvicorn server in a subprocess, streams
-256 MiB to it and reads the server's peak RSS.
+refuses bad uploads with 413/415 and leaves nothing behind. The last test runs a real
+uvicorn server in a subprocess, streams 256 MiB to it and reads the server's peak RSS.
 """
 
 from __future__ import annotations

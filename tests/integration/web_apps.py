@@ -5,10 +5,11 @@ and by the bounded-memory test, which runs them under a real uvicorn in a subpro
 (`python -m uvicorn tests.integration.web_apps:<factory> --factory`, configured by the
 `W2_*` environment variables below).
 
-Endpoints (the same in both apps):
+Endpoints (the same in every app; the FastAPI one has the form and raw routes):
 
-* `POST /documents` — multipart form (FastAPI: `file: UploadFile`) with a `file` field → `FileObject.from_upload` →
-  a `Document` row (no limits); `POST /scans` the same into `Scan` (PDF only, 1 MiB).
+* `POST /documents` — multipart form with a `file` field (FastAPI: `file: UploadFile`) →
+  `FileObject.from_upload` → a `Document` row (no limits); `POST /scans` the same into
+  `Scan` (PDF only, 1 MiB).
 * `PUT /raw/documents/{name}` and `PUT /raw/scans/{name}` — the bare body streamed with
   `file_from_stream(request.stream(), ...)`.
 * `POST /tickets/{kind}` `{"filename": ...}` → an upload grant for `Document.file` or
