@@ -222,7 +222,7 @@ class MirrorBackend(Backend):
                     )
             except StorageError as exc:
                 if self.strict:
-                    self._undo([*written, mirror], path)
+                    self._undo(written, path)
                     raise
                 self._mirror_failed(mirror, path, exc)
             else:
@@ -247,38 +247,46 @@ class MirrorBackend(Backend):
         """
         options = _put_kwargs(attributes, create_only, use_multipart, chunk_size, max_concurrency)
         mirror_options = {**options, "create_only": False}
-        primary_outcome: WriteResult | BaseException
+        buffer = isinstance(body, _BUFFERS)
         mirror_outcomes: list[Any]
-        if isinstance(body, _BUFFERS):
+        if buffer and not create_only:
             outcomes = await asyncio.gather(
                 self.primary.put_async(path, body, **options),
                 *(m.put_async(path, body, **mirror_options) for m in self.mirrors),
                 return_exceptions=True,
             )
-            primary_outcome, mirror_outcomes = outcomes[0], list(outcomes[1:])
-        else:
-            primary_outcome = await self.primary.put_async(path, body, **options)
+            result, mirror_outcomes = outcomes[0], list(outcomes[1:])
+            if isinstance(result, BaseException):
+                await self._undo_async(_succeeded(self.mirrors, mirror_outcomes), path)
+                raise result
+        else:  # the primary first: it may refuse (create_only), or it consumes the body
+            result = await self.primary.put_async(path, body, **options)
             mirror_outcomes = list(
                 await asyncio.gather(
-                    *(_stream(self.primary, m, path, attributes, chunk_size) for m in self.mirrors),
+                    *(
+                        m.put_async(path, body, **mirror_options)
+                        if buffer
+                        else _stream(self.primary, m, path, attributes, chunk_size)
+                        for m in self.mirrors
+                    ),
                     return_exceptions=True,
                 )
             )
-        backends = [self.primary, *self.mirrors]
+        assert isinstance(result, WriteResult)
         failed = [
-            (backend, outcome)
-            for backend, outcome in zip(backends, [primary_outcome, *mirror_outcomes], strict=True)
-            if isinstance(outcome, BaseException)
+            (m, o)
+            for m, o in zip(self.mirrors, mirror_outcomes, strict=True)
+            if isinstance(o, BaseException)
         ]
-        fatal = [(b, e) for b, e in failed if b is self.primary or self.strict or not _storage(e)]
+        fatal = [e for _, e in failed if self.strict or not _storage(e)]
         if fatal:
-            # Every store gets the delete: a failed write may still have left an object.
-            await self._undo_async(backends, path)
-            raise fatal[0][1]
-        for backend, exc in failed:
-            self._mirror_failed(backend, path, exc)
-        assert isinstance(primary_outcome, WriteResult)
-        return primary_outcome
+            # Remove what was written, so that no store keeps an object of a failed put.
+            written = [self.primary, *_succeeded(self.mirrors, mirror_outcomes)]
+            await self._undo_async(written, path)
+            raise fatal[0]
+        for mirror, exc in failed:
+            self._mirror_failed(mirror, path, exc)
+        return result
 
     def _open_sync_writer(
         self, path: str, attributes: Mapping[str, str] | None, chunk_size: int
@@ -315,7 +323,8 @@ class MirrorBackend(Backend):
         )
         failed = [(m, o) for m, o in zip(self.mirrors, outcomes, strict=True) if o is not None]
         if failed and (self.strict or not all(_storage(e) for _, e in failed)):
-            await self._undo_async([self.primary, *self.mirrors], destination)
+            written = [self.primary, *_succeeded(self.mirrors, list(outcomes))]
+            await self._undo_async(written, destination)
             raise failed[0][1]
         for mirror, exc in failed:
             self._mirror_failed(mirror, destination, exc)
@@ -419,6 +428,10 @@ class MirrorBackend(Backend):
     ) -> str | list[str]:
         """Sign with the primary (a signed PUT writes to the primary only)."""
         return await self.primary.sign_async(paths, method=method, expires_in=expires_in)
+
+
+def _succeeded(backends: Sequence[Backend], outcomes: Sequence[Any]) -> list[Backend]:
+    return [b for b, o in zip(backends, outcomes, strict=True) if not isinstance(o, BaseException)]
 
 
 def _storage(exc: BaseException) -> bool:

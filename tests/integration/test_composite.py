@@ -671,3 +671,17 @@ async def test_mirror_delete_failures(
     assert not primary.exists("b.txt")
     assert flaky.inner.exists("a.txt")
     assert flaky.inner.exists("b.txt")
+
+
+async def test_mirror_create_only_refusal_changes_nothing(tmp_path: Path) -> None:
+    primary, mirror = ObstoreBackend("p", "memory://"), _local("m", tmp_path)
+    mirrored = MirrorBackend(KEY, primary, [mirror])
+    mirrored.put("a.txt", b"original")
+    with pytest.raises(ObjectExistsError):
+        mirrored.put("a.txt", b"other", create_only=True)
+    with pytest.raises(ObjectExistsError):
+        await mirrored.put_async("a.txt", b"other", create_only=True)
+    assert primary.get_bytes("a.txt") == b"original"
+    assert mirror.get_bytes("a.txt") == b"original"
+    await mirrored.put_async("b.txt", b"new", create_only=True)
+    assert mirror.get_bytes("b.txt") == b"new"
