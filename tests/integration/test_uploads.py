@@ -20,6 +20,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,19 +61,25 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "app.sqlite"
 
 
-@pytest.fixture(params=["litestar", "starlette", "fastapi"])
-def client(request: pytest.FixtureRequest, store_dir: Path, db_path: Path) -> Iterator[Any]:
-    """A test client of each framework's app (the app's own event loop runs inside)."""
+@contextmanager
+def app_client(framework: str, db_path: Path) -> Iterator[Any]:
+    """A test client of one framework's app (the app's own event loop runs inside)."""
     # NullPool: the app's event loop ends with the client; no connection may outlive it.
     engine = create_async_engine(f"sqlite+aiosqlite:///{db_path}", poolclass=NullPool)
     store = Store(engine, UploadTickets(SECRET))
-    if request.param == "litestar":
+    if framework == "litestar":
         with LitestarTestClient(web_apps.litestar_app(store)) as test_client:
             yield test_client
     else:
-        factory = web_apps.starlette_app if request.param == "starlette" else web_apps.fastapi_app
+        factory = web_apps.starlette_app if framework == "starlette" else web_apps.fastapi_app
         with StarletteTestClient(factory(store)) as test_client:
             yield test_client
+
+
+@pytest.fixture(params=["litestar", "starlette", "fastapi"])
+def client(request: pytest.FixtureRequest, store_dir: Path, db_path: Path) -> Iterator[Any]:
+    with app_client(request.param, db_path) as test_client:
+        yield test_client
 
 
 def stored_objects(prefix: str | None = None) -> list[str]:
@@ -156,6 +163,16 @@ def test_column_policy_refuses_wrong_type_with_415(client: Any, db_path: Path) -
     assert response.json() == {"error": "InvalidContentTypeError"}
     assert stored_objects() == []
     assert row_count(db_path, Scan) == 0
+
+
+def test_litestar_default_body_limit_answers_413(store_dir: Path, db_path: Path) -> None:
+    """Litestar refuses bodies over 10 MB unless the route raises request_max_body_size."""
+    data = bytes(11 * 1000 * 1000)
+    files = {"file": ("big.bin", data, "application/octet-stream")}
+    with app_client("litestar", db_path) as client:
+        assert client.post("/default-limit/documents", files=files).status_code == 413
+        assert stored_objects() == []
+        assert client.post("/documents", files=files).status_code == 201  # limit lifted
 
 
 # -- raw bodies -----------------------------------------------------------------------------------

@@ -129,6 +129,15 @@ async def litestar_scan(
     return await _litestar_form(request, "scans", data)
 
 
+@post("/default-limit/documents")
+async def litestar_default_limit(
+    request: Request[Any, Any, Any],
+    data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)],
+) -> Response[Any]:
+    """Like `/documents`, with Litestar's default `request_max_body_size` (10 MB)."""
+    return await _litestar_form(request, "documents", data)
+
+
 async def _litestar_form(
     request: Request[Any, Any, Any], kind: str, data: dict[str, Any]
 ) -> Response[Any]:
@@ -191,6 +200,7 @@ def litestar_app(store: Store, *, signing_secret: str | None = None) -> Litestar
     app = Litestar(
         route_handlers=[
             litestar_document,
+            litestar_default_limit,
             litestar_scan,
             litestar_raw,
             litestar_issue,
