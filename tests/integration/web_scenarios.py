@@ -349,11 +349,23 @@ async def check_put_limits(client: httpx.AsyncClient, backend: ObstoreBackend) -
     assert_refused(response, 409, data=b"z" * LIMIT)
     assert await file.get_content_async() == b"z" * LIMIT
 
-    # An empty body stores an empty object.
+    # An empty body stores an empty object, with or without a length.
     file, url = await put_url()
     response = await client.put(url, content=b"")
     assert response.status_code == 200
     assert await file.get_content_async() == b""
+
+    async def nothing() -> AsyncIterator[bytes]:
+        for chunk in ():
+            yield chunk
+
+    file, url = await put_url()
+    response = await client.put(url, content=nothing())
+    assert response.status_code == 200
+    assert await file.get_content_async() == b""
+    # Whatever happened above, no staging object was left behind.
+    leftovers = [info.path async for info in backend.list_objects_async()]
+    assert not [p for p in leftovers if p.endswith(".partial")], leftovers
 
 
 async def check_put_never_overwrites(
