@@ -23,7 +23,18 @@ from typing import Any
 
 import pytest
 from obstore.store import MemoryStore
-from sqlalchemy import Column, Integer, MetaData, Table, create_engine, insert, select, update
+from sqlalchemy import (
+    JSON,
+    Column,
+    Integer,
+    MetaData,
+    Table,
+    create_engine,
+    insert,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -208,8 +219,6 @@ def populate(db: Db, rows: int = 6) -> World:
 
 def raw_rows(db: Db, world: World) -> dict[int, tuple[Any, Any]]:
     table = world.table
-    from sqlalchemy import JSON, type_coerce
-
     with db.sync_engine.connect() as conn:
         result = conn.execute(
             select(
@@ -353,7 +362,8 @@ async def test_rows_written_during_the_migration_are_not_lost(
             replacement = saved("replacement.txt", 77)
             with db.sync_engine.begin() as conn:
                 conn.execute(update(table).where(table.c.id == 2).values(file=replacement))
-            world.content[replacement.path or ""] = stores.source.get_bytes(replacement.path or "")
+            assert replacement.path is not None
+            world.content[replacement.path] = stores.source.get_bytes(replacement.path)
         return original(self, job)
 
     inserted = False
@@ -375,9 +385,8 @@ async def test_rows_written_during_the_migration_are_not_lost(
     assert rows[2][0]["backend"] == DST
     assert rows[100][0]["backend"] == DST
     # the replaced object is no longer referenced: it is not expected at the destination
-    world.content = {
-        p: d for p, d in world.content.items() if p in dict(map(reversed, references(db, world)))
-    }  # type: ignore[arg-type]
+    referenced = {path for _, path in references(db, world)}
+    world.content = {p: d for p, d in world.content.items() if p in referenced}
     assert_everything_on_destination(db, world, stores)
 
 
