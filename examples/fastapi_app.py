@@ -300,6 +300,10 @@ if __name__ == "__main__":
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     port = int(os.environ.get("PORT", "8000"))
+    application = create_app()
     print(f"Document library API on http://127.0.0.1:{port}/docs (Ctrl+C to stop)", flush=True)
-    uvicorn.run(create_app(), host="127.0.0.1", port=port, log_level="warning")
+    try:
+        uvicorn.run(application, host="127.0.0.1", port=port, log_level="warning")
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C after a graceful shutdown
+        print("Stopped.", flush=True)
     time.sleep(0.3)  # let obstore's runtime threads settle before the interpreter exits
