@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 import warnings
@@ -239,6 +240,48 @@ async def test_failed_save_rewinds_the_spooled_file(store_dir: Path) -> None:
     assert upload.file.tell() == 0  # rewound: the same upload can be saved again
     await file.save_async()
     assert await file.get_content_async() == b"x" * 100
+
+
+def _framework_upload(framework: str, data: bytes) -> Any:
+    """A real UploadFile of each framework, spooled to disk past 1 MiB as they do."""
+    if framework == "litestar":
+        from litestar.datastructures import UploadFile
+
+        return UploadFile(
+            content_type="application/octet-stream",
+            filename="dir/x.bin",
+            file_data=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+    from starlette.datastructures import Headers
+    from starlette.datastructures import UploadFile as StarletteUpload
+
+    spooled = tempfile.SpooledTemporaryFile(max_size=1024 * 1024)  # noqa: SIM115
+    spooled.write(data)
+    spooled.seek(0)
+    headers = Headers({"content-type": "application/octet-stream"})
+    return StarletteUpload(spooled, size=len(data), filename="dir/x.bin", headers=headers)
+
+
+@pytest.mark.parametrize("framework", ["litestar", "starlette"])
+def test_sync_session_streams_a_framework_upload(
+    framework: str, store_dir: Path, sqlite_engine: Any
+) -> None:
+    from sqlalchemy.orm import Session
+
+    data = os.urandom(6 * 1024 * 1024 + 1)
+    upload = _framework_upload(framework, data)
+    assert upload.file._rolled  # on disk, as after a real request
+    web_apps.Base.metadata.create_all(sqlite_engine)
+    with Session(sqlite_engine) as session:
+        session.add(Document(name="x", file=FileObject.from_upload(upload)))
+        session.commit()
+    with Session(sqlite_engine) as session:
+        stored = session.scalars(select(Document)).one().file
+        assert stored.filename == "x.bin"
+        assert stored.size == len(data)
+        assert stored.get_content() == data
+    upload.file.close()
 
 
 async def test_closed_upload_gives_a_clear_error(store_dir: Path) -> None:
