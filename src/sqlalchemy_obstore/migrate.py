@@ -772,42 +772,53 @@ class _Migration:
     # -- deleting the sources -------------------------------------------------------------------
     def _delete_table(self, table: Table, columns: list[FileColumn]) -> None:
         for batch in self._batches(table, columns, prefilter=False):
-            jobs: dict[str, tuple[FileColumn, _Job]] = {}
+            jobs: dict[str, tuple[FileColumn, tuple[Any, ...], _Job]] = {}
             for row in batch:
                 for column, entry in row.sources(self.destination.key):
-                    jobs.setdefault(entry["path"], (column, _job(entry)))
+                    jobs.setdefault(entry["path"], (column, row.key, _job(entry)))
             if not jobs:
                 continue
-            still = _source_references(self.conn, self.columns, self.source.key, list(jobs))
+            candidates = list(jobs.values())
+            verdicts = _run_all(self._deletable, [job for *_, job in candidates], self.concurrency)
+            chosen = []
+            for (column, key, job), verdict in zip(candidates, verdicts, strict=True):
+                if verdict is None:
+                    chosen.append((column, key, job))
+                elif verdict:
+                    self._fail(column, key, job.path, verdict)
+            # The last look, right before the delete: a row the application wrote back
+            # to the source meanwhile keeps its object.
+            still = _source_references(
+                self.conn, self.columns, self.source.key, [job.path for *_, job in chosen]
+            )
             self._commit()
-            candidates = [job for path, job in jobs.items() if path not in still]
-            ready = _run_all(self._deletable, [j for _, j in candidates], self.concurrency)
-            chosen = [c for c, ok in zip(candidates, ready, strict=True) if ok]
+            chosen = [c for c in chosen if c[2].path not in still]
             if chosen:
                 try:
-                    _delete(self.source, [job.path for _, job in chosen])
+                    _delete(self.source, [job.path for *_, job in chosen])
                 except StorageError as exc:
-                    for column, job in chosen:
-                        self._fail(column, (), job.path, f"deleting the source failed: {exc}")
+                    for column, key, job in chosen:
+                        self._fail(column, key, job.path, f"deleting the source failed: {exc}")
                 else:
                     self.report.objects_deleted += len(chosen)
             self._notify("delete", table.fullname)
 
-    def _deletable(self, job: _Job) -> bool:
-        """Whether the source object is a verified copy of what the destination holds."""
+    def _deletable(self, job: _Job) -> str | None:
+        """`None` when the source object may go (its copy at the destination is verified),
+        `""` when there is nothing to delete, else what is wrong with the copy."""
         try:
             original = _head(self.source, job.path)
             if original is None:
-                return False  # deleted already (an earlier run, or another row)
+                return ""  # deleted already (an earlier run, or another row)
             copy = _head(self.destination, job.path)
-            return (
-                copy is not None
-                and copy.size == original.size
-                and self._matches(copy, job, job.size if job.size is not None else original.size)
-            )
+            if copy is None:
+                return "kept the source object: the destination has no copy"
+            expected = job.size if job.size is not None else original.size
+            if copy.size != original.size or not self._matches(copy, job, expected):
+                return "kept the source object: the copy at the destination differs"
+            return None
         except StorageError as exc:
-            logger.warning("Keeping source object %r: %s", job.path, exc)
-            return False
+            return f"kept the source object: {exc}"
 
 
 def _source_references(
@@ -820,6 +831,8 @@ def _source_references(
     """
     found: set[str] = set()
     wanted = set(paths)
+    if not wanted:
+        return found
     dialect = connection.dialect.name
     preparer = connection.dialect.identifier_preparer
     for column in columns:

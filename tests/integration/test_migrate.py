@@ -666,3 +666,26 @@ async def test_async_copies_run_concurrently_within_the_bound(
         assert destination.most == 1
     else:  # several at once, never more than the bound
         assert 1 < destination.most <= concurrency
+
+
+async def test_delete_source_keeps_objects_whose_copy_is_damaged(db: Db) -> None:
+    source = ObstoreBackend(SRC, "memory://")
+    destination = ObstoreBackend(DST, "memory://")
+    storages.register_backend(source)
+    storages.register_backend(destination)
+    world = World(*make_models(), {}, "")
+    world.base.metadata.create_all(db.sync_engine)
+    files = [saved(f"{n}.txt", n) for n in range(1, 5)]
+    insert_rows(db, world, [{"id": n, "file": f} for n, f in enumerate(files, 1)])
+    assert (await db.migrate(world.base)).ok
+    damaged, lost = files[0].path or "", files[1].path or ""
+    destination.put(damaged, bytes(len(world.content[damaged])))  # same size, other bytes
+    destination.delete(lost)
+
+    report = await db.migrate(world.base, delete_source=True)
+
+    assert report.objects_deleted == 2
+    assert {(f.primary_key, f.path) for f in report.failures} == {((1,), damaged), ((2,), lost)}
+    assert all(f.error.startswith("kept the source object") for f in report.failures)
+    assert not report.ok
+    assert listing(source) == {damaged, lost}
