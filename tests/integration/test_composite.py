@@ -559,8 +559,15 @@ def test_staging_writes_never_touch_the_base(production: ObstoreBackend) -> None
     assert staging.head("data/a.txt").size == len(b"changed in staging")
 
 
-async def test_deletes_hide_base_objects_and_persist(production: ObstoreBackend) -> None:
-    staging_store = ObstoreBackend("staging", "memory://")
+@pytest.mark.parametrize("overlay_kind", ["memory", "local"])
+async def test_deletes_hide_base_objects_and_persist(
+    production: ObstoreBackend, overlay_kind: str, tmp_path: Path
+) -> None:
+    staging_store = (
+        ObstoreBackend("staging", "memory://")
+        if overlay_kind == "memory"
+        else _local("staging", tmp_path)
+    )
     staging = OverlayBackend("uploads", read_only(production), staging_store)
     await staging.delete_async("data/b.txt")
     staging.delete("data/never-existed.txt")
