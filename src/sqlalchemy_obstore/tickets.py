@@ -52,6 +52,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import heapq
 import hmac
 import json
 import re
@@ -311,6 +312,7 @@ class MemoryReplayGuard:
     def __init__(self, *, clock: Clock | None = None) -> None:
         self._clock = clock or _utcnow
         self._claimed: dict[str, datetime] = {}
+        self._deadlines: list[tuple[datetime, str]] = []  # a heap: the next to forget first
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -320,11 +322,14 @@ class MemoryReplayGuard:
         """Record `ticket_id`; `True` if it was not claimed before."""
         with self._lock:
             now = self._clock()
-            for stale in [k for k, v in self._claimed.items() if v < now]:
-                del self._claimed[stale]
+            while self._deadlines and self._deadlines[0][0] < now:
+                deadline, stale = heapq.heappop(self._deadlines)
+                if self._claimed.get(stale) == deadline:
+                    del self._claimed[stale]
             if ticket_id in self._claimed:
                 return False
             self._claimed[ticket_id] = expires_at
+            heapq.heappush(self._deadlines, (expires_at, ticket_id))
             return True
 
     async def claim_async(self, ticket_id: str, expires_at: datetime) -> bool:
@@ -777,7 +782,8 @@ class UploadTickets:
             path=path,
             upload_path=upload_path,
             filename=filename,
-            deadline=self._clock() + lifetime + self.redeem_grace,
+            # whole seconds: what the ticket records, so grant and ticket agree
+            deadline=(self._clock() + lifetime + self.redeem_grace).replace(microsecond=0),
             max_size=min(sizes) if sizes else None,
             min_size=policy.min_size if policy is not None else None,
             content_types=type_lists,

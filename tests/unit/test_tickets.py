@@ -612,3 +612,11 @@ def test_without_copy_the_client_uploads_to_the_final_key(
     with pytest.raises(InvalidContentTypeError):
         direct.redeem(refused.ticket)
     assert not docs.exists(refused.path)
+
+
+def test_grant_and_ticket_agree_on_the_deadline(docs: ObstoreBackend) -> None:
+    tickets = UploadTickets(SECRET)  # the real clock, with microseconds
+    grant = tickets.issue("docs", "a.txt")
+    assert grant.redeem_before == tickets.inspect(grant.ticket)["redeem_before"]
+    assert grant.redeem_before is not None
+    assert grant.redeem_before.microsecond == 0
