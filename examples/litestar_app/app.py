@@ -104,7 +104,7 @@ async def provide_db(state: State) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-async def _load(db: AsyncSession, doc_id: DocId) -> Document:
+async def _load(db: AsyncSession, doc_id: int) -> Document:
     doc = await db.get(Document, doc_id)
     if doc is None:
         raise NotFoundException(f"No document {doc_id}.")
