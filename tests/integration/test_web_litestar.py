@@ -14,13 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
-from litestar import Litestar, Request, get, post, route
+from litestar import Litestar, Request, delete, get, post, route
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Redirect
 from litestar.testing import AsyncTestClient
 from sqlalchemy import String
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from sqlalchemy_obstore import (
@@ -40,6 +40,7 @@ from sqlalchemy_obstore.contrib.litestar import (
     signed_redirect,
 )
 from sqlalchemy_obstore.signing import HmacUrlSigner
+from tests.conftest import PG_SERVER
 from tests.integration.backends import s3_backend
 from tests.integration.web_scenarios import (
     DATA,
@@ -364,70 +365,124 @@ class Document(Base):
     file: Mapped[FileObject] = mapped_column(StoredObject(backend="docs"))
 
 
-@post("/documents/{title:str}")
-async def create_document(
-    title: FromPath[str], request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
-) -> dict[str, Any]:
-    async def body() -> AsyncIterator[bytes]:
-        async for chunk in request.stream():
-            yield chunk
+def document_handlers() -> list[Any]:
+    """Fresh handlers of a small document API using advanced-alchemy's `db_session`."""
 
-    document = Document(title=title, file=FileObject(filename=f"{title}.bin", content=body()))
-    db_session.add(document)
-    await db_session.commit()
-    return {"id": document.id, "title": document.title, "file": document.file}
+    @post("/documents/{title:str}")
+    async def create_document(
+        title: FromPath[str],
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+    ) -> dict[str, Any]:
+        async def body() -> AsyncIterator[bytes]:
+            async for chunk in request.stream():
+                yield chunk
+
+        document = Document(title=title, file=FileObject(filename=f"{title}.bin", content=body()))
+        db_session.add(document)
+        await db_session.commit()
+        return {"id": document.id, "title": document.title, "file": document.file}
+
+    @get("/documents/{doc_id:int}")
+    async def read_document(
+        doc_id: FromPath[int], db_session: NamedDependency[AsyncSession]
+    ) -> dict[str, Any]:
+        document = await db_session.get_one(Document, doc_id)
+        return {"id": document.id, "title": document.title, "file": document.file}
+
+    @get("/documents/{doc_id:int}/download")
+    async def download_document(
+        doc_id: FromPath[int], db_session: NamedDependency[AsyncSession]
+    ) -> FileResponse:
+        document = await db_session.get_one(Document, doc_id)
+        return file_response(document.file, disposition="attachment")
+
+    @post("/documents/{doc_id:int}/replace", status_code=200)
+    async def replace_document(
+        doc_id: FromPath[int],
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+    ) -> dict[str, Any]:
+        document = await db_session.get_one(Document, doc_id)
+        document.file = FileObject(filename="replaced.bin", content=await request.body())
+        await db_session.commit()
+        return {"id": document.id, "file": document.file}
+
+    @delete("/documents/{doc_id:int}")
+    async def delete_document(
+        doc_id: FromPath[int], db_session: NamedDependency[AsyncSession]
+    ) -> None:
+        await db_session.delete(await db_session.get_one(Document, doc_id))
+        await db_session.commit()
+
+    return [create_document, read_document, download_document, replace_document, delete_document]
 
 
-@get("/documents/{doc_id:int}")
-async def read_document(
-    doc_id: FromPath[int], db_session: NamedDependency[AsyncSession]
-) -> dict[str, Any]:
-    document = await db_session.get_one(Document, doc_id)
-    return {"id": document.id, "title": document.title, "file": document.file}
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
+    database = request.getfixturevalue("pg_database")
+    return f"postgresql+asyncpg://{PG_SERVER}/{database}"
 
 
-@get("/documents/{doc_id:int}/download")
-async def download_document(
-    doc_id: FromPath[int], db_session: NamedDependency[AsyncSession]
-) -> FileResponse:
-    document = await db_session.get_one(Document, doc_id)
-    return file_response(document.file, disposition="attachment")
-
-
-async def test_alongside_advanced_alchemy_sqlalchemy_plugin(tmp_path: Path) -> None:
+async def test_alongside_advanced_alchemy_sqlalchemy_plugin(
+    tmp_path: Path, database_url: str
+) -> None:
     from advanced_alchemy.extensions.litestar import (
         AsyncSessionConfig,
         SQLAlchemyAsyncConfig,
         SQLAlchemyPlugin,
     )
 
+    engine = create_async_engine(database_url)
+    # Tables made here rather than with the plugin's create_all=True, which left an
+    # asyncpg connection open when a second application ran in the same process.
+    async with engine.begin() as connection:
+        await connection.run_sync(Base.metadata.create_all)
     alchemy = SQLAlchemyPlugin(
         config=SQLAlchemyAsyncConfig(
-            connection_string=f"sqlite+aiosqlite:///{tmp_path / 'app.db'}",
+            engine_instance=engine,
             metadata=Base.metadata,
-            create_all=True,
+            create_all=False,
             session_config=AsyncSessionConfig(expire_on_commit=False),
         )
     )
     docs = make_backend("local", tmp_path, key="docs")
     config = ObstoreConfig(backends=[docs], signing_secret=SECRET, signed_url_expires_in=60)
-    app = make_app(config, create_document, read_document, download_document, plugins=(alchemy,))
-    async with AsyncTestClient(app, base_url=BASE) as client:
-        created = await client.post("/documents/q3", content=DATA)
-        assert created.status_code == 201, created.text
-        doc_id = created.json()["id"]
-        stored = created.json()["file"]
-        assert stored["backend"] == "docs"
-        assert stored["size"] == len(DATA)
-        assert stored["filename"] == "q3.bin"
+    app = make_app(config, *document_handlers(), plugins=(alchemy,))
+    try:
+        async with AsyncTestClient(app, base_url=BASE) as client:
+            created = await client.post("/documents/q3", content=DATA)
+            assert created.status_code == 201, created.text
+            doc_id = created.json()["id"]
+            stored = created.json()["file"]
+            assert stored["backend"] == "docs"
+            assert stored["size"] == len(DATA)
+            assert stored["filename"] == "q3.bin"
 
-        read = (await client.get(f"/documents/{doc_id}")).json()
-        url = read["file"].pop("url")
-        stored.pop("url")
-        assert read["file"] == stored
-        assert (await client.get(url)).content == DATA
+            read = (await client.get(f"/documents/{doc_id}")).json()
+            url = read["file"].pop("url")
+            stored.pop("url")
+            assert read["file"] == stored
+            assert (await client.get(url)).content == DATA
 
-        response = await client.get(f"/documents/{doc_id}/download", headers={"Range": "bytes=0-3"})
-        assert response.status_code == 206
-        assert response.content == DATA[:4]
-        assert response.headers["content-disposition"].startswith('attachment; filename="q3.bin"')
+            response = await client.get(
+                f"/documents/{doc_id}/download", headers={"Range": "bytes=0-3"}
+            )
+            assert response.status_code == 206
+            assert response.content == DATA[:4]
+            disposition = response.headers["content-disposition"]
+            assert disposition.startswith('attachment; filename="q3.bin"')
+
+            # The session lifecycle runs inside the plugin's sessions: a replaced file is
+            # deleted after the commit, and so is the file of a deleted row.
+            replaced = await client.post(f"/documents/{doc_id}/replace", content=b"new")
+            assert replaced.status_code == 200, replaced.text
+            new_path = replaced.json()["file"]["path"]
+            assert not await docs.exists_async(stored["path"])
+            assert await docs.get_bytes_async(new_path) == b"new"
+            assert (await client.delete(f"/documents/{doc_id}")).status_code == 204
+            assert not await docs.exists_async(new_path)
+    finally:
+        await engine.dispose()
