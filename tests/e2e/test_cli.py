@@ -442,6 +442,16 @@ def test_an_unreachable_database_exits_3(make_app: Callable[..., CliApp]) -> Non
         assert len(result.stderr.strip().splitlines()) == 1  # one line, no traceback
 
 
+def test_app_attribute_names_the_target(make_app: Callable[..., CliApp]) -> None:
+    app = make_app("sqlite", files="local")
+    app.add(2)
+    # --app is repeatable; the same base reached twice (module scan and attribute) counts once
+    for extra in ([], ["--app", f"{APP}:Base"], ["--app", f"{APP}:Base.metadata"]):
+        result = app.run("verify", "--json", *extra)
+        assert result.code == EXIT_OK, (extra, result)
+        assert result.json()["checked"] == 4, extra
+
+
 # -- usage errors and interruption --------------------------------------------------------------
 def test_usage_errors_exit_2_with_one_line(make_app: Callable[..., CliApp], tmp_path: Path) -> None:
     app = make_app("sqlite", files="local")
@@ -455,6 +465,10 @@ def test_usage_errors_exit_2_with_one_line(make_app: Callable[..., CliApp], tmp_
         (["verify", "--database-url", "sqlite:///nowhere/missing.db"], {}, "does not exist"),
         (["migrate", "--from", "files", "--to", "nope", "--yes"], {}, "'nope' is not registered"),
         (["migrate", "--from", "files", "--to", "files", "--yes"], {}, "same backend"),
+        (["verify", "--app", f"{APP}:Nope"], {}, "has no 'Nope'"),
+        (["verify", "--app", f"{APP}:TABLE_ENV"], {}, "expected a MetaData"),
+        (["verify", "--app", ":Base"], {}, "expected MODULE or MODULE:ATTRIBUTE"),
+        (["verify", "--app", "tests.e2e.broken_module_xyz"], {}, "no module named"),
     ]
     for args, env, message in cases:
         result = app.run(*args, **env)
