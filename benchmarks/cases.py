@@ -8,6 +8,7 @@ re-reads an earlier one.
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 import obstore
 from obstore.store import LocalStore, MemoryStore, S3Store
 from sqlalchemy import JSON, select
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from timing import Pair, measure, measure_async
@@ -26,6 +28,10 @@ from sqlalchemy_obstore import FileObject, ObstoreBackend, StoredObject, storage
 
 PAYLOAD = b"x" * 1024
 SIGN_EXPIRY = timedelta(hours=1)
+
+
+class SkipCase(Exception):
+    """A case that cannot run here (a server is missing); the runner notes and skips it."""
 
 
 @dataclass
@@ -156,19 +162,47 @@ class _Doc(_Base):
 class _RawDoc(_Base):
     __tablename__ = "bench_raw_docs"
     id: Mapped[int] = mapped_column(primary_key=True)
-    file: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # JSONB on PostgreSQL, like StoredObject itself
+    file: Mapped[dict[str, Any] | None] = mapped_column(JSON().with_variant(JSONB(), "postgresql"))
+
+
+PG_URL = os.environ.get("SQLALCHEMY_OBSTORE_PG", "postgres@127.0.0.1:5432")
+
+
+def _postgres_url() -> str | None:
+    """An asyncpg URL of the test database when PostgreSQL answers there, else `None`."""
+    try:
+        import asyncpg  # noqa: F401
+    except ImportError:
+        return None
+    url = f"postgresql+asyncpg://{PG_URL}/test"
+
+    async def probe() -> None:
+        engine = create_async_engine(url)
+        try:
+            async with engine.connect():
+                pass
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(probe())
+    except Exception:
+        return None
+    return url
 
 
 def orm_cases(ctx: Context) -> Iterator[tuple[str, Callable[[], Result]]]:
     n = ctx.n
 
-    async def run(select_case: bool) -> Pair:
+    async def run(select_case: bool, url: str | None = None) -> Pair:
         store = MemoryStore()
         _backend("bench-orm", store)
         base, doc, raw_doc = _Base, _Doc, _RawDoc
         db = tempfile.mktemp(suffix=".db", dir=ctx.workdir)
-        engine = create_async_engine(f"sqlite+aiosqlite:///{db}")
+        engine = create_async_engine(url or f"sqlite+aiosqlite:///{db}")
         async with engine.begin() as conn:
+            await conn.run_sync(base.metadata.drop_all)
             await conn.run_sync(base.metadata.create_all)
         session_factory = async_sessionmaker(engine, expire_on_commit=False)
 
@@ -216,6 +250,8 @@ def orm_cases(ctx: Context) -> Iterator[tuple[str, Callable[[], Result]]]:
                     assert len(names) == n
 
             pair = await measure_async(ours_select, raw_select, ctx.rounds)
+        async with engine.begin() as conn:
+            await conn.run_sync(base.metadata.drop_all)
         await engine.dispose()
         return pair
 
@@ -230,8 +266,32 @@ def orm_cases(ctx: Context) -> Iterator[tuple[str, Callable[[], Result]]]:
     def select_() -> Result:
         return _ops("orm/select+filename", asyncio.run(run(True)), n, "raw = plain JSON column")
 
+    def insert_pg() -> Result:
+        url = _postgres_url()
+        if url is None:
+            raise SkipCase("PostgreSQL (asyncpg) not reachable at " + PG_URL)
+        return _ops(
+            "orm/insert+commit/asyncpg",
+            asyncio.run(run(False, url)),
+            n,
+            "PostgreSQL; memory store; raw = JSONB column + gathered put_async",
+        )
+
+    def select_pg() -> Result:
+        url = _postgres_url()
+        if url is None:
+            raise SkipCase("PostgreSQL (asyncpg) not reachable at " + PG_URL)
+        return _ops(
+            "orm/select+filename/asyncpg",
+            asyncio.run(run(True, url)),
+            n,
+            "PostgreSQL; raw = plain JSONB column",
+        )
+
     yield "orm/insert+commit", insert
     yield "orm/select+filename", select_
+    yield "orm/insert+commit/asyncpg", insert_pg
+    yield "orm/select+filename/asyncpg", select_pg
 
 
 # --------------------------------------------------------------------------- signing

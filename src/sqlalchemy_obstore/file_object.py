@@ -102,6 +102,10 @@ _TRACKED_FIELDS = frozenset(
     }
 )
 _T = TypeVar("_T")
+_NOTHING: Mapping[Any, Any] = MappingProxyType({})
+"""Shared, read-only and empty: what a new file holds as its unknown fields, renditions,
+signed-URL cache and containers until one is written (then it gets its own dict).
+Fewer objects per file make loading many rows cheaper (less for the GC to traverse)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,28 +155,25 @@ def _flag_holders(value: Mutable) -> None:
             flag_modified(holder, key)
 
 
-class _Parents:
+class _Parents(dict[int, "tuple[weakref.ref[Any], Any]"]):
     """The rows holding a file: `InstanceState` → attribute key, the states held weakly.
 
     What `Mutable._parents` (a `WeakKeyDictionary`) does, for the operations SQLAlchemy
-    and this package use, at a fraction of the cost: it is created for every file
-    loaded from a row. Entries of states that are gone are skipped and pruned.
+    and this package use, at a fraction of the cost: one is created for every file
+    loaded from a row. Stored as `id(state)` → `(weak reference, key)`; entries whose
+    state is gone are skipped, and pruned as new ones arrive.
     """
 
-    __slots__ = ("_refs",)
-
-    def __init__(self) -> None:
-        self._refs: dict[int, tuple[weakref.ref[Any], Any]] = {}
+    __slots__ = ()
 
     def __setitem__(self, state: Any, key: Any) -> None:
-        refs = self._refs
-        if len(refs) >= 8:
-            for ident in [i for i, (ref, _) in refs.items() if ref() is None]:
-                del refs[ident]
-        refs[id(state)] = (weakref.ref(state), key)
+        if len(self) >= 8:
+            for ident in [i for i, (ref, _) in dict.items(self) if ref() is None]:
+                dict.__delitem__(self, ident)
+        dict.__setitem__(self, id(state), (weakref.ref(state), key))
 
     def _entry(self, state: Any) -> tuple[weakref.ref[Any], Any] | None:
-        entry = self._refs.get(id(state))
+        entry = dict.get(self, id(state))
         return entry if entry is not None and entry[0]() is state else None
 
     def __getitem__(self, state: Any) -> Any:
@@ -191,7 +192,7 @@ class _Parents:
             if default:
                 return default[0]
             raise KeyError(state)
-        del self._refs[id(state)]
+        dict.__delitem__(self, id(state))
         return entry[1]
 
     def __delitem__(self, state: Any) -> None:
@@ -200,20 +201,23 @@ class _Parents:
     def __contains__(self, state: object) -> bool:
         return self._entry(state) is not None
 
-    def items(self) -> list[tuple[Any, Any]]:
-        return [(state, key) for ref, key in self._refs.values() if (state := ref()) is not None]
+    def items(self) -> list[tuple[Any, Any]]:  # type: ignore[override]
+        return [(state, key) for ref, key in dict.values(self) if (state := ref()) is not None]
 
-    def keys(self) -> list[Any]:
+    def keys(self) -> list[Any]:  # type: ignore[override]
         return [state for state, _ in self.items()]
 
-    def values(self) -> list[Any]:
+    def values(self) -> list[Any]:  # type: ignore[override]
         return [key for _, key in self.items()]
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.keys())
 
     def __len__(self) -> int:
-        return len(self.items())
+        return dict.__len__(self)
+
+    def __reduce__(self) -> Any:
+        return (_Parents, ())  # weak references do not pickle; holders re-attach
 
 
 class _ParentsSlot:
@@ -416,11 +420,11 @@ class FileObject(Mutable):
         d["_ready"] = False
         d["_content"] = content
         d["_registry"] = registry
-        d["_sign_cache"] = {}
-        d["_containers"] = {}
-        d["_extra"] = {}
-        d["_renditions"] = {}
-        d["_metadata"] = _Metadata(self, metadata)
+        d["_sign_cache"] = _NOTHING
+        d["_containers"] = _NOTHING
+        d["_extra"] = _NOTHING
+        d["_renditions"] = _NOTHING
+        d["_metadata"] = _Metadata(self, metadata) if metadata else None
         d["backend"] = (
             backend
             if backend is None or backend.__class__ is str
@@ -457,13 +461,16 @@ class FileObject(Mutable):
             name = "_metadata"
         object.__setattr__(self, name, value)
         if (name in _TRACKED_FIELDS or name == "_metadata") and self.__dict__.get("_ready"):
-            self.__dict__["_sign_cache"].clear()
+            self.__dict__["_sign_cache"] = _NOTHING
             self.changed()
 
     @property
     def metadata(self) -> dict[str, str]:
         """Custom str→str metadata; in-place changes mark the owning row dirty."""
-        metadata: _Metadata = self.__dict__["_metadata"]
+        d = self.__dict__
+        metadata: _Metadata | None = d["_metadata"]
+        if metadata is None:  # created on first use
+            metadata = d["_metadata"] = _Metadata(self, None)
         return metadata
 
     @property
@@ -524,10 +531,15 @@ class FileObject(Mutable):
             d["_registry"] = registry
 
     def _attach(self, container: FileObjectList) -> None:
-        self.__dict__["_containers"][id(container)] = weakref.ref(container)
+        d = self.__dict__
+        if d["_containers"] is _NOTHING:
+            d["_containers"] = {}
+        d["_containers"][id(container)] = weakref.ref(container)
 
     def _detach(self, container: FileObjectList) -> None:
-        self.__dict__["_containers"].pop(id(container), None)
+        containers = self.__dict__["_containers"]
+        if containers:
+            containers.pop(id(container), None)
 
     # -- column shape ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -552,7 +564,7 @@ class FileObject(Mutable):
                 "version": self.version,
                 "checksum": self.checksum,
                 "last_modified": self.last_modified.isoformat() if self.last_modified else None,
-                "metadata": dict(self.metadata),
+                "metadata": dict(self.__dict__["_metadata"] or ()),
             }
         )
         renditions: dict[str, FileObject] = self.__dict__["_renditions"]
@@ -826,7 +838,9 @@ class FileObject(Mutable):
     def __getstate__(self) -> dict[str, Any]:
         state = {k: v for k, v in self.__dict__.items() if k not in {"_parents", "_containers"}}
         state["_sign_cache"] = {}
-        state["_metadata"] = dict(self.metadata)
+        state["_metadata"] = dict(self.__dict__["_metadata"] or ())
+        state["_extra"] = dict(state.get("_extra") or ())
+        state["_renditions"] = dict(state.get("_renditions") or ())
         content = state.get("_content")
         if content is not None and content_kind(content) not in {"buffer", "path"}:
             raise FileObjectError(
@@ -911,7 +925,7 @@ class FileObject(Mutable):
             attributes = object_attributes(
                 filename=filename,
                 content_type=d["content_type"],
-                metadata=metadata,
+                metadata=metadata or {},
                 cache_control=options.cache_control,
                 include_metadata=getattr(backend, "write_metadata", True),
             )
@@ -947,8 +961,8 @@ class FileObject(Mutable):
         d["version"] = result.version
         d["last_modified"] = datetime.now(timezone.utc)
         d["_content"] = None
-        d["_renditions"] = {}
-        d["_sign_cache"].clear()
+        d["_renditions"] = _NOTHING
+        d["_sign_cache"] = _NOTHING
         self.changed()
 
     def _begin_upload(self, options: SaveOptions) -> _PendingUpload | None:
@@ -1120,7 +1134,7 @@ class FileObject(Mutable):
             if upload.content_type is not None:
                 self.content_type = upload.content_type
             d["_content"] = None
-            d["_sign_cache"].clear()
+            d["_sign_cache"] = _NOTHING
         finally:
             d["_ready"] = True
         self.changed()
@@ -1464,7 +1478,10 @@ class FileObject(Mutable):
         # Hand a cached URL out only while more than half of its lifetime remains.
         kind = expires_in.__class__
         if kind is int or kind is timedelta:
-            self.__dict__["_sign_cache"][expires_in] = (
+            d = self.__dict__
+            if d["_sign_cache"] is _NOTHING:
+                d["_sign_cache"] = {}
+            d["_sign_cache"][expires_in] = (
                 url,
                 time.time() + lifetime.total_seconds() / 2,
             )
@@ -1684,19 +1701,21 @@ def _trusted_shape(
         return None
     if modified is not None:
         try:
-            modified = _parse_datetime(modified)
-        except InvalidFileObjectError:
-            return None  # the general path reports it
+            modified = datetime.fromisoformat(modified)
+        except ValueError:
+            return None  # ("Z" before Python 3.11, or malformed: the general path)
+        if modified.tzinfo is None:
+            modified = modified.replace(tzinfo=timezone.utc)
     file: FileObject = FileObject.__new__(FileObject)
     file.__dict__ = {
         "_ready": True,
         "_content": None,
         "_registry": registry,
-        "_sign_cache": {},
-        "_containers": {},
-        "_extra": {},
-        "_renditions": {},
-        "_metadata": _Metadata(file, None),
+        "_sign_cache": _NOTHING,
+        "_containers": _NOTHING,
+        "_extra": _NOTHING,
+        "_renditions": _NOTHING,
+        "_metadata": None,
         "backend": backend,
         "path": data["path"],
         "filename": filename,

@@ -19,7 +19,7 @@ from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.types import TypeDecorator
 
 from .errors import ConfigurationError, InvalidFileObjectError
-from .file_object import FileObject, FileObjectList, SaveOptions
+from .file_object import FileObject, FileObjectList, SaveOptions, _trusted_shape
 from .keys import KeyFunction
 from .registry import BackendRegistry
 from .validation import UploadPolicy
@@ -176,6 +176,11 @@ class StoredObject(TypeDecorator[Any]):
 
     # -- result ---------------------------------------------------------------------------------
     def _load(self, data: Any) -> FileObject:
+        if data.__class__ is dict and (path := data.get("path")).__class__ is str and path:
+            # The shape to_dict() wrote, as the driver decoded it: the fast constructor.
+            file = _trusted_shape(data, self.backend, self.registry)
+            if file is not None:
+                return file
         try:
             return FileObject.from_dict(data, default_backend=self.backend, registry=self.registry)
         except InvalidFileObjectError as exc:
