@@ -20,8 +20,9 @@ from litestar.params import FromPath
 from litestar.response import Redirect
 from litestar.testing import AsyncTestClient
 from sqlalchemy import String
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.pool import NullPool
 
 from sqlalchemy_obstore import (
     BackendAlreadyRegisteredError,
@@ -431,58 +432,51 @@ async def test_alongside_advanced_alchemy_sqlalchemy_plugin(
 ) -> None:
     from advanced_alchemy.extensions.litestar import (
         AsyncSessionConfig,
+        EngineConfig,
         SQLAlchemyAsyncConfig,
         SQLAlchemyPlugin,
     )
 
-    engine = create_async_engine(database_url)
-    # Tables made here rather than with the plugin's create_all=True, which left an
-    # asyncpg connection open when a second application ran in the same process.
-    async with engine.begin() as connection:
-        await connection.run_sync(Base.metadata.create_all)
-    alchemy = SQLAlchemyPlugin(
-        config=SQLAlchemyAsyncConfig(
-            engine_instance=engine,
-            metadata=Base.metadata,
-            create_all=False,
-            session_config=AsyncSessionConfig(expire_on_commit=False),
-        )
+    database = SQLAlchemyAsyncConfig(
+        connection_string=database_url,
+        # No pool: the test client runs the app in its own event loop, and a pooled
+        # connection checked in after the shutdown would outlive that loop.
+        engine_config=EngineConfig(poolclass=NullPool),
+        metadata=Base.metadata,
+        create_all=True,
+        session_config=AsyncSessionConfig(expire_on_commit=False),
     )
+    alchemy = SQLAlchemyPlugin(config=database)
     docs = make_backend("local", tmp_path, key="docs")
     config = ObstoreConfig(backends=[docs], signing_secret=SECRET, signed_url_expires_in=60)
     app = make_app(config, *document_handlers(), plugins=(alchemy,))
-    try:
-        async with AsyncTestClient(app, base_url=BASE) as client:
-            created = await client.post("/documents/q3", content=DATA)
-            assert created.status_code == 201, created.text
-            doc_id = created.json()["id"]
-            stored = created.json()["file"]
-            assert stored["backend"] == "docs"
-            assert stored["size"] == len(DATA)
-            assert stored["filename"] == "q3.bin"
+    async with AsyncTestClient(app, base_url=BASE) as client:
+        created = await client.post("/documents/q3", content=DATA)
+        assert created.status_code == 201, created.text
+        doc_id = created.json()["id"]
+        stored = created.json()["file"]
+        assert stored["backend"] == "docs"
+        assert stored["size"] == len(DATA)
+        assert stored["filename"] == "q3.bin"
 
-            read = (await client.get(f"/documents/{doc_id}")).json()
-            url = read["file"].pop("url")
-            stored.pop("url")
-            assert read["file"] == stored
-            assert (await client.get(url)).content == DATA
+        read = (await client.get(f"/documents/{doc_id}")).json()
+        url = read["file"].pop("url")
+        stored.pop("url")
+        assert read["file"] == stored
+        assert (await client.get(url)).content == DATA
 
-            response = await client.get(
-                f"/documents/{doc_id}/download", headers={"Range": "bytes=0-3"}
-            )
-            assert response.status_code == 206
-            assert response.content == DATA[:4]
-            disposition = response.headers["content-disposition"]
-            assert disposition.startswith('attachment; filename="q3.bin"')
+        response = await client.get(f"/documents/{doc_id}/download", headers={"Range": "bytes=0-3"})
+        assert response.status_code == 206
+        assert response.content == DATA[:4]
+        disposition = response.headers["content-disposition"]
+        assert disposition.startswith('attachment; filename="q3.bin"')
 
-            # The session lifecycle runs inside the plugin's sessions: a replaced file is
-            # deleted after the commit, and so is the file of a deleted row.
-            replaced = await client.post(f"/documents/{doc_id}/replace", content=b"new")
-            assert replaced.status_code == 200, replaced.text
-            new_path = replaced.json()["file"]["path"]
-            assert not await docs.exists_async(stored["path"])
-            assert await docs.get_bytes_async(new_path) == b"new"
-            assert (await client.delete(f"/documents/{doc_id}")).status_code == 204
-            assert not await docs.exists_async(new_path)
-    finally:
-        await engine.dispose()
+        # The session lifecycle runs inside the plugin's sessions: a replaced file is
+        # deleted after the commit, and so is the file of a deleted row.
+        replaced = await client.post(f"/documents/{doc_id}/replace", content=b"new")
+        assert replaced.status_code == 200, replaced.text
+        new_path = replaced.json()["file"]["path"]
+        assert not await docs.exists_async(stored["path"])
+        assert await docs.get_bytes_async(new_path) == b"new"
+        assert (await client.delete(f"/documents/{doc_id}")).status_code == 204
+        assert not await docs.exists_async(new_path)
