@@ -25,10 +25,13 @@ It works alongside Litestar's / advanced-alchemy's `SQLAlchemyPlugin` (list both
 
 Example:
     ```python
-    from litestar import Litestar, get
-    from litestar.response import Response
+    from litestar import Litestar, route
+    from litestar.di import NamedDependency
+    from litestar.params import FromPath
     from sqlalchemy_obstore import ObstoreBackend
-    from sqlalchemy_obstore.contrib.litestar import ObstoreConfig, ObstorePlugin, file_response
+    from sqlalchemy_obstore.contrib.litestar import (
+        FileResponse, ObstoreConfig, ObstorePlugin, file_response,
+    )
 
     storage = ObstorePlugin(
         ObstoreConfig(
@@ -38,8 +41,10 @@ Example:
         )
     )
 
-    @get("/documents/{doc_id:int}/download")
-    async def download(doc_id: int, db_session: AsyncSession) -> Response[None]:
+    @route("/documents/{doc_id:int}/download", http_method=["GET", "HEAD"])
+    async def download(
+        doc_id: FromPath[int], db_session: NamedDependency[AsyncSession]
+    ) -> FileResponse:
         doc = await db_session.get_one(Document, doc_id)
         return file_response(doc.file, disposition="attachment")
 
@@ -257,8 +262,10 @@ def file_response(
 
     Example:
         ```python
-        @get("/files/{doc_id:int}")
-        async def download(doc_id: int, db_session: AsyncSession) -> Response[None]:
+        @route("/files/{doc_id:int}", http_method=["GET", "HEAD"])
+        async def download(
+            doc_id: FromPath[int], db_session: NamedDependency[AsyncSession]
+        ) -> FileResponse:
             doc = await db_session.get_one(Document, doc_id)
             return file_response(doc.file, disposition="attachment")
         ```
@@ -296,7 +303,9 @@ def signed_redirect(
     Example:
         ```python
         @get("/files/{doc_id:int}/link")
-        async def link(doc_id: int, db_session: AsyncSession) -> Redirect:
+        async def link(
+            doc_id: FromPath[int], db_session: NamedDependency[AsyncSession]
+        ) -> Redirect:
             doc = await db_session.get_one(Document, doc_id)
             return signed_redirect(doc.file, expires_in=60)
         ```
