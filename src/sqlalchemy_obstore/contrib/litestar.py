@@ -253,7 +253,10 @@ def file_response(
         request: Accepted for symmetry with the Starlette helper; not needed.
         disposition: `"inline"` or `"attachment"`; by default inline unless active.
         filename: The download name (default: `file.filename`).
-        cache_control: `Cache-Control` value (default `private, no-cache`).
+        cache_control: `Cache-Control` value; default `private, no-cache` (clients
+            revalidate with the `ETag`). A column's `cache_control` is stored with the
+            object and governs downloads straight from the store (signed URLs); pass
+            the same value here for streamed ones.
         chunk_size: Bytes read from the store at a time.
 
     Raises:
