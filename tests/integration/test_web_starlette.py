@@ -92,6 +92,10 @@ def fastapi_app(
     async def download(name: str, request: Request) -> FileStreamingResponse:
         return file_response(FILES[name], request)
 
+    @app.api_route("/files/{name}/small-chunks", methods=["GET", "HEAD"])
+    async def download_in_small_chunks(name: str, request: Request) -> FileStreamingResponse:
+        return file_response(FILES[name], request, chunk_size=1000)
+
     @app.get("/files/{name}/attachment")
     async def download_attachment(name: str, request: Request) -> FileStreamingResponse:
         return file_response(FILES[name], request, disposition="attachment", filename="renamed.bin")
@@ -211,6 +215,9 @@ async def test_file_response_streams_with_headers_ranges_and_revalidation(
         await check_attachment(client, "/files/doc/attachment")
         await check_ranges(client, "/files/doc")
         await check_not_modified(client, "/files/doc")
+        # Whole bodies and ranges read in many pieces (several reads per range).
+        await check_download(client, "/files/doc/small-chunks", FILES["doc"])
+        await check_ranges(client, "/files/doc/small-chunks")
         response = await client.get("/files/page")
         assert response.headers["content-type"] == "image/svg+xml"
         assert response.headers["content-disposition"].startswith("attachment;")
