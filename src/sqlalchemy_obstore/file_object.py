@@ -1505,8 +1505,13 @@ class FileObject(Mutable):
             InvalidExpiryError: If the lifetime is not positive or exceeds the store's
                 limit (7 days on S3 and GCS).
         """
-        if not for_upload and (cached := self._cached_url(expires_in)) is not None:
-            return cached
+        kind = expires_in.__class__
+        if (kind is int or kind is timedelta) and not for_upload:
+            # The URL cache first (inlined: this is the hot path of cached signing).
+            entry = self.__dict__["_sign_cache"].get(expires_in)
+            if entry is not None and time.time() < entry[1]:
+                cached: str = entry[0]
+                return cached
         backend, path = self._sign_target(for_upload)
         lifetime = backend.check_expiry(expires_in)
         method: HttpMethod = "PUT" if for_upload else "GET"
