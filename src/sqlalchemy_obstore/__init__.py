@@ -66,7 +66,7 @@ from .lifecycle import (
     enable_tracking,
     is_tracking,
 )
-from .migrate import (
+from .migration import (
     MigrationFailure,
     MigrationProgress,
     MigrationReport,

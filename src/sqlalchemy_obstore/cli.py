@@ -901,8 +901,8 @@ def _cmd_migrate(args: argparse.Namespace, out: _Output) -> int:
         raise _Failure(EXIT_USAGE, "--delete-source cannot be combined with --dry-run.")
     if args.source == args.destination:
         raise _Failure(EXIT_USAGE, "--from and --to name the same backend.")
-    # (the package exports the function `migrate`, which shadows the module's name)
-    migration = importlib.import_module(f"{__package__}.migrate")
+    from . import migration
+
     columns = _file_columns(args)
     database = _database(args)
     assert database is not None

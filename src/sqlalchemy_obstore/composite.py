@@ -3,7 +3,7 @@
 - [`MirrorBackend`][sqlalchemy_obstore.composite.MirrorBackend] writes every object to a
   primary backend and to one or more mirrors, and reads from the primary. Register it
   under your backend key to move to another store with no downtime: new uploads land in
-  both stores, [`migrate`][sqlalchemy_obstore.migrate.migrate] backfills the old ones,
+  both stores, [`migrate`][sqlalchemy_obstore.migration.migrate] backfills the old ones,
   then the primary is flipped (see the migration guide).
 - [`OverlayBackend`][sqlalchemy_obstore.composite.OverlayBackend] reads through to a
   read-only *base* backend and sends every write and delete to an *overlay* backend, so a

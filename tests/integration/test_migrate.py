@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib
 import json
 import tracemalloc
 import uuid
@@ -52,11 +51,9 @@ from sqlalchemy_obstore import (
     storages,
     verify_references,
 )
+from sqlalchemy_obstore import migration as migrate_module
 from sqlalchemy_obstore.testing import FaultInjectingBackend, make_file
 from tests.integration.backends import s3_backend
-
-# (`sqlalchemy_obstore.migrate` the attribute is the function; this is the module)
-migrate_module = importlib.import_module("sqlalchemy_obstore.migrate")
 
 pytestmark = pytest.mark.integration
 

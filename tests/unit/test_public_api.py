@@ -13,6 +13,8 @@ import sqlalchemy_obstore
 PUBLIC_MODULES = [
     "sqlalchemy_obstore",
     "sqlalchemy_obstore.backends",
+    "sqlalchemy_obstore.cli",
+    "sqlalchemy_obstore.composite",
     "sqlalchemy_obstore.contrib.alembic",
     "sqlalchemy_obstore.contrib.msgspec",
     "sqlalchemy_obstore.contrib.litestar",
@@ -22,6 +24,7 @@ PUBLIC_MODULES = [
     "sqlalchemy_obstore.gc",
     "sqlalchemy_obstore.keys",
     "sqlalchemy_obstore.lifecycle",
+    "sqlalchemy_obstore.migration",
     "sqlalchemy_obstore.processing",
     "sqlalchemy_obstore.registry",
     "sqlalchemy_obstore.signing",

@@ -1,6 +1,6 @@
 """Operations: move every referenced object from one backend to another, rows included.
 
-[`migrate`][sqlalchemy_obstore.migrate.migrate] copies each object that a
+[`migrate`][sqlalchemy_obstore.migration.migrate] copies each object that a
 [`StoredObject`][sqlalchemy_obstore.StoredObject] column references in backend `source`
 (renditions and `multiple=True` columns included) to backend `destination` under the
 **same path**, then rewrites the row so that it names `destination`. Object keys are
@@ -89,7 +89,7 @@ __all__ = (
     "migrate_async",
 )
 
-logger = logging.getLogger("sqlalchemy_obstore.migrate")
+logger = logging.getLogger("sqlalchemy_obstore.migration")
 
 Phase: TypeAlias = Literal["copy", "delete"]
 """What a migration is doing when it reports progress."""
@@ -155,7 +155,7 @@ class MigrationProgress:
 
 @dataclass(slots=True)
 class MigrationReport:
-    """The outcome of [`migrate`][sqlalchemy_obstore.migrate.migrate].
+    """The outcome of [`migrate`][sqlalchemy_obstore.migration.migrate].
 
     In a dry run nothing is written: `objects_copied`, `bytes_copied` and
     `rows_rewritten` count what a real run would copy and rewrite.
@@ -929,7 +929,8 @@ def migrate(
         concurrency: Objects copied at once by the async version (the sync version
             copies one at a time).
         batch_size: Rows read, and rewritten in one transaction, at a time.
-        progress: Called with a [`MigrationProgress`][sqlalchemy_obstore.migrate.MigrationProgress]
+        progress: Called with a
+            [`MigrationProgress`][sqlalchemy_obstore.migration.MigrationProgress]
             after every batch (a plain function, also for `migrate_async`). An
             exception it raises stops the migration (what was committed stays; run it
             again to resume).
@@ -939,7 +940,7 @@ def migrate(
         report_limit: Failures listed in the report (the rest are counted).
 
     Returns:
-        A [`MigrationReport`][sqlalchemy_obstore.migrate.MigrationReport]; `report.ok`
+        A [`MigrationReport`][sqlalchemy_obstore.migration.MigrationReport]; `report.ok`
         tells whether every row now points at `destination`.
 
     Raises:
@@ -1010,7 +1011,7 @@ async def migrate_async(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     report_limit: int = 1000,
 ) -> MigrationReport:
-    """Async version of [`migrate`][sqlalchemy_obstore.migrate.migrate].
+    """Async version of [`migrate`][sqlalchemy_obstore.migration.migrate].
 
     Takes an `AsyncEngine` or `AsyncConnection`; storage is called through obstore's
     async API, with up to `concurrency` objects copied at once.
