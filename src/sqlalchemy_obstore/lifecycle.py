@@ -181,6 +181,17 @@ def _tracked_columns(mapper: Mapper[Any]) -> list[tuple[str, StoredObject]]:
     return columns
 
 
+_HAS_FILES: dict[Mapper[Any], bool] = {}
+
+
+def _has_file_columns(mapper: Mapper[Any]) -> bool:
+    """Whether `mapper` has any `StoredObject` column (tracked or not); cached."""
+    found = _HAS_FILES.get(mapper)
+    if found is None:
+        found = _HAS_FILES[mapper] = bool(stored_object_columns(mapper))
+    return found
+
+
 def _files(value: Any) -> Iterator[FileObject]:
     """The files a value holds, each followed by its renditions (they share its fate)."""
     if isinstance(value, FileObject):
@@ -410,6 +421,8 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
         if obj in session.deleted:
             continue
         state = inspect(obj)
+        if not _has_file_columns(state.mapper):
+            continue  # no StoredObject column: nothing to upload, remember or forget
         processed.append(state)
         for key, column in _tracked_columns(state.mapper):
             value = state.dict.get(key, _NOT_LOADED)
