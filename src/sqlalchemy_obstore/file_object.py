@@ -1712,25 +1712,24 @@ def _trusted_shape(
         if modified.tzinfo is None:
             modified = modified.replace(tzinfo=timezone.utc)
     file: FileObject = FileObject.__new__(FileObject)
-    file.__dict__ = {
-        "_ready": True,
-        "_content": None,
-        "_registry": registry,
-        "_sign_cache": _NOTHING,
-        "_containers": _NOTHING,
-        "_extra": _NOTHING,
-        "_renditions": _NOTHING,
-        "_metadata": None,
-        "backend": backend,
-        "path": data["path"],
-        "filename": filename,
-        "content_type": content_type,
-        "size": size,
-        "etag": etag,
-        "version": version,
-        "checksum": checksum,
-        "last_modified": modified,
-    }
+    d = file.__dict__  # (item by item: faster than assigning a new __dict__)
+    d["_ready"] = True
+    d["_content"] = None
+    d["_registry"] = registry
+    d["_sign_cache"] = _NOTHING
+    d["_containers"] = _NOTHING
+    d["_extra"] = _NOTHING
+    d["_renditions"] = _NOTHING
+    d["_metadata"] = None
+    d["backend"] = backend
+    d["path"] = data["path"]
+    d["filename"] = filename
+    d["content_type"] = content_type
+    d["size"] = size
+    d["etag"] = etag
+    d["version"] = version
+    d["checksum"] = checksum
+    d["last_modified"] = modified
     return file
 
 
