@@ -8,11 +8,12 @@ re-reads an earlier one.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,23 @@ def _postgres_url() -> str | None:
     return url
 
 
+def _column_document(path: str, result: Any) -> dict[str, Any]:
+    """What raw code stores to keep what a StoredObject column keeps (the same JSON)."""
+    return {
+        "v": 1,
+        "backend": "bench-orm",
+        "path": path,
+        "filename": "a.bin",
+        "content_type": "application/octet-stream",
+        "size": len(PAYLOAD),
+        "etag": result["e_tag"],
+        "version": result.get("version"),
+        "checksum": "sha256:" + hashlib.sha256(PAYLOAD).hexdigest(),
+        "last_modified": datetime.now(timezone.utc).isoformat(),
+        "metadata": {},
+    }
+
+
 def orm_cases(ctx: Context) -> Iterator[tuple[str, Callable[[], Result]]]:
     n = ctx.n
 
@@ -218,15 +236,7 @@ def orm_cases(ctx: Context) -> Iterator[tuple[str, Callable[[], Result]]]:
             results = await asyncio.gather(*(obstore.put_async(store, p, PAYLOAD) for p in paths))
             async with session_factory() as session:
                 session.add_all(
-                    raw_doc(
-                        file={
-                            "filename": "a.bin",
-                            "backend": "bench-orm",
-                            "path": p,
-                            "size": len(PAYLOAD),
-                            "etag": res["e_tag"],
-                        }
-                    )
+                    raw_doc(file=_column_document(p, res))
                     for p, res in zip(paths, results, strict=True)
                 )
                 await session.commit()

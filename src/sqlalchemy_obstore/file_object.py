@@ -102,6 +102,7 @@ _TRACKED_FIELDS = frozenset(
     }
 )
 _T = TypeVar("_T")
+_UNPICKLED = frozenset({"_parents", "_parent", "_parent_key", "_more_parents", "_containers"})
 _NOTHING: Mapping[Any, Any] = MappingProxyType({})
 """Shared, read-only and empty: what a new file holds as its unknown fields, renditions,
 signed-URL cache and containers until one is written (then it gets its own dict).
@@ -146,88 +147,119 @@ def _flag_holders(value: Mutable) -> None:
     alone: the value does not belong to it anymore, and SQLAlchemy would refuse to flag
     an attribute that is not loaded.
     """
-    parents = value.__dict__.get("_parents")  # created on first use: none yet, no holder
-    if not parents:
-        return
-    for state, key in list(parents.items()):
+    if isinstance(value, FileObject):
+        d = value.__dict__
+        if d.get("_parent") is None and not d.get("_more_parents"):
+            return  # never held by a row
+        holders = value._parents.items()
+    else:
+        parents = value.__dict__.get("_parents")  # created on first use: none yet, no holder
+        if not parents:
+            return
+        holders = list(parents.items())
+    for state, key in holders:
         holder = state.obj()
         if holder is not None and state.dict.get(key) is value:
             flag_modified(holder, key)
 
 
-class _Parents(dict[int, "tuple[weakref.ref[Any], Any]"]):
+class _Parents:
     """The rows holding a file: `InstanceState` → attribute key, the states held weakly.
 
     What `Mutable._parents` (a `WeakKeyDictionary`) does, for the operations SQLAlchemy
-    and this package use, at a fraction of the cost: one is created for every file
-    loaded from a row. Stored as `id(state)` → `(weak reference, key)`; entries whose
-    state is gone are skipped, and pruned as new ones arrive.
+    and this package use (`[state] = key`, `pop`, `get`, `items`, ...), without a
+    container per file: the first holder is kept in the file's own `__dict__` (one
+    weak reference and its key), further ones in a dict created only when a file is
+    held by several rows at once. A file is built for every row loaded, so this keeps
+    loading cheap. This object is only a view, created on each `file._parents` access.
     """
 
-    __slots__ = ()
+    __slots__ = ("_d",)
+
+    def __init__(self, d: dict[str, Any]) -> None:
+        self._d = d
 
     def __setitem__(self, state: Any, key: Any) -> None:
-        if len(self) >= 8:
-            for ident in [i for i, (ref, _) in dict.items(self) if ref() is None]:
-                dict.__delitem__(self, ident)
-        dict.__setitem__(self, id(state), (weakref.ref(state), key))
+        d = self._d
+        first = d.get("_parent")
+        holder = first() if first is not None else None
+        if holder is None or holder is state:
+            d["_parent"] = weakref.ref(state)
+            d["_parent_key"] = key
+            return
+        more: dict[int, tuple[weakref.ref[Any], Any]] | None = d.get("_more_parents")
+        if more is None:
+            more = d["_more_parents"] = {}
+        elif len(more) >= 8:
+            for ident in [i for i, (ref, _) in more.items() if ref() is None]:
+                del more[ident]
+        more[id(state)] = (weakref.ref(state), key)
 
-    def _entry(self, state: Any) -> tuple[weakref.ref[Any], Any] | None:
-        entry = dict.get(self, id(state))
-        return entry if entry is not None and entry[0]() is state else None
+    def _find(self, state: Any) -> tuple[bool, Any]:
+        d = self._d
+        first = d.get("_parent")
+        if first is not None and first() is state:
+            return True, d["_parent_key"]
+        more = d.get("_more_parents")
+        entry = more.get(id(state)) if more else None
+        if entry is not None and entry[0]() is state:
+            return True, entry[1]
+        return False, None
 
     def __getitem__(self, state: Any) -> Any:
-        entry = self._entry(state)
-        if entry is None:
+        found, key = self._find(state)
+        if not found:
             raise KeyError(state)
-        return entry[1]
+        return key
 
     def get(self, state: Any, default: Any = None) -> Any:
-        entry = self._entry(state)
-        return default if entry is None else entry[1]
+        found, key = self._find(state)
+        return key if found else default
 
     def pop(self, state: Any, *default: Any) -> Any:
-        entry = self._entry(state)
-        if entry is None:
-            if default:
-                return default[0]
-            raise KeyError(state)
-        dict.__delitem__(self, id(state))
-        return entry[1]
+        d = self._d
+        first = d.get("_parent")
+        if first is not None and first() is state:
+            key = d["_parent_key"]
+            d["_parent"] = d["_parent_key"] = None
+            return key
+        more = d.get("_more_parents")
+        entry = more.get(id(state)) if more else None
+        if more and entry is not None and entry[0]() is state:
+            del more[id(state)]
+            return entry[1]
+        if default:
+            return default[0]
+        raise KeyError(state)
 
     def __delitem__(self, state: Any) -> None:
         self.pop(state)
 
     def __contains__(self, state: object) -> bool:
-        return self._entry(state) is not None
+        return self._find(state)[0]
 
-    def items(self) -> list[tuple[Any, Any]]:  # type: ignore[override]
-        return [(state, key) for ref, key in dict.values(self) if (state := ref()) is not None]
+    def items(self) -> list[tuple[Any, Any]]:
+        d = self._d
+        found: list[tuple[Any, Any]] = []
+        first = d.get("_parent")
+        if first is not None and (state := first()) is not None:
+            found.append((state, d["_parent_key"]))
+        more = d.get("_more_parents")
+        if more:
+            found.extend((s, key) for ref, key in more.values() if (s := ref()) is not None)
+        return found
 
-    def keys(self) -> list[Any]:  # type: ignore[override]
+    def keys(self) -> list[Any]:
         return [state for state, _ in self.items()]
 
-    def values(self) -> list[Any]:  # type: ignore[override]
+    def values(self) -> list[Any]:
         return [key for _, key in self.items()]
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.keys())
 
     def __len__(self) -> int:
-        return dict.__len__(self)
-
-    def __reduce__(self) -> Any:
-        return (_Parents, ())  # weak references do not pickle; holders re-attach
-
-
-class _ParentsSlot:
-    """Creates a file's `_parents` on first use (like SQLAlchemy's memoized property)."""
-
-    def __get__(self, obj: Any, owner: Any = None) -> Any:
-        if obj is None:
-            return self
-        parents = obj.__dict__["_parents"] = _Parents()
-        return parents
+        return len(self.items())
 
 
 class _Metadata(dict[str, str]):
@@ -383,7 +415,10 @@ class FileObject(Mutable):
     last_modified: datetime | None
 
     __hash__: ClassVar[None]  # type: ignore[assignment]  # mutable: not hashable
-    _parents = _ParentsSlot()
+
+    @property
+    def _parents(self) -> _Parents:  # type: ignore[override]  # rows holding it: see _Parents
+        return _Parents(self.__dict__)
 
     def __init__(
         self,
@@ -836,7 +871,7 @@ class FileObject(Mutable):
         return f"FileObject({', '.join(fields)})"
 
     def __getstate__(self) -> dict[str, Any]:
-        state = {k: v for k, v in self.__dict__.items() if k not in {"_parents", "_containers"}}
+        state = {k: v for k, v in self.__dict__.items() if k not in _UNPICKLED}
         state["_sign_cache"] = {}
         state["_metadata"] = dict(self.__dict__["_metadata"] or ())
         state["_extra"] = dict(state.get("_extra") or ())
