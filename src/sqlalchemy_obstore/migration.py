@@ -889,6 +889,47 @@ def _prepare(
     return registry.get_backend(source), registry.get_backend(destination)
 
 
+def _runner(
+    target: Any,
+    *,
+    source: str,
+    destination: str,
+    registry: BackendRegistry,
+    delete_source: bool,
+    dry_run: bool,
+    concurrency: int,
+    batch_size: int,
+    progress: Callable[[MigrationProgress], object] | None,
+    max_passes: int,
+    chunk_size: int,
+    report_limit: int,
+) -> Callable[[Connection, bool], MigrationReport]:
+    """Check the arguments once; return what runs a migration on a sync connection."""
+    backends = _prepare(
+        registry, source, destination, concurrency, batch_size, max_passes, chunk_size
+    )
+    columns = _columns(target)
+
+    def run(connection: Connection, owns: bool) -> MigrationReport:
+        return _Migration(
+            connection,
+            columns,
+            source=backends[0],
+            destination=backends[1],
+            delete_source=delete_source,
+            dry_run=dry_run,
+            concurrency=concurrency,
+            batch_size=batch_size,
+            max_passes=max_passes,
+            chunk_size=chunk_size,
+            report_limit=report_limit,
+            progress=progress,
+            owns_connection=owns,
+        ).run()
+
+    return run
+
+
 def migrate(
     bind: Engine | Connection,
     target: Any,
@@ -967,27 +1008,20 @@ def migrate(
         ...     report.ok, report.objects_copied, moved.backend, moved.get_content()
         (True, 1, 'new', b'hello')
     """
-    backends = _prepare(
-        registry, source, destination, concurrency, batch_size, max_passes, chunk_size
+    run = _runner(
+        target,
+        source=source,
+        destination=destination,
+        registry=registry,
+        delete_source=delete_source,
+        dry_run=dry_run,
+        concurrency=concurrency,
+        batch_size=batch_size,
+        progress=progress,
+        max_passes=max_passes,
+        chunk_size=chunk_size,
+        report_limit=report_limit,
     )
-    columns = _columns(target)
-
-    def run(connection: Connection, owns: bool) -> MigrationReport:
-        return _Migration(
-            connection,
-            columns,
-            source=backends[0],
-            destination=backends[1],
-            delete_source=delete_source,
-            dry_run=dry_run,
-            concurrency=concurrency,
-            batch_size=batch_size,
-            max_passes=max_passes,
-            chunk_size=chunk_size,
-            report_limit=report_limit,
-            progress=progress,
-            owns_connection=owns,
-        ).run()
 
     if isinstance(bind, Connection):
         return run(bind, False)
@@ -1023,27 +1057,20 @@ async def migrate_async(
         ...     )
         ...     assert report.ok, report.as_dict()
     """
-    backends = _prepare(
-        registry, source, destination, concurrency, batch_size, max_passes, chunk_size
+    run = _runner(
+        target,
+        source=source,
+        destination=destination,
+        registry=registry,
+        delete_source=delete_source,
+        dry_run=dry_run,
+        concurrency=concurrency,
+        batch_size=batch_size,
+        progress=progress,
+        max_passes=max_passes,
+        chunk_size=chunk_size,
+        report_limit=report_limit,
     )
-    columns = _columns(target)
-
-    def run(connection: Connection, owns: bool) -> MigrationReport:
-        return _Migration(
-            connection,
-            columns,
-            source=backends[0],
-            destination=backends[1],
-            delete_source=delete_source,
-            dry_run=dry_run,
-            concurrency=concurrency,
-            batch_size=batch_size,
-            max_passes=max_passes,
-            chunk_size=chunk_size,
-            report_limit=report_limit,
-            progress=progress,
-            owns_connection=owns,
-        ).run()
 
     if isinstance(bind, AsyncConnection):
         return await bind.run_sync(run, False)
