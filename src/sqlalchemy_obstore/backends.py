@@ -19,9 +19,12 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -866,16 +869,31 @@ class ObstoreBackend(Backend):
     ) -> Iterator[None]:
         try:
             yield
-        except Exception as exc:
+        except BaseException as exc:
             error = self._translate(exc, operation, path, destination)
             if error is None:
                 raise
             raise error from exc
 
     def _translate(
-        self, exc: Exception, operation: str, path: str | None, destination: str | None = None
+        self, exc: BaseException, operation: str, path: str | None, destination: str | None = None
     ) -> StorageError | None:
         """This package's error for an obstore (or OS) error; `None` to let it through."""
+        if not isinstance(exc, Exception):
+            if _is_panic(exc):
+                # A Rust panic in obstore is a BaseException; never let one reach the user.
+                return StorageOperationError(
+                    f"{operation} failed on backend {self.key!r}: obstore stopped with an "
+                    f"internal error ({redact(_first_line(exc))}). This happens when a sync "
+                    "obstore call runs inside another one, e.g. a sync iterator or file body "
+                    "that reads from a store while an async upload consumes it: pass bytes, "
+                    "use the async API on both sides (iter_chunks_async with put_async), or "
+                    "read the source first.",
+                    backend=self.key,
+                    path=path,
+                    operation=operation,
+                )
+            return None
         if isinstance(exc, StorageError):
             return None
         if isinstance(exc, (FileNotFoundError, obs_errors.NotFoundError)):
@@ -954,6 +972,8 @@ class ObstoreBackend(Backend):
         options = self._put_options(
             attributes, create_only, use_multipart, chunk_size, max_concurrency
         )
+        if type(body) is not bytes and isinstance(body, Iterator):
+            return self._put_iterator(path, body, options, chunk_size)
         return self._put_now(path, body, options)
 
     def _put_now(self, path: str, body: UploadBody, options: dict[str, Any]) -> WriteResult:
@@ -962,9 +982,87 @@ class ObstoreBackend(Backend):
             result = obs.put(self.store, path, body, **options)  # type: ignore[arg-type]
         except BaseException as exc:
             _close_body(body)
-            if isinstance(exc, Exception) and (error := self._translate(exc, "put", path)):
+            if (error := self._translate(exc, "put", path)) is not None:
                 raise error from exc
             raise
+        return WriteResult(result.get("e_tag"), result.get("version"))
+
+    def _put_iterator(
+        self, path: str, body: Iterator[Any], options: dict[str, Any], chunk_size: int
+    ) -> WriteResult:
+        """A sync `put` of an iterator body, pulled in the calling thread.
+
+        obstore's sync `put` would pull the iterator from inside its own runtime, where a
+        body that itself makes a sync obstore call (a copy from another backend's
+        `iter_chunks`) panics ("Cannot start a runtime from within a runtime"). So the
+        body is always read here, in the caller's thread (and greenlet, and context):
+        a body of at most `chunk_size` bytes goes up as one buffer; a longer one is
+        handed chunk by chunk to obstore's `put` running in a helper thread, which keeps
+        obstore's multipart upload, its abort when the body fails (nothing is left,
+        no pending upload) and the etag and version it reports.
+        """
+        head: list[Any] = []
+        total = 0
+        try:
+            for chunk in body:
+                head.append(chunk)
+                total += memoryview(chunk).nbytes
+                if total > chunk_size:
+                    break
+            else:
+                data = head[0] if len(head) == 1 else b"".join(head)
+                return self._put_now(path, data, options)
+        except BaseException:
+            _close_body(body)
+            raise
+        return self._put_streamed(path, head, body, options)
+
+    def _put_streamed(
+        self, path: str, head: list[Any], rest: Iterator[Any], options: dict[str, Any]
+    ) -> WriteResult:
+        channel = _Channel()
+        outcome: list[Any] = []
+
+        def upload() -> None:
+            try:
+                outcome.append(obs.put(self.store, path, iter(channel), **options))
+            except BaseException as exc:  # handed to the calling thread below
+                outcome.append(exc)
+            finally:
+                channel.close()
+
+        worker = threading.Thread(target=upload, name="sqlalchemy-obstore-put", daemon=True)
+        worker.start()
+        try:
+            for chunk in head:
+                if not channel.send(chunk):
+                    break
+            else:
+                for chunk in rest:
+                    if not channel.send(chunk):
+                        break
+            channel.finish()
+        except BaseException:
+            # The body failed (a size limit, a validator, the source): obstore sees the
+            # body fail too and aborts the upload; wait until it has.
+            channel.finish(failed=True)
+            worker.join()
+            _close_body(rest)
+            raise
+        worker.join()
+        _close_body(rest)
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            if isinstance(result, _BodyAborted):
+                raise StorageOperationError(
+                    f"put failed on backend {self.key!r}: the upload was aborted.",
+                    backend=self.key,
+                    path=path,
+                    operation="put",
+                )
+            if (error := self._translate(result, "put", path)) is not None:
+                raise error from result
+            raise result
         return WriteResult(result.get("e_tag"), result.get("version"))
 
     async def put_async(
@@ -989,15 +1087,23 @@ class ObstoreBackend(Backend):
             # A memory store never waits: its sync call is the same work without the
             # round trip through obstore's async runtime.
             return self._put_now(path, body, options)
+        pulled = None
+        if type(body) is not bytes and isinstance(body, Iterator):
+            # obstore would pull a sync iterator inside its runtime, where a body that
+            # makes a sync obstore call (another backend's iter_chunks) panics.
+            pulled = _PulledInAThread(body)
+            body = pulled.chunks()
         try:
             result = await obs.put_async(self.store, path, body, **options)
         except BaseException as exc:
+            if pulled is not None:
+                pulled.close()
             if isinstance(body, AsyncGenerator):
                 with suppress(RuntimeError):  # still running in obstore's runtime
                     await body.aclose()
             else:
                 _close_body(body)
-            if isinstance(exc, Exception) and (error := self._translate(exc, "put", path)):
+            if (error := self._translate(exc, "put", path)) is not None:
                 raise error from exc
             raise
         return WriteResult(result.get("e_tag"), result.get("version"))
@@ -1274,7 +1380,7 @@ class ObstoreBackend(Backend):
             return self._sign_elsewhere(target, method, lifetime)
         try:
             signed = obs.sign(cast("SignCapableStore", self.store), method, target, lifetime)
-        except Exception as exc:
+        except BaseException as exc:
             path = target if isinstance(target, str) else None
             if (error := self._translate(exc, "sign", path)) is not None:
                 raise error from exc
@@ -1332,6 +1438,105 @@ def _close_body(body: object) -> None:
     if isinstance(body, Generator):
         with suppress(ValueError):  # "generator already executing"
             body.close()
+
+
+_END = object()
+
+
+class _PulledInAThread:
+    """A sync iterator as an async one, each item pulled in a worker thread.
+
+    The worker thread is outside obstore's runtime (a sync obstore call there works)
+    and the event loop does not wait on the iterator's reads. `close` closes the
+    iterator now, or right after the pull in progress when one is running.
+    """
+
+    def __init__(self, body: Iterator[Any]) -> None:
+        self._body = body
+        self._closed = False
+
+    def _step(self) -> Any:
+        chunk = next(self._body, _END)
+        if self._closed:
+            _close_body(self._body)
+        return chunk
+
+    async def chunks(self) -> AsyncIterator[Any]:
+        loop = asyncio.get_running_loop()
+        try:
+            while not self._closed:
+                chunk = await loop.run_in_executor(None, self._step)
+                if chunk is _END:
+                    return
+                yield chunk
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._closed = True
+        _close_body(self._body)
+
+
+def _is_panic(exc: BaseException) -> bool:
+    # pyo3's PanicException derives from BaseException and cannot be imported by name.
+    kind = type(exc)
+    return kind.__name__ == "PanicException" and kind.__module__ == "pyo3_runtime"
+
+
+class _BodyAborted(Exception):
+    """Raised inside obstore's `put` to make it abort: the caller's body failed."""
+
+
+class _Channel:
+    """Hands chunks from the calling thread to obstore's `put` in a helper thread.
+
+    At most one chunk waits in the channel (bounded memory). `send` returns `False`
+    once the upload has stopped taking chunks (it failed); the caller stops reading.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._items: deque[Any] = deque()
+        self._finished = False
+        self._failed = False
+        self._closed = False
+
+    def send(self, item: Any) -> bool:
+        with self._lock:
+            while self._items and not self._closed:
+                self._lock.wait()
+            if self._closed:
+                return False
+            self._items.append(item)
+            self._lock.notify_all()
+            return True
+
+    def finish(self, *, failed: bool = False) -> None:
+        with self._lock:
+            self._finished = True
+            self._failed = failed
+            if failed:
+                self._items.clear()
+            self._lock.notify_all()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._items.clear()
+            self._lock.notify_all()
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            with self._lock:
+                while not self._items and not self._finished:
+                    self._lock.wait()
+                if self._failed:
+                    raise _BodyAborted
+                if not self._items:
+                    return
+                item = self._items.popleft()
+                self._lock.notify_all()
+            yield item
 
 
 def _as_bytes(chunk: Any) -> bytes:
