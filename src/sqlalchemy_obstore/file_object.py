@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import time
 import weakref
+from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -26,6 +27,7 @@ from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, SupportsIndex, TypeGuard, TypeVar, overload
 
+from sqlalchemy import event, inspect
 from sqlalchemy.ext.mutable import Mutable, MutableList
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -905,6 +907,74 @@ class FileObject(Mutable):
             f"not {type(value).__name__}."
         )
 
+    @classmethod
+    def _listen_on_attribute(cls, attribute: Any, coerce: bool, parent_cls: Any) -> None:
+        """Wire in-place change tracking for one mapped attribute (SQLAlchemy's hook).
+
+        Does what `Mutable` does (coerce values, remember the row that holds each file
+        so `changed()` can flag it), with a load listener made for the hot path: a
+        file just built from a row is bound to that row in two dictionary stores, with
+        no coercion call and no parents view. Everything else behaves as in `Mutable`.
+        """
+        key = attribute.key
+        if parent_cls is not attribute.class_:
+            return
+        parent_cls = attribute.class_
+        listen_keys = cls._get_listen_keys(attribute)
+        ref = weakref.ref
+
+        def load(state: Any, *args: Any) -> None:
+            value = state.dict.get(key)
+            if value is None:
+                return
+            if value.__class__ is not FileObject:
+                value = cls.coerce(key, value) if coerce else value
+                if coerce:
+                    state.dict[key] = value
+            d = value.__dict__
+            first = d.get("_parent")
+            if first is None or first() is None:
+                d["_parent"] = ref(state)
+                d["_parent_key"] = key
+            else:
+                value._parents[state] = key
+
+        def load_attrs(state: Any, context: Any, attrs: Any) -> None:
+            if not attrs or listen_keys.intersection(attrs):
+                load(state)
+
+        def set_(target: Any, value: Any, oldvalue: Any, initiator: Any) -> Any:
+            if value is oldvalue:
+                return value
+            if not isinstance(value, cls):
+                value = cls.coerce(key, value)
+            if value is not None:
+                value._parents[target] = key
+            if isinstance(oldvalue, cls):
+                oldvalue._parents.pop(inspect(target), None)
+            return value
+
+        def pickle(state: Any, state_dict: dict[str, Any]) -> None:
+            value = state.dict.get(key)
+            if value is not None:
+                state_dict.setdefault("ext.mutable.values", defaultdict(list))[key].append(value)
+
+        def unpickle(state: Any, state_dict: dict[str, Any]) -> None:
+            values = state_dict.get("ext.mutable.values")
+            if values is None:
+                return
+            for value in values if isinstance(values, list) else values[key]:
+                value._parents[state] = key
+
+        listen = event.listen
+        listen(parent_cls, "_sa_event_merge_wo_load", load, raw=True, propagate=True)
+        listen(parent_cls, "load", load, raw=True, propagate=True)
+        listen(parent_cls, "refresh", load_attrs, raw=True, propagate=True)
+        listen(parent_cls, "refresh_flush", load_attrs, raw=True, propagate=True)
+        listen(attribute, "set", set_, raw=True, retval=True, propagate=True)
+        listen(parent_cls, "pickle", pickle, raw=True, propagate=True)
+        listen(parent_cls, "unpickle", unpickle, raw=True, propagate=True)
+
     # -- helpers ------------------------------------------------------------------------------
     def _backend(self) -> Backend:
         if self.backend is None:
@@ -1706,6 +1776,19 @@ def _hash(algorithm: str, data: bytes | bytearray) -> str:
     return digest
 
 
+_LOADED_INTERNALS: dict[str, Any] = {
+    "_ready": True,
+    "_content": None,
+    "_registry": None,
+    "_sign_cache": _NOTHING,
+    "_containers": _NOTHING,
+    "_extra": _NOTHING,
+    "_renditions": _NOTHING,
+    "_metadata": None,
+}
+"""Internals of a file loaded from a row (shared empties are replaced on first write)."""
+
+
 def _trusted_shape(
     data: Mapping[str, Any], default_backend: str | None, registry: BackendRegistry | None
 ) -> FileObject | None:
@@ -1747,15 +1830,10 @@ def _trusted_shape(
         if modified.tzinfo is None:
             modified = modified.replace(tzinfo=timezone.utc)
     file: FileObject = FileObject.__new__(FileObject)
-    d = file.__dict__  # (item by item: faster than assigning a new __dict__)
-    d["_ready"] = True
-    d["_content"] = None
-    d["_registry"] = registry
-    d["_sign_cache"] = _NOTHING
-    d["_containers"] = _NOTHING
-    d["_extra"] = _NOTHING
-    d["_renditions"] = _NOTHING
-    d["_metadata"] = None
+    d = file.__dict__  # (filled in place: faster than assigning a new __dict__)
+    d.update(_LOADED_INTERNALS)  # one C call for the internals every loaded file shares
+    if registry is not None:
+        d["_registry"] = registry
     d["backend"] = backend
     d["path"] = data["path"]
     d["filename"] = filename
