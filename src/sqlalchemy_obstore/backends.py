@@ -1387,6 +1387,21 @@ class ObstoreBackend(Backend):
             raise
         return signed if isinstance(signed, str) else list(signed)
 
+    def _sign_get(self, path: str, lifetime: timedelta) -> str:
+        """`sign(path)` for a lifetime `check_expiry` returned: a file's download URL.
+
+        The per-file hot path of `FileObject.sign`; the same work as `sign`, without
+        validating the lifetime again.
+        """
+        if not self._native_signing:
+            return self.sign(path, expires_in=lifetime)
+        try:
+            return obs.sign(cast("SignCapableStore", self.store), "GET", path, lifetime)
+        except BaseException as exc:
+            if (error := self._translate(exc, "sign", path)) is not None:
+                raise error from exc
+            raise
+
     @overload
     async def sign_async(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]
         self, paths: str, *, method: HttpMethod = ..., expires_in: int | float | timedelta = ...

@@ -44,6 +44,7 @@ from .backends import (
     DEFAULT_MAX_CONCURRENCY,
     Backend,
     HttpMethod,
+    ObstoreBackend,
     SignedURL,
     WriteResult,
 )
@@ -1586,10 +1587,7 @@ class FileObject(Mutable):
             d = self.__dict__
             if d["_sign_cache"] is _NOTHING:
                 d["_sign_cache"] = {}
-            d["_sign_cache"][expires_in] = (
-                url,
-                time.time() + lifetime.total_seconds() / 2,
-            )
+            d["_sign_cache"][expires_in] = (url, time.time() + lifetime.total_seconds() / 2)
 
     def sign(self, *, expires_in: int | timedelta = 3600, for_upload: bool = False) -> str:
         """Return a signed URL for downloading (GET) or, with `for_upload`, uploading (PUT).
@@ -1613,10 +1611,24 @@ class FileObject(Mutable):
         kind = expires_in.__class__
         if (kind is int or kind is timedelta) and not for_upload:
             # The URL cache first (inlined: this is the hot path of cached signing).
-            entry = self.__dict__["_sign_cache"].get(expires_in)
+            d = self.__dict__
+            entry = d["_sign_cache"].get(expires_in)
             if entry is not None and time.time() < entry[1]:
                 cached: str = entry[0]
                 return cached
+            # A stored file on a plain ObstoreBackend (inlined: signing fresh files).
+            path = d["path"]
+            name = d["backend"]
+            if path is not None and name is not None:
+                backend = (d["_registry"] or storages).get_backend(name)
+                if backend.__class__ is ObstoreBackend:
+                    lifetime = backend.check_expiry(expires_in)
+                    url = backend._sign_get(path, lifetime)
+                    cache = d["_sign_cache"]
+                    if cache is _NOTHING:
+                        cache = d["_sign_cache"] = {}
+                    cache[expires_in] = (url, time.time() + lifetime.total_seconds() / 2)
+                    return url
         backend, path = self._sign_target(for_upload)
         lifetime = backend.check_expiry(expires_in)
         method: HttpMethod = "PUT" if for_upload else "GET"
