@@ -987,6 +987,26 @@ class ObstoreBackend(Backend):
             raise
         return WriteResult(result.get("e_tag"), result.get("version"))
 
+    def _put_new(
+        self,
+        path: str,
+        data: bytes | bytearray,
+        attributes: Mapping[str, str] | None,
+        use_multipart: bool | None,
+    ) -> WriteResult:
+        """`put(path, data, attributes=..., create_only=True)` for a buffer of one part.
+
+        The hot path of `FileObject.save`. A create-only PUT is a single request (obstore
+        ignores multipart settings in create mode), so part size and concurrency play
+        no part and are not converted.
+        """
+        options: dict[str, Any] = {"mode": "create"}
+        if attributes and self._keeps_attributes:
+            options["attributes"] = attributes if type(attributes) is dict else dict(attributes)
+        if use_multipart is not None:
+            options["use_multipart"] = use_multipart
+        return self._put_now(path, data, options)
+
     def _put_iterator(
         self, path: str, body: Iterator[Any], options: dict[str, Any], chunk_size: int
     ) -> WriteResult:

@@ -1069,7 +1069,13 @@ class FileObject(Mutable):
         d["_content"] = None
         d["_renditions"] = _NOTHING
         d["_sign_cache"] = _NOTHING
-        self.changed()
+        if (
+            self.__class__ is not FileObject
+            or d.get("_parent") is not None
+            or d.get("_more_parents")
+            or d["_containers"]
+        ):
+            self.changed()  # (a file no row or list holds has nobody to tell)
 
     def _begin_upload(self, options: SaveOptions) -> _PendingUpload | None:
         content = self.__dict__["_content"]
@@ -1308,7 +1314,15 @@ class FileObject(Mutable):
         plan = self._plan_buffer(options)
         if plan is not None:
             backend, path, arguments = plan
-            result = backend.put(path, self.__dict__["_content"], **arguments)
+            if backend.__class__ is ObstoreBackend:  # (the same put, fewer layers)
+                result = backend._put_new(
+                    path,
+                    self.__dict__["_content"],
+                    arguments["attributes"],
+                    arguments["use_multipart"],
+                )
+            else:
+                result = backend.put(path, self.__dict__["_content"], **arguments)
             self._finish_buffer(backend, path, result)
             return self
         upload = self._begin_upload(options)
