@@ -189,6 +189,34 @@ class StoredObject(TypeDecorator[Any]):
                 "column to NULL."
             ) from exc
 
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        """The driver value → `FileObject` conversion, one function per row value.
+
+        `TypeDecorator`'s own processor calls the JSON type's processor, then
+        `process_result_value`, then the loader. For a single-file column whose
+        `process_result_value` is not overridden, the usual column shape goes straight
+        to the fast constructor here; everything else takes `process_result_value`.
+        """
+        if self.multiple or type(self).process_result_value is not (
+            StoredObject.process_result_value
+        ):
+            return super().result_processor(dialect, coltype)
+        decode = self.impl_instance.result_processor(dialect, coltype)
+        backend = self.backend
+        registry = self.registry
+        slow = self.process_result_value
+
+        def process(value: Any) -> Any:
+            if decode is not None:
+                value = decode(value)
+            if value.__class__ is dict and (path := value.get("path")).__class__ is str and path:
+                file = _trusted_shape(value, backend, registry)
+                if file is not None:
+                    return file
+            return slow(value, dialect)
+
+        return process
+
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
             return None
