@@ -12,12 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -33,10 +28,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from sqlalchemy_obstore import FileObject, ObstoreBackend, storages
-from sqlalchemy_obstore.backends import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CONCURRENCY
 from sqlalchemy_obstore.tickets import UploadTickets
 from sqlalchemy_obstore.uploads import error_status, file_from_stream, file_from_upload
 from tests.integration import web_apps
+from tests.integration.uvicorn_probe import MAX_GROWTH, pattern_chunks, peak_rss, uvicorn_server
 from tests.integration.web_apps import BACKEND, SCAN_LIMIT, SECRET, Document, Scan, Store
 
 with warnings.catch_warnings():
@@ -323,97 +318,21 @@ def test_error_status_maps_refusals() -> None:
 
 # -- a real server, a large upload, bounded memory ------------------------------------------------
 UPLOAD_SIZE = 256 * 1024 * 1024
-# obstore keeps up to `max_concurrency` parts of `chunk_size` in flight while it uploads
-# (more when the request arrives faster than the store writes); on top of that come the
-# server's and framework's buffers. The bound does not depend on the upload's size.
-MAX_GROWTH = DEFAULT_CHUNK_SIZE * (DEFAULT_MAX_CONCURRENCY + 1) + 32 * 1024 * 1024
 assert MAX_GROWTH < UPLOAD_SIZE // 2
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _peak_rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc/<pid>/status")
 
 
 @pytest.fixture(params=["litestar", "starlette"])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, int, Path]]:
     """uvicorn serving one app on 127.0.0.1; yields (base URL, pid, store directory)."""
-    if not Path("/proc/self/status").exists():
-        pytest.skip("peak RSS is read from /proc (Linux)")
     store = tmp_path / "store"
     store.mkdir()
-    port = _free_port()
-    log = tmp_path / "uvicorn.log"
     env = {
-        **os.environ,
         "W2_STORE_DIR": str(store),
         "W2_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'server.sqlite'}",
-        "PYTHONPATH": str(ROOT),
     }
-    with log.open("wb") as output:  # the child keeps its own descriptor
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                f"tests.integration.web_apps:uvicorn_{request.param}",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                output = log.read_text(errors="replace")[-3000:]
-                pytest.fail(f"uvicorn exited with {process.returncode}:\n{output}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("uvicorn did not start listening within 60 s")
-                time.sleep(0.1)
-        yield base, process.pid, store
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def _pattern_chunks(total: int, digest: Any, chunk: int = 1024 * 1024) -> Iterator[bytes]:
-    block = hashlib.sha256(b"seed").digest() * (chunk // 32)
-    sent = 0
-    counter = 0
-    while sent < total:
-        piece = counter.to_bytes(8, "big") + block[8 : min(chunk, total - sent)]
-        piece = piece[: min(chunk, total - sent)]
-        digest.update(piece)
-        sent += len(piece)
-        counter += 1
-        yield piece
+    factory = f"tests.integration.web_apps:uvicorn_{request.param}"
+    with uvicorn_server(factory, env, tmp_path / "uvicorn.log") as (base, pid):
+        yield base, pid, store
 
 
 def _multipart(total: int, digest: Any, boundary: str) -> Iterator[bytes]:
@@ -422,7 +341,7 @@ def _multipart(total: int, digest: Any, boundary: str) -> Iterator[bytes]:
         'Content-Disposition: form-data; name="file"; filename="huge.bin"\r\n'
         "Content-Type: application/octet-stream\r\n\r\n"
     ).encode()
-    yield from _pattern_chunks(total, digest)
+    yield from pattern_chunks(total, digest)
     yield f"\r\n--{boundary}--\r\n".encode()
 
 
@@ -446,7 +365,7 @@ def test_large_upload_through_uvicorn_keeps_memory_bounded(
         assert warm.status_code == 201, warm.text
         warm = http.put("/raw/documents/warm.txt", content=b"warm up")
         assert warm.status_code == 201, warm.text
-        before = _peak_rss(pid)
+        before = peak_rss(pid)
         digest = hashlib.sha256()
         if body == "multipart":
             boundary = uuid.uuid4().hex
@@ -458,10 +377,10 @@ def test_large_upload_through_uvicorn_keeps_memory_bounded(
         else:
             response = http.put(
                 "/raw/documents/huge.bin",
-                content=_pattern_chunks(UPLOAD_SIZE, digest),
+                content=pattern_chunks(UPLOAD_SIZE, digest),
                 headers={"content-type": "application/octet-stream"},
             )
-        after = _peak_rss(pid)
+        after = peak_rss(pid)
     assert response.status_code == 201, response.text
     file = response.json()["file"]
     assert file["size"] == UPLOAD_SIZE
