@@ -25,8 +25,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, SupportsIndex, TypeGuard, TypeVar, overload
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, SupportsIndex, TypeGuard, TypeVar, overload
 
+import msgspec
 from sqlalchemy import event, inspect
 from sqlalchemy.ext.mutable import Mutable, MutableList
 from sqlalchemy.orm.attributes import flag_modified
@@ -1869,6 +1870,65 @@ def _trusted_shape(
     d["version"] = version
     d["checksum"] = checksum
     d["last_modified"] = modified
+    return file
+
+
+class _ColumnRow(msgspec.Struct, forbid_unknown_fields=True):
+    """The usual column shape, as msgspec decodes and type-checks it (in C, from the text).
+
+    Any other shape (unknown fields, renditions, other types) fails to decode into it;
+    the caller then takes the general, fully validating path, which keeps unknown fields.
+    """
+
+    path: Annotated[str, msgspec.Meta(min_length=1)]
+    content_type: Annotated[str, msgspec.Meta(min_length=1)]
+    v: int = COLUMN_FORMAT_VERSION
+    backend: str | None = None
+    filename: str | None = None
+    size: int | None = None
+    etag: str | None = None
+    version: str | None = None
+    checksum: str | None = None
+    last_modified: datetime | None = None
+    metadata: dict[str, str] = {}
+
+
+_decode_row = msgspec.json.Decoder(_ColumnRow).decode
+
+
+def _file_from_json(
+    text: str | bytes, default_backend: str | None, registry: BackendRegistry | None
+) -> FileObject | None:
+    """The fast constructor for column text in the usual shape, else `None`.
+
+    Decoding the driver's text straight into `_ColumnRow` type-checks every field and
+    parses the timestamp in one C call, and costs less than `json.loads` alone; the
+    file is then filled in directly, as `_trusted_shape` does for a decoded `dict`.
+    """
+    try:
+        row = _decode_row(text)
+    except msgspec.DecodeError:  # (ValidationError is a DecodeError)
+        return None
+    file: FileObject = FileObject.__new__(FileObject)
+    d = file.__dict__
+    d.update(_LOADED_INTERNALS)
+    if registry is not None:
+        d["_registry"] = registry
+    path = row.path
+    d["backend"] = row.backend or default_backend
+    d["path"] = path
+    d["filename"] = row.filename or path.rsplit("/", 1)[-1]
+    d["content_type"] = row.content_type
+    d["size"] = row.size
+    d["etag"] = row.etag
+    d["version"] = row.version
+    d["checksum"] = row.checksum
+    modified = row.last_modified
+    if modified is not None and modified.tzinfo is None:
+        modified = modified.replace(tzinfo=timezone.utc)
+    d["last_modified"] = modified
+    if row.metadata:
+        d["_metadata"] = _Metadata(file, row.metadata)
     return file
 
 

@@ -9,17 +9,25 @@ changes mark the row dirty without `flag_modified`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import JSON, event, inspect
+import msgspec
+from sqlalchemy import JSON, Text, cast, event, inspect, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapper
 from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.types import TypeDecorator
 
 from .errors import ConfigurationError, InvalidFileObjectError
-from .file_object import FileObject, FileObjectList, SaveOptions, _trusted_shape
+from .file_object import (
+    FileObject,
+    FileObjectList,
+    SaveOptions,
+    _file_from_json,
+    _trusted_shape,
+)
 from .keys import KeyFunction
 from .registry import BackendRegistry
 from .validation import UploadPolicy
@@ -120,6 +128,22 @@ class StoredObject(TypeDecorator[Any]):
             return dialect.type_descriptor(JSONB(none_as_null=True))
         return dialect.type_descriptor(JSON(none_as_null=True))
 
+    def column_expression(self, column: Any) -> Any:
+        """Read JSONB as text on PostgreSQL, so the fast decoder gets the column's text.
+
+        PostgreSQL drivers otherwise decode JSONB themselves with `json.loads` (asyncpg
+        through a Python codec per value); `CAST(... AS TEXT)` in the SELECT list hands
+        over the text instead, which the result processor decodes several times faster.
+        Elsewhere the column is selected as it is.
+        """
+        if isinstance(self.impl_instance, JSONB) and self._reads_text():
+            return type_coerce(cast(column, Text()), self)
+        return column
+
+    def _reads_text(self) -> bool:
+        """Whether the result processor decodes column text itself (no subclass hook)."""
+        return type(self).process_result_value is StoredObject.process_result_value
+
     def coerce_compared_value(self, op: Any, value: Any) -> Any:
         return self.impl_instance.coerce_compared_value(op, value)
 
@@ -193,29 +217,57 @@ class StoredObject(TypeDecorator[Any]):
         """The driver value → `FileObject` conversion, one function per row value.
 
         `TypeDecorator`'s own processor calls the JSON type's processor, then
-        `process_result_value`, then the loader. For a single-file column whose
-        `process_result_value` is not overridden, the usual column shape goes straight
-        to the fast constructor here; everything else takes `process_result_value`.
+        `process_result_value`, then the loader. Unless a subclass overrides
+        `process_result_value`, this decodes the column's text itself with msgspec
+        (several times faster than `json.loads`, whatever `json_deserializer` the engine
+        has), and the usual single-file shape goes straight from the text to the fast
+        constructor; everything else takes `process_result_value`.
         """
-        if self.multiple or type(self).process_result_value is not (
-            StoredObject.process_result_value
-        ):
+        if not self._reads_text():
             return super().result_processor(dialect, coltype)
-        decode = self.impl_instance.result_processor(dialect, coltype)
         backend = self.backend
         registry = self.registry
         slow = self.process_result_value
+        decode_json = self._decode_json
+
+        if self.multiple:
+
+            def process_list(value: Any) -> Any:
+                if value.__class__ is str or value.__class__ is bytes:
+                    value = decode_json(value)
+                return slow(value, dialect)
+
+            return process_list
 
         def process(value: Any) -> Any:
-            if decode is not None:
-                value = decode(value)
-            if value.__class__ is dict and (path := value.get("path")).__class__ is str and path:
+            if value is None:
+                return None
+            if value.__class__ is str or value.__class__ is bytes:
+                file = _file_from_json(value, backend, registry)
+                if file is not None:
+                    return file
+                value = decode_json(value)
+            elif value.__class__ is dict and (path := value.get("path")).__class__ is str and path:
                 file = _trusted_shape(value, backend, registry)
                 if file is not None:
                     return file
             return slow(value, dialect)
 
         return process
+
+    def _decode_json(self, text: str | bytes) -> Any:
+        """Column text → Python, for the shapes the fast constructor does not take."""
+        try:
+            return msgspec.json.decode(text)
+        except msgspec.DecodeError:
+            pass
+        try:  # (what msgspec refuses but Python's json reads: NaN, huge numbers)
+            return json.loads(text)
+        except ValueError as exc:
+            raise InvalidFileObjectError(
+                f"Malformed value in {self._column_label()}: not JSON ({exc}). Fix the row, "
+                "or set the column to NULL."
+            ) from exc
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
         if value is None:

@@ -576,6 +576,122 @@ async def test_malformed_column_json(db: Db, column: str, value: str, detail: st
     assert isinstance(info.value, ValueError)
 
 
+@pytest.fixture(params=["sqlite", "sqlite-async"])
+def sqlite_under_test(request: pytest.FixtureRequest) -> Db:
+    return Db(request.param, request.getfixturevalue(ENGINES[request.param]))
+
+
+@pytest.fixture
+async def sqlite_db(sqlite_under_test: Db, memory_backend: ObstoreBackend) -> Db:
+    """SQLite only: its JSON column holds any text (PostgreSQL's JSONB refuses non-JSON)."""
+    await sqlite_under_test.reset()
+    return sqlite_under_test
+
+
+async def test_column_text_that_is_not_json(sqlite_db: Db) -> None:
+    db = sqlite_db
+    await db.insert_raw(1, "file", '{"path": "k", "size": ')
+
+    def read(session: Session) -> None:
+        session.get(Document, 1)
+
+    with pytest.raises(InvalidFileObjectError, match=f"{TABLE}.file: not JSON"):
+        await db.run(read)
+
+
+@pytest.mark.parametrize(
+    ("stored", "check"),
+    [
+        (  # the usual shape, written by to_dict()
+            '{"v": 1, "backend": "memory", "path": "k/a.txt", "filename": "a.txt", '
+            '"content_type": "text/plain", "size": 3, "etag": "e", "version": null, '
+            '"checksum": "sha256:00", "last_modified": "2024-05-06T07:08:09.123456+00:00", '
+            '"metadata": {}}',
+            {"size": 3, "last_modified": "2024-05-06T07:08:09.123456+00:00"},
+        ),
+        (  # a timestamp without a zone is UTC; "Z" is read on every Python
+            '{"path": "k/b.txt", "content_type": "text/plain", "last_modified": '
+            '"2024-05-06T07:08:09"}',
+            {"filename": "b.txt", "backend": "memory", "last_modified": "2024-05-06T07:08:09+00:00"},
+        ),
+        (
+            '{"path": "k/c.txt", "content_type": "text/plain", "last_modified": '
+            '"2024-05-06T07:08:09Z"}',
+            {"last_modified": "2024-05-06T07:08:09+00:00"},
+        ),
+        (  # metadata takes the fast path too, and stays tracked
+            '{"path": "k/d.txt", "content_type": "text/plain", "metadata": {"a": "1"}}',
+            {"metadata": {"a": "1"}},
+        ),
+        (  # no content type: guessed from the name (the general path)
+            '{"path": "k/e.json"}',
+            {"content_type": "application/json"},
+        ),
+        (  # a wrong type: the general path names the field
+            '{"path": "k/f.txt", "content_type": "text/plain", "size": 1.5}',
+            {"error": "size"},
+        ),
+    ],
+)
+async def test_stored_text_is_read_like_the_driver_decoded_value(
+    db: Db, stored: str, check: dict[str, Any]
+) -> None:
+    """The ORM path (column text, fast decoder) and a driver-decoded value agree."""
+    await db.insert_raw(1, "file", stored)
+    plain = Document.__table__.c.file.type
+
+    def orm(session: Session) -> dict[str, Any]:
+        doc = session.get(Document, 1)
+        assert doc is not None and doc.file is not None
+        return doc.file.to_dict()
+
+    def untyped(session: Session) -> dict[str, Any]:
+        # text() with a StoredObject result column: PostgreSQL drivers decode JSONB
+        # themselves here (no CAST), SQLite gives the text.
+        statement = text(f"SELECT file FROM {TABLE} WHERE id = 1").columns(file=plain)
+        file = session.execute(statement).scalar_one()
+        assert isinstance(file, FileObject)
+        return file.to_dict()
+
+    if "error" in check:
+        for read in (orm, untyped):
+            with pytest.raises(InvalidFileObjectError, match=check["error"]):
+                await db.run(read)
+        return
+    via_orm = await db.run(orm)
+    assert via_orm == await db.run(untyped)
+    for key, expected in check.items():
+        assert via_orm[key] == expected, key
+
+
+def test_postgresql_selects_the_column_as_text() -> None:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    pg = str(select(Document).compile(dialect=postgresql.dialect()))
+    assert f"CAST({TABLE}.file AS TEXT) AS file" in pg
+    assert f"CAST({TABLE}.files AS TEXT) AS files" in pg
+    assert "CAST" not in str(select(Document).compile(dialect=sqlite.dialect()))
+    # the WHERE clause still sees JSONB
+    where = select(Document.id).where(Document.file["path"].as_string() == "k")
+    assert "CAST" not in str(where.compile(dialect=postgresql.dialect()))
+
+
+async def test_metadata_read_from_text_is_tracked(db: Db) -> None:
+    await db.insert_raw(
+        1, "file", '{"path": "k/d.txt", "content_type": "text/plain", "metadata": {"a": "1"}}'
+    )
+
+    def change(session: Session) -> None:
+        doc = session.get(Document, 1)
+        assert doc is not None and doc.file is not None
+        doc.file.metadata["b"] = "2"
+        assert doc in session.dirty
+        session.commit()
+
+    await db.run(change)
+    assert (await db.raw_json(1, "file"))["metadata"] == {"a": "1", "b": "2"}
+
+
 async def test_malformed_row_does_not_break_other_rows(db: Db) -> None:
     await seed(db, file=pending("good.txt"))
     await db.insert_raw(2, "file", '{"no": "path"}')
