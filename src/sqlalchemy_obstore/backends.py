@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
@@ -31,7 +30,16 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, cast, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Literal,
+    NamedTuple,
+    Protocol,
+    TypeAlias,
+    cast,
+    overload,
+)
 from urllib.parse import quote, urlsplit
 
 import obstore as obs
@@ -136,9 +144,8 @@ class ObjectInfo:
         return {k: v for k, v in self.attributes.items() if k not in _ATTRIBUTE_KEYS}
 
 
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    """The outcome of a successful put.
+class WriteResult(NamedTuple):
+    """The outcome of a successful put (immutable; a named tuple, cheap to build per put).
 
     Attributes:
         etag: The entity tag the store assigned, if any.
@@ -1415,11 +1422,11 @@ class ObstoreBackend(Backend):
         return signed if isinstance(signed, str) else list(signed)
 
     def _sign_get(self, path: str, expires_in: int | timedelta) -> tuple[str, float]:
-        """A file's download URL, and the time (`time.time()`) until which to reuse it.
+        """A file's download URL, and half its lifetime in seconds.
 
-        The per-file hot path of `FileObject.sign` and its URL cache: the same work as
-        `sign(path, expires_in=...)`, with the lifetime checked once per backend, and
-        the URL handed out again only while more than half of its lifetime remains.
+        The per-file hot path of `FileObject.sign`: the same work as
+        `sign(path, expires_in=...)`, with the lifetime checked once per backend. The
+        file's URL cache hands the URL out again only during that first half.
 
         Raises:
             InvalidExpiryError: If the lifetime is not positive or exceeds the limit.
@@ -1435,7 +1442,7 @@ class ObstoreBackend(Backend):
                 if (error := self._translate(exc, "sign", path)) is not None:
                     raise error from exc
                 raise
-        return url, time.time() + half
+        return url, half
 
     @overload
     async def sign_async(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]

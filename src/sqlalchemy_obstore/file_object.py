@@ -1004,8 +1004,8 @@ class FileObject(Mutable):
         return self._backend(), self.path
 
     # -- saving ---------------------------------------------------------------------------------
-    def _plan_buffer(self, options: SaveOptions) -> tuple[Backend, str, dict[str, Any]] | None:
-        """`(backend, path, put arguments)` when the upload can skip the streaming machinery.
+    def _plan_buffer(self, options: SaveOptions) -> tuple[Backend, str, dict[str, str]] | None:
+        """`(backend, path, attributes)` when the upload can skip the streaming machinery.
 
         That is bytes content that fits in one part, with no policy anywhere (so no
         validator, sniffing or image processing) and no declared size to enforce: the
@@ -1051,17 +1051,7 @@ class FileObject(Mutable):
                 "Content-Type": content_type,
                 "Content-Disposition": content_disposition(filename, content_type),
             }
-        return (
-            backend,
-            path,
-            {
-                "attributes": attributes,
-                "create_only": True,  # a fresh key never exists; refuse to overwrite anyway
-                "use_multipart": options.use_multipart,
-                "chunk_size": options.chunk_size,
-                "max_concurrency": options.max_concurrency,
-            },
-        )
+        return backend, path, attributes
 
     def _finish_buffer(self, backend: Backend, path: str, result: WriteResult) -> None:
         """Record a finished `_plan_buffer` upload (what `_finish_upload` does, directly)."""
@@ -1323,16 +1313,12 @@ class FileObject(Mutable):
         )
         plan = self._plan_buffer(options)
         if plan is not None:
-            backend, path, arguments = plan
+            backend, path, attributes = plan
+            content = self.__dict__["_content"]
             if backend.__class__ is ObstoreBackend:  # (the same put, fewer layers)
-                result = backend._put_new(
-                    path,
-                    self.__dict__["_content"],
-                    arguments["attributes"],
-                    arguments["use_multipart"],
-                )
+                result = backend._put_new(path, content, attributes, options.use_multipart)
             else:
-                result = backend.put(path, self.__dict__["_content"], **arguments)
+                result = backend.put(path, content, **_buffer_put_arguments(attributes, options))
             self._finish_buffer(backend, path, result)
             return self
         upload = self._begin_upload(options)
@@ -1376,8 +1362,10 @@ class FileObject(Mutable):
         )
         plan = self._plan_buffer(options)
         if plan is not None:
-            backend, path, arguments = plan
-            result = await backend.put_async(path, self.__dict__["_content"], **arguments)
+            backend, path, attributes = plan
+            result = await backend.put_async(
+                path, self.__dict__["_content"], **_buffer_put_arguments(attributes, options)
+            )
             self._finish_buffer(backend, path, result)
             return self
         upload = self._begin_upload(options)
@@ -1647,13 +1635,14 @@ class FileObject(Mutable):
                 registry = d["_registry"] or storages
                 backend = registry._backends.get(name) or registry.get_backend(name)
                 if backend.__class__ is ObstoreBackend:
-                    signed = backend._sign_get(path, expires_in)  # (url, reuse until)
+                    url, half = backend._sign_get(path, expires_in)
+                    entry = (url, time.time() + half)  # reused during the first half
                     cache = d["_sign_cache"]
                     if cache is _NOTHING:
-                        d["_sign_cache"] = {expires_in: signed}
+                        d["_sign_cache"] = {expires_in: entry}
                     else:
-                        cache[expires_in] = signed
-                    return signed[0]
+                        cache[expires_in] = entry
+                    return url
         backend, path = self._sign_target(for_upload)
         lifetime = backend.check_expiry(expires_in)
         method: HttpMethod = "PUT" if for_upload else "GET"
@@ -1796,6 +1785,17 @@ def _save_options(
     ):
         return _DEFAULT_SAVE_OPTIONS
     return SaveOptions(key_prefix, key_function, use_multipart, chunk_size, max_concurrency)
+
+
+def _buffer_put_arguments(attributes: dict[str, str], options: SaveOptions) -> dict[str, Any]:
+    """`Backend.put` keywords for a `_plan_buffer` upload."""
+    return {
+        "attributes": attributes,
+        "create_only": True,  # a fresh key never exists; refuse to overwrite anyway
+        "use_multipart": options.use_multipart,
+        "chunk_size": options.chunk_size,
+        "max_concurrency": options.max_concurrency,
+    }
 
 
 _HASHERS: dict[str, Any] = {}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import unicodedata
 
 import pytest
@@ -285,6 +288,39 @@ def test_two_saves_of_the_same_name_never_collide() -> None:
 
 def test_uuid_key_is_fresh_each_call() -> None:
     assert uuid_key("a.txt") != uuid_key("a.txt")
+
+
+def test_uuid_keys_are_random_uuid4_across_pool_refills() -> None:
+    import uuid
+
+    keys = [uuid_key("a.txt").split("/")[0] for _ in range(1000)]  # several pool draws
+    assert len(set(keys)) == len(keys)
+    for key in keys:
+        parsed = uuid.UUID(key)
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_draws_other_keys_than_its_parent() -> None:
+    # In a fresh interpreter (forking this multi-threaded test process would warn).
+    script = (
+        "import os, sys\n"
+        "from sqlalchemy_obstore.keys import uuid_key\n"
+        "uuid_key('warm-up')  # fills the pool before the fork\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    print('child', uuid_key('a'), flush=True)\n"
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "print('parent', uuid_key('a'), flush=True)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    keys = dict(line.split(" ", 1) for line in out.splitlines())
+    assert set(keys) == {"child", "parent"}
+    assert keys["child"] != keys["parent"]
 
 
 def test_build_key_custom_key_function_gets_the_safe_leaf() -> None:
