@@ -45,7 +45,7 @@ from .errors import (
     UploadTicketError,
     ValidationError,
 )
-from .file_object import FileObject, FileObjectList, SaveOptions
+from .file_object import FileObject, FileObjectList, SaveOptions, sign_files, sign_files_async
 from .gc import (
     BackendGarbage,
     FileColumn,
@@ -148,6 +148,8 @@ __all__ = (
     "migrate",
     "migrate_async",
     "sanitize_filename",
+    "sign_files",
+    "sign_files_async",
     "storages",
     "verify_references",
     "verify_references_async",

@@ -16,6 +16,7 @@ native obstore operation.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 import weakref
@@ -33,6 +34,7 @@ from typing import (
     SupportsIndex,
     TypeGuard,
     TypeVar,
+    cast,
     overload,
 )
 
@@ -81,6 +83,8 @@ __all__ = (
     "FileObjectList",
     "SaveOptions",
     "column_json_schema",
+    "sign_files",
+    "sign_files_async",
 )
 
 COLUMN_FORMAT_VERSION = 1
@@ -1690,6 +1694,113 @@ class FileObject(Mutable):
             headers=dict(backend.upload_headers),
             expires_at=datetime.now(timezone.utc) + lifetime,
         )
+
+
+@dataclass(slots=True)
+class _SigningPlan:
+    """What `sign_files` has to do: cached URLs in place, one batch per backend for the rest.
+
+    The sans-I/O half of `sign_files` / `sign_files_async`: both build this plan, run
+    its batches with the backend's sync or async `sign`, and hand the URLs back to
+    `finish`, which also records them in each file's URL cache.
+    """
+
+    expires_in: int | timedelta
+    urls: list[str | None]
+    batches: dict[int, tuple[Backend, timedelta, list[FileObject], list[int]]]
+
+    @classmethod
+    def of(cls, files: Iterable[FileObject], expires_in: int | timedelta) -> _SigningPlan:
+        files = list(files)
+        plan = cls(expires_in, [None] * len(files), {})
+        for index, file in enumerate(files):
+            if not isinstance(file, FileObject):
+                raise InvalidFileObjectError(
+                    f"sign_files() signs FileObjects, not {type(file).__name__}."
+                )
+            cached = file._cached_url(expires_in)
+            if cached is not None:
+                plan.urls[index] = cached
+                continue
+            backend, _ = file._stored()
+            batch = plan.batches.get(id(backend))
+            if batch is None:
+                if not backend.supports_signing:  # (refused before anything is signed)
+                    raise backend.unsupported("Signing URLs", file.path)
+                batch = plan.batches[id(backend)] = (
+                    backend,
+                    backend.check_expiry(expires_in),
+                    [],
+                    [],
+                )
+            batch[2].append(file)
+            batch[3].append(index)
+        return plan
+
+    def requests(self) -> list[tuple[Backend, list[str], timedelta]]:
+        """`(backend, paths, lifetime)` of each batch to sign, in `finish`'s order."""
+        return [
+            (backend, [cast("str", f.path) for f in files], lifetime)
+            for backend, lifetime, files, _ in self.batches.values()
+        ]
+
+    def finish(self, signed: list[list[str]]) -> list[str]:
+        """Place each batch's URLs, cache them on their files, and return all URLs."""
+        for (_, lifetime, files, indexes), urls in zip(self.batches.values(), signed, strict=True):
+            for file, index, url in zip(files, indexes, urls, strict=True):
+                file._remember_url(self.expires_in, url, lifetime)
+                self.urls[index] = url
+        return cast("list[str]", self.urls)
+
+
+def sign_files(files: Iterable[FileObject], *, expires_in: int | timedelta = 3600) -> list[str]:
+    """Signed download URLs for many stored files, in order: one store call per backend.
+
+    For a page of rows: URLs still in a file's cache are reused, the others are
+    signed in one batch per backend (`Backend.sign` with a list of paths) and cached
+    on their files, exactly as `FileObject.sign()` would.
+
+    Args:
+        files: Stored `FileObject`s, from any rows, columns and backends.
+        expires_in: Lifetime in seconds or as a timedelta (checked per backend).
+
+    Raises:
+        NoContentError: If a file has not been saved.
+        UnsupportedOperationError: If a backend cannot sign (local and memory stores
+            without an attached signer).
+        InvalidExpiryError: If the lifetime is not positive or exceeds a store's limit.
+
+    Example:
+        >>> from sqlalchemy_obstore import FileObject, ObstoreBackend, storages, sign_files
+        >>> from sqlalchemy_obstore.signing import HmacUrlSigner
+        >>> backend = ObstoreBackend("uploads", "memory://")
+        >>> backend.url_signer = HmacUrlSigner("x" * 32, base_url="https://example.com/files")
+        >>> with storages.temporary(backend):
+        ...     files = [FileObject(backend="uploads", path=f"k/{n}.txt") for n in "ab"]
+        ...     [url.split("?")[0] for url in sign_files(files)]
+        ['https://example.com/files/uploads/k/a.txt', 'https://example.com/files/uploads/k/b.txt']
+    """
+    plan = _SigningPlan.of(files, expires_in)
+    return plan.finish(
+        [backend.sign(paths, expires_in=lifetime) for backend, paths, lifetime in plan.requests()]
+    )
+
+
+async def sign_files_async(
+    files: Iterable[FileObject], *, expires_in: int | timedelta = 3600
+) -> list[str]:
+    """Async version of [`sign_files`][sqlalchemy_obstore.file_object.sign_files].
+
+    The batches of different backends are signed concurrently.
+    """
+    plan = _SigningPlan.of(files, expires_in)
+    signed = await asyncio.gather(
+        *(
+            backend.sign_async(paths, expires_in=lifetime)
+            for backend, paths, lifetime in plan.requests()
+        )
+    )
+    return plan.finish(list(signed))
 
 
 def _serialize(value: FileObject) -> dict[str, Any]:
