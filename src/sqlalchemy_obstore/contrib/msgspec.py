@@ -10,7 +10,8 @@ Only saved files can be encoded: a pending file (content not uploaded yet) has n
 `path`, so `enc_hook` refuses it with `InvalidFileObjectError`, as Pydantic
 serialisation does.
 
-msgspec itself is not imported here; install it yourself (`pip install msgspec`).
+msgspec is installed with sqlalchemy-obstore (the column type decodes rows with it);
+this module itself imports nothing from it.
 
 Example:
     >>> import msgspec
