@@ -2,20 +2,22 @@
 
 Every case function takes a `Context` and returns one `Result`. Work per round is `n`
 operations; `ours` and `raw` get fresh keys every round, so no round overwrites or
-re-reads an earlier one.
+re-reads an earlier one. When advanced-alchemy is installed, its file objects (the
+"peer") do the same work in the same rounds, under their own keys.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.metadata
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import obstore
 from obstore.store import LocalStore, MemoryStore, S3Store
@@ -27,8 +29,23 @@ from timing import Pair, measure, measure_async
 
 from sqlalchemy_obstore import FileObject, ObstoreBackend, StoredObject, storages
 
+try:  # the peer: advanced-alchemy's file objects, measured only when it is installed
+    from advanced_alchemy._listeners import _active_file_operations as _aa_uploads
+    from advanced_alchemy.config import AsyncSessionConfig, SQLAlchemyAsyncConfig
+    from advanced_alchemy.types.file_object import FileObject as AAFileObject
+    from advanced_alchemy.types.file_object import StoredObject as AAStoredObject
+    from advanced_alchemy.types.file_object import storages as aa_storages
+    from advanced_alchemy.types.file_object.backends.obstore import (
+        ObstoreBackend as AAObstoreBackend,
+    )
+except ImportError:
+    PEER_VERSION: str | None = None
+else:
+    PEER_VERSION = importlib.metadata.version("advanced-alchemy")
+
 PAYLOAD = b"x" * 1024
 SIGN_EXPIRY = timedelta(hours=1)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class SkipCase(Exception):
@@ -44,6 +61,8 @@ class Result:
     ratio: float  # ours time / raw time: lower is better, 1.0 = same speed
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    peer_rate: float | None = None  # advanced-alchemy, when installed and comparable
+    peer_ratio: float | None = None  # peer time / raw time
 
 
 @dataclass
@@ -54,8 +73,27 @@ class Context:
     s3_kwargs: dict[str, Any] | None = None  # S3Store kwargs of the running moto server
 
 
-def _ops(case: str, pair: Pair, n: int, notes: str = "") -> Result:
-    return Result(case, "ops/s", n / pair.ours, n / pair.raw, pair.ours / pair.raw, notes)
+def _ops(case: str, pair: Pair, n: int, notes: str = "", peer_notes: str = "") -> Result:
+    """An ops/s result; `peer_notes` (how the peer's work differs) only when it was measured."""
+    result = Result(case, "ops/s", n / pair.ours, n / pair.raw, pair.ours / pair.raw, notes)
+    if pair.peer is not None:
+        result.peer_rate, result.peer_ratio = n / pair.peer, pair.peer / pair.raw
+        if peer_notes:
+            result.notes = f"{notes}; aa: {peer_notes}" if notes else f"aa: {peer_notes}"
+    return result
+
+
+def _peer(key: str, store: Any, fn: F) -> F | None:
+    """`fn` with an advanced-alchemy backend `key` on `store`; `None` without advanced-alchemy."""
+    if PEER_VERSION is None:
+        return None
+    aa_storages.register_backend(AAObstoreBackend(key, store))
+    return fn
+
+
+def _aa_file(backend: str, path: str, content: bytes | None = None) -> Any:
+    """An advanced-alchemy FileObject: the caller picks its (unique) path, the name is the path."""
+    return AAFileObject(backend=backend, filename=path, content=content)
 
 
 # --------------------------------------------------------------------------- save N x 1 KiB
@@ -83,6 +121,9 @@ def _backend(key: str, store: Any) -> ObstoreBackend:
     return backend
 
 
+SAVE_PEER_NOTES = "put + HEAD each, key made by the caller, no checksum"
+
+
 def save_cases(ctx: Context) -> Iterator[tuple[str, Callable[[], Result]]]:
     n = ctx.n
     for target, factory, note in _targets(ctx):
@@ -101,7 +142,12 @@ def save_cases(ctx: Context) -> Iterator[tuple[str, Callable[[], Result]]]:
                 for i in range(n):
                     obstore.put(store, f"raw/sync/{r}/{i}", PAYLOAD)
 
-            return _ops(f"save/{target}/sync", measure(ours, raw, ctx.rounds), n, note)
+            def aa(r: int) -> None:
+                for i in range(n):
+                    _aa_file(f"aa-{target}", f"aa/sync/{r}/{i}.bin", PAYLOAD).save()
+
+            pair = measure(ours, raw, ctx.rounds, peer=_peer(f"aa-{target}", store, aa))
+            return _ops(f"save/{target}/sync", pair, n, note, SAVE_PEER_NOTES)
 
         def seq(
             target: str = target, factory: Callable[[], Any] = factory, note: str = note
@@ -118,8 +164,13 @@ def save_cases(ctx: Context) -> Iterator[tuple[str, Callable[[], Result]]]:
                 for i in range(n):
                     await obstore.put_async(store, f"raw/seq/{r}/{i}", PAYLOAD)
 
-            pair = asyncio.run(measure_async(ours, raw, ctx.rounds))
-            return _ops(f"save/{target}/async-seq", pair, n, note)
+            async def aa(r: int) -> None:
+                for i in range(n):
+                    await _aa_file(f"aa-{target}", f"aa/seq/{r}/{i}.bin", PAYLOAD).save_async()
+
+            peer = _peer(f"aa-{target}", store, aa)
+            pair = asyncio.run(measure_async(ours, raw, ctx.rounds, peer))
+            return _ops(f"save/{target}/async-seq", pair, n, note, SAVE_PEER_NOTES)
 
         def conc(
             target: str = target, factory: Callable[[], Any] = factory, note: str = note
@@ -139,8 +190,15 @@ def save_cases(ctx: Context) -> Iterator[tuple[str, Callable[[], Result]]]:
                     *(obstore.put_async(store, f"raw/conc/{r}/{i}", PAYLOAD) for i in range(n))
                 )
 
-            pair = asyncio.run(measure_async(ours, raw, ctx.rounds))
-            return _ops(f"save/{target}/async-gather", pair, n, note)
+            async def aa(r: int) -> None:
+                files = [
+                    _aa_file(f"aa-{target}", f"aa/conc/{r}/{i}.bin", PAYLOAD) for i in range(n)
+                ]
+                await asyncio.gather(*(f.save_async() for f in files))
+
+            peer = _peer(f"aa-{target}", store, aa)
+            pair = asyncio.run(measure_async(ours, raw, ctx.rounds, peer))
+            return _ops(f"save/{target}/async-gather", pair, n, note, SAVE_PEER_NOTES)
 
         yield f"save/{target}/sync", sync
         yield f"save/{target}/async-seq", seq
@@ -165,6 +223,43 @@ class _RawDoc(_Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     # JSONB on PostgreSQL, like StoredObject itself
     file: Mapped[dict[str, Any] | None] = mapped_column(JSON().with_variant(JSONB(), "postgresql"))
+
+
+if PEER_VERSION is not None:
+
+    class _AADoc(_Base):
+        __tablename__ = "bench_aa_docs"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        file: Mapped[AAFileObject | None] = mapped_column(AAStoredObject("aa-orm"))
+
+
+def _aa_sessions(engine: Any) -> Callable[[], Any]:
+    """advanced-alchemy's own session maker: its listener queues files on flush and uploads
+    them (gathered) in a task it starts after the commit."""
+    config = SQLAlchemyAsyncConfig(
+        engine_instance=engine,
+        session_config=AsyncSessionConfig(expire_on_commit=False),
+        enable_touch_updated_timestamp_listener=False,
+    )
+    return config.create_session_maker()
+
+
+async def _aa_uploaded() -> None:
+    """Wait for the upload tasks advanced-alchemy started after a commit (it does not await
+    them, and it only logs their errors: `_check_aa_orm` counts the objects)."""
+    await asyncio.gather(*list(_aa_uploads))
+
+
+def _check_aa_orm(store: Any, expected: int) -> None:
+    stored = sum(len(page) for page in obstore.list(store, "aa/orm/"))
+    if stored != expected:
+        raise RuntimeError(f"advanced-alchemy stored {stored} of {expected} ORM files")
+
+
+ORM_PEER_NOTES = (
+    "uploads (put + HEAD each, gathered) run in a task after the commit, awaited here; "
+    "the row keeps no size/etag"
+)
 
 
 PG_URL = os.environ.get("SQLALCHEMY_OBSTORE_PG", "postgres@127.0.0.1:5432")
@@ -223,6 +318,7 @@ def orm_cases(ctx: Context) -> Iterator[tuple[str, Callable[[], Result]]]:
             await conn.run_sync(base.metadata.drop_all)
             await conn.run_sync(base.metadata.create_all)
         session_factory = async_sessionmaker(engine, expire_on_commit=False)
+        aa_sessions = _aa_sessions(engine) if PEER_VERSION is not None else None
 
         async def ours_insert(r: int) -> None:
             async with session_factory() as session:
@@ -241,11 +337,26 @@ def orm_cases(ctx: Context) -> Iterator[tuple[str, Callable[[], Result]]]:
                 )
                 await session.commit()
 
+        async def aa_insert(r: int) -> None:
+            assert aa_sessions is not None
+            async with aa_sessions() as session:
+                session.add_all(
+                    _AADoc(file=_aa_file("aa-orm", f"aa/orm/{r}/{i}.bin", PAYLOAD))
+                    for i in range(n)
+                )
+                await session.commit()
+            await _aa_uploaded()
+
+        peer_insert = _peer("aa-orm", store, aa_insert)
         if not select_case:
-            pair = await measure_async(ours_insert, raw_insert, ctx.rounds)
+            pair = await measure_async(ours_insert, raw_insert, ctx.rounds, peer_insert)
+            if peer_insert is not None:
+                _check_aa_orm(store, (ctx.rounds + 1) * n)
         else:
             await ours_insert(0)
             await raw_insert(0)
+            if peer_insert is not None:
+                await peer_insert(0)
 
             async def ours_select(r: int) -> None:
                 async with session_factory() as session:
@@ -259,7 +370,15 @@ def orm_cases(ctx: Context) -> Iterator[tuple[str, Callable[[], Result]]]:
                     names = [row.file["filename"] for row in rows]
                     assert len(names) == n
 
-            pair = await measure_async(ours_select, raw_select, ctx.rounds)
+            async def aa_select(r: int) -> None:
+                assert aa_sessions is not None
+                async with aa_sessions() as session:
+                    rows = (await session.scalars(select(_AADoc))).all()
+                    names = [row.file.filename for row in rows]
+                    assert len(names) == n
+
+            peer = aa_select if peer_insert is not None else None
+            pair = await measure_async(ours_select, raw_select, ctx.rounds, peer)
         async with engine.begin() as conn:
             await conn.run_sync(base.metadata.drop_all)
         await engine.dispose()
@@ -271,10 +390,17 @@ def orm_cases(ctx: Context) -> Iterator[tuple[str, Callable[[], Result]]]:
             asyncio.run(run(False)),
             n,
             "memory store; raw = JSON column + gathered put_async",
+            ORM_PEER_NOTES,
         )
 
     def select_() -> Result:
-        return _ops("orm/select+filename", asyncio.run(run(True)), n, "raw = plain JSON column")
+        return _ops(
+            "orm/select+filename",
+            asyncio.run(run(True)),
+            n,
+            "raw = plain JSON column",
+            "StoredObject (JSON) rows",
+        )
 
     def insert_pg() -> Result:
         url = _postgres_url()
@@ -285,6 +411,7 @@ def orm_cases(ctx: Context) -> Iterator[tuple[str, Callable[[], Result]]]:
             asyncio.run(run(False, url)),
             n,
             "PostgreSQL; memory store; raw = JSONB column + gathered put_async",
+            ORM_PEER_NOTES,
         )
 
     def select_pg() -> Result:
@@ -296,6 +423,7 @@ def orm_cases(ctx: Context) -> Iterator[tuple[str, Callable[[], Result]]]:
             asyncio.run(run(True, url)),
             n,
             "PostgreSQL; raw = plain JSONB column",
+            "StoredObject (JSONB) rows",
         )
 
     yield "orm/insert+commit", insert
@@ -328,6 +456,10 @@ def sign_cases(ctx: Context) -> Iterator[tuple[str, Callable[[], Result]]]:
         backend = _backend("bench-sign", store)
         return store, backend, [f"objects/{i:06d}.bin" for i in range(n)]
 
+    def aa_files(paths: list[str]) -> list[Any]:
+        """advanced-alchemy files as loaded from rows (its FileObject is its path)."""
+        return [_aa_file("aa-sign", p) for p in paths]
+
     def single() -> Result:
         store, _, paths = setup()
         # What an application signs: files it has just loaded from rows, each signed
@@ -346,12 +478,18 @@ def sign_cases(ctx: Context) -> Iterator[tuple[str, Callable[[], Result]]]:
             for p in paths:
                 obstore.sign(store, "GET", p, SIGN_EXPIRY)
 
-        return _ops(
-            "sign/single",
-            measure(ours, raw, ctx.rounds, prepare=load),
-            n,
-            "first sign() of files just loaded",
-        )
+        peer_files: list[Any] = []
+
+        def aa_load(r: int) -> None:
+            peer_files[:] = aa_files(paths)
+
+        def aa(r: int) -> None:
+            for f in peer_files:
+                f.sign()
+
+        peer = _peer("aa-sign", store, aa)
+        pair = measure(ours, raw, ctx.rounds, prepare=load, peer=peer, prepare_peer=aa_load)
+        return _ops("sign/single", pair, n, "first sign() of files just loaded")
 
     def single_built() -> Result:
         store, _, paths = setup()
@@ -364,9 +502,13 @@ def sign_cases(ctx: Context) -> Iterator[tuple[str, Callable[[], Result]]]:
             for p in paths:
                 obstore.sign(store, "GET", p, SIGN_EXPIRY)
 
+        def aa(r: int) -> None:
+            for p in paths:
+                _aa_file("aa-sign", p).sign()
+
         return _ops(
             "sign/single+build",
-            measure(ours, raw, ctx.rounds),
+            measure(ours, raw, ctx.rounds, peer=_peer("aa-sign", store, aa)),
             n,
             "FileObject built and signed each time",
         )
@@ -380,7 +522,16 @@ def sign_cases(ctx: Context) -> Iterator[tuple[str, Callable[[], Result]]]:
         def raw(r: int) -> None:
             obstore.sign(store, "GET", paths, SIGN_EXPIRY)
 
-        return _ops("sign/batch", measure(ours, raw, ctx.rounds), n, "Backend.sign(list)")
+        def aa(r: int) -> None:
+            aa_storages.get_backend("aa-sign").sign(paths)
+
+        return _ops(
+            "sign/batch",
+            measure(ours, raw, ctx.rounds, peer=_peer("aa-sign", store, aa)),
+            n,
+            "Backend.sign(list)",
+            "ObstoreBackend.sign(list)",
+        )
 
     def cached() -> Result:
         store, _, paths = setup()
@@ -394,8 +545,18 @@ def sign_cases(ctx: Context) -> Iterator[tuple[str, Callable[[], Result]]]:
             for p in paths:
                 obstore.sign(store, "GET", p, SIGN_EXPIRY)
 
+        peer_files = aa_files(paths)
+
+        def aa(r: int) -> None:
+            for f in peer_files:
+                f.sign()
+
         return _ops(
-            "sign/cached", measure(ours, raw, ctx.rounds), n, "same FileObjects, URL cache hit"
+            "sign/cached",
+            measure(ours, raw, ctx.rounds, peer=_peer("aa-sign", store, aa)),
+            n,
+            "same FileObjects, URL cache hit",
+            "no URL cache, signs every time",
         )
 
     def async_() -> Result:
@@ -409,7 +570,11 @@ def sign_cases(ctx: Context) -> Iterator[tuple[str, Callable[[], Result]]]:
             for p in paths:
                 await obstore.sign_async(store, "GET", p, SIGN_EXPIRY)
 
-        pair = asyncio.run(measure_async(ours, raw, ctx.rounds))
+        async def aa(r: int) -> None:
+            for p in paths:
+                await _aa_file("aa-sign", p).sign_async()
+
+        pair = asyncio.run(measure_async(ours, raw, ctx.rounds, _peer("aa-sign", store, aa)))
         return _ops("sign/async", pair, n, "sequential, fresh FileObject each")
 
     yield "sign/single", single

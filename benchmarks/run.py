@@ -1,5 +1,8 @@
 """Benchmark runner: sqlalchemy-obstore against raw obstore doing the same work.
 
+When advanced-alchemy is installed, its file objects do the same work too (the "aa"
+columns); large-object cases have no peer.
+
     python benchmarks/run.py            # full size (nox -s bench)
     python benchmarks/run.py --quick    # CI size (nox -s bench-quick)
     python benchmarks/run.py --cases sign,orm --rounds 7
@@ -29,7 +32,7 @@ from typing import Any
 
 import obstore
 import sqlalchemy
-from cases import Context, Result, SkipCase, all_cases
+from cases import PEER_VERSION, Context, Result, SkipCase, all_cases
 from obstore.store import LocalStore, S3Store
 
 HERE = Path(__file__).resolve().parent
@@ -183,6 +186,7 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
         "obstore": version("obstore"),
         "sqlalchemy": sqlalchemy.__version__,
         "sqlalchemy_obstore": version("sqlalchemy-obstore"),
+        "advanced_alchemy": PEER_VERSION,
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
         "n": args.n,
@@ -196,20 +200,31 @@ def _rate(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
 
 
+def _peer_cells(r: Result) -> str:
+    """The advanced-alchemy rate and aa/raw time cells ("-" where it was not measured)."""
+    if r.peer_rate is None or r.peer_ratio is None:
+        return "| - | - "
+    return f"| {_rate(r.peer_rate)} | {r.peer_ratio:.2f}x "
+
+
 def markdown(env: dict[str, Any], results: list[Result]) -> str:
+    peer = any(r.peer_rate is not None for r in results)
+    aa = f", advanced-alchemy {env['advanced_alchemy']}" if env["advanced_alchemy"] else ""
     lines = [
         f"Python {env['python']}, obstore {env['obstore']}, SQLAlchemy {env['sqlalchemy']}, "
-        f"sqlalchemy-obstore {env['sqlalchemy_obstore']}, {env['cpus']} CPUs, "
+        f"sqlalchemy-obstore {env['sqlalchemy_obstore']}{aa}, {env['cpus']} CPUs, "
         f"{env['platform']}; n={env['n']}, median of {env['rounds']} rounds after a warm-up; "
         f"{env['date']}{' (quick run)' if env['quick'] else ''}",
         "",
-        "| case | ours | raw obstore | unit | ours/raw time | notes |",
-        "|---|--:|--:|---|--:|---|",
+        "| case | ours | raw obstore | unit | ours/raw time "
+        + ("| advanced-alchemy | aa/raw time " if peer else "")
+        + "| notes |",
+        "|---|--:|--:|---|--:|" + ("--:|--:|" if peer else "") + "---|",
     ]
     for r in results:
         lines.append(
             f"| {r.case} | {_rate(r.ours_rate)} | {_rate(r.raw_rate)} | {r.unit} "
-            f"| {r.ratio:.2f}x | {r.notes} |"
+            f"| {r.ratio:.2f}x {_peer_cells(r) if peer else ''}| {r.notes} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -243,7 +258,10 @@ def main() -> int:
                     except SkipCase as exc:
                         print(f"  {name:<28} skipped: {exc}", file=sys.stderr, flush=True)
                         continue
-                    print(f"  {name:<28} ratio {result.ratio:5.2f}x", file=sys.stderr, flush=True)
+                    aa = "" if result.peer_ratio is None else f"  aa {result.peer_ratio:5.2f}x"
+                    print(
+                        f"  {name:<28} ratio {result.ratio:5.2f}x{aa}", file=sys.stderr, flush=True
+                    )
                     results.append(result)
             if args.sizes:
                 results.extend(large_cases(args, s3, work))
