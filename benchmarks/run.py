@@ -50,7 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="64,256,1024",
         help="comma-separated large-object sizes in MiB ('' or 0 to skip; default 64,256,1024)",
     )
-    p.add_argument("--large-rounds", type=int, default=1, help="fresh processes per impl/size")
+    p.add_argument(
+        "--large-rounds",
+        type=int,
+        default=3,
+        help="fresh processes per impl/size, the median is reported (default 3)",
+    )
     p.add_argument(
         "--large-target",
         choices=["s3", "local"],
@@ -68,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-s3", action="store_true", help="do not start moto; skip S3 cases")
     args = p.parse_args(argv)
     if args.quick:
-        args.n, args.rounds, args.large_sizes = 200, 3, "16"
+        args.n, args.rounds, args.large_sizes, args.large_rounds = 200, 3, "16", 1
     args.sizes = [int(s) for s in args.large_sizes.split(",") if s.strip() and int(s) > 0]
     args.filters = [c.strip() for c in args.cases.split(",") if c.strip()]
     return args
