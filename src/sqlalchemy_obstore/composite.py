@@ -24,6 +24,7 @@ from datetime import timedelta
 from typing import Any
 
 from ._copy import SyncWriter, copy_object, open_sync_writer
+from ._delegating import Call, DelegatingBackend, put_kwargs
 from .backends import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_CONCURRENCY,
@@ -44,22 +45,7 @@ TOMBSTONE_PREFIX = ".overlay-tombstones"
 
 _BUFFERS = (bytes, bytearray, memoryview)
 _READS = frozenset({"GET", "HEAD"})
-
-
-def _put_kwargs(
-    attributes: Mapping[str, str] | None,
-    create_only: bool,
-    use_multipart: bool | None,
-    chunk_size: int,
-    max_concurrency: int,
-) -> dict[str, Any]:
-    return {
-        "attributes": attributes,
-        "create_only": create_only,
-        "use_multipart": use_multipart,
-        "chunk_size": chunk_size,
-        "max_concurrency": max_concurrency,
-    }
+_LOOKUPS: frozenset[Call] = frozenset({"head", "get"})
 
 
 def _paths(paths: str | Sequence[str]) -> list[str]:
@@ -84,15 +70,16 @@ async def _stream(
 
 
 # -- mirror -----------------------------------------------------------------------------------
-class MirrorBackend(Backend):
+class MirrorBackend(DelegatingBackend):
     """Writes to a primary backend and every mirror; reads from the primary.
 
     Puts and copies go to the primary and then to each mirror (concurrently in async
     code); deletes go to all of them; reads, `head`, listing and signing use the
-    primary only. With `strict=True` (the default) a failed mirror write fails the put
-    and removes what was written, so the session lifecycle's guarantees hold for every
-    store: a committed row's object exists in all of them. With `strict=False` a mirror
-    failure is logged and counted in `mirror_failures`, and the put succeeds.
+    primary only (a URL signed for PUT writes to the primary only). With `strict=True`
+    (the default) a failed mirror write fails the put and removes what was written, so
+    the session lifecycle's guarantees hold for every store: a committed row's object
+    exists in all of them. With `strict=False` a mirror failure is logged and counted in
+    `mirror_failures`, and the put succeeds.
 
     Capabilities, prefix, key layout, checksum algorithm, policy and URL signer are the
     primary's.
@@ -121,38 +108,19 @@ class MirrorBackend(Backend):
     ) -> None:
         if not mirrors:
             raise ConfigurationError("A MirrorBackend needs at least one mirror.", backend=key)
-        self.key = key
-        self.primary = primary
+        super().__init__(key, primary)
         self.mirrors = list(mirrors)
         self.strict = strict
         self.mirror_failures = 0
-        self.prefix = primary.prefix
-        self.public_base_url = primary.public_base_url
-        self.key_function = primary.key_function
-        self.checksum_algorithm = primary.checksum_algorithm
-        self.policy = primary.policy
-        self.url_signer = primary.url_signer
-
-    # -- capabilities ---------------------------------------------------------------------------
-    @property
-    def supports_signing(self) -> bool:
-        """Whether the primary can sign URLs."""
-        return self.primary.supports_signing
 
     @property
-    def supports_attributes(self) -> bool:
-        """Whether the primary keeps object attributes."""
-        return self.primary.supports_attributes
+    def primary(self) -> Backend:
+        """The backend that serves reads (the wrapped backend)."""
+        return self.inner
 
-    @property
-    def max_sign_expiry(self) -> timedelta | None:
-        """The primary's longest signed-URL lifetime."""
-        return self.primary.max_sign_expiry
-
-    @property
-    def upload_headers(self) -> Mapping[str, str]:
-        """The primary's headers for signed PUTs."""
-        return self.primary.upload_headers
+    @primary.setter
+    def primary(self, backend: Backend) -> None:
+        self.inner = backend
 
     def describe(self) -> str:
         """The primary and the mirrors, without secrets."""
@@ -201,7 +169,7 @@ class MirrorBackend(Backend):
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> WriteResult:
         """Write to the primary, then to each mirror (from the primary when streamed)."""
-        options = _put_kwargs(attributes, create_only, use_multipart, chunk_size, max_concurrency)
+        options = put_kwargs(attributes, create_only, use_multipart, chunk_size, max_concurrency)
         result = self.primary.put(path, body, **options)
         written: list[Backend] = [self.primary]
         size: int | None = len(body) if isinstance(body, (bytes, bytearray)) else None
@@ -245,7 +213,7 @@ class MirrorBackend(Backend):
         A buffer is written to every store at once; a streamed body goes to the primary
         and is then streamed from it to the mirrors, concurrently.
         """
-        options = _put_kwargs(attributes, create_only, use_multipart, chunk_size, max_concurrency)
+        options = put_kwargs(attributes, create_only, use_multipart, chunk_size, max_concurrency)
         mirror_options = {**options, "create_only": False}
         buffer = isinstance(body, _BUFFERS)
         mirror_outcomes: list[Any]
@@ -362,73 +330,6 @@ class MirrorBackend(Backend):
         for backend, exc in errors:
             self._mirror_failed(backend, paths if isinstance(paths, str) else "...", exc)
 
-    # -- reads (primary) ---------------------------------------------------------------------
-    def head(self, path: str) -> ObjectInfo:
-        """The primary's `head`."""
-        return self.primary.head(path)
-
-    async def head_async(self, path: str) -> ObjectInfo:
-        """The primary's `head_async`."""
-        return await self.primary.head_async(path)
-
-    def get_bytes(self, path: str) -> bytes:
-        """Read from the primary."""
-        return self.primary.get_bytes(path)
-
-    async def get_bytes_async(self, path: str) -> bytes:
-        """Read from the primary."""
-        return await self.primary.get_bytes_async(path)
-
-    def get_range(self, path: str, start: int, length: int) -> bytes:
-        """Read a range from the primary."""
-        return self.primary.get_range(path, start, length)
-
-    async def get_range_async(self, path: str, start: int, length: int) -> bytes:
-        """Read a range from the primary."""
-        return await self.primary.get_range_async(path, start, length)
-
-    def iter_chunks(self, path: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
-        """Stream from the primary."""
-        return self.primary.iter_chunks(path, chunk_size=chunk_size)
-
-    def iter_chunks_async(
-        self, path: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE
-    ) -> AsyncIterator[bytes]:
-        """Stream from the primary."""
-        return self.primary.iter_chunks_async(path, chunk_size=chunk_size)
-
-    def list_objects(
-        self, prefix: str | None = None, *, offset: str | None = None
-    ) -> Iterator[ObjectInfo]:
-        """List the primary."""
-        return self.primary.list_objects(prefix, offset=offset)
-
-    def list_objects_async(
-        self, prefix: str | None = None, *, offset: str | None = None
-    ) -> AsyncIterator[ObjectInfo]:
-        """List the primary."""
-        return self.primary.list_objects_async(prefix, offset=offset)
-
-    def sign(  # type: ignore[override]
-        self,
-        paths: str | Sequence[str],
-        *,
-        method: HttpMethod = "GET",
-        expires_in: int | float | timedelta = 3600,
-    ) -> str | list[str]:
-        """Sign with the primary (a signed PUT writes to the primary only)."""
-        return self.primary.sign(paths, method=method, expires_in=expires_in)
-
-    async def sign_async(  # type: ignore[override]
-        self,
-        paths: str | Sequence[str],
-        *,
-        method: HttpMethod = "GET",
-        expires_in: int | float | timedelta = 3600,
-    ) -> str | list[str]:
-        """Sign with the primary (a signed PUT writes to the primary only)."""
-        return await self.primary.sign_async(paths, method=method, expires_in=expires_in)
-
 
 def _succeeded(backends: Sequence[Backend], outcomes: Sequence[Any]) -> list[Backend]:
     return [b for b, o in zip(backends, outcomes, strict=True) if not isinstance(o, BaseException)]
@@ -454,7 +355,7 @@ def _all_writers(writers: list[AbstractContextManager[SyncWriter]]) -> Iterator[
 
 
 # -- overlay ----------------------------------------------------------------------------------
-class OverlayBackend(Backend):
+class OverlayBackend(DelegatingBackend):
     """Reads through to a read-only base backend; writes and deletes go to an overlay.
 
     An object written through the overlay hides the base object at the same path. A
@@ -462,7 +363,8 @@ class OverlayBackend(Backend):
     `.overlay-tombstones/<path>` in the overlay store: from then on `head` and the reads
     raise `ObjectNotFoundError` and listings skip it, also after a restart (the
     tombstones live in the store). Writing the path again removes its tombstone. The
-    base backend is never written to.
+    base backend is never written to. Reads come from the overlay when it holds the
+    object, else from the base.
 
     New keys are made with the overlay's prefix, key layout and checksum algorithm.
 
@@ -485,15 +387,18 @@ class OverlayBackend(Backend):
     """
 
     def __init__(self, key: str, base: Backend, overlay: Backend) -> None:
-        self.key = key
+        super().__init__(key, overlay)
         self.base = base
-        self.overlay = overlay
-        self.prefix = overlay.prefix
         self.public_base_url = None
-        self.key_function = overlay.key_function
-        self.checksum_algorithm = overlay.checksum_algorithm
-        self.policy = overlay.policy
-        self.url_signer = overlay.url_signer
+
+    @property
+    def overlay(self) -> Backend:
+        """The backend that receives every write and delete (the wrapped backend)."""
+        return self.inner
+
+    @overlay.setter
+    def overlay(self, backend: Backend) -> None:
+        self.inner = backend
 
     # -- capabilities ---------------------------------------------------------------------------
     @property
@@ -502,20 +407,10 @@ class OverlayBackend(Backend):
         return self.base.supports_signing and self.overlay.supports_signing
 
     @property
-    def supports_attributes(self) -> bool:
-        """Whether the overlay keeps object attributes."""
-        return self.overlay.supports_attributes
-
-    @property
     def max_sign_expiry(self) -> timedelta | None:
         """The shorter of both stores' signed-URL lifetimes."""
         limits = [x for x in (self.base.max_sign_expiry, self.overlay.max_sign_expiry) if x]
         return min(limits) if limits else None
-
-    @property
-    def upload_headers(self) -> Mapping[str, str]:
-        """The overlay's headers for signed PUTs (uploads go to the overlay)."""
-        return self.overlay.upload_headers
 
     def describe(self) -> str:
         """Both stores, without secrets."""
@@ -556,6 +451,18 @@ class OverlayBackend(Backend):
             )
         return self.base
 
+    def _route(self, call: Call, path: str | None) -> Backend:
+        """Reads: the backend holding `path`; everything else: the overlay."""
+        if call in _LOOKUPS and path is not None:
+            return self._where(path)
+        return self.overlay
+
+    async def _route_async(self, call: Call, path: str | None) -> Backend:
+        """Async version of `_route`."""
+        if call in _LOOKUPS and path is not None:
+            return await self._where_async(path)
+        return self.overlay
+
     # -- writes -------------------------------------------------------------------------------
     def put(
         self,
@@ -572,7 +479,7 @@ class OverlayBackend(Backend):
 
         With `create_only`, an object visible in the base counts as existing.
         """
-        options = _put_kwargs(attributes, create_only, use_multipart, chunk_size, max_concurrency)
+        options = put_kwargs(attributes, create_only, use_multipart, chunk_size, max_concurrency)
         if create_only:
             self._refuse_existing(path, False, self.exists(path))
         result = self.overlay.put(path, body, **options)
@@ -591,7 +498,7 @@ class OverlayBackend(Backend):
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> WriteResult:
         """Async version of [`put`][sqlalchemy_obstore.composite.OverlayBackend.put]."""
-        options = _put_kwargs(attributes, create_only, use_multipart, chunk_size, max_concurrency)
+        options = put_kwargs(attributes, create_only, use_multipart, chunk_size, max_concurrency)
         if create_only:
             self._refuse_existing(path, False, await self.exists_async(path))
         result = await self.overlay.put_async(path, body, **options)
@@ -678,30 +585,6 @@ class OverlayBackend(Backend):
                 await self.overlay.put_async(self._tombstone(path), b"", use_multipart=False)
 
     # -- reads --------------------------------------------------------------------------------
-    def head(self, path: str) -> ObjectInfo:
-        """From the overlay, else from the base unless deleted."""
-        return self._where(path).head(path)
-
-    async def head_async(self, path: str) -> ObjectInfo:
-        """Async version of [`head`][sqlalchemy_obstore.composite.OverlayBackend.head]."""
-        return await (await self._where_async(path)).head_async(path)
-
-    def get_bytes(self, path: str) -> bytes:
-        """From the overlay, else from the base unless deleted."""
-        return self._where(path).get_bytes(path)
-
-    async def get_bytes_async(self, path: str) -> bytes:
-        """Async version of `get_bytes`."""
-        return await (await self._where_async(path)).get_bytes_async(path)
-
-    def get_range(self, path: str, start: int, length: int) -> bytes:
-        """From the overlay, else from the base unless deleted."""
-        return self._where(path).get_range(path, start, length)
-
-    async def get_range_async(self, path: str, start: int, length: int) -> bytes:
-        """Async version of `get_range`."""
-        return await (await self._where_async(path)).get_range_async(path, start, length)
-
     def iter_chunks(self, path: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
         """Stream from the overlay, else from the base unless deleted."""
         yield from self._where(path).iter_chunks(path, chunk_size=chunk_size)

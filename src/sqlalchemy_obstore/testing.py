@@ -24,22 +24,14 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, Literal, TypeAlias
 
-from .backends import (
-    DEFAULT_CHUNK_SIZE,
-    DEFAULT_MAX_CONCURRENCY,
-    Backend,
-    HttpMethod,
-    ObjectInfo,
-    ObstoreBackend,
-    UploadBody,
-    WriteResult,
-)
+from ._copy import SyncWriter
+from ._delegating import DelegatingBackend
+from .backends import Backend, ObstoreBackend, UploadBody
 from .errors import StorageOperationError
 from .file_object import FileObject
 from .registry import BackendRegistry, storages
@@ -135,7 +127,7 @@ class _Fault:
     message: str
 
 
-class FaultInjectingBackend(Backend):
+class FaultInjectingBackend(DelegatingBackend):
     """A backend wrapper that fails chosen operations, for testing error handling.
 
     Register it in place of the real backend (it takes the wrapped backend's key by
@@ -159,12 +151,10 @@ class FaultInjectingBackend(Backend):
     """
 
     def __init__(self, inner: Backend, *, key: str | None = None, seed: int | None = None):
-        self.inner = inner
-        self.key = key or inner.key
-        self.prefix = inner.prefix
-        self.public_base_url = inner.public_base_url
-        self.key_function = inner.key_function
-        self.checksum_algorithm = inner.checksum_algorithm
+        super().__init__(key or inner.key, inner)
+        # Unlike the composite backends, the wrapper has no policy or URL signer of its own.
+        self.policy = None
+        self.url_signer = None
         self.calls: Counter[str] = Counter()
         self.injected: list[InjectedFault] = []
         self._faults: list[_Fault] = []
@@ -228,6 +218,11 @@ class FaultInjectingBackend(Backend):
             self._check("part", path)
             yield chunk
 
+    # -- DelegatingBackend's hooks: every operation checks for a due fault, then delegates --------
+    def _route(self, operation: Operation, path: str | None) -> Backend:
+        self._check(operation, path)
+        return self.inner
+
     def _wrap_body(self, body: UploadBody, path: str) -> UploadBody:
         if isinstance(body, Iterator):
             return self._parts(body, path)
@@ -235,152 +230,15 @@ class FaultInjectingBackend(Backend):
             return self._parts_async(body, path)
         return body
 
-    # -- capabilities ---------------------------------------------------------------------------
-    @property
-    def supports_signing(self) -> bool:
-        return self.inner.supports_signing
+    def _open_sync_writer(
+        self, path: str, attributes: Mapping[str, str] | None, chunk_size: int
+    ) -> AbstractContextManager[SyncWriter] | None:
+        """None: a sync copy into the wrapper arrives as one `put`, where faults apply."""
+        return None
 
-    @property
-    def supports_attributes(self) -> bool:
-        return self.inner.supports_attributes
-
-    @property
-    def max_sign_expiry(self) -> timedelta | None:
-        return self.inner.max_sign_expiry
-
-    @property
-    def upload_headers(self) -> Mapping[str, str]:
-        return self.inner.upload_headers
-
+    # -- description ------------------------------------------------------------------------------
     def describe(self) -> str:
         return f"fault-injecting wrapper of {self.inner.describe()}"
 
     def __repr__(self) -> str:
         return f"FaultInjectingBackend({self.inner!r})"
-
-    # -- operations: check for a due fault, then delegate -----------------------------------------
-    def put(
-        self,
-        path: str,
-        body: UploadBody,
-        *,
-        attributes: Mapping[str, str] | None = None,
-        create_only: bool = False,
-        use_multipart: bool | None = None,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-    ) -> WriteResult:
-        self._check("put", path)
-        return self.inner.put(
-            path,
-            self._wrap_body(body, path),
-            attributes=attributes,
-            create_only=create_only,
-            use_multipart=use_multipart,
-            chunk_size=chunk_size,
-            max_concurrency=max_concurrency,
-        )
-
-    async def put_async(
-        self,
-        path: str,
-        body: UploadBody,
-        *,
-        attributes: Mapping[str, str] | None = None,
-        create_only: bool = False,
-        use_multipart: bool | None = None,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-    ) -> WriteResult:
-        self._check("put", path)
-        return await self.inner.put_async(
-            path,
-            self._wrap_body(body, path),
-            attributes=attributes,
-            create_only=create_only,
-            use_multipart=use_multipart,
-            chunk_size=chunk_size,
-            max_concurrency=max_concurrency,
-        )
-
-    def copy(self, source: str, destination: str, *, overwrite: bool = False) -> None:
-        self._check("copy", source)
-        self.inner.copy(source, destination, overwrite=overwrite)
-
-    async def copy_async(self, source: str, destination: str, *, overwrite: bool = False) -> None:
-        self._check("copy", source)
-        await self.inner.copy_async(source, destination, overwrite=overwrite)
-
-    def delete(self, paths: str | Sequence[str]) -> None:
-        self._check("delete", paths if isinstance(paths, str) else None)
-        self.inner.delete(paths)
-
-    async def delete_async(self, paths: str | Sequence[str]) -> None:
-        self._check("delete", paths if isinstance(paths, str) else None)
-        await self.inner.delete_async(paths)
-
-    def head(self, path: str) -> ObjectInfo:
-        self._check("head", path)
-        return self.inner.head(path)
-
-    async def head_async(self, path: str) -> ObjectInfo:
-        self._check("head", path)
-        return await self.inner.head_async(path)
-
-    def get_bytes(self, path: str) -> bytes:
-        self._check("get", path)
-        return self.inner.get_bytes(path)
-
-    async def get_bytes_async(self, path: str) -> bytes:
-        self._check("get", path)
-        return await self.inner.get_bytes_async(path)
-
-    def get_range(self, path: str, start: int, length: int) -> bytes:
-        self._check("get", path)
-        return self.inner.get_range(path, start, length)
-
-    async def get_range_async(self, path: str, start: int, length: int) -> bytes:
-        self._check("get", path)
-        return await self.inner.get_range_async(path, start, length)
-
-    def iter_chunks(self, path: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
-        self._check("get", path)
-        return self.inner.iter_chunks(path, chunk_size=chunk_size)
-
-    def iter_chunks_async(
-        self, path: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE
-    ) -> AsyncIterator[bytes]:
-        self._check("get", path)
-        return self.inner.iter_chunks_async(path, chunk_size=chunk_size)
-
-    def list_objects(
-        self, prefix: str | None = None, *, offset: str | None = None
-    ) -> Iterator[ObjectInfo]:
-        self._check("list", prefix)
-        return self.inner.list_objects(prefix, offset=offset)
-
-    def list_objects_async(
-        self, prefix: str | None = None, *, offset: str | None = None
-    ) -> AsyncIterator[ObjectInfo]:
-        self._check("list", prefix)
-        return self.inner.list_objects_async(prefix, offset=offset)
-
-    def sign(  # type: ignore[override]
-        self,
-        paths: str | Sequence[str],
-        *,
-        method: HttpMethod = "GET",
-        expires_in: int | float | timedelta = 3600,
-    ) -> str | list[str]:
-        self._check("sign", paths if isinstance(paths, str) else None)
-        return self.inner.sign(paths, method=method, expires_in=expires_in)
-
-    async def sign_async(  # type: ignore[override]
-        self,
-        paths: str | Sequence[str],
-        *,
-        method: HttpMethod = "GET",
-        expires_in: int | float | timedelta = 3600,
-    ) -> str | list[str]:
-        self._check("sign", paths if isinstance(paths, str) else None)
-        return await self.inner.sign_async(paths, method=method, expires_in=expires_in)

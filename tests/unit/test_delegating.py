@@ -1,0 +1,152 @@
+"""`DelegatingBackend`, the base of the wrappers: everything reaches the wrapped backend."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from sqlalchemy_obstore import (
+    MirrorBackend,
+    ObjectNotFoundError,
+    ObstoreBackend,
+    OverlayBackend,
+    UnsupportedOperationError,
+)
+from sqlalchemy_obstore._copy import copy_object, open_sync_writer
+from sqlalchemy_obstore._delegating import Call, DelegatingBackend
+from sqlalchemy_obstore.backends import Backend
+from sqlalchemy_obstore.testing import FaultInjectingBackend
+from sqlalchemy_obstore.validation import UploadPolicy
+
+
+class Recording(DelegatingBackend):
+    """Records what `_route` is asked, the way a subclass hooks into every operation."""
+
+    def __init__(self, key: str, inner: Backend) -> None:
+        super().__init__(key, inner)
+        self.routed: list[tuple[Call, str | None]] = []
+
+    def _route(self, call: Call, path: str | None) -> Backend:
+        self.routed.append((call, path))
+        return self.inner
+
+
+@pytest.fixture
+def inner() -> ObstoreBackend:
+    return ObstoreBackend("inner", "memory://", prefix="p", policy=UploadPolicy(max_size=10))
+
+
+@pytest.fixture
+def wrapper(inner: ObstoreBackend) -> Recording:
+    return Recording("outer", inner)
+
+
+def test_configuration_and_capabilities_are_the_inner_backends(
+    inner: ObstoreBackend, wrapper: Recording
+) -> None:
+    assert wrapper.key == "outer"
+    assert wrapper.inner is inner
+    for name in ("prefix", "public_base_url", "key_function", "checksum_algorithm", "policy"):
+        assert getattr(wrapper, name) == getattr(inner, name), name
+    assert wrapper.url_signer is inner.url_signer
+    assert wrapper.supports_signing is inner.supports_signing
+    assert wrapper.supports_attributes is inner.supports_attributes
+    assert wrapper.max_sign_expiry == inner.max_sign_expiry
+    assert wrapper.upload_headers == inner.upload_headers
+    assert wrapper.describe() == inner.describe()
+    assert repr(wrapper) == f"Recording(key='outer', inner={inner!r})"
+
+
+def test_sync_operations_are_forwarded(inner: ObstoreBackend, wrapper: Recording) -> None:
+    wrapper.put("a", b"hello", attributes={"Content-Type": "text/plain"})
+    assert inner.get_bytes("a") == b"hello"
+    assert wrapper.get_bytes("a") == b"hello"
+    assert wrapper.get_range("a", 1, 3) == b"ell"
+    assert b"".join(wrapper.iter_chunks("a")) == b"hello"
+    assert wrapper.head("a").content_type == "text/plain"
+    assert wrapper.exists("a")
+    assert not wrapper.exists("missing")
+    wrapper.copy("a", "b")
+    assert [o.path for o in wrapper.list_objects()] == ["a", "b"]
+    wrapper.delete(["a", "b"])
+    assert list(inner.list_objects()) == []
+    with pytest.raises(ObjectNotFoundError):
+        wrapper.head("a")
+    assert wrapper.routed == [
+        ("put", "a"),
+        ("get", "a"),
+        ("get", "a"),
+        ("get", "a"),
+        ("head", "a"),
+        ("head", "a"),  # exists() asks head()
+        ("head", "missing"),
+        ("copy", "a"),
+        ("list", None),
+        ("delete", None),  # several paths: no single path
+        ("head", "a"),
+    ]
+
+
+async def test_async_operations_are_forwarded(inner: ObstoreBackend, wrapper: Recording) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"hel"
+        yield b"lo"
+
+    await wrapper.put_async("a", body())
+    assert await wrapper.get_bytes_async("a") == b"hello"
+    assert await wrapper.get_range_async("a", 1, 3) == b"ell"
+    assert [c async for c in wrapper.iter_chunks_async("a")] == [b"hello"]
+    assert (await wrapper.head_async("a")).size == 5
+    assert await wrapper.exists_async("a")
+    await wrapper.copy_async("a", "b")
+    assert [o.path async for o in wrapper.list_objects_async("")] == ["a", "b"]
+    await wrapper.delete_async("a")
+    assert [o.path for o in inner.list_objects()] == ["b"]
+    assert [call for call, _ in wrapper.routed] == [
+        *("put", "get", "get", "get", "head", "head", "copy", "list", "delete"),
+    ]
+
+
+async def test_signing_is_forwarded_with_its_errors(wrapper: Recording) -> None:
+    with pytest.raises(UnsupportedOperationError):  # a memory store cannot sign
+        wrapper.sign("a", expires_in=60)
+    with pytest.raises(UnsupportedOperationError):
+        await wrapper.sign_async(["a", "b"], method="PUT")
+    assert wrapper.routed == [("sign", "a"), ("sign", None)]
+
+
+def _chunks(count: int) -> Iterator[bytes]:
+    for i in range(count):
+        yield bytes([i]) * 100
+
+
+def test_sync_copies_stream_through_the_inner_backends_writer(
+    inner: ObstoreBackend, wrapper: Recording
+) -> None:
+    assert open_sync_writer(wrapper, "x", None, 128) is not None
+    source = ObstoreBackend("source", "memory://")
+    source.put("big", _chunks(10), chunk_size=128)
+    copy_object(source, wrapper, "big", size=1000, attributes=None, chunk_size=128)
+    assert inner.get_bytes("big") == b"".join(_chunks(10))
+    assert wrapper.routed == [("put", "x"), ("put", "big")]
+
+
+def test_the_wrappers_keep_their_own_names_for_the_inner_backend() -> None:
+    primary, mirror = ObstoreBackend("a", "memory://"), ObstoreBackend("b", "memory://")
+    mirrored = MirrorBackend("m", primary, [mirror])
+    assert mirrored.primary is mirrored.inner is primary
+    mirrored.primary = mirror
+    assert mirrored.inner is mirror
+    base, top = ObstoreBackend("base", "memory://"), ObstoreBackend("top", "memory://")
+    overlaid = OverlayBackend("o", base, top)
+    assert overlaid.overlay is overlaid.inner is top
+    assert overlaid.public_base_url is None
+
+
+def test_the_fault_injecting_wrapper_offers_no_writer(inner: ObstoreBackend) -> None:
+    flaky = FaultInjectingBackend(inner)
+    assert open_sync_writer(flaky, "x", None, 128) is None  # copies arrive as one put
+    assert flaky.policy is None
+    assert flaky.url_signer is None
+    assert flaky.calls == {}
