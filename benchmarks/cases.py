@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from timing import Pair, measure, measure_async
 
-from sqlalchemy_obstore import FileObject, ObstoreBackend, StoredObject, storages
+from sqlalchemy_obstore import FileObject, ObstoreBackend, StoredObject, sign_files, storages
 
 try:  # the peer: advanced-alchemy's file objects, measured only when it is installed
     from advanced_alchemy._listeners import _active_file_operations as _aa_uploads
@@ -533,6 +533,26 @@ def sign_cases(ctx: Context) -> Iterator[tuple[str, Callable[[], Result]]]:
             "ObstoreBackend.sign(list)",
         )
 
+    def files() -> Result:
+        store, _, paths = setup()
+        loaded: list[FileObject] = []
+
+        def load(r: int) -> None:
+            loaded[:] = [FileObject(filename="a.bin", path=p, backend="bench-sign") for p in paths]
+
+        def ours(r: int) -> None:
+            sign_files(loaded, expires_in=SIGN_EXPIRY)
+
+        def raw(r: int) -> None:
+            obstore.sign(store, "GET", paths, SIGN_EXPIRY)
+
+        return _ops(
+            "sign/files",
+            measure(ours, raw, ctx.rounds, prepare=load),
+            n,
+            "sign_files() of files just loaded; raw = obstore.sign(list)",
+        )
+
     def cached() -> Result:
         store, _, paths = setup()
         files = [FileObject(filename="a.bin", path=p, backend="bench-sign") for p in paths]
@@ -580,6 +600,7 @@ def sign_cases(ctx: Context) -> Iterator[tuple[str, Callable[[], Result]]]:
     yield "sign/single", single
     yield "sign/single+build", single_built
     yield "sign/batch", batch
+    yield "sign/files", files
     yield "sign/cached", cached
     yield "sign/async", async_
 

@@ -71,6 +71,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(e.g. 'sign,save/memory,large')",
     )
     p.add_argument("--no-s3", action="store_true", help="do not start moto; skip S3 cases")
+    p.add_argument(
+        "--same-process",
+        action="store_true",
+        help="run the small cases one after another in this process (default: each case "
+        "in a fresh process, so no case inherits the heap and garbage of the ones before)",
+    )
+    # internal: run one small case in this process and print its result (see _case_child)
+    p.add_argument("--child-case", help=argparse.SUPPRESS)
+    p.add_argument("--child-workdir", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--child-s3", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
         args.n, args.rounds, args.large_sizes, args.large_rounds = 200, 3, "16", 1
@@ -122,6 +132,37 @@ def _child(impl: str, op: str, source: Path, size: int, key: str, target: list[s
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[1:6])} exited {done.returncode}:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+_RESULT, _SKIPPED = "bench-result: ", "bench-skipped: "
+
+
+def _case_child(args: argparse.Namespace) -> None:
+    """`--child-case NAME`: run that one small case here and print its outcome."""
+    s3 = json.loads(args.child_s3) if args.child_s3 else None
+    ctx = Context(n=args.n, rounds=args.rounds, workdir=args.child_workdir, s3_kwargs=s3)
+    (case,) = [case for name, case in all_cases(ctx) if name == args.child_case]
+    try:
+        result = case()
+    except SkipCase as exc:
+        print(_SKIPPED + str(exc), flush=True)
+        return
+    print(_RESULT + json.dumps(asdict(result)), flush=True)
+
+
+def _small_case(name: str, args: argparse.Namespace, s3: Any, work: Path) -> Result:
+    """Run one small case in a fresh interpreter (see `--same-process`)."""
+    argv = [sys.executable, str(HERE / "run.py"), "--child-case", name, "--n", str(args.n)]
+    argv += ["--rounds", str(args.rounds), "--child-workdir", str(work)]
+    if s3 is not None:
+        argv += ["--child-s3", json.dumps(s3)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=3600)
+    for line in done.stdout.splitlines():
+        if line.startswith(_RESULT):
+            return Result(**json.loads(line[len(_RESULT) :]))
+        if line.startswith(_SKIPPED):
+            raise SkipCase(line[len(_SKIPPED) :])
+    raise RuntimeError(f"case {name} exited {done.returncode}:\n{done.stderr}")
 
 
 def _cleanup(store: Any, keep: str) -> None:
@@ -246,6 +287,9 @@ def write(out_dir: Path, env: dict[str, Any], results: list[Result], text: str) 
 
 def main() -> int:
     args = parse_args()
+    if args.child_case:
+        _case_child(args)
+        return 0
     work = Path(tempfile.mkdtemp(prefix="sqlalchemy-obstore-bench-"))
     results: list[Result] = []
     started = time.perf_counter()
@@ -259,7 +303,7 @@ def main() -> int:
             for name, case in all_cases(ctx):
                 if selected(name, args.filters):
                     try:
-                        result = case()
+                        result = case() if args.same_process else _small_case(name, args, s3, work)
                     except SkipCase as exc:
                         print(f"  {name:<28} skipped: {exc}", file=sys.stderr, flush=True)
                         continue

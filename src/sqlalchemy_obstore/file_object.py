@@ -939,7 +939,10 @@ class FileObject(Mutable):
         ref = weakref.ref
 
         def load(state: Any, *args: Any) -> None:
-            value = state.dict.get(key)
+            holder = state.obj()  # (what `state.dict` does, without its property call)
+            if holder is None:
+                return
+            value: Any = holder.__dict__.get(key)
             if value is None:
                 return
             if value.__class__ is not FileObject:
