@@ -151,10 +151,9 @@ class FaultInjectingBackend(DelegatingBackend):
     """
 
     def __init__(self, inner: Backend, *, key: str | None = None, seed: int | None = None):
+        # It takes the wrapped backend's policy and URL signer too, so uploads through it
+        # are checked exactly as they are through the backend it stands in for.
         super().__init__(key or inner.key, inner)
-        # Unlike the composite backends, the wrapper has no policy or URL signer of its own.
-        self.policy = None
-        self.url_signer = None
         self.calls: Counter[str] = Counter()
         self.injected: list[InjectedFault] = []
         self._faults: list[_Fault] = []

@@ -7,11 +7,14 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from sqlalchemy_obstore import (
+    FileObject,
+    FileTooLargeError,
     MirrorBackend,
     ObjectNotFoundError,
     ObstoreBackend,
     OverlayBackend,
     UnsupportedOperationError,
+    storages,
 )
 from sqlalchemy_obstore._copy import copy_object, open_sync_writer
 from sqlalchemy_obstore._delegating import Call, DelegatingBackend
@@ -147,6 +150,16 @@ def test_the_wrappers_keep_their_own_names_for_the_inner_backend() -> None:
 def test_the_fault_injecting_wrapper_offers_no_writer(inner: ObstoreBackend) -> None:
     flaky = FaultInjectingBackend(inner)
     assert open_sync_writer(flaky, "x", None, 128) is None  # copies arrive as one put
-    assert flaky.policy is None
-    assert flaky.url_signer is None
     assert flaky.calls == {}
+
+
+def test_the_fault_injecting_wrapper_keeps_the_inner_policy(inner: ObstoreBackend) -> None:
+    """Standing in for a backend, it checks uploads as that backend does."""
+    flaky = FaultInjectingBackend(inner)
+    assert inner.policy is not None
+    assert flaky.policy is inner.policy
+    assert flaky.url_signer is inner.url_signer
+    storages.register_backend(flaky)
+    with pytest.raises(FileTooLargeError):
+        FileObject(filename="big.bin", content=b"x" * 11, backend=flaky.key).save()
+    assert flaky.calls["put"] == 0  # refused before anything reached the store
