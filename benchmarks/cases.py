@@ -203,6 +203,47 @@ def save_cases(ctx: Context) -> Iterator[tuple[str, Callable[[], Result]]]:
         yield f"save/{target}/sync", sync
         yield f"save/{target}/async-seq", seq
         yield f"save/{target}/async-gather", conc
+    yield "save/memory/sync-floor", _save_floor(ctx)
+
+
+def _save_floor(ctx: Context) -> Callable[[], Result]:
+    """What a sync save to memory cannot do without, written inline with no library code.
+
+    A fresh random key, the SHA-256 of the content, the content type and disposition
+    stored with the object, and a PUT that refuses to overwrite: the work behind the
+    guarantees of `FileObject.save()`, and so the lowest ratio any implementation of
+    them can reach against a bare `put`. It shows how far the target of 2x is from it.
+    """
+    n = ctx.n
+    attributes = {
+        "Content-Type": "application/octet-stream",
+        "Content-Disposition": 'attachment; filename="a.bin"',
+    }
+
+    def case() -> Result:
+        store = MemoryStore()
+
+        def ours(r: int) -> None:
+            randomness = os.urandom(16 * n).hex()  # one system call for the round's keys
+            for i in range(n):
+                key = f"{randomness[32 * i : 32 * i + 32]}/a.bin"
+                checksum = "sha256:" + hashlib.sha256(PAYLOAD).hexdigest()
+                result = obstore.put(store, key, PAYLOAD, mode="create", attributes=attributes)
+                assert checksum
+                assert result["e_tag"]
+
+        def raw(r: int) -> None:
+            for i in range(n):
+                obstore.put(store, f"raw/floor/{r}/{i}", PAYLOAD)
+
+        return _ops(
+            "save/memory/sync-floor",
+            measure(ours, raw, ctx.rounds),
+            n,
+            "no library code: random key, SHA-256, attributes, create-only put, inline",
+        )
+
+    return case
 
 
 # --------------------------------------------------------------------------- ORM (aiosqlite)

@@ -1603,10 +1603,8 @@ class FileObject(Mutable):
         # Hand a cached URL out only while more than half of its lifetime remains.
         kind = expires_in.__class__
         if kind is int or kind is timedelta:
-            d = self.__dict__
-            if d["_sign_cache"] is _NOTHING:
-                d["_sign_cache"] = {}
-            d["_sign_cache"][expires_in] = (url, time.time() + lifetime.total_seconds() / 2)
+            until = time.time() + lifetime.total_seconds() / 2
+            _cache_url(self.__dict__, expires_in, (url, until))
 
     def sign(self, *, expires_in: int | timedelta = 3600, for_upload: bool = False) -> str:
         """Return a signed URL for downloading (GET) or, with `for_upload`, uploading (PUT).
@@ -1700,60 +1698,93 @@ class FileObject(Mutable):
 
 
 @dataclass(slots=True)
+class _SigningBatch:
+    """The files of one backend that `sign_files` signs in one call."""
+
+    backend: Backend
+    lifetime: timedelta
+    paths: list[str] = field(default_factory=list)
+    files: list[FileObject] = field(default_factory=list)
+    indexes: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class _SigningPlan:
     """What `sign_files` has to do: cached URLs in place, one batch per backend for the rest.
 
     The sans-I/O half of `sign_files` / `sign_files_async`: both build this plan, run
     its batches with the backend's sync or async `sign`, and hand the URLs back to
-    `finish`, which also records them in each file's URL cache.
+    `finish`, which also records them in each file's URL cache (as `sign()` does,
+    inlined: this runs once per file of a page).
     """
 
     expires_in: int | timedelta
     urls: list[str | None]
-    batches: dict[int, tuple[Backend, timedelta, list[FileObject], list[int]]]
+    batches: dict[int, _SigningBatch]
 
     @classmethod
     def of(cls, files: Iterable[FileObject], expires_in: int | timedelta) -> _SigningPlan:
         files = list(files)
         plan = cls(expires_in, [None] * len(files), {})
+        kind = expires_in.__class__
+        cacheable = kind is int or kind is timedelta  # (as in `sign`)
+        now = time.time()
+        batches = plan.batches
         for index, file in enumerate(files):
-            if not isinstance(file, FileObject):
+            if file.__class__ is not FileObject and not isinstance(file, FileObject):
                 raise InvalidFileObjectError(
                     f"sign_files() signs FileObjects, not {type(file).__name__}."
                 )
-            cached = file._cached_url(expires_in)
-            if cached is not None:
-                plan.urls[index] = cached
-                continue
-            backend, _ = file._stored()
-            batch = plan.batches.get(id(backend))
+            d = file.__dict__
+            if cacheable:
+                entry = d["_sign_cache"].get(expires_in)
+                if entry is not None and now < entry[1]:
+                    plan.urls[index] = entry[0]
+                    continue
+            path, name = d["path"], d["backend"]
+            if path is None or name is None:
+                backend, path = file._stored()  # (raises: not saved, or no backend)
+            else:
+                registry = d["_registry"] or storages
+                backend = registry._backends.get(name) or registry.get_backend(name)
+            batch = batches.get(id(backend))
             if batch is None:
                 if not backend.supports_signing:  # (refused before anything is signed)
-                    raise backend.unsupported("Signing URLs", file.path)
-                batch = plan.batches[id(backend)] = (
-                    backend,
-                    backend.check_expiry(expires_in),
-                    [],
-                    [],
+                    raise backend.unsupported("Signing URLs", path)
+                batch = batches[id(backend)] = _SigningBatch(
+                    backend, backend.check_expiry(expires_in)
                 )
-            batch[2].append(file)
-            batch[3].append(index)
+            batch.paths.append(path)
+            batch.files.append(file)
+            batch.indexes.append(index)
         return plan
 
     def requests(self) -> list[tuple[Backend, list[str], timedelta]]:
         """`(backend, paths, lifetime)` of each batch to sign, in `finish`'s order."""
-        return [
-            (backend, [cast("str", f.path) for f in files], lifetime)
-            for backend, lifetime, files, _ in self.batches.values()
-        ]
+        return [(b.backend, b.paths, b.lifetime) for b in self.batches.values()]
 
     def finish(self, signed: list[list[str]]) -> list[str]:
         """Place each batch's URLs, cache them on their files, and return all URLs."""
-        for (_, lifetime, files, indexes), urls in zip(self.batches.values(), signed, strict=True):
-            for file, index, url in zip(files, indexes, urls, strict=True):
-                file._remember_url(self.expires_in, url, lifetime)
+        expires_in = self.expires_in
+        kind = expires_in.__class__
+        cacheable = kind is int or kind is timedelta
+        now = time.time()
+        for batch, urls in zip(self.batches.values(), signed, strict=True):
+            until = now + batch.lifetime.total_seconds() / 2  # reused during the first half
+            for file, index, url in zip(batch.files, batch.indexes, urls, strict=True):
                 self.urls[index] = url
+                if cacheable:
+                    _cache_url(file.__dict__, expires_in, (url, until))
         return cast("list[str]", self.urls)
+
+
+def _cache_url(d: dict[str, Any], expires_in: object, entry: tuple[str, float]) -> None:
+    """Record a signed URL in a file's URL cache (its `__dict__` is `d`)."""
+    cache = d["_sign_cache"]
+    if cache is _NOTHING:
+        d["_sign_cache"] = {expires_in: entry}
+    else:
+        cache[expires_in] = entry
 
 
 def sign_files(files: Iterable[FileObject], *, expires_in: int | timedelta = 3600) -> list[str]:
