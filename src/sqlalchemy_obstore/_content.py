@@ -154,10 +154,21 @@ def _head_of(chunks: list[Any], limit: int) -> bytes:
     return b"".join(pieces)
 
 
+FILE_READ_SIZE = 1024 * 1024
+"""Bytes read from a file or path per call; obstore assembles its parts from them.
+
+Reading a whole part (5 MiB) at a time makes every read a large allocation, and the
+C allocator then keeps freed part-sized blocks around (glibc raises its mmap
+threshold after such frees): about 45 MiB peak for a streamed upload of any size,
+against about 6 MiB in 1 MiB reads, at the same speed.
+"""
+
+
 def _file_chunks(handle: IO[bytes], chunk_size: int, *, close: bool) -> Iterator[bytes]:
+    read_size = min(chunk_size, FILE_READ_SIZE)
     try:
         while True:
-            chunk = handle.read(chunk_size)
+            chunk = handle.read(read_size)
             if not chunk:
                 return
             yield chunk
