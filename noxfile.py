@@ -90,7 +90,7 @@ def docs(session: nox.Session) -> None:
 
 
 def _bench(session: nox.Session, *defaults: str) -> None:
-    session.install("-e", ".[sqlite]", "moto[server]", "httpx", "advanced-alchemy")
+    session.install("-e", ".[sqlite,postgres]", "moto[server]", "httpx", "advanced-alchemy")
     session.run("python", "benchmarks/run.py", *defaults, *session.posargs)
     if not session.posargs:  # GC over 1,000,000 rows and objects (20,000 with --quick)
         session.run("python", "benchmarks/gc_scale.py", *defaults)
