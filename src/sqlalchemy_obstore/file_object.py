@@ -539,7 +539,8 @@ class FileObject(Mutable):
             >>> FileObject(backend="b", path="k/a.png").renditions
             mappingproxy({})
         """
-        return MappingProxyType(self.__dict__["_renditions"])
+        renditions: Mapping[str, FileObject] = self.__dict__["_renditions"]
+        return renditions if renditions is _NOTHING else MappingProxyType(renditions)
 
     @property
     def has_pending_content(self) -> bool:
@@ -1811,8 +1812,10 @@ def sign_files(files: Iterable[FileObject], *, expires_in: int | timedelta = 360
         >>> backend.url_signer = HmacUrlSigner("x" * 32, base_url="https://example.com/files")
         >>> with storages.temporary(backend):
         ...     files = [FileObject(backend="uploads", path=f"k/{n}.txt") for n in "ab"]
-        ...     [url.split("?")[0] for url in sign_files(files)]
-        ['https://example.com/files/uploads/k/a.txt', 'https://example.com/files/uploads/k/b.txt']
+        ...     for url in sign_files(files):
+        ...         print(url.split("?")[0])
+        https://example.com/files/uploads/k/a.txt
+        https://example.com/files/uploads/k/b.txt
     """
     plan = _SigningPlan.of(files, expires_in)
     return plan.finish(
