@@ -681,6 +681,45 @@ def test_postgresql_selects_the_column_as_text() -> None:
     assert f"CAST({TABLE}.file AS TEXT)" not in str(where.compile(dialect=postgresql.dialect()))
 
 
+async def test_column_in_other_statement_shapes(db: Db) -> None:
+    """Subqueries, CTEs, unions, INSERT ... SELECT and RETURNING keep the column's type.
+
+    (On PostgreSQL only the outermost SELECT list reads the column as text; a nested
+    SELECT must hand JSONB on, or INSERT ... SELECT would insert text into JSONB.)
+    """
+    from sqlalchemy import insert, union_all, update
+
+    await seed(db, file=pending("a.txt"))
+
+    def shapes(session: Session) -> list[Any]:
+        doc = session.get(Document, 1)
+        assert doc is not None
+        assert doc.file is not None
+        path = doc.file.path
+        copy = insert(Document).from_select(["id", "file"], select(Document.id + 1, Document.file))
+        session.execute(copy)
+        latest = select(Document.file).where(Document.id == 1).scalar_subquery()
+        session.execute(update(Document).where(Document.id == 2).values(file=latest))
+        cte = select(Document.id, Document.file).cte()
+        both = union_all(select(Document.file), select(Document.file))
+        returned = session.execute(
+            update(Document).where(Document.id == 1).values(file=doc.file).returning(Document.file)
+        ).scalar_one()
+        session.commit()
+        return [
+            path,
+            [f.path for f in session.scalars(select(cte.c.file).order_by(cte.c.id))],
+            [f.path for f in session.scalars(both)],
+            returned.path,
+        ]
+
+    path, via_cte, via_union, returned = await db.run(shapes)
+    assert via_cte == [path, path]
+    assert via_union == [path] * 4
+    assert returned == path
+    assert (await db.raw_json(2, "file"))["path"] == path
+
+
 async def test_metadata_read_from_text_is_tracked(db: Db) -> None:
     await db.insert_raw(
         1, "file", '{"path": "k/d.txt", "content_type": "text/plain", "metadata": {"a": "1"}}'
