@@ -1014,6 +1014,16 @@ class ObstoreBackend(Backend):
         ignores multipart settings in create mode), so part size and concurrency play
         no part and are not converted.
         """
+        if use_multipart is None and type(attributes) is dict and self._keeps_attributes:
+            # The usual save: obstore's put with explicit keywords (no options dict to
+            # build and unpack), and nothing to close when it fails.
+            try:
+                result = obs.put(self.store, path, data, mode="create", attributes=attributes)
+            except BaseException as exc:
+                if (error := self._translate(exc, "put", path)) is not None:
+                    raise error from exc
+                raise
+            return WriteResult(result.get("e_tag"), result.get("version"))
         options: dict[str, Any] = {"mode": "create"}
         if attributes and self._keeps_attributes:
             options["attributes"] = attributes if type(attributes) is dict else dict(attributes)
