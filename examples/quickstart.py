@@ -21,7 +21,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from sqlalchemy_obstore import FileObject, ObstoreBackend, StoredObject, storages
+from sqlalchemy_obstore import (
+    FileObject,
+    ObstoreBackend,
+    StoredObject,
+    sign_files_async,
+    storages,
+)
 
 VAR = Path("var").resolve()
 DATABASE_URL = os.environ.get("DATABASE_URL", f"sqlite+aiosqlite:///{VAR / 'quickstart.db'}")
@@ -80,6 +86,9 @@ async def main() -> None:
         print(f"streamed: {b''.join(streamed)!r}")
         if backend.supports_signing:
             print(f"signed:   {await loaded.file.sign_async(expires_in=600)}")
+            # a page of files at once: cached URLs reused, the rest in one call per backend
+            page = await sign_files_async([loaded.file, *loaded.attachments], expires_in=600)
+            print(f"page:     {len(page)} signed URLs, the first one reused from the cache")
 
         old_path = loaded.file.path
         loaded.file = FileObject(filename="report-v2.txt", content=b"Revenue went way up.")

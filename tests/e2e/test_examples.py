@@ -88,5 +88,6 @@ def test_quickstart_against_s3_and_postgresql(
     assert "store=S3Store(bucket=" in out
     assert "signed:   http://" in out
     assert "X-Amz-Signature=" in out
+    assert "page:     2 signed URLs" in out
     assert "read:     b'Revenue went up.'" in out
     assert "objects left under the prefix: []" in out
