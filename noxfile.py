@@ -24,6 +24,13 @@ def _group(name: str) -> list[str]:
     return list(nox.project.dependency_groups(PYPROJECT, name))
 
 
+_STACK = (
+    "import sys, obstore, sqlalchemy; "
+    "print('Python', sys.version.split()[0], '| obstore', obstore.__version__, "
+    "'| SQLAlchemy', sqlalchemy.__version__)"
+)
+
+
 def _install_servers(session: nox.Session) -> None:
     session.run("bash", "scripts/install-test-servers.sh", external=True)
 
@@ -37,11 +44,18 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *(session.posargs or ["-q"]), env={"PYTHONFAULTHANDLER": "1"})
 
 
-@nox.session(name="tests-sqlalchemy2.0")
-def tests_sqlalchemy20(session: nox.Session) -> None:
-    """Run the ORM-level tests against SQLAlchemy 2.0 (the default `tests` session uses 2.1)."""
+@nox.session(name="tests-oldest")
+def tests_oldest(session: nox.Session) -> None:
+    """Run the ORM-level tests on the oldest supported stack: SQLAlchemy 2.0.
+
+    The default `tests` session uses SQLAlchemy 2.1. Given Python 3.10
+    (`nox -s tests-oldest --force-python python3.10`, as `.ci/run` does when it finds
+    one), this also covers the oldest Python and obstore 0.11, the newest obstore that
+    installs there.
+    """
     session.install("-e", ".[postgres,sqlite]", *_group("test"))
     session.install("sqlalchemy[asyncio]==2.0.*")
+    session.run("python", "-c", _STACK, silent=False)
     session.run("bash", "scripts/ensure-postgres.sh", external=True, success_codes=[0, 1])
     session.run(
         "pytest",

@@ -124,10 +124,15 @@ def _real_sqlite_transactions(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
+SQLITE_ARGS = {"timeout": 30}
+"""Writers wait up to 30 s for SQLite's lock (the driver's default is 5 s): tests that write
+from several connections at once must not fail because the machine is busy."""
+
+
 @pytest.fixture
 def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
     """A sync engine on a SQLite file (stdlib driver), SAVEPOINT-capable."""
-    engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}", connect_args=SQLITE_ARGS)
     _real_sqlite_transactions(engine)
     yield engine
     engine.dispose()
@@ -136,7 +141,9 @@ def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
 @pytest.fixture
 async def sqlite_async_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     """An async engine on a SQLite file (aiosqlite), SAVEPOINT-capable."""
-    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    engine = create_async_engine(
+        f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}", connect_args=SQLITE_ARGS
+    )
     _real_sqlite_transactions(engine.sync_engine)
     yield engine
     await engine.dispose()
