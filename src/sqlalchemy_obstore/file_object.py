@@ -1979,56 +1979,16 @@ def _trusted_shape(
 ) -> FileObject | None:
     """`from_dict` for the shape `to_dict` writes, built without a detour through `__init__`.
 
-    Rows are read far more often than anything else: this checks the exact types that
-    `to_dict` produces and fills the instance directly. Anything else (unknown fields,
-    other types, metadata to check, a timestamp to parse) returns `None`, and the
-    caller takes the general, fully validating path.
+    Rows are read far more often than anything else: msgspec checks the mapping against
+    `_ColumnRow` in C and the file is filled in directly. Anything else (unknown fields,
+    renditions, other types) returns `None`, and the caller takes the general, fully
+    validating path.
     """
-    get = data.get
-    backend = get("backend") or default_backend
-    filename = get("filename") or data["path"].rsplit("/", 1)[-1]
-    content_type = get("content_type")
-    size = get("size")
-    etag = get("etag")
-    version = get("version")
-    checksum = get("checksum")
-    modified = get("last_modified")
-    if not (
-        data.keys() <= _KNOWN_KEYS
-        and not get("metadata")
-        and filename.__class__ is str
-        and (backend is None or backend.__class__ is str)
-        and content_type.__class__ is str
-        and content_type
-        and (size is None or size.__class__ is int)
-        and (etag is None or etag.__class__ is str)
-        and (version is None or version.__class__ is str)
-        and (checksum is None or checksum.__class__ is str)
-        and (modified is None or modified.__class__ is str)
-    ):
+    try:
+        row = msgspec.convert(data, _ColumnRow)
+    except msgspec.ValidationError:
         return None
-    if modified is not None:
-        try:
-            modified = datetime.fromisoformat(modified)
-        except ValueError:
-            return None  # ("Z" before Python 3.11, or malformed: the general path)
-        if modified.tzinfo is None:
-            modified = modified.replace(tzinfo=timezone.utc)
-    file: FileObject = FileObject.__new__(FileObject)
-    d = file.__dict__  # (filled in place: faster than assigning a new __dict__)
-    d.update(_LOADED_INTERNALS)  # one C call for the internals every loaded file shares
-    if registry is not None:
-        d["_registry"] = registry
-    d["backend"] = backend
-    d["path"] = data["path"]
-    d["filename"] = filename
-    d["content_type"] = content_type
-    d["size"] = size
-    d["etag"] = etag
-    d["version"] = version
-    d["checksum"] = checksum
-    d["last_modified"] = modified
-    return file
+    return _file_from_row(row, default_backend, registry)
 
 
 class _ColumnRow(msgspec.Struct, forbid_unknown_fields=True):
@@ -2060,16 +2020,22 @@ def _file_from_json(
     """The fast constructor for column text in the usual shape, else `None`.
 
     Decoding the driver's text straight into `_ColumnRow` type-checks every field and
-    parses the timestamp in one C call, and costs less than `json.loads` alone; the
-    file is then filled in directly, as `_trusted_shape` does for a decoded `dict`.
+    parses the timestamp in one C call, and costs less than `json.loads` alone.
     """
     try:
         row = _decode_row(text)
     except msgspec.DecodeError:  # (ValidationError is a DecodeError)
         return None
+    return _file_from_row(row, default_backend, registry)
+
+
+def _file_from_row(
+    row: _ColumnRow, default_backend: str | None, registry: BackendRegistry | None
+) -> FileObject:
+    """A loaded `FileObject` filled in directly from a checked `_ColumnRow`."""
     file: FileObject = FileObject.__new__(FileObject)
-    d = file.__dict__
-    d.update(_LOADED_INTERNALS)
+    d = file.__dict__  # (filled in place: faster than assigning a new __dict__)
+    d.update(_LOADED_INTERNALS)  # one C call for the internals every loaded file shares
     if registry is not None:
         d["_registry"] = registry
     path = row.path
