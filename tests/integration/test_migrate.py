@@ -11,6 +11,7 @@ raises), and the application writes rows while the migration runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import tracemalloc
@@ -629,17 +630,32 @@ async def test_composite_primary_keys_and_report_limit(db: Db) -> None:
 
 
 class _InFlight(FaultInjectingBackend):
-    """Counts the puts running at the same time (a real backend underneath)."""
+    """Counts the puts running at the same time (a real backend underneath).
 
-    def __init__(self, inner: ObstoreBackend) -> None:
+    With `wait_for_company`, a put waits (up to 1 s) until another one has started, so
+    a migration that copies concurrently shows it whatever the scheduling; one that
+    copies one at a time just runs slower and still counts 1.
+    """
+
+    def __init__(self, inner: ObstoreBackend, *, wait_for_company: bool) -> None:
         super().__init__(inner)
         self.running = self.most = 0
+        self.wait_for_company = wait_for_company
+        self._company: asyncio.Event | None = None
 
     async def put_async(self, path: str, body: Any, **options: Any) -> Any:
+        if self._company is None:
+            self._company = asyncio.Event()
         self.running += 1
         self.most = max(self.most, self.running)
+        if self.running > 1:
+            self._company.set()
         try:
-            await asyncio.sleep(0)  # let the other copies start
+            if self.wait_for_company:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._company.wait(), 1)
+            else:
+                await asyncio.sleep(0)  # let the other copies start
             return await super().put_async(path, body, **options)
         finally:
             self.running -= 1
@@ -650,7 +666,7 @@ async def test_async_copies_run_concurrently_within_the_bound(
     concurrency: int, sqlite_async_engine: AsyncEngine, sqlite_engine: Engine
 ) -> None:
     storages.register_backend(ObstoreBackend(SRC, "memory://"))
-    destination = _InFlight(ObstoreBackend(DST, "memory://"))
+    destination = _InFlight(ObstoreBackend(DST, "memory://"), wait_for_company=concurrency > 1)
     storages.register_backend(destination)
     db = Db("sqlite-async", sqlite_async_engine, sqlite_engine)
     world = World(*make_models(), {}, "")
