@@ -57,6 +57,7 @@ from obstore.store import (
 from .errors import (
     ConfigurationError,
     InvalidExpiryError,
+    InvalidObjectPathError,
     ObjectExistsError,
     ObjectNotFoundError,
     StorageError,
@@ -66,7 +67,7 @@ from .errors import (
     UnsupportedSchemeError,
     redact,
 )
-from .keys import KeyFunction, join_key
+from .keys import KeyFunction, check_object_path, join_key
 from .validation import UploadPolicy
 
 if TYPE_CHECKING:
@@ -733,6 +734,7 @@ class ObstoreBackend(Backend):
         self.url_signer = url_signer
         self.key = key
         self.prefix = join_key(prefix) or None
+        self._managed_prefix = f"{self.prefix}/" if self.prefix else ""
         self.public_base_url = public_base_url
         self.key_function = key_function
         self.checksum_algorithm = checksum_algorithm
@@ -910,6 +912,12 @@ class ObstoreBackend(Backend):
             return None
         if isinstance(exc, StorageError):
             return None
+        if isinstance(exc, (ValueError, TypeError)) and path is not None:
+            # obstore refuses a malformed path with a plain ValueError/TypeError
+            try:
+                check_object_path(path)
+            except InvalidObjectPathError as invalid:
+                return invalid
         if isinstance(exc, (FileNotFoundError, obs_errors.NotFoundError)):
             return ObjectNotFoundError(
                 f"No object at {path!r} in backend {self.key!r}.", backend=self.key, path=path
@@ -1183,8 +1191,28 @@ class ObstoreBackend(Backend):
         """Delete one object or many; missing objects are ignored on every store."""
         self._delete_now(paths)
 
-    def _delete_now(self, paths: str | Sequence[str]) -> None:
+    def _deletable(self, paths: str | Sequence[str]) -> list[str]:
+        """The paths of a delete, each checked to be a well-formed key under the prefix.
+
+        A delete never leaves the backend's managed prefix, whatever a row or a caller
+        names: a malformed path or one outside the prefix raises
+        `InvalidObjectPathError` before anything is deleted.
+        """
         batch = [paths] if isinstance(paths, str) else list(paths)
+        prefix = self._managed_prefix
+        for path in batch:
+            check_object_path(path)
+            if prefix and not path.startswith(prefix):
+                raise InvalidObjectPathError(
+                    f"Refusing to delete {path!r}: backend {self.key!r} manages only keys "
+                    f"under {self.prefix!r}/, and a delete never leaves that prefix.",
+                    backend=self.key,
+                    path=path,
+                )
+        return batch
+
+    def _delete_now(self, paths: str | Sequence[str]) -> None:
+        batch = self._deletable(paths)
         if not batch:
             return
         try:
@@ -1205,7 +1233,7 @@ class ObstoreBackend(Backend):
         if self._never_blocks:
             self._delete_now(paths)  # a memory store never waits: no trip through the runtime
             return
-        batch = [paths] if isinstance(paths, str) else list(paths)
+        batch = self._deletable(paths)
         if not batch:
             return
         try:

@@ -14,7 +14,9 @@ StorageError
 │   └── MissingDependencyError (ImportError)
 ├── FileObjectError
 │   ├── InvalidFileObjectError (ValueError)
+│   │   └── InvalidObjectPathError
 │   ├── InvalidFilenameError (ValueError)
+│   ├── UntrustedReferenceError (PermissionError)
 │   └── NoContentError
 ├── UnsupportedOperationError
 ├── InvalidExpiryError (ValueError)
@@ -68,6 +70,7 @@ __all__ = (
     "InvalidFileObjectError",
     "InvalidFilenameError",
     "InvalidImageError",
+    "InvalidObjectPathError",
     "InvalidSignatureError",
     "MissingDependencyError",
     "NoContentError",
@@ -81,6 +84,7 @@ __all__ = (
     "StoragePermissionError",
     "UnsupportedOperationError",
     "UnsupportedSchemeError",
+    "UntrustedReferenceError",
     "ExpiredUploadTicketError",
     "InvalidUploadTicketError",
     "ReplayedUploadTicketError",
@@ -220,6 +224,28 @@ class InvalidFileObjectError(FileObjectError, ValueError):
     Raised for bad constructor arguments, for values of the wrong type assigned to a
     `StoredObject` column, and for malformed data read from a column (the message then
     names the table and column).
+    """
+
+
+class InvalidObjectPathError(InvalidFileObjectError):
+    """An object path is malformed (`..`, empty segments, control characters, ...) or
+    lies outside the managed prefix of the backend asked to delete it.
+
+    The library never writes such a path itself; it comes from a row, a request body or
+    application code, and it never reaches the store.
+    """
+
+
+class UntrustedReferenceError(FileObjectError, PermissionError):
+    """A reference decoded from outside data names an object its row does not hold.
+
+    Column-shape dicts from request bodies (`FileObject.from_dict`, Pydantic, msgspec, a
+    dict assigned to a column) are untrusted: a session writes one into a row only when
+    that row and column already hold the same object (an edit form sending the value
+    back). Anything else could point the row at another user's object, so the flush
+    refuses it and nothing is written. Attach new files through uploads or upload
+    tickets; build references on purpose with the `FileObject` constructor or
+    `FileObject.from_dict(..., trusted=True)` in server code.
     """
 
 

@@ -66,7 +66,14 @@ from .errors import (
     InvalidFileObjectError,
     NoContentError,
 )
-from .keys import KeyFunction, _default_key, build_key, join_key, sanitize_filename
+from .keys import (
+    KeyFunction,
+    _default_key,
+    build_key,
+    check_object_path,
+    join_key,
+    sanitize_filename,
+)
 from .processing import ImagePolicy, _Derived, _process_image, rendition_path
 from .registry import BackendRegistry, storages
 from .validation import UploadPolicy, _Guard, effective_policy
@@ -477,12 +484,13 @@ class FileObject(Mutable):
         d["_extra"] = _NOTHING
         d["_renditions"] = _NOTHING
         d["_metadata"] = _Metadata(self, metadata) if metadata else None
+        d["_untrusted"] = False  # built by the application's own code
         d["backend"] = (
             backend
             if backend is None or backend.__class__ is str
             else _optional(backend, str, "backend")
         )
-        d["path"] = path if path is None or path.__class__ is str else _optional(path, str, "path")
+        d["path"] = None if path is None else check_object_path(path)
         d["filename"] = filename
         d["content_type"] = content_type or guess_content_type(filename)
         d["size"] = size if size is None or size.__class__ is int else _optional(size, int, "size")
@@ -583,6 +591,22 @@ class FileObject(Mutable):
         if d["_registry"] is None and registry is not None:
             d["_registry"] = registry
 
+    def _take_stored_facts(self, source: FileObject) -> None:
+        """Become the trusted `source` object again, keeping only this file's filename.
+
+        The session calls this for an untrusted file accepted as the echo of what its
+        row held (see `from_dict`): what the store holds is described by the row, not by
+        the request body.
+        """
+        d, facts = self.__dict__, source.__dict__
+        for name in _TRACKED_FIELDS - {"filename"}:
+            d[name] = facts[name]
+        d["_metadata"] = _Metadata(self, facts["_metadata"]) if facts["_metadata"] else None
+        d["_extra"] = dict(facts["_extra"]) if facts["_extra"] else _NOTHING
+        d["_renditions"] = dict(facts["_renditions"]) if facts["_renditions"] else _NOTHING
+        d["_sign_cache"] = _NOTHING
+        d["_untrusted"] = False
+
     def _attach(self, container: FileObjectList) -> None:
         d = self.__dict__
         if d["_containers"] is _NOTHING:
@@ -632,23 +656,49 @@ class FileObject(Mutable):
         *,
         default_backend: str | None = None,
         registry: BackendRegistry | None = None,
+        trusted: bool = False,
     ) -> FileObject:
         """Rebuild a `FileObject` from its column shape.
+
+        A column-shape dict names an object by backend and path, so where it comes from
+        matters (see [the threat model](../explanation/security.md)). By default the
+        result is **untrusted**: a session refuses to write it into a row
+        (`UntrustedReferenceError`) unless the same row and column already hold that very
+        object, the round trip of an edit form, and then the stored facts (size,
+        checksum, type, metadata, renditions) are kept from the row, only `filename`
+        from the dict. Pydantic validation, msgspec's `dec_hook` and assigning a dict to
+        a column build untrusted files the same way.
+
+        Pass `trusted=True` only for data the application itself vouches for (its own
+        rows, a migration, an admin tool), never for a request body.
 
         Args:
             data: A mapping as produced by `to_dict`.
             default_backend: Backend to use when the data names none.
             registry: The registry that resolves the backend.
+            trusted: Whether the application vouches for `data` (see above).
 
         Raises:
-            InvalidFileObjectError: If `data` is not a valid column value.
+            InvalidFileObjectError: If `data` is not a valid column value (including a
+                malformed `path`, see
+                [`check_object_path`][sqlalchemy_obstore.keys.check_object_path], or a
+                rendition on another backend than its original).
+
+        Example:
+            >>> f = FileObject.from_dict({"backend": "b", "path": "k/a.txt"})
+            >>> f.filename, f.is_trusted
+            ('a.txt', False)
+            >>> FileObject.from_dict({"backend": "b", "path": "k/a.txt"}, trusted=True).is_trusted
+            True
         """
         if not isinstance(data, Mapping):
             raise InvalidFileObjectError(f"Expected a JSON object, got {type(data).__name__}.")
         path = data.get("path")
         if not isinstance(path, str) or not path:
             raise InvalidFileObjectError(f"A stored file needs a non-empty 'path', got {path!r}.")
-        if cls is FileObject and (file := _trusted_shape(data, default_backend, registry)):
+        check_object_path(path)
+        if cls is FileObject and (file := _usual_shape(data, default_backend, registry)):
+            file.__dict__["_untrusted"] = not trusted
             return file
         try:
             file = cls(
@@ -666,6 +716,7 @@ class FileObject(Mutable):
             )
         except (InvalidFileObjectError, ValueError, TypeError) as exc:
             raise InvalidFileObjectError(f"Malformed stored file {dict(data)!r}: {exc}") from exc
+        file.__dict__["_untrusted"] = not trusted
         if data.keys() <= _KNOWN_KEYS:  # the usual case: nothing unknown to keep
             return file
         file.__dict__["_extra"] = {k: v for k, v in data.items() if k not in _KNOWN_KEYS}
@@ -674,11 +725,32 @@ class FileObject(Mutable):
             # (A "renditions" field of another shape is kept as an unknown field.)
             extra = file.__dict__["_extra"]
             del extra["renditions"]
-            file.__dict__["_renditions"] = {
-                name: cls.from_dict(item, default_backend=file.backend, registry=registry)
-                for name, item in renditions.items()
-            }
+            parsed = {}
+            for name, item in renditions.items():
+                rendition = cls.from_dict(
+                    item, default_backend=file.backend, registry=registry, trusted=trusted
+                )
+                if rendition.backend != file.backend:
+                    raise InvalidFileObjectError(
+                        f"Rendition {name!r} of {path!r} names backend {rendition.backend!r}, "
+                        f"but renditions are stored beside their original, in backend "
+                        f"{file.backend!r}."
+                    )
+                parsed[name] = rendition
+            file.__dict__["_renditions"] = parsed
         return file
+
+    @property
+    def is_trusted(self) -> bool:
+        """Whether the application vouches for this file's reference (backend and path).
+
+        `False` for a file decoded from outside data (`from_dict` without
+        `trusted=True`, Pydantic validation, msgspec's `dec_hook`, a dict assigned to a
+        column) until a session accepted it as the echo of what its row already held.
+        Files built with the constructor, loaded from rows, saved or redeemed from an
+        upload ticket are trusted. See `from_dict`.
+        """
+        return not self.__dict__["_untrusted"]
 
     # -- pydantic --------------------------------------------------------------------------------
     @classmethod
@@ -908,6 +980,7 @@ class FileObject(Mutable):
         self.__dict__.update(state)
         self.__dict__["_containers"] = {}
         self.__dict__.setdefault("_renditions", {})
+        self.__dict__.setdefault("_untrusted", False)
         self.__dict__["_metadata"] = _Metadata(self, metadata)
 
     # -- Mutable contract -------------------------------------------------------------------
@@ -1970,11 +2043,12 @@ _LOADED_INTERNALS: dict[str, Any] = {
     "_extra": _NOTHING,
     "_renditions": _NOTHING,
     "_metadata": None,
+    "_untrusted": False,
 }
 """Internals of a file loaded from a row (shared empties are replaced on first write)."""
 
 
-def _trusted_shape(
+def _usual_shape(
     data: Mapping[str, Any], default_backend: str | None, registry: BackendRegistry | None
 ) -> FileObject | None:
     """`from_dict` for the shape `to_dict` writes, built without a detour through `__init__`.

@@ -23,13 +23,14 @@ import unicodedata
 from collections.abc import Callable
 from functools import lru_cache
 
-from .errors import ConfigurationError, InvalidFilenameError
+from .errors import ConfigurationError, InvalidFilenameError, InvalidObjectPathError
 
 __all__ = (
     "DEFAULT_FILENAME",
     "MAX_FILENAME_BYTES",
     "KeyFunction",
     "build_key",
+    "check_object_path",
     "join_key",
     "key_safe_name",
     "sanitize_filename",
@@ -255,6 +256,53 @@ def validate_key(key: str) -> str:
             "segments and no control characters. Check the key_function in use."
         )
     return key
+
+
+_MALFORMED_PATH = re.compile(r"(?:^|/)\.{0,2}(?:/|$)|[\x00-\x1f\x7f-\x9f\\\\]")
+"""An empty, `.` or `..` segment (so also a leading or trailing `/`), a control character
+or a backslash: what no key this library writes contains, and what a store may resolve
+to another object than the one named (obstore drops a leading `/`; a local-files store
+reads `\\` as a separator on Windows)."""
+
+
+def check_object_path(path: str) -> str:
+    """Check that a stored object path is a well-formed relative key and return it.
+
+    Stored paths come from rows, request bodies and application code, so they are
+    checked before they reach a store: a path must be a non-empty string of `/`-separated
+    segments, none of them empty, `.` or `..`, with no control character and no
+    backslash. (Keys the library generates always pass.)
+
+    Args:
+        path: The object path (key) to check.
+
+    Returns:
+        `path`, unchanged.
+
+    Raises:
+        InvalidObjectPathError: If the path is malformed; the message says why (an
+            `InvalidFileObjectError`).
+
+    Example:
+        >>> check_object_path("uploads/1f0c/report.pdf")
+        'uploads/1f0c/report.pdf'
+        >>> from sqlalchemy_obstore import InvalidObjectPathError
+        >>> try:
+        ...     check_object_path("uploads/../secrets.txt")
+        ... except InvalidObjectPathError:
+        ...     print("refused")
+        refused
+    """
+    if path.__class__ is not str:
+        raise InvalidObjectPathError(f"An object path must be a string, not {type(path).__name__}.")
+    if not path or _MALFORMED_PATH.search(path):
+        raise InvalidObjectPathError(
+            f"Invalid object path {path!r}: a path is a non-empty, relative key with no empty, "
+            "'.' or '..' segment, no leading or trailing '/', no backslash and no control "
+            "character. Paths in rows are written by the library; fix or null the row that "
+            "holds this one."
+        )
+    return path
 
 
 def build_key(

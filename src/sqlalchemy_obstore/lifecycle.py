@@ -41,13 +41,13 @@ from typing import Any, TypeVar
 
 from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import InstanceState, Mapper, Session, SessionTransaction, object_session
-from sqlalchemy.orm.attributes import get_history
+from sqlalchemy.orm.attributes import flag_modified, get_history
 from sqlalchemy.orm.base import NO_VALUE
 
 from ._compat import await_, in_async_context
 from ._content import CONSUMED, ContentCheckpoint
 from .backends import Backend
-from .errors import NoContentError, StorageErrorGroup
+from .errors import NoContentError, StorageErrorGroup, UntrustedReferenceError
 from .file_object import FileObject, FileObjectList, SaveOptions
 from .types import (
     UNKNOWN_OLD_VALUE_KEY,
@@ -405,9 +405,66 @@ def _upload_all(session: Session, jobs: list[tuple[FileObject, SaveOptions]]) ->
     return done
 
 
+# -- references from outside data ----------------------------------------------------------------
+def _vet_references(session: Session) -> None:
+    """Refuse untrusted references that the rows being written do not already hold.
+
+    A file decoded from outside data (`FileObject.from_dict` without `trusted=True`,
+    Pydantic, msgspec, a dict assigned to a column) may be written into a row only as the
+    echo of an object that same row and column held: an edit form sending the value
+    back. It then takes the stored facts of the object the row held, keeping only its
+    filename. Anything else raises `UntrustedReferenceError` before anything is uploaded
+    or written. Runs for every session and column, tracked or not: it is not about
+    tracking files, it is about who may name them.
+    """
+    for obj in (*session.new, *session.dirty):
+        state = inspect(obj)
+        if not _has_file_columns(state.mapper):
+            continue
+        for key, column in stored_object_columns(state.mapper):
+            value = state.dict.get(key)
+            if value is None:
+                continue
+            items = value if isinstance(value, list) else (value,)
+            untrusted = [f for f in items if isinstance(f, FileObject) and f.__dict__["_untrusted"]]
+            if untrusted:
+                _apply_column_defaults(column, value)
+                _accept_echoes(obj, key, value, untrusted)
+
+
+def _accept_echoes(obj: Any, key: str, value: Any, untrusted: list[FileObject]) -> None:
+    held: dict[_Ref, FileObject] = {}
+    state = inspect(obj)
+    previous = _previous_values(obj, key) if state.persistent else []
+    # (a value equal to the old one - same backend and path - is no change to the
+    # attribute history, but the old value is still in committed_state)
+    original = state.committed_state.get(key) if state.persistent else None
+    for old in (original, *previous, value):
+        for file in _files_ever_in(old):
+            if not file.__dict__["_untrusted"] and (ref := _ref(file)) is not None:
+                held.setdefault(ref, file)
+    for file in untrusted:
+        ref = _ref(file)
+        match = held.get(ref) if ref is not None else None
+        if match is None:
+            raise UntrustedReferenceError(
+                f"{type(obj).__name__}.{key} cannot take {file!r}: it was decoded from "
+                "outside data (a request body) and names an object this row does not hold, "
+                "so it could point at another user's file. Upload new content instead (or "
+                "redeem an upload ticket); send back only the value the row already has; "
+                "build references on purpose in server code with the FileObject "
+                "constructor or FileObject.from_dict(..., trusted=True).",
+                backend=file.backend,
+                path=file.path,
+            )
+        file._take_stored_facts(match)
+    flag_modified(obj, key)  # (an echo equal to the old value would not be written)
+
+
 # -- listeners ------------------------------------------------------------------------------------
 @event.listens_for(Session, "before_flush")
 def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
+    _vet_references(session)
     if not is_tracking(session):
         return
     tracker = _state(session)

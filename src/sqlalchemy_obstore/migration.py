@@ -78,6 +78,7 @@ from ._copy import copy_object
 from .backends import DEFAULT_CHUNK_SIZE, Backend, ObjectInfo
 from .errors import ConfigurationError, ObjectNotFoundError, StorageError
 from .gc import FileColumn, _columns
+from .keys import join_key
 from .registry import BackendRegistry, storages
 
 __all__ = (
@@ -536,7 +537,8 @@ class _Migration:
     def _check_distinct_stores(self) -> None:
         """Refuse `delete_source` when both keys lead to the same store (it would delete
         the copies): write a probe to the source and look for it at the destination."""
-        probe = f"{_PROBE_PREFIX}/{uuid.uuid4().hex}"
+        # (under the source's prefix: a backend deletes nothing outside it)
+        probe = join_key(self.source.prefix, _PROBE_PREFIX, uuid.uuid4().hex)
         if in_async_context():
             await_(self.source.put_async(probe, b"probe"))
         else:

@@ -20,13 +20,13 @@ from sqlalchemy.orm import Mapper
 from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.types import TypeDecorator
 
-from .errors import ConfigurationError, InvalidFileObjectError
+from .errors import ConfigurationError, InvalidFileObjectError, UntrustedReferenceError
 from .file_object import (
     FileObject,
     FileObjectList,
     SaveOptions,
     _file_from_json,
-    _trusted_shape,
+    _usual_shape,
 )
 from .keys import KeyFunction
 from .registry import BackendRegistry
@@ -169,11 +169,23 @@ class StoredObject(TypeDecorator[Any]):
 
     # -- bind ---------------------------------------------------------------------------------
     def _dump(self, value: Any) -> dict[str, Any]:
-        if isinstance(value, Mapping):
-            value = FileObject.from_dict(value, default_backend=self.backend)
+        if isinstance(value, Mapping):  # a dict in the application's own SQL statement
+            value = FileObject.from_dict(value, default_backend=self.backend, trusted=True)
         if not isinstance(value, FileObject):
             raise InvalidFileObjectError(
                 f"{self._column_label()} stores FileObjects, not {type(value).__name__}."
+            )
+        if value.__dict__["_untrusted"]:
+            # A session flush vets these (see lifecycle); only a statement that bypasses
+            # it (Core, bulk operations) gets here with one.
+            raise UntrustedReferenceError(
+                f"{value!r} in {self._column_label()} was decoded from outside data (a "
+                "request body), and this statement does not go through a session flush, "
+                "which is where a reference is checked against what its row holds. Write it "
+                "through the ORM, or build it in server code with "
+                "FileObject.from_dict(..., trusted=True) if the application vouches for it.",
+                backend=value.backend,
+                path=value.path,
             )
         if value.path is None:
             raise InvalidFileObjectError(
@@ -202,11 +214,13 @@ class StoredObject(TypeDecorator[Any]):
     def _load(self, data: Any) -> FileObject:
         if data.__class__ is dict and (path := data.get("path")).__class__ is str and path:
             # The shape to_dict() wrote, as the driver decoded it: the fast constructor.
-            file = _trusted_shape(data, self.backend, self.registry)
+            file = _usual_shape(data, self.backend, self.registry)
             if file is not None:
                 return file
         try:
-            return FileObject.from_dict(data, default_backend=self.backend, registry=self.registry)
+            return FileObject.from_dict(
+                data, default_backend=self.backend, registry=self.registry, trusted=True
+            )
         except InvalidFileObjectError as exc:
             raise InvalidFileObjectError(
                 f"Malformed value in {self._column_label()}: {exc}. Fix the row, or set the "
@@ -248,7 +262,7 @@ class StoredObject(TypeDecorator[Any]):
                     return file
                 value = decode_json(value)
             elif value.__class__ is dict and (path := value.get("path")).__class__ is str and path:
-                file = _trusted_shape(value, backend, registry)
+                file = _usual_shape(value, backend, registry)
                 if file is not None:
                     return file
             return slow(value, dialect)

@@ -52,6 +52,7 @@ from .errors import (
     NoContentError,
     ObjectNotFoundError,
     ReplayedUploadTicketError,
+    UntrustedReferenceError,
     ValidationError,
 )
 
@@ -350,7 +351,9 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (InvalidUploadTicketError, 400),
     (ExpiredUploadTicketError, 410),
     (ReplayedUploadTicketError, 409),
+    (UntrustedReferenceError, 403),
     (ValidationError, 422),
+    (InvalidFileObjectError, 422),
 )
 
 
@@ -360,7 +363,9 @@ def error_status(exc: BaseException) -> int | None:
     `FileTooLargeError` → 413, `InvalidContentTypeError` and `InvalidExtensionError` →
     415, `FileTooSmallError` and `InvalidImageError` → 422, `ObjectNotFoundError` → 404,
     upload-ticket errors → 400 (malformed or forged), 410 (expired), 409 (replayed),
-    any other `ValidationError` → 422.
+    `UntrustedReferenceError` (a request body naming an object its row does not hold) →
+    403, any other `ValidationError` and a malformed file value
+    (`InvalidFileObjectError`, e.g. a bad path) → 422.
     Use it in an exception handler of either framework.
 
     Example:

@@ -28,6 +28,7 @@ from sqlalchemy_obstore import (
     InvalidFileObjectError,
     ObstoreBackend,
     StoredObject,
+    UntrustedReferenceError,
 )
 
 T = TypeVar("T")
@@ -487,31 +488,59 @@ async def test_file_with_its_own_backend_keeps_it(db: Db) -> None:
     assert (await db.raw_json(1, "file"))["backend"] == "other"
 
 
-async def test_dict_assigned_is_coerced(db: Db, memory_backend: ObstoreBackend) -> None:
+async def test_dict_assigned_is_coerced_but_untrusted(
+    db: Db, memory_backend: ObstoreBackend
+) -> None:
     memory_backend.put("existing/a.txt", b"already there")
-    memory_backend.put("existing/b.txt", b"b")
     shape = {"path": "existing/a.txt", "filename": "a.txt", "size": 13}
 
-    def write(session: Session) -> None:
+    def refused(session: Session) -> None:
         doc = Document(id=1)
         doc.file = shape  # type: ignore[assignment]
-        doc.files = [{"path": "existing/b.txt"}, pending("c.txt")]  # type: ignore[list-item]
+        doc.files = [{"path": "existing/a.txt"}, pending("c.txt")]  # type: ignore[list-item]
         assert isinstance(doc.file, FileObject)
         assert doc.file.backend == "memory"  # takes the column's backend
+        assert not doc.file.is_trusted  # a dict is outside data
         assert isinstance(doc.files, FileObjectList)
         assert all(isinstance(f, FileObject) for f in doc.files)
-        doc.files.append({"path": "existing/b.txt", "filename": "again.txt"})  # type: ignore[arg-type]
-        assert isinstance(doc.files[-1], FileObject)
+        session.add(doc)
+        with pytest.raises(UntrustedReferenceError):
+            session.commit()
+        session.rollback()
+
+    await db.run(refused)
+    assert memory_backend.get_bytes("existing/a.txt") == b"already there"
+    assert [o.path for o in memory_backend.list_objects()] == ["existing/a.txt"]
+
+    def trusted(session: Session) -> None:
+        doc = Document(id=1)
+        doc.file = FileObject.from_dict(shape, trusted=True)
+        doc.files = [pending("c.txt")]
+        doc.files.append(FileObject.from_dict({"path": "existing/a.txt"}, trusted=True))
         session.add(doc)
         session.commit()
 
-    await db.run(write)
+    await db.run(trusted)
+
+    def echo(session: Session) -> None:
+        doc = session.get(Document, 1)
+        assert doc is not None
+        assert doc.file is not None
+        # an edit form sends the row's value back, renamed and with forged facts
+        body = {**doc.file.to_dict(), "filename": "renamed.txt", "size": 1, "checksum": None}
+        doc.file = body  # type: ignore[assignment]
+        doc.files = [FileObject.from_dict(f.to_dict()) for f in doc.files]
+        session.commit()
+
+    await db.run(echo)
 
     def check(doc: Document) -> None:
         assert doc.file is not None
+        assert doc.file.is_trusted
         assert doc.file.get_content() == b"already there"
-        assert doc.file.size == 13
-        assert [f.filename for f in doc.files or []] == ["b.txt", "c.txt", "again.txt"]
+        assert doc.file.size == 13  # the row's facts, not the body's
+        assert doc.file.filename == "renamed.txt"  # the body's name
+        assert [f.filename for f in doc.files or []] == ["c.txt", "a.txt"]
 
     await load(db, check)
 

@@ -149,7 +149,9 @@ def with_rendition(backend: str) -> FileObject:
     """A stored file with a stored rendition (the column shape image processing writes)."""
     main = make_file("photo.png", size=64, seed=1, backend=backend).save()
     thumb = make_file("thumb.png", size=16, seed=2, backend=backend).save()
-    return FileObject.from_dict({**main.to_dict(), "renditions": {"thumb": thumb.to_dict()}})
+    return FileObject.from_dict(
+        {**main.to_dict(), "renditions": {"thumb": thumb.to_dict()}}, trusted=True
+    )
 
 
 async def populate(db: Db, backend: ObstoreBackend) -> tuple[Any, Any, set[str], set[str]]:

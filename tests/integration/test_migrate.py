@@ -167,7 +167,9 @@ def saved(name: str, seed: int, size: int = 0, backend: str = SRC) -> FileObject
 def with_rendition(seed: int) -> FileObject:
     main = saved("photo.png", seed, 64)
     thumb = saved("thumb.png", seed + 100, 16)
-    return FileObject.from_dict({**main.to_dict(), "renditions": {"thumb": thumb.to_dict()}})
+    return FileObject.from_dict(
+        {**main.to_dict(), "renditions": {"thumb": thumb.to_dict()}}, trusted=True
+    )
 
 
 def paths_of(*files: FileObject) -> list[str]:

@@ -183,15 +183,15 @@ def test_wrapper_mirrors_the_inner_backend(inner: ObstoreBackend) -> None:
 
 
 def test_without_faults_everything_is_delegated(flaky: FaultInjectingBackend) -> None:
-    flaky.put("a", b"hello")
-    assert flaky.get_bytes("a") == b"hello"
-    assert flaky.get_range("a", 1, 3) == b"ell"
-    assert b"".join(flaky.iter_chunks("a")) == b"hello"
-    assert flaky.head("a").size == 5
-    assert flaky.exists("a")
-    flaky.copy("a", "b")
-    assert [o.path for o in flaky.list_objects()] == ["a", "b"]
-    flaky.delete(["a", "b"])
+    flaky.put("p/a", b"hello")
+    assert flaky.get_bytes("p/a") == b"hello"
+    assert flaky.get_range("p/a", 1, 3) == b"ell"
+    assert b"".join(flaky.iter_chunks("p/a")) == b"hello"
+    assert flaky.head("p/a").size == 5
+    assert flaky.exists("p/a")
+    flaky.copy("p/a", "p/b")
+    assert [o.path for o in flaky.list_objects()] == ["p/a", "p/b"]
+    flaky.delete(["p/a", "p/b"])
     assert stored(flaky) == []
     assert flaky.calls == {"put": 1, "get": 3, "head": 2, "copy": 1, "list": 1, "delete": 1}
     assert flaky.injected == []
@@ -240,12 +240,12 @@ def test_nth_and_times(flaky: FaultInjectingBackend) -> None:
 
 def test_faults_are_per_operation(flaky: FaultInjectingBackend) -> None:
     flaky.fail("delete", times=2)
-    flaky.put("a", b"1")
-    assert flaky.get_bytes("a") == b"1"
+    flaky.put("p/a", b"1")
+    assert flaky.get_bytes("p/a") == b"1"
     for _ in range(2):
         with pytest.raises(InjectedFault):
-            flaky.delete("a")
-    flaky.delete("a")
+            flaky.delete("p/a")
+    flaky.delete("p/a")
     assert stored(flaky) == []
 
 
@@ -343,38 +343,38 @@ def test_part_faults_through_file_object_save(flaky: FaultInjectingBackend) -> N
 
 async def test_async_twins_share_faults_and_counters(flaky: FaultInjectingBackend) -> None:
     flaky.fail("put", nth=2)
-    await flaky.put_async("a", b"1")
+    await flaky.put_async("p/a", b"1")
     with pytest.raises(InjectedFault, match="put #2"):
-        await flaky.put_async("b", b"2")
-    flaky.put("c", b"3")
+        await flaky.put_async("p/b", b"2")
+    flaky.put("p/c", b"3")
     assert flaky.calls["put"] == 3
 
     flaky.fail("get")
     with pytest.raises(InjectedFault):
-        await flaky.get_bytes_async("a")
-    assert await flaky.get_bytes_async("a") == b"1"
-    assert await flaky.get_range_async("a", 0, 1) == b"1"
-    assert [c async for c in flaky.iter_chunks_async("a")] == [b"1"]
+        await flaky.get_bytes_async("p/a")
+    assert await flaky.get_bytes_async("p/a") == b"1"
+    assert await flaky.get_range_async("p/a", 0, 1) == b"1"
+    assert [c async for c in flaky.iter_chunks_async("p/a")] == [b"1"]
 
     flaky.fail("head")
     with pytest.raises(InjectedFault):
-        await flaky.head_async("a")
-    assert (await flaky.head_async("a")).size == 1
+        await flaky.head_async("p/a")
+    assert (await flaky.head_async("p/a")).size == 1
 
     flaky.fail("copy")
     with pytest.raises(InjectedFault):
-        await flaky.copy_async("a", "d")
-    await flaky.copy_async("a", "d")
+        await flaky.copy_async("p/a", "p/d")
+    await flaky.copy_async("p/a", "p/d")
 
     flaky.fail("list")
     with pytest.raises(InjectedFault):
         flaky.list_objects_async()
-    assert sorted([o.path async for o in flaky.list_objects_async()]) == ["a", "c", "d"]
+    assert sorted([o.path async for o in flaky.list_objects_async()]) == ["p/a", "p/c", "p/d"]
 
     flaky.fail("delete")
     with pytest.raises(InjectedFault):
-        await flaky.delete_async(["a", "c", "d"])
-    await flaky.delete_async(["a", "c", "d"])
+        await flaky.delete_async(["p/a", "p/c", "p/d"])
+    await flaky.delete_async(["p/a", "p/c", "p/d"])
     assert stored(flaky) == []
     assert [e.operation for e in flaky.injected] == ["put", "get", "head", "copy", "list", "delete"]
 
