@@ -8,6 +8,7 @@ after the commit.
 
 from __future__ import annotations
 
+from . import _commit_expiry  # noqa: F401  (session listeners: file columns survive commit expiry)
 from .backends import Backend, ObjectInfo, ObstoreBackend, SignedURL, WriteResult
 from .composite import MirrorBackend, OverlayBackend
 from .errors import (

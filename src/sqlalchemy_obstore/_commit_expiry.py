@@ -1,0 +1,75 @@
+"""File columns keep their value through `expire_on_commit`.
+
+A session with `expire_on_commit=True` (SQLAlchemy's default) expires every attribute of
+every object when a transaction commits, so the next access reloads it. In an
+`AsyncSession` that reload is I/O outside an `await` and fails with `MissingGreenlet`:
+`await session.commit()` followed by `await doc.file.get_content_async()` would break the
+first program most users write.
+
+A `StoredObject` value is a reference the flush that just committed wrote itself, so
+it is kept: right after a commit, every loaded file column of every object in the session
+holds the value it had, instead of being expired (its other columns expire as usual).
+Only the expiry *of the commit* is skipped: `session.expire()`, `refresh()`,
+`expire_all()` and rollbacks expire file columns like any other, so a value changed by
+another transaction is seen after an explicit refresh, as with `expire_on_commit=False`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.orm import InstanceState, Mapper, Session, SessionTransaction
+
+from .types import stored_object_columns
+
+_SNAPSHOT_KEY = "sqlalchemy_obstore.committed_files"
+_KEYS: dict[Mapper[Any], tuple[str, ...]] = {}
+
+
+def _file_keys(mapper: Mapper[Any]) -> tuple[str, ...]:
+    keys = _KEYS.get(mapper)
+    if keys is None:
+        keys = _KEYS[mapper] = tuple(key for key, _ in stored_object_columns(mapper))
+    return keys
+
+
+@event.listens_for(Session, "after_commit")
+def _remember_committed_files(session: Session) -> None:
+    """Just before the commit expires the session's objects, note their file values."""
+    if not session.expire_on_commit or session.get_nested_transaction() is not None:
+        return  # nothing will expire (a SAVEPOINT commit never expires)
+    snapshot: dict[InstanceState[Any], dict[str, Any]] = {}
+    for state in session.identity_map.all_states():
+        keys = _file_keys(state.mapper)
+        if not keys:
+            continue
+        loaded = state.dict
+        values = {key: loaded[key] for key in keys if key in loaded}
+        if values:
+            snapshot[state] = values
+    if snapshot:
+        session.info[_SNAPSHOT_KEY] = snapshot
+
+
+@event.listens_for(Mapper, "expire", raw=True)
+def _keep_committed_files(state: InstanceState[Any], attrs: Any) -> None:
+    """Put the committed file values back into an object the commit just expired."""
+    if attrs is not None:  # an explicit expire of some attributes: leave it
+        return
+    session = state.session
+    if session is None:
+        return
+    snapshot: dict[InstanceState[Any], dict[str, Any]] | None = session.info.get(_SNAPSHOT_KEY)
+    if not snapshot:
+        return
+    values = snapshot.pop(state, None)
+    if values:
+        state.dict.update(values)
+        state.expired_attributes.difference_update(values)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_committed_files(session: Session, transaction: SessionTransaction) -> None:
+    """The commit's expiry is over: later expiries are the application's own."""
+    session.info.pop(_SNAPSHOT_KEY, None)
