@@ -216,9 +216,9 @@ def content_disposition(filename: str, content_type: str, *, inline: bool | None
 
     Example:
         >>> content_disposition("résumé.txt", "text/plain")
-        'inline; filename="r_sum_.txt"; filename*=UTF-8\'\'r%C3%A9sum%C3%A9.txt'
-        >>> content_disposition("../../evil\u202egnp.exe", "application/pdf")
-        'attachment; filename="evilgnp.exe"; filename*=UTF-8\'\'evilgnp.exe'
+        'inline; filename="r_sum_.txt"; filename*=UTF-8\\'\\'r%C3%A9sum%C3%A9.txt'
+        >>> content_disposition("../../evil\\u202egnp.exe", "application/pdf")
+        'attachment; filename="evilgnp.exe"; filename*=UTF-8\\'\\'evilgnp.exe'
     """
     if type(filename) is str and type(content_type) is str:
         return _disposition_cached(filename, content_type, inline)

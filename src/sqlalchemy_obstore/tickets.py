@@ -849,9 +849,7 @@ class UploadTickets:
     @staticmethod
     def _upload_headers(claims: _Claims, backend: Backend) -> dict[str, str]:
         headers = dict(backend.upload_headers)
-        if backend.supports_attributes and not isinstance(
-            getattr(backend, "url_signer", None), HmacUrlSigner
-        ):
+        if _store_serves(backend):
             # The store keeps what the client sends and serves it through signed GET
             # URLs: the disposition the library would have stored (redeem checks it).
             name = (
@@ -1042,8 +1040,9 @@ class UploadTickets:
         """Verify a ticket and return what it says, without redeeming it.
 
         Returns:
-            `backend`, `path`, `filename`, `max_size`, `min_size`, `content_types`,
-            `sniff`, `redeem_before` and `metadata`.
+            `id` (the ticket's id, also carried by its HMAC-signed URL), `backend`,
+            `path`, `filename`, `max_size`, `min_size`, `content_types`, `sniff`,
+            `redeem_before` and `metadata`.
 
         Raises:
             InvalidUploadTicketError: If the ticket is malformed, forged or tampered.
@@ -1051,6 +1050,7 @@ class UploadTickets:
         """
         claims = self._decode(ticket)
         return {
+            "id": claims.id,
             "backend": claims.backend,
             "path": claims.path,
             "filename": claims.filename,
@@ -1153,11 +1153,12 @@ class UploadTickets:
 
         The client chose the attributes of its own PUT, and the store serves them
         through signed GET URLs: unless the object is an `attachment` or of a passive
-        type (see `serves_inline`), it is refused. Stores without attributes serve
-        nothing themselves; a missing type is sent by the stores as
+        type (see `serves_inline`), it is refused. Stores that do not serve objects
+        themselves (local files, memory: the signed-URL route applies the rule when it
+        serves them) are not concerned; a missing type is sent by the stores as
         `application/octet-stream`, which browsers download.
         """
-        if not backend.supports_attributes:
+        if not _store_serves(backend):
             return None
         disposition = info.attributes.get("Content-Disposition", "")
         stored = (info.content_type or "").split(";", 1)[0].strip().lower()
@@ -1305,6 +1306,16 @@ class UploadTickets:
         if violation is not None:
             raise violation
         return self._file(claims, info, content_type)
+
+
+def _store_serves(backend: Backend) -> bool:
+    """Whether the store itself serves objects, with the attributes they were put with.
+
+    S3, GCS and Azure do, through the URLs they sign; local files and memory do not
+    (the signed-URL route serves them and applies the inline rule itself).
+    """
+    native = getattr(backend, "supports_native_signing", backend.supports_signing)
+    return bool(native) and backend.supports_attributes
 
 
 def _tuple(values: Sequence[str] | str | None) -> tuple[str, ...] | None:

@@ -169,7 +169,10 @@ def test_issue_for_a_backend_key_and_redeem(docs: ObstoreBackend, tickets: Uploa
         method="PUT",
         expires=int(query["expires"]),
         signature=query["signature"],
+        max_size=query.get("max_size"),
+        ticket=query["ticket"],
     )
+    assert query["ticket"] == tickets.inspect(grant.ticket)["id"]
     upload(docs, grant, b"hello world")
     file = tickets.redeem(grant.ticket)
     assert file.is_saved
