@@ -95,6 +95,7 @@ def test_byte_range_helpers() -> None:
         ({"if-modified-since": "Sat, 03 Jan 2026 00:00:00 GMT"}, True),
         ({"if-modified-since": "Thu, 01 Jan 2026 00:00:00 GMT"}, False),
         ({"if-modified-since": "yesterday"}, False),
+        ({"if-modified-since": "Fri, 31 Dec 9999 23:59:59 GMT"}, False),  # future: ignored
         ({}, False),
     ],
 )

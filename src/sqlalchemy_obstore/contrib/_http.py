@@ -33,6 +33,7 @@ allows, unless none of them can be satisfied (`416`).
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -216,6 +217,7 @@ def not_modified(
 
     `If-None-Match` (weak comparison, `*` matches any object) takes precedence; only
     without it is `If-Modified-Since` compared with `last_modified` (to the second).
+    A date that cannot be parsed, or lies in the future, is ignored.
 
     Args:
         headers: The request headers, names lower-case.
@@ -233,7 +235,10 @@ def not_modified(
     if since is None or last_modified is None:
         return False
     moment = _http_datetime(since)
-    return moment is not None and _seconds(last_modified) <= int(moment.timestamp())
+    # RFC 9110 section 13.1.3: a date that is not valid, or later than now, is ignored.
+    if moment is None or moment.timestamp() > time.time():
+        return False
+    return _seconds(last_modified) <= int(moment.timestamp())
 
 
 def if_range_matches(
