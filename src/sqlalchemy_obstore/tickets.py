@@ -18,13 +18,22 @@ hands the ticket back; the server *redeems* it:
    ticket is *not* used up, so the client may upload and redeem again);
 4. its size is checked against the limits and, when the column requires content
    types, the first bytes are read and sniffed
-   ([`detect_content_type`][sqlalchemy_obstore.validation.detect_content_type]);
+   ([`detect_content_type`][sqlalchemy_obstore.validation.detect_content_type]); on
+   stores that serve objects themselves (S3, GCS, Azure), an object the store would
+   display inline although its type is not a passive one (the client left out the
+   grant's `Content-Disposition`) is refused too;
 5. on a violation the object is deleted and the typed error is raised
    ([`FileTooLargeError`][sqlalchemy_obstore.FileTooLargeError],
    [`FileTooSmallError`][sqlalchemy_obstore.FileTooSmallError],
    [`InvalidContentTypeError`][sqlalchemy_obstore.InvalidContentTypeError]);
 6. otherwise a saved [`FileObject`][sqlalchemy_obstore.FileObject] is returned (size,
    etag, version, content type, last-modified), ready to be assigned to a column.
+
+On local files and memory, the PUT URL is signed by an
+[`HmacUrlSigner`][sqlalchemy_obstore.signing.HmacUrlSigner] with the ticket's `max_size`
+and id inside the signature: the web integrations' signed-URL route, given the
+`UploadTickets` (`tickets=`), refuses bytes past the limit while they stream and any
+upload once the ticket is redeemed.
 
 Replay guards: [`MemoryReplayGuard`][sqlalchemy_obstore.tickets.MemoryReplayGuard]
 (the default) remembers used tickets in one process;
@@ -273,7 +282,7 @@ class ReplayGuard(Protocol):
     `expires_at` is the ticket's redeem deadline: after it the ticket is refused anyway,
     so the guard may forget the id. `is_claimed` answers whether an id is claimed now:
     the signed-URL route asks it to refuse uploads through the URL of a ticket that was
-    redeemed (see [`SignedStorageRoute`][sqlalchemy_obstore.contrib._http.SignedStorageRoute]).
+    redeemed (the `storage_routes` of Starlette, the Litestar plugin's route).
     """
 
     def claim(self, ticket_id: str, expires_at: datetime) -> bool:
@@ -598,8 +607,12 @@ class UploadGrant:
     Attributes:
         url: The signed URL to send the bytes to.
         method: The HTTP method (`"PUT"`).
-        headers: Headers the client must send with the request (Azure's
-            `x-ms-blob-type`; empty elsewhere).
+        headers: Headers the client must send with the request: what the store needs
+            (Azure's `x-ms-blob-type`) and, where the store itself serves the object
+            (S3, GCS, Azure), the `Content-Disposition` it must keep
+            (`x-ms-blob-content-disposition` on Azure); redeem refuses an object the
+            store would display inline. Empty for the HMAC route, which sets the
+            disposition itself.
         expires_at: When the URL stops being accepted (start the upload before it).
         ticket: The upload ticket to hand back to the server after the upload.
         backend: The backend key the object goes to.

@@ -6,6 +6,9 @@ with its thumbnail, downloads it and compares the bytes, follows the signed link
 straight to storage with a ticket, and deletes. A screenshot is saved under
 `tests/e2e/artifacts/` (git-ignored; CI keeps it as an artifact).
 
+A second test replays the stored XSS of issue 13 (an uploaded `text/xsl` HTML page) on
+every download path of `tests/e2e/xss_app.py` and checks that its script never runs.
+
 Debian's `chromium` is used (no browser download). Without it the test skips locally, and
 fails in CI (`CI=true` or `SQLALCHEMY_OBSTORE_REQUIRE_SERVERS=1`).
 """
