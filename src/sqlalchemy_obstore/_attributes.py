@@ -134,6 +134,13 @@ _SUBRESOURCE_TYPES = frozenset(
 )
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Names `sanitize_filename` returns unchanged (checked by a test): printable ASCII
+# without separators or quotes, no leading or trailing dot or space, at most 200 bytes,
+# no doubled spaces or dots next to dots or spaces.
+_PLAIN_NAME = re.compile(
+    r"[A-Za-z0-9_\-+()@~,=](?:[A-Za-z0-9_\-+()@~,=. ]{0,198}[A-Za-z0-9_\-+()@~,=])?"
+)
+_UNTIDY = re.compile(r"  |\.\.|\. | \.")
 # Outside printable ASCII, the quote and backslash (quoted-string), and "%" (some
 # browsers percent-decode the legacy parameter).
 _ASCII_FALLBACK_UNSAFE = re.compile(r'[^\x20-\x7e]|["\\%]')
@@ -230,9 +237,19 @@ def _disposition_cached(filename: str, content_type: str, inline: bool | None) -
     return _disposition(filename, content_type, inline)
 
 
+def _display_name(filename: object) -> str:
+    if (
+        isinstance(filename, str)
+        and _PLAIN_NAME.fullmatch(filename)
+        and not _UNTIDY.search(filename)
+    ):
+        return filename  # already what sanitize_filename returns (and ~20x cheaper)
+    return sanitize_filename(filename if isinstance(filename, str) else "")
+
+
 def _disposition(filename: str, content_type: str, inline: bool | None) -> str:
     kind = "inline" if inline is not False and serves_inline(content_type) else "attachment"
-    name = sanitize_filename(filename if isinstance(filename, str) else "")
+    name = _display_name(filename)
     fallback = _ASCII_FALLBACK_UNSAFE.sub("_", name) or DEFAULT_FILENAME
     encoded = quote(name, safe="!#$&+-.^_`|~")
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"

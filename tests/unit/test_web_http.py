@@ -415,3 +415,18 @@ def test_header_parsers_never_raise(
     only_dates = {"if-modified-since": if_modified_since}
     assert isinstance(not_modified(only_dates, '"abc"', MODIFIED), bool)
     assert isinstance(if_range_matches({"if-range": if_range}, '"abc"', MODIFIED), bool)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.one_of(
+        st.text(alphabet="ab.Z9 _-+()@~,=", max_size=40),
+        st.text(alphabet="ab. _", min_size=190, max_size=210),
+        st.text(max_size=40),
+    )
+)
+def test_the_plain_name_shortcut_agrees_with_sanitize_filename(name: str) -> None:
+    from sqlalchemy_obstore._attributes import _display_name
+    from sqlalchemy_obstore.keys import sanitize_filename
+
+    assert _display_name(name) == sanitize_filename(name)
