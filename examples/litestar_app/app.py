@@ -364,6 +364,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             backends=[backend],
             signing_secret=_derive(secret, "signed-urls"),
             signed_url_expires_in=SIGNED_URL_LIFETIME,
+            tickets=tickets,  # the route refuses uploads through a redeemed ticket's URL
         )
     )
     return Litestar(

@@ -11,16 +11,22 @@ closes the gap: attached to such a backend (as its
 {base_url}/{backend}/{path}?method=GET&expires=<unix time>&signature=<base64url HMAC-SHA256>
 ```
 
+(the PUT URL of an [upload ticket][sqlalchemy_obstore.tickets.UploadTickets] also
+carries `max_size=<bytes>` and `ticket=<ticket id>`, both covered by the signature)
+
 which the route mounted by the web integrations
 ([Litestar][sqlalchemy_obstore.contrib.litestar],
 [Starlette/FastAPI][sqlalchemy_obstore.contrib.starlette]) serves: a `GET` streams the
 object (with `Range` support), a `PUT` streams the request body into the backend
 without ever overwriting an object.
 
-The signature covers the method, the backend key, the object path and the expiry, so a
-URL cannot be reused for another method, another object or a longer time. Signatures are
-compared in constant time, and the secret never appears in a `repr`, a log line or an
-error message.
+The signature covers the method, the backend key, the object path and the expiry (and
+the size limit and ticket of a ticket's URL), so a URL cannot be reused for another
+method, another object, a longer time or a larger upload. Only the spelling the signer
+produced is accepted: `expires` in plain ASCII decimal without leading zeros, the
+signature in unpadded base64url, each parameter once. Signatures are compared in
+constant time, and the secret never appears in a `repr`, a log line or an error
+message.
 
 Example:
     >>> from datetime import timedelta
@@ -37,15 +43,17 @@ Example:
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
 import math
+import re
 import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import quote, urlencode
 
 from .errors import (
     ConfigurationError,
@@ -76,6 +84,11 @@ DEFAULT_MAX_EXPIRES_IN = timedelta(days=7)
 
 _METHODS = frozenset({"GET", "PUT", "HEAD", "DELETE"})
 _CONTEXT = b"sqlalchemy-obstore signed URL v1"
+_SIGNED_PARAMETERS = ("expires", "signature", "max_size", "ticket")
+# The one spelling of each value the signer writes (ASCII only, whatever `re` allows).
+_CANONICAL_NUMBER = re.compile(r"0|[1-9][0-9]{0,17}", re.ASCII)
+_CANONICAL_SIGNATURE = re.compile(r"[A-Za-z0-9_-]{43}", re.ASCII)
+_CANONICAL_TICKET = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
 
 
 def _secret_bytes(secret: str | bytes, name: str) -> bytes:
@@ -158,11 +171,31 @@ class HmacUrlSigner:
 
     # -- signing ---------------------------------------------------------------------------
     @staticmethod
-    def _message(method: str, backend: str, path: str, expires: int) -> bytes:
-        # JSON makes the encoding unambiguous whatever characters the fields contain.
-        return json.dumps([method, backend, path, expires], separators=(",", ":")).encode()
+    def _message(
+        method: str,
+        backend: str,
+        path: str,
+        expires: int,
+        max_size: int | None = None,
+        ticket: str | None = None,
+    ) -> bytes:
+        # JSON makes the encoding unambiguous whatever characters the fields contain; a
+        # ticket's URL signs six fields, any other four, so neither passes for the other.
+        fields: list[object] = [method, backend, path, expires]
+        if max_size is not None or ticket is not None:
+            fields += [max_size, ticket]
+        return json.dumps(fields, separators=(",", ":")).encode()
 
-    def signature(self, backend: str, path: str, *, method: str, expires: int) -> str:
+    def signature(
+        self,
+        backend: str,
+        path: str,
+        *,
+        method: str,
+        expires: int,
+        max_size: int | None = None,
+        ticket: str | None = None,
+    ) -> str:
         """The base64url signature of one request, as carried in the `signature` parameter.
 
         Args:
@@ -170,22 +203,35 @@ class HmacUrlSigner:
             path: The object key.
             method: The HTTP method (`GET` also allows `HEAD`).
             expires: Unix time (seconds) after which the URL is refused.
+            max_size: The largest body a `PUT` through the URL may send, if limited.
+            ticket: The id of the upload ticket the URL belongs to, if any.
         """
-        digest = hmac.new(
-            self._keys[0], self._message(method, backend, path, expires), hashlib.sha256
-        ).digest()
-        return _b64(digest)
+        message = self._message(method, backend, path, expires, max_size, ticket)
+        return _b64(hmac.new(self._keys[0], message, hashlib.sha256).digest())
 
-    def url_for(self, backend: str, path: str, *, method: str, expires: int) -> str:
+    def url_for(
+        self,
+        backend: str,
+        path: str,
+        *,
+        method: str,
+        expires: int,
+        max_size: int | None = None,
+        ticket: str | None = None,
+    ) -> str:
         """Build the signed URL of `method` on `path` valid until the Unix time `expires`.
 
         Most code calls [`sign_url`][sqlalchemy_obstore.signing.HmacUrlSigner.sign_url]
         (or `FileObject.sign()`), which takes a lifetime instead of a deadline.
 
+        `max_size` and `ticket` bind a `PUT` URL to an upload ticket: the route refuses
+        bodies longer than `max_size` while they stream, and any upload once the
+        ticket is redeemed.
+
         Raises:
-            ConfigurationError: If the backend key contains `/` or the path is not a
+            ConfigurationError: If the backend key contains `/`, the path is not a
                 valid object key (empty, absolute, with `.`/`..` segments or control
-                characters).
+                characters), `max_size` is negative or `ticket` is not base64url.
             ValueError: If `method` is not GET, PUT, HEAD or DELETE.
         """
         method = method.upper()
@@ -198,16 +244,33 @@ class HmacUrlSigner:
                 backend=backend,
             )
         validate_key(path)
-        query = urlencode(
-            {
-                "method": method,
-                "expires": str(expires),
-                "signature": self.signature(backend, path, method=method, expires=expires),
-            }
+        if max_size is not None and (
+            isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0
+        ):
+            raise ConfigurationError(f"max_size must be a non-negative int, not {max_size!r}.")
+        if ticket is not None and not _CANONICAL_TICKET.fullmatch(ticket):
+            raise ConfigurationError("A ticket id in a signed URL must be 1-64 base64url chars.")
+        params = {"method": method, "expires": str(expires)}
+        if max_size is not None:
+            params["max_size"] = str(max_size)
+        if ticket is not None:
+            params["ticket"] = ticket
+        params["signature"] = self.signature(
+            backend, path, method=method, expires=expires, max_size=max_size, ticket=ticket
         )
+        query = urlencode(params)
         return f"{self.base_url}/{quote(backend, safe='')}/{quote(path, safe='/')}?{query}"
 
-    def sign_url(self, backend: str, path: str, *, method: str, expires_in: timedelta) -> str:
+    def sign_url(
+        self,
+        backend: str,
+        path: str,
+        *,
+        method: str,
+        expires_in: timedelta,
+        max_size: int | None = None,
+        ticket: str | None = None,
+    ) -> str:
         """Return a URL that lets its holder do `method` on `path` until it expires.
 
         This is the [`UrlSigner`][sqlalchemy_obstore.backends.UrlSigner] method a
@@ -218,6 +281,8 @@ class HmacUrlSigner:
             path: The object key.
             method: `GET` (download) or `PUT` (upload).
             expires_in: The lifetime of the URL.
+            max_size: For an upload ticket's `PUT`: the largest body accepted.
+            ticket: For an upload ticket's `PUT`: the ticket's id.
 
         Raises:
             InvalidExpiryError: If the lifetime is not positive or longer than
@@ -235,18 +300,73 @@ class HmacUrlSigner:
                 backend=backend,
                 path=path,
             )
-        return self.url_for(backend, path, method=method, expires=math.ceil(time.time() + seconds))
+        return self.url_for(
+            backend,
+            path,
+            method=method,
+            expires=math.ceil(time.time() + seconds),
+            max_size=max_size,
+            ticket=ticket,
+        )
 
     # -- verification ------------------------------------------------------------------------
     @staticmethod
     def parse_query(query: str | Mapping[str, str]) -> dict[str, str | None]:
-        """Pick `expires` and `signature` out of a signed URL's query string.
+        """Pick the signed parameters out of a signed URL's query string.
 
-        Returns a dict ready to be passed to `verify` as keyword arguments; a missing
-        parameter is `None` (which `verify` refuses).
+        Returns a dict ready to be passed to `verify` as keyword arguments (`expires`,
+        `signature`, `max_size`, `ticket`); a missing parameter is `None` (`verify`
+        refuses a missing `expires` or `signature`). Values are taken as written,
+        without percent-decoding: the canonical spelling never needs an escape, so an
+        escaped value is refused by `verify`.
+
+        Raises:
+            InvalidSignatureError: If a signed parameter appears more than once.
+
+        Example:
+            >>> HmacUrlSigner.parse_query("method=GET&expires=10&signature=abc")
+            {'expires': '10', 'signature': 'abc', 'max_size': None, 'ticket': None}
         """
-        params = dict(parse_qsl(query, keep_blank_values=True)) if isinstance(query, str) else query
-        return {"expires": params.get("expires"), "signature": params.get("signature")}
+        found: dict[str, str | None] = dict.fromkeys(_SIGNED_PARAMETERS)
+        if not isinstance(query, str):
+            found.update({k: query[k] for k in _SIGNED_PARAMETERS if k in query})
+            return found
+        for pair in query.split("&"):
+            name, _, value = pair.partition("=")
+            if name not in found:
+                continue
+            if found[name] is not None:
+                raise InvalidSignatureError(
+                    f"The signed URL carries the {name!r} parameter more than once."
+                )
+            found[name] = value
+        return found
+
+    @staticmethod
+    def _number(value: int | str | None, name: str) -> int | None:
+        """A canonical non-negative number parameter (ASCII digits, no leading zero)."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            if not _CANONICAL_NUMBER.fullmatch(value):
+                raise ValueError(name)
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(name)
+        return value
+
+    @staticmethod
+    def _signature_bytes(signature: str) -> bytes:
+        """The digest of a canonically spelled signature (43 base64url characters)."""
+        if not isinstance(signature, str) or not _CANONICAL_SIGNATURE.fullmatch(signature):
+            raise ValueError("signature")
+        try:
+            given = base64.urlsafe_b64decode(signature + "=")
+        except (binascii.Error, ValueError):  # pragma: no cover - the pattern excludes it
+            raise ValueError("signature") from None
+        if _b64(given) != signature:  # unused low bits set: another spelling
+            raise ValueError("signature")
+        return given
 
     def verify(
         self,
@@ -256,13 +376,18 @@ class HmacUrlSigner:
         method: str,
         expires: int | str | None,
         signature: str | None,
+        max_size: int | str | None = None,
+        ticket: str | None = None,
         now: float | None = None,
     ) -> None:
         """Check that a request carries a genuine, unexpired signature; raise otherwise.
 
         The signature is checked first (in constant time, against the current and every
         previous secret), then the expiry, so only a genuine URL is ever reported as
-        expired. A `HEAD` request is checked as the `GET` it mirrors.
+        expired. A `HEAD` request is checked as the `GET` it mirrors. Only the spelling
+        the signer produces is accepted: `expires` and `max_size` in ASCII decimal
+        without sign, spaces or leading zeros, the signature as 43 unpadded base64url
+        characters (no `=`, `+` or `/`).
 
         Args:
             backend: The backend key from the request path.
@@ -270,12 +395,14 @@ class HmacUrlSigner:
             method: The request's HTTP method.
             expires: The `expires` query parameter.
             signature: The `signature` query parameter.
+            max_size: The `max_size` query parameter (upload tickets' URLs).
+            ticket: The `ticket` query parameter (upload tickets' URLs).
             now: The current Unix time (defaults to `time.time()`).
 
         Raises:
-            InvalidSignatureError: If a parameter is missing or malformed, the path is
-                not a valid object key, or the signature does not match (another secret,
-                method, backend, path or expiry).
+            InvalidSignatureError: If a parameter is missing or not canonically spelled,
+                the path is not a valid object key, or the signature does not match
+                (another secret, method, backend, path, expiry, size limit or ticket).
             ExpiredSignatureError: If the signature is genuine but `expires` has passed.
 
         Example:
@@ -295,18 +422,23 @@ class HmacUrlSigner:
                 path=path,
             )
         try:
-            deadline = int(expires) if isinstance(expires, str) else expires
-            if isinstance(deadline, bool) or not isinstance(deadline, int):
-                raise ValueError
+            deadline = self._number(expires, "expires")
+            limit = self._number(max_size, "max_size")
+            if ticket is not None and not (
+                isinstance(ticket, str) and _CANONICAL_TICKET.fullmatch(ticket)
+            ):
+                raise ValueError("ticket")
             validate_key(path)
-            given = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+            given = self._signature_bytes(signature)
         except (ValueError, ConfigurationError, TypeError):
             raise InvalidSignatureError(
-                "The signed URL is malformed (bad 'expires', 'signature' or object path).",
+                "The signed URL is malformed (bad 'expires', 'signature', 'max_size', "
+                "'ticket' or object path).",
                 backend=backend,
                 path=path,
             ) from None
-        message = self._message(method, backend, path, deadline)
+        assert deadline is not None
+        message = self._message(method, backend, path, deadline, limit, ticket)
         # Every key is tried (no early exit), so timing says nothing about which matched.
         matched = False
         for key in self._keys:

@@ -18,13 +18,22 @@ hands the ticket back; the server *redeems* it:
    ticket is *not* used up, so the client may upload and redeem again);
 4. its size is checked against the limits and, when the column requires content
    types, the first bytes are read and sniffed
-   ([`detect_content_type`][sqlalchemy_obstore.validation.detect_content_type]);
+   ([`detect_content_type`][sqlalchemy_obstore.validation.detect_content_type]); on
+   stores that serve objects themselves (S3, GCS, Azure), an object the store would
+   display inline although its type is not a passive one (the client left out the
+   grant's `Content-Disposition`) is refused too;
 5. on a violation the object is deleted and the typed error is raised
    ([`FileTooLargeError`][sqlalchemy_obstore.FileTooLargeError],
    [`FileTooSmallError`][sqlalchemy_obstore.FileTooSmallError],
    [`InvalidContentTypeError`][sqlalchemy_obstore.InvalidContentTypeError]);
 6. otherwise a saved [`FileObject`][sqlalchemy_obstore.FileObject] is returned (size,
    etag, version, content type, last-modified), ready to be assigned to a column.
+
+On local files and memory, the PUT URL is signed by an
+[`HmacUrlSigner`][sqlalchemy_obstore.signing.HmacUrlSigner] with the ticket's `max_size`
+and id inside the signature: the web integrations' signed-URL route, given the
+`UploadTickets` (`tickets=`), refuses bytes past the limit while they stream and any
+upload once the ticket is redeemed.
 
 Replay guards: [`MemoryReplayGuard`][sqlalchemy_obstore.tickets.MemoryReplayGuard]
 (the default) remembers used tickets in one process;
@@ -64,7 +73,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ._attributes import DEFAULT_CONTENT_TYPE, guess_content_type
+from ._attributes import content_disposition, guess_content_type, serves_inline
 from .backends import Backend, ObjectInfo
 from .errors import (
     ConfigurationError,
@@ -73,6 +82,7 @@ from .errors import (
     FileTooSmallError,
     InvalidContentTypeError,
     InvalidExtensionError,
+    InvalidFilenameError,
     InvalidUploadTicketError,
     ReplayedUploadTicketError,
     StorageError,
@@ -81,6 +91,7 @@ from .errors import (
 from .file_object import FileObject
 from .keys import KeyFunction, build_key, join_key
 from .registry import BackendRegistry, storages
+from .signing import HmacUrlSigner
 from .validation import SNIFF_BYTES, UploadPolicy, _refine, detect_content_type, effective_policy
 
 if TYPE_CHECKING:
@@ -113,6 +124,7 @@ _MAX_TICKET_CHARS = 16384  # refuse absurd input before decoding anything
 _KEY_CONTEXT = b"sqlalchemy-obstore/upload-ticket/v1"
 _GENERIC_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
+_SIGNATURE_CHARS = 43  # an HMAC-SHA256 digest in unpadded base64url
 
 Clock = Callable[[], datetime]
 
@@ -268,7 +280,9 @@ class ReplayGuard(Protocol):
     atomic (two concurrent claims of one id: exactly one wins). `release` forgets a
     claim again (used when the object was not uploaded yet, so the client may retry).
     `expires_at` is the ticket's redeem deadline: after it the ticket is refused anyway,
-    so the guard may forget the id.
+    so the guard may forget the id. `is_claimed` answers whether an id is claimed now:
+    the signed-URL route asks it to refuse uploads through the URL of a ticket that was
+    redeemed (the `storage_routes` of Starlette, the Litestar plugin's route).
     """
 
     def claim(self, ticket_id: str, expires_at: datetime) -> bool:
@@ -285,6 +299,14 @@ class ReplayGuard(Protocol):
 
     async def release_async(self, ticket_id: str) -> None:
         """Async version of `release`."""
+        ...
+
+    def is_claimed(self, ticket_id: str) -> bool:
+        """Whether `ticket_id` is claimed (redeemed, or being redeemed) right now."""
+        ...
+
+    async def is_claimed_async(self, ticket_id: str) -> bool:
+        """Async version of `is_claimed`."""
         ...
 
 
@@ -344,6 +366,16 @@ class MemoryReplayGuard:
     async def release_async(self, ticket_id: str) -> None:
         """Same as `release`."""
         self.release(ticket_id)
+
+    def is_claimed(self, ticket_id: str) -> bool:
+        """Whether `ticket_id` is claimed (and its deadline has not passed)."""
+        with self._lock:
+            deadline = self._claimed.get(ticket_id)
+            return deadline is not None and deadline >= self._clock()
+
+    async def is_claimed_async(self, ticket_id: str) -> bool:
+        """Same as `is_claimed`."""
+        return self.is_claimed(ticket_id)
 
 
 class SqlReplayGuard:
@@ -528,6 +560,30 @@ class SqlReplayGuard:
         async with self.engine.begin() as connection:
             await connection.execute(self._delete(ticket_id))
 
+    def _lookup(self, ticket_id: str) -> Any:
+        from sqlalchemy import select
+
+        return select(self.table.c.ticket_id).where(self.table.c.ticket_id == ticket_id)
+
+    def is_claimed(self, ticket_id: str) -> bool:
+        """Whether a row records `ticket_id`."""
+        engine = self._sync_engine("is_claimed")
+        if self._create:
+            self.create_table()
+        with engine.connect() as connection:
+            return connection.execute(self._lookup(ticket_id)).first() is not None
+
+    async def is_claimed_async(self, ticket_id: str) -> bool:
+        """Async version of `is_claimed`."""
+        from sqlalchemy.ext.asyncio import AsyncEngine
+
+        if not isinstance(self.engine, AsyncEngine):
+            return await asyncio.to_thread(self.is_claimed, ticket_id)
+        if self._create:
+            await self.create_table_async()
+        async with self.engine.connect() as connection:
+            return (await connection.execute(self._lookup(ticket_id))).first() is not None
+
     def purge(self) -> int:
         """Delete the rows of tickets past their deadline; returns how many."""
         with self._sync_engine("purge").begin() as connection:
@@ -551,8 +607,12 @@ class UploadGrant:
     Attributes:
         url: The signed URL to send the bytes to.
         method: The HTTP method (`"PUT"`).
-        headers: Headers the client must send with the request (Azure's
-            `x-ms-blob-type`; empty elsewhere).
+        headers: Headers the client must send with the request: what the store needs
+            (Azure's `x-ms-blob-type`) and, where the store itself serves the object
+            (S3, GCS, Azure), the `Content-Disposition` it must keep
+            (`x-ms-blob-content-disposition` on Azure); redeem refuses an object the
+            store would display inline. Empty for the HMAC route, which sets the
+            disposition itself.
         expires_at: When the URL stops being accepted (start the upload before it).
         ticket: The upload ticket to hand back to the server after the upload.
         backend: The backend key the object goes to.
@@ -734,6 +794,13 @@ class UploadTickets:
     ) -> tuple[_Target, _Claims, timedelta]:
         if not isinstance(filename, str):
             raise ConfigurationError(f"filename must be a string, not {type(filename).__name__}.")
+        try:
+            filename.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidFilenameError(
+                "The filename is not valid Unicode text (it contains a lone surrogate); "
+                "send the name as UTF-8."
+            ) from None
         resolved = self._resolve(target)
         backend, policy = resolved.backend, resolved.policy
         if policy is not None and (policy.image is not None or policy.validators):
@@ -792,13 +859,57 @@ class UploadTickets:
         )
         return resolved, claims, lifetime
 
+    @staticmethod
+    def _upload_headers(claims: _Claims, backend: Backend) -> dict[str, str]:
+        headers = dict(backend.upload_headers)
+        if _store_serves(backend):
+            # The store keeps what the client sends and serves it through signed GET
+            # URLs: the disposition the library would have stored (redeem checks it).
+            name = (
+                "x-ms-blob-content-disposition"
+                if "x-ms-blob-type" in headers
+                else "Content-Disposition"
+            )
+            headers[name] = content_disposition(
+                claims.filename, guess_content_type(claims.filename)
+            )
+        return headers
+
+    @staticmethod
+    def _hmac_signer(backend: Backend) -> HmacUrlSigner | None:
+        """The HMAC signer that signs `backend`'s URLs, when the store cannot sign."""
+        signer = getattr(backend, "url_signer", None)
+        if isinstance(signer, HmacUrlSigner) and not getattr(
+            backend, "supports_native_signing", True
+        ):
+            return signer
+        return None
+
+    def _sign_put(self, backend: Backend, claims: _Claims, lifetime: timedelta) -> str | None:
+        """Sign with the HMAC signer, binding the URL to the ticket's id and size limit.
+
+        The signed-URL route then refuses bytes past `max_size` while they stream and
+        any upload once the ticket is redeemed. `None` for stores that sign natively.
+        """
+        signer = self._hmac_signer(backend)
+        if signer is None:
+            return None
+        return signer.sign_url(
+            backend.key,
+            claims.source,
+            method="PUT",
+            expires_in=lifetime,
+            max_size=claims.max_size,
+            ticket=claims.id,
+        )
+
     def _grant(
         self, claims: _Claims, url: str, lifetime: timedelta, backend: Backend
     ) -> UploadGrant:
         return UploadGrant(
             url=url,
             method="PUT",
-            headers=dict(backend.upload_headers),
+            headers=self._upload_headers(claims, backend),
             expires_at=self._clock() + lifetime,
             ticket=self._encode(claims),
             backend=claims.backend,
@@ -863,7 +974,9 @@ class UploadTickets:
         resolved, claims, lifetime = self._prepare(
             target, filename, max_size, content_types, expires_in, metadata
         )
-        url = resolved.backend.sign(claims.source, method="PUT", expires_in=lifetime)
+        url = self._sign_put(resolved.backend, claims, lifetime) or resolved.backend.sign(
+            claims.source, method="PUT", expires_in=lifetime
+        )
         return self._grant(claims, url, lifetime, resolved.backend)
 
     async def issue_async(
@@ -880,7 +993,9 @@ class UploadTickets:
         resolved, claims, lifetime = self._prepare(
             target, filename, max_size, content_types, expires_in, metadata
         )
-        url = await resolved.backend.sign_async(claims.source, method="PUT", expires_in=lifetime)
+        url = self._sign_put(resolved.backend, claims, lifetime) or (
+            await resolved.backend.sign_async(claims.source, method="PUT", expires_in=lifetime)
+        )
         return self._grant(claims, url, lifetime, resolved.backend)
 
     # -- the token ------------------------------------------------------------------------
@@ -899,13 +1014,22 @@ class UploadTickets:
         payload, dot, signature = ticket.partition(".")
         # Strictly base64url: the decoder would skip other characters, letting many
         # spellings of one ticket through.
-        if not dot or not _B64URL.fullmatch(payload) or not _B64URL.fullmatch(signature):
+        if (
+            not dot
+            or not _B64URL.fullmatch(payload)
+            or not _B64URL.fullmatch(signature)
+            or len(signature) != _SIGNATURE_CHARS
+        ):
             raise InvalidUploadTicketError("The upload ticket is malformed.")
         try:
             given = _b64decode(signature)
             raw = _b64decode(payload)
         except (binascii.Error, ValueError):
             raise InvalidUploadTicketError("The upload ticket is malformed.") from None
+        if _b64encode(given) != signature:
+            # Unused low bits set in the last character: another spelling of the same
+            # signature. Only the spelling the issuer produced is accepted.
+            raise InvalidUploadTicketError("The upload ticket is malformed.")
         valid = False
         for key in self._verify_keys:  # every key is tried: no timing hint which matched
             valid |= hmac.compare_digest(self._signature(key, payload), given)
@@ -929,8 +1053,9 @@ class UploadTickets:
         """Verify a ticket and return what it says, without redeeming it.
 
         Returns:
-            `backend`, `path`, `filename`, `max_size`, `min_size`, `content_types`,
-            `sniff`, `redeem_before` and `metadata`.
+            `id` (the ticket's id, also carried by its HMAC-signed URL), `backend`,
+            `path`, `filename`, `max_size`, `min_size`, `content_types`, `sniff`,
+            `redeem_before` and `metadata`.
 
         Raises:
             InvalidUploadTicketError: If the ticket is malformed, forged or tampered.
@@ -938,6 +1063,7 @@ class UploadTickets:
         """
         claims = self._decode(ticket)
         return {
+            "id": claims.id,
             "backend": claims.backend,
             "path": claims.path,
             "filename": claims.filename,
@@ -948,6 +1074,35 @@ class UploadTickets:
             "redeem_before": claims.deadline,
             "metadata": dict(claims.metadata),
         }
+
+    def is_redeemed(self, ticket_id: str) -> bool:
+        """Whether the ticket with this id was redeemed (or is being redeemed) already.
+
+        The signed-URL route asks this before accepting an upload through a ticket's
+        URL; it does not verify anything else. `ticket_id` is the id the ticket
+        carries (the `ticket` parameter of its HMAC-signed URL).
+
+        Raises:
+            ConfigurationError: If the replay guard cannot answer (a custom guard
+                without `is_claimed`).
+        """
+        return bool(self._guard_lookup("is_claimed")(ticket_id))
+
+    async def is_redeemed_async(self, ticket_id: str) -> bool:
+        """Async version of
+        [`is_redeemed`][sqlalchemy_obstore.tickets.UploadTickets.is_redeemed].
+        """
+        return bool(await self._guard_lookup("is_claimed_async")(ticket_id))
+
+    def _guard_lookup(self, method: str) -> Any:
+        lookup = getattr(self.replay_guard, method, None)
+        if lookup is None:
+            raise ConfigurationError(
+                f"The replay guard {type(self.replay_guard).__name__} has no {method}(); "
+                "implement it (see ReplayGuard) so that uploads through the URL of a "
+                "redeemed ticket can be refused."
+            )
+        return lookup
 
     # -- redeeming --------------------------------------------------------------------------
     def _size_violation(self, claims: _Claims, info: ObjectInfo) -> ValidationError | None:
@@ -988,7 +1143,7 @@ class UploadTickets:
                     )
             return declared, None
         detected = detect_content_type(head)
-        stored = _refine(detected, declared) if detected is not None else DEFAULT_CONTENT_TYPE
+        stored = _refine(detected, declared)
         for policy in policies:
             if not policy.allows_content_type(stored):
                 allowed = ", ".join(policy.allowed_content_types or ())
@@ -1001,7 +1156,49 @@ class UploadTickets:
                     backend=claims.backend,
                     path=claims.path,
                 )
-        return (stored if detected is not None else declared), None
+        return stored, None
+
+    @staticmethod
+    def _rendered_by_store(
+        claims: _Claims, backend: Backend, info: ObjectInfo
+    ) -> ValidationError | None:
+        """A violation if the store would display the object inline in a browser.
+
+        The client chose the attributes of its own PUT, and the store serves them
+        through signed GET URLs: unless the object is an `attachment` or of a passive
+        type (see `serves_inline`), it is refused. Stores that do not serve objects
+        themselves (local files, memory: the signed-URL route applies the rule when it
+        serves them) are not concerned; a missing type is sent by the stores as
+        `application/octet-stream`, which browsers download.
+        """
+        if not _store_serves(backend):
+            return None
+        disposition = info.attributes.get("Content-Disposition", "")
+        stored = (info.content_type or "").split(";", 1)[0].strip().lower()
+        if (
+            disposition.strip().lower().startswith("attachment")
+            or not stored
+            or stored in _GENERIC_TYPES
+            or serves_inline(stored)
+        ):
+            return None
+        return InvalidContentTypeError(
+            f"The upload was stored as {stored!r} without an 'attachment' "
+            "Content-Disposition, so the store would display it in the browser. Upload it "
+            "again sending the grant's headers (they include the Content-Disposition).",
+            declared=stored,
+            backend=claims.backend,
+            path=claims.path,
+        )
+
+    def _verdict(
+        self, claims: _Claims, backend: Backend, info: ObjectInfo, head: bytes | None
+    ) -> tuple[str, ValidationError | None]:
+        """The content type to record and the violation, if any, once the size passed."""
+        content_type, violation = self._content_type(claims, info, head)
+        if violation is None:
+            violation = self._rendered_by_store(claims, backend, info)
+        return content_type, violation
 
     def _file(self, claims: _Claims, info: ObjectInfo, content_type: str) -> FileObject:
         return FileObject(
@@ -1085,7 +1282,7 @@ class UploadTickets:
             self.replay_guard.release(claims.id)  # nothing was decided: the client may retry
             raise
         if violation is None:
-            content_type, violation = self._content_type(claims, info, head)
+            content_type, violation = self._verdict(claims, backend, info, head)
         garbage = self._garbage(claims, violation)
         if garbage:
             with suppress(StorageError):  # leftovers are collected by collect_garbage
@@ -1114,7 +1311,7 @@ class UploadTickets:
             await self.replay_guard.release_async(claims.id)
             raise
         if violation is None:
-            content_type, violation = self._content_type(claims, info, head)
+            content_type, violation = self._verdict(claims, backend, info, head)
         garbage = self._garbage(claims, violation)
         if garbage:
             with suppress(StorageError):
@@ -1122,6 +1319,16 @@ class UploadTickets:
         if violation is not None:
             raise violation
         return self._file(claims, info, content_type)
+
+
+def _store_serves(backend: Backend) -> bool:
+    """Whether the store itself serves objects, with the attributes they were put with.
+
+    S3, GCS and Azure do, through the URLs they sign; local files and memory do not
+    (the signed-URL route serves them and applies the inline rule itself).
+    """
+    native = getattr(backend, "supports_native_signing", backend.supports_signing)
+    return bool(native) and backend.supports_attributes
 
 
 def _tuple(values: Sequence[str] | str | None) -> tuple[str, ...] | None:

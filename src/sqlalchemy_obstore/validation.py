@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import codecs
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -218,13 +219,10 @@ class UploadPolicy:
             return False
         base = content_type.split(";", 1)[0].strip().lower()
         for pattern in self.allowed_content_types:
-            if pattern == base or (pattern == "*/*" and base not in ACTIVE_CONTENT_TYPES):
+            if pattern == base:
                 return True
-            if (
-                pattern.endswith("/*")
-                and base.startswith(pattern[:-1])
-                and base not in ACTIVE_CONTENT_TYPES
-            ):
+            family = pattern == "*/*" or (pattern.endswith("/*") and base.startswith(pattern[:-1]))
+            if family and not _wildcard_excluded(base):
                 return True
         return False
 
@@ -353,8 +351,6 @@ class _Guard:
                     backend=self.backend,
                     path=self.path,
                 )
-            if detected is None:
-                stored = None  # nothing better known: keep what the file declares
         elif not policy.allows_content_type(file.content_type):
             raise InvalidContentTypeError(
                 f"Content type {file.content_type!r} is not allowed.",
@@ -367,31 +363,21 @@ class _Guard:
         return stored
 
 
-_TEXT_REFINABLE = "text/plain"
 _ZIP = "application/zip"
 
-
-def _refine(detected: str | None, declared: str | None) -> str:
-    """Prefer the declared type where sniffing only knows the family (CSV is plain text).
-
-    Never refines into an active type: text that declares itself HTML stays text/plain.
-    """
-    if detected is None:
-        return DEFAULT_CONTENT_TYPE
-    base = (declared or "").split(";", 1)[0].strip().lower()
-    if not base or base in ACTIVE_CONTENT_TYPES or base == detected:
-        return detected
-    if detected == _TEXT_REFINABLE and base.startswith("text/"):
-        return base
-    if detected == "application/json" and base.endswith("+json"):
-        return base
-    if detected == "application/xml" and base.endswith("+xml"):
-        return base
-    if detected == _ZIP and (base.endswith("+zip") or base in _ZIP_BASED):
-        return base
-    return detected
-
-
+# What a declared type may refine, when the bytes only prove its generic family. Text:
+# data-only formats no browser executes (anything else declared over plain text, such
+# as text/xsl, text/html or text/x-anything, is stored as text/plain). JSON: every
+# "+json" type is JSON by definition (RFC 6839). ZIP: formats that are ZIP archives.
+_TEXT_REFINEMENTS = frozenset(
+    {
+        "text/csv",
+        "text/tab-separated-values",
+        "text/markdown",
+        "text/calendar",
+        "text/vcard",
+    }
+)
 _ZIP_BASED = frozenset(
     {
         "application/java-archive",
@@ -399,6 +385,45 @@ _ZIP_BASED = frozenset(
         "application/x-zip-compressed",
     }
 )
+
+
+def _wildcard_excluded(base: str) -> bool:
+    """Active types a `type/*` or `*/*` pattern never matches (list them explicitly).
+
+    Complete for what sniffing stores: the sniffer's active results are HTML, SVG,
+    XHTML and XML, and a declared type refines an XML result only to a `+xml` type.
+    """
+    return base in ACTIVE_CONTENT_TYPES or base.endswith(("+xml", "/xml"))
+
+
+def _refine(detected: str | None, declared: str | None) -> str:
+    """The type to store for a sniffed upload: what the bytes prove.
+
+    The declared type is kept only where the bytes prove its family and the declared
+    type is a known, passive refinement of it (CSV is plain text, GeoJSON is JSON, a
+    JAR is a ZIP archive). Bytes the sniffer does not recognise are
+    `application/octet-stream`, whatever was declared.
+
+    Example:
+        >>> _refine("text/plain", "text/csv"), _refine("text/plain", "text/xsl")
+        ('text/csv', 'text/plain')
+        >>> _refine(None, "text/html")
+        'application/octet-stream'
+    """
+    if detected is None:
+        return DEFAULT_CONTENT_TYPE
+    base = (declared or "").split(";", 1)[0].strip().lower()
+    if not base or base == detected:
+        return detected
+    if detected == "text/plain" and base in _TEXT_REFINEMENTS:
+        return base
+    if detected == "application/json" and base.endswith("+json"):
+        return base
+    if detected == "application/xml" and base.endswith("+xml") and base not in ACTIVE_CONTENT_TYPES:
+        return base
+    if detected == _ZIP and (base.endswith("+zip") or base in _ZIP_BASED):
+        return base
+    return detected
 
 
 # -- sniffing ---------------------------------------------------------------------------------
@@ -469,17 +494,22 @@ _HTML_TAGS = (
     b"<p",
 )
 _TAG_END = frozenset(b" \t\n\r\f>/")
+_ODF_TYPE = re.compile(r"application/vnd\.oasis\.opendocument\.[a-z0-9.+-]+")
 _WHITESPACE = b" \t\n\r\f"
 
 
 def _zip_type(head: bytes) -> str:
     # ODF and EPUB store an uncompressed "mimetype" entry first (name at offset 30).
+    # The entry names the document type, but it is the uploader's text: only ODF and
+    # EPUB types are taken from it (a "mimetype" of application/pdf is still a ZIP).
     if head[30:38] == b"mimetype":
         extra = int.from_bytes(head[28:30], "little")
         start = 38 + extra
         declared = head[start : start + 100].split(b"PK", 1)[0].strip()
-        if declared and all(32 < c < 127 for c in declared) and b"/" in declared:
-            return declared.decode("ascii")
+        if declared and all(32 < c < 127 for c in declared):
+            name = declared.decode("ascii").lower()
+            if _ODF_TYPE.fullmatch(name) or name == "application/epub+zip":
+                return name
     window = head[:SNIFF_BYTES]
     if b"[Content_Types].xml" in window:
         for marker, content_type in _OOXML_PARTS:

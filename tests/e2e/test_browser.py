@@ -6,6 +6,9 @@ with its thumbnail, downloads it and compares the bytes, follows the signed link
 straight to storage with a ticket, and deletes. A screenshot is saved under
 `tests/e2e/artifacts/` (git-ignored; CI keeps it as an artifact).
 
+A second test replays the stored XSS of issue 13 (an uploaded `text/xsl` HTML page) on
+every download path of `tests/e2e/xss_app.py` and checks that its script never runs.
+
 Debian's `chromium` is used (no browser download). Without it the test skips locally, and
 fails in CI (`CI=true` or `SQLALCHEMY_OBSTORE_REQUIRE_SERVERS=1`).
 """
@@ -222,4 +225,99 @@ def test_upload_list_download_delete_in_chromium(
     assert gone.json() == []
     files = tmp_path / "data" / "files"
     assert [p for p in files.rglob("*") if p.is_file()] == []
+    context.close()
+
+
+# -- issue 13: an uploaded text/xsl page never runs its script ------------------------------------
+@pytest.fixture
+def xss_app(tmp_path: Path) -> Iterator[str]:
+    """`tests/e2e/xss_app.py` under uvicorn on a free 127.0.0.1 port."""
+    from tests.integration.uvicorn_probe import uvicorn_server
+
+    with uvicorn_server("tests.e2e.xss_app:create_app", {}, tmp_path / "xss.log") as (url, _):
+        yield url
+
+
+def test_an_uploaded_text_xsl_page_does_not_run_in_chromium(browser: Any, xss_app: str) -> None:
+    """The stored-XSS of issue 13, replayed in a real browser on every download path.
+
+    The payload is HTML with a script, declared `text/xsl`. Served by the app itself as
+    `text/html` (the control) Chromium runs it: the script requests `/pwned`. Uploaded
+    and served by the library (`file_response`, the signed-URL route, `signed_redirect`;
+    stored as declared, and stored under a `text/*` policy that sniffs it) it never
+    runs: as declared it is an attachment (a download) with `CSP: sandbox` and
+    `nosniff`; sniffed, it is stored as `text/plain` and shown as text. A PNG uploaded
+    the same way still displays inline.
+    """
+    from playwright.sync_api import Error as PlaywrightError
+
+    context = browser.new_context(accept_downloads=True)
+    page = context.new_page()
+
+    def hits() -> list[str]:
+        result: list[str] = page.request.get(xss_app + "/hits").json()
+        return result
+
+    # The detector works: the app's own text/html page runs the script.
+    page.goto(xss_app + "/control")
+    page.wait_for_function("document.title === 'PWNED'")
+    page.wait_for_timeout(200)
+    assert hits() == ["/control"]
+
+    def upload(name: str, content_type: str, data: bytes, *, policy: str = "") -> dict[str, str]:
+        query = f"name={name}&type={content_type}" + (f"&policy={policy}" if policy else "")
+        answer: dict[str, str] = page.request.post(f"{xss_app}/upload?{query}", data=data).json()
+        return answer
+
+    from tests.e2e.xss_app import PAYLOAD
+
+    declared = upload("style.xsl", "text/xsl", PAYLOAD)
+    assert declared["content_type"] == "text/xsl"  # no policy: the declared type is kept
+    sniffed = upload("style.xsl", "text/xsl", PAYLOAD, policy="text")
+    assert sniffed["content_type"] == "text/plain"  # what the bytes prove
+    png = upload("photo.png", "image/png", _png(), policy="text")
+
+    def urls(key: str) -> list[str]:
+        signed_url = page.request.get(f"{xss_app}/files/{key}/signed").text()
+        return [
+            f"{xss_app}/files/{key}",  # file_response
+            xss_app + signed_url,  # the signed-URL route
+            f"{xss_app}/files/{key}/link",  # signed_redirect
+        ]
+
+    for url in urls(declared["id"]):
+        with (
+            page.expect_download() as download_info,
+            # navigating to an attachment starts a download instead of a page
+            pytest.raises(PlaywrightError, match=r"Download is starting|ERR_ABORTED"),
+        ):
+            page.goto(url)
+        download = download_info.value
+        assert download.suggested_filename == "style.xsl"
+        assert Path(download.path()).read_bytes() == PAYLOAD
+
+    for url in urls(sniffed["id"]):
+        response = page.goto(url)
+        assert response is not None
+        assert response.status == 200
+        headers = response.headers
+        assert headers["content-type"] == "text/plain"
+        assert headers["content-disposition"].startswith("inline;")
+        assert headers["content-security-policy"] == "sandbox"
+        assert headers["x-content-type-options"] == "nosniff"
+        # shown as text: the markup is visible, no element was built from it
+        assert "<script>" in page.locator("body").inner_text()
+        assert page.title() != "PWNED"
+
+    for url in urls(png["id"]):
+        response = page.goto(url)
+        assert response is not None
+        assert response.headers["content-type"] == "image/png"
+        assert response.headers["content-disposition"].startswith("inline;")
+        assert response.headers["content-security-policy"] == "sandbox"
+        # Chromium's image viewer shows it (the sandbox does not stop an image)
+        assert page.locator("img").evaluate("img => img.complete && img.naturalWidth") == 480
+
+    page.wait_for_timeout(500)  # time for any stray request to arrive
+    assert hits() == ["/control"]
     context.close()

@@ -84,7 +84,14 @@ async def test_direct_upload_then_commit_the_row(
     tickets = UploadTickets(SECRET)
     grant = await tickets.issue_async(Scan.file, "contract.pdf")
     assert grant.path.startswith(f"{remote.prefix}/scans/")
-    assert dict(grant.headers) == dict(remote.upload_headers)
+    # the store's own headers, and the disposition the store must keep and serve
+    disposition = (
+        "x-ms-blob-content-disposition" if remote.kind == "azure" else "Content-Disposition"
+    )
+    assert dict(grant.headers) == {
+        **remote.upload_headers,
+        disposition: "attachment; filename=\"contract.pdf\"; filename*=UTF-8''contract.pdf",
+    }
     client_upload(http, grant, PDF)
     assert remote.exists(grant.upload_path)
 
@@ -130,6 +137,38 @@ def test_refused_uploads_are_deleted_on_the_server(
         tickets.redeem(never.ticket)
     client_upload(http, never, PDF)  # the URL is still good: upload, then redeem again
     assert tickets.redeem(never.ticket).size == len(PDF)
+
+
+def test_an_upload_the_store_would_display_inline_is_refused(
+    remote: ObstoreBackend, http: httpx.Client
+) -> None:
+    """The client chose its PUT's attributes: redeem refuses what the store would render."""
+    tickets = UploadTickets(SECRET)
+    page = b"<x>not xsl</x><script>alert(document.domain)</script>"
+    sneaky = tickets.issue(BACKEND, "style.xsl")
+    headers = {**remote.upload_headers, "Content-Type": "text/html"}  # no disposition sent
+    assert http.put(sneaky.url, content=page, headers=headers).status_code in (200, 201)
+    with pytest.raises(InvalidContentTypeError, match="display it in the browser"):
+        tickets.redeem(sneaky.ticket)
+    assert not remote.exists(sneaky.path)
+    assert not remote.exists(sneaky.upload_path)
+
+    # Sending the grant's headers, the same bytes are kept, and the store serves them as
+    # an attachment through its signed URLs.
+    honest = tickets.issue(BACKEND, "style.xsl")
+    headers = {**honest.headers, "Content-Type": "text/html"}
+    assert http.put(honest.url, content=page, headers=headers).status_code in (200, 201)
+    file = tickets.redeem(honest.ticket)
+    served = http.get(file.sign(expires_in=60))
+    assert served.status_code == 200
+    assert served.headers["content-disposition"].startswith("attachment;")
+
+    # A passive type needs no disposition.
+    photo = tickets.issue(BACKEND, "photo.png")
+    headers = {**remote.upload_headers, "Content-Type": "image/png"}
+    png = b"\x89PNG\r\n\x1a\n" + bytes(64)
+    assert http.put(photo.url, content=png, headers=headers).status_code in (200, 201)
+    assert tickets.redeem(photo.ticket).size == len(png)
 
 
 # -- the same flow through web apps ---------------------------------------------------------------
@@ -234,6 +273,10 @@ def test_direct_upload_to_local_files_through_the_signed_route(
     client, store_dir = local_app
     grant = client.post("/tickets/scans", json={"filename": "contract.pdf"}).json()
     assert grant["url"].startswith("/_storage/uploads/_incoming/")
+    # bytes past the ticket's limit are refused by the route itself, nothing kept
+    too_big = client.put(grant["url"], content=PDF + bytes(SCAN_LIMIT), headers=grant["headers"])
+    assert too_big.status_code == 413
+    assert not (store_dir / grant["upload_path"]).exists()
     put = client.put(grant["url"], content=PDF, headers=grant["headers"])
     assert put.status_code in (200, 201), put.text
     # a tampered URL is refused by the route
@@ -250,6 +293,10 @@ def test_direct_upload_to_local_files_through_the_signed_route(
     assert not (store_dir / grant["upload_path"]).exists()
     again = client.post("/tickets/scans/complete", json={"ticket": grant["ticket"]})
     assert again.status_code == 409
+    # and its URL accepts no further upload
+    late = client.put(grant["url"], content=HTML, headers=grant["headers"])
+    assert late.status_code == 409
+    assert not (store_dir / grant["upload_path"]).exists()
 
     wrong = client.post("/tickets/scans", json={"filename": "fake.pdf"}).json()
     assert client.put(wrong["url"], content=HTML).status_code in (200, 201)

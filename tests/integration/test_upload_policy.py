@@ -367,6 +367,176 @@ async def test_sniff_without_allow_list_and_refinement(light_target: Target) -> 
     assert not_sniffed.save(policy=policy).content_type == "image/gif"
 
 
+# -- what the stored type and disposition may be (issue 13, items 1 and 12) --------------------
+XSL_PAGE = b"<x>an XSLT file, they said</x><script>fetch('/pwned')</script>"
+"""HTML with a script that the sniffer sees as plain text (no known tag comes first)."""
+
+
+def _zip_claiming(mimetype: bytes) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("mimetype", mimetype, compress_type=zipfile.ZIP_STORED)
+        archive.writestr("payload.html", b"<script>alert(1)</script>")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_declared_type_the_bytes_do_not_prove_is_not_kept(
+    target: Target, mode: str
+) -> None:
+    """`text/xsl` over HTML-ish plain text passes a `text/*` list only as text/plain."""
+    file = FileObject(
+        filename="style.xsl", content=XSL_PAGE, content_type="text/xsl", backend=target.key
+    )
+    await save(file, mode, policy=UploadPolicy(allowed_content_types=("text/*",)))
+    assert file.content_type == "text/plain"
+    if target.backend.supports_attributes:
+        info = target.backend.head(str(file.path))
+        assert info.content_type == "text/plain"
+    # listed explicitly, an unproven text/xsl is refused rather than stored
+    explicit = FileObject(
+        filename="style.xsl", content=XSL_PAGE, content_type="text/xsl", backend=target.key
+    )
+    with pytest.raises(InvalidContentTypeError):
+        await save(explicit, mode, policy=UploadPolicy(allowed_content_types=("text/xsl",)))
+
+
+@pytest.mark.parametrize("declared", ["text/html", "image/svg+xml", "application/xml", "text/xsl"])
+async def test_unrecognised_bytes_never_keep_a_declared_type(
+    light_target: Target, declared: str
+) -> None:
+    binary = b"\xff\xfe\x00garbage" + bytes(range(256)) + b"<script>alert(1)</script>"
+    file = FileObject(
+        filename="page.html", content=binary, content_type=declared, backend=light_target.key
+    )
+    file.save(policy=UploadPolicy(allowed_content_types=("*/*",)))
+    assert file.content_type == "application/octet-stream"
+    with pytest.raises(InvalidContentTypeError):  # and an explicit list does not admit it
+        FileObject(
+            filename="p.html", content=binary, content_type=declared, backend=light_target.key
+        ).save(policy=UploadPolicy(allowed_content_types=(declared,)))
+
+
+@pytest.mark.parametrize("claimed", [b"application/pdf", b"text/html", b"image/png"])
+def test_a_zip_is_identified_by_its_container_not_its_mimetype_entry(
+    light_target: Target, claimed: bytes
+) -> None:
+    data = _zip_claiming(claimed)
+    claim = claimed.decode()
+    file = FileObject(filename="x.pdf", content=data, content_type=claim, backend=light_target.key)
+    with pytest.raises(InvalidContentTypeError) as caught:
+        file.save(policy=UploadPolicy(allowed_content_types=(claim,)))
+    assert caught.value.detected == "application/zip"
+    assert light_target.leftovers() == []
+    odt = _zip_claiming(b"application/vnd.oasis.opendocument.text")
+    stored = FileObject(filename="a.odt", content=odt, backend=light_target.key).save(
+        policy=UploadPolicy(allowed_content_types=("application/vnd.oasis.opendocument.text",))
+    )
+    assert stored.content_type == "application/vnd.oasis.opendocument.text"
+
+
+@pytest.mark.parametrize(
+    ("filename", "content", "content_type", "kind", "shown"),
+    [
+        ("photo.png", PNG, "image/png", "inline", "photo.png"),
+        ("notes.txt", b"plain words", "text/plain", "inline", "notes.txt"),
+        ("style.xsl", XSL_PAGE, "text/xsl", "attachment", "style.xsl"),
+        ("page.html", HTML, "text/html", "attachment", "page.html"),
+        ("feed.rss", b"<?xml version='1.0'?><rss/>", "application/rss+xml", "attachment", None),
+        ("report.pdf", b"%PDF-1.7\n", "application/pdf", "attachment", "report.pdf"),
+        ("odd.thing", b"?", "text/x-anything", "attachment", "odd.thing"),
+        ("../../etc/passwd", b"x", "text/plain", "inline", "passwd"),
+        ("invoice\u202efdp.exe", b"MZ", "image/png", "inline", "invoicefdp.exe"),
+        ("nul\x00byte.png", PNG, "image/png", "inline", "nulbyte.png"),
+    ],
+)
+@pytest.mark.parametrize("with_metadata", [False, True], ids=["fast-path", "general-path"])
+def test_the_stored_content_disposition_follows_the_inline_rule(
+    filename: str,
+    content: bytes,
+    content_type: str,
+    kind: str,
+    shown: str | None,
+    with_metadata: bool,
+) -> None:
+    """What S3, GCS and Azure would serve through a signed GET URL."""
+    backend = ObstoreBackend("attrs", "memory://")
+    storages.register_backend(backend)
+    # both ways the library writes attributes: the one-buffer fast path, and the
+    # general path (taken with metadata)
+    file = FileObject(
+        filename=filename,
+        content=content,
+        content_type=content_type,
+        backend="attrs",
+        metadata={"k": "v"} if with_metadata else None,
+    ).save()
+    disposition = backend.head(str(file.path)).attributes["Content-Disposition"]
+    assert disposition.split(";")[0] == kind
+    assert all(32 <= ord(ch) < 127 for ch in disposition)
+    if shown is not None:
+        assert disposition.endswith("filename*=UTF-8''" + shown.replace(" ", "%20"))
+
+
+class _PageServer:
+    """A one-page HTTP server on 127.0.0.1 (what `from_url` fetches)."""
+
+    def __init__(self, body: bytes, headers: dict[str, str]) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/page"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_from_url_fetches_go_through_the_same_rule(mode: str) -> None:
+    backend = ObstoreBackend("fetched", "memory://")
+    storages.register_backend(backend)
+    server = _PageServer(
+        XSL_PAGE,
+        {
+            "Content-Type": "text/xsl",
+            "Content-Disposition": "inline; filename*=UTF-8''..%2F..%2Fevil%E2%80%AE.xsl",
+        },
+    )
+    try:
+        file = FileObject.from_url(server.url, backend="fetched", allow_private=True)
+        await save(file, mode)
+        info = backend.head(str(file.path))
+        disposition = info.attributes["Content-Disposition"]
+        assert disposition.startswith("attachment;")
+        assert disposition.endswith("filename*=UTF-8''evil.xsl")
+        # sniffed under a text/* list, the remote's text/xsl is not kept either
+        sniffed = FileObject.from_url(server.url, backend="fetched", allow_private=True)
+        await save(sniffed, mode, policy=UploadPolicy(allowed_content_types=("text/*",)))
+        assert sniffed.content_type == "text/plain"
+    finally:
+        server.close()
+
+
 # -- where policies come from -----------------------------------------------------------------
 def test_backend_default_policy_and_column_layering(tmp_path: Path) -> None:
     backend = ObstoreBackend(

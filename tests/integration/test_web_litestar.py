@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from sqlalchemy_obstore.contrib.litestar import (
     signed_redirect,
 )
 from sqlalchemy_obstore.signing import HmacUrlSigner
+from sqlalchemy_obstore.tickets import UploadTickets
 from tests.conftest import PG_SERVER
 from tests.integration.backends import s3_backend
 from tests.integration.web_scenarios import (
@@ -50,7 +52,9 @@ from tests.integration.web_scenarios import (
     asgi_lifespan,
     check_active_content_is_attachment,
     check_attachment,
+    check_bad_request_headers_are_not_errors,
     check_download,
+    check_every_download_path,
     check_not_modified,
     check_put_limits,
     check_put_never_overwrites,
@@ -59,6 +63,10 @@ from tests.integration.web_scenarios import (
     check_signed_get,
     check_signed_put,
     check_signed_refusals,
+    check_store_serves_the_rule,
+    check_ticket_uploads_enforce_limits,
+    check_ticket_urls_need_the_tickets,
+    check_vanished_object_is_404,
     make_backend,
     query_of,
     relative,
@@ -221,6 +229,46 @@ async def test_file_response_heads_a_file_known_only_by_path(tmp_path: Path) -> 
         assert (await c.get("/files/bare")).status_code == 404
 
 
+# -- issue 13 and 14: every download path --------------------------------------------------------
+@asynccontextmanager
+async def streaming_client(config: ObstoreConfig) -> AsyncIterator[httpx.AsyncClient]:
+    """httpx's ASGI transport (request bodies really stream) around the plugin's app."""
+    app = make_app(config)
+    transport = httpx.ASGITransport(app=app)
+    async with asgi_lifespan(app), httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+        yield client
+
+
+async def test_every_download_path_serves_uploads_safely(kind: str, tmp_path: Path) -> None:
+    config = ObstoreConfig(backends=[make_backend(kind, tmp_path)], signing_secret=SECRET)
+    async with AsyncTestClient(make_app(config), base_url=BASE) as client:
+        await check_every_download_path(client, kind)
+        FILES["doc"] = await save(kind, "doc.bin")
+        await check_bad_request_headers_are_not_errors(client, "/files/doc")
+        await check_bad_request_headers_are_not_errors(
+            client, relative(await FILES["doc"].sign_async(expires_in=60))
+        )
+
+
+async def test_a_vanished_object_is_404(kind: str, tmp_path: Path) -> None:
+    config = ObstoreConfig(backends=[make_backend(kind, tmp_path)], signing_secret=SECRET)
+    async with AsyncTestClient(make_app(config), base_url=BASE) as client:
+        await check_vanished_object_is_404(client, kind)
+
+
+async def test_ticket_uploads_are_limited_while_streaming_and_end_at_redeem(
+    kind: str, tmp_path: Path
+) -> None:
+    tickets = UploadTickets(SECRET)
+    backend = make_backend(kind, tmp_path)
+    config = ObstoreConfig(backends=[backend], signing_secret=SECRET, tickets=tickets)
+    async with streaming_client(config) as client:
+        await check_ticket_uploads_enforce_limits(client, backend, tickets)
+    other = make_backend(kind, tmp_path, key="other")
+    async with streaming_client(ObstoreConfig(backends=[other], signing_secret=SECRET)) as client:
+        await check_ticket_urls_need_the_tickets(client, other, tickets)
+
+
 # -- signed URLs on local and memory ------------------------------------------------------------
 async def test_signed_get_and_put_through_the_mounted_route(kind: str, tmp_path: Path) -> None:
     backend = make_backend(kind, tmp_path)
@@ -352,6 +400,9 @@ async def test_redirect_to_s3_and_stream_from_s3(moto_server: MotoServer) -> Non
         await check_download(client, "/files/doc", FILES["doc"])
         await check_ranges(client, "/files/doc")
         await check_not_modified(client, "/files/doc")
+        await check_store_serves_the_rule(client, "s3")
+        await check_every_download_path(client, "s3", signed=False)
+        await check_vanished_object_is_404(client, "s3", signed=False)
 
 
 # -- next to advanced-alchemy's SQLAlchemyPlugin -----------------------------------------------

@@ -20,7 +20,7 @@ import pytest
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from sqlalchemy_obstore import (
@@ -29,6 +29,7 @@ from sqlalchemy_obstore import (
     ConfigurationError,
     FileObject,
     ObstoreBackend,
+    StorageError,
     storages,
 )
 from sqlalchemy_obstore.contrib.starlette import (
@@ -39,15 +40,20 @@ from sqlalchemy_obstore.contrib.starlette import (
     storage_routes,
 )
 from sqlalchemy_obstore.signing import HmacUrlSigner
+from sqlalchemy_obstore.tickets import UploadTickets
+from sqlalchemy_obstore.uploads import error_status
 from tests.integration.backends import s3_backend
 from tests.integration.web_scenarios import (
     DATA,
     FILES,
     SECRET,
     asgi_lifespan,
+    assert_served_safely,
     check_active_content_is_attachment,
     check_attachment,
+    check_bad_request_headers_are_not_errors,
     check_download,
+    check_every_download_path,
     check_not_modified,
     check_put_limits,
     check_put_never_overwrites,
@@ -56,6 +62,10 @@ from tests.integration.web_scenarios import (
     check_signed_get,
     check_signed_put,
     check_signed_refusals,
+    check_store_serves_the_rule,
+    check_ticket_uploads_enforce_limits,
+    check_ticket_urls_need_the_tickets,
+    check_vanished_object_is_404,
     make_backend,
     query_of,
     relative,
@@ -71,8 +81,12 @@ def fastapi_app(
     signing_secret: str | None = SECRET,
     registry: BackendRegistry = storages,
     max_upload_size: int | None = None,
+    tickets: UploadTickets | None = None,
 ) -> FastAPI:
-    """The app a FastAPI user writes: lifespan, mounted routes, download endpoints."""
+    """The app a FastAPI user writes: lifespan, mounted routes, download endpoints.
+
+    With the `StorageError` handler the how-to documents installed.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -84,9 +98,16 @@ def fastapi_app(
         app.mount(
             "/_storage",
             storage_routes(
-                registry=registry, signing_secret=signing_secret, max_upload_size=max_upload_size
+                registry=registry,
+                signing_secret=signing_secret,
+                max_upload_size=max_upload_size,
+                tickets=tickets,
             ),
         )
+
+    @app.exception_handler(StorageError)
+    async def storage_error(request: Request, exc: StorageError) -> Response:
+        return JSONResponse({"error": type(exc).__name__}, status_code=error_status(exc) or 500)
 
     @app.api_route("/files/{name}", methods=["GET", "HEAD"])
     async def download(name: str, request: Request) -> FileStreamingResponse:
@@ -239,6 +260,58 @@ async def test_plain_starlette_app(tmp_path: Path) -> None:
         await check_signed_put(client, backend)
 
 
+# -- issue 13 and 14: every download path --------------------------------------------------------
+async def test_every_download_path_serves_uploads_safely(kind: str, tmp_path: Path) -> None:
+    async with serve(fastapi_app([make_backend(kind, tmp_path)])) as client:
+        await check_every_download_path(client, kind)
+        FILES["doc"] = await save(kind, "doc.bin")
+        await check_bad_request_headers_are_not_errors(client, "/files/doc")
+        await check_bad_request_headers_are_not_errors(
+            client, relative(await FILES["doc"].sign_async(expires_in=60))
+        )
+
+
+async def test_objects_written_by_others_are_served_by_the_rule(tmp_path: Path) -> None:
+    """Attributes stored by an older version (or anyone): inline and raw names not trusted."""
+    backend = make_backend("memory", tmp_path)
+    async with serve(fastapi_app([backend])) as client:
+        await backend.put_async(
+            "old/page.html",
+            b"<script>alert(1)</script>",
+            attributes={
+                "Content-Type": "text/html",
+                "Content-Disposition": "inline; filename*=UTF-8''..%2F..%2Fevil%E2%80%AE.html",
+            },
+        )
+        url = relative(await FileObject(backend="memory", path="old/page.html").sign_async())
+        response = await client.get(url)
+        assert_served_safely(response, inline=False, filename="evil.html")
+
+
+async def test_plain_starlette_download_paths(tmp_path: Path) -> None:
+    async with serve(starlette_app([make_backend("memory", tmp_path)])) as client:
+        await check_every_download_path(client, "memory")
+        await check_vanished_object_is_404(client, "memory")
+
+
+async def test_a_vanished_object_is_404_with_the_error_handler_installed(
+    kind: str, tmp_path: Path
+) -> None:
+    async with serve(fastapi_app([make_backend(kind, tmp_path)])) as client:
+        await check_vanished_object_is_404(client, kind)
+
+
+async def test_ticket_uploads_are_limited_while_streaming_and_end_at_redeem(
+    kind: str, tmp_path: Path
+) -> None:
+    tickets = UploadTickets(SECRET)
+    backend = make_backend(kind, tmp_path)
+    async with serve(fastapi_app([backend], tickets=tickets)) as client:
+        await check_ticket_uploads_enforce_limits(client, backend, tickets)
+    async with serve(fastapi_app([make_backend(kind, tmp_path, key="other")])) as client:
+        await check_ticket_urls_need_the_tickets(client, storages.get_backend("other"), tickets)
+
+
 # -- signed URLs on local and memory ------------------------------------------------------------
 async def test_signed_get_and_put_through_the_mounted_routes(kind: str, tmp_path: Path) -> None:
     backend = make_backend(kind, tmp_path)
@@ -322,3 +395,6 @@ async def test_redirect_to_s3_and_stream_from_s3(moto_server: MotoServer) -> Non
         await check_download(client, "/files/doc", FILES["doc"])
         await check_ranges(client, "/files/doc")
         await check_not_modified(client, "/files/doc")
+        await check_store_serves_the_rule(client, "s3")
+        await check_every_download_path(client, "s3", signed=False)
+        await check_vanished_object_is_404(client, "s3", signed=False)

@@ -208,7 +208,7 @@ def litestar_app(store: Store, *, signing_secret: str | None = None) -> Litestar
         ],
         exception_handlers={StorageError: _litestar_error},
         lifespan=[lifespan],
-        plugins=[ObstorePlugin(ObstoreConfig(signing_secret=signing_secret))]
+        plugins=[ObstorePlugin(ObstoreConfig(signing_secret=signing_secret, tickets=store.tickets))]
         if signing_secret
         else [],
     )
@@ -279,7 +279,7 @@ def starlette_app(store: Store, *, signing_secret: str | None = None) -> Starlet
             yield
 
     signed = (
-        [Mount("/_storage", storage_routes(signing_secret=signing_secret))]
+        [Mount("/_storage", storage_routes(signing_secret=signing_secret, tickets=store.tickets))]
         if signing_secret
         else []
     )

@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import httpx
 
 from sqlalchemy_obstore import FileObject, ObstoreBackend
+from sqlalchemy_obstore._attributes import serves_inline
 from sqlalchemy_obstore.signing import HmacUrlSigner
 from sqlalchemy_obstore.validation import UploadPolicy
 
@@ -111,8 +112,10 @@ async def check_download(
     served = parsedate_to_datetime(headers["last-modified"])
     assert int(served.timestamp()) == int(file.last_modified.timestamp())
     filename = quote(file.filename, safe="")
-    assert headers["content-disposition"].startswith("inline; filename=")
+    kind = "inline" if serves_inline(file.content_type) else "attachment"
+    assert headers["content-disposition"].startswith(f"{kind}; filename=")
     assert headers["content-disposition"].endswith(f"filename*=UTF-8''{filename}")
+    assert headers["content-security-policy"] == "sandbox"
     # HEAD: the same headers, no body.
     head = await client.head(url)
     assert head.status_code == 200
@@ -217,7 +220,7 @@ async def check_signed_get(client: httpx.AsyncClient, file: FileObject, data: by
     assert response.status_code == 200, response.text
     assert response.content == data
     assert response.headers["content-length"] == str(len(data))
-    assert response.headers["x-content-type-options"] == "nosniff"
+    assert_served_safely(response, inline=serves_inline(file.content_type))
     assert "etag" in response.headers
     ranged = await client.get(url, headers={"Range": "bytes=-5"})
     assert ranged.status_code == 206
@@ -281,6 +284,25 @@ async def check_signed_refusals(
     # Unsigned, or without the signature.
     assert_refused(await client.get(path), 403)
     assert_refused(await client.get(f"{path}?method=GET&expires={params['expires']}"), 403)
+    # Other spellings of the genuine parameters: only the canonical one is accepted.
+    expires, signature = params["expires"], params["signature"]
+    for variant in (
+        url.replace(f"expires={expires}", f"expires=0{expires}"),
+        url.replace(f"expires={expires}", f"expires=%2B{expires}"),
+        url.replace(
+            f"expires={expires}", "expires=" + quote("".join(chr(0x0660 + int(d)) for d in expires))
+        ),
+        url.replace(f"signature={signature}", f"signature={signature}%3D"),
+        url.replace(
+            f"signature={signature}",
+            f"signature={signature.replace('-', '%2B').replace('_', '%2F')}",
+        )
+        if ("-" in signature or "_" in signature)
+        else url + "&signature=" + signature,
+        url + f"&expires={expires}",
+        url + f"&signature={signature}",
+    ):
+        assert_refused(await client.get(variant), 403)
 
     # Expired (genuinely signed, deadline passed).
     expired = signer.url_for(
@@ -377,3 +399,206 @@ async def check_put_never_overwrites(
     response = await client.put(relative(url), content=b"replacement")
     assert_refused(response, 409)
     assert await file.get_content_async() == DATA
+
+
+# -- issue 13: what every download path sends -----------------------------------------------------
+XSL_PAGE = b"<x>an XSLT file, they said</x><script>fetch('/pwned')</script>"
+"""HTML with a script, declared `text/xsl`: the stored-XSS upload of issue 13."""
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64)
+_ATTR_CHARS = "!#$&+-.^_`|~"
+
+
+def assert_served_safely(
+    response: httpx.Response, *, inline: bool, filename: str | None = None
+) -> None:
+    """The headers issue 13 requires of every file response."""
+    assert response.status_code in (200, 206), (response.status_code, response.text)
+    headers = response.headers
+    disposition = headers["content-disposition"]
+    assert disposition.startswith("inline;" if inline else "attachment;"), disposition
+    assert all(32 <= ord(ch) < 127 for ch in disposition)
+    fallback = disposition.split('filename="', 1)[1].split('"', 1)[0]
+    assert not {"/", "\\", "%"} & set(fallback), disposition
+    if filename is not None:
+        assert disposition.endswith("filename*=UTF-8''" + quote(filename, safe=_ATTR_CHARS))
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["content-security-policy"] == "sandbox"
+
+
+async def check_every_download_path(
+    client: httpx.AsyncClient, backend: str, *, signed: bool = True
+) -> None:
+    """`text/xsl` HTML+script: attachment + sandbox + nosniff everywhere; a PNG inline.
+
+    Paths: `file_response` (`/files/{name}`, whole, ranged, HEAD, 304, 416), the
+    signed-URL route (`file.sign_async()`) and `signed_redirect` (`/files/{name}/link`,
+    followed) when the backend signs through the app's route.
+    """
+    xsl = await FileObject(
+        filename="../../evil\u202egnp.xsl",
+        content=XSL_PAGE,
+        content_type="text/xsl",
+        backend=backend,
+    ).save_async()
+    png = await FileObject(filename="photo.png", content=PNG, backend=backend).save_async()
+    FILES["xsl"], FILES["png"] = xsl, png
+    for name, file, inline, shown in (
+        ("xsl", xsl, False, "evilgnp.xsl"),
+        ("png", png, True, "photo.png"),
+    ):
+        urls = [f"/files/{name}"]
+        if signed:
+            urls.append(relative(await file.sign_async(expires_in=60)))
+        for url in urls:
+            route = url.startswith("/_storage/")
+            # the route names a local file by its key (no stored disposition to read)
+            expected = None if route else shown
+            for method in ("GET", "HEAD"):
+                response = await client.request(method, url)
+                assert_served_safely(response, inline=inline, filename=expected)
+                ranged = await client.request(method, url, headers={"Range": "bytes=0-3"})
+                assert ranged.status_code == 206
+                assert_served_safely(ranged, inline=inline, filename=expected)
+            etag = (await client.get(url)).headers["etag"]
+            for headers, status in (
+                ({"If-None-Match": etag}, 304),
+                ({"Range": "bytes=99999-"}, 416),
+                ({"Range": "bytes=" + "9" * 5000 + "-"}, 416),
+            ):
+                response = await client.get(url, headers=headers)
+                assert response.status_code == status, (url, headers)
+                assert response.headers["x-content-type-options"] == "nosniff"
+                assert response.headers["content-security-policy"] == "sandbox"
+        if signed:
+            followed = await client.get(f"/files/{name}/link", follow_redirects=True)
+            assert_served_safely(followed, inline=inline)
+            assert followed.content == file.get_content()
+
+
+async def check_bad_request_headers_are_not_errors(client: httpx.AsyncClient, url: str) -> None:
+    """Malformed conditional and range headers never make a download fail (RFC 9110)."""
+    huge = "9" * 5000
+    cases: list[tuple[dict[str, str | bytes], int]] = [
+        ({"Range": f"bytes=0-{huge}"}, 206),
+        ({"Range": f"bytes=-{huge}"}, 206),
+        ({"Range": f"bytes={huge}-"}, 416),
+        ({"Range": "bytes=" + ",".join(["0-1"] * 2000)}, 200),
+        ({"Range": "bytes=\u0663-\u0664".encode()}, 200),  # non-ASCII digits
+        ({"If-Range": "Sun, 06 Nov 99999 08:49:37 GMT", "Range": "bytes=0-1"}, 200),
+        ({"If-Modified-Since": "Fri, 31 Dec 9999 23:59:59 -2359"}, 200),
+        ({"If-Modified-Since": huge}, 200),
+        ({"If-None-Match": b"\xff" * 100}, 200),
+        ({"If-Range": b'"\xc3\x28"', "Range": "bytes=0-1"}, 200),
+    ]
+    for headers, status in cases:
+        response = await client.get(url, headers=headers)
+        assert response.status_code == status, (headers, response.status_code, response.text)
+
+
+async def check_vanished_object_is_404(
+    client: httpx.AsyncClient, backend: str, *, signed: bool = True
+) -> None:
+    """A file as loaded from a row (size, etag, time recorded) whose object has gone: 404.
+
+    Never headers that promise bytes the store no longer has; on every download path.
+    """
+    file = await FileObject(filename="gone.bin", content=DATA, backend=backend).save_async()
+    # what a row records: downloads are planned from it without a head request
+    assert file.size == len(DATA)
+    assert file.etag
+    assert file.last_modified is not None
+    FILES["gone"] = file
+    urls = ["/files/gone"]
+    if signed:  # the app's own signed-URL route
+        urls.append(relative(await file.sign_async(expires_in=60)))
+    await file._backend().delete_async(str(file.path))
+    for url in urls:
+        for headers in ({}, {"Range": "bytes=0-9"}, {"If-None-Match": f'"{file.etag}"'}):
+            for method in ("GET", "HEAD"):
+                response = await client.request(method, url, headers=headers)
+                assert response.status_code == 404, (url, headers, method)
+                assert DATA[:16] not in response.content
+                if method == "GET":
+                    assert int(response.headers["content-length"]) == len(response.content)
+
+
+async def check_ticket_uploads_enforce_limits(
+    client: httpx.AsyncClient, backend: ObstoreBackend, tickets: Any
+) -> None:
+    """A ticket's PUT URL: bytes past `max_size` refused while streaming, none after redeem."""
+    grant = await tickets.issue_async(backend.key, "limited.bin", max_size=1000)
+    url = relative(grant.url)
+
+    async def five_mib() -> AsyncIterator[bytes]:
+        for _ in range(80):
+            yield b"x" * 65536
+
+    declared = await client.put(url, content=b"x" * (5 * 2**20))  # Content-Length: 5 MiB
+    assert_refused(declared, 413)
+    streamed = await client.put(url, content=five_mib())  # no length: stopped mid-stream
+    assert_refused(streamed, 413)
+    assert "1000" in streamed.text
+    assert not await backend.exists_async(grant.upload_path)
+    leftovers = [info.path async for info in backend.list_objects_async()]
+    assert not [p for p in leftovers if p.endswith(".partial")], leftovers
+
+    assert (await client.put(url, content=b"y" * 1000)).status_code == 200
+    file = await tickets.redeem_async(grant.ticket)
+    assert await file.get_content_async() == b"y" * 1000
+    # Redeemed: the staging key is gone, yet the URL cannot write there again.
+    assert not await backend.exists_async(grant.upload_path)
+    again = await client.put(url, content=b"z" * 10)
+    assert_refused(again, 409, data=b"z" * 10)
+    assert "redeemed" in again.text
+    assert not await backend.exists_async(grant.upload_path)
+    assert await file.get_content_async() == b"y" * 1000
+
+    # A ticket redeemed while a long upload through its URL streams: nothing is kept.
+    racing = await tickets.issue_async(backend.key, "race.bin")
+    racing_url = relative(racing.url)
+
+    async def redeemed_midway() -> AsyncIterator[bytes]:
+        yield b"a" * 65536
+        # meanwhile another upload completed and the ticket was redeemed
+        await backend.put_async(racing.upload_path, b"first upload")
+        await tickets.redeem_async(racing.ticket)
+        for _ in range(40):
+            yield b"b" * 65536
+
+    late = await client.put(racing_url, content=redeemed_midway())
+    assert_refused(late, 409, data=b"b" * 64)
+    assert not await backend.exists_async(racing.upload_path)
+    leftovers = [info.path async for info in backend.list_objects_async()]
+    assert not [p for p in leftovers if p.endswith(".partial")], leftovers
+
+
+async def check_ticket_urls_need_the_tickets(
+    client: httpx.AsyncClient, backend: ObstoreBackend, tickets: Any
+) -> None:
+    """A route not given the issuer refuses ticket uploads: it cannot tell if redeemed."""
+    grant = await tickets.issue_async(backend.key, "a.bin", max_size=100)
+    response = await client.put(relative(grant.url), content=b"data")
+    assert_refused(response, 403, data=b"data")
+    assert "tickets=" in response.text
+    assert not await backend.exists_async(grant.upload_path)
+
+
+async def check_store_serves_the_rule(client: httpx.AsyncClient, backend: str) -> None:
+    """S3/GCS/Azure serve what was stored: `signed_redirect` lands on the store itself."""
+    xsl = await FileObject(
+        filename="../evil\u202egnp.xsl",
+        content=XSL_PAGE,
+        content_type="text/xsl",
+        backend=backend,
+    ).save_async()
+    png = await FileObject(filename="photo.png", content=PNG, backend=backend).save_async()
+    FILES["xsl"], FILES["png"] = xsl, png
+    async with httpx.AsyncClient(trust_env=False, timeout=10) as store:
+        for name, inline, shown in (("xsl", False, "evilgnp.xsl"), ("png", True, "photo.png")):
+            link = await client.get(f"/files/{name}/link", follow_redirects=False)
+            location = link.headers["location"]
+            served = await store.get(location)
+            assert served.status_code == 200
+            disposition = served.headers["content-disposition"]
+            assert disposition.startswith("inline;" if inline else "attachment;")
+            assert disposition.endswith("filename*=UTF-8''" + shown)

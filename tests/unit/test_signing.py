@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -275,3 +276,122 @@ def test_attach_and_detach(tmp_path: Path) -> None:
     assert detach_signer(registry, signer) == ["memory", "local", "preset"]
     assert memory.url_signer is None
     assert not memory.supports_signing
+
+
+# -- one canonical spelling ----------------------------------------------------------------------
+def _variants_of_expires(expires: int) -> list[str]:
+    digits = str(expires)
+    arabic = "".join(chr(0x0660 + int(d)) for d in digits)  # Arabic-Indic digits
+    fullwidth = "".join(chr(0xFF10 + int(d)) for d in digits)
+    return [
+        "0" + digits,
+        "00" + digits,
+        "+" + digits,
+        " " + digits,
+        digits + " ",
+        digits[:2] + "_" + digits[2:],
+        arabic,
+        fullwidth,
+        digits + ".0",
+    ]
+
+
+@pytest.mark.parametrize("variant", _variants_of_expires(FUTURE))
+def test_only_the_canonical_expires_is_accepted(variant: str) -> None:
+    signer = HmacUrlSigner(SECRET)
+    signature = signer.signature("b", "k/a.txt", method="GET", expires=FUTURE)
+    signer.verify("b", "k/a.txt", method="GET", expires=str(FUTURE), signature=signature)
+    if not variant.endswith(".0"):
+        assert int(variant) == FUTURE  # what int() reads as the same deadline
+    with pytest.raises(InvalidSignatureError, match="malformed"):
+        signer.verify("b", "k/a.txt", method="GET", expires=variant, signature=signature)
+
+
+def _variants_of_signature(signature: str) -> list[str]:
+    raw = base64.urlsafe_b64decode(signature + "=")
+    standard = base64.b64encode(raw).decode()  # may contain "+" and "/", padded
+    last = signature[-1]
+    # The last of 43 characters carries 4 bits of the digest and 2 unused bits: setting
+    # those gives another spelling that decodes to the same digest.
+    index = _B64.index(last)
+    sloppy = signature[:-1] + _B64[index | 0b11] if index | 0b11 != index else None
+    variants = [signature + "=", standard, " " + signature, signature.replace("-", "%2D")]
+    if "-" not in signature and "_" not in signature:
+        variants.remove(standard)  # identical spelling in this (rare) case
+    return [v for v in (*variants, sloppy) if v is not None and v != signature]
+
+
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def test_only_the_canonical_signature_is_accepted() -> None:
+    signer = HmacUrlSigner(SECRET)
+    tried = 0
+    for expires in range(FUTURE, FUTURE + 40):  # digests with "-"/"_" and low bits to set
+        signature = signer.signature("b", "k/a.txt", method="GET", expires=expires)
+        signer.verify("b", "k/a.txt", method="GET", expires=expires, signature=signature)
+        for variant in _variants_of_signature(signature):
+            decoded = variant.strip().replace("%2D", "-")
+            same_digest = base64.urlsafe_b64decode(
+                decoded.replace("+", "-").replace("/", "_") + "=" * (-len(decoded) % 4)
+            )
+            assert same_digest == base64.urlsafe_b64decode(signature + "=")
+            with pytest.raises(InvalidSignatureError):
+                signer.verify("b", "k/a.txt", method="GET", expires=expires, signature=variant)
+            tried += 1
+    assert tried > 100
+
+
+def test_parse_query_refuses_repeated_parameters_and_keeps_raw_values() -> None:
+    signer = HmacUrlSigner(SECRET)
+    url = signer.url_for("b", "k/a.txt", method="GET", expires=FUTURE)
+    query = url.partition("?")[2]
+    parsed = signer.parse_query(query)
+    assert parsed["expires"] == str(FUTURE)
+    assert parsed["max_size"] is None
+    assert parsed["ticket"] is None
+    signer.verify("b", "k/a.txt", method="GET", **parsed)
+    for name in ("expires", "signature"):
+        value = parsed[name]
+        with pytest.raises(InvalidSignatureError, match="more than once"):
+            signer.parse_query(f"{query}&{name}={value}")
+    # a percent-escaped spelling of the same value is not the canonical spelling
+    escaped = signer.parse_query(
+        query.replace(f"expires={FUTURE}", "expires=%34" + str(FUTURE)[1:])
+    )
+    with pytest.raises(InvalidSignatureError):
+        signer.verify("b", "k/a.txt", method="GET", **escaped)
+
+
+def test_a_ticket_url_signs_its_size_limit_and_ticket() -> None:
+    signer = HmacUrlSigner(SECRET)
+    url = signer.sign_url(
+        "b", "k/a.bin", method="PUT", expires_in=timedelta(minutes=5), max_size=1000, ticket="T1"
+    )
+    query = url.partition("?")[2]
+    assert "max_size=1000" in query
+    assert "ticket=T1" in query
+    parsed = signer.parse_query(query)
+    signer.verify("b", "k/a.bin", method="PUT", **parsed)
+    changed = [
+        {**parsed, "max_size": "1001"},
+        {**parsed, "max_size": None},  # the limit dropped from the URL
+        {**parsed, "max_size": "01000"},
+        {**parsed, "ticket": "T2"},
+        {**parsed, "ticket": None},
+    ]
+    for params_ in changed:
+        with pytest.raises(InvalidSignatureError):
+            signer.verify("b", "k/a.bin", method="PUT", **params_)
+    # and a plain URL's signature does not pass for one with a limit
+    plain = signer.parse_query(
+        signer.url_for("b", "k/a.bin", method="PUT", expires=int(parsed["expires"] or 0)).partition(
+            "?"
+        )[2]
+    )
+    with pytest.raises(InvalidSignatureError):
+        signer.verify("b", "k/a.bin", method="PUT", **{**plain, "max_size": "5"})
+    with pytest.raises(ConfigurationError):
+        signer.url_for("b", "k", method="PUT", expires=FUTURE, max_size=-1)
+    with pytest.raises(ConfigurationError):
+        signer.url_for("b", "k", method="PUT", expires=FUTURE, ticket="not/base64")

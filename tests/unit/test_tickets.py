@@ -29,6 +29,7 @@ from sqlalchemy_obstore import (
     FileTooSmallError,
     InvalidContentTypeError,
     InvalidExtensionError,
+    InvalidFilenameError,
     InvalidUploadTicketError,
     ObjectNotFoundError,
     ObstoreBackend,
@@ -169,7 +170,10 @@ def test_issue_for_a_backend_key_and_redeem(docs: ObstoreBackend, tickets: Uploa
         method="PUT",
         expires=int(query["expires"]),
         signature=query["signature"],
+        max_size=query.get("max_size"),
+        ticket=query["ticket"],
     )
+    assert query["ticket"] == tickets.inspect(grant.ticket)["id"]
     upload(docs, grant, b"hello world")
     file = tickets.redeem(grant.ticket)
     assert file.is_saved
@@ -620,3 +624,149 @@ def test_grant_and_ticket_agree_on_the_deadline(docs: ObstoreBackend) -> None:
     assert grant.redeem_before == tickets.inspect(grant.ticket)["redeem_before"]
     assert grant.redeem_before is not None
     assert grant.redeem_before.microsecond == 0
+
+
+# -- one spelling, upload-time limits, what the store would serve (issue 13) ----------------------
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def test_only_the_issued_spelling_of_a_ticket_is_accepted(
+    docs: ObstoreBackend, tickets: UploadTickets
+) -> None:
+    tried = 0
+    for _ in range(12):  # signatures whose last character leaves unused bits to set
+        grant = tickets.issue("docs", "a.txt")
+        payload, signature = grant.ticket.split(".")
+        digest = base64.urlsafe_b64decode(signature + "=")
+        standard = base64.b64encode(digest).decode()
+        variants = [
+            f"{payload}.{signature}=",  # padded
+            f"{payload}.{standard}",  # "+" and "/" (when the digest has them), padded
+            f"{payload}.{standard.rstrip('=')}",
+        ]
+        index = _B64.index(signature[-1])
+        if index | 0b11 != index:  # the same digest with the 2 unused low bits set
+            variants.append(f"{payload}.{signature[:-1]}{_B64[index | 0b11]}")
+        for variant in variants:
+            if variant == grant.ticket:
+                continue
+            with pytest.raises(InvalidUploadTicketError, match="malformed"):
+                tickets.redeem(variant)
+            tried += 1
+        upload(docs, grant, b"data")
+        assert tickets.redeem(grant.ticket).size == 4
+    assert tried >= 24
+
+
+def test_ticket_urls_carry_the_size_limit_and_the_ticket(
+    docs: ObstoreBackend, tickets: UploadTickets
+) -> None:
+    grant = tickets.issue(Document.file, "deal.pdf", max_size=700)
+    query = {k: v[0] for k, v in parse_qs(urlsplit(grant.url).query).items()}
+    assert query["max_size"] == "700"
+    assert query["ticket"] == tickets.inspect(grant.ticket)["id"]
+    # a plain signed PUT (FileObject.sign_upload) carries neither
+    plain = FileObject(filename="x.bin", backend="docs").sign_upload(expires_in=60)
+    assert "max_size" not in plain.url
+    assert "ticket" not in plain.url
+
+
+def test_is_redeemed_follows_the_replay_guard(
+    docs: ObstoreBackend, tickets: UploadTickets, clock: Clock
+) -> None:
+    grant = tickets.issue(Document.file, "deal.pdf")
+    ticket_id = tickets.inspect(grant.ticket)["id"]
+    assert not tickets.is_redeemed(ticket_id)
+    with pytest.raises(ObjectNotFoundError):  # not uploaded: the claim is released
+        tickets.redeem(grant.ticket)
+    assert not tickets.is_redeemed(ticket_id)
+    upload(docs, grant, PDF)
+    tickets.redeem(grant.ticket)
+    assert tickets.is_redeemed(ticket_id)
+    refused = tickets.issue(Document.file, "fake.pdf")
+    upload(docs, refused, HTML)
+    with pytest.raises(InvalidContentTypeError):
+        tickets.redeem(refused.ticket)
+    assert tickets.is_redeemed(tickets.inspect(refused.ticket)["id"])  # used up as well
+    clock.advance(hours=2)  # past the redeem deadline the guard may forget
+    assert not tickets.replay_guard.is_claimed(ticket_id)
+
+
+async def test_sql_guard_answers_is_claimed(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'guard.sqlite'}")
+    guard = SqlReplayGuard(engine)
+    deadline = datetime.now(timezone.utc) + timedelta(minutes=5)
+    assert not guard.is_claimed("t1")
+    assert guard.claim("t1", deadline)
+    assert guard.is_claimed("t1")
+    assert await guard.is_claimed_async("t1")
+    guard.release("t1")
+    assert not guard.is_claimed("t1")
+    engine.dispose()
+    async_engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'guard2.sqlite'}")
+    async_guard = SqlReplayGuard(async_engine)
+    assert not await async_guard.is_claimed_async("t2")
+    assert await async_guard.claim_async("t2", deadline)
+    assert await async_guard.is_claimed_async("t2")
+    await async_engine.dispose()
+
+
+def test_a_guard_without_is_claimed_is_a_configuration_error(docs: ObstoreBackend) -> None:
+    class OldGuard:
+        def claim(self, ticket_id: str, expires_at: datetime) -> bool:
+            return True
+
+        async def claim_async(self, ticket_id: str, expires_at: datetime) -> bool:
+            return True
+
+        def release(self, ticket_id: str) -> None: ...
+
+        async def release_async(self, ticket_id: str) -> None: ...
+
+    tickets = UploadTickets(SECRET, replay_guard=OldGuard())  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="is_claimed"):
+        tickets.is_redeemed("x")
+
+
+def test_a_lone_surrogate_in_the_filename_is_a_typed_error(tickets: UploadTickets) -> None:
+    storages.register_backend(ObstoreBackend("mem", "memory://", url_signer=HmacUrlSigner(SECRET)))
+    with pytest.raises(InvalidFilenameError):
+        tickets.issue("mem", "bad\ud800.txt")
+
+
+@pytest.mark.parametrize(
+    ("filename", "kind"),
+    [("report.pdf", "attachment"), ("page.xsl", "attachment"), ("photo.png", "inline")],
+)
+def test_grants_for_stores_that_serve_objects_carry_the_disposition(
+    tickets: UploadTickets, filename: str, kind: str
+) -> None:
+    """S3 (signing needs no server) keeps what the client sends: the grant says what to send."""
+    s3 = ObstoreBackend(
+        "s3",
+        "s3://bucket/",
+        access_key_id="AKIDEXAMPLE",
+        secret_access_key="secret-example-key",
+        region="us-east-1",
+        endpoint="http://127.0.0.1:9",
+    )
+    storages.register_backend(s3)
+    grant = tickets.issue("s3", filename)
+    disposition = grant.headers["Content-Disposition"]
+    assert disposition.startswith(f"{kind};")
+    assert disposition.endswith(f"filename*=UTF-8''{filename}")
+    # the HMAC route sets the disposition itself: nothing to send there
+    memory = ObstoreBackend("mem", "memory://", url_signer=HmacUrlSigner(SECRET))
+    storages.register_backend(memory)
+    assert tickets.issue("mem", filename).headers == {}
+
+
+def test_redeem_records_what_the_bytes_prove(docs: ObstoreBackend, tickets: UploadTickets) -> None:
+    text_only = tickets.issue("docs", "style.xsl", content_types=["text/*"])
+    upload(docs, text_only, b"<x>y</x><script>alert(1)</script>", **{"Content-Type": "text/xsl"})
+    assert tickets.redeem(text_only.ticket).content_type == "text/plain"
+    anything = tickets.issue("docs", "page.html", content_types=["*/*"])
+    upload(
+        docs, anything, b"\xff\xfe\x00<script>alert(1)</script>", **{"Content-Type": "text/html"}
+    )
+    assert tickets.redeem(anything.ticket).content_type == "application/octet-stream"

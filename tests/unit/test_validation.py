@@ -297,3 +297,24 @@ def test_error_messages_and_attributes() -> None:
     assert isinstance(mismatch, StorageError)
     assert "sha256:aa" in str(mismatch)
     assert "2 bytes stored" in str(mismatch)
+
+
+def test_wildcards_never_match_xml_or_xslt() -> None:
+    for pattern, active in [
+        ("application/*", "application/rss+xml"),
+        ("application/*", "application/xslt+xml"),
+        ("application/*", "application/xml"),
+        ("text/*", "text/xsl"),
+        ("text/*", "text/xml"),
+        ("*/*", "application/vnd.custom+xml"),
+    ]:
+        assert not UploadPolicy(allowed_content_types=(pattern,)).allows_content_type(active)
+        assert UploadPolicy(allowed_content_types=(active,)).allows_content_type(active)
+
+
+@pytest.mark.parametrize(
+    "claimed",
+    [b"application/pdf", b"text/html", b"image/svg+xml", b"application/x-custom"],
+)
+def test_a_zip_mimetype_entry_only_names_odf_and_epub(claimed: bytes) -> None:
+    assert detect_content_type(_odf(claimed.decode())) == "application/zip"

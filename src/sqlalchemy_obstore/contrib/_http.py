@@ -9,13 +9,22 @@ a request over:
   one range and `Content-Range`, `304` for a matching `If-None-Match` /
   `If-Modified-Since`, or `416` with `Content-Range: bytes */<size>`; plus the entity
   headers (`Content-Type`, `Content-Length`, `ETag`, `Last-Modified`,
-  `Content-Disposition`, `Accept-Ranges`, `X-Content-Type-Options`, `Cache-Control`).
+  `Content-Disposition`, `Accept-Ranges`, `X-Content-Type-Options`,
+  `Content-Security-Policy`, `Cache-Control`). No request header, however malformed,
+  makes them raise: what cannot be parsed is ignored, as RFC 9110 allows.
 * [`FileDownload`][] streams a `FileObject` with that plan (bounded memory: the whole
   object through `iter_chunks_async`, a range through successive `get_range_async`).
 * [`SignedStorageRoute`][] serves URLs signed by
   [`HmacUrlSigner`][sqlalchemy_obstore.signing.HmacUrlSigner]: `GET`/`HEAD` download,
   `PUT` streams the request body into the backend (multipart, never whole in memory),
   within the size limit and never over an existing object.
+
+Every download opens the object (its first bytes, or a `head`) before the response
+starts, so an object that has gone from the store is a `404`, never a `200` whose body
+breaks off. Inline display is deny-by-default (see
+[`serves_inline`][sqlalchemy_obstore._attributes.serves_inline]): only raster images,
+audio, video and plain text are `inline`; every file response carries
+`X-Content-Type-Options: nosniff` and `Content-Security-Policy: sandbox`.
 
 Multiple ranges in one request are answered with the whole object (`200`), as RFC 9110
 allows, unless none of them can be satisfied (`416`).
@@ -24,18 +33,24 @@ allows, unless none of them can be satisfied (`416`).
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import Any, Literal, TypeAlias
-from urllib.parse import parse_qsl
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from .._attributes import ACTIVE_CONTENT_TYPES, content_disposition, guess_content_type
+from .._attributes import (
+    DOWNLOAD_SECURITY_HEADERS,
+    content_disposition,
+    guess_content_type,
+    response_content_type,
+)
 from ..backends import Backend
 from ..errors import (
     BackendNotFoundError,
+    ConfigurationError,
     FileTooLargeError,
     ObjectExistsError,
     ObjectNotFoundError,
@@ -43,7 +58,11 @@ from ..errors import (
 )
 from ..file_object import FileObject
 from ..registry import BackendRegistry
+from ..remote import filename_from_content_disposition
 from ..signing import HmacUrlSigner
+
+if TYPE_CHECKING:
+    from ..tickets import UploadTickets
 
 __all__ = (
     "DEFAULT_HTTP_CHUNK_SIZE",
@@ -59,6 +78,7 @@ __all__ = (
     "http_date",
     "if_range_matches",
     "not_modified",
+    "open_body",
     "parse_range",
     "plan_download",
     "request_headers",
@@ -76,10 +96,16 @@ DEFAULT_HTTP_CHUNK_SIZE = 1024 * 1024
 """Bytes read from the store per chunk of a download (1 MiB): the memory a download holds."""
 
 _RANGE_SPEC = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$", re.ASCII)
+_MAX_RANGES = 100  # more ranges in one header are ignored (the whole object is sent)
+_BEYOND = 1 << 62  # any position written with more than 18 digits: past every object
+_DIGITS = re.compile(r"[0-9]{1,18}", re.ASCII)
 _ETAG = re.compile(r'^(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"$')
-_MIME = re.compile(r"^[\w!#$&^.+-]+/[\w!#$&^.+-]+(?:\s*;\s*[\w!#$&^.+-]+=[\w!#$&^.+\"-]+)*$")
-_NO_STORE = {"cache-control": "no-store", "x-content-type-options": "nosniff"}
+_MIME = re.compile(
+    r"^[\w!#$&^.+-]+/[\w!#$&^.+-]+(?:\s*;\s*[\w!#$&^.+-]+=[\w!#$&^.+\"-]+)*$", re.ASCII
+)
+_NO_STORE = {"cache-control": "no-store", **DOWNLOAD_SECURITY_HEADERS}
 _EXISTS = "An object already exists here; it is never replaced."
+_REDEEMED = "This upload ticket was already redeemed; ask the application for a new one."
 
 
 # -- request parsing ----------------------------------------------------------------------------
@@ -127,7 +153,7 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     if header is None:
         return None
     unit, sep, specs = header.partition("=")
-    if not sep or unit.strip().lower() != "bytes":
+    if not sep or unit.strip().lower() != "bytes" or specs.count(",") >= _MAX_RANGES:
         return None
     ranges: list[ByteRange | None] = []
     for spec in specs.split(","):
@@ -136,13 +162,13 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
             return None
         first, last = match.groups()
         if first:
-            start = int(first)
-            end = int(last) if last else size - 1
+            start = _position(first)
+            end = _position(last) if last else size - 1
             if last and end < start:
                 return None  # syntactically invalid: ignore the header
             ranges.append(ByteRange(start, min(end, size - 1)) if start < size else None)
         elif last:
-            count = int(last)
+            count = _position(last)
             ranges.append(ByteRange(max(size - count, 0), size - 1) if count and size else None)
         else:
             return None
@@ -150,6 +176,15 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     if not satisfiable:
         raise RangeNotSatisfiable(header)
     return satisfiable[0] if len(ranges) == 1 else None
+
+
+def _position(digits: str) -> int:
+    """A byte position from ASCII digits: exact up to 18 digits, else past every object.
+
+    (Python refuses to convert more than 4300 digits, and no object is 10**18 bytes.)
+    """
+    significant = digits.lstrip("0") or "0"
+    return int(significant) if _DIGITS.fullmatch(significant) else _BEYOND
 
 
 def _etag_tokens(header: str) -> list[str]:
@@ -163,9 +198,11 @@ def _opaque(etag: str) -> str:
 def _http_datetime(value: str) -> datetime | None:
     try:
         parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        aware = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        aware.timestamp()  # (a time zone offset can push a date out of range)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return aware
 
 
 def _seconds(moment: datetime) -> int:
@@ -180,6 +217,7 @@ def not_modified(
 
     `If-None-Match` (weak comparison, `*` matches any object) takes precedence; only
     without it is `If-Modified-Since` compared with `last_modified` (to the second).
+    A date that cannot be parsed, or lies in the future, is ignored.
 
     Args:
         headers: The request headers, names lower-case.
@@ -197,7 +235,10 @@ def not_modified(
     if since is None or last_modified is None:
         return False
     moment = _http_datetime(since)
-    return moment is not None and _seconds(last_modified) <= int(moment.timestamp())
+    # RFC 9110 section 13.1.3: a date that is not valid, or later than now, is ignored.
+    if moment is None or moment.timestamp() > time.time():
+        return False
+    return _seconds(last_modified) <= int(moment.timestamp())
 
 
 def if_range_matches(
@@ -266,10 +307,6 @@ def _safe_content_type(content_type: str | None, name: str) -> str:
     return guess_content_type(name)
 
 
-def _is_active(content_type: str) -> bool:
-    return content_type.split(";", 1)[0].strip().lower() in ACTIVE_CONTENT_TYPES
-
-
 @dataclass(frozen=True, slots=True)
 class FileMeta:
     """What a download needs to know about an object.
@@ -300,37 +337,46 @@ def download_headers(
 ) -> dict[str, str]:
     """The entity headers of a download (everything but `Content-Length`/`Content-Range`).
 
-    Active content (HTML, SVG, XML, JavaScript) is always an `attachment` and gets a
-    `Content-Security-Policy: sandbox`, whatever `disposition` asks, so that a stored
-    file can never run as a page of the application's origin; `X-Content-Type-Options:
-    nosniff` stops browsers from guessing another type.
+    Inline display is deny-by-default: a file is `inline` only if its type is one of
+    the passive types of
+    [`INLINE_CONTENT_TYPES`][sqlalchemy_obstore._attributes.INLINE_CONTENT_TYPES]
+    (raster images, audio, video, plain text) and `disposition` does not ask for an
+    attachment; everything else (HTML, SVG, XML, XSLT, PDF, unknown types, ...) is an
+    `attachment`, whatever `disposition` asks. Every download also carries
+    `X-Content-Type-Options: nosniff` (no type guessing) and
+    `Content-Security-Policy: sandbox` (should a browser render it anyway, it runs no
+    script, in an opaque origin). The filename is sanitised (no directories, control
+    characters or bidi overrides), and script or style sheet types are sent as
+    `application/octet-stream` (see
+    [`response_content_type`][sqlalchemy_obstore._attributes.response_content_type]).
 
     Args:
         meta: The object.
-        disposition: `"inline"` or `"attachment"`; by default inline unless active.
+        disposition: `"inline"` or `"attachment"`; by default inline when the type
+            allows it.
         filename: The name to offer instead of `meta.filename`.
         cache_control: `Cache-Control` to send; defaults to the stored value, else
             `private, no-cache` (revalidate with the `ETag` before reuse).
 
     Example:
-        >>> meta = FileMeta(size=3, content_type="text/html", filename="page.html")
+        >>> meta = FileMeta(size=3, content_type="text/xsl", filename="page.xsl")
         >>> headers = download_headers(meta, disposition="inline")
         >>> headers["content-disposition"].split(";")[0], headers["x-content-type-options"]
         ('attachment', 'nosniff')
+        >>> headers["content-security-policy"]
+        'sandbox'
     """
     name = filename if filename is not None else meta.filename
     content_type = _safe_content_type(meta.content_type, name)
-    active = _is_active(content_type)
-    inline = False if active else (disposition != "attachment")
     headers = {
-        "content-type": content_type,
-        "content-disposition": content_disposition(name, content_type, inline=inline),
+        "content-type": response_content_type(content_type),
+        "content-disposition": content_disposition(
+            name, content_type, inline=disposition != "attachment"
+        ),
         "accept-ranges": "bytes",
-        "x-content-type-options": "nosniff",
+        **DOWNLOAD_SECURITY_HEADERS,
         "cache-control": cache_control or meta.cache_control or "private, no-cache",
     }
-    if active:
-        headers["content-security-policy"] = "sandbox"
     etag = format_etag(meta.etag)
     if etag is not None:
         headers["etag"] = etag
@@ -388,7 +434,7 @@ def plan_download(
     )
     etag = entity.get("etag")
     if not_modified(headers, etag, meta.last_modified):
-        kept = ("etag", "last-modified", "cache-control", "x-content-type-options")
+        kept = ("etag", "last-modified", "cache-control", *DOWNLOAD_SECURITY_HEADERS)
         return DownloadPlan(304, {k: entity[k] for k in kept if k in entity})
     wanted: ByteRange | None = None
     if "range" in headers and if_range_matches(headers, etag, meta.last_modified):
@@ -401,7 +447,7 @@ def plan_download(
                     "content-range": f"bytes */{meta.size}",
                     "content-length": "0",
                     "accept-ranges": "bytes",
-                    "x-content-type-options": "nosniff",
+                    **DOWNLOAD_SECURITY_HEADERS,
                 },
             )
     if wanted is not None:
@@ -440,6 +486,53 @@ async def body_chunks(
             return
         yield data
         position += len(data)
+
+
+async def open_body(
+    backend: Backend,
+    path: str,
+    plan: DownloadPlan,
+    chunk_size: int = DEFAULT_HTTP_CHUNK_SIZE,
+    *,
+    head: bool = False,
+    confirmed: bool = False,
+) -> AsyncIterator[bytes] | None:
+    """Open the object before the response starts; return the body to send, if any.
+
+    A response whose headers promise a body must be able to send it: with a body, the
+    first chunk is read here (one request that fails with `ObjectNotFoundError` if the
+    object has gone); without one (`HEAD`, `304`, `416`, an empty object) a `head`
+    confirms the object exists, unless `confirmed` says a store request just did.
+
+    Raises:
+        ObjectNotFoundError: If the object does not exist (answer `404`).
+    """
+    if head or plan.range is None:
+        if not confirmed:
+            await backend.head_async(path)
+        return None
+    chunks = body_chunks(backend, path, plan, chunk_size)
+    try:
+        first = await chunks.__anext__()
+    except StopAsyncIteration:
+        return None
+    except BaseException:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+        raise
+    return _prepend(first, chunks)
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        close = getattr(rest, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def _encode_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
@@ -487,18 +580,20 @@ def _leaf(path: str) -> str:
     return path.rsplit("/", 1)[-1] or "file"
 
 
-async def _file_meta(file: FileObject, backend: Backend, path: str) -> FileMeta:
+async def _file_meta(file: FileObject, backend: Backend, path: str) -> tuple[FileMeta, bool]:
+    """The download metadata of `file`, and whether a store request just confirmed it."""
     if file.size is not None and file.etag and file.last_modified:
         # Keys are immutable: what the column recorded is what the store holds.
-        return FileMeta(
+        meta = FileMeta(
             size=file.size,
             content_type=file.content_type,
             filename=file.filename,
             etag=file.etag,
             last_modified=file.last_modified,
         )
+        return meta, False
     info = await backend.head_async(path)
-    return FileMeta(
+    meta = FileMeta(
         size=info.size,
         content_type=file.content_type or info.content_type or guess_content_type(path),
         filename=file.filename,
@@ -506,6 +601,7 @@ async def _file_meta(file: FileObject, backend: Backend, path: str) -> FileMeta:
         last_modified=info.last_modified,
         cache_control=info.attributes.get("Cache-Control"),
     )
+    return meta, True
 
 
 @dataclass
@@ -513,9 +609,11 @@ class FileDownload:
     """An ASGI application streaming one stored `FileObject` with HTTP semantics.
 
     Honours `Range` (206/416), `If-None-Match`/`If-Modified-Since` (304) and `If-Range`;
-    answers `HEAD` with the headers only, and `404` if the object has gone from the
-    store. Metadata comes from the column when it records size, etag and modification
-    time (keys are immutable), else from one `head` request.
+    answers `HEAD` with the headers only. Metadata comes from the column when it records
+    size, etag and modification time (keys are immutable), else from one `head`
+    request. The object is opened before the response starts (see [`open_body`][]):
+    if it has gone from the store the answer is `404`, never headers that promise
+    bytes the store no longer has.
 
     The framework helpers (`contrib.litestar.file_response`,
     `contrib.starlette.file_response`) wrap it in their response types.
@@ -540,19 +638,25 @@ class FileDownload:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer the request in `scope`."""
         try:
-            meta = await _file_meta(self.file, self.backend, self.path)
+            meta, confirmed = await _file_meta(self.file, self.backend, self.path)
+            plan = plan_download(
+                meta,
+                request_headers(scope),
+                disposition=self.disposition,
+                filename=self.filename,
+                cache_control=self.cache_control,
+            )
+            body = await open_body(
+                self.backend,
+                self.path,
+                plan,
+                self.chunk_size,
+                head=scope.get("method", "GET") == "HEAD",
+                confirmed=confirmed,
+            )
         except ObjectNotFoundError:
             await send_text(send, 404, "The file does not exist (any more).")
             return
-        plan = plan_download(
-            meta,
-            request_headers(scope),
-            disposition=self.disposition,
-            filename=self.filename,
-            cache_control=self.cache_control,
-        )
-        head = scope.get("method", "GET") == "HEAD"
-        body = None if head else body_chunks(self.backend, self.path, plan, self.chunk_size)
         await send_plan(send, plan.status, plan.headers, body)
 
 
@@ -561,10 +665,20 @@ class _Disconnected(Exception):
     """The client went away in the middle of its upload."""
 
 
-def _upload_limit(backend: Backend, route_limit: int | None) -> int | None:
-    limits = [route_limit, backend.policy.max_size if backend.policy else None]
-    present = [limit for limit in limits if limit is not None]
+def _upload_limit(backend: Backend, *limits: int | None) -> int | None:
+    present = [
+        limit
+        for limit in (*limits, backend.policy.max_size if backend.policy else None)
+        if limit is not None
+    ]
     return min(present) if present else None
+
+
+def _content_length(value: str | None) -> int | None:
+    """A `Content-Length` value, if it is a plain ASCII number (else unknown)."""
+    if value is None or not value.isascii() or not value.isdigit():
+        return None
+    return _position(value)
 
 
 async def _request_body(receive: Receive, limit: int | None) -> AsyncIterator[bytes]:
@@ -585,32 +699,52 @@ async def _request_body(receive: Receive, limit: int | None) -> AsyncIterator[by
             return
 
 
+class _TicketRedeemed(Exception):
+    """The upload ticket of the URL was redeemed while its upload streamed."""
+
+
 @dataclass
 class SignedStorageRoute:
     """Serves URLs signed by an [`HmacUrlSigner`][sqlalchemy_obstore.signing.HmacUrlSigner].
 
     `GET`/`HEAD` stream the object like [`FileDownload`][] (ranges, conditional
-    requests); `PUT` streams the request body into the backend as a multipart upload.
-    A `PUT` never replaces an object (`409 Conflict`), and a body longer than the
-    smaller of `max_upload_size` and the backend policy's `max_size` is refused with
-    `413` before or while it streams, leaving nothing stored. Refused signatures get
-    `403` and no data; an unknown backend or missing object `404`.
+    requests, the same deny-by-default disposition and security headers); `PUT`
+    streams the request body into the backend as a multipart upload. A `PUT` never
+    replaces an object (`409 Conflict`), and a body longer than the smallest of
+    `max_upload_size`, the backend policy's `max_size` and the `max_size` signed into
+    the URL is refused with `413` before or while it streams, leaving nothing stored.
+    Refused signatures (including non-canonical spellings) get `403` and no data; an
+    unknown backend or missing object `404`.
+
+    The `PUT` URL of an upload ticket carries its size limit and the ticket's id
+    inside the signature. Once that ticket is redeemed (or while it is being
+    redeemed), the route answers `409` to every `PUT` through the URL: it asks
+    `tickets` (the [`UploadTickets`][sqlalchemy_obstore.tickets.UploadTickets] that
+    issued the ticket, sharing its replay guard); without `tickets` such a `PUT` is
+    refused with `403`, since the route cannot tell. The check runs before the body
+    is read and again before a streamed body is moved into place; an upload that was
+    already streaming when the ticket was redeemed can at worst leave an object no row
+    refers to (the garbage collector removes it), never change the redeemed file.
 
     Type and content checks of uploads happen where the upload becomes a file (the
-    upload tickets' `redeem`), as for uploads that go straight to S3.
+    upload tickets' `redeem`), as for uploads that go straight to S3. The stored
+    `Content-Type` is the request's (when well-formed) and the stored
+    `Content-Disposition` follows the same deny-by-default rule as downloads.
 
     Args:
         registry: Resolves the backend key in the URL.
         signer: Verifies the signatures (it needs the secret that signed them).
         chunk_size: Download read size.
         max_upload_size: Largest accepted `PUT` body in bytes (`None`: only the backend
-            policy's `max_size` applies).
+            policy's `max_size` and the URL's own limit apply).
+        tickets: The upload-ticket issuer whose tickets' URLs this route serves.
     """
 
     registry: BackendRegistry
     signer: HmacUrlSigner
     chunk_size: int = DEFAULT_HTTP_CHUNK_SIZE
     max_upload_size: int | None = None
+    tickets: UploadTickets | None = None
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, backend_key: str, path: str
@@ -623,14 +757,16 @@ class SignedStorageRoute:
         if method not in {"GET", "HEAD", "PUT"}:
             await send_text(send, 405, "Use GET, HEAD or PUT.", {"allow": "GET, HEAD, PUT"})
             return
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         try:
+            params = self.signer.parse_query(scope.get("query_string", b"").decode("latin-1"))
             self.signer.verify(
                 backend_key,
                 path,
                 method=method,
-                expires=query.get("expires"),
-                signature=query.get("signature"),
+                expires=params["expires"],
+                signature=params["signature"],
+                max_size=params["max_size"],
+                ticket=params["ticket"],
             )
             backend = self.registry.get_backend(backend_key)
         except SignedURLError as exc:
@@ -640,53 +776,83 @@ class SignedStorageRoute:
             await send_text(send, 404, f"No storage backend {backend_key!r}.")
             return
         if method == "PUT":
-            await self._put(scope, receive, send, backend, path)
+            url_limit = params["max_size"]
+            await self._put(
+                scope,
+                receive,
+                send,
+                backend,
+                path,
+                url_limit=None if url_limit is None else int(url_limit),
+                ticket=params["ticket"],
+            )
         else:
-            await self._get(scope, send, backend, path, head=method == "HEAD", query=query)
+            await self._get(scope, send, backend, path, head=method == "HEAD")
 
     async def _get(
+        self, scope: Scope, send: Send, backend: Backend, path: str, *, head: bool
+    ) -> None:
+        try:
+            info = await backend.head_async(path)
+            stored_disposition = info.attributes.get("Content-Disposition", "")
+            meta = FileMeta(
+                size=info.size,
+                content_type=info.content_type or guess_content_type(path),
+                # The original name, as recorded when the object was written (it is
+                # sanitised again when the header is built).
+                filename=filename_from_content_disposition(stored_disposition) or _leaf(path),
+                etag=info.etag,
+                last_modified=info.last_modified,
+                cache_control=info.attributes.get("Cache-Control"),
+            )
+            disposition: Disposition | None = (
+                "attachment"
+                if stored_disposition.strip().lower().startswith("attachment")
+                else None
+            )
+            plan = plan_download(meta, request_headers(scope), disposition=disposition)
+            body = await open_body(backend, path, plan, self.chunk_size, head=head, confirmed=True)
+        except ObjectNotFoundError:
+            await send_text(send, 404, "The object does not exist.")
+            return
+        await send_plan(send, plan.status, plan.headers, body)
+
+    async def _ticket_refusal(self, ticket: str | None) -> tuple[int, str] | None:
+        """Why a `PUT` through a ticket's URL is refused now (status, text), if it is."""
+        if ticket is None:
+            return None
+        if self.tickets is None:
+            return 403, (
+                "This URL belongs to an upload ticket, and this route was not given the "
+                "UploadTickets that issued it (pass tickets= to storage_routes or "
+                "ObstoreConfig), so it cannot tell whether the ticket was redeemed."
+            )
+        try:
+            redeemed = await self.tickets.is_redeemed_async(ticket)
+        except ConfigurationError as exc:
+            return 403, str(exc)
+        return (409, _REDEEMED) if redeemed else None
+
+    async def _put(
         self,
         scope: Scope,
+        receive: Receive,
         send: Send,
         backend: Backend,
         path: str,
         *,
-        head: bool,
-        query: Mapping[str, str],
-    ) -> None:
-        try:
-            info = await backend.head_async(path)
-        except ObjectNotFoundError:
-            await send_text(send, 404, "The object does not exist.")
-            return
-        meta = FileMeta(
-            size=info.size,
-            content_type=info.content_type or guess_content_type(path),
-            filename=_leaf(path),
-            etag=info.etag,
-            last_modified=info.last_modified,
-            cache_control=info.attributes.get("Cache-Control"),
-        )
-        stored_disposition = info.attributes.get("Content-Disposition", "")
-        disposition: Disposition | None = (
-            "attachment" if stored_disposition.lower().startswith("attachment") else None
-        )
-        plan = plan_download(meta, request_headers(scope), disposition=disposition)
-        if stored_disposition and plan.status in {200, 206} and not _is_active(meta.content_type):
-            # The original filename, as recorded when the object was written.
-            plan.headers["content-disposition"] = stored_disposition
-        body = None if head else body_chunks(backend, path, plan, self.chunk_size)
-        await send_plan(send, plan.status, plan.headers, body)
-
-    async def _put(
-        self, scope: Scope, receive: Receive, send: Send, backend: Backend, path: str
+        url_limit: int | None,
+        ticket: str | None,
     ) -> None:
         headers = request_headers(scope)
-        limit = _upload_limit(backend, self.max_upload_size)
-        raw_length = headers.get("content-length", "")
-        declared = int(raw_length) if raw_length.isdigit() else None
+        limit = _upload_limit(backend, self.max_upload_size, url_limit)
+        declared = _content_length(headers.get("content-length"))
         if limit is not None and declared is not None and declared > limit:
             await send_text(send, 413, f"The upload is too large: the limit is {limit} bytes.")
+            return
+        refusal = await self._ticket_refusal(ticket)
+        if refusal is not None:
+            await send_text(send, *refusal)
             return
         if await backend.exists_async(path):
             await send_text(send, 409, _EXISTS)
@@ -708,12 +874,15 @@ class SignedStorageRoute:
                     create_only=True,
                 )
             else:
-                await self._put_streaming(receive, backend, path, attributes, limit)
+                await self._put_streaming(receive, backend, path, attributes, limit, ticket)
         except FileTooLargeError as exc:
             await send_text(send, 413, f"The upload is too large: the limit is {exc.limit} bytes.")
             return
         except ObjectExistsError:
             await send_text(send, 409, _EXISTS)
+            return
+        except _TicketRedeemed:
+            await send_text(send, 409, _REDEEMED)
             return
         except _Disconnected:
             return
@@ -723,13 +892,14 @@ class SignedStorageRoute:
             answer["etag"] = etag
         await send_plan(send, 200, answer, None)
 
-    @staticmethod
     async def _put_streaming(
+        self,
         receive: Receive,
         backend: Backend,
         path: str,
         attributes: Mapping[str, str],
         limit: int | None,
+        ticket: str | None,
     ) -> None:
         # A create-only put cannot be a multipart upload: obstore would buffer the whole
         # body for it. Stream it as a multipart upload to a private staging key instead,
@@ -740,6 +910,8 @@ class SignedStorageRoute:
             await backend.put_async(
                 staging, _request_body(receive, limit), attributes=attributes, use_multipart=True
             )
+            if await self._ticket_refusal(ticket) is not None:
+                raise _TicketRedeemed  # redeemed while the body streamed: keep nothing
             await backend.copy_async(staging, path, overwrite=False)
         finally:
             await backend.delete_async(staging)

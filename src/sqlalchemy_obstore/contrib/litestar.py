@@ -59,7 +59,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     from litestar import Litestar, Request
@@ -90,6 +90,9 @@ from ._http import (
     SignedStorageRoute,
 )
 
+if TYPE_CHECKING:
+    from ..tickets import UploadTickets
+
 __all__ = (
     "FileResponse",
     "ObstoreConfig",
@@ -117,7 +120,11 @@ class ObstoreConfig:
             a signed GET URL of this lifetime (seconds or a timedelta); `None` when the
             backend cannot sign.
         max_upload_size: Largest body, in bytes, a signed `PUT` may send (the backend
-            policy's `max_size` applies too; the smaller wins).
+            policy's `max_size` and an upload ticket's `max_size` apply too; the
+            smallest wins).
+        tickets: The [`UploadTickets`][sqlalchemy_obstore.tickets.UploadTickets] whose
+            tickets' upload URLs the route serves: needed to refuse uploads through a
+            ticket's URL once it is redeemed (without it, they are refused with `403`).
         dependency_key: The name under which handlers receive the registry.
         chunk_size: Read size of streamed downloads.
         previous_signing_secrets: Old secrets still accepted when verifying (rotation).
@@ -142,6 +149,7 @@ class ObstoreConfig:
     dependency_key: str = "storages"
     chunk_size: int = DEFAULT_HTTP_CHUNK_SIZE
     previous_signing_secrets: Sequence[str | bytes] = field(default=(), repr=False)
+    tickets: UploadTickets | None = field(default=None, repr=False)
     signer: HmacUrlSigner | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -242,17 +250,21 @@ def file_response(
     """Stream a stored file as the response, with HTTP caching and `Range` support.
 
     Sends `Content-Type`, `Content-Length`, `ETag`, `Last-Modified`,
-    `Content-Disposition` (active types such as HTML and SVG always as `attachment`),
-    `Accept-Ranges`, `X-Content-Type-Options: nosniff` and `Cache-Control`. Answers
-    `Range` with `206` and `Content-Range` (`416` when unsatisfiable), `If-None-Match`
-    with `304`, and streams in `chunk_size` pieces: memory stays bounded whatever the
-    file's size. The request's headers are read when the response is sent.
+    `Content-Disposition` with a sanitised filename (inline only for raster images,
+    audio, video and plain text; every other type, such as HTML, SVG, XML or PDF, as an
+    `attachment`), `Accept-Ranges`, `X-Content-Type-Options: nosniff`,
+    `Content-Security-Policy: sandbox` and `Cache-Control`. Answers `Range` with `206`
+    and `Content-Range` (`416` when unsatisfiable), `If-None-Match` with `304`, and
+    streams in `chunk_size` pieces: memory stays bounded whatever the file's size. The
+    request's headers are read when the response is sent, and the object is opened
+    before the response starts: one that has gone from the store is answered `404`.
 
     Args:
         file: A saved `FileObject`.
         request: Accepted for symmetry with the Starlette helper; not needed.
-        disposition: `"inline"` or `"attachment"`; by default inline unless active.
-        filename: The download name (default: `file.filename`).
+        disposition: `"inline"` or `"attachment"`; by default inline when the type
+            allows it (`"inline"` never makes another type inline).
+        filename: The download name (default: `file.filename`); sanitised.
         cache_control: `Cache-Control` value; default `private, no-cache` (clients
             revalidate with the `ETag`). A column's `cache_control` is stored with the
             object and governs downloads straight from the store (signed URLs); pass
@@ -461,6 +473,7 @@ class ObstorePlugin(InitPlugin, OpenAPISchemaPlugin):
             signer,
             chunk_size=config.chunk_size,
             max_upload_size=config.max_upload_size,
+            tickets=config.tickets,
         )
 
         async def serve_signed_url(scope: Scope, receive: Receive, send: Send) -> None:

@@ -42,6 +42,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 try:
     from starlette.requests import Request
@@ -59,6 +60,9 @@ from ..file_object import FileObject
 from ..registry import BackendRegistry, storages
 from ..signing import DEFAULT_BASE_URL, HmacUrlSigner, attach_signer, detach_signer
 from ._http import DEFAULT_HTTP_CHUNK_SIZE, Disposition, FileDownload, SignedStorageRoute
+
+if TYPE_CHECKING:
+    from ..tickets import UploadTickets
 
 __all__ = (
     "FileStreamingResponse",
@@ -166,14 +170,18 @@ def storage_routes(
     previous_signing_secrets: Sequence[str | bytes] = (),
     max_upload_size: int | None = None,
     chunk_size: int = DEFAULT_HTTP_CHUNK_SIZE,
+    tickets: UploadTickets | None = None,
 ) -> Router:
     """A router serving HMAC-signed URLs of local and memory backends.
 
     Mount it at the signer's `base_url` (`app.mount("/_storage", storage_routes(...))`).
-    `GET`/`HEAD` stream the object with `Range` and conditional-request support; `PUT`
+    `GET`/`HEAD` stream the object with `Range` and conditional-request support, inline
+    only for passive types (raster images, audio, video, plain text), always with
+    `X-Content-Type-Options: nosniff` and `Content-Security-Policy: sandbox`; `PUT`
     streams the body into the backend, refuses to replace an existing object (`409`)
-    and bodies over `max_upload_size` or the backend policy's `max_size` (`413`,
-    nothing stored). A tampered, foreign or expired signature gets `403` and no data.
+    and bodies over `max_upload_size`, the backend policy's `max_size` or an upload
+    ticket's `max_size` (`413`, nothing stored). A tampered, foreign, expired or
+    non-canonically spelled signature gets `403` and no data.
 
     Args:
         registry: Resolves the backend keys in the URLs.
@@ -182,6 +190,9 @@ def storage_routes(
         previous_signing_secrets: Old secrets still accepted (rotation).
         max_upload_size: Largest `PUT` body in bytes.
         chunk_size: Read size of downloads.
+        tickets: The [`UploadTickets`][sqlalchemy_obstore.tickets.UploadTickets] whose
+            tickets' upload URLs this route serves: needed to refuse uploads once a
+            ticket is redeemed (without it, such uploads are refused with `403`).
 
     Raises:
         ConfigurationError: Without a secret or signer, or with both.
@@ -197,7 +208,13 @@ def storage_routes(
             "storage_routes needs the signing_secret (or signer) the URLs are signed with."
         )
     endpoint = _SignedEndpoint(
-        SignedStorageRoute(registry, active, chunk_size=chunk_size, max_upload_size=max_upload_size)
+        SignedStorageRoute(
+            registry,
+            active,
+            chunk_size=chunk_size,
+            max_upload_size=max_upload_size,
+            tickets=tickets,
+        )
     )
     return Router(
         routes=[
@@ -241,17 +258,21 @@ def file_response(
     """Stream a stored file as the response, with HTTP caching and `Range` support.
 
     Sends `Content-Type`, `Content-Length`, `ETag`, `Last-Modified`,
-    `Content-Disposition` (active types such as HTML and SVG always as `attachment`),
-    `Accept-Ranges`, `X-Content-Type-Options: nosniff` and `Cache-Control`; answers
-    `Range` with `206`/`416` and `If-None-Match` with `304`; memory stays bounded by
-    `chunk_size` whatever the file's size.
+    `Content-Disposition` with a sanitised filename (inline only for raster images,
+    audio, video and plain text; every other type, such as HTML, SVG, XML or PDF, as an
+    `attachment`), `Accept-Ranges`, `X-Content-Type-Options: nosniff`,
+    `Content-Security-Policy: sandbox` and `Cache-Control`; answers `Range` with
+    `206`/`416` and `If-None-Match` with `304`; memory stays bounded by `chunk_size`
+    whatever the file's size. The object is opened before the response starts: one
+    that has gone from the store is answered `404`.
 
     Args:
         file: A saved `FileObject`.
         request: The request (optional: its headers are read from the ASGI scope when
             the response is sent).
-        disposition: `"inline"` or `"attachment"`; by default inline unless active.
-        filename: The download name (default: `file.filename`).
+        disposition: `"inline"` or `"attachment"`; by default inline when the type
+            allows it (`"inline"` never makes another type inline).
+        filename: The download name (default: `file.filename`); sanitised.
         cache_control: `Cache-Control` value; default `private, no-cache` (clients
             revalidate with the `ETag`). A column's `cache_control` is stored with the
             object and governs downloads straight from the store (signed URLs); pass
