@@ -1,4 +1,4 @@
-"""File columns keep their value through `expire_on_commit`.
+"""In an `AsyncSession`, file columns keep their value through `expire_on_commit`.
 
 A session with `expire_on_commit=True` (SQLAlchemy's default) expires every attribute of
 every object when a transaction commits, so the next access reloads it. In an
@@ -6,12 +6,14 @@ every object when a transaction commits, so the next access reloads it. In an
 `await session.commit()` followed by `await doc.file.get_content_async()` would break the
 first program most users write.
 
-A `StoredObject` value is a reference the flush that just committed wrote itself, so
-it is kept: right after a commit, every loaded file column of every object in the session
-holds the value it had, instead of being expired (its other columns expire as usual).
-Only the expiry *of the commit* is skipped: `session.expire()`, `refresh()`,
-`expire_all()` and rollbacks expire file columns like any other, so a value changed by
-another transaction is seen after an explicit refresh, as with `expire_on_commit=False`.
+A `StoredObject` value is a reference the flush that just committed wrote itself, so in
+an `AsyncSession` it is kept: right after a commit, every loaded file column of every
+object in the session holds the value it had, instead of being expired (its other
+columns expire as usual). Only the expiry *of the commit* is skipped: `session.expire()`,
+`refresh()`, `expire_all()` and rollbacks expire file columns like any other, so a value
+changed by another transaction is seen after an explicit refresh, as with
+`expire_on_commit=False`. A plain `Session` reloads lazily without trouble, so there
+nothing changes: SQLAlchemy's semantics stay exactly as documented.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import InstanceState, Mapper, Session, SessionTransaction
 
+from ._compat import in_async_context
 from .types import stored_object_columns
 
 _SNAPSHOT_KEY = "sqlalchemy_obstore.committed_files"
@@ -39,6 +42,8 @@ def _remember_committed_files(session: Session) -> None:
     """Just before the commit expires the session's objects, note their file values."""
     if not session.expire_on_commit or session.get_nested_transaction() is not None:
         return  # nothing will expire (a SAVEPOINT commit never expires)
+    if not in_async_context():
+        return  # a plain Session reloads expired files lazily: nothing to work around
     snapshot: dict[InstanceState[Any], dict[str, Any]] = {}
     for state in session.identity_map.all_states():
         keys = _file_keys(state.mapper)

@@ -148,25 +148,46 @@ async def _read_after_commit_scenario(engine: AsyncEngine, memory_backend: Obsto
         assert await doc.file.get_content_async() == b"c"
 
 
-def test_a_commit_reloads_no_file_column(
-    sqlite_engine: Engine, memory_backend: ObstoreBackend
+async def test_an_async_commit_reloads_no_file_column(
+    sqlite_async_engine: AsyncEngine, memory_backend: ObstoreBackend
 ) -> None:
-    Base.metadata.drop_all(sqlite_engine)
-    Base.metadata.create_all(sqlite_engine)
+    async with sqlite_async_engine.begin() as conn:
+        await conn.run_sync(Base.metadata.drop_all)
+        await conn.run_sync(Base.metadata.create_all)
     statements: list[str] = []
-    event.listen(sqlite_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
-    with Session(sqlite_engine) as session:
+    event.listen(
+        sqlite_async_engine.sync_engine,
+        "before_cursor_execute",
+        lambda *a: statements.append(a[2]),
+    )
+    async with async_sessionmaker(sqlite_async_engine)() as session:
         doc = Doc(file=FileObject(filename="a.txt", content=b"a"))
         session.add(doc)
-        session.commit()
+        await session.commit()
         file = doc.file
         statements.clear()
         assert doc.file is file  # the very same value, no SELECT
         assert statements == []
         session.expire(doc)  # an explicit expire reloads it
+        await session.refresh(doc)
         assert doc.file == file
         assert doc.file is not file
         assert [s for s in statements if s.startswith("SELECT")] != []
+
+
+def test_a_plain_session_expires_files_as_sqlalchemy_says(
+    sqlite_engine: Engine, memory_backend: ObstoreBackend
+) -> None:
+    Base.metadata.drop_all(sqlite_engine)
+    Base.metadata.create_all(sqlite_engine)
+    with Session(sqlite_engine) as session:
+        doc = Doc(file=FileObject(filename="a.txt", content=b"a"))
+        session.add(doc)
+        session.commit()
+        assert "file" in inspect(doc).expired_attributes
+        assert doc.file is not None  # reloaded lazily, with the row's other columns
+        assert doc.file.get_content() == b"a"
+        assert "id" not in inspect(doc).expired_attributes
 
 
 def test_savepoint_commits_and_rollbacks_expire_as_usual(
