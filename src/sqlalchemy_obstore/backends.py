@@ -65,6 +65,7 @@ from .errors import (
     UnsupportedOperationError,
     UnsupportedSchemeError,
     redact,
+    redact_url,
 )
 from .keys import KeyFunction, join_key
 from .validation import UploadPolicy
@@ -160,13 +161,25 @@ class WriteResult(NamedTuple):
 class SignedURL:
     """A signed URL together with what a client must send along with it.
 
+    `str()` is the URL itself (to hand to the client); `repr()` shows it with its
+    signature, credential and token values redacted, so logging the object leaks nothing.
+
     Attributes:
         url: The signed URL.
         method: The HTTP method the URL is valid for.
         headers: Headers the client must send (for example Azure's `x-ms-blob-type` on
             a signed PUT).
         expires_at: When the signature stops being accepted.
-    """
+
+    Example:
+        >>> from datetime import datetime, timezone
+        >>> signed = SignedURL(
+        ...     "https://b.s3.amazonaws.com/k?X-Amz-Signature=abc", "PUT", {},
+        ...     datetime(2030, 1, 1, tzinfo=timezone.utc),
+        ... )
+        >>> signed
+        SignedURL(method='PUT', url='https://b.s3.amazonaws.com/k?X-Amz-Signature=<redacted>', expires_at='2030-01-01T00:00:00+00:00')
+    """  # noqa: E501
 
     url: str
     method: str
@@ -175,6 +188,14 @@ class SignedURL:
 
     def __str__(self) -> str:
         return self.url
+
+    def __repr__(self) -> str:
+        # Every query value goes (signature, credential, security token, SAS fields): the
+        # URL is a bearer credential until it expires.
+        return (
+            f"SignedURL(method={self.method!r}, url={redact_url(self.url)!r}, "
+            f"expires_at={self.expires_at.isoformat()!r})"
+        )
 
 
 class UrlSigner(Protocol):
@@ -630,7 +651,8 @@ def _store_repr(store: ObjectStore, kind: str) -> str:
     if kind == "memory":
         return "MemoryStore()"  # obstore's own repr is the default <object at 0x...>
     if kind != "azure":
-        return repr(store)
+        # obstore's reprs show the URL as configured (an HTTPStore's may hold user:pw@).
+        return redact(repr(store))
     # obstore's AzureStore repr panics (a pyo3 PanicException, not an Exception, with a
     # Rust backtrace on stderr) when the config has no account name, as with
     # use_emulator=True; describe Azure stores from their configuration instead.
