@@ -14,7 +14,7 @@ StorageError
 │   └── MissingDependencyError (ImportError)
 ├── FileObjectError
 │   ├── InvalidFileObjectError (ValueError)
-│   ├── InvalidFilenameError (ValueError)
+│   │   └── InvalidFilenameError
 │   └── NoContentError
 ├── UnsupportedOperationError
 ├── InvalidExpiryError (ValueError)
@@ -349,8 +349,13 @@ class InvalidFileObjectError(FileObjectError, ValueError):
     """
 
 
-class InvalidFilenameError(FileObjectError, ValueError):
-    """A filename cannot be made safe (for example, it is not a string)."""
+class InvalidFilenameError(InvalidFileObjectError):
+    """A filename cannot be used: it is not a string, or it holds characters no store or
+    database can keep (NUL, lone surrogates; see
+    [`check_filename`][sqlalchemy_obstore.keys.check_filename]).
+
+    A `ValueError` (and an `InvalidFileObjectError`): answer it with 400.
+    """
 
 
 class NoContentError(FileObjectError):

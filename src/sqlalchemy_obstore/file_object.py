@@ -66,7 +66,14 @@ from .errors import (
     InvalidFileObjectError,
     NoContentError,
 )
-from .keys import KeyFunction, _default_key, build_key, join_key, sanitize_filename
+from .keys import (
+    KeyFunction,
+    _default_key,
+    build_key,
+    check_filename,
+    join_key,
+    sanitize_filename,
+)
 from .processing import ImagePolicy, _Derived, _process_image, rendition_path
 from .registry import BackendRegistry, storages
 from .validation import UploadPolicy, _Guard, effective_policy
@@ -466,6 +473,7 @@ class FileObject(Mutable):
             raise InvalidFileObjectError(
                 f"filename must be a string, not {type(filename).__name__}."
             )
+        check_filename(filename)  # no NUL, no lone surrogate: storable and sendable
         # Written straight into the instance dict: a new file has no holder to notify.
         # (Exact-type checks first; anything else goes through the full validation.)
         d = self.__dict__
@@ -506,8 +514,12 @@ class FileObject(Mutable):
 
     # -- state ----------------------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "filename" and not isinstance(value, str):
-            raise InvalidFileObjectError(f"filename must be a string, not {type(value).__name__}.")
+        if name == "filename":
+            if not isinstance(value, str):
+                raise InvalidFileObjectError(
+                    f"filename must be a string, not {type(value).__name__}."
+                )
+            check_filename(value)
         if name == "metadata":
             value = _Metadata(self, value)
             name = "_metadata"
@@ -2052,7 +2064,7 @@ def _file_from_row(
     path = row.path
     d["backend"] = row.backend or default_backend
     d["path"] = path
-    d["filename"] = row.filename or path.rsplit("/", 1)[-1]
+    d["filename"] = check_filename(row.filename) if row.filename else path.rsplit("/", 1)[-1]
     d["content_type"] = row.content_type
     d["size"] = row.size
     d["etag"] = row.etag

@@ -79,7 +79,7 @@ from .errors import (
     ValidationError,
 )
 from .file_object import FileObject
-from .keys import KeyFunction, build_key, join_key
+from .keys import KeyFunction, build_key, check_filename, join_key
 from .registry import BackendRegistry, storages
 from .validation import SNIFF_BYTES, UploadPolicy, _refine, detect_content_type, effective_policy
 
@@ -734,6 +734,7 @@ class UploadTickets:
     ) -> tuple[_Target, _Claims, timedelta]:
         if not isinstance(filename, str):
             raise ConfigurationError(f"filename must be a string, not {type(filename).__name__}.")
+        check_filename(filename)  # InvalidFilenameError for NUL or a lone surrogate
         resolved = self._resolve(target)
         backend, policy = resolved.backend, resolved.policy
         if policy is not None and (policy.image is not None or policy.validators):
@@ -843,6 +844,7 @@ class UploadTickets:
             ConfigurationError: For an unusable target, or a policy with an
                 `ImagePolicy` or custom validators (they need the bytes).
             InvalidExtensionError: If the policy does not allow the filename.
+            InvalidFilenameError: If the filename holds NUL or a lone surrogate.
             UnsupportedOperationError: If the backend cannot sign URLs (attach a URL
                 signer to local and memory backends, see `signing.HmacUrlSigner`).
             InvalidExpiryError: If the lifetime exceeds the store's limit.
