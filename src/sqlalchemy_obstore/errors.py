@@ -223,7 +223,7 @@ class _RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         cleaned = redact(message)
-        if cleaned != message or record.args:
+        if cleaned != message:  # (otherwise the record keeps its arguments, for handlers)
             record.msg, record.args = cleaned, None
         if record.exc_info and not record.exc_text:
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
@@ -278,7 +278,7 @@ class StorageError(Exception):
 
     def __str__(self) -> str:
         message = super().__str__()
-        context = self._context()
+        context = redact(self._context())
         return f"{message} ({context})" if context and context not in message else message
 
 

@@ -45,7 +45,7 @@ import ipaddress
 import re
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import unquote
@@ -485,7 +485,7 @@ class RemoteSource:
         self._verify = verify
         self.response: RemoteResponse | None = None
         """What the server answered, once the download has started."""
-        self._chunks: Iterator[bytes] | None = None
+        self._chunks: Generator[bytes, None, None] | None = None
         self._buffer = b""
         self._position = 0
         self._done = False
@@ -631,9 +631,9 @@ class RemoteSource:
                     limit=fetch.deadline.seconds,
                     deadline=True,
                 )
+            within = f" within {self.timeout:g} s" if self.timeout is not None else ""
             return RemoteTimeoutError(
-                f'Cannot fetch "{shown}": timed out while {what} (no progress within '
-                f"{self.timeout:g} s).",
+                f'Cannot fetch "{shown}": timed out while {what} (no progress{within}).',
                 url=shown,
                 limit=self.timeout,
             )
@@ -757,7 +757,7 @@ class RemoteSource:
             raise self._error(fetch.url, f"the body cannot be decoded: {exc}") from None
 
     # -- sync reading ---------------------------------------------------------------------------
-    def _stream_sync(self) -> Iterator[bytes]:
+    def _stream_sync(self) -> Generator[bytes, None, None]:
         """The whole fetch, sync: yields the decoded body in pieces of at most 64 KiB."""
         from ._fetch import DeadlineBackend
 
@@ -930,7 +930,7 @@ class RemoteSource:
         chunks, self._chunks = self._chunks, None
         if chunks is not None:
             self._closed = True
-            chunks.close()  # type: ignore[attr-defined]  # a generator: runs its cleanup
+            chunks.close()  # runs the generator's cleanup: the response and pool close
 
 
 def _http_errors(hc: Any) -> tuple[type[Exception], ...]:
