@@ -339,7 +339,7 @@ class RemoteResponse:
         content_type: The MIME type from `Content-Type`, without parameters.
         content_length: The declared `Content-Length`, if any.
         filename: The name from `Content-Disposition`, else the final URL's last path
-            segment, else `None`.
+            segment, else `None`; sanitised (see `filename_from_content_disposition`).
 
     Example:
         >>> RemoteResponse("https://example.com/a.txt", 200, "text/plain", 2, "a.txt").filename
