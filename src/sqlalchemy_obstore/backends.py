@@ -20,12 +20,23 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -33,8 +44,10 @@ from pathlib import Path
 from typing import (
     TYPE_CHECKING,
     Any,
+    Concatenate,
     Literal,
     NamedTuple,
+    ParamSpec,
     Protocol,
     TypeAlias,
     cast,
@@ -54,6 +67,7 @@ from obstore.store import (
     from_url,
 )
 
+from ._local import LocalRoot, inode_of
 from .errors import (
     ConfigurationError,
     InvalidExpiryError,
@@ -66,6 +80,7 @@ from .errors import (
     UnsupportedOperationError,
     UnsupportedSchemeError,
     redact,
+    redact_url,
 )
 from .keys import KeyFunction, check_object_path, join_key
 from .validation import UploadPolicy
@@ -161,13 +176,25 @@ class WriteResult(NamedTuple):
 class SignedURL:
     """A signed URL together with what a client must send along with it.
 
+    `str()` is the URL itself (to hand to the client); `repr()` shows it with its
+    signature, credential and token values redacted, so logging the object leaks nothing.
+
     Attributes:
         url: The signed URL.
         method: The HTTP method the URL is valid for.
         headers: Headers the client must send (for example Azure's `x-ms-blob-type` on
             a signed PUT).
         expires_at: When the signature stops being accepted.
-    """
+
+    Example:
+        >>> from datetime import datetime, timezone
+        >>> signed = SignedURL(
+        ...     "https://b.s3.amazonaws.com/k?X-Amz-Signature=abc", "PUT", {},
+        ...     datetime(2030, 1, 1, tzinfo=timezone.utc),
+        ... )
+        >>> signed
+        SignedURL(method='PUT', url='https://b.s3.amazonaws.com/k?X-Amz-Signature=<redacted>', expires_at='2030-01-01T00:00:00+00:00')
+    """  # noqa: E501
 
     url: str
     method: str
@@ -176,6 +203,14 @@ class SignedURL:
 
     def __str__(self) -> str:
         return self.url
+
+    def __repr__(self) -> str:
+        # Every query value goes (signature, credential, security token, SAS fields): the
+        # URL is a bearer credential until it expires.
+        return (
+            f"SignedURL(method={self.method!r}, url={redact_url(self.url)!r}, "
+            f"expires_at={self.expires_at.isoformat()!r})"
+        )
 
 
 class UrlSigner(Protocol):
@@ -631,7 +666,8 @@ def _store_repr(store: ObjectStore, kind: str) -> str:
     if kind == "memory":
         return "MemoryStore()"  # obstore's own repr is the default <object at 0x...>
     if kind != "azure":
-        return repr(store)
+        # obstore's reprs show the URL as configured (an HTTPStore's may hold user:pw@).
+        return redact(repr(store))
     # obstore's AzureStore repr panics (a pyo3 PanicException, not an Exception, with a
     # Rust backtrace on stderr) when the config has no account name, as with
     # use_emulator=True; describe Azure stores from their configuration instead.
@@ -670,6 +706,62 @@ _STATIC_CREDENTIAL_KEYS = {
     "azure": ("account_key",),  # obstore normalises access_key/azure_storage_account_key
 }
 _SEVEN_DAYS = timedelta(days=7)
+
+
+_STAGING_NAME = re.compile(r"#\d+$")
+"""obstore's local staging files (`<key>#<n>`, an upload in progress): not objects."""
+_VANISHED = (FileNotFoundError, obs_errors.NotFoundError, ValueError)
+"""A listed file deleted meanwhile, or named so that obstore maps it to no key."""
+
+_P = ParamSpec("_P")
+_Write: TypeAlias = "Callable[Concatenate[ObstoreBackend, str, _P], WriteResult]"
+_AsyncWrite: TypeAlias = (
+    "Callable[Concatenate[ObstoreBackend, str, _P], Coroutine[Any, Any, WriteResult]]"
+)
+
+
+def _confined_write(method: _Write[_P]) -> _Write[_P]:
+    """Keep a write of a local-files backend inside its root (see `_local`).
+
+    Before: no symbolic link on the key's path. After: the object now at the key,
+    reached without links, is the one obstore wrote. Other stores pass straight through.
+    """
+
+    @functools.wraps(method)
+    def write(
+        self: ObstoreBackend, path: str, /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> WriteResult:
+        local = self._local
+        if local is None:
+            return method(self, path, *args, **kwargs)
+        with self._errors("put", path):
+            local.check(path, "put")
+        result = method(self, path, *args, **kwargs)
+        with self._errors("put", path):
+            local.written(path, "put", inode_of(result.etag))
+        return result
+
+    return write
+
+
+def _confined_write_async(method: _AsyncWrite[_P]) -> _AsyncWrite[_P]:
+    """`_confined_write` for an async write."""
+
+    @functools.wraps(method)
+    async def write(
+        self: ObstoreBackend, path: str, /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> WriteResult:
+        local = self._local
+        if local is None:
+            return await method(self, path, *args, **kwargs)
+        with self._errors("put", path):
+            local.check(path, "put")
+        result = await method(self, path, *args, **kwargs)
+        with self._errors("put", path):
+            local.written(path, "put", inode_of(result.etag))
+        return result
+
+    return write
 
 
 class ObstoreBackend(Backend):
@@ -763,6 +855,12 @@ class ObstoreBackend(Backend):
                 )
             self.store = fs
         self.kind = _store_kind(self.store)
+        # A local-files store is confined to its root: no symbolic link is followed.
+        self._local = (
+            LocalRoot(getattr(self.store, "prefix", None) or "/", key)
+            if self.kind == "local"
+            else None
+        )
         self._static_credentials = self._has_static_credentials()
         self._cannot_sign = self._signing_obstacle()
         # Fixed by the store's type and configuration: computed once.
@@ -976,6 +1074,7 @@ class ObstoreBackend(Backend):
             options["mode"] = "create"
         return options
 
+    @_confined_write
     def put(
         self,
         path: str,
@@ -1009,6 +1108,7 @@ class ObstoreBackend(Backend):
             raise
         return WriteResult(result.get("e_tag"), result.get("version"))
 
+    @_confined_write
     def _put_new(
         self,
         path: str,
@@ -1117,6 +1217,7 @@ class ObstoreBackend(Backend):
             raise result
         return WriteResult(result.get("e_tag"), result.get("version"))
 
+    @_confined_write_async
     async def put_async(
         self,
         path: str,
@@ -1176,16 +1277,22 @@ class ObstoreBackend(Backend):
             ObjectNotFoundError: If `source` does not exist.
         """
         with self._errors("copy", source, destination=destination):
+            checked = self._local_copy_check(source, destination)
             obs.copy(self.store, source, destination, overwrite=overwrite)
             if not overwrite and self._copy_drops_attributes:
                 obs.copy(self.store, source, destination, overwrite=True)
+            if self._local is not None:
+                self._local.copied(source, destination, checked)
 
     async def copy_async(self, source: str, destination: str, *, overwrite: bool = False) -> None:
         """Async version of [`copy`][sqlalchemy_obstore.backends.ObstoreBackend.copy]."""
         with self._errors("copy", source, destination=destination):
+            checked = self._local_copy_check(source, destination)
             await obs.copy_async(self.store, source, destination, overwrite=overwrite)
             if not overwrite and self._copy_drops_attributes:
                 await obs.copy_async(self.store, source, destination, overwrite=True)
+            if self._local is not None:
+                self._local.copied(source, destination, checked)
 
     def delete(self, paths: str | Sequence[str]) -> None:
         """Delete one object or many; missing objects are ignored on every store."""
@@ -1215,6 +1322,9 @@ class ObstoreBackend(Backend):
         batch = self._deletable(paths)
         if not batch:
             return
+        if self._local is not None:
+            self._delete_local(batch)
+            return
         try:
             with self._errors("delete", batch[0] if len(batch) == 1 else None):
                 obs.delete(self.store, batch)
@@ -1230,8 +1340,11 @@ class ObstoreBackend(Backend):
 
     async def delete_async(self, paths: str | Sequence[str]) -> None:
         """Async version of [`delete`][sqlalchemy_obstore.backends.ObstoreBackend.delete]."""
-        if self._never_blocks:
-            self._delete_now(paths)  # a memory store never waits: no trip through the runtime
+        if self._never_blocks or self._local is not None:
+            # A memory store never waits: no trip through the runtime. Local files are
+            # deleted through directory descriptors (see `_local`): a few system calls
+            # each, the work obstore's runtime would hand to a blocking thread anyway.
+            self._delete_now(paths)
             return
         batch = self._deletable(paths)
         if not batch:
@@ -1251,24 +1364,33 @@ class ObstoreBackend(Backend):
     def head(self, path: str) -> ObjectInfo:
         """Metadata and attributes of `path` in one request (a head-style GET)."""
         with self._errors("head", path):
+            checked = self._local_check(path, "head")
             result = obs.get(self.store, path, options={"head": True})
+            self._local_opened(path, "head", result.meta, checked)
             return _info(result.meta, result.attributes)
 
     async def head_async(self, path: str) -> ObjectInfo:
         """Async version of [`head`][sqlalchemy_obstore.backends.ObstoreBackend.head]."""
         with self._errors("head", path):
+            checked = self._local_check(path, "head")
             result = await obs.get_async(self.store, path, options={"head": True})
+            self._local_opened(path, "head", result.meta, checked)
             return _info(result.meta, result.attributes)
 
     def get_bytes(self, path: str) -> bytes:
         """Read the whole object at `path`."""
         with self._errors("get", path):
-            return obs.get(self.store, path).bytes().to_bytes()
+            checked = self._local_check(path, "get")
+            result = obs.get(self.store, path)
+            self._local_opened(path, "get", result.meta, checked)
+            return result.bytes().to_bytes()
 
     async def get_bytes_async(self, path: str) -> bytes:
         """Async version of [`get_bytes`][sqlalchemy_obstore.backends.ObstoreBackend.get_bytes]."""
         with self._errors("get", path):
+            checked = self._local_check(path, "get")
             result = await obs.get_async(self.store, path)
+            self._local_opened(path, "get", result.meta, checked)
             return (await result.bytes_async()).to_bytes()
 
     def get_range(self, path: str, start: int, length: int) -> bytes:
@@ -1277,6 +1399,7 @@ class ObstoreBackend(Backend):
         if length == 0:
             return b""
         with self._errors("get_range", path):
+            checked = self._local_check(path, "get_range")
             try:
                 result = obs.get(self.store, path, options={"range": (start, start + length)})
             except (FileNotFoundError, obs_errors.NotFoundError):
@@ -1287,6 +1410,7 @@ class ObstoreBackend(Backend):
                 if start < obs.head(self.store, path)["size"]:
                     raise
                 return b""
+            self._local_opened(path, "get_range", result.meta, checked)
             return result.bytes().to_bytes()
 
     async def get_range_async(self, path: str, start: int, length: int) -> bytes:
@@ -1295,6 +1419,7 @@ class ObstoreBackend(Backend):
         if length == 0:
             return b""
         with self._errors("get_range", path):
+            checked = self._local_check(path, "get_range")
             try:
                 result = await obs.get_async(
                     self.store, path, options={"range": (start, start + length)}
@@ -1305,6 +1430,7 @@ class ObstoreBackend(Backend):
                 if start < (await obs.head_async(self.store, path))["size"]:
                     raise
                 return b""
+            self._local_opened(path, "get_range", result.meta, checked)
             return (await result.bytes_async()).to_bytes()
 
     def _suffix_options(self, path: str, length: int) -> GetOptions | None:
@@ -1330,7 +1456,10 @@ class ObstoreBackend(Backend):
         if options is None:
             return b""
         with self._errors("get_suffix", path):
-            return obs.get(self.store, path, options=options).bytes().to_bytes()
+            checked = self._local_check(path, "get_suffix")
+            result = obs.get(self.store, path, options=options)
+            self._local_opened(path, "get_suffix", result.meta, checked)
+            return result.bytes().to_bytes()
 
     async def get_suffix_async(self, path: str, length: int) -> bytes:
         """Async version of
@@ -1340,13 +1469,18 @@ class ObstoreBackend(Backend):
         if options is None:
             return b""
         with self._errors("get_suffix", path):
+            checked = self._local_check(path, "get_suffix")
             result = await obs.get_async(self.store, path, options=options)
+            self._local_opened(path, "get_suffix", result.meta, checked)
             return (await result.bytes_async()).to_bytes()
 
     def iter_chunks(self, path: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
         """Stream `path` in chunks of about `chunk_size` bytes (bounded memory)."""
         with self._errors("get", path):
-            stream = obs.get(self.store, path).stream(min_chunk_size=chunk_size)
+            checked = self._local_check(path, "get")
+            result = obs.get(self.store, path)
+            self._local_opened(path, "get", result.meta, checked)
+            stream = result.stream(min_chunk_size=chunk_size)
         while True:
             with self._errors("get", path):
                 chunk = next(stream, None)
@@ -1361,7 +1495,9 @@ class ObstoreBackend(Backend):
         [`iter_chunks`][sqlalchemy_obstore.backends.ObstoreBackend.iter_chunks].
         """
         with self._errors("get", path):
+            checked = self._local_check(path, "get")
             result = await obs.get_async(self.store, path)
+            self._local_opened(path, "get", result.meta, checked)
             stream = result.stream(min_chunk_size=chunk_size)
         while True:
             with self._errors("get", path):
@@ -1374,7 +1510,14 @@ class ObstoreBackend(Backend):
     def list_objects(
         self, prefix: str | None = None, *, offset: str | None = None
     ) -> Iterator[ObjectInfo]:
-        """List objects under `prefix` (pages of 1000 are fetched as needed)."""
+        """List objects under `prefix` (pages of 1000 are fetched as needed).
+
+        On local files the tree is walked without following symbolic links (they are
+        skipped and logged; see `PathEscapeError`).
+        """
+        if self._local is not None:
+            yield from self._list_local(prefix, offset)
+            return
         with self._errors("list", prefix):
             pages = obs.list(self.store, prefix, offset=offset, chunk_size=1000)
         while True:
@@ -1394,6 +1537,10 @@ class ObstoreBackend(Backend):
         """Async version of
         [`list_objects`][sqlalchemy_obstore.backends.ObstoreBackend.list_objects].
         """
+        if self._local is not None:
+            async for info in self._list_local_async(prefix, offset):
+                yield info
+            return
         with self._errors("list", prefix):
             pages = obs.list(self.store, prefix, offset=offset, chunk_size=1000)
         while True:
@@ -1405,6 +1552,64 @@ class ObstoreBackend(Backend):
             for meta in page:
                 if offset is None or meta["path"] > offset:
                     yield _info(meta)
+
+    # -- local files: confined to the root (see _local) --------------------------------
+    def _local_check(self, path: str, operation: str) -> int | None:
+        """Refuse a key of a local-files backend that leads through a symbolic link."""
+        return None if self._local is None else self._local.check(path, operation)
+
+    def _local_opened(
+        self, path: str, operation: str, meta: ObjectMeta, checked: int | None
+    ) -> None:
+        """Refuse a read if obstore opened another file than the one inside the root."""
+        if self._local is not None:
+            self._local.opened(path, operation, meta.get("e_tag"), checked)
+
+    def _local_copy_check(self, source: str, destination: str) -> int | None:
+        if self._local is None:
+            return None
+        self._local.check(destination, "copy")
+        return self._local.check(source, "copy")
+
+    def _delete_local(self, batch: list[str]) -> None:
+        local = self._local
+        assert local is not None
+        for path in batch:
+            with self._errors("delete", path):
+                local.delete(path)
+
+    def _local_files(self, prefix: str | None, offset: str | None) -> Iterator[tuple[str, int]]:
+        """The local tree below `prefix`, walked without following links (see `_local`)."""
+        local = self._local
+        assert local is not None
+        with self._errors("list", prefix):
+            files = local.files(prefix)
+        while True:
+            with self._errors("list", prefix):
+                found = next(files, None)
+            if found is None:
+                return
+            path = found[0]
+            if (offset is None or path > offset) and not _STAGING_NAME.search(path):
+                yield found
+
+    def _list_local(self, prefix: str | None, offset: str | None) -> Iterator[ObjectInfo]:
+        for path, inode in self._local_files(prefix, offset):
+            meta = None
+            with self._errors("list", path), suppress(*_VANISHED):
+                meta = obs.head(self.store, path)
+            if meta is not None and inode_of(meta.get("e_tag")) in {inode, None}:
+                yield _info(meta)  # (another inode: the file was replaced meanwhile)
+
+    async def _list_local_async(
+        self, prefix: str | None, offset: str | None
+    ) -> AsyncIterator[ObjectInfo]:
+        for path, inode in self._local_files(prefix, offset):
+            meta = None
+            with self._errors("list", path), suppress(*_VANISHED):
+                meta = await obs.head_async(self.store, path)
+            if meta is not None and inode_of(meta.get("e_tag")) in {inode, None}:
+                yield _info(meta)
 
     # -- signing ------------------------------------------------------------------------
     def _sign_args(

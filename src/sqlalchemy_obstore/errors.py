@@ -14,8 +14,8 @@ StorageError
 │   └── MissingDependencyError (ImportError)
 ├── FileObjectError
 │   ├── InvalidFileObjectError (ValueError)
-│   │   └── InvalidObjectPathError
-│   ├── InvalidFilenameError (ValueError)
+│   │   ├── InvalidObjectPathError
+│   │   └── InvalidFilenameError
 │   ├── UntrustedReferenceError (PermissionError)
 │   └── NoContentError
 ├── UnsupportedOperationError
@@ -26,10 +26,12 @@ StorageError
 ├── ObjectNotFoundError (FileNotFoundError)
 ├── ObjectExistsError (FileExistsError)
 ├── StoragePermissionError (PermissionError)
+│   └── PathEscapeError
 ├── ChecksumMismatchError
 ├── StorageOperationError
 │   └── StorageErrorGroup
 ├── RemoteFetchError
+│   ├── RemoteTimeoutError (TimeoutError)
 │   └── ForbiddenAddressError
 ├── UploadTicketError
 │   ├── InvalidUploadTicketError (ValueError)
@@ -45,11 +47,14 @@ StorageError
 
 Errors raised by obstore are translated at the I/O boundary (the backend) and chained,
 so the original stays available as `__cause__`. Messages never contain credentials:
-signatures, keys and tokens are redacted before a message is built.
+every message goes through [`redact`][sqlalchemy_obstore.errors.redact] when the error
+is made (URL credentials, signatures, keys and tokens are removed), and so does every
+record the library logs.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from datetime import datetime
@@ -76,7 +81,9 @@ __all__ = (
     "NoContentError",
     "ObjectExistsError",
     "ObjectNotFoundError",
+    "PathEscapeError",
     "RemoteFetchError",
+    "RemoteTimeoutError",
     "SignedURLError",
     "StorageError",
     "StorageErrorGroup",
@@ -91,46 +98,163 @@ __all__ = (
     "UploadTicketError",
     "ValidationError",
     "redact",
+    "redact_url",
 )
 
-_SECRET_PATTERNS = (
-    # PEM blocks first: the key=value pattern below would otherwise eat the BEGIN line
-    # of a `"private_key": "-----BEGIN ..."` and leave the key material in place. A block
-    # cut short (no END line) is redacted to the end of the text.
-    re.compile(
-        r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?:.*?-----END [A-Z ]*PRIVATE KEY-----|.*)", re.S
-    ),
-    # query-string signatures and credentials (S3 SigV4, GCS V4, Azure SAS)
-    re.compile(
-        r"(?i)((?:x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|"
-        r"x-goog-credential|sig|signature|token|access_token|se|skoid|sktid)=)[^&\s\"']+"
-    ),
-    # connection-string style secrets
-    re.compile(r"(?i)((?:accountkey|sharedaccesssignature|secret[_-]?access[_-]?key)=)[^;\s\"']+"),
-    # key=value pairs in debug dumps, e.g. secret_access_key: "..."
-    re.compile(
-        r"(?i)((?:secret_access_key|account_key|access_key|session_token|token|private_key|"
-        r"service_account_key|client_secret|bearer_token)\"?\s*[:=]\s*\"?)[^\",}\s&]+"
-    ),
+_SECRET_QUERY_NAMES = (
+    # S3 SigV4, GCS V4, Azure SAS, this library's HMAC routes, OAuth and the usual API keys
+    "x-amz-signature",
+    "x-amz-credential",
+    "x-amz-security-token",
+    "x-goog-signature",
+    "x-goog-credential",
+    "sig",
+    "signature",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "se",
+    "skoid",
+    "sktid",
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "client_secret",
+    "api_key",
+    "apikey",
+    "api-key",
+    "ticket",
 )
+"""Query-string (and `name=value`) parameters whose values `redact` removes."""
+
+_PEM_KEY = re.compile(
+    # A block cut short (no END line) is redacted to the end of the text.
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?:.*?-----END [A-Z ]*PRIVATE KEY-----|.*)",
+    re.S,
+)
+_URL_USERINFO = re.compile(
+    # scheme://user:password@host: everything up to the last "@" of the authority, which
+    # is how URL parsers split it
+    r"(?i)(\b[a-z][a-z0-9+.-]*://)[^/\s?#\"'<>]*(?=@)"
+)
+_SECRET_PARAMETER = re.compile(
+    # query-string signatures and credentials (S3 SigV4, GCS V4, Azure SAS, tokens)
+    r"(?i)((?<![a-z0-9_.-])(?:"
+    + "|".join(re.escape(name) for name in _SECRET_QUERY_NAMES)
+    + r")=)[^&\s\"'<>]+"
+)
+_CONNECTION_STRING_KEY = re.compile(
+    r"(?i)((?:accountkey|sharedaccesssignature|secret[_-]?access[_-]?key)=)[^;\s\"']+"
+)
+_SECRET_FIELD = re.compile(
+    # key=value pairs in debug dumps, e.g. secret_access_key: "..."
+    r"(?i)((?:secret_access_key|account_key|access_key|session_token|token|private_key|"
+    r"service_account_key|client_secret|bearer_token|password)\"?\s*[:=]\s*\"?)[^\",}\s&]+"
+)
+_FIELD_WORDS = ("key", "token", "secret", "password")
+
+
+def _keep_name(match: re.Match[str]) -> str:
+    return match.group(1) + "<redacted>"
+
+
+_URL_PARTS = re.compile(r"(?is)^([a-z][a-z0-9+.-]*:)?(//)?([^/?#]*)([^?#]*)(\?[^#]*)?")
 
 
 def redact(text: str) -> str:
     """Remove credentials and signatures from a message.
 
-    Used on every message built from a lower-level error so that no secret reaches a
-    log line or an exception.
+    The one redaction every message of this package goes through: the message of
+    every [`StorageError`][sqlalchemy_obstore.StorageError] (applied when the error is
+    made), the library's log records, and the `repr` of objects that hold signed URLs.
+    It removes the `user:password@` of URLs, the values of secret-bearing parameters
+    (`X-Amz-Signature`, `X-Amz-Credential`, `X-Amz-Security-Token`, `X-Goog-Signature`,
+    Azure SAS `sig`, `signature`, `token`, ... — see `_SECRET_QUERY_NAMES`), connection
+    string keys, `secret_access_key: ...` style pairs and PEM private keys. Applying it
+    twice changes nothing.
 
     Example:
         >>> redact("GET https://b.s3.amazonaws.com/k?X-Amz-Signature=abc123&x=1")
         'GET https://b.s3.amazonaws.com/k?X-Amz-Signature=<redacted>&x=1'
+        >>> redact("cannot open ftp://alice:hunter2@files.example.com/in/")
+        'cannot open ftp://<redacted>@files.example.com/in/'
     """
-    for pattern in _SECRET_PATTERNS:
-        if pattern.groups:
-            text = pattern.sub(lambda m: m.group(1) + "<redacted>", text)
-        else:
-            text = pattern.sub("<redacted private key>", text)
+    # Each pattern runs only when the text holds what it needs (most messages hold no
+    # secret at all, and an error is made often enough for that to matter).
+    if "PRIVATE KEY" in text:
+        # First: the key=value patterns would otherwise eat the BEGIN line of a
+        # `"private_key": "-----BEGIN ..."` and leave the key material in place.
+        text = _PEM_KEY.sub("<redacted private key>", text)
+    if "://" in text:
+        text = _URL_USERINFO.sub(_keep_name, text)
+    if "=" in text:
+        text = _SECRET_PARAMETER.sub(_keep_name, text)
+        text = _CONNECTION_STRING_KEY.sub(_keep_name, text)
+    if ("=" in text or ":" in text) and any(word in text.lower() for word in _FIELD_WORDS):
+        text = _SECRET_FIELD.sub(_keep_name, text)
     return text
+
+
+def redact_url(url: object) -> str:
+    """A URL in the form messages show: no credentials, no fragment, every query value gone.
+
+    Stricter than [`redact`][sqlalchemy_obstore.errors.redact] because the URL is known
+    to be one: `user:password@` is dropped and *every* query value is replaced, whatever
+    its name (no list of secret names is complete). Parameter names stay, for debugging.
+
+    Example:
+        >>> redact_url("https://bob:pw@example.com/a.pdf?token=s3cr3t&page=2#top")
+        'https://example.com/a.pdf?token=<redacted>&page=<redacted>'
+    """
+    text = str(url)
+    match = _URL_PARTS.match(text)
+    if match is None:  # pragma: no cover - the pattern matches any string
+        return "<url>"
+    scheme, slashes, authority, path, query = (g or "" for g in match.groups())
+    if slashes:
+        authority = authority.rsplit("@", 1)[-1]
+    if query:
+        pairs = [pair.split("=", 1)[0] + "=<redacted>" for pair in query[1:].split("&") if pair]
+        query = "?" + "&".join(pairs)
+    return redact(f"{scheme}{slashes}{authority}{path}") + query
+
+
+class _RedactingFilter(logging.Filter):
+    """Runs every record of the library's loggers through `redact` (message and traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:  # (otherwise the record keeps its arguments, for handlers)
+            record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+_LOG_REDACTION = _RedactingFilter()
+_LIBRARY_LOGGERS = (
+    "sqlalchemy_obstore",
+    "sqlalchemy_obstore.composite",
+    "sqlalchemy_obstore.gc",
+    "sqlalchemy_obstore.lifecycle",
+    "sqlalchemy_obstore.local",
+    "sqlalchemy_obstore.migration",
+)
+"""The loggers the library writes to; each carries `_LOG_REDACTION` (a test checks that
+every `sqlalchemy_obstore*` logger is in this list)."""
+
+
+def _redact_library_logs() -> None:
+    for name in _LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        if _LOG_REDACTION not in logger.filters:
+            logger.addFilter(_LOG_REDACTION)
+
+
+_redact_library_logs()
 
 
 class StorageError(Exception):
@@ -142,7 +266,9 @@ class StorageError(Exception):
     """
 
     def __init__(self, message: str, *, backend: str | None = None, path: str | None = None):
-        super().__init__(message)
+        # Every message is redacted here, once: whatever a subclass or a caller put in
+        # it (a URL with credentials, a lower-level error's text), no secret gets out.
+        super().__init__(redact(message))
         self.backend = backend
         self.path = path
 
@@ -156,7 +282,7 @@ class StorageError(Exception):
 
     def __str__(self) -> str:
         message = super().__str__()
-        context = self._context()
+        context = redact(self._context())
         return f"{message} ({context})" if context and context not in message else message
 
 
@@ -249,8 +375,13 @@ class UntrustedReferenceError(FileObjectError, PermissionError):
     """
 
 
-class InvalidFilenameError(FileObjectError, ValueError):
-    """A filename cannot be made safe (for example, it is not a string)."""
+class InvalidFilenameError(InvalidFileObjectError):
+    """A filename cannot be used: it is not a string, or it holds characters no store or
+    database can keep (NUL, lone surrogates; see
+    [`check_filename`][sqlalchemy_obstore.keys.check_filename]).
+
+    A `ValueError` (and an `InvalidFileObjectError`): answer it with 400.
+    """
 
 
 class NoContentError(FileObjectError):
@@ -315,6 +446,21 @@ class ObjectExistsError(StorageError, FileExistsError):
 
 class StoragePermissionError(StorageError, PermissionError):
     """The store refused the request: credentials are missing, wrong or lack rights."""
+
+
+class PathEscapeError(StoragePermissionError):
+    """A local-files backend refused a key that leads outside its root.
+
+    Raised when a path component below the backend's root directory is a symbolic link
+    (to a file or a directory, wherever it points): the library never follows one, so
+    no read, write, copy, delete or listing reaches a file outside the root. Listings
+    skip such entries instead (and log them). The message names the key, never the
+    link's target. Remove the link, or point the backend at the real directory.
+
+    Example:
+        >>> PathEscapeError("Refused.", backend="files", path="a/b.txt").path
+        'a/b.txt'
+    """
 
 
 class ChecksumMismatchError(StorageError):
@@ -509,8 +655,39 @@ class RemoteFetchError(StorageError):
 
     def __init__(self, message: str, *, url: str | None = None, status: int | None = None):
         super().__init__(message)
-        self.url = url
+        self.url = redact_url(url) if url is not None else None
         self.status = status
+
+
+class RemoteTimeoutError(RemoteFetchError, TimeoutError):
+    """A remote fetch took too long and was abandoned; nothing was stored.
+
+    Raised when no data came within `timeout` seconds (resolving, connecting, or
+    between two reads), or when the whole fetch — every redirect and the entire body —
+    did not finish within its `deadline`.
+
+    Attributes:
+        limit: The limit that was passed, in seconds.
+        deadline: `True` when the limit was the whole fetch's deadline, `False` for the
+            `timeout` of one step.
+
+    Example:
+        >>> err = RemoteTimeoutError("Too slow.", limit=300.0, deadline=True)
+        >>> err.deadline, isinstance(err, TimeoutError)
+        (True, True)
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        limit: float | None = None,
+        deadline: bool = False,
+    ):
+        super().__init__(message, url=url)
+        self.limit = limit
+        self.deadline = deadline
 
 
 class ForbiddenAddressError(RemoteFetchError):

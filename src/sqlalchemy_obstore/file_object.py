@@ -70,6 +70,7 @@ from .keys import (
     KeyFunction,
     _default_key,
     build_key,
+    check_filename,
     check_object_path,
     join_key,
     sanitize_filename,
@@ -473,6 +474,7 @@ class FileObject(Mutable):
             raise InvalidFileObjectError(
                 f"filename must be a string, not {type(filename).__name__}."
             )
+        check_filename(filename)  # no NUL, no lone surrogate: storable and sendable
         # Written straight into the instance dict: a new file has no holder to notify.
         # (Exact-type checks first; anything else goes through the full validation.)
         d = self.__dict__
@@ -514,8 +516,12 @@ class FileObject(Mutable):
 
     # -- state ----------------------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "filename" and not isinstance(value, str):
-            raise InvalidFileObjectError(f"filename must be a string, not {type(value).__name__}.")
+        if name == "filename":
+            if not isinstance(value, str):
+                raise InvalidFileObjectError(
+                    f"filename must be a string, not {type(value).__name__}."
+                )
+            check_filename(value)
         if name == "metadata":
             value = _Metadata(self, value)
             name = "_metadata"
@@ -817,11 +823,13 @@ class FileObject(Mutable):
         metadata: Mapping[str, str] | None = None,
         backend: str | None = None,
         timeout: float | None = 30.0,
+        deadline: float | None = 300.0,
         max_size: int | None = None,
         max_redirects: int = 3,
         allow_private: bool = False,
         allow_networks: Iterable[str] = (),
         headers: Mapping[str, str] | None = None,
+        forward_headers: Iterable[str] = (),
     ) -> FileObject:
         """A pending file whose content is downloaded from `url` when it is saved.
 
@@ -849,20 +857,27 @@ class FileObject(Mutable):
             content_type: MIME type; defaults to the response's `Content-Type`.
             metadata: Custom str→str metadata.
             backend: Backend key (or leave it to the column).
-            timeout: Seconds for resolving and connecting, and allowed between reads.
+            timeout: Seconds for resolving, for connecting, and for each wait for data.
+            deadline: Seconds for the whole fetch, redirects and body included
+                (`RemoteTimeoutError` beyond it); `None` turns it off.
             max_size: Largest body accepted, in bytes (`FileTooLargeError` beyond it,
-                checked against `Content-Length` and while streaming).
+                checked against `Content-Length` and over the decoded bytes while
+                streaming).
             max_redirects: Redirects to follow, each checked like the first URL.
             allow_private: Allow loopback, private and other blocked addresses.
             allow_networks: Blocked networks to allow anyway, e.g. `("10.1.0.0/16",)`.
-            headers: Extra request headers (not sent on to another origin).
+            headers: Extra request headers, sent to the URL's origin only.
+            forward_headers: Names of `headers` that may follow a redirect to another
+                origin (never credentials).
 
         Raises:
             MissingDependencyError: If httpx is not installed (the `http` extra).
             ForbiddenAddressError: Now, for a URL that is not http(s), has credentials
                 or names a blocked IP literal; at save time for blocked hosts and hops.
+            RemoteTimeoutError: At save time, when a wait passes `timeout` or the whole
+                fetch its `deadline`.
             RemoteFetchError: At save time, for a non-2xx answer, too many redirects,
-                a timeout or a network failure.
+                an undecodable body or a network failure.
             FileTooLargeError: At save time, when the body passes `max_size`.
 
         Example:
@@ -888,11 +903,13 @@ class FileObject(Mutable):
         source = RemoteSource(
             url,
             timeout=timeout,
+            deadline=deadline,
             max_size=max_size,
             max_redirects=max_redirects,
             allow_private=allow_private,
             allow_networks=allow_networks,
             headers=headers,
+            forward_headers=forward_headers,
             on_response=on_response,
         )
         file = cls(
@@ -2115,7 +2132,7 @@ def _file_from_row(
     path = row.path
     d["backend"] = row.backend or default_backend
     d["path"] = path
-    d["filename"] = row.filename or path.rsplit("/", 1)[-1]
+    d["filename"] = check_filename(row.filename) if row.filename else path.rsplit("/", 1)[-1]
     d["content_type"] = row.content_type
     d["size"] = row.size
     d["etag"] = row.etag

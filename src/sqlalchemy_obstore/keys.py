@@ -1,7 +1,10 @@
 """Filename sanitising and object-key generation.
 
-Filenames that arrive with uploads are display data, never paths. Two functions turn
-them into something safe:
+Filenames that arrive with uploads are display data, never paths. Every filename the
+library accepts first passes [`check_filename`][sqlalchemy_obstore.keys.check_filename],
+which refuses the only characters that cannot be kept at all (NUL and lone surrogates:
+no UTF-8 text, JSON column on PostgreSQL or HTTP header can carry them). Two functions
+then turn names into something safe to show and to use in keys:
 
 - [`sanitize_filename`][sqlalchemy_obstore.keys.sanitize_filename] gives a harmless
   *display* name: directories, `..`, control and bidi-override characters are gone,
@@ -30,6 +33,7 @@ __all__ = (
     "MAX_FILENAME_BYTES",
     "KeyFunction",
     "build_key",
+    "check_filename",
     "check_object_path",
     "join_key",
     "key_safe_name",
@@ -66,6 +70,52 @@ def _strip_invisible(text: str) -> str:
     return "".join(
         ch for ch in text if unicodedata.category(ch) not in {"Cc", "Cf", "Cs", "Co", "Cn"}
     )
+
+
+def check_filename(name: str) -> str:
+    """Return `name` if it can be stored as a filename, else raise a typed error.
+
+    A filename is display data and is kept as given, with two exceptions that no store
+    can keep: NUL (PostgreSQL rejects it in text and JSON) and lone surrogates (`"\\udc80"`,
+    which is what `os.fsdecode` makes of undecodable bytes and what a JSON `\\udc80`
+    escape decodes to with `json.loads`: not text, so it cannot be encoded as UTF-8 for
+    a JSON column, an HTTP header or an object key). Such names are refused, never
+    silently changed; an application that wants to accept anything passes the name
+    through [`sanitize_filename`][sqlalchemy_obstore.keys.sanitize_filename] first.
+
+    Used by every entry point that takes a filename: `FileObject(filename=...)` and
+    assignment, `from_upload`, `file_from_stream`, `UploadTickets.issue`; names a
+    remote server suggests (`from_url`) are sanitised instead.
+
+    Raises:
+        InvalidFilenameError: If `name` is not a string or holds NUL or a lone surrogate.
+
+    Example:
+        >>> check_filename("résumé.pdf")
+        'résumé.pdf'
+        >>> check_filename("a\\udc80.txt")
+        Traceback (most recent call last):
+        ...
+        sqlalchemy_obstore.errors.InvalidFilenameError: The filename 'a\\udc80.txt' cannot be stored: it holds a lone surrogate (not text) at position 1. Pass it through sanitize_filename() first, or refuse the upload.
+    """  # noqa: E501
+    if not isinstance(name, str):
+        raise InvalidFilenameError(f"A filename must be a string, not {type(name).__name__}.")
+    if "\x00" in name:
+        raise InvalidFilenameError(
+            f"The filename {ascii(name)[:80]} cannot be stored: it holds a NUL character at "
+            f"position {name.index(chr(0))}. Pass it through sanitize_filename() first, or "
+            "refuse the upload."
+        )
+    if not name.isascii():
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidFilenameError(
+                f"The filename {ascii(name)[:80]} cannot be stored: it holds a lone surrogate "
+                f"(not text) at position {exc.start}. Pass it through sanitize_filename() "
+                "first, or refuse the upload."
+            ) from None
+    return name
 
 
 def _split_extension(name: str) -> tuple[str, str]:

@@ -3,9 +3,9 @@
 [`RemoteSource`][sqlalchemy_obstore.remote.RemoteSource] is a content source for
 [`FileObject`][sqlalchemy_obstore.FileObject] that downloads a URL only when the file is
 saved (directly or by a session flush), streaming the body into storage chunk by chunk:
-`save()` reads it with a sync `httpx.Client`, `save_async()` (and an `AsyncSession`
-flush) with an `httpx.AsyncClient`. Most code uses it through
-[`FileObject.from_url`][sqlalchemy_obstore.file_object.FileObject.from_url].
+`save()` reads it with httpcore's sync connection pool (httpx's transport layer),
+`save_async()` (and an `AsyncSession` flush) with its async one. Most code uses it
+through [`FileObject.from_url`][sqlalchemy_obstore.file_object.FileObject.from_url].
 
 Fetching a URL that a user supplied is a classic server-side request forgery (SSRF)
 vector, so the defaults are strict:
@@ -21,9 +21,13 @@ vector, so the defaults are strict:
   literal, with the original `Host` header and TLS server name), so a DNS answer that
   changes between the check and the connection cannot bypass it;
 * redirects are followed by hand, at most `max_redirects`, and every hop is checked
-  the same way; credentials headers are dropped when a redirect changes origin;
-* proxies from the environment are ignored (`trust_env=False`);
-* a size limit is enforced while streaming and, up front, against `Content-Length`;
+  the same way; once a redirect leaves the origin of the URL (scheme, host, port), none
+  of the caller's `headers` is sent again except those named in `forward_headers`;
+* proxies, `.netrc` and certificate settings from the environment are ignored;
+* bounded: `max_size` is checked against `Content-Length` up front and counted over
+  the *decoded* body while it streams (a compressed body is decoded in steps of 64 KiB,
+  so a "zip bomb" never exists whole in memory); `timeout` bounds every single wait and
+  `deadline` (5 minutes by default) the whole fetch, redirects and body included;
 * error messages name the URL without credentials or query-string values.
 
 `allow_private=True` lifts the address check; `allow_networks` lifts it for chosen
@@ -35,13 +39,14 @@ httpx is an optional dependency: `pip install 'sqlalchemy-obstore[http]'`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import ipaddress
 import re
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import unquote
 
@@ -50,14 +55,21 @@ from .errors import (
     ForbiddenAddressError,
     MissingDependencyError,
     RemoteFetchError,
+    RemoteTimeoutError,
     redact,
+    redact_url,
 )
+from .keys import sanitize_filename
 
 if TYPE_CHECKING:
+    import httpcore
     import httpx
+
+    from ._fetch import BodyDecoder, Deadline
 
 __all__ = (
     "BLOCKED_NETWORKS",
+    "DEFAULT_DEADLINE",
     "DEFAULT_MAX_REDIRECTS",
     "DEFAULT_TIMEOUT",
     "RemoteResponse",
@@ -70,14 +82,27 @@ IPAddress: TypeAlias = "ipaddress.IPv4Address | ipaddress.IPv6Address"
 IPNetwork: TypeAlias = "ipaddress.IPv4Network | ipaddress.IPv6Network"
 
 DEFAULT_TIMEOUT = 30.0
-"""Seconds allowed for connecting, and between two reads of the response."""
+"""Seconds allowed for resolving, for connecting, and for each wait for more data."""
+
+DEFAULT_DEADLINE = 300.0
+"""Seconds allowed for a whole fetch: resolving, connecting, every redirect, the whole body.
+
+Five minutes, the total timeout aiohttp uses by default: enough for hundreds of MB on
+an ordinary link, short enough that a server trickling bytes cannot hold a worker.
+"""
 
 DEFAULT_MAX_REDIRECTS = 3
 """Redirects followed before a fetch is abandoned."""
 
 _READ_CHUNK = 64 * 1024
+"""The largest piece handed on at once (httpcore reads 64 KiB; decoding is cut to it too)."""
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_SENSITIVE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+_CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+_MANAGED_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "accept-encoding", "te"}
+)
+"""Request headers the fetch sets itself; a caller's values for them are ignored."""
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _ALLOWED_SCHEMES = ("http", "https")
 
 BLOCKED_NETWORKS: tuple[IPNetwork, ...] = tuple(
@@ -130,19 +155,35 @@ def _import_httpx() -> Any:
     return httpx
 
 
+def _import_httpcore() -> Any:
+    _import_httpx()  # httpcore comes with httpx; the extra is named after httpx
+    try:
+        import httpcore
+    except ImportError as exc:  # pragma: no cover - httpx depends on it
+        raise MissingDependencyError("httpcore", "http") from exc
+    return httpcore
+
+
+@functools.lru_cache(maxsize=1)
+def _default_ssl_context() -> ssl.SSLContext:
+    """httpx's verifying context (certifi's CA bundle), built once: loading it takes ms."""
+    context: ssl.SSLContext = _import_httpx().create_ssl_context(verify=True, trust_env=False)
+    return context
+
+
+def _ssl_context(verify: ssl.SSLContext | bool) -> ssl.SSLContext:
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    if verify:
+        return _default_ssl_context()
+    context: ssl.SSLContext = _import_httpx().create_ssl_context(verify=False, trust_env=False)
+    return context
+
+
 # -- URL and address checks ---------------------------------------------------------------
 def _display_url(url: object) -> str:
     """The URL for messages: no credentials, no fragment, query values redacted."""
-    text = str(url)
-    match = re.match(r"(?is)^([a-z][a-z0-9+.-]*:)?(//)?([^/?#]*)([^?#]*)(\?[^#]*)?", text)
-    if match is None:  # pragma: no cover - the pattern matches any string
-        return "<url>"
-    scheme, slashes, authority, path, query = (g or "" for g in match.groups())
-    authority = authority.rsplit("@", 1)[-1]
-    if query:  # every value goes, whatever its name: no list of secret names is complete
-        pairs = [pair.split("=", 1)[0] + "=<redacted>" for pair in query[1:].split("&") if pair]
-        query = "?" + "&".join(pairs)
-    return redact(f"{scheme}{slashes}{authority}{path}") + query
+    return redact_url(url)
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -230,8 +271,10 @@ def filename_from_content_disposition(value: str | None) -> str | None:
     """The filename a `Content-Disposition` header suggests (RFC 6266), if any.
 
     `filename*` (RFC 5987, percent-encoded with a charset) wins over `filename`.
-    Directories are dropped; the result is display data only (object keys are built
-    from a sanitised form of it).
+    The server is not trusted: the name is reduced with
+    [`sanitize_filename`][sqlalchemy_obstore.keys.sanitize_filename] (no directories,
+    control or bidi characters, lone surrogates or NUL; bounded length). It is display
+    data only (object keys are built from a key-safe form of it).
 
     Args:
         value: The header value.
@@ -263,9 +306,15 @@ def filename_from_content_disposition(value: str | None) -> str | None:
         except LookupError:  # unknown charset
             name = unquote(encoded, errors="replace")
         if _last_segment(name):
-            return _last_segment(name)
+            return _display_name(name)
     plain = params.get("filename")
-    return _last_segment(plain) or None if plain else None
+    return _display_name(plain) if plain else None
+
+
+def _display_name(name: str) -> str | None:
+    """A name suggested by the server, made safe to show and store (`None` if empty)."""
+    leaf = _last_segment(name)
+    return sanitize_filename(leaf) if leaf else None
 
 
 def _mime_type(value: str | None) -> str | None:
@@ -276,7 +325,7 @@ def _mime_type(value: str | None) -> str | None:
 
 
 def _url_filename(url: httpx.URL) -> str | None:
-    return _last_segment(url.path) or None
+    return _display_name(url.path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +339,7 @@ class RemoteResponse:
         content_type: The MIME type from `Content-Type`, without parameters.
         content_length: The declared `Content-Length`, if any.
         filename: The name from `Content-Disposition`, else the final URL's last path
-            segment, else `None`.
+            segment, else `None`; sanitised (see `filename_from_content_disposition`).
 
     Example:
         >>> RemoteResponse("https://example.com/a.txt", 200, "text/plain", 2, "a.txt").filename
@@ -304,30 +353,78 @@ class RemoteResponse:
     filename: str | None
 
 
+# -- one fetch ----------------------------------------------------------------------------------
+def _origin(url: httpx.URL) -> tuple[str, bytes, int]:
+    return url.scheme, url.raw_host, url.port or (443 if url.scheme == "https" else 80)
+
+
+def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """All values of one response header, comma-joined (`None` if absent)."""
+    values = [v.decode("latin-1") for k, v in headers if k.lower() == name]
+    return ", ".join(values) if values else None
+
+
+@dataclass(slots=True)
+class _Fetch:
+    """The state of one fetch (one attempt: `seek(0)` starts another), free of I/O.
+
+    Attributes:
+        deadline: When the whole fetch must be over.
+        url: The URL being requested (the current hop).
+        headers: The caller's headers still to send (fewer after leaving the origin).
+        hops: Redirects followed so far.
+        decoder: Undoes the final response's `Content-Encoding`.
+        size: Decoded bytes handed on so far.
+    """
+
+    deadline: Deadline
+    url: httpx.URL
+    headers: list[tuple[str, str]]
+    hops: int = 0
+    decoder: BodyDecoder | None = None
+    size: int = 0
+    addresses: list[str] = field(default_factory=list)
+
+
 # -- the source -------------------------------------------------------------------------------
 class RemoteSource:
     """Content that is downloaded from an HTTP(S) URL when it is read.
 
     Nothing happens on construction beyond checking the URL's form; the host is
-    resolved, checked and contacted on the first read. Read it with `read(n)` (sync,
-    through `httpx.Client`) or `async for` (through `httpx.AsyncClient`); `FileObject`
-    picks the right one for `save()` and `save_async()`. Each chunk is handed on as it
-    arrives, so memory stays bounded whatever the size of the body.
+    resolved, checked and contacted on the first read. Read it with `read(n)` (sync) or
+    `async for` (async); `FileObject` picks the right one for `save()` and
+    `save_async()`. Each chunk (at most 64 KiB) is handed on as it arrives, so memory
+    stays bounded whatever the size of the body.
 
     The source can be rewound to the start (`seek(0)`): the next read fetches the URL
-    again. That lets a session retry the upload after a failed flush or a rollback.
+    again (with a fresh deadline). That lets a session retry the upload after a failed
+    flush or a rollback.
 
     Args:
         url: An `http://` or `https://` URL, without `user:password@`.
-        timeout: Seconds for resolving and connecting, and allowed between two reads.
+        timeout: Seconds allowed for resolving, for connecting, and for each wait for
+            more data. `None` for no limit per wait (the deadline still applies).
+        deadline: Seconds allowed for the whole fetch — resolving, connecting, every
+            redirect and the entire body — from the first read. `None` turns it off
+            (then a server sending one byte every `timeout` seconds can hold the fetch
+            for as long as it likes). The time the store takes to accept the chunks
+            counts too, since the download and the upload go hand in hand.
         max_size: Refuse bodies larger than this many bytes (`FileTooLargeError`),
-            checked against `Content-Length` up front and while streaming.
+            checked against `Content-Length` up front and over the decoded bytes while
+            streaming.
         max_redirects: Redirects to follow (each hop is checked like the first URL).
         allow_private: Allow any address, including loopback and private networks.
         allow_networks: Networks to allow although they are blocked by default, e.g.
             `("10.20.0.0/16",)`.
-        headers: Extra request headers (e.g. `Authorization`); credentials headers are
-            not sent on after a redirect to another origin.
+        headers: Extra request headers (e.g. `Authorization`, an API key). They go to
+            the URL's origin (scheme, host and port) only: once a redirect leads to
+            another origin, none of them is sent again for the rest of the fetch (not
+            even if a later redirect comes back), unless named in `forward_headers`.
+            `Host`, `Content-Length`, `Transfer-Encoding`, `Connection`, `TE` and
+            `Accept-Encoding` are managed by the fetch and ignored here.
+        forward_headers: Names of `headers` that are not secret and may follow
+            redirects to any origin (e.g. `("Accept", "User-Agent")`). `Authorization`,
+            `Cookie` and `Proxy-Authorization` cannot be named.
         on_response: Called with a `RemoteResponse` when the final response arrives,
             before its body is read.
         verify: TLS verification, as httpx takes it: `True` (the default CA bundle), a
@@ -337,13 +434,16 @@ class RemoteSource:
         MissingDependencyError: If httpx is not installed.
         ForbiddenAddressError: If the URL's scheme is not http(s), it carries
             credentials, or its host is an IP literal that is blocked.
+        ValueError: For a negative size or redirect count, a timeout or deadline that is
+            not positive, a header that is not a valid HTTP header, or a credentials
+            header in `forward_headers`.
 
     Example:
         >>> source = RemoteSource("https://example.com/report.pdf?token=s3cr3t", max_size=10)
         >>> source
         RemoteSource('https://example.com/report.pdf?token=<redacted>')
-        >>> source.filename
-        'report.pdf'
+        >>> source.filename, source.deadline
+        ('report.pdf', 300.0)
     """
 
     def __init__(
@@ -351,19 +451,24 @@ class RemoteSource:
         url: str,
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
+        deadline: float | None = DEFAULT_DEADLINE,
         max_size: int | None = None,
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
         allow_private: bool = False,
         allow_networks: Iterable[str | IPNetwork] = (),
         headers: Mapping[str, str] | None = None,
+        forward_headers: Iterable[str] = (),
         on_response: Callable[[RemoteResponse], None] | None = None,
         verify: ssl.SSLContext | bool = True,
     ) -> None:
-        _import_httpx()
+        _import_httpcore()
         if max_size is not None and max_size < 0:
             raise ValueError("max_size must be a non-negative number of bytes or None.")
         if max_redirects < 0:
             raise ValueError("max_redirects must not be negative.")
+        for name, value in (("timeout", timeout), ("deadline", deadline)):
+            if value is not None and (isinstance(value, bool) or not value > 0):
+                raise ValueError(f"{name} must be a positive number of seconds or None.")
         self._allow_private = allow_private
         self._allow_networks = tuple(
             ipaddress.ip_network(n, strict=False) if isinstance(n, str) else n
@@ -371,23 +476,21 @@ class RemoteSource:
         )
         self._url: httpx.URL = self._check_url(url)
         self.timeout = timeout
+        self.deadline = deadline
         self.max_size = max_size
         self.max_redirects = max_redirects
-        self._headers = {
-            k: v for k, v in (headers or {}).items() if k.lower() not in {"host", "content-length"}
-        }
+        self._headers = _request_headers(headers or {})
+        self.forward_headers = _forwardable(forward_headers)
         self.on_response = on_response
         self._verify = verify
         self.response: RemoteResponse | None = None
         """What the server answered, once the download has started."""
-        self._client: Any = None
-        self._response: Any = None
-        self._chunks: Iterator[bytes] | None = None
+        self._chunks: Generator[bytes, None, None] | None = None
         self._buffer = b""
         self._position = 0
-        self._size = 0
         self._done = False
         self._closed = False
+        self._size = 0
 
     # -- public bits ------------------------------------------------------------------------
     @property
@@ -397,7 +500,7 @@ class RemoteSource:
 
     @property
     def filename(self) -> str | None:
-        """The last segment of the URL's path (percent-decoded), or `None`."""
+        """The last segment of the URL's path (percent-decoded, sanitised), or `None`."""
         return _url_filename(self._url)
 
     def __repr__(self) -> str:
@@ -449,10 +552,6 @@ class RemoteSource:
                 f'Refusing to fetch "{shown}": {exc}', url=shown, address=exc.address
             ) from None
 
-    @staticmethod
-    def _port(url: httpx.URL) -> int:
-        return url.port or (443 if url.scheme == "https" else 80)
-
     def _vet(self, url: httpx.URL, infos: Iterable[tuple[Any, ...]]) -> list[str]:
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         if not addresses:
@@ -462,37 +561,54 @@ class RemoteSource:
             self._check(address, url)
         return addresses
 
-    def _resolve(self, url: httpx.URL) -> list[str]:
-        literal = self._ip_literal(url)
+    def _lookup(self, fetch: _Fetch) -> tuple[str, int] | None:
+        """What to resolve for the current hop; `None` for an IP literal (checked here)."""
+        literal = self._ip_literal(fetch.url)
         if literal is not None:
-            self._check(literal, url)
-            return [url.host]
+            self._check(literal, fetch.url)
+            fetch.addresses = [fetch.url.host]
+            return None
         try:
-            infos = socket.getaddrinfo(
-                url.raw_host.decode("ascii"), self._port(url), type=socket.SOCK_STREAM
-            )
-        except (OSError, UnicodeError) as exc:
-            raise self._error(url, "cannot resolve the host", exc) from exc
-        return self._vet(url, infos)
+            host = fetch.url.raw_host.decode("ascii")
+        except UnicodeError as exc:  # pragma: no cover - httpx IDNA-encodes hosts
+            raise self._error(fetch.url, "cannot resolve the host", exc) from exc
+        return host, _origin(fetch.url)[2]
 
-    async def _resolve_async(self, url: httpx.URL) -> list[str]:
-        literal = self._ip_literal(url)
-        if literal is not None:
-            self._check(literal, url)
-            return [url.host]
+    def _resolve(self, fetch: _Fetch) -> None:
+        lookup = self._lookup(fetch)
+        if lookup is None:
+            return
+        hc = _import_httpcore()
+        try:
+            fetch.deadline.clamp(self.timeout, hc.ConnectTimeout)
+            # The system resolver has its own timeouts; a sync lookup cannot be cut short,
+            # so the deadline is checked again right after it.
+            infos = socket.getaddrinfo(*lookup, type=socket.SOCK_STREAM)
+            fetch.deadline.clamp(self.timeout, hc.ConnectTimeout)
+        except hc.TimeoutException as exc:
+            raise self._failure(fetch, "resolving the host", exc) from exc
+        except (OSError, UnicodeError) as exc:
+            raise self._error(fetch.url, "cannot resolve the host", exc) from exc
+        fetch.addresses = self._vet(fetch.url, infos)
+
+    async def _resolve_async(self, fetch: _Fetch) -> None:
+        lookup = self._lookup(fetch)
+        if lookup is None:
+            return
+        hc = _import_httpcore()
         loop = asyncio.get_running_loop()
         try:
+            limit = fetch.deadline.clamp(self.timeout, hc.ConnectTimeout)
             infos = await asyncio.wait_for(
-                loop.getaddrinfo(
-                    url.raw_host.decode("ascii"), self._port(url), type=socket.SOCK_STREAM
-                ),
-                self.timeout,
+                loop.getaddrinfo(*lookup, type=socket.SOCK_STREAM), limit
             )
-        except (OSError, UnicodeError, asyncio.TimeoutError) as exc:
-            raise self._error(url, "cannot resolve the host", exc) from exc
-        return self._vet(url, infos)
+        except (hc.TimeoutException, asyncio.TimeoutError) as exc:
+            raise self._failure(fetch, "resolving the host", exc) from exc
+        except (OSError, UnicodeError) as exc:
+            raise self._error(fetch.url, "cannot resolve the host", exc) from exc
+        fetch.addresses = self._vet(fetch.url, infos)
 
-    # -- requests -----------------------------------------------------------------------------
+    # -- errors -------------------------------------------------------------------------------
     def _error(
         self, url: httpx.URL, what: str, exc: BaseException | None = None, status: int | None = None
     ) -> RemoteFetchError:
@@ -501,122 +617,186 @@ class RemoteSource:
         message = f'Cannot fetch "{shown}": {what}{detail}.'
         return RemoteFetchError(message, url=shown, status=status)
 
-    def _client_options(self) -> dict[str, Any]:
-        return {
-            "timeout": self.timeout,
-            "follow_redirects": False,
-            "trust_env": False,  # no proxies or netrc from the environment
-            "verify": self._verify,
+    def _failure(self, fetch: _Fetch, what: str, exc: BaseException) -> RemoteFetchError:
+        """The typed error for an httpcore (or timeout) failure while `what`."""
+        hc = _import_httpcore()
+        shown = _display_url(fetch.url)
+        if isinstance(exc, (hc.TimeoutException, asyncio.TimeoutError, TimeoutError)):
+            if fetch.deadline.expired():
+                return RemoteTimeoutError(
+                    f'Cannot fetch "{shown}": the whole fetch timed out while {what}: it did '
+                    f"not finish within its deadline of {fetch.deadline.seconds:g} s. Nothing "
+                    "was stored; pass a larger deadline= for large files on slow servers.",
+                    url=shown,
+                    limit=fetch.deadline.seconds,
+                    deadline=True,
+                )
+            within = f" within {self.timeout:g} s" if self.timeout is not None else ""
+            return RemoteTimeoutError(
+                f'Cannot fetch "{shown}": timed out while {what} (no progress{within}).',
+                url=shown,
+                limit=self.timeout,
+            )
+        if isinstance(exc, hc.ConnectError):
+            return self._error(fetch.url, "cannot connect", exc)
+        return self._error(fetch.url, f"the request failed while {what}", exc)
+
+    # -- the sans-I/O steps ------------------------------------------------------------------
+    def _start(self) -> _Fetch:
+        from ._fetch import Deadline
+
+        self._size = 0
+        return _Fetch(Deadline(self.deadline), self._url, list(self._headers))
+
+    def _requests(self, fetch: _Fetch) -> Iterator[tuple[httpcore.Request, bool]]:
+        """A GET of the current hop for each vetted address (pinned: no second lookup)."""
+        hc = _import_httpcore()
+        url = fetch.url
+        host = url.raw_host.decode("ascii")
+        extensions: dict[str, Any] = {
+            "timeout": dict.fromkeys(("connect", "read", "write", "pool"), self.timeout)
         }
-
-    def _request(
-        self, client: Any, url: httpx.URL, address: str, headers: Mapping[str, str]
-    ) -> httpx.Request:
-        """A GET of `url` sent to the vetted `address` (pinned: no second DNS lookup)."""
-        extensions: dict[str, Any] = {}
         if url.scheme == "https":
-            extensions["sni_hostname"] = url.raw_host.decode("ascii")
-        request: httpx.Request = client.build_request(
-            "GET",
-            url.copy_with(host=address),
-            headers={
-                "Accept-Encoding": "identity",
-                **headers,
-                "Host": url.netloc.decode("ascii"),
-            },
-            extensions=extensions,
-        )
-        return request
+            extensions["sni_hostname"] = host
+        headers = [
+            (b"Host", url.netloc),
+            (b"Accept", b"*/*"),
+            (b"Accept-Encoding", b"identity"),
+            (b"User-Agent", b"python-httpx/" + _import_httpx().__version__.encode()),
+        ]
+        own = {name.lower() for name, _ in fetch.headers}
+        headers = [h for h in headers if h[0].decode().lower() not in own]
+        headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in fetch.headers]
+        for index, address in enumerate(fetch.addresses):
+            target = hc.URL(
+                scheme=url.raw_scheme,
+                host=address.encode("ascii"),
+                port=url.port,
+                target=url.raw_path,
+            )
+            request = hc.Request(b"GET", target, headers=headers, extensions=extensions)
+            yield request, index == len(fetch.addresses) - 1
 
-    def _next_hop(
-        self, url: httpx.URL, response: httpx.Response, hops: int, headers: dict[str, str]
-    ) -> tuple[httpx.URL, dict[str, str]] | None:
-        """The redirect target to follow (checked), or `None` for a final response."""
-        status = response.status_code
-        if 200 <= status < 300:
+    def _connect_failed(self, fetch: _Fetch, exc: Exception, last: bool) -> RemoteFetchError | None:
+        """The error to raise for a failed request, or `None` to try the next address."""
+        hc = _import_httpcore()
+        if isinstance(exc, hc.ConnectError) and not last:
             return None
-        location = response.headers.get("location")
+        return self._failure(fetch, "connecting and waiting for the answer", exc)
+
+    def _answered(self, fetch: _Fetch, response: Any) -> bool:
+        """Digest a response's head: `True` if it is the final one, `False` for a redirect.
+
+        A redirect moves `fetch` to the next hop (checked like the first URL); a final
+        answer sets up the body's decoder, checks `Content-Length` against `max_size`,
+        records and reports the `RemoteResponse`.
+        """
+        url, status, headers = fetch.url, response.status, response.headers
+        if 200 <= status < 300:
+            self._describe(fetch, status, headers)
+            return True
+        location = _header(headers, b"location")
         if status not in _REDIRECT_STATUSES or not location:
-            reason = response.reason_phrase or "error"
-            raise self._error(url, f"the server answered {status} {reason}", status=status)
-        if hops >= self.max_redirects:
+            reason = bytes(response.extensions.get("reason_phrase") or b"").decode("latin-1")
+            answer = f"{status} {reason}".strip() if reason else f"{status}"
+            raise self._error(url, f"the server answered {answer}", status=status)
+        if fetch.hops >= self.max_redirects:
             raise self._error(
                 url, f"more than {self.max_redirects} redirect(s); the last one was refused"
             )
         target = self._check_url(location, base=url)
-        if (target.scheme, target.raw_host, self._port(target)) != (
-            url.scheme,
-            url.raw_host,
-            self._port(url),
-        ):
-            headers = {k: v for k, v in headers.items() if k.lower() not in _SENSITIVE_HEADERS}
-        return target, headers
+        if _origin(target) != _origin(url):
+            # Leaving the origin: from now on only what the caller said may go anywhere.
+            fetch.headers = [(k, v) for k, v in fetch.headers if k.lower() in self.forward_headers]
+        fetch.url, fetch.hops = target, fetch.hops + 1
+        return False
 
-    def _describe(self, url: httpx.URL, response: httpx.Response) -> RemoteResponse:
-        length_header = response.headers.get("content-length")
+    def _describe(self, fetch: _Fetch, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        from ._fetch import BodyDecoder, UndecodableBodyError
+
+        url = fetch.url
+        try:
+            fetch.decoder = BodyDecoder(_header(headers, b"content-encoding"), piece=_READ_CHUNK)
+        except UndecodableBodyError as exc:
+            raise self._error(url, str(exc)) from None
+        length_header = _header(headers, b"content-length")
         length = int(length_header) if length_header and length_header.isdigit() else None
         info = RemoteResponse(
             url=_display_url(url),
-            status=response.status_code,
-            content_type=_mime_type(response.headers.get("content-type")),
+            status=status,
+            content_type=_mime_type(_header(headers, b"content-type")),
             content_length=length,
-            filename=filename_from_content_disposition(response.headers.get("content-disposition"))
+            filename=filename_from_content_disposition(_header(headers, b"content-disposition"))
             or _url_filename(url),
         )
-        encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
         if (
             self.max_size is not None
             and length is not None
-            and not encoded
+            and not fetch.decoder.codings
             and length > self.max_size
         ):
             raise FileTooLargeError(limit=self.max_size, size_seen=length)
         self.response = info
         if self.on_response is not None:
             self.on_response(info)
-        return info
 
-    def _count(self, chunk: bytes) -> bytes:
-        self._size += len(chunk)
-        if self.max_size is not None and self._size > self.max_size:
-            raise FileTooLargeError(limit=self.max_size, size_seen=self._size)
-        return chunk
+    def _decoded(self, fetch: _Fetch, raw: bytes | None) -> Iterator[bytes]:
+        """Decode one raw chunk (`None`: the end of the body), counting against `max_size`."""
+        from ._fetch import UndecodableBodyError
+
+        decoder = fetch.decoder
+        assert decoder is not None  # set with the final response
+        try:
+            for piece in decoder.feed(raw) if raw is not None else decoder.finish():
+                fetch.size += len(piece)
+                self._size = fetch.size
+                if self.max_size is not None and fetch.size > self.max_size:
+                    raise FileTooLargeError(limit=self.max_size, size_seen=fetch.size)
+                yield piece
+        except UndecodableBodyError as exc:
+            raise self._error(fetch.url, f"the body cannot be decoded: {exc}") from None
 
     # -- sync reading ---------------------------------------------------------------------------
-    def _open_sync(self) -> Iterator[bytes]:
-        hx = _import_httpx()
-        url, headers, hops = self._url, dict(self._headers), 0
-        client = hx.Client(**self._client_options())
-        self._client = client
-        try:
+    def _stream_sync(self) -> Generator[bytes, None, None]:
+        """The whole fetch, sync: yields the decoded body in pieces of at most 64 KiB."""
+        from ._fetch import DeadlineBackend
+
+        hc = _import_httpcore()
+        fetch = self._start()
+        backend = DeadlineBackend(fetch.deadline)
+        context = _ssl_context(self._verify)
+        with hc.ConnectionPool(ssl_context=context, network_backend=backend) as pool:
             while True:
-                response = self._send_sync(client, url, headers)
-                hop = self._next_hop(url, response, hops, headers)
-                if hop is None:
+                self._resolve(fetch)
+                response = self._send_sync(pool, fetch)
+                try:
+                    final = self._answered(fetch, response)
+                except BaseException:
+                    response.close()
+                    raise
+                if final:
                     break
                 response.close()
-                (url, headers), hops = hop, hops + 1
-            self._response = response
-            self._describe(url, response)
-            return response.iter_bytes()  # type: ignore[no-any-return]
-        except BaseException:
-            self.close()
-            raise
-
-    def _send_sync(self, client: Any, url: httpx.URL, headers: Mapping[str, str]) -> Any:
-        hx = _import_httpx()
-        addresses = self._resolve(url)
-        for index, address in enumerate(addresses):
             try:
-                return client.send(self._request(client, url, address, headers), stream=True)
-            except hx.ConnectError as exc:
-                if index == len(addresses) - 1:
-                    raise self._error(url, "cannot connect", exc) from exc
-            except hx.TimeoutException as exc:
-                raise self._error(url, "timed out", exc) from exc
-            except hx.HTTPError as exc:
-                raise self._error(url, "the request failed", exc) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+                try:
+                    for raw in response.iter_stream():
+                        yield from self._decoded(fetch, raw)
+                except _http_errors(hc) as exc:
+                    raise self._failure(fetch, "reading the body", exc) from exc
+                yield from self._decoded(fetch, None)
+            finally:
+                response.close()
+
+    def _send_sync(self, pool: Any, fetch: _Fetch) -> Any:
+        hc = _import_httpcore()
+        for request, last in self._requests(fetch):
+            try:
+                return pool.handle_request(request)
+            except _http_errors(hc) as exc:
+                error = self._connect_failed(fetch, exc, last)
+                if error is not None:
+                    raise error from exc
+        raise AssertionError("unreachable")  # pragma: no cover - the last address raises
 
     def read(self, size: int = -1) -> bytes:
         """Read up to `size` bytes (all that is left for a negative size); `b""` at the end.
@@ -626,8 +806,9 @@ class RemoteSource:
 
         Raises:
             ForbiddenAddressError: If the URL or a redirect leads to a blocked address.
-            RemoteFetchError: For a non-2xx answer, too many redirects, a timeout or a
-                network failure.
+            RemoteTimeoutError: When a wait passes `timeout` or the fetch its `deadline`.
+            RemoteFetchError: For a non-2xx answer, too many redirects, a body that
+                cannot be decoded or a network failure.
             FileTooLargeError: When the body passes `max_size`.
 
         Example:
@@ -643,26 +824,18 @@ class RemoteSource:
         if self._closed:
             raise ValueError("This RemoteSource was closed; seek(0) to fetch the URL again.")
         if self._chunks is None:
-            self._chunks = self._open_sync()
-        hx = _import_httpx()
+            self._chunks = self._stream_sync()
         while not self._buffer:
             try:
                 chunk = next(self._chunks, None)
-            except hx.TimeoutException as exc:
+            except BaseException:
                 self.close()
-                raise self._error(self._url, "timed out while reading", exc) from exc
-            except hx.HTTPError as exc:
-                self.close()
-                raise self._error(self._url, "the download failed", exc) from exc
+                raise
             if chunk is None:
                 self.close()
                 self._done = True  # after close(): a complete body, not an interrupted one
                 return b""
-            try:
-                self._buffer = self._count(chunk)
-            except BaseException:
-                self.close()
-                raise
+            self._buffer = chunk
         data: bytes = self._buffer[:size]
         self._buffer = self._buffer[size:]
         self._position += len(data)
@@ -670,59 +843,57 @@ class RemoteSource:
 
     # -- async reading --------------------------------------------------------------------------
     def __aiter__(self) -> AsyncIterator[bytes]:
-        """Download the body chunk by chunk with `httpx.AsyncClient`.
+        """Download the body chunk by chunk with httpcore's async pool.
 
         Raises the same errors as `read`.
         """
-        return self._aiter_chunks()
+        return self._stream_async()
 
-    async def _send_async(self, client: Any, url: httpx.URL, headers: Mapping[str, str]) -> Any:
-        hx = _import_httpx()
-        addresses = await self._resolve_async(url)
-        for index, address in enumerate(addresses):
-            try:
-                return await client.send(self._request(client, url, address, headers), stream=True)
-            except hx.ConnectError as exc:
-                if index == len(addresses) - 1:
-                    raise self._error(url, "cannot connect", exc) from exc
-            except hx.TimeoutException as exc:
-                raise self._error(url, "timed out", exc) from exc
-            except hx.HTTPError as exc:
-                raise self._error(url, "the request failed", exc) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+    async def _stream_async(self) -> AsyncIterator[bytes]:
+        """The whole fetch, async: the same steps as `_stream_sync`, awaited."""
+        from ._fetch import AsyncDeadlineBackend
 
-    async def _aiter_chunks(self) -> AsyncIterator[bytes]:
-        hx = _import_httpx()
-        url, headers, hops = self._url, dict(self._headers), 0
-        self._size = 0
-        async with hx.AsyncClient(**self._client_options()) as client:
+        hc = _import_httpcore()
+        fetch = self._start()
+        backend = AsyncDeadlineBackend(fetch.deadline)
+        context = _ssl_context(self._verify)
+        async with hc.AsyncConnectionPool(ssl_context=context, network_backend=backend) as pool:
             while True:
-                response = await self._send_async(client, url, headers)
+                await self._resolve_async(fetch)
+                response = await self._send_async(pool, fetch)
                 try:
-                    hop = self._next_hop(url, response, hops, headers)
-                    if hop is None:
-                        self._describe(url, response)
+                    final = self._answered(fetch, response)
                 except BaseException:
                     await response.aclose()
                     raise
-                if hop is None:
+                if final:
                     break
                 await response.aclose()
-                (url, headers), hops = hop, hops + 1
             try:
-                async for chunk in response.aiter_bytes():
-                    yield self._count(chunk)
-            except hx.TimeoutException as exc:
-                raise self._error(url, "timed out while reading", exc) from exc
-            except hx.HTTPError as exc:
-                raise self._error(url, "the download failed", exc) from exc
+                try:
+                    async for raw in response.aiter_stream():
+                        for piece in self._decoded(fetch, raw):
+                            yield piece
+                except _http_errors(hc) as exc:
+                    raise self._failure(fetch, "reading the body", exc) from exc
+                for piece in self._decoded(fetch, None):
+                    yield piece
             finally:
                 await response.aclose()
 
+    async def _send_async(self, pool: Any, fetch: _Fetch) -> Any:
+        hc = _import_httpcore()
+        for request, last in self._requests(fetch):
+            try:
+                return await pool.handle_async_request(request)
+            except _http_errors(hc) as exc:
+                error = self._connect_failed(fetch, exc, last)
+                if error is not None:
+                    raise error from exc
+        raise AssertionError("unreachable")  # pragma: no cover - the last address raises
+
     # -- rewinding --------------------------------------------------------------------------------
     def _reset(self) -> None:
-        self._client = None
-        self._response = None
         self._chunks = None
         self._buffer = b""
         self._position = 0
@@ -756,12 +927,44 @@ class RemoteSource:
 
     def close(self) -> None:
         """Close the connection of a sync download in progress (idempotent)."""
-        response, client = self._response, self._client
-        self._response = self._client = None
-        if self._chunks is not None or client is not None:
+        chunks, self._chunks = self._chunks, None
+        if chunks is not None:
             self._closed = True
-        self._chunks = None
-        if response is not None:
-            response.close()
-        if client is not None:
-            client.close()
+            chunks.close()  # runs the generator's cleanup: the response and pool close
+
+
+def _http_errors(hc: Any) -> tuple[type[Exception], ...]:
+    """httpcore's exceptions (a network failure, a timeout, a protocol error)."""
+    return (hc.TimeoutException, hc.NetworkError, hc.ProtocolError, hc.UnsupportedProtocol)
+
+
+def _request_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The caller's request headers, checked (no header injection) and without managed ones."""
+    checked = []
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise ValueError(f"Invalid request header name {name!r}.")
+        if not isinstance(value, str) or any(c in value for c in "\r\n\x00"):
+            raise ValueError(f"The value of the request header {name!r} must be one line of text.")
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"The value of the request header {name!r} must be Latin-1 text."
+            ) from None
+        if name.lower() not in _MANAGED_HEADERS:
+            checked.append((name, value))
+    return checked
+
+
+def _forwardable(names: Iterable[str]) -> frozenset[str]:
+    if isinstance(names, str):
+        names = (names,)
+    lowered = frozenset(str(name).lower() for name in names)
+    refused = sorted(lowered & _CREDENTIAL_HEADERS)
+    if refused:
+        raise ValueError(
+            f"forward_headers cannot name {', '.join(refused)}: credentials go to the URL's "
+            "origin only. Follow the redirect yourself if another origin needs them."
+        )
+    return lowered

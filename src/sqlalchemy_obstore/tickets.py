@@ -82,14 +82,13 @@ from .errors import (
     FileTooSmallError,
     InvalidContentTypeError,
     InvalidExtensionError,
-    InvalidFilenameError,
     InvalidUploadTicketError,
     ReplayedUploadTicketError,
     StorageError,
     ValidationError,
 )
 from .file_object import FileObject
-from .keys import KeyFunction, build_key, join_key
+from .keys import KeyFunction, build_key, check_filename, join_key
 from .registry import BackendRegistry, storages
 from .signing import HmacUrlSigner
 from .validation import SNIFF_BYTES, UploadPolicy, _refine, detect_content_type, effective_policy
@@ -794,13 +793,7 @@ class UploadTickets:
     ) -> tuple[_Target, _Claims, timedelta]:
         if not isinstance(filename, str):
             raise ConfigurationError(f"filename must be a string, not {type(filename).__name__}.")
-        try:
-            filename.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidFilenameError(
-                "The filename is not valid Unicode text (it contains a lone surrogate); "
-                "send the name as UTF-8."
-            ) from None
+        check_filename(filename)  # InvalidFilenameError for NUL or a lone surrogate
         resolved = self._resolve(target)
         backend, policy = resolved.backend, resolved.policy
         if policy is not None and (policy.image is not None or policy.validators):
@@ -954,6 +947,7 @@ class UploadTickets:
             ConfigurationError: For an unusable target, or a policy with an
                 `ImagePolicy` or custom validators (they need the bytes).
             InvalidExtensionError: If the policy does not allow the filename.
+            InvalidFilenameError: If the filename holds NUL or a lone surrogate.
             UnsupportedOperationError: If the backend cannot sign URLs (attach a URL
                 signer to local and memory backends, see `signing.HmacUrlSigner`).
             InvalidExpiryError: If the lifetime exceeds the store's limit.

@@ -10,6 +10,7 @@ module must therefore be refused before a connection is attempted.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import re
@@ -20,13 +21,18 @@ import sys
 import textwrap
 import threading
 import time
+import unicodedata
+import zlib
 from collections.abc import Iterator
+from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import create_engine
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -37,11 +43,13 @@ from sqlalchemy_obstore import (
     ForbiddenAddressError,
     MissingDependencyError,
     RemoteFetchError,
+    RemoteTimeoutError,
     SaveOptions,
     StorageError,
     StoredObject,
 )
 from sqlalchemy_obstore.remote import (
+    DEFAULT_DEADLINE,
     RemoteSource,
     check_address,
     filename_from_content_disposition,
@@ -175,6 +183,39 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(503, b"try later")
             else:
                 self._send(200, b"second time lucky", {"Content-Type": "text/plain"})
+        elif path == "/encoded":
+            coding = query["coding"]
+            body, header = encoded_body(coding, int(query.get("size", "100000")))
+            self._send(200, body, {"Content-Encoding": header, "Content-Type": "text/plain"})
+        elif path == "/gzip-bomb":
+            body = gzip_bomb(int(query["mib"]))
+            self._send(200, body, {"Content-Encoding": "gzip"})
+        elif path == "/trickle":
+            self.send_response(200)
+            self.send_header("Content-Length", query.get("count", "200"))
+            self.end_headers()
+            try:
+                for _ in range(int(query.get("count", "200"))):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(float(query.get("interval", "0.1")))
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+        elif path == "/slow-redirect":
+            time.sleep(float(query["delay"]))
+            left = int(query["left"])
+            if left == 0:
+                self._send(200, b"arrived")
+            else:
+                target = f"/slow-redirect?delay={query['delay']}&left={left - 1}"
+                self._send(302, headers={"Location": target})
+        elif path == "/raw-disposition":
+            # The header exactly as given (latin-1 bytes on the wire), untouched by quoting.
+            self.send_response(200)
+            self.send_header("Content-Length", "1")
+            self.send_header("Content-Disposition", query["value"])
+            self.end_headers()
+            self.wfile.write(b"x")
         elif path == "/slow-headers":
             time.sleep(float(query.get("delay", "2")))
             self._send(200, b"late")
@@ -195,6 +236,57 @@ def server() -> Iterator[Server]:
     yield srv
     srv.httpd.shutdown()
     srv.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def other_server() -> Iterator[Server]:
+    """A second origin: the same host, another port."""
+    srv = Server()
+    yield srv
+    srv.httpd.shutdown()
+    srv.httpd.server_close()
+
+
+TEXT = b"hello world, " * 1000
+
+
+def encoded_body(coding: str, size: int) -> tuple[bytes, str]:
+    """`TEXT` (cut to `size`) encoded as the `coding` test case says."""
+    text = (TEXT * (size // len(TEXT) + 1))[:size]
+    if coding == "gzip":
+        return gzip.compress(text), "gzip"
+    if coding == "x-gzip":
+        return gzip.compress(text), "x-gzip"
+    if coding == "gzip-members":  # two gzip members back to back (RFC 1952 allows it)
+        half = len(text) // 2
+        return gzip.compress(text[:half]) + gzip.compress(text[half:]), "gzip"
+    if coding == "gzip-padded":  # trailing zeros after the member, as some servers send
+        return gzip.compress(text) + bytes(16), "gzip"
+    if coding == "gzip-gzip":
+        return gzip.compress(gzip.compress(text)), "gzip, gzip"
+    if coding == "deflate":  # zlib-wrapped, as RFC 9110 says
+        return zlib.compress(text), "deflate"
+    if coding == "deflate-raw":  # raw deflate, as some servers send
+        raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        return raw.compress(text) + raw.flush(), "deflate"
+    if coding == "gzip-truncated":
+        return gzip.compress(text)[:-20], "gzip"
+    if coding == "gzip-corrupt":
+        data = bytearray(gzip.compress(text))
+        data[20:30] = b"\xff" * 10
+        return bytes(data), "gzip"
+    if coding == "triple":
+        return gzip.compress(gzip.compress(gzip.compress(text))), "gzip, gzip, gzip"
+    return text, coding  # "br", "zstd", "compress": labelled, not encoded (refused anyway)
+
+
+@lru_cache(maxsize=4)
+def gzip_bomb(mib: int) -> bytes:
+    """`mib` MiB of zeros, gzip-compressed (about 1000:1), built without holding them."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1024 * 1024)
+    parts = [compressor.compress(block) for _ in range(mib)]
+    return b"".join(parts) + compressor.flush()
 
 
 @pytest.fixture
@@ -492,20 +584,101 @@ def test_redirects_are_followed_up_to_the_limit(server: Server, store: Any) -> N
         ).save()
 
 
-def test_credentials_headers_are_not_sent_to_another_origin(server: Server, store: Any) -> None:
-    headers = {"Authorization": f"Bearer {SECRET}", "X-Trace": "1"}
-    same = FileObject.from_url(
-        server.url("/redirect?to=/echo"), backend=KEY, allow_private=True, headers=headers
+CALLER_HEADERS = {
+    "Authorization": f"Bearer {SECRET}",
+    "Cookie": f"session={SECRET}",
+    "Proxy-Authorization": f"Basic {SECRET}",
+    "X-Api-Key": SECRET,
+    "X-Amz-Security-Token": SECRET,
+    "X-Trace": "trace-1",
+}
+
+
+def echoed_headers(file: FileObject) -> dict[str, str]:
+    echoed: dict[str, str] = json.loads(file.get_content())
+    return echoed
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_every_caller_header_reaches_the_same_origin(
+    server: Server, store: Any, mode: str
+) -> None:
+    url = server.url("/redirect?to=/echo")  # a redirect within the origin
+    file = FileObject.from_url(url, backend=KEY, allow_private=True, headers=CALLER_HEADERS)
+    echoed = echoed_headers(await save(file, mode))
+    for name, value in CALLER_HEADERS.items():
+        assert echoed[name.lower()] == value
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("other_host", ["port", "host"])
+async def test_no_caller_header_follows_a_redirect_to_another_origin(
+    server: Server, other_server: Server, store: Any, mode: str, other_host: str
+) -> None:
+    # Two local origins: another port on 127.0.0.1, or the same port under another name.
+    target = other_server.url("/echo") if other_host == "port" else server.url("/echo", "localhost")
+    url = server.url(f"/redirect?to={quote(target, safe='')}")
+    file = FileObject.from_url(url, backend=KEY, allow_private=True, headers=CALLER_HEADERS)
+    echoed = echoed_headers(await save(file, mode))
+    assert SECRET not in json.dumps(echoed)
+    assert not {name.lower() for name in CALLER_HEADERS} & set(echoed)
+    assert echoed["accept-encoding"] == "identity"  # the fetch's own headers still go
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_forward_headers_names_what_may_follow_a_redirect(
+    server: Server, other_server: Server, store: Any, mode: str
+) -> None:
+    url = server.url(f"/redirect?to={quote(other_server.url('/echo'), safe='')}")
+    file = FileObject.from_url(
+        url,
+        backend=KEY,
+        allow_private=True,
+        headers=CALLER_HEADERS,
+        forward_headers=["x-trace"],  # names are case-insensitive
+    )
+    echoed = echoed_headers(await save(file, mode))
+    assert echoed["x-trace"] == "trace-1"
+    assert SECRET not in json.dumps(echoed)
+
+
+def test_headers_are_not_restored_when_a_redirect_comes_back(
+    server: Server, other_server: Server, store: Any
+) -> None:
+    # origin A -> origin B -> back to A: B chose where the request went, so A's
+    # credentials stay dropped for the rest of the fetch.
+    back = server.url("/echo")
+    hop = other_server.url(f"/redirect?to={quote(back, safe='')}")
+    url = server.url(f"/redirect?to={quote(hop, safe='')}")
+    file = FileObject.from_url(url, backend=KEY, allow_private=True, headers=CALLER_HEADERS)
+    echoed = echoed_headers(file.save())
+    assert SECRET not in json.dumps(echoed)
+
+
+@pytest.mark.parametrize("name", ["Authorization", "cookie", "PROXY-AUTHORIZATION"])
+def test_credentials_headers_cannot_be_forwarded(name: str) -> None:
+    with pytest.raises(ValueError, match="credentials go to the URL's origin only"):
+        RemoteSource("https://example.com/a", forward_headers=[name])
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"X-Evil": "a\r\nInjected: 1"}, {"Bad Name": "x"}, {"X-Nul": "a\x00b"}, {"X-Euro": "€"}],
+)
+def test_request_headers_must_be_valid(headers: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="request header"):
+        RemoteSource("https://example.com/a", headers=headers)
+
+
+def test_managed_headers_cannot_be_overridden(server: Server, store: Any) -> None:
+    headers = {"Host": "evil.test", "Accept-Encoding": "br", "X-Ok": "1"}
+    file = FileObject.from_url(
+        server.url("/echo"), backend=KEY, allow_private=True, headers=headers
     ).save()
-    echoed = json.loads(same.get_content())
-    assert echoed["authorization"] == f"Bearer {SECRET}"
-    other = server.url("/echo", host="localhost")
-    cross = FileObject.from_url(
-        server.url(f"/redirect?to={other}"), backend=KEY, allow_private=True, headers=headers
-    ).save()
-    echoed = json.loads(cross.get_content())
-    assert "authorization" not in echoed
-    assert echoed["x-trace"] == "1"
+    echoed = echoed_headers(file)
+    assert echoed["host"] == f"127.0.0.1:{server.port}"
+    assert echoed["accept-encoding"] == "identity"
+    assert echoed["x-ok"] == "1"
 
 
 # -- errors, timeouts, retries --------------------------------------------------------------------
@@ -594,6 +767,206 @@ def test_a_body_within_max_size_is_stored(server: Server, store: Any) -> None:
         server.url("/large-declared?size=100000"), backend=KEY, allow_private=True, max_size=100000
     ).save()
     assert file.size == 100000
+
+
+# -- compressed bodies: decoded in bounded steps, counted as decoded ---------------------------
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize(
+    "coding",
+    ["gzip", "x-gzip", "gzip-members", "gzip-padded", "gzip-gzip", "deflate", "deflate-raw"],
+)
+async def test_encoded_bodies_are_decoded(
+    server: Server, store: Any, mode: str, coding: str
+) -> None:
+    size = 300_000
+    file = FileObject.from_url(
+        server.url(f"/encoded?coding={coding}&size={size}"), backend=KEY, allow_private=True
+    )
+    await save(file, mode)
+    assert file.get_content() == (TEXT * 300)[:size]
+    assert file.size == size
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("coding", "message"),
+    [
+        ("br", "Content-Encoding 'br'"),
+        ("zstd", "Content-Encoding 'zstd'"),
+        ("compress", "Content-Encoding 'compress'"),
+        ("triple", "stacked 3 content codings"),
+        ("gzip-truncated", "cut short"),
+        ("gzip-corrupt", "corrupt"),
+    ],
+)
+async def test_encodings_that_cannot_be_bounded_or_are_broken_are_refused(
+    server: Server, store: Any, mode: str, coding: str, message: str
+) -> None:
+    file = FileObject.from_url(
+        server.url(f"/encoded?coding={coding}"), backend=KEY, allow_private=True
+    )
+    with pytest.raises(RemoteFetchError, match=re.escape(message)):
+        await save(file, mode)
+    assert stored_paths(store) == []
+    assert file.has_pending_content
+
+
+def test_decoded_pieces_are_bounded(server: Server) -> None:
+    # 64 MiB of zeros in a 64 KiB gzip body: handed on 64 KiB at a time, never at once.
+    source = RemoteSource(server.url("/gzip-bomb?mib=64"), allow_private=True)
+    total, largest = 0, 0
+    while chunk := source.read(10 * 1024 * 1024):
+        total += len(chunk)
+        largest = max(largest, len(chunk))
+    assert total == 64 * 1024 * 1024
+    assert largest <= 64 * 1024
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_max_size_counts_decoded_bytes(server: Server, store: Any, mode: str) -> None:
+    limit = 1024 * 1024
+    file = FileObject.from_url(
+        server.url("/gzip-bomb?mib=64"), backend=KEY, allow_private=True, max_size=limit
+    )
+    with pytest.raises(FileTooLargeError) as info:
+        await save(file, mode)
+    assert limit < info.value.size_seen <= limit + 64 * 1024  # stopped at the passing piece
+    assert stored_paths(store) == []
+
+
+# -- the deadline of the whole fetch ------------------------------------------------------------
+def test_a_deadline_is_on_by_default() -> None:
+    assert DEFAULT_DEADLINE == 300.0
+    assert RemoteSource("https://example.com/a").deadline == DEFAULT_DEADLINE
+    file = FileObject.from_url("https://example.com/a", backend=KEY)
+    assert isinstance(file._content, RemoteSource)
+    assert file._content.deadline == DEFAULT_DEADLINE
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_trickling_server_cannot_outlast_the_deadline(
+    server: Server, store: Any, mode: str
+) -> None:
+    # One byte every 0.1 s keeps every single read well within timeout=2; only the
+    # deadline of the whole fetch stops it (200 bytes would take 20 s).
+    file = FileObject.from_url(
+        server.url("/trickle?interval=0.1&count=200"),
+        backend=KEY,
+        allow_private=True,
+        timeout=2,
+        deadline=1.0,
+    )
+    started = time.monotonic()
+    with pytest.raises(RemoteTimeoutError) as info:
+        await save(file, mode)
+    elapsed = time.monotonic() - started
+    assert 1.0 <= elapsed < 1.6, elapsed
+    assert info.value.deadline is True
+    assert info.value.limit == 1.0
+    assert isinstance(info.value, TimeoutError)
+    assert "deadline of 1 s" in str(info.value)
+    assert stored_paths(store) == []
+    assert file.has_pending_content
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_the_deadline_cuts_a_wait_shorter_than_timeout(
+    server: Server, store: Any, mode: str
+) -> None:
+    # The server answers after 2 s; timeout=10 would wait, the 0.5 s deadline does not.
+    file = FileObject.from_url(
+        server.url("/slow-headers?delay=2"),
+        backend=KEY,
+        allow_private=True,
+        timeout=10,
+        deadline=0.5,
+    )
+    started = time.monotonic()
+    with pytest.raises(RemoteTimeoutError) as info:
+        await save(file, mode)
+    assert time.monotonic() - started < 1.0
+    assert info.value.deadline is True
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_the_deadline_covers_every_redirect(server: Server, store: Any, mode: str) -> None:
+    # Three hops of 0.4 s each: every hop is fast enough, the whole chain is not.
+    file = FileObject.from_url(
+        server.url("/slow-redirect?delay=0.4&left=2"),
+        backend=KEY,
+        allow_private=True,
+        timeout=5,
+        deadline=1.0,
+    )
+    with pytest.raises(RemoteTimeoutError) as info:
+        await save(file, mode)
+    assert info.value.deadline is True
+    fine = FileObject.from_url(
+        server.url("/slow-redirect?delay=0.1&left=2"), backend=KEY, allow_private=True, deadline=5
+    )
+    assert (await save(fine, mode)).get_content() == b"arrived"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_rewound_source_gets_a_fresh_deadline(server: Server, mode: str) -> None:
+    source = RemoteSource(server.url("/trickle?interval=0.05&count=8"), allow_private=True)
+    source.deadline = 0.2
+    with pytest.raises(RemoteTimeoutError):
+        await read_all(source, mode)
+    source.seek(0)
+    source.deadline = 5.0
+    assert await read_all(source, mode) == b"x" * 8
+
+
+async def read_all(source: RemoteSource, mode: str) -> bytes:
+    if mode == "sync":
+        return source.read()
+    return b"".join([chunk async for chunk in source])
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), True])
+def test_deadline_and_timeout_must_be_positive(bad: Any) -> None:
+    with pytest.raises(ValueError, match="deadline must be a positive number"):
+        RemoteSource("https://example.com/a", deadline=bad)
+    with pytest.raises(ValueError, match="timeout must be a positive number"):
+        RemoteSource("https://example.com/a", timeout=bad)
+
+
+# -- names the server suggests are display data, made safe ------------------------------------
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("attachment; filename*=UTF-8''a%ED%B3%80.txt", "a\ufffd\ufffd\ufffd.txt"),  # a surrogate
+        ("attachment; filename*=UTF-8''%E2%80%AEgnp.exe", "gnp.exe"),  # RTL override
+        ("attachment; filename*=UTF-8''a%00b%01c.txt", "abc.txt"),  # NUL, control
+        ("attachment; filename*=UTF-8''..%2F..%2Fetc%2Fpasswd", "passwd"),
+        ('attachment; filename=".htaccess"', "htaccess"),
+    ],
+)
+def test_content_disposition_names_are_sanitised(
+    server: Server, store: Any, value: str, expected: str
+) -> None:
+    file = FileObject.from_url(
+        server.url(f"/raw-disposition?value={quote(value, safe='')}"),
+        backend=KEY,
+        allow_private=True,
+    ).save()
+    assert file.filename == expected
+    assert store.head(file.path).size == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.text(), charset=st.sampled_from(["UTF-8", "iso-8859-1", "nope"]), plain=st.text())
+def test_any_content_disposition_gives_a_storable_name(name: str, charset: str, plain: str) -> None:
+    raw = name.encode("utf-8", "surrogatepass")
+    header = f"attachment; filename={json.dumps(plain)}; filename*={charset}''{quote(raw)}"
+    result = filename_from_content_disposition(header)
+    if result is not None:
+        result.encode("utf-8")  # no lone surrogate: it can be stored and sent in a header
+        assert result
+        assert "/" not in result
+        assert "\\" not in result
+        assert not any(unicodedata.category(c) in {"Cc", "Cf", "Cs"} for c in result)
 
 
 # -- the source itself ----------------------------------------------------------------------------
@@ -773,6 +1146,75 @@ def test_64_mib_download_does_not_hold_the_file_in_memory(
     result = json.loads(completed.stdout)
     assert result["size"] == result["stored_size"] == size
     assert result["growth_mib"] < 40, result
+
+
+BOMB = textwrap.dedent(
+    """
+    import asyncio, json, os, sys
+    from pathlib import Path
+    from sqlalchemy_obstore import FileObject, FileTooLargeError, ObstoreBackend, storages
+
+    def peak():  # VmHWM: the peak resident set size, in bytes
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+
+    url, root, mode, limit = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    storages.register_backend(ObstoreBackend("local", root))
+    small = url.replace("mib=", "mib=1&was=")
+    FileObject.from_url(small, backend="local", allow_private=True).save()
+    asyncio.run(FileObject.from_url(small, backend="local", allow_private=True).save_async())
+
+    before = peak()
+    file = FileObject.from_url(
+        url, backend="local", allow_private=True, max_size=limit or None
+    )
+    outcome = "stored"
+    try:
+        if mode == "sync":
+            file.save(max_concurrency=2)
+        else:
+            asyncio.run(file.save_async(max_concurrency=2))
+    except FileTooLargeError as exc:
+        outcome = f"too large at {exc.size_seen}"
+    print(json.dumps({"growth_mib": (peak() - before) / 2**20, "outcome": outcome,
+                      "size": file.size}), flush=True)
+    os._exit(0)
+    """
+)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="VmHWM is read from /proc")
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("limit_mib", [16, 0])
+def test_a_gzip_bomb_does_not_blow_up_memory(
+    server: Server, tmp_path: Path, mode: str, limit_mib: int
+) -> None:
+    # 256 MiB of zeros in a 256 KiB gzip body. Refused at 16 MiB, or (without max_size)
+    # stored whole; either way the process never holds more than a few pieces of it.
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            BOMB,
+            server.url("/gzip-bomb?mib=256"),
+            str(tmp_path),
+            mode,
+            str(limit_mib * 1024 * 1024),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout)
+    if limit_mib:
+        assert result["outcome"].startswith("too large at "), result
+    else:
+        assert (result["outcome"], result["size"]) == ("stored", 256 * 1024 * 1024), result
+    # Measured: 9-16 MiB (before bounded decoding: 127 MiB refused, 197-284 MiB stored).
+    assert result["growth_mib"] < 32, result
 
 
 # -- https: pinned to the vetted address, certificate checked against the host name ------------

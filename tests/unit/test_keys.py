@@ -17,6 +17,7 @@ from sqlalchemy_obstore.keys import (
     DEFAULT_FILENAME,
     MAX_FILENAME_BYTES,
     build_key,
+    check_filename,
     join_key,
     key_safe_name,
     uuid_key,
@@ -371,3 +372,31 @@ def test_sanitize_drive_leftovers_is_idempotent(name: str) -> None:
     result = sanitize_filename(name)
     assert ":" not in result[:2]
     assert sanitize_filename(result) == result
+
+
+# -- check_filename: what no store can keep is refused ---------------------------------------
+@pytest.mark.parametrize("name", ["a.txt", "résumé.pdf", "\u202egnp.exe", "a\x01b", "💾", ""])
+def test_check_filename_keeps_storable_names_as_given(name: str) -> None:
+    assert check_filename(name) == name
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("a\udc80.txt", "lone surrogate"),
+        ("\ud800", "lone surrogate"),
+        ("a\x00b.txt", "NUL character"),
+        (b"a.txt", "must be a string"),
+        (None, "must be a string"),
+    ],
+)
+def test_check_filename_refuses_what_cannot_be_stored(name: object, reason: str) -> None:
+    with pytest.raises(InvalidFilenameError, match=reason) as info:
+        check_filename(name)  # type: ignore[arg-type]
+    assert isinstance(info.value, ValueError)
+    str(info.value).encode("utf-8")  # the message itself is printable
+
+
+@given(st.text(alphabet=st.characters(exclude_categories=())))
+def test_a_sanitised_name_always_passes_check_filename(name: str) -> None:
+    assert check_filename(sanitize_filename(name)) == sanitize_filename(name)
