@@ -52,9 +52,11 @@ from ..errors import (
     BackendNotFoundError,
     ConfigurationError,
     FileTooLargeError,
+    InvalidFileObjectError,
     ObjectExistsError,
     ObjectNotFoundError,
     SignedURLError,
+    StoragePermissionError,
 )
 from ..file_object import FileObject
 from ..registry import BackendRegistry
@@ -657,7 +659,22 @@ class FileDownload:
         except ObjectNotFoundError:
             await send_text(send, 404, "The file does not exist (any more).")
             return
+        except _REFUSED_KEYS as exc:
+            await send_text(send, *_refused_key(exc))
+            return
         await send_plan(send, plan.status, plan.headers, body)
+
+
+_REFUSED_KEYS = (InvalidFileObjectError, StoragePermissionError)
+"""A key the backend refuses to touch: malformed (`InvalidObjectPathError`), or leading
+out of a local-files root (`PathEscapeError`), or a store that denies access."""
+
+
+def _refused_key(exc: Exception) -> tuple[int, str]:
+    """The status and text that answer a refused key (400 malformed, 403 refused)."""
+    if isinstance(exc, InvalidFileObjectError):
+        return 400, "The object path is malformed."
+    return 403, "Forbidden: the store refuses this object."
 
 
 # -- the signed-URL route -----------------------------------------------------------------------
@@ -815,6 +832,9 @@ class SignedStorageRoute:
         except ObjectNotFoundError:
             await send_text(send, 404, "The object does not exist.")
             return
+        except _REFUSED_KEYS as exc:
+            await send_text(send, *_refused_key(exc))
+            return
         await send_plan(send, plan.status, plan.headers, body)
 
     async def _ticket_refusal(self, ticket: str | None) -> tuple[int, str] | None:
@@ -854,7 +874,12 @@ class SignedStorageRoute:
         if refusal is not None:
             await send_text(send, *refusal)
             return
-        if await backend.exists_async(path):
+        try:
+            exists = await backend.exists_async(path)
+        except _REFUSED_KEYS as exc:
+            await send_text(send, *_refused_key(exc))
+            return
+        if exists:
             await send_text(send, 409, _EXISTS)
             return
         content_type = _safe_content_type(headers.get("content-type"), _leaf(path))
@@ -880,6 +905,9 @@ class SignedStorageRoute:
             return
         except ObjectExistsError:
             await send_text(send, 409, _EXISTS)
+            return
+        except _REFUSED_KEYS as exc:
+            await send_text(send, *_refused_key(exc))
             return
         except _TicketRedeemed:
             await send_text(send, 409, _REDEEMED)
