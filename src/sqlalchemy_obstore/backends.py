@@ -517,6 +517,55 @@ _KNOWN_SCHEMES = (
 )
 
 
+# The request knobs a web application tunes, as plain keywords; each is folded into
+# obstore's nested `client_options` / `retry_config`. (name → (nested dict, obstore key))
+_REQUEST_KNOBS: dict[str, tuple[str, str]] = {
+    "timeout": ("client_options", "timeout"),
+    "connect_timeout": ("client_options", "connect_timeout"),
+    "max_retries": ("retry_config", "max_retries"),
+    "retry_timeout": ("retry_config", "retry_timeout"),
+}
+
+
+def _knob_duration(name: str, value: object) -> timedelta:
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise ConfigurationError(
+            f"{name} must be a number of seconds or a timedelta, not {type(value).__name__}."
+        )
+    if not seconds > 0:
+        raise ConfigurationError(f"{name} must be positive, got {seconds:g} seconds.")
+    return timedelta(seconds=seconds)
+
+
+def _fold_request_knobs(config: dict[str, Any]) -> None:
+    """Move `timeout`, `connect_timeout`, `max_retries`, `retry_timeout` into obstore's dicts.
+
+    Raises:
+        ConfigurationError: For a bad value, or a knob also set in the nested dict.
+    """
+    for name, (group, key) in _REQUEST_KNOBS.items():
+        if name not in config:
+            continue
+        value = config.pop(name)
+        if name == "max_retries":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigurationError(f"max_retries must be a whole number >= 0, got {value!r}.")
+            folded: object = value
+        else:
+            folded = _knob_duration(name, value)
+        nested = dict(config.get(group) or {})
+        if key in nested:
+            raise ConfigurationError(
+                f"{name} is given twice: as a keyword and in {group}[{key!r}]; keep one."
+            )
+        nested[key] = folded
+        config[group] = nested
+
+
 def _build_store(fs: str | Path, config: dict[str, Any]) -> ObjectStore:
     if isinstance(fs, Path):
         fs.mkdir(parents=True, exist_ok=True)
@@ -541,6 +590,7 @@ def _build_store(fs: str | Path, config: dict[str, Any]) -> ObjectStore:
             f"Unsupported storage URL scheme {scheme or '(none)'!r} in {redact(fs)!r}; "
             f"use one of: {_KNOWN_SCHEMES}."
         )
+    _fold_request_knobs(config)
     if scheme in {"s3", "s3a"}:
         # Copies that must not overwrite need this on S3; AWS and the usual
         # S3-compatible servers support it.
@@ -695,6 +745,10 @@ class ObstoreBackend(Backend):
         **config: Passed through to obstore: `aws_*`/`google_*`/`azure_*` keys (or their
             short forms such as `region`), `client_options`, `retry_config`,
             `credential_provider`. Unknown keys fail here, not at the first request.
+            Four request knobs may also be given directly (S3, GCS, Azure): `timeout`
+            and `connect_timeout` (seconds or a `timedelta`; obstore's defaults are 30 s
+            and 5 s), `max_retries` (default 10) and `retry_timeout` (default 3
+            minutes); they go into `client_options` / `retry_config`.
 
     Raises:
         UnsupportedSchemeError: If the URL scheme is not a storage scheme.
