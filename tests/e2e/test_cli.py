@@ -218,7 +218,16 @@ def test_gc_reports_orphans_and_deletes_only_when_confirmed(
         "orphaned": 0,
         "deleted": 0,
         "bytes_freed": 0,
+        "incomplete_uploads": 0,
+        "incomplete_uploads_stale": 0,
+        "incomplete_uploads_aborted": 0,
     }
+    # ... and says which ones it kept as too young
+    assert set(report["backends"]["files"]["too_young_paths"]) == orphans
+    assert report["unsafe_grace_period"] is False
+    kept = app.run("gc")
+    assert "Too young, kept" in kept.stdout
+    assert all(f"files: {path}" in kept.stdout for path in orphans)
 
     dry = app.run("gc", "--grace-period", "0", "--json")
     assert dry.code == EXIT_OK, dry
@@ -235,9 +244,20 @@ def test_gc_reports_orphans_and_deletes_only_when_confirmed(
     assert "Traceback" not in refused.stderr
     assert app.objects() == referenced | orphans
 
-    deleted = app.run("gc", "--delete", "--yes", "--grace-period", "0s", "--json")
+    # A grace period under the safe floor deletes nothing without the loud override ...
+    unsafe = app.run("gc", "--delete", "--yes", "--grace-period", "5m")
+    assert unsafe.code == EXIT_USAGE, unsafe
+    assert "--unsafe-grace-period" in unsafe.stderr
+    assert "Traceback" not in unsafe.stderr
+    assert app.objects() == referenced | orphans
+    # ... and with it (nothing else writes here), it warns and deletes.
+    deleted = app.run(
+        "gc", "--delete", "--yes", "--grace-period", "0s", "--unsafe-grace-period", "--json"
+    )
     assert deleted.code == EXIT_OK, deleted
+    assert "WARNING: --unsafe-grace-period" in deleted.stderr
     document = deleted.json()
+    assert document["unsafe_grace_period"] is True
     assert document["ok"] is True
     assert document["totals"]["deleted"] == 2
     assert document["totals"]["bytes_freed"] == 2 * len(b"lost bytes")
@@ -262,7 +282,16 @@ def test_gc_on_a_memory_backend_seeded_by_the_app(
     assert (files["scanned"], files["referenced"], files["orphaned"]) == (5, 3, 2)
     assert all(path.endswith(("/lost-0.txt", "/lost-1.txt")) for path in files["orphan_paths"])
 
-    real = app.run("gc", "--delete", "--yes", "--grace-period", "0", "--json", SQLO_CLI_SEED=seed)
+    real = app.run(
+        "gc",
+        "--delete",
+        "--yes",
+        "--grace-period",
+        "0",
+        "--unsafe-grace-period",
+        "--json",
+        SQLO_CLI_SEED=seed,
+    )
     assert real.code == EXIT_OK, real
     totals = real.json()["totals"]
     assert (totals["referenced"], totals["orphaned"], totals["deleted"]) == (3, 2, 2)

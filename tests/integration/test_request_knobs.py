@@ -135,7 +135,9 @@ def test_bad_knob_values_are_refused(knobs: dict[str, Any], message: str) -> Non
 def test_knobs_are_accepted_by_every_network_store() -> None:
     knobs = {"timeout": 5, "connect_timeout": 1, "max_retries": 2, "retry_timeout": 10}
     gcs = ObstoreBackend("g", "gs://bucket/", skip_signature=True, **knobs)
-    azure = ObstoreBackend("a", "az://container/", account_name="acct", skip_signature=True, **knobs)
+    azure = ObstoreBackend(
+        "a", "az://container/", account_name="acct", skip_signature=True, **knobs
+    )
     assert (gcs.kind, azure.kind) == ("gcs", "azure")
     with pytest.raises(ConfigurationError, match="memory:// takes no configuration"):
         ObstoreBackend("m", "memory://", timeout=1)
