@@ -407,3 +407,17 @@ def test_stores_without_listable_uploads_say_what_applies(
     report = collect_garbage(sqlite_engine, base)
     assert report.backends["mem"].incomplete_uploads.checked is False
     assert report.backends["mem"].incomplete_uploads.note is None  # nothing to say
+
+
+def test_without_httpx_the_uploads_are_reported_as_not_checked(
+    s3: ObstoreBackend, sqlite_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, _ = make_models("s3")
+    base.metadata.create_all(sqlite_engine)
+    monkeypatch.setitem(sys.modules, "httpx", None)  # as if the `http` extra were missing
+    report = collect_garbage(sqlite_engine, base)
+    uploads = report.backends["s3"].incomplete_uploads
+    assert uploads.checked is False
+    assert "pip install 'sqlalchemy-obstore[http]'" in (uploads.note or "")
+    assert report.all_errors == []  # the objects were still collected
+
