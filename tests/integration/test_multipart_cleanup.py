@@ -421,3 +421,85 @@ def test_without_httpx_the_uploads_are_reported_as_not_checked(
     assert "pip install 'sqlalchemy-obstore[http]'" in (uploads.note or "")
     assert report.all_errors == []  # the objects were still collected
 
+
+@pytest.mark.parametrize("store", ["local", "seaweed"])
+@pytest.mark.parametrize("ending", ["client disconnects", "handler cancelled"])
+async def test_the_signed_route_leaves_no_staging_upload(
+    tmp_path: Path, ending: str, store: str, request: pytest.FixtureRequest
+) -> None:
+    """A PUT through the signed-URL route streams into a staging upload; cut it off.
+
+    The route serves local and memory backends; it is run on SeaweedFS too because
+    there a dropped upload would stay (obstore's local store deletes its staging file
+    when the upload is dropped).
+    """
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from sqlalchemy_obstore import BackendRegistry
+    from sqlalchemy_obstore.contrib.starlette import storage_routes
+    from sqlalchemy_obstore.signing import HmacUrlSigner
+
+    signer = HmacUrlSigner("a-signing-secret-of-at-least-32-bytes!!")
+    root = tmp_path / "store"
+    if store == "local":
+        backend = ObstoreBackend("files", root, url_signer=signer)
+    else:
+        config = backend_config(request.getfixturevalue("seaweed_server"), uuid.uuid4().hex)
+        backend = ObstoreBackend("files", config.pop("fs"), url_signer=signer, **config)
+    prefix = backend.prefix or ""
+
+    def staged() -> bool:
+        if store == "local":
+            return any(p.is_file() and p.stat().st_size >= CHUNK for p in root.rglob("*"))
+        return bool(_multipart.list_incomplete_uploads(backend, backend.prefix))
+
+    registry = BackendRegistry()
+    registry.register_backend(backend)
+    app = Starlette(routes=[Mount("/_storage", storage_routes(registry=registry, signer=signer))])
+    target = f"{prefix}/up/big.bin".lstrip("/")
+    url = signer.url_for("files", target, method="PUT", expires=int(time.time()) + 60)
+    path, _, query_string = url.partition("?")
+    sent = 0
+    stop = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent < 12:  # 12 MiB: more than two parts
+            sent += 1
+            return {"type": "http.request", "body": b"u" * (1024 * 1024), "more_body": True}
+        if ending == "client disconnects":
+            return {"type": "http.disconnect"}
+        await stop.wait()  # the client stalls; the server gives up on the request
+        return {"type": "http.disconnect"}
+
+    messages: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "PUT",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+        "query_string": query_string.encode(), "headers": [(b"host", b"testserver")],
+        "server": ("testserver", 80), "client": ("127.0.0.1", 50000),
+    }  # fmt: skip
+    task = asyncio.ensure_future(app(scope, receive, send))
+    if ending == "handler cancelled":
+        deadline = time.monotonic() + 30
+        while not staged():
+            assert time.monotonic() < deadline, "no part was staged"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # the first parts go up
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    else:
+        await asyncio.wait_for(task, timeout=60)
+    assert sent == 12
+    if store == "local":
+        assert [p for p in root.rglob("*") if p.is_file()] == []  # no object, no staging
+    else:
+        assert left(backend) == []
+        assert [info.path for info in backend.list_objects(backend.prefix)] == []
+    assert not backend.exists(target)
