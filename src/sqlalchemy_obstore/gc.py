@@ -92,6 +92,8 @@ from .errors import (
     MissingDependencyError,
     ObjectNotFoundError,
     StorageError,
+    StoragePermissionError,
+    UnsupportedOperationError,
 )
 from .file_object import FileObject
 from .registry import BackendRegistry, storages
@@ -715,7 +717,10 @@ class _Collector:
             return
         try:
             found = _multipart.list_incomplete_uploads(backend, backend.prefix)
-        except MissingDependencyError as exc:
+        except (MissingDependencyError, StoragePermissionError, UnsupportedOperationError) as exc:
+            # Not a failure of the collection: the objects were collected; say why the
+            # uploads were not (a missing extra, a right not granted, a server without
+            # the call), and let the lifecycle rule do that job.
             uploads.note = f"not checked: {exc}"
             return
         except StorageError as exc:

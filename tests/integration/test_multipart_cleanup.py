@@ -503,3 +503,26 @@ async def test_the_signed_route_leaves_no_staging_upload(
         assert left(backend) == []
         assert [info.path for info in backend.list_objects(backend.prefix)] == []
     assert not backend.exists(target)
+
+
+def test_a_refused_listing_is_a_note_not_a_failed_collection(
+    s3: ObstoreBackend, sqlite_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A role without s3:ListBucketMultipartUploads: objects are still collected, exit 0."""
+    base, _ = make_models("s3")
+    base.metadata.create_all(sqlite_engine)
+    orphan = FileObject(filename="lost.txt", content=b"lost", backend="s3").save()
+    denied = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+
+    def refused(target: Any, operation: Any) -> Any:
+        next(operation)  # what the store answers a role without the right
+        return operation.send(_multipart.Response(403, denied))
+
+    monkeypatch.setattr(_multipart, "_run", refused)
+    report = collect_garbage(sqlite_engine, base, clock=later(2 * 86400), dry_run=False)
+    assert report.all_errors == []
+    assert report.deleted == 1
+    assert not s3.exists(orphan.path or "")
+    uploads = report.backends["s3"].incomplete_uploads
+    assert uploads.checked is False
+    assert "s3:ListBucketMultipartUploads" in (uploads.note or "")
