@@ -1212,13 +1212,6 @@ class ObstoreBackend(Backend):
                     with suppress(RuntimeError):  # still running in obstore's runtime
                         await generator.aclose()
             _close_body(source)
-            if isinstance(exc, _BodyAborted):
-                raise StorageOperationError(
-                    f"put failed on backend {self.key!r}: the upload was aborted.",
-                    backend=self.key,
-                    path=path,
-                    operation="put",
-                ) from exc
             if (error := self._translate(exc, "put", path)) is not None:
                 raise error from exc
             raise
