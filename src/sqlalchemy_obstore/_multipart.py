@@ -385,11 +385,25 @@ def _failure(response: Response, target: _Target, what: str) -> StorageError:
     )
 
 
+_TIMESTAMP = re.compile(
+    r"(?P<base>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(?P<fraction>\d+))?(?P<zone>Z|[+-]\d\d:?\d\d)?"
+)
+
+
 def _when(text: str | None) -> datetime:
-    if not text:
+    """An S3 timestamp (`2026-01-02T03:04:05.000Z`, any fraction, any offset) in UTC.
+
+    Unreadable or missing: the epoch, which reads as "long ago" (the collector then
+    looks at the upload's parts before it decides anything).
+    """
+    match = _TIMESTAMP.match((text or "").strip())
+    if match is None:
         return datetime.fromtimestamp(0, timezone.utc)
-    moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    fraction = (match["fraction"] or "")[:6].ljust(6, "0")
+    zone = match["zone"] or "Z"
+    zone = "+00:00" if zone == "Z" else zone if ":" in zone else f"{zone[:3]}:{zone[3:]}"
+    moment = datetime.fromisoformat(f"{match['base']}.{fraction}{zone}")
+    return moment.astimezone(timezone.utc)
 
 
 def _list(target: _Target, prefix: str) -> Operation[list[IncompleteUpload]]:

@@ -297,3 +297,22 @@ def test_a_credential_provider_is_asked() -> None:
 def test_obstore_durations_are_read(text: str, seconds: float) -> None:
     assert mp._seconds(text, 7.0) == seconds
     assert mp._seconds(timedelta(seconds=2), 7.0) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-01-02T03:04:05.000Z", datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
+        ("2026-01-02T03:04:05Z", datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
+        (
+            "2026-01-02T03:04:05.123456789Z",
+            datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=timezone.utc),
+        ),
+        ("2026-01-02T05:04:05+02:00", datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
+        ("2026-01-02T03:04:05", datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
+        ("yesterday", datetime(1970, 1, 1, tzinfo=timezone.utc)),
+        (None, datetime(1970, 1, 1, tzinfo=timezone.utc)),
+    ],
+)
+def test_timestamps_of_every_server_are_read(text: str | None, expected: datetime) -> None:
+    assert mp._when(text) == expected
