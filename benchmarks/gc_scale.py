@@ -185,6 +185,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         engine,
         metadata,
         grace_period=timedelta(0),
+        allow_unsafe_grace_period=True,  # no application writes during the benchmark
         dry_run=args.phase == "dry-run",
         batch_size=args.batch_size,
         report_limit=10,

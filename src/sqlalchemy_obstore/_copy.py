@@ -11,6 +11,7 @@ piece, which holds it in memory once.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
@@ -22,6 +23,7 @@ from .backends import Backend, ObstoreBackend
 
 __all__ = ("SyncWriter", "copy_object", "open_sync_writer")
 
+logger = logging.getLogger("sqlalchemy_obstore.copy")
 _PART_CONCURRENCY = 2  # parts in flight per copy: memory ~ 2 parts (+1 being read)
 
 
@@ -72,12 +74,20 @@ def _obstore_writer(
         file = obs.open_writer(backend.store, path, **options)
     try:
         yield _Writer(backend, path, file)
-    except BaseException:
-        # Closing completes the upload with what was written: remove that partial object.
+    except BaseException as exc:
+        # Leaving the writer with an exception aborts its multipart upload: no partial
+        # object, no incomplete upload (closing would complete it with what was written).
         try:
-            file.close()
-        finally:
-            backend.delete(path)
+            with backend._errors("put", path):
+                file.__exit__(type(exc), exc, exc.__traceback__)
+        except Exception as failure:  # the original error matters more; say what is left
+            logger.warning(
+                "Could not abort the upload to %r in backend %r (%s); an incomplete "
+                "multipart upload may be left: `sqlalchemy-obstore gc` aborts it",
+                path,
+                backend.key,
+                failure,
+            )
         raise
     with backend._errors("put", path):
         file.close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import os
 import re
 import threading
@@ -111,6 +112,7 @@ streamed upload's memory: 4 parts keep it near 20 MiB whatever the file's size (
 own default of 12 costs about 60 MiB). Raise it per save or column for more throughput
 on high-latency links.
 """
+_logger = logging.getLogger("sqlalchemy_obstore.backends")
 _OBSTORE_CHUNK_SIZE = 5 * 1024 * 1024  # obstore's own defaults for put
 _OBSTORE_MAX_CONCURRENCY = 12
 
@@ -553,6 +555,55 @@ _KNOWN_SCHEMES = (
 )
 
 
+# The request knobs a web application tunes, as plain keywords; each is folded into
+# obstore's nested `client_options` / `retry_config`. (name → (nested dict, obstore key))
+_REQUEST_KNOBS: dict[str, tuple[str, str]] = {
+    "timeout": ("client_options", "timeout"),
+    "connect_timeout": ("client_options", "connect_timeout"),
+    "max_retries": ("retry_config", "max_retries"),
+    "retry_timeout": ("retry_config", "retry_timeout"),
+}
+
+
+def _knob_duration(name: str, value: object) -> timedelta:
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise ConfigurationError(
+            f"{name} must be a number of seconds or a timedelta, not {type(value).__name__}."
+        )
+    if not seconds > 0:
+        raise ConfigurationError(f"{name} must be positive, got {seconds:g} seconds.")
+    return timedelta(seconds=seconds)
+
+
+def _fold_request_knobs(config: dict[str, Any]) -> None:
+    """Move `timeout`, `connect_timeout`, `max_retries`, `retry_timeout` into obstore's dicts.
+
+    Raises:
+        ConfigurationError: For a bad value, or a knob also set in the nested dict.
+    """
+    for name, (group, key) in _REQUEST_KNOBS.items():
+        if name not in config:
+            continue
+        value = config.pop(name)
+        if name == "max_retries":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigurationError(f"max_retries must be a whole number >= 0, got {value!r}.")
+            folded: object = value
+        else:
+            folded = _knob_duration(name, value)
+        nested = dict(config.get(group) or {})
+        if key in nested:
+            raise ConfigurationError(
+                f"{name} is given twice: as a keyword and in {group}[{key!r}]; keep one."
+            )
+        nested[key] = folded
+        config[group] = nested
+
+
 def _build_store(fs: str | Path, config: dict[str, Any]) -> ObjectStore:
     if isinstance(fs, Path):
         fs.mkdir(parents=True, exist_ok=True)
@@ -577,6 +628,7 @@ def _build_store(fs: str | Path, config: dict[str, Any]) -> ObjectStore:
             f"Unsupported storage URL scheme {scheme or '(none)'!r} in {redact(fs)!r}; "
             f"use one of: {_KNOWN_SCHEMES}."
         )
+    _fold_request_knobs(config)
     if scheme in {"s3", "s3a"}:
         # Copies that must not overwrite need this on S3; AWS and the usual
         # S3-compatible servers support it.
@@ -788,6 +840,10 @@ class ObstoreBackend(Backend):
         **config: Passed through to obstore: `aws_*`/`google_*`/`azure_*` keys (or their
             short forms such as `region`), `client_options`, `retry_config`,
             `credential_provider`. Unknown keys fail here, not at the first request.
+            Four request knobs may also be given directly (S3, GCS, Azure): `timeout`
+            and `connect_timeout` (seconds or a `timedelta`; obstore's defaults are 30 s
+            and 5 s), `max_retries` (default 10) and `retry_timeout` (default 3
+            minutes); they go into `client_options` / `retry_config`.
 
     Raises:
         UnsupportedSchemeError: If the URL scheme is not a storage scheme.
@@ -1240,26 +1296,67 @@ class ObstoreBackend(Backend):
             # A memory store never waits: its sync call is the same work without the
             # round trip through obstore's async runtime.
             return self._put_now(path, body, options)
+        source = body
         pulled = None
         if type(body) is not bytes and isinstance(body, Iterator):
             # obstore would pull a sync iterator inside its runtime, where a body that
             # makes a sync obstore call (another backend's iter_chunks) panics.
             pulled = _PulledInAThread(body)
             body = pulled.chunks()
+        guard = None
+        if _multipart_possible(body, options, chunk_size):
+            guard = _Abortable(_async_chunks(body, chunk_size))
+            body = guard.chunks()
         try:
-            result = await obs.put_async(self.store, path, body, **options)
+            upload = obs.put_async(self.store, path, body, **options)
+            if guard is None:
+                result = await upload
+            else:
+                result = await self._shielded(upload, guard, path)
         except BaseException as exc:
             if pulled is not None:
                 pulled.close()
-            if isinstance(body, AsyncGenerator):
-                with suppress(RuntimeError):  # still running in obstore's runtime
-                    await body.aclose()
-            else:
-                _close_body(body)
+            for generator in (body, source):
+                if isinstance(generator, AsyncGenerator):
+                    with suppress(RuntimeError):  # still running in obstore's runtime
+                        await generator.aclose()
+            _close_body(source)
             if (error := self._translate(exc, "put", path)) is not None:
                 raise error from exc
             raise
         return WriteResult(result.get("e_tag"), result.get("version"))
+
+    async def _shielded(self, upload: Any, guard: _Abortable, path: str) -> Any:
+        """Await obstore's multipart `put_async`; when cancelled, abort the upload first.
+
+        Cancelling the task that awaits obstore's upload would drop it mid-way without
+        an abort: the parts sent so far stay in the store, billed and invisible to
+        listings, until a lifecycle rule or the garbage collector removes them. So the
+        upload runs shielded; a cancellation makes its body fail instead (obstore then
+        aborts the upload itself, as for any failing body), waits a bounded time for
+        that, and re-raises the cancellation. An upload that completed anyway is
+        deleted: the caller never learns its key.
+        """
+        task = asyncio.ensure_future(upload)
+        task.add_done_callback(_retrieve)  # an outcome nobody awaits is no "never retrieved"
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            guard.abort()
+            done, _ = await asyncio.wait({task}, timeout=_ABORT_WAIT_SECONDS)
+            if not done:
+                _logger.warning(
+                    "A cancelled upload to %r in backend %r was still running after %d s; "
+                    "if it is left incomplete, `sqlalchemy-obstore gc` (or a lifecycle rule) "
+                    "aborts it",
+                    path,
+                    self.key,
+                    _ABORT_WAIT_SECONDS,
+                )
+            elif not task.cancelled() and task.exception() is None:
+                with suppress(Exception):
+                    await obs.delete_async(self.store, path)
+            raise
 
     @property
     def _copy_drops_attributes(self) -> bool:
@@ -1775,6 +1872,77 @@ class _PulledInAThread:
     def close(self) -> None:
         self._closed = True
         _close_body(self._body)
+
+
+_ABORT_WAIT_SECONDS = 30
+"""How long a cancelled `put_async` waits for obstore to abort its multipart upload."""
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _multipart_possible(body: Any, options: Mapping[str, Any], chunk_size: int) -> bool:
+    """Whether obstore may run `body` as a multipart upload with these put options."""
+    if options.get("mode") is not None or options.get("use_multipart") is False:
+        return False  # a conditional put is always a single request
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return options.get("use_multipart") is True or memoryview(body).nbytes > chunk_size
+    return True  # obstore sends every iterator body as a multipart upload
+
+
+async def _async_chunks(body: Any, chunk_size: int) -> AsyncIterator[Any]:
+    """`body` as an async iterator (a buffer is cut into `chunk_size` views, not copied)."""
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        view = memoryview(body).cast("B")
+        for start in range(0, view.nbytes, chunk_size):
+            yield view[start : start + chunk_size]
+        return
+    async for chunk in body:
+        yield chunk
+
+
+class _Abortable:
+    """An upload body that can be made to fail from outside (see `_shielded`).
+
+    `abort` makes the next pull raise `_BodyAborted`; a pull in progress (waiting for
+    the caller's source: a request body, a file read) is interrupted at once by
+    cancelling the task obstore runs it in.
+    """
+
+    def __init__(self, source: AsyncIterator[Any]) -> None:
+        self._source = source
+        self._aborted = False
+        self._pulling: asyncio.Task[Any] | None = None
+
+    async def chunks(self) -> AsyncIterator[Any]:
+        try:
+            while True:
+                if self._aborted:
+                    raise _BodyAborted
+                self._pulling = asyncio.current_task()
+                try:
+                    chunk = await self._source.__anext__()
+                except StopAsyncIteration:
+                    return
+                except asyncio.CancelledError:
+                    if self._aborted:
+                        raise _BodyAborted from None
+                    raise
+                finally:
+                    self._pulling = None
+                yield chunk
+        finally:
+            close = getattr(self._source, "aclose", None)
+            if close is not None:
+                with suppress(RuntimeError):
+                    await close()
+
+    def abort(self) -> None:
+        self._aborted = True
+        if self._pulling is not None:
+            self._pulling.cancel()
 
 
 def _is_panic(exc: BaseException) -> bool:

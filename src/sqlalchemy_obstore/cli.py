@@ -4,7 +4,7 @@
 sqlalchemy-obstore gc       --app myapp.models [--delete --yes] [--grace-period 24h]
 sqlalchemy-obstore verify   --app myapp.models [--checksums]
 sqlalchemy-obstore migrate  --app myapp.models --from local --to s3 --yes
-sqlalchemy-obstore backends --app myapp.models
+sqlalchemy-obstore backends --app myapp.models [--check]
 ```
 
 (`python -m sqlalchemy_obstore ...` is the same.) Every command takes the database URL
@@ -22,8 +22,10 @@ line on stderr, without a traceback unless `--debug` is given, and never show se
 Exit codes:
 
 - `0`: success; nothing wrong found.
-- `1`: problems found: broken references (`verify`), orphans in a dry run with
-  `--fail-on-orphans` (`gc`), an incomplete migration (`migrate`).
+- `1`: problems found: broken references (`verify`), orphans (or stale incomplete
+  multipart uploads) in a dry run with `--fail-on-orphans` (`gc`), an incomplete
+  migration (`migrate`), a bucket without a rule that aborts incomplete multipart
+  uploads (`backends --check`).
 - `2`: usage or configuration error: a bad option, a missing `--yes`, a module that
   cannot be imported, a backend that is not registered, a missing table.
 - `3`: the database or a storage backend is unreachable, or an operation on it failed.
@@ -62,10 +64,12 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from . import _multipart
 from .backends import Backend
 from .errors import ConfigurationError, StorageError, redact
 from .gc import (
     DEFAULT_GRACE_PERIOD,
+    MIN_GRACE_PERIOD,
     FileColumn,
     GarbageReport,
     VerificationReport,
@@ -113,6 +117,14 @@ class _Failure(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def _seconds_text(delta: timedelta) -> str:
+    total = int(delta.total_seconds())
+    for unit, size in (("h", 3600), ("m", 60)):
+        if total and total % size == 0:
+            return f"{total // size}{unit}"
+    return f"{total}s"
 
 
 # -- argument parsing ---------------------------------------------------------------------------
@@ -229,7 +241,15 @@ def _parser() -> argparse.ArgumentParser:
         type=_duration,
         default=DEFAULT_GRACE_PERIOD,
         metavar="DURATION",
-        help="keep unreferenced objects younger than this (24h, 30m, 90s, 7d; default 24h)",
+        help="keep unreferenced objects younger than this (24h, 30m, 90s, 7d; default 24h); "
+        f"--delete refuses less than {_seconds_text(MIN_GRACE_PERIOD)}",
+    )
+    gc.add_argument(
+        "--unsafe-grace-period",
+        action="store_true",
+        help=f"let --delete use a grace period under {_seconds_text(MIN_GRACE_PERIOD)}: "
+        "uploads of transactions in flight are deleted and their rows break; only when "
+        "no application is writing",
     )
     gc.add_argument(
         "--backend",
@@ -284,13 +304,20 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--concurrency", type=_positive, default=8, metavar="N")
     migrate.add_argument("--batch-size", type=_positive, default=500, metavar="N")
 
-    sub.add_parser(
+    backends = sub.add_parser(
         "backends",
         parents=[common],
         help="list the registered backends and check that each is reachable",
         description="List every registered backend (without secrets) and check it: one "
         "listing page under its prefix. With a database URL, the database is checked too.",
         epilog=_EPILOG,
+    )
+    backends.add_argument(
+        "--check",
+        action="store_true",
+        help="also check the store's settings: whether the bucket aborts incomplete "
+        "multipart uploads by itself (an AbortIncompleteMultipartUpload lifecycle rule); "
+        "exit 1 when an S3 bucket has none",
     )
     return parser
 
@@ -660,14 +687,6 @@ def _table(headers: Sequence[str] | None, rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _seconds(delta: timedelta) -> str:
-    total = int(delta.total_seconds())
-    for unit, size in (("h", 3600), ("m", 60)):
-        if total and total % size == 0:
-            return f"{total // size}{unit}"
-    return f"{total}s"
-
-
 class _Output:
     def __init__(self, args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> None:
         self.args = args
@@ -692,6 +711,19 @@ def _isatty(stream: IO[str]) -> bool:
 
 
 # -- commands -------------------------------------------------------------------------------------
+def _uploads_document(uploads: Any) -> dict[str, Any]:
+    return {
+        "checked": uploads.checked,
+        "note": uploads.note,
+        "found": uploads.found,
+        "too_young": uploads.too_young,
+        "stale": uploads.stale,
+        "aborted": uploads.aborted,
+        "stale_paths": list(uploads.stale_paths),
+        "too_young_paths": list(uploads.too_young_paths),
+    }
+
+
 def _gc_document(report: GarbageReport, grace: timedelta, code: int) -> dict[str, Any]:
     return {
         "command": "gc",
@@ -701,6 +733,8 @@ def _gc_document(report: GarbageReport, grace: timedelta, code: int) -> dict[str
         "started_at": report.started_at.isoformat(),
         "cutoff": report.cutoff.isoformat(),
         "grace_period_seconds": grace.total_seconds(),
+        "min_grace_period_seconds": MIN_GRACE_PERIOD.total_seconds(),
+        "unsafe_grace_period": report.unsafe_grace_period,
         "references": report.references,
         "totals": {
             "scanned": report.scanned,
@@ -709,6 +743,9 @@ def _gc_document(report: GarbageReport, grace: timedelta, code: int) -> dict[str
             "orphaned": report.orphaned,
             "deleted": report.deleted,
             "bytes_freed": report.bytes_freed,
+            "incomplete_uploads": report.incomplete_uploads,
+            "incomplete_uploads_stale": report.incomplete_uploads_stale,
+            "incomplete_uploads_aborted": report.incomplete_uploads_aborted,
         },
         "backends": {
             key: {
@@ -721,6 +758,9 @@ def _gc_document(report: GarbageReport, grace: timedelta, code: int) -> dict[str
                 "bytes_freed": b.bytes_freed,
                 "orphan_paths": list(b.orphan_paths),
                 "orphan_paths_truncated": b.orphan_paths_truncated,
+                "too_young_paths": list(b.too_young_paths),
+                "too_young_paths_truncated": b.too_young_paths_truncated,
+                "incomplete_uploads": _uploads_document(b.incomplete_uploads),
                 "errors": list(b.errors),
             }
             for key, b in report.backends.items()
@@ -739,6 +779,24 @@ def _cmd_gc(args: argparse.Namespace, out: _Output) -> int:
         )
     if args.grace_period < timedelta(0):
         raise _Failure(EXIT_USAGE, "--grace-period must not be negative.")
+    unsafe = args.grace_period < MIN_GRACE_PERIOD
+    if unsafe and not dry_run and not args.unsafe_grace_period:
+        raise _Failure(
+            EXIT_USAGE,
+            f"refusing --delete with --grace-period {_seconds_text(args.grace_period)}: "
+            f"under {_seconds_text(MIN_GRACE_PERIOD)} it would delete uploads of "
+            "transactions that have not committed yet, and their rows would point at "
+            f"nothing. Use --grace-period {_seconds_text(MIN_GRACE_PERIOD)} or more (default "
+            f"{_seconds_text(DEFAULT_GRACE_PERIOD)}), or add --unsafe-grace-period only when "
+            "no application is writing.",
+        )
+    if unsafe and not dry_run:
+        out.stderr.write(
+            f"{PROG}: WARNING: --unsafe-grace-period: deleting with a grace period of "
+            f"{_seconds_text(args.grace_period)} (under the "
+            f"{_seconds_text(MIN_GRACE_PERIOD)} floor); uploads of transactions in flight "
+            "will be deleted.\n"
+        )
     columns = _file_columns(args)
     database = _database(args)
     assert database is not None
@@ -751,6 +809,7 @@ def _cmd_gc(args: argparse.Namespace, out: _Output) -> int:
         "batch_size": args.batch_size,
         "report_limit": args.report_limit,
         "progress": out.progress,
+        "allow_unsafe_grace_period": args.unsafe_grace_period,
     }
 
     def work(engine: Engine) -> GarbageReport:
@@ -768,19 +827,29 @@ def _cmd_gc(args: argparse.Namespace, out: _Output) -> int:
         out.progress.close()
     if report.all_errors:
         code = EXIT_UNAVAILABLE
-    elif dry_run and args.fail_on_orphans and report.orphaned:
+    elif dry_run and args.fail_on_orphans and (report.orphaned or report.incomplete_uploads_stale):
         code = EXIT_PROBLEMS
     else:
         code = EXIT_OK
     if out.json:
         out.document(_gc_document(report, args.grace_period, code))
         return code
+    _print_gc(report, args.grace_period, dry_run, out)
+    return code
+
+
+def _print_gc(report: GarbageReport, grace: timedelta, dry_run: bool, out: _Output) -> None:
     title = "dry run, nothing deleted" if dry_run else "orphans deleted"
     out.print(
-        f"Garbage collection ({title}); grace period {_seconds(args.grace_period)}, "
+        f"Garbage collection ({title}); grace period {_seconds_text(grace)}, "
         f"cutoff {report.cutoff:%Y-%m-%d %H:%M:%S} UTC; {report.references:,} references "
         "in the database"
     )
+    if report.unsafe_grace_period:
+        out.print(
+            f"Note: the grace period is under the {_seconds_text(MIN_GRACE_PERIOD)} safe floor: "
+            "objects listed as orphans may belong to transactions that have not committed yet."
+        )
     out.print()
     rows = [
         (
@@ -803,14 +872,44 @@ def _cmd_gc(args: argparse.Namespace, out: _Output) -> int:
         out.print()
         out.print("Orphans (delete them with --delete --yes):")
         for key, b in report.backends.items():
-            for path in b.orphan_paths[:20]:
-                out.print(f"  {key}: {path}")
-            more = b.orphaned - min(len(b.orphan_paths), 20)
-            if more > 0:
-                out.print(f"  {key}: ... and {more:,} more (--json lists up to --report-limit)")
+            _print_paths(out, key, b.orphan_paths, b.orphaned)
+    if report.too_young:
+        out.print()
+        out.print(
+            "Too young, kept (unreferenced but younger than the grace period: uploads of "
+            "transactions in flight look like this):"
+        )
+        for key, b in report.backends.items():
+            _print_paths(out, key, b.too_young_paths, b.too_young)
+    _print_incomplete_uploads(report, dry_run, out)
     for error in report.all_errors:
         out.print(f"error: {error}")
-    return code
+
+
+def _print_paths(out: _Output, key: str, paths: Sequence[str], count: int) -> None:
+    for path in paths[:20]:
+        out.print(f"  {key}: {path}")
+    more = count - min(len(paths), 20)
+    if more > 0:
+        out.print(f"  {key}: ... and {more:,} more (--json lists up to --report-limit)")
+
+
+def _print_incomplete_uploads(report: GarbageReport, dry_run: bool, out: _Output) -> None:
+    checked = {k: b.incomplete_uploads for k, b in report.backends.items()}
+    rows = [
+        (key, u.found, u.too_young, u.stale, u.aborted) for key, u in checked.items() if u.checked
+    ]
+    notes = [(key, u.note) for key, u in checked.items() if not u.checked and u.note]
+    if rows:
+        out.print()
+        out.print("Incomplete multipart uploads:")
+        out.print(_table(("backend", "found", "too young", "stale", "aborted"), rows))
+        for key, uploads in checked.items():
+            if dry_run and uploads.stale_paths:
+                out.print(f"Stale uploads in {key} (abort them with --delete --yes):")
+                _print_paths(out, key, uploads.stale_paths, uploads.stale)
+    for key, note in notes:
+        out.print(f"Incomplete multipart uploads in {key}: not checked ({note}).")
 
 
 def _cmd_verify(args: argparse.Namespace, out: _Output) -> int:
@@ -998,27 +1097,34 @@ def _cmd_backends(args: argparse.Namespace, out: _Output) -> int:
         )
     results: list[dict[str, Any]] = []
 
-    def record(backend: Backend, error: BaseException | None, started: float) -> None:
-        results.append(
-            {
-                "key": backend.key,
-                "description": backend.describe(),
-                "prefix": backend.prefix,
-                "ok": error is None,
-                "error": None if error is None else _probe_error(backend, error),
-                "seconds": round(time.monotonic() - started, 3),
-            }
-        )
+    def record(
+        backend: Backend,
+        error: BaseException | None,
+        started: float,
+        rule: dict[str, Any] | None = None,
+    ) -> None:
+        entry: dict[str, Any] = {
+            "key": backend.key,
+            "description": backend.describe(),
+            "prefix": backend.prefix,
+            "ok": error is None,
+            "error": None if error is None else _probe_error(backend, error),
+            "seconds": round(time.monotonic() - started, 3),
+        }
+        if args.check:
+            entry["incomplete_uploads_rule"] = rule
+        results.append(entry)
 
     async def probe_all_async() -> None:
         for backend in backends.values():
             started = time.monotonic()
             try:
                 await _probe_async(backend)
+                rule = await _lifecycle_async(backend) if args.check else None
             except Exception as exc:
                 record(backend, exc, started)
             else:
-                record(backend, None, started)
+                record(backend, None, started, rule)
 
     db_result: dict[str, Any] | None = None
     if database is not None and database.is_async:
@@ -1033,14 +1139,21 @@ def _cmd_backends(args: argparse.Namespace, out: _Output) -> int:
             started = time.monotonic()
             try:
                 _probe(backend)
+                rule = _lifecycle(backend) if args.check else None
             except Exception as exc:
                 record(backend, exc, started)
             else:
-                record(backend, None, started)
+                record(backend, None, started, rule)
         if database is not None:
             db_result = _check_database(database)
     failed = [r for r in results if not r["ok"]]
-    code = EXIT_UNAVAILABLE if failed or (db_result and not db_result["ok"]) else EXIT_OK
+    missing_rule = [
+        r for r in results if (r.get("incomplete_uploads_rule") or {}).get("state") == "missing"
+    ]
+    if failed or (db_result and not db_result["ok"]):
+        code = EXIT_UNAVAILABLE
+    else:
+        code = EXIT_PROBLEMS if missing_rule else EXIT_OK
     if out.json:
         out.document(
             {
@@ -1061,12 +1174,57 @@ def _cmd_backends(args: argparse.Namespace, out: _Output) -> int:
         rows.append(("(database)", db_result["url"], "", "OK" if db_result["ok"] else "FAIL",
                      db_result["error"] or f"{db_result['seconds']:.2f} s"))  # fmt: skip
     out.print(_table(("backend", "store", "prefix", "status", "detail"), rows))
-    if code != EXIT_OK:
+    if args.check:
+        rules = [
+            (r["key"], r["incomplete_uploads_rule"]["state"].replace("_", " "),
+             r["incomplete_uploads_rule"]["detail"])
+            for r in results
+            if r.get("incomplete_uploads_rule")
+        ]  # fmt: skip
+        if rules:
+            out.print()
+            out.print("Incomplete multipart uploads (aborted by the store itself?):")
+            out.print(_table(("backend", "rule", "detail"), rules))
+        if missing_rule:
+            out.print()
+            out.print(
+                "Add a lifecycle rule with AbortIncompleteMultipartUpload (e.g. after 1 "
+                "day) to each bucket marked missing, or run `gc` regularly: uploads cut "
+                "off by a crash are billed until they are aborted."
+            )
+    if failed or (db_result and not db_result["ok"]):
         out.print()
         out.print(
             f"{len(failed) + (1 if db_result and not db_result['ok'] else 0)} check(s) failed."
         )
     return code
+
+
+def _rule_document(rule: _multipart.LifecycleRule) -> dict[str, Any]:
+    return {"state": rule.state, "days": rule.days, "detail": rule.detail}
+
+
+def _rule_error(exc: Exception) -> dict[str, Any]:
+    detail = (
+        redact(_line(exc))
+        if isinstance(exc, StorageError)
+        else redact(f"{type(exc).__name__}: {_line(exc)}")
+    )
+    return {"state": "not_checked", "days": None, "detail": detail}
+
+
+def _lifecycle(backend: Backend) -> dict[str, Any]:
+    try:
+        return _rule_document(_multipart.lifecycle_rule(backend))
+    except StorageError as exc:  # a store that refuses or lacks the call: reported, not fatal
+        return _rule_error(exc)
+
+
+async def _lifecycle_async(backend: Backend) -> dict[str, Any]:
+    try:
+        return _rule_document(await _multipart.lifecycle_rule_async(backend))
+    except StorageError as exc:
+        return _rule_error(exc)
 
 
 def _check_database(database: _Database) -> dict[str, Any]:

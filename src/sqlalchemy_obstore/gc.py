@@ -35,11 +35,20 @@ lookup is correct for any listing order and any collation.
 committed, so an object of an in-flight transaction looks exactly like an orphan. The
 grace period (24 hours by default) protects it: only objects last modified before
 `scan start - grace_period` are candidates, and objects newer than the scan start are
-never touched. Right before a batch is deleted, its candidates are looked up again in the
-live tables (matching the path anywhere in the stored JSON, whatever the backend: a false
-match keeps an orphan, never deletes a referenced object); when the collector opened the
+never touched. A deleting run refuses a grace period shorter than
+[`MIN_GRACE_PERIOD`][sqlalchemy_obstore.gc.MIN_GRACE_PERIOD] (2 hours; see there why)
+unless `allow_unsafe_grace_period=True` says the caller knows no writer is running.
+Right before a batch is deleted, its candidates are looked up again in the live tables
+(matching the path anywhere in the stored JSON, whatever the backend: a false match
+keeps an orphan, never deletes a referenced object); when the collector opened the
 connection itself it commits before that lookup so that it sees what other transactions
 committed meanwhile.
+
+**Incomplete multipart uploads.** A process killed during a multipart upload leaves the
+upload open: its parts are billed but appear in no object listing. On S3 the collector
+also lists the incomplete uploads under each managed prefix and aborts those started
+before the cutoff that received no part since (dry run: only reports them). Other
+stores: see [`IncompleteUploads.note`][sqlalchemy_obstore.gc.IncompleteUploads].
 
 All decisions are plain code over a sync `Connection`; the async entry points run the
 same code through `AsyncConnection.run_sync`, where storage calls use obstore's async
@@ -72,6 +81,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from . import _multipart
 from ._compat import await_, in_async_context
 from .backends import Backend, ObjectInfo
 from .errors import (
@@ -79,8 +89,11 @@ from .errors import (
     ChecksumMismatchError,
     ConfigurationError,
     FileObjectError,
+    MissingDependencyError,
     ObjectNotFoundError,
     StorageError,
+    StoragePermissionError,
+    UnsupportedOperationError,
 )
 from .file_object import FileObject
 from .registry import BackendRegistry, storages
@@ -88,10 +101,13 @@ from .types import StoredObject
 
 __all__ = (
     "DEFAULT_GRACE_PERIOD",
+    "MIN_GRACE_PERIOD",
     "BackendGarbage",
+    "Clock",
     "FileColumn",
     "Finding",
     "GarbageReport",
+    "IncompleteUploads",
     "Progress",
     "ProgressCallback",
     "VerificationReport",
@@ -111,6 +127,33 @@ Problem: TypeAlias = Literal[
 
 DEFAULT_GRACE_PERIOD = timedelta(hours=24)
 """Objects younger than this are never collected (they may belong to an open transaction)."""
+
+MIN_GRACE_PERIOD = timedelta(hours=2)
+"""The shortest grace period a deleting run accepts without `allow_unsafe_grace_period`.
+
+An object is unreferenced for a while in normal operation, and the collector must not
+take it for an orphan then. The floor adds up the longest such windows of a default
+setup:
+
+- **upload tickets, 65 minutes**: a client may upload through a signed PUT URL until
+  it expires (5 minutes by default) and the server may redeem the ticket until
+  `redeem_grace` (1 hour by default) after that; the uploaded object (under
+  `_incoming/` or at its final key) is unreferenced until the redeeming transaction
+  commits;
+- **clock skew, 15 minutes**: the cutoff is computed on the collector's clock and
+  compared with the store's `Last-Modified`; S3 refuses SigV4 requests from a clock
+  more than 15 minutes off, so that is the most two clocks that both talk to the store
+  can differ;
+- **flush to commit, 15 minutes**: a transaction that uploaded at its flush commits
+  later; for a web request that is seconds, for a batch job it can be minutes. S3 also
+  dates a multipart upload's object by the *start* of the upload, so a long upload
+  makes its object look older by the upload's duration.
+
+That is 95 minutes, rounded up to 2 hours. The floor guards against a slip (`0`, `5m`
+meant as `5h`) rather than tuning anything: raise `grace_period` above it when your
+tickets or transactions live longer. Pass `allow_unsafe_grace_period=True` only when
+no writer is running (a test, a maintenance window).
+"""
 
 _RECHECK_SIZE = 10_000
 """Candidates re-checked against the live tables at once (at least `batch_size`)."""
@@ -321,6 +364,37 @@ def _verify(file: FileObject) -> bool:
 
 # -- garbage collection -----------------------------------------------------------------------
 @dataclass(slots=True)
+class IncompleteUploads:
+    """Incomplete multipart uploads the collector found under one backend's prefix.
+
+    An upload is *stale* when it started before the cutoff and received no part since;
+    stale uploads are aborted (reported only, in a dry run). Younger ones may belong to
+    an upload in progress and are kept.
+
+    Attributes:
+        checked: Whether the store was asked (S3 with usable credentials).
+        note: Why it was not asked, or what applies to this store instead (Azure
+            discards uncommitted blocks after 7 days; elsewhere a bucket lifecycle rule
+            `AbortIncompleteMultipartUpload` does the job).
+        found: Incomplete uploads listed.
+        too_young: Kept: started or last written after the cutoff.
+        stale: Older than the grace period and idle since.
+        aborted: Stale uploads aborted (always 0 in a dry run).
+        stale_paths: The keys of the stale uploads (up to the report limit).
+        too_young_paths: The keys of the uploads kept (up to the report limit).
+    """
+
+    checked: bool = False
+    note: str | None = None
+    found: int = 0
+    too_young: int = 0
+    stale: int = 0
+    aborted: int = 0
+    stale_paths: list[str] = field(default_factory=list)
+    too_young_paths: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class BackendGarbage:
     """What the collector found in one backend.
 
@@ -335,6 +409,10 @@ class BackendGarbage:
         bytes_freed: Total size of the deleted orphans.
         orphan_paths: In a dry run, the orphans' paths (up to the report limit).
         orphan_paths_truncated: Whether `orphan_paths` was cut at the report limit.
+        too_young_paths: The unreferenced objects kept by the grace period ("too young,
+            kept"), up to the report limit: in-flight uploads look like this.
+        too_young_paths_truncated: Whether `too_young_paths` was cut at the limit.
+        incomplete_uploads: Incomplete multipart uploads under the prefix.
         errors: Listing and deletion failures (the run goes on after a failed delete).
     """
 
@@ -348,6 +426,9 @@ class BackendGarbage:
     bytes_freed: int = 0
     orphan_paths: list[str] = field(default_factory=list)
     orphan_paths_truncated: bool = False
+    too_young_paths: list[str] = field(default_factory=list)
+    too_young_paths_truncated: bool = False
+    incomplete_uploads: IncompleteUploads = field(default_factory=IncompleteUploads)
     errors: list[str] = field(default_factory=list)
 
 
@@ -359,6 +440,10 @@ class GarbageReport:
         dry_run: Whether this was a dry run (nothing deleted).
         started_at: When the scan started (UTC).
         cutoff: Only objects last modified before this were candidates.
+        grace_period: The grace period of the run.
+        unsafe_grace_period: Whether the grace period was below
+            [`MIN_GRACE_PERIOD`][sqlalchemy_obstore.gc.MIN_GRACE_PERIOD] (a dry run, or
+            a deleting run with `allow_unsafe_grace_period=True`).
         references: References staged from the database (duplicates included).
         backends: Per-backend results, by key.
         errors: Failures not tied to one backend (e.g. a backend that is not registered).
@@ -367,6 +452,8 @@ class GarbageReport:
     dry_run: bool
     started_at: datetime
     cutoff: datetime
+    grace_period: timedelta = DEFAULT_GRACE_PERIOD
+    unsafe_grace_period: bool = False
     references: int = 0
     backends: dict[str, BackendGarbage] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -405,6 +492,21 @@ class GarbageReport:
         return self._total("bytes_freed")
 
     @property
+    def incomplete_uploads(self) -> int:
+        """Incomplete multipart uploads found, over all backends."""
+        return sum(b.incomplete_uploads.found for b in self.backends.values())
+
+    @property
+    def incomplete_uploads_stale(self) -> int:
+        """Stale incomplete multipart uploads, over all backends."""
+        return sum(b.incomplete_uploads.stale for b in self.backends.values())
+
+    @property
+    def incomplete_uploads_aborted(self) -> int:
+        """Incomplete multipart uploads aborted, over all backends."""
+        return sum(b.incomplete_uploads.aborted for b in self.backends.values())
+
+    @property
     def all_errors(self) -> list[str]:
         """Every error: the report's and each backend's (prefixed with its key)."""
         return [*self.errors, *(f"{k}: {e}" for k, b in self.backends.items() for e in b.errors)]
@@ -412,6 +514,14 @@ class GarbageReport:
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+Clock: TypeAlias = Callable[[], datetime]
+"""Returns the current time (timezone-aware); the collector's `clock` argument."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 class _Collector:
@@ -430,6 +540,7 @@ class _Collector:
         report_limit: int,
         owns_connection: bool,
         progress: ProgressCallback | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.conn = connection
         self.progress = progress
@@ -440,9 +551,13 @@ class _Collector:
         self.batch_size = batch_size
         self.report_limit = report_limit
         self.owns = owns_connection
-        started = datetime.now(timezone.utc)
+        started = _aware((clock or _utcnow)())
         self.report = GarbageReport(
-            dry_run=dry_run, started_at=started, cutoff=started - grace_period
+            dry_run=dry_run,
+            started_at=started,
+            cutoff=started - grace_period,
+            grace_period=grace_period,
+            unsafe_grace_period=grace_period < MIN_GRACE_PERIOD,
         )
         self.refs = Table(
             f"sqlo_gc_refs_{uuid.uuid4().hex[:12]}",
@@ -466,6 +581,7 @@ class _Collector:
             self._commit()
             for backend in self._backends():
                 self._sweep(backend)
+                self._sweep_uploads(backend, self.report.backends[backend.key])
         except BaseException:
             self._clean_up_after_failure()
             raise
@@ -559,8 +675,14 @@ class _Collector:
         staged = self._staged(backend.key, [info.path for info in page])
         unreferenced = [info for info in page if info.path not in staged]
         result.referenced += len(page) - len(unreferenced)
-        old = [info for info in unreferenced if _aware(info.last_modified) < self.report.cutoff]
+        cutoff = self.report.cutoff
+        old = [info for info in unreferenced if _aware(info.last_modified) < cutoff]
         result.too_young += len(unreferenced) - len(old)
+        if len(old) < len(unreferenced):
+            young = [i.path for i in unreferenced if _aware(i.last_modified) >= cutoff]
+            room = self.report_limit - len(result.too_young_paths)
+            result.too_young_paths.extend(young[: max(room, 0)])
+            result.too_young_paths_truncated |= room < len(young)
         if self.progress is not None:
             self.progress(Progress("scanning", result.scanned, backend=backend.key))
         return old
@@ -584,6 +706,61 @@ class _Collector:
             return
         for start in range(0, len(orphans), self.batch_size):
             self._delete(backend, result, orphans[start : start + self.batch_size])
+
+    def _sweep_uploads(self, backend: Backend, result: BackendGarbage) -> None:
+        """Find incomplete multipart uploads under the prefix; abort the stale ones."""
+        uploads = result.incomplete_uploads
+        if not _multipart.may_hold_uploads(backend):
+            return
+        uploads.note = _multipart.support(backend)
+        if uploads.note is not None:
+            return
+        try:
+            found = _multipart.list_incomplete_uploads(backend, backend.prefix)
+        except (MissingDependencyError, StoragePermissionError, UnsupportedOperationError) as exc:
+            # Not a failure of the collection: the objects were collected; say why the
+            # uploads were not (a missing extra, a right not granted, a server without
+            # the call), and let the lifecycle rule do that job.
+            uploads.note = f"not checked: {exc}"
+            return
+        except StorageError as exc:
+            result.errors.append(f"listing incomplete multipart uploads failed: {exc}")
+            return
+        uploads.checked = True
+        uploads.found = len(found)
+        cutoff = self.report.cutoff
+        for upload in found:
+            try:
+                # Started before the cutoff is not enough: a large upload on a slow link
+                # may still be sending parts. Idle since the cutoff is.
+                last = upload.initiated if upload.initiated >= cutoff else None
+                if last is None:
+                    last = _multipart.last_activity(backend, upload)
+                    if last is None:  # completed or aborted meanwhile
+                        uploads.found -= 1
+                        continue
+                if last >= cutoff:
+                    uploads.too_young += 1
+                    if len(uploads.too_young_paths) < self.report_limit:
+                        uploads.too_young_paths.append(upload.path)
+                    continue
+                uploads.stale += 1
+                if len(uploads.stale_paths) < self.report_limit:
+                    uploads.stale_paths.append(upload.path)
+                if not self.dry_run:
+                    _multipart.abort_upload(backend, upload)
+                    uploads.aborted += 1
+            except StorageError as exc:
+                result.errors.append(
+                    f"incomplete multipart upload of {upload.path!r} ({upload.upload_id[:12]}...): "
+                    f"{exc}"
+                )
+        if uploads.aborted:
+            logger.info(
+                "Aborted %d incomplete multipart upload(s) in backend %r",
+                uploads.aborted,
+                backend.key,
+            )
 
     def _delete(self, backend: Backend, result: BackendGarbage, orphans: list[ObjectInfo]) -> None:
         paths = [info.path for info in orphans]
@@ -638,11 +815,23 @@ def _live_references(
     return found
 
 
-def _check_options(grace_period: timedelta, batch_size: int) -> None:
+def _check_options(
+    grace_period: timedelta, batch_size: int, dry_run: bool, allow_unsafe_grace_period: bool
+) -> None:
     if not isinstance(grace_period, timedelta) or grace_period < timedelta(0):
         raise ConfigurationError("grace_period must be a non-negative timedelta.")
     if batch_size < 1:
         raise ConfigurationError("batch_size must be at least 1.")
+    if not dry_run and grace_period < MIN_GRACE_PERIOD and not allow_unsafe_grace_period:
+        raise ConfigurationError(
+            f"Refusing to delete with a grace period of {grace_period}: below "
+            f"{MIN_GRACE_PERIOD}, objects uploaded by transactions that have not committed "
+            "yet (and unredeemed upload tickets) would be deleted, and their rows would "
+            f"point at nothing once they commit. Use a grace period of at least "
+            f"{MIN_GRACE_PERIOD} (the default is {DEFAULT_GRACE_PERIOD}), or pass "
+            "allow_unsafe_grace_period=True (CLI: --unsafe-grace-period) only when no "
+            "application is writing."
+        )
 
 
 def collect_garbage(
@@ -656,12 +845,16 @@ def collect_garbage(
     batch_size: int = 1000,
     report_limit: int = 1000,
     progress: ProgressCallback | None = None,
+    allow_unsafe_grace_period: bool = False,
+    clock: Clock | None = None,
 ) -> GarbageReport:
     """Find (and, with `dry_run=False`, delete) objects that no row references.
 
     Lists each backend's managed prefix and deletes the objects that no `StoredObject`
     column of `target` references and that are older than `grace_period`. Memory stays
-    bounded whatever the number of rows and objects (see the module documentation).
+    bounded whatever the number of rows and objects (see the module documentation). On
+    S3 it also aborts incomplete multipart uploads under the prefix that started before
+    the cutoff and received no part since (reported only, in a dry run).
 
     Args:
         engine_or_connection: The database. With an `Engine` the collector opens its own
@@ -675,19 +868,29 @@ def collect_garbage(
             registries or `storages`.
         registry: Resolve backend keys here instead.
         grace_period: Keep unreferenced objects younger than this: they may belong to a
-            transaction that has uploaded but not yet committed.
+            transaction that has uploaded but not yet committed. A deleting run refuses
+            less than [`MIN_GRACE_PERIOD`][sqlalchemy_obstore.gc.MIN_GRACE_PERIOD].
         dry_run: Only report (the default); pass `False` to delete.
         batch_size: Rows per fetch, references per insert, objects per listing page and
             per delete.
-        report_limit: In a dry run, how many orphan paths each backend reports.
+        report_limit: How many paths each backend reports per list (orphans in a dry
+            run, objects and uploads kept as too young, stale uploads).
         progress: Called with a [`Progress`][sqlalchemy_obstore.gc.Progress] after every
             batch of references staged and every page of objects scanned.
+        allow_unsafe_grace_period: Let a deleting run use a grace period below
+            `MIN_GRACE_PERIOD`. Objects of transactions in flight are then deleted and
+            their rows, once committed, reference nothing: only when no application
+            writes (tests, a maintenance window).
+        clock: Returns the current time (timezone-aware); for tests. The cutoff is
+            `clock() - grace_period`.
 
     Returns:
         A [`GarbageReport`][sqlalchemy_obstore.gc.GarbageReport].
 
     Raises:
-        ConfigurationError: For a negative grace period or a batch size below 1.
+        ConfigurationError: For a negative grace period, a batch size below 1, or a
+            deleting run with a grace period below `MIN_GRACE_PERIOD` without
+            `allow_unsafe_grace_period`.
 
     Example:
         >>> from sqlalchemy import Column, Integer, MetaData, Table, create_engine
@@ -704,7 +907,7 @@ def collect_garbage(
         ...     report.orphaned, report.deleted, report.dry_run
         (1, 0, True)
     """
-    _check_options(grace_period, batch_size)
+    _check_options(grace_period, batch_size, dry_run, allow_unsafe_grace_period)
     options: dict[str, Any] = {
         "backends": backends,
         "registry": registry,
@@ -713,6 +916,7 @@ def collect_garbage(
         "batch_size": batch_size,
         "report_limit": report_limit,
         "progress": progress,
+        "clock": clock,
     }
     columns = _columns(target)
     if isinstance(engine_or_connection, Connection):
@@ -732,6 +936,8 @@ async def collect_garbage_async(
     batch_size: int = 1000,
     report_limit: int = 1000,
     progress: ProgressCallback | None = None,
+    allow_unsafe_grace_period: bool = False,
+    clock: Clock | None = None,
 ) -> GarbageReport:
     """Async version of [`collect_garbage`][sqlalchemy_obstore.gc.collect_garbage].
 
@@ -745,7 +951,7 @@ async def collect_garbage_async(
         ...     engine = create_async_engine("sqlite+aiosqlite:///app.db")
         ...     return await collect_garbage_async(engine, Base, dry_run=False)
     """
-    _check_options(grace_period, batch_size)
+    _check_options(grace_period, batch_size, dry_run, allow_unsafe_grace_period)
     columns = _columns(target)
 
     def run(connection: Connection, owns: bool) -> GarbageReport:
@@ -760,6 +966,7 @@ async def collect_garbage_async(
             report_limit=report_limit,
             owns_connection=owns,
             progress=progress,
+            clock=clock,
         ).run()
 
     if isinstance(engine_or_connection, AsyncConnection):

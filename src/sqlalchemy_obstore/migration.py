@@ -233,6 +233,8 @@ class _Job:
     filename: str | None
     content_type: str | None
     metadata: Mapping[str, str]
+    cache_control: str | None = None
+    """The column's `Cache-Control` (the row does not record it; the session writes it)."""
 
 
 @dataclass(slots=True)
@@ -312,7 +314,7 @@ def _rewritten(
     return new
 
 
-def _job(data: Mapping[str, Any]) -> _Job:
+def _job(data: Mapping[str, Any], column: FileColumn) -> _Job:
     size = data.get("size")
     checksum = data.get("checksum")
     filename = data.get("filename")
@@ -329,6 +331,7 @@ def _job(data: Mapping[str, Any]) -> _Job:
             if isinstance(metadata, Mapping)
             else {}
         ),
+        cache_control=column.stored_type.cache_control,
     )
 
 
@@ -631,8 +634,8 @@ class _Migration:
                 entries = row.sources(self.source.key)
                 if entries:
                     rows.append((row, entries))
-                    for _, entry in entries:
-                        jobs.setdefault(entry["path"], _job(entry))
+                    for column, entry in entries:
+                        jobs.setdefault(entry["path"], _job(entry, column))
             found += len(rows)
             if not rows:
                 continue
@@ -714,8 +717,14 @@ class _Migration:
             return attributes
         if job.filename is None or job.content_type is None:
             return {}
+        # As the session writes them: the column's Cache-Control, and user metadata
+        # unless the destination is told not to write any.
         return object_attributes(
-            filename=job.filename, content_type=job.content_type, metadata=job.metadata
+            filename=job.filename,
+            content_type=job.content_type,
+            metadata=job.metadata,
+            cache_control=job.cache_control,
+            include_metadata=getattr(self.destination, "write_metadata", True),
         )
 
     def _bring(self, job: _Job) -> _Outcome:
@@ -777,7 +786,7 @@ class _Migration:
             jobs: dict[str, tuple[FileColumn, tuple[Any, ...], _Job]] = {}
             for row in batch:
                 for column, entry in row.sources(self.destination.key):
-                    jobs.setdefault(entry["path"], (column, row.key, _job(entry)))
+                    jobs.setdefault(entry["path"], (column, row.key, _job(entry, column)))
             if not jobs:
                 continue
             candidates = list(jobs.values())

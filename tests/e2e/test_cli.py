@@ -15,6 +15,7 @@ import os
 import pty
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,13 +23,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import boto3
 import obstore
 import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from sqlalchemy_obstore import FileObject, ObstoreBackend, collect_garbage, storages
+from sqlalchemy_obstore import FileObject, ObstoreBackend, _multipart, collect_garbage, storages
 from sqlalchemy_obstore.cli import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -172,6 +174,16 @@ def store_spec(request: pytest.FixtureRequest, directory: Path, kind: str) -> di
         return {"fs": str(directory), "prefix": "files"}
     if kind == "memory":
         return {"fs": "memory://", "prefix": "files"}
+    if kind == "seaweed":  # checks signatures: the real credentials
+        seaweed = request.getfixturevalue("seaweed_server")
+        return {
+            "fs": f"s3://{seaweed.create_bucket()}/",
+            "prefix": "files",
+            "endpoint": seaweed.endpoint,
+            "access_key_id": seaweed.access_key_id,
+            "secret_access_key": seaweed.secret_access_key,
+            "region": seaweed.region,
+        }
     moto = request.getfixturevalue("moto_server")
     return {
         "fs": f"s3://{moto.create_bucket()}/",
@@ -218,7 +230,16 @@ def test_gc_reports_orphans_and_deletes_only_when_confirmed(
         "orphaned": 0,
         "deleted": 0,
         "bytes_freed": 0,
+        "incomplete_uploads": 0,
+        "incomplete_uploads_stale": 0,
+        "incomplete_uploads_aborted": 0,
     }
+    # ... and says which ones it kept as too young
+    assert set(report["backends"]["files"]["too_young_paths"]) == orphans
+    assert report["unsafe_grace_period"] is False
+    kept = app.run("gc")
+    assert "Too young, kept" in kept.stdout
+    assert all(f"files: {path}" in kept.stdout for path in orphans)
 
     dry = app.run("gc", "--grace-period", "0", "--json")
     assert dry.code == EXIT_OK, dry
@@ -235,9 +256,20 @@ def test_gc_reports_orphans_and_deletes_only_when_confirmed(
     assert "Traceback" not in refused.stderr
     assert app.objects() == referenced | orphans
 
-    deleted = app.run("gc", "--delete", "--yes", "--grace-period", "0s", "--json")
+    # A grace period under the safe floor deletes nothing without the loud override ...
+    unsafe = app.run("gc", "--delete", "--yes", "--grace-period", "5m")
+    assert unsafe.code == EXIT_USAGE, unsafe
+    assert "--unsafe-grace-period" in unsafe.stderr
+    assert "Traceback" not in unsafe.stderr
+    assert app.objects() == referenced | orphans
+    # ... and with it (nothing else writes here), it warns and deletes.
+    deleted = app.run(
+        "gc", "--delete", "--yes", "--grace-period", "0s", "--unsafe-grace-period", "--json"
+    )
     assert deleted.code == EXIT_OK, deleted
+    assert "WARNING: --unsafe-grace-period" in deleted.stderr
     document = deleted.json()
+    assert document["unsafe_grace_period"] is True
     assert document["ok"] is True
     assert document["totals"]["deleted"] == 2
     assert document["totals"]["bytes_freed"] == 2 * len(b"lost bytes")
@@ -262,7 +294,16 @@ def test_gc_on_a_memory_backend_seeded_by_the_app(
     assert (files["scanned"], files["referenced"], files["orphaned"]) == (5, 3, 2)
     assert all(path.endswith(("/lost-0.txt", "/lost-1.txt")) for path in files["orphan_paths"])
 
-    real = app.run("gc", "--delete", "--yes", "--grace-period", "0", "--json", SQLO_CLI_SEED=seed)
+    real = app.run(
+        "gc",
+        "--delete",
+        "--yes",
+        "--grace-period",
+        "0",
+        "--unsafe-grace-period",
+        "--json",
+        SQLO_CLI_SEED=seed,
+    )
     assert real.code == EXIT_OK, real
     totals = real.json()["totals"]
     assert (totals["referenced"], totals["orphaned"], totals["deleted"]) == (3, 2, 2)
@@ -404,6 +445,99 @@ def test_backends_lists_and_checks_every_backend(make_app: Callable[..., CliApp]
     assert human.code == EXIT_OK, human
     assert "OK" in human.stdout
     assert "(database)" in human.stdout
+
+
+@pytest.mark.parametrize("store", ["s3", "seaweed"])
+def test_backends_check_reports_the_rule_that_aborts_incomplete_uploads(
+    make_app: Callable[..., CliApp], request: pytest.FixtureRequest, store: str
+) -> None:
+    app = make_app("sqlite", files="local", cloud=store)
+    plain = app.run("backends", "--json")
+    assert plain.code == EXIT_OK, plain
+    assert "incomplete_uploads_rule" not in plain.json()["backends"][0]  # only with --check
+
+    missing = app.run("backends", "--check", "--json")
+    assert missing.code == EXIT_PROBLEMS, missing
+    rules = {b["key"]: b["incomplete_uploads_rule"] for b in missing.json()["backends"]}
+    assert rules["cloud"]["state"] == "missing"
+    assert rules["files"]["state"] == "not_needed"
+    text = app.run("backends", "--check")
+    assert text.code == EXIT_PROBLEMS
+    assert "AbortIncompleteMultipartUpload" in text.stdout
+    assert_no_secret(text)
+
+    spec = app.spec["cloud"]
+    server = request.getfixturevalue("moto_server" if store == "s3" else "seaweed_server")
+    client = boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        aws_access_key_id=spec["access_key_id"],
+        aws_secret_access_key=spec["secret_access_key"],
+        region_name=server.region,
+    )
+    bucket = spec["fs"][len("s3://") :].strip("/")
+    client.put_bucket_lifecycle_configuration(
+        Bucket=bucket,
+        LifecycleConfiguration={
+            "Rules": [
+                {
+                    "ID": "abort-incomplete-uploads",
+                    "Status": "Enabled",
+                    "Filter": {"Prefix": ""},
+                    "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+                }
+            ]
+        },
+    )
+    ok = app.run("backends", "--check", "--json")
+    assert ok.code == EXIT_OK, ok
+    cloud = next(b for b in ok.json()["backends"] if b["key"] == "cloud")
+    assert cloud["incomplete_uploads_rule"]["state"] == "set"
+    assert cloud["incomplete_uploads_rule"]["days"] == 1
+
+
+def test_gc_aborts_an_upload_cut_off_by_kill_9(make_app: Callable[..., CliApp]) -> None:
+    app = make_app("pg-async", files="seaweed")
+    app.add(1)
+    backend = app.backends["files"]
+    path = f"files/{uuid.uuid4().hex}/huge.bin"
+    writer = subprocess.Popen(
+        [
+            sys.executable, "-m", "tests.integration.multipart_writer",
+            json.dumps({"key": "files", **app.spec["files"]}), path,
+        ],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert writer.stdout is not None
+    assert writer.stdout.readline().strip() == "uploading"
+    deadline = time.monotonic() + 30
+    while not _multipart.list_incomplete_uploads(backend, backend.prefix):
+        assert time.monotonic() < deadline, "the upload never started"
+        time.sleep(0.05)
+    writer.kill()  # SIGKILL: nothing in the process can abort the upload
+    writer.wait(timeout=30)
+    writer.stdout.close()
+
+    young = app.run("gc", "--json")
+    assert young.code == EXIT_OK, young
+    uploads = young.json()["backends"]["files"]["incomplete_uploads"]
+    assert (uploads["found"], uploads["too_young"], uploads["stale"]) == (1, 1, 0)
+    assert uploads["too_young_paths"] == [path]
+
+    dry = app.run("gc", "--grace-period", "0")  # a dry run: reports it as stale
+    assert dry.code == EXIT_OK, dry
+    assert "Incomplete multipart uploads:" in dry.stdout
+    assert f"files: {path}" in dry.stdout
+    assert app.run("gc", "--grace-period", "0", "--fail-on-orphans").code == EXIT_PROBLEMS
+    assert len(_multipart.list_incomplete_uploads(backend, backend.prefix)) == 1
+
+    real = app.run(
+        "gc", "--delete", "--yes", "--grace-period", "0", "--unsafe-grace-period", "--json"
+    )
+    assert real.code == EXIT_OK, real
+    assert real.json()["totals"]["incomplete_uploads_aborted"] == 1
+    assert _multipart.list_incomplete_uploads(backend, backend.prefix) == []
+    assert app.run("verify").code == EXIT_OK  # the rows were never touched
 
 
 @pytest.mark.parametrize("database", ["sqlite", "sqlite-async"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -40,7 +40,14 @@ from sqlalchemy_obstore.testing import FaultInjectingBackend, make_file
 
 pytestmark = pytest.mark.integration
 
-NOW = timedelta(0)  # grace period under which every existing object is old enough
+
+def _two_days_later() -> datetime:
+    return datetime.now(timezone.utc) + timedelta(days=2)
+
+
+# Run the collector as if two days had passed: every existing object is older than the
+# default grace period (24 hours), and the run stays within the safe floor.
+LATER: dict[str, Any] = {"clock": _two_days_later}
 
 
 def make_models(backend: str) -> tuple[type[DeclarativeBase], Any]:
@@ -200,7 +207,7 @@ async def test_dry_run_reports_orphans_then_collection_removes_them(
 ) -> None:
     base, _, referenced, orphans = await populate(db, backend)
 
-    report = await db.gc(base, grace_period=NOW)
+    report = await db.gc(base, **LATER)
     assert report.dry_run
     assert report.all_errors == []
     result = report.backends[backend.key]
@@ -210,14 +217,14 @@ async def test_dry_run_reports_orphans_then_collection_removes_them(
     assert (result.too_young, result.deleted, result.bytes_freed) == (0, 0, 0)
     assert paths(backend) == referenced | orphans  # a dry run deletes nothing
 
-    report = await db.gc(base, grace_period=NOW, dry_run=False, batch_size=2)
+    report = await db.gc(base, **LATER, dry_run=False, batch_size=2)
     assert report.all_errors == []
     assert (report.orphaned, report.deleted) == (3, 3)
     assert report.bytes_freed == 15 + 13 + 14
     assert report.backends[backend.key].orphan_paths == []
     assert paths(backend) == referenced
 
-    again = await db.gc(base, grace_period=NOW, dry_run=False)
+    again = await db.gc(base, **LATER, dry_run=False)
     assert (again.scanned, again.orphaned, again.deleted) == (6, 0, 0)
     assert (await db.verify(base, check_checksums=True)).ok
 
@@ -249,7 +256,7 @@ async def test_row_committed_during_the_scan_is_not_robbed(
         return original(*args)
 
     monkeypatch.setattr(gc_module, "_live_references", commit_then_look)
-    report = await db.gc(base, grace_period=NOW, dry_run=False)
+    report = await db.gc(base, **LATER, dry_run=False)
     assert report.all_errors == []
     assert report.deleted == len(orphans) - 1
     assert paths(backend) == referenced | {adopted}
@@ -260,13 +267,13 @@ async def test_failed_deletes_are_reported_and_retried(db: Db, backend: ObstoreB
     faulty = FaultInjectingBackend(backend)
     faulty.fail("delete")
 
-    report = await db.gc(base, backends=[faulty], grace_period=NOW, dry_run=False)
+    report = await db.gc(base, backends=[faulty], **LATER, dry_run=False)
     assert report.deleted == 0
     assert report.orphaned == 3
     assert len(report.backends[backend.key].errors) == 1
     assert paths(backend) == referenced | orphans
 
-    report = await db.gc(base, backends=[backend.key], grace_period=NOW, dry_run=False)
+    report = await db.gc(base, backends=[backend.key], **LATER, dry_run=False)
     assert report.deleted == 3
     assert paths(backend) == referenced
 
@@ -276,7 +283,7 @@ async def test_listing_failures_are_reported(db: Db, backend: ObstoreBackend) ->
     faulty = FaultInjectingBackend(backend)
     faulty.fail("list")
 
-    report = await db.gc(base, backends=[faulty], grace_period=NOW, dry_run=False)
+    report = await db.gc(base, backends=[faulty], **LATER, dry_run=False)
     assert report.deleted == 0
     assert [e.startswith(f"{backend.key}: listing") for e in report.all_errors] == [True]
     assert paths(backend) == referenced | orphans
@@ -372,7 +379,7 @@ def test_many_small_batches_account_for_every_object(sqlite_engine: Engine) -> N
     backend.put("outside/prefix", b"x")  # not managed by this backend: never listed
     with sqlite_engine.begin() as conn:
         conn.execute(insert(doc.__table__), rows)
-    report = collect_garbage(sqlite_engine, base, grace_period=NOW, dry_run=False, batch_size=7)
+    report = collect_garbage(sqlite_engine, base, **LATER, dry_run=False, batch_size=7)
     assert (report.scanned, report.referenced, report.deleted) == (300, 200, 100)
     assert report.references == 200
     assert len(paths(backend)) == 201
@@ -384,7 +391,7 @@ async def test_runs_inside_a_given_connection(
     db = Db("sqlite-sync", sqlite_engine, sqlite_engine)
     base, _, referenced, orphans = await populate(db, backend)
     with sqlite_engine.connect() as conn:
-        report = collect_garbage(conn, base, grace_period=NOW, dry_run=False)
+        report = collect_garbage(conn, base, **LATER, dry_run=False)
         assert conn.in_transaction()  # the caller's transaction is left to the caller
         assert verify_references(conn, base).ok
         tables = conn.exec_driver_sql("SELECT name FROM sqlite_temp_master").all()

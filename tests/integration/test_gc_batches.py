@@ -7,7 +7,6 @@ rows: 34 s). Candidates of several pages are now re-checked together.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -24,7 +23,7 @@ from sqlalchemy_obstore import (
 )
 from sqlalchemy_obstore import gc as gc_module
 from sqlalchemy_obstore.testing import FaultInjectingBackend
-from tests.integration.test_gc import make_models
+from tests.integration.test_gc import LATER, make_models
 
 pytestmark = pytest.mark.integration
 
@@ -65,9 +64,7 @@ def test_one_live_recheck_for_all_candidates_of_a_small_run(
     faulty = FaultInjectingBackend(backend)  # counts the delete calls
     storages.register_backend(faulty)
     base = populate(sqlite_engine, backend)
-    report = collect_garbage(
-        sqlite_engine, base, grace_period=timedelta(0), dry_run=False, batch_size=7
-    )
+    report = collect_garbage(sqlite_engine, base, **LATER, dry_run=False, batch_size=7)
     assert (report.scanned, report.referenced, report.orphaned) == (300, 200, 100)
     assert report.deleted == 100
     assert report.bytes_freed == 200
@@ -85,9 +82,7 @@ async def test_candidates_are_rechecked_in_bounded_groups(
     writer = create_engine(sqlite_async_engine.url.set(drivername="sqlite"))
     base = populate(writer, backend)
     writer.dispose()
-    report = await collect_garbage_async(
-        sqlite_async_engine, base, grace_period=timedelta(0), batch_size=7
-    )
+    report = await collect_garbage_async(sqlite_async_engine, base, **LATER, batch_size=7)
     assert report.orphaned == 100
     assert sorted(report.backends["bulk"].orphan_paths) == [
         f"data/{i:05d}" for i in range(0, 300, 3)

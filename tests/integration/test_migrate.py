@@ -46,6 +46,7 @@ from sqlalchemy_obstore import (
     MigrationProgress,
     MigrationReport,
     ObstoreBackend,
+    SaveOptions,
     StoredObject,
     migrate,
     migrate_async,
@@ -482,20 +483,54 @@ async def test_large_objects_are_streamed_in_parts(
 
 
 async def test_attributes_are_rebuilt_from_the_row(sqlite_engine: Engine, tmp_path: Path) -> None:
-    """Local files keep no attributes: the destination gets them as the session writes them."""
+    """Local files keep no attributes: the destination gets them as the session writes them.
+
+    That includes the column's `Cache-Control` (the row does not record it), on the file
+    and on its renditions, and nothing else.
+    """
     storages.register_backend(ObstoreBackend(SRC, tmp_path / "src"))
     destination = ObstoreBackend(DST, "memory://")
     storages.register_backend(destination)
+    suffix = uuid.uuid4().hex[:8]
+    cache = "public, max-age=31536000, immutable"
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Doc(Base):
+        __tablename__ = f"mig_cached_{suffix}"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        file: Mapped[FileObject | None] = mapped_column(StoredObject(SRC, cache_control=cache))
+        pages: Mapped[list[FileObject]] = mapped_column(
+            StoredObject(SRC, multiple=True), default=list
+        )
+
     db = Db("sqlite-sync", sqlite_engine, sqlite_engine)
-    world = World(*make_models(), {}, "")
-    world.base.metadata.create_all(sqlite_engine)
+    world = World(Base, Doc, {}, "")
+    Base.metadata.create_all(sqlite_engine)
     file = make_file("Résumé.pdf", size=10, backend=SRC, metadata={"owner": "bob"}).save()
-    insert_rows(db, world, [{"id": 1, "file": file}])
-    assert (await db.migrate(world.base)).ok
+    thumb = make_file("Résumé.thumb.png", size=8, backend=SRC).save()
+    with_thumb = FileObject.from_dict({**file.to_dict(), "renditions": {"thumb": thumb.to_dict()}})
+    page = make_file("page.txt", size=5, backend=SRC).save()
+    insert_rows(db, world, [{"id": 1, "file": with_thumb, "pages": [page]}])
+    assert (await db.migrate(Base)).ok
+
+    # What the session itself writes for such a column, on a store that keeps attributes:
+    expected = FileObject(
+        filename="Résumé.pdf", content=b"0123456789", metadata={"owner": "bob"}, backend=DST
+    ).save(options=SaveOptions(cache_control=cache))
+    written = destination.head(expected.path or "").attributes
     head = destination.head(file.path or "")
     assert head.content_type == "application/pdf"
     assert "filename*=UTF-8''R%C3%A9sum%C3%A9.pdf" in head.attributes["Content-Disposition"]
     assert head.metadata == {"owner": "bob"}
+    assert head.attributes["Cache-Control"] == cache
+    assert dict(head.attributes) == dict(written)
+    rendition = destination.head(thumb.path or "")
+    assert rendition.content_type == "image/png"
+    assert rendition.attributes["Cache-Control"] == cache
+    # A column without Cache-Control gets none.
+    assert "Cache-Control" not in destination.head(page.path or "").attributes
 
 
 async def test_large_objects_to_s3_use_multipart(
