@@ -11,7 +11,6 @@ piece, which holds it in memory once.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
@@ -23,7 +22,9 @@ from .backends import Backend, ObstoreBackend
 
 __all__ = ("SyncWriter", "copy_object", "open_sync_writer")
 
-logger = logging.getLogger("sqlalchemy_obstore.copy")
+from .errors import library_logger
+
+logger = library_logger("sqlalchemy_obstore.copy")
 _PART_CONCURRENCY = 2  # parts in flight per copy: memory ~ 2 parts (+1 being read)
 
 

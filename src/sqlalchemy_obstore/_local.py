@@ -41,18 +41,17 @@ instead, which refuses links that exist when an operation starts.
 
 from __future__ import annotations
 
-import logging
 import os
 import stat
 from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 
-from .errors import PathEscapeError
+from .errors import PathEscapeError, library_logger
 
 __all__ = ("LocalRoot",)
 
-logger = logging.getLogger("sqlalchemy_obstore.local")
+logger = library_logger("sqlalchemy_obstore.local")
 
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)

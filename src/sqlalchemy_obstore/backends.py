@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import logging
 import os
 import re
 import threading
@@ -80,6 +79,7 @@ from .errors import (
     StoragePermissionError,
     UnsupportedOperationError,
     UnsupportedSchemeError,
+    library_logger,
     redact,
     redact_url,
 )
@@ -112,7 +112,7 @@ streamed upload's memory: 4 parts keep it near 20 MiB whatever the file's size (
 own default of 12 costs about 60 MiB). Raise it per save or column for more throughput
 on high-latency links.
 """
-_logger = logging.getLogger("sqlalchemy_obstore.backends")
+_logger = library_logger("sqlalchemy_obstore.backends")
 _OBSTORE_CHUNK_SIZE = 5 * 1024 * 1024  # obstore's own defaults for put
 _OBSTORE_MAX_CONCURRENCY = 12
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import logging
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import timedelta
@@ -34,11 +33,17 @@ from .backends import (
     UploadBody,
     WriteResult,
 )
-from .errors import ConfigurationError, ObjectExistsError, ObjectNotFoundError, StorageError
+from .errors import (
+    ConfigurationError,
+    ObjectExistsError,
+    ObjectNotFoundError,
+    StorageError,
+    library_logger,
+)
 
 __all__ = ("TOMBSTONE_PREFIX", "MirrorBackend", "OverlayBackend")
 
-logger = logging.getLogger("sqlalchemy_obstore.composite")
+logger = library_logger("sqlalchemy_obstore.composite")
 
 TOMBSTONE_PREFIX = ".overlay-tombstones"
 """Where an `OverlayBackend` records, in the overlay store, the base objects it deleted."""

@@ -235,26 +235,21 @@ class _RedactingFilter(logging.Filter):
 
 
 _LOG_REDACTION = _RedactingFilter()
-_LIBRARY_LOGGERS = (
-    "sqlalchemy_obstore",
-    "sqlalchemy_obstore.composite",
-    "sqlalchemy_obstore.gc",
-    "sqlalchemy_obstore.lifecycle",
-    "sqlalchemy_obstore.local",
-    "sqlalchemy_obstore.migration",
-)
-"""The loggers the library writes to; each carries `_LOG_REDACTION` (a test checks that
-every `sqlalchemy_obstore*` logger is in this list)."""
 
 
-def _redact_library_logs() -> None:
-    for name in _LIBRARY_LOGGERS:
-        logger = logging.getLogger(name)
-        if _LOG_REDACTION not in logger.filters:
-            logger.addFilter(_LOG_REDACTION)
+def library_logger(name: str) -> logging.Logger:
+    """The logger `name` (under `sqlalchemy_obstore`), with the redaction filter on it.
+
+    Every module of the library gets its logger here, so no log record it writes can
+    carry a secret (a test checks that every `sqlalchemy_obstore*` logger has the filter).
+    """
+    logger = logging.getLogger(name)
+    if _LOG_REDACTION not in logger.filters:
+        logger.addFilter(_LOG_REDACTION)
+    return logger
 
 
-_redact_library_logs()
+library_logger("sqlalchemy_obstore")
 
 
 class StorageError(Exception):

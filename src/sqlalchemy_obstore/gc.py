@@ -57,7 +57,6 @@ API through SQLAlchemy's greenlet bridge (as the session lifecycle does).
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -94,6 +93,7 @@ from .errors import (
     StorageError,
     StoragePermissionError,
     UnsupportedOperationError,
+    library_logger,
 )
 from .file_object import FileObject
 from .registry import BackendRegistry, storages
@@ -118,7 +118,7 @@ __all__ = (
     "verify_references_async",
 )
 
-logger = logging.getLogger("sqlalchemy_obstore.gc")
+logger = library_logger("sqlalchemy_obstore.gc")
 
 Problem: TypeAlias = Literal[
     "missing", "size_mismatch", "checksum_mismatch", "unknown_backend", "error"

@@ -34,7 +34,6 @@ to call obstore synchronously or through the async bridge.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -47,7 +46,7 @@ from sqlalchemy.orm.base import NO_VALUE
 from ._compat import await_, in_async_context
 from ._content import CONSUMED, ContentCheckpoint
 from .backends import Backend
-from .errors import NoContentError, StorageErrorGroup, UntrustedReferenceError
+from .errors import NoContentError, StorageErrorGroup, UntrustedReferenceError, library_logger
 from .file_object import FileObject, FileObjectList, SaveOptions
 from .types import (
     UNKNOWN_OLD_VALUE_KEY,
@@ -65,7 +64,7 @@ __all__ = (
     "is_tracking",
 )
 
-logger = logging.getLogger("sqlalchemy_obstore")
+logger = library_logger("sqlalchemy_obstore")
 
 TRACKING_KEY = "sqlalchemy_obstore.track"
 """`session.info` key: set to `False` to turn automatic file handling off for a session."""

@@ -47,7 +47,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import logging
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -76,7 +75,7 @@ from ._attributes import object_attributes
 from ._compat import await_, in_async_context
 from ._copy import copy_object
 from .backends import DEFAULT_CHUNK_SIZE, Backend, ObjectInfo
-from .errors import ConfigurationError, ObjectNotFoundError, StorageError
+from .errors import ConfigurationError, ObjectNotFoundError, StorageError, library_logger
 from .gc import FileColumn, _columns
 from .keys import join_key
 from .registry import BackendRegistry, storages
@@ -90,7 +89,7 @@ __all__ = (
     "migrate_async",
 )
 
-logger = logging.getLogger("sqlalchemy_obstore.migration")
+logger = library_logger("sqlalchemy_obstore.migration")
 
 Phase: TypeAlias = Literal["copy", "delete"]
 """What a migration is doing when it reports progress."""

@@ -510,7 +510,9 @@ async def test_attributes_are_rebuilt_from_the_row(sqlite_engine: Engine, tmp_pa
     Base.metadata.create_all(sqlite_engine)
     file = make_file("Résumé.pdf", size=10, backend=SRC, metadata={"owner": "bob"}).save()
     thumb = make_file("Résumé.thumb.png", size=8, backend=SRC).save()
-    with_thumb = FileObject.from_dict({**file.to_dict(), "renditions": {"thumb": thumb.to_dict()}})
+    with_thumb = FileObject.from_dict(
+        {**file.to_dict(), "renditions": {"thumb": thumb.to_dict()}}, trusted=True
+    )
     page = make_file("page.txt", size=5, backend=SRC).save()
     insert_rows(db, world, [{"id": 1, "file": with_thumb, "pages": [page]}])
     assert (await db.migrate(Base)).ok

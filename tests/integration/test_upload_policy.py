@@ -450,7 +450,7 @@ def test_a_zip_is_identified_by_its_container_not_its_mimetype_entry(
         ("odd.thing", b"?", "text/x-anything", "attachment", "odd.thing"),
         ("../../etc/passwd", b"x", "text/plain", "inline", "passwd"),
         ("invoice\u202efdp.exe", b"MZ", "image/png", "inline", "invoicefdp.exe"),
-        ("nul\x00byte.png", PNG, "image/png", "inline", "nulbyte.png"),
+        ("ctl\x01byte.png", PNG, "image/png", "inline", "ctlbyte.png"),  # (NUL: refused)
     ],
 )
 @pytest.mark.parametrize("with_metadata", [False, True], ids=["fast-path", "general-path"])
