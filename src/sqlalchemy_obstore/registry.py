@@ -44,7 +44,8 @@ __all__ = (
 logger = logging.getLogger("sqlalchemy_obstore")
 
 OrphanReason = Literal["after_commit", "rollback", "failed_flush", "commit_outcome_unknown"]
-"""Why objects were left in storage; see [`OrphanReport`][sqlalchemy_obstore.registry.OrphanReport]."""
+"""Why objects were left in storage: see
+[`OrphanReport`][sqlalchemy_obstore.registry.OrphanReport]."""
 
 
 @dataclass(frozen=True, slots=True)
