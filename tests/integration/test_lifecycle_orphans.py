@@ -118,7 +118,8 @@ async def test_failed_delete_after_commit_is_reported(
     doc = Doc(file=FileObject(filename="a.txt", content=b"a"))
     db.session.add(doc)
     await db.commit()
-    assert doc.file is not None and doc.file.path is not None
+    assert doc.file is not None
+    assert doc.file.path is not None
     old = doc.file.path
 
     doc.file = FileObject(filename="b.txt", content=b"b")
@@ -191,7 +192,8 @@ async def test_listener_errors_are_logged_and_do_not_break_the_commit(
     assert [r.reason for r in reports] == ["after_commit"]  # the next listener still ran
     [failure] = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert "orphan listener" in failure.getMessage()
-    assert failure.exc_info is not None and isinstance(failure.exc_info[1], RuntimeError)
+    assert failure.exc_info is not None
+    assert isinstance(failure.exc_info[1], RuntimeError)
 
 
 def test_reports_go_to_the_registries_that_hold_the_backend() -> None:
