@@ -21,6 +21,7 @@ from .errors import (
     FileTooLargeError,
     FileTooSmallError,
     ForbiddenAddressError,
+    ForkedProcessError,
     InvalidContentTypeError,
     InvalidExpiryError,
     InvalidExtensionError,
@@ -73,7 +74,7 @@ from .migration import (
     migrate,
     migrate_async,
 )
-from .registry import BackendRegistry, storages
+from .registry import BackendRegistry, OrphanReport, storages
 from .types import StoredObject
 from .validation import UploadPolicy, detect_content_type
 
@@ -97,6 +98,7 @@ __all__ = (
     "FileTooSmallError",
     "Finding",
     "ForbiddenAddressError",
+    "ForkedProcessError",
     "GarbageReport",
     "InvalidContentTypeError",
     "InvalidExpiryError",
@@ -116,6 +118,7 @@ __all__ = (
     "ObjectInfo",
     "ObjectNotFoundError",
     "ObstoreBackend",
+    "OrphanReport",
     "OverlayBackend",
     "RemoteFetchError",
     "SaveOptions",

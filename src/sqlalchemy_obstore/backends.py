@@ -42,7 +42,6 @@ from typing import (
 )
 from urllib.parse import quote, urlsplit
 
-import obstore as obs
 from obstore import exceptions as obs_errors
 from obstore.store import (
     AzureStore,
@@ -54,6 +53,7 @@ from obstore.store import (
     from_url,
 )
 
+from ._fork import obs  # obstore's functions; refused in a forked child
 from .errors import (
     ConfigurationError,
     InvalidExpiryError,

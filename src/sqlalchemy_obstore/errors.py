@@ -27,6 +27,7 @@ StorageError
 ├── ChecksumMismatchError
 ├── StorageOperationError
 │   └── StorageErrorGroup
+├── ForkedProcessError (RuntimeError)
 ├── RemoteFetchError
 │   └── ForbiddenAddressError
 ├── UploadTicketError
@@ -62,6 +63,7 @@ __all__ = (
     "FileTooLargeError",
     "FileTooSmallError",
     "ForbiddenAddressError",
+    "ForkedProcessError",
     "InvalidContentTypeError",
     "InvalidExpiryError",
     "InvalidExtensionError",
@@ -362,6 +364,25 @@ class StorageErrorGroup(StorageOperationError):
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         super().__init__(f"{message}: {details}{more}")
         self.errors = tuple(errors)
+
+
+class ForkedProcessError(StorageError, RuntimeError):
+    """A storage call in a process forked after obstore's I/O runtime had started.
+
+    obstore runs its I/O on a Tokio runtime whose threads do not survive `fork()`: in
+    the child every store call - on an existing store or on a new one - would wait
+    forever. The library refuses such calls at once instead. Start worker processes
+    with `spawn` or `forkserver`, or make the parent's first storage call only after the
+    workers are forked (gunicorn without `--preload`, Celery's `worker_process_init`):
+    see the deployment guide.
+
+    Attributes:
+        parent_pid: The process that used obstore, then forked.
+    """
+
+    def __init__(self, message: str, *, parent_pid: int | None = None):
+        super().__init__(message)
+        self.parent_pid = parent_pid
 
 
 class ValidationError(StorageError, ValueError):
