@@ -79,7 +79,7 @@ def test_supported_start_methods_work(
         assert result["outcome"] == "ok", result
 
 
-# -- gunicorn ---------------------------------------------------------------------------------------
+# -- gunicorn --------------------------------------------------------------------------------------
 GUNICORN_APP = '''
 """A WSGI app that stores one object per request (the fork tests' gunicorn app)."""
 
