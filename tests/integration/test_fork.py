@@ -13,7 +13,9 @@ moto S3 server, so that the parent's state is exactly what the scenario says.
 - gunicorn with `--preload` (a real gunicorn master and its forked workers, WSGI): an app
   that makes a storage call at import time answers with `ForkedProcessError` at once,
   while the same app without that call - or with the call moved to gunicorn's
-  `post_worker_init` hook - and without `--preload` works.
+  `post_worker_init` hook - and without `--preload` works;
+- uvicorn with `--workers 2` (spawned workers, ASGI): an app that makes a storage call at
+  import time works.
 """
 
 from __future__ import annotations
@@ -104,6 +106,27 @@ def app(environ, start_response):
     return [f"stored by {os.getpid()}".encode()]
 '''
 
+ASGI_APP = """
+\"\"\"An ASGI app that stores one object per request (the fork tests' uvicorn app).\"\"\"
+
+import os
+import uuid
+
+from sqlalchemy_obstore import storages
+from tests.fork_workers import backend
+
+storages.register_backend(backend(os.environ["S3_ENDPOINT"], os.environ["S3_BUCKET"]))
+storages.get_backend("forked").put("import-time-check", b"ok")
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await storages.get_backend("forked").put_async(f"request/{uuid.uuid4().hex}", b"hello")
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": f"stored by {os.getpid()}".encode()})
+"""
+
 GUNICORN_CONFIG = """
 from sqlalchemy_obstore import storages
 
@@ -118,6 +141,7 @@ def post_worker_init(worker):
 def gunicorn_app(tmp_path: Path) -> Path:
     pytest.importorskip("gunicorn", reason="gunicorn is in the test dependencies")
     (tmp_path / "fork_app.py").write_text(GUNICORN_APP)
+    (tmp_path / "fork_asgi_app.py").write_text(ASGI_APP)
     (tmp_path / "gunicorn_conf.py").write_text(GUNICORN_CONFIG)
     return tmp_path
 
@@ -142,13 +166,20 @@ def _gunicorn(
         *(["--config", str(app_dir / "gunicorn_conf.py")] if hook else []),
         "fork_app:app",
     ]
+    yield from _serve(app_dir, moto, argv, port, store_at_import=store_at_import)
+
+
+def _serve(
+    app_dir: Path, moto: MotoServer, argv: list[str], port: int, *, store_at_import: bool
+) -> Iterator[str]:
     env = {
         **os.environ,
         "S3_ENDPOINT": moto.endpoint,
         "S3_BUCKET": moto.bucket,
         "STORE_AT_IMPORT": "1" if store_at_import else "0",
+        "PYTHONPATH": os.pathsep.join([str(app_dir), str(REPO_ROOT)]),
     }
-    log = app_dir / f"gunicorn-{uuid.uuid4().hex[:6]}.log"
+    log = app_dir / f"server-{uuid.uuid4().hex[:6]}.log"
     with log.open("w") as out:
         process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -204,3 +235,26 @@ def test_gunicorn(
             else:
                 pids.add(response.text.rsplit(" ", 1)[-1])
         assert expected == 503 or pids
+
+
+def test_uvicorn_workers(gunicorn_app: Path, moto_server: MotoServer) -> None:
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+        "--log-level",
+        "warning",
+        "fork_asgi_app:app",
+    ]
+    for url in _serve(gunicorn_app, moto_server, argv, port, store_at_import=True):
+        for _ in range(4):
+            response = httpx.get(url, timeout=30)
+            assert response.status_code == 200, response.text
+            assert response.text.startswith("stored by")
