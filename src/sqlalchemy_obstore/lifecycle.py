@@ -60,7 +60,7 @@ from sqlalchemy.orm.base import NO_VALUE
 from ._compat import await_, in_async_context
 from ._content import CONSUMED, ContentCheckpoint
 from .backends import Backend
-from .errors import NoContentError, StorageErrorGroup
+from .errors import NoContentError, StorageErrorGroup, redact
 from .file_object import FileObject, FileObjectList, SaveOptions
 from .registry import OrphanReason, OrphanReport, report_orphans
 from .types import (
@@ -670,7 +670,7 @@ def _commit_in_doubt(attempts: list[_CommitAttempt]) -> str | None:
     last = attempts[-1]
     if last.unknown:
         error = last.error
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else "no message"
+        detail = redact(str(error).strip().splitlines()[0]) if str(error).strip() else "no message"
         return f"the connection failed after COMMIT was sent ({type(error).__name__}: {detail})"
     if len(attempts) > 1:
         return (
