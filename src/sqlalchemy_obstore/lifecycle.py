@@ -671,7 +671,7 @@ def _commit_in_doubt(attempts: list[_CommitAttempt]) -> str | None:
     if last.unknown:
         error = last.error
         detail = redact(str(error).strip().splitlines()[0]) if str(error).strip() else "no message"
-        return f"the connection failed after COMMIT was sent ({type(error).__name__}: {detail})"
+        return f"COMMIT was sent and no answer came back ({type(error).__name__}: {detail})"
     if len(attempts) > 1:
         return (
             f"{len(attempts) - 1} of the session's {len(attempts)} connections committed "
@@ -684,6 +684,8 @@ def _keep_in_doubt(record: _Record, why: str, error: BaseException | None) -> No
     """Leave everything of a transaction whose commit may have happened, and say so."""
     uploaded = _uploaded_objects(record.uploads)
     replaced = {ref: b for ref, b in record.deletes.items() if ref not in uploaded}
+    if not uploaded and not replaced:
+        return  # no file involved: nothing to keep, nothing to say
     logger.warning(
         "The outcome of a COMMIT is unknown: %s. The transaction may have committed, so "
         "no file was deleted: %d uploaded object(s) (referenced if it committed) and %d "

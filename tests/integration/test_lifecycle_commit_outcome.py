@@ -390,3 +390,24 @@ async def test_commit_refused_by_the_database_undoes_the_uploads(
     assert storage.stored().keys() == assert_no_dangling(check, storage).keys()
     assert warnings_of(caplog) == []
     assert reports == []
+
+
+async def test_lost_commit_reply_without_files_says_nothing(
+    db: Driver,
+    check: Engine,
+    proxy: PgProxy,
+    storage: Recording,
+    reports: list[OrphanReport],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    doc = await committed_doc(db, "existing")
+    doc.name = "renamed"  # no file changes hands
+    proxy.lose_commit_replies(1)
+    with caplog.at_level(logging.WARNING, logger="sqlalchemy_obstore"):
+        with pytest.raises(DBAPIError):
+            await db.commit()
+        await db.rollback()
+    assert proxy.replies_lost == 1
+    assert warnings_of(caplog) == []
+    assert reports == []
+    assert_no_dangling(check, storage)
