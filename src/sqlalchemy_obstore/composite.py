@@ -24,6 +24,7 @@ from typing import Any
 
 from ._copy import SyncWriter, copy_object, open_sync_writer
 from ._delegating import Call, DelegatingBackend, put_kwargs
+from ._logging import library_logger
 from .backends import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_CONCURRENCY,
@@ -38,7 +39,6 @@ from .errors import (
     ObjectExistsError,
     ObjectNotFoundError,
     StorageError,
-    library_logger,
 )
 
 __all__ = ("TOMBSTONE_PREFIX", "MirrorBackend", "OverlayBackend")

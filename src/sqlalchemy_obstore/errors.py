@@ -30,6 +30,7 @@ StorageError
 ├── ChecksumMismatchError
 ├── StorageOperationError
 │   └── StorageErrorGroup
+├── ForkedProcessError (RuntimeError)
 ├── RemoteFetchError
 │   ├── RemoteTimeoutError (TimeoutError)
 │   └── ForbiddenAddressError
@@ -54,7 +55,6 @@ record the library logs.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Sequence
 from datetime import datetime
@@ -69,6 +69,7 @@ __all__ = (
     "FileTooLargeError",
     "FileTooSmallError",
     "ForbiddenAddressError",
+    "ForkedProcessError",
     "InvalidContentTypeError",
     "InvalidExpiryError",
     "InvalidExtensionError",
@@ -219,37 +220,6 @@ def redact_url(url: object) -> str:
         pairs = [pair.split("=", 1)[0] + "=<redacted>" for pair in query[1:].split("&") if pair]
         query = "?" + "&".join(pairs)
     return redact(f"{scheme}{slashes}{authority}{path}") + query
-
-
-class _RedactingFilter(logging.Filter):
-    """Runs every record of the library's loggers through `redact` (message and traceback)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:  # (otherwise the record keeps its arguments, for handlers)
-            record.msg, record.args = cleaned, None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
-        return True
-
-
-_LOG_REDACTION = _RedactingFilter()
-
-
-def library_logger(name: str) -> logging.Logger:
-    """The logger `name` (under `sqlalchemy_obstore`), with the redaction filter on it.
-
-    Every module of the library gets its logger here, so no log record it writes can
-    carry a secret (a test checks that every `sqlalchemy_obstore*` logger has the filter).
-    """
-    logger = logging.getLogger(name)
-    if _LOG_REDACTION not in logger.filters:
-        logger.addFilter(_LOG_REDACTION)
-    return logger
-
-
-library_logger("sqlalchemy_obstore")
 
 
 class StorageError(Exception):
@@ -529,6 +499,25 @@ class StorageErrorGroup(StorageOperationError):
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         super().__init__(f"{message}: {details}{more}")
         self.errors = tuple(errors)
+
+
+class ForkedProcessError(StorageError, RuntimeError):
+    """A storage call in a process forked after obstore's I/O runtime had started.
+
+    obstore runs its I/O on a Tokio runtime whose threads do not survive `fork()`: in
+    the child every store call - on an existing store or on a new one - would wait
+    forever. The library refuses such calls at once instead. Start worker processes
+    with `spawn` or `forkserver`, or make the parent's first storage call only after the
+    workers are forked (gunicorn without `--preload`, Celery's `worker_process_init`):
+    see the deployment guide.
+
+    Attributes:
+        parent_pid: The process that used obstore, then forked.
+    """
+
+    def __init__(self, message: str, *, parent_pid: int | None = None):
+        super().__init__(message)
+        self.parent_pid = parent_pid
 
 
 class ValidationError(StorageError, ValueError):

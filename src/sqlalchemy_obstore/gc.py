@@ -82,6 +82,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import _multipart
 from ._compat import await_, in_async_context
+from ._logging import library_logger
 from .backends import Backend, ObjectInfo
 from .errors import (
     BackendNotFoundError,
@@ -93,7 +94,6 @@ from .errors import (
     StorageError,
     StoragePermissionError,
     UnsupportedOperationError,
-    library_logger,
 )
 from .file_object import FileObject
 from .registry import BackendRegistry, storages

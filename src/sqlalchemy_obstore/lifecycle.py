@@ -22,6 +22,17 @@ class (and so on every `Session`, `sessionmaker`, `AsyncSession` and
    back (or is closed without commit) are deleted, and the `FileObject`s go back to
    holding their content so that a retry uploads again; deletes that it cancelled in
    an enclosing transaction (a file put back into a row) are scheduled again.
+4. **An unknown outcome deletes nothing.** When the DBAPI sent COMMIT and got no answer
+   (the connection died: the database may well have committed), the session still
+   rolls back, but no file is deleted: neither the transaction's uploads (committed
+   rows may reference them) nor the files it replaced (rows may still reference them
+   if it did not commit). One WARNING says so; `sqlalchemy-obstore verify` and `gc`
+   settle it. A commit that failed before COMMIT reached the database (a flush error, a
+   `before_commit` listener) or that the database refused is an ordinary rollback.
+
+Whatever is left behind this way (including deletes that failed) is logged and reported
+to the orphan listeners of the registries the backends are in
+([`BackendRegistry.add_orphan_listener`][sqlalchemy_obstore.registry.BackendRegistry.add_orphan_listener]).
 
 Tracking can be turned off per session (`disable_tracking(session)`, or
 `info={TRACKING_KEY: False}` on a sessionmaker) and per column
@@ -34,20 +45,29 @@ to call obstore synchronously or through the async bridge.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import event, inspect, select
+from sqlalchemy.engine import Connection, Engine, ExceptionContext
 from sqlalchemy.orm import InstanceState, Mapper, Session, SessionTransaction, object_session
 from sqlalchemy.orm.attributes import flag_modified, get_history
 from sqlalchemy.orm.base import NO_VALUE
 
 from ._compat import await_, in_async_context
 from ._content import CONSUMED, ContentCheckpoint
+from ._logging import library_logger
 from .backends import Backend
-from .errors import NoContentError, StorageErrorGroup, UntrustedReferenceError, library_logger
+from .errors import (
+    NoContentError,
+    StorageErrorGroup,
+    UntrustedReferenceError,
+    redact,
+)
 from .file_object import FileObject, FileObjectList, SaveOptions
+from .registry import OrphanReason, OrphanReport, report_orphans
 from .types import (
     UNKNOWN_OLD_VALUE_KEY,
     StoredObject,
@@ -143,6 +163,8 @@ class _SessionState:
     # the rows it deletes
     flush_holders: dict[_Ref, list[InstanceState[Any]]] = field(default_factory=dict)
     flush_doomed: dict[_Ref, Backend] = field(default_factory=dict)
+    # the COMMITs of the root transaction, one per connection, in the order sent
+    commits: list[_CommitAttempt] = field(default_factory=list)
 
     def record_for(self, session: Session) -> _Record:
         transaction = session.get_nested_transaction() or session.get_transaction()
@@ -304,12 +326,31 @@ async def _gather_bounded(
     return list(await asyncio.gather(*(limited(c) for c in calls), return_exceptions=True))
 
 
-def _delete_quietly(pending: dict[_Ref, Backend], reason: str) -> None:
-    """Delete objects grouped by backend; failures are logged, never raised."""
-    by_backend: dict[int, tuple[Backend, list[str]]] = {}
-    for (_key, path), backend in pending.items():
-        by_backend.setdefault(id(backend), (backend, []))[1].append(path)
-    groups = list(by_backend.values())
+_REASONS: dict[OrphanReason, str] = {
+    "after_commit": "replaced or removed, after commit",
+    "rollback": "transaction rolled back",
+    "failed_flush": "failed flush",
+    "commit_outcome_unknown": "commit outcome unknown",
+}
+
+
+def _by_backend(objects: dict[_Ref, Backend]) -> list[tuple[Backend, list[str]]]:
+    groups: dict[int, tuple[Backend, list[str]]] = {}
+    for (_key, path), backend in objects.items():
+        groups.setdefault(id(backend), (backend, []))[1].append(path)
+    return list(groups.values())
+
+
+def _report(backend: Backend, paths: list[str], reason: OrphanReason, error: Any) -> None:
+    report = OrphanReport(
+        backend.key, tuple(paths), reason, error if isinstance(error, BaseException) else None
+    )
+    report_orphans(backend, report)
+
+
+def _delete_quietly(pending: dict[_Ref, Backend], reason: OrphanReason) -> None:
+    """Delete objects grouped by backend; failures are logged and reported, never raised."""
+    groups = _by_backend(pending)
     results = _run(
         [lambda b=b, p=p: b.delete(p) for b, p in groups],  # type: ignore[misc]
         [lambda b=b, p=p: b.delete_async(p) for b, p in groups],  # type: ignore[misc]
@@ -324,15 +365,19 @@ def _delete_quietly(pending: dict[_Ref, Backend], reason: str) -> None:
                 len(paths),
                 paths[:10],
                 backend.key,
-                reason,
+                _REASONS[reason],
                 outcome if outcome is not None else "not attempted",
                 exc_info=outcome if isinstance(outcome, BaseException) else None,
             )
+            _report(backend, paths, reason, outcome)
             if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
                 raise outcome
         else:
             logger.debug(
-                "Deleted %d object(s) from backend %r (%s)", len(paths), backend.key, reason
+                "Deleted %d object(s) from backend %r (%s)",
+                len(paths),
+                backend.key,
+                _REASONS[reason],
             )
 
 
@@ -392,7 +437,7 @@ def _upload_all(session: Session, jobs: list[tuple[FileObject, SaveOptions]]) ->
     failures = [r for r in results if isinstance(r, BaseException)]
     if failures:
         # Nothing of this flush may stay behind: remove what did get uploaded.
-        _delete_quietly(_uploaded_objects(done), "failed flush")
+        _delete_quietly(_uploaded_objects(done), "failed_flush")
         for upload in done:
             _revert(upload)
         fatal = [f for f in failures if not isinstance(f, Exception)]
@@ -598,6 +643,128 @@ def _after_transaction_create(session: Session, transaction: SessionTransaction)
         state.unattached = _Record()
 
 
+# -- commits whose outcome is unknown -----------------------------------------------------------
+# A commit can fail in two ways that look alike to the session and not at all to storage.
+# Before COMMIT reached the database (the flush failed, a `before_commit` or `commit`
+# listener raised) or refused by it (a deferred constraint, a serialization failure), the
+# transaction rolled back and its uploads must go. After the DBAPI sent COMMIT and before
+# the answer came (the connection died), the database may have committed: deleting the
+# uploads then would leave committed rows pointing at nothing. SQLAlchemy reports a
+# failure of the DBAPI's `commit()` itself, and only that, through `handle_error` between
+# the connection's `commit` event and the next `rollback`; these listeners note it.
+@dataclass(slots=True)
+class _CommitAttempt:
+    """One connection's COMMIT, from its `commit` event on."""
+
+    connection: Connection
+    settled: bool = False  # the DBAPI commit failed (and was judged), or a rollback followed
+    unknown: bool = False  # it failed without an answer from the database
+    error: BaseException | None = None
+
+
+# The session state of each connection a tracking session is using (`after_begin`).
+_COMMITTERS: weakref.WeakKeyDictionary[Connection, _SessionState] = weakref.WeakKeyDictionary()
+
+
+@event.listens_for(Session, "after_begin")
+def _after_begin(session: Session, transaction: SessionTransaction, connection: Connection) -> None:
+    if is_tracking(session):
+        _COMMITTERS[connection] = _state(session)
+
+
+@event.listens_for(Engine, "commit")
+def _on_commit(connection: Connection) -> None:
+    tracker = _COMMITTERS.get(connection)
+    if tracker is not None:
+        tracker.commits.append(_CommitAttempt(connection))
+
+
+def _open_attempt(connection: Connection | None) -> _CommitAttempt | None:
+    tracker = _COMMITTERS.get(connection) if connection is not None else None
+    if tracker is None or not tracker.commits:
+        return None
+    attempt = tracker.commits[-1]
+    return attempt if attempt.connection is connection and not attempt.settled else None
+
+
+@event.listens_for(Engine, "rollback")
+def _on_rollback(connection: Connection) -> None:
+    if (attempt := _open_attempt(connection)) is not None:
+        attempt.settled = True  # whatever fails from here on is not the COMMIT
+
+
+@event.listens_for(Engine, "handle_error")
+def _on_error(context: ExceptionContext) -> None:
+    if (attempt := _open_attempt(context.connection)) is not None:
+        attempt.settled = True
+        attempt.unknown = _outcome_unknown(context)
+        attempt.error = context.original_exception
+
+
+def _outcome_unknown(context: ExceptionContext) -> bool:
+    """Whether a failed DBAPI `commit()` leaves the transaction's outcome unknown.
+
+    It does unless the database itself answered with an error: a lost connection, a
+    timeout, a cancellation or a driver-side failure never tells whether the server
+    committed.
+    """
+    error = context.original_exception
+    if context.is_disconnect or not isinstance(error, Exception):
+        return True
+    dbapi = context.dialect.loaded_dbapi
+    if not isinstance(error, dbapi.Error):
+        return True
+    # PostgreSQL drivers (psycopg, asyncpg) carry the server's SQLSTATE; an error raised
+    # by the driver itself has none.
+    return hasattr(error, "sqlstate") and error.sqlstate is None
+
+
+def _commit_in_doubt(attempts: list[_CommitAttempt]) -> str | None:
+    """Why the root transaction may have committed although its commit failed, if it may.
+
+    Every COMMIT but the last one went through (a session with several binds commits
+    them one after another and stops at the first failure); the last one counts if its
+    DBAPI call failed without an answer. A last one that never failed inside the DBAPI
+    call was stopped before it (a `commit` listener raised): nothing was committed.
+    """
+    if not attempts:
+        return None
+    last = attempts[-1]
+    if last.unknown:
+        error = last.error
+        detail = redact(str(error).strip().splitlines()[0]) if str(error).strip() else "no message"
+        return f"COMMIT was sent and no answer came back ({type(error).__name__}: {detail})"
+    if len(attempts) > 1:
+        return (
+            f"{len(attempts) - 1} of the session's {len(attempts)} connections committed "
+            "before the next one failed"
+        )
+    return None
+
+
+def _keep_in_doubt(record: _Record, why: str, error: BaseException | None) -> None:
+    """Leave everything of a transaction whose commit may have happened, and say so."""
+    uploaded = _uploaded_objects(record.uploads)
+    replaced = {ref: b for ref, b in record.deletes.items() if ref not in uploaded}
+    if not uploaded and not replaced:
+        return  # no file involved: nothing to keep, nothing to say
+    logger.warning(
+        "The outcome of a COMMIT is unknown: %s. The transaction may have committed, so "
+        "no file was deleted: %d uploaded object(s) (referenced if it committed) and %d "
+        "replaced or removed object(s) (still referenced if it did not) stay in storage. "
+        "Check the references with `sqlalchemy-obstore verify`; `sqlalchemy-obstore gc` "
+        "removes whatever no row references. First objects: %s",
+        why,
+        len(uploaded),
+        len(replaced),
+        sorted(path for _key, path in [*uploaded, *replaced])[:10],
+    )
+    for backend, paths in _by_backend({**uploaded, **replaced}):
+        _report(backend, paths, "commit_outcome_unknown", error)
+    for upload in record.uploads:
+        _revert(upload)  # the session rolled back: a retry uploads again, under a new key
+
+
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
     state = session.info.get(_STATE_KEY)
@@ -617,6 +784,11 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
     committed = transaction in state.committed
     state.committed.discard(transaction)
     parent = transaction.parent
+    in_doubt: str | None = None
+    commits = state.commits
+    if parent is None:
+        in_doubt = None if committed else _commit_in_doubt(commits)
+        state.commits = []
     if not committed and (parent is None or transaction.nested) and state.remembered:
         # The changes are discarded, and with them the values they replaced.
         for instance in state.remembered:
@@ -629,19 +801,22 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
         state.unattached = _Record()
     if record is None:
         return
+    if in_doubt is not None:
+        _keep_in_doubt(record, in_doubt, commits[-1].error)
+        return
     if committed or not (parent is None or transaction.nested):
         # A committed SAVEPOINT (or a flush sub-transaction) hands its work to the
         # enclosing transaction; a committed root transaction finishes it.
         if parent is not None:
             state.records.setdefault(parent, _Record()).merge(record)
         elif record.deletes:
-            _delete_quietly(record.deletes, "replaced or removed, after commit")
+            _delete_quietly(record.deletes, "after_commit")
         return
     # Rolled back, or closed without commit: undo this transaction's uploads, and what it
     # cancelled in enclosing transactions.
     for origin, ref, backend in record.unscheduled:
         origin.deletes[ref] = backend
     if record.uploads:
-        _delete_quietly(_uploaded_objects(record.uploads), "transaction rolled back")
+        _delete_quietly(_uploaded_objects(record.uploads), "rollback")
         for upload in record.uploads:
             _revert(upload)

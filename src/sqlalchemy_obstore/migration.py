@@ -74,8 +74,9 @@ from sqlalchemy.util.concurrency import greenlet_spawn
 from ._attributes import object_attributes
 from ._compat import await_, in_async_context
 from ._copy import copy_object
+from ._logging import library_logger
 from .backends import DEFAULT_CHUNK_SIZE, Backend, ObjectInfo
-from .errors import ConfigurationError, ObjectNotFoundError, StorageError, library_logger
+from .errors import ConfigurationError, ObjectNotFoundError, StorageError
 from .gc import FileColumn, _columns
 from .keys import join_key
 from .registry import BackendRegistry, storages

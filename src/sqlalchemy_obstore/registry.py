@@ -9,22 +9,83 @@ needs isolation (multi-tenant apps, parallel tests) can create its own
 
 Reads are lock-free (a lookup reads an immutable snapshot); writes take a lock and
 publish a new snapshot, so the registry is safe to use from several threads.
+
+A registry also tells the application about objects the session lifecycle left behind
+in its backends (a delete that failed after a commit or a rollback, a commit whose
+outcome is unknown): see
+[`BackendRegistry.add_orphan_listener`][sqlalchemy_obstore.registry.BackendRegistry.add_orphan_listener].
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator, Mapping
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from .errors import BackendAlreadyRegisteredError, BackendNotFoundError
 
 if TYPE_CHECKING:
     from .backends import Backend
 
-__all__ = ("BackendRegistry", "storages")
+__all__ = (
+    "BackendRegistry",
+    "OrphanListener",
+    "OrphanReason",
+    "OrphanReport",
+    "report_orphans",
+    "storages",
+)
+
+logger = logging.getLogger("sqlalchemy_obstore")
+
+OrphanReason = Literal["after_commit", "rollback", "failed_flush", "commit_outcome_unknown"]
+"""Why objects were left in storage: see
+[`OrphanReport`][sqlalchemy_obstore.registry.OrphanReport]."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanReport:
+    """Objects of one backend that the session lifecycle left in storage, and why.
+
+    Every report is also logged as a WARNING on the `sqlalchemy_obstore` logger. The
+    objects are safe to leave (no committed row is broken by them) and the garbage
+    collector (`sqlalchemy-obstore gc`) removes every one that no row references.
+
+    Attributes:
+        backend: The backend's key.
+        paths: The objects' paths in the backend.
+        reason: What happened:
+
+            - `"after_commit"`: deleting replaced or removed files after a commit failed;
+              the objects are orphans.
+            - `"rollback"`: undoing the uploads of a transaction or SAVEPOINT that rolled
+              back failed; the objects are orphans.
+            - `"failed_flush"`: removing the uploads of a flush whose other uploads failed
+              did not work; the objects are orphans.
+            - `"commit_outcome_unknown"`: COMMIT was sent and no answer came back (the
+              connection died), so nothing was deleted. If the transaction committed,
+              the transaction's uploads are referenced and the files it replaced are
+              orphans; if it did not, the other way round. `sqlalchemy-obstore verify`
+              and `gc` tell which.
+        error: The exception behind it: the failed delete's, or the commit's for
+            `"commit_outcome_unknown"`; `None` when the delete was not attempted.
+    """
+
+    backend: str
+    paths: tuple[str, ...]
+    reason: OrphanReason
+    error: BaseException | None = None
+
+
+OrphanListener = Callable[[OrphanReport], object]
+"""A callable that receives an [`OrphanReport`][sqlalchemy_obstore.registry.OrphanReport]."""
+
+_REGISTRIES: weakref.WeakSet[BackendRegistry] = weakref.WeakSet()
 
 
 class BackendRegistry:
@@ -38,11 +99,13 @@ class BackendRegistry:
         (True, ['uploads'])
     """
 
-    __slots__ = ("_backends", "_lock")
+    __slots__ = ("__weakref__", "_backends", "_lock", "_orphan_listeners")
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._backends: Mapping[str, Backend] = MappingProxyType({})
+        self._orphan_listeners: tuple[OrphanListener, ...] = ()
+        _REGISTRIES.add(self)
 
     def register_backend(self, backend: Backend, *, replace: bool = False) -> None:
         """Register `backend` under its key.
@@ -123,6 +186,49 @@ class BackendRegistry:
             with self._lock:
                 self._backends = saved
 
+    # -- orphans ----------------------------------------------------------------------------
+    def add_orphan_listener(self, listener: OrphanListener) -> OrphanListener:
+        """Call `listener` whenever the session lifecycle leaves objects behind.
+
+        `listener` receives an [`OrphanReport`][sqlalchemy_obstore.registry.OrphanReport]
+        for objects of a backend registered here: a delete that failed after a commit or
+        a rollback, or a commit whose outcome is unknown. Use it to count and alert;
+        the garbage collector removes the objects. It runs inside the session's commit
+        or rollback (in an `AsyncSession`, in the event loop's thread), so keep it quick
+        and free of I/O; an exception it raises is logged and otherwise ignored.
+
+        Args:
+            listener: The callable; adding it twice has no effect.
+
+        Returns:
+            `listener`, so that this method can be used as a decorator.
+
+        Example:
+            >>> from collections import Counter
+            >>> from sqlalchemy_obstore import BackendRegistry
+            >>> orphans: Counter[str] = Counter()
+            >>> registry = BackendRegistry()
+            >>> @registry.add_orphan_listener
+            ... def count(report):
+            ...     orphans[report.reason] += len(report.paths)
+        """
+        with self._lock:
+            if listener not in self._orphan_listeners:
+                self._orphan_listeners = (*self._orphan_listeners, listener)
+        return listener
+
+    def remove_orphan_listener(self, listener: OrphanListener) -> None:
+        """Stop calling `listener` (added with `add_orphan_listener`); unknown ones are ignored."""
+        with self._lock:
+            self._orphan_listeners = tuple(x for x in self._orphan_listeners if x != listener)
+
+    def _notify_orphans(self, report: OrphanReport) -> None:
+        for listener in self._orphan_listeners:
+            try:
+                listener(report)
+            except Exception:
+                logger.exception("The orphan listener %r failed on %r", listener, report)
+
     def __contains__(self, key: object) -> bool:
         return key in self._backends
 
@@ -134,6 +240,21 @@ class BackendRegistry:
 
     def __repr__(self) -> str:
         return f"BackendRegistry(keys={sorted(self._backends)!r})"
+
+
+def report_orphans(backend: Backend, report: OrphanReport) -> None:
+    """Give `report` to the orphan listeners of every registry where `backend` is registered.
+
+    Called by the session lifecycle; applications that leave objects behind in their
+    own code may call it too.
+
+    Args:
+        backend: The backend the objects are in (matched by identity).
+        report: What was left and why.
+    """
+    for registry in list(_REGISTRIES):
+        if registry._orphan_listeners and registry._backends.get(backend.key) is backend:
+            registry._notify_orphans(report)
 
 
 storages = BackendRegistry()

@@ -5,9 +5,15 @@ and a list column - add a row, replace a file, set it to `None`, append, remove,
 and move list items, touch a file's metadata in place, merge one row into another,
 delete a row, flush, commit, roll back, begin / roll back / release SAVEPOINTs - mixed
 with faults: failed puts, deletes and multipart parts (`FaultInjectingBackend`), unique
-violations, a commit that raises before it starts (`before_commit`) or at the database's
-COMMIT, and crashes (the process dies: whatever the session would still do to storage
-never happens).
+violations, a commit that raises before it starts (`before_commit`) or in a `commit`
+listener just before the DBAPI sends COMMIT, and crashes (the process dies: whatever the
+session would still do to storage never happens). On PostgreSQL the session talks to the
+server through a protocol-aware proxy (`tests/pg_proxy.py`), and a `LostCommit` step
+commits while the proxy loses what the DBAPI sent: the *reply* (the server committed,
+the client hears only the connection close) or the COMMIT *request* itself (cut instead
+of forwarded: nothing committed, and the client cannot tell either). The outcome is then
+unknown to the session, and the library must delete nothing: not a single delete may be
+issued by the rollback that follows, and I1/I2 must hold either way.
 
 After every step the invariants are checked against what is *committed*, read through a
 separate engine:
@@ -18,7 +24,8 @@ separate engine:
   library issues is checked, at the moment it is issued, against the committed rows;
 - **I3** every object in storage that no committed row references is either an upload of
   the transaction still in progress or accounted for by an injected fault (a failed
-  cleanup delete, a crash) - the set the garbage collector must find. Anything else is a
+  cleanup delete, a crash, a commit of unknown outcome) - the set the garbage collector
+  must find. Anything else is a
   leak. Rollbacks of SAVEPOINTs and transactions must remove exactly what they uploaded,
   and a flush that fails on storage must leave none of its uploads behind.
 
@@ -45,7 +52,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import String, create_engine, delete, event, inspect, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -64,6 +71,7 @@ from sqlalchemy_obstore import (
 from sqlalchemy_obstore.backends import UploadBody, WriteResult
 from sqlalchemy_obstore.testing import FaultInjectingBackend, InjectedFault
 from tests.integration.sessions import AsyncSavepoint, Savepoint, SyncSavepoint
+from tests.pg_proxy import PgProxy
 
 pytestmark = pytest.mark.integration
 
@@ -261,6 +269,13 @@ class DatabaseFault:
 
 
 @dataclass(frozen=True)
+class LostCommit:
+    """Commit, and lose the COMMIT's reply or the COMMIT itself (PostgreSQL, via the proxy)."""
+
+    lose: Literal["reply", "request"]
+
+
+@dataclass(frozen=True)
 class Crash:
     pass
 
@@ -286,6 +301,7 @@ Operation = (
     | ReleaseSavepoint
     | StorageFault
     | DatabaseFault
+    | LostCommit
     | Crash
 )
 
@@ -350,6 +366,8 @@ FAMILIES: dict[str, list[st.SearchStrategy[Operation]]] = {
         )
     ],
     "database fault": [st.builds(DatabaseFault, st.sampled_from(["before_commit", "commit"]))],
+    # COMMIT sent, outcome unknown: on PostgreSQL only (`plans(lost_commits=True)`)
+    "lost commit": [st.builds(LostCommit, st.sampled_from(["reply", "request"]))],
     "crash": [st.just(Crash())],
 }
 ALWAYS = ("add", "commit")
@@ -364,12 +382,14 @@ class Plan:
 
 
 @st.composite
-def plans(draw: st.DrawFn) -> Plan:
+def plans(draw: st.DrawFn, lost_commits: bool = False) -> Plan:
     setup = draw(st.lists(adds, min_size=1, max_size=3))
-    optional = sorted(set(FAMILIES) - set(ALWAYS))
+    optional = sorted(set(FAMILIES) - set(ALWAYS) - (set() if lost_commits else {"lost commit"}))
     families = [*ALWAYS, *draw(st.lists(st.sampled_from(optional), min_size=1, unique=True))]
     if "savepoint" not in families and draw(st.booleans()):
         families.append("savepoint")  # where most of the bookkeeping is: in half the scripts
+    if lost_commits and "lost commit" not in families and draw(st.booleans()):
+        families.append("lost commit")  # the fault only PostgreSQL can have: in 3/4 of them
     steps = st.one_of([step for family in families for step in FAMILIES[family]])
     ops = draw(st.lists(steps, min_size=6, max_size=40))
     return Plan(tuple(setup), tuple(ops))
@@ -563,12 +583,26 @@ class Harness:
         new_driver: Callable[[], Driver],
         session_engine: Engine,
         stats: Counter[str],
+        proxy: PgProxy | None = None,
     ) -> None:
         self.check = check
         self.new_driver = new_driver
         self.stats = stats
+        self.proxy = proxy  # between the session and PostgreSQL: loses COMMITs on demand
+        self.lost_seen = (0, 0)
         self.fail_next_commit = False
         event.listen(session_engine, "commit", self._on_commit)
+
+    def commits_lost(self) -> int:
+        """COMMITs the proxy has lost so far (their reply or themselves), counted."""
+        proxy = self.proxy
+        if proxy is None:
+            return 0
+        replies, requests = proxy.replies_lost, proxy.requests_lost
+        self.stats["fault.lost_reply"] += replies - self.lost_seen[0]
+        self.stats["fault.lost_request"] += requests - self.lost_seen[1]
+        self.lost_seen = (replies, requests)
+        return replies + requests
 
     def _on_commit(self, connection: Any) -> None:
         if self.fail_next_commit:
@@ -578,6 +612,8 @@ class Harness:
 
     def reset(self) -> None:
         self.fail_next_commit = False
+        if self.proxy is not None:
+            self.proxy.disarm()
         with self.check.begin() as conn:
             conn.execute(delete(Item.__table__))
 
@@ -619,6 +655,7 @@ class Script:
         self.verified: dict[str, str | None] = {}  # path -> etag when first verified
         self.violations: list[str] = []
         self.put_log: list[str] = []
+        self.deletes_issued = 0  # delete calls the library made
         self.duplicate_added = False
         self.counter = itertools.count()
         self.injected_seen = 0
@@ -634,6 +671,7 @@ class Script:
         self.levels[-1].add(path)
 
     def deleting(self, paths: str | Sequence[str]) -> list[str]:
+        self.deletes_issued += 1
         batch = [paths] if isinstance(paths, str) else list(paths)
         referenced = set(batch) & self.harness.committed_paths()
         if referenced:  # I2, checked when the delete is issued
@@ -709,6 +747,7 @@ class Script:
 
     async def step(self, op: Operation) -> None:
         puts_before = len(self.put_log)
+        lost_before = self.harness.commits_lost()
         try:
             await self.apply(op)
             if getattr(op, "flush", False):
@@ -728,6 +767,10 @@ class Script:
             if str(exc) == "before_commit":
                 self.stats["fault.before_commit"] += 1
             await self.rollback_all()
+        except DBAPIError as exc:
+            if not exc.connection_invalidated or self.harness.commits_lost() == lost_before:
+                raise
+            await self.outcome_unknown()
 
     async def apply(self, op: Operation) -> None:
         driver = self.driver
@@ -821,6 +864,17 @@ class Script:
                 self.harness.fail_next_commit = True
             else:
                 driver.sync_session.info[_ARM_BEFORE_COMMIT] = True
+        elif isinstance(op, LostCommit):
+            proxy = self.harness.proxy
+            assert proxy is not None
+            if op.lose == "reply":
+                proxy.lose_commit_replies(1)
+            else:
+                proxy.lose_commits(1)
+            try:
+                await self.apply(Commit())
+            finally:
+                proxy.disarm()  # no COMMIT went out: nothing to commit, or the flush failed
         elif isinstance(op, Crash):
             await self.crash()
         else:  # pragma: no cover
@@ -856,6 +910,24 @@ class Script:
         self.stats["rollbacks"] += 1
         self.assert_undone(set().union(*self.levels), "a rollback")
         self.transaction_ended()
+
+    async def outcome_unknown(self) -> None:
+        """COMMIT was sent and the connection died: whether it committed is unknown.
+
+        The session rolls back; the library must issue no delete at all (the uploads may
+        be referenced, the replaced files may still be), and whatever is then stored and
+        not committed is left for the garbage collector.
+        """
+        deletes_before = self.deletes_issued
+        await self.driver.rollback()
+        assert self.deletes_issued == deletes_before, "a commit of unknown outcome deleted files"
+        self.allowed |= self.stored().keys() - self.harness.committed_paths()
+        self.stats["commits of unknown outcome"] += 1
+        self.transaction_ended()
+        self.verify(None)  # I1 and I2 hold whether or not the server committed
+        # the rows the session held are expired or transient now: load them again
+        self.rows = await self.driver.all_rows()
+        await self.driver.rollback()
 
     async def crash(self) -> None:
         """The process dies: the database rolls back, storage cleanup never happens."""
@@ -1025,13 +1097,50 @@ REGRESSIONS: dict[str, Plan] = {
 }
 
 
-def _run_scripts(harness: Harness, runner: Loop, max_examples: int) -> None:
+LOST_COMMIT_REGRESSIONS: dict[str, Plan] = {
+    # COMMIT sent, reply lost: the server committed everything below, the session rolls
+    # back; before the fix the rollback deleted the uploads the committed rows reference.
+    "a lost COMMIT reply deleted the uploads of a committed transaction": Plan(
+        (Add(_SMALL, (_SMALL,), False),),
+        (
+            BeginSavepoint(),
+            Replace(0, _SMALL),
+            ReleaseSavepoint(),
+            BeginSavepoint(),
+            Append(0, Content("stream", 600)),
+            RollbackSavepoint(),
+            Add(_SMALL, (), False),
+            Remove(0, 0),
+            LostCommit("reply"),
+            Replace(0, _SMALL),
+            Commit(),
+        ),
+    ),
+    # COMMIT cut before the server got it: nothing committed; deleting what the
+    # transaction replaced would break the old rows.
+    "a lost COMMIT request deleted files the old rows still reference": Plan(
+        (Add(_SMALL, (_SMALL,), False), Add(_SMALL, (), False)),
+        (Replace(0, _SMALL), Delete(1), LostCommit("request"), Commit()),
+    ),
+}
+
+
+def _run_scripts(
+    harness: Harness, runner: Loop, max_examples: int, *, lost_commits: bool = False
+) -> None:
+    """Run the regressions and `max_examples` generated scripts.
+
+    `lost_commits` adds the faults that need the PostgreSQL proxy (`harness.proxy`).
+    """
+
     def run(plan: Plan) -> None:
         runner.run(Script(harness).run(plan))
 
-    for plan in REGRESSIONS.values():
+    regressions = {**REGRESSIONS, **(LOST_COMMIT_REGRESSIONS if lost_commits else {})}
+    for plan in regressions.values():
         run = example(plan)(run)
-    settings(max_examples=max_examples, **SETTINGS)(given(plans())(run))()  # type: ignore[arg-type]
+    strategy = plans(lost_commits=lost_commits)
+    settings(max_examples=max_examples, **SETTINGS)(given(strategy)(run))()  # type: ignore[arg-type]
 
 
 def _variant_stats(stats: dict[str, Counter[str]], variant: str) -> Counter[str]:
@@ -1089,35 +1198,51 @@ def _pg_check_engine(url: str) -> Engine:
     return create_engine(url, connect_args={"options": "-c lock_timeout=5000"})
 
 
-def test_postgresql_sync(pg_url: str, lifecycle_stats: dict[str, Counter[str]]) -> None:
+@pytest.fixture
+def pg_proxy(pg_engine: Engine) -> Iterator[PgProxy]:
+    """A proxy in front of the test server that loses COMMITs on demand."""
+    url = pg_engine.url
+    with PgProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        yield proxy
+
+
+def test_postgresql_sync(
+    pg_url: str, pg_proxy: PgProxy, lifecycle_stats: dict[str, Counter[str]]
+) -> None:
+    """A `Session` on psycopg, through the proxy."""
     check = _pg_check_engine(pg_url)
-    engine = create_engine(pg_url)
+    engine = create_engine(pg_proxy.url(pg_url))
     harness = Harness(
         check,
         lambda: SyncDriver(engine),
         engine,
         _variant_stats(lifecycle_stats, "postgresql-sync"),
+        pg_proxy,
     )
     try:
         with Loop() as runner:
-            _run_scripts(harness, runner, examples(60))
+            _run_scripts(harness, runner, examples(100), lost_commits=True)
     finally:
         engine.dispose()
         check.dispose()
 
 
-def test_postgresql_async(pg_url: str, lifecycle_stats: dict[str, Counter[str]]) -> None:
+def test_postgresql_async(
+    pg_url: str, pg_proxy: PgProxy, lifecycle_stats: dict[str, Counter[str]]
+) -> None:
+    """An `AsyncSession` on asyncpg, through the proxy."""
     check = _pg_check_engine(pg_url)
     with Loop() as runner:
-        engine = create_async_engine(pg_url.replace("+psycopg", "+asyncpg", 1))
+        engine = create_async_engine(pg_proxy.url(pg_url.replace("+psycopg", "+asyncpg", 1)))
         harness = Harness(
             check,
             lambda: AsyncDriver(engine),
             engine.sync_engine,
             _variant_stats(lifecycle_stats, "postgresql-async"),
+            pg_proxy,
         )
         try:
-            _run_scripts(harness, runner, examples(40))
+            _run_scripts(harness, runner, examples(60), lost_commits=True)
         finally:
             runner.run(engine.dispose())
             check.dispose()

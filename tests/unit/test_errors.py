@@ -18,6 +18,7 @@ import pytest
 
 import sqlalchemy_obstore
 from sqlalchemy_obstore import errors
+from sqlalchemy_obstore._logging import REDACTION
 from sqlalchemy_obstore.errors import redact, redact_url
 
 
@@ -183,7 +184,7 @@ def test_every_library_log_record_is_redacted(caplog: pytest.LogCaptureFixture) 
     ]
     for name in names:
         logger = logging.getLogger(name)
-        assert errors._LOG_REDACTION in logger.filters, f"{name}: use errors.library_logger()"
+        assert REDACTION in logger.filters, f"{name}: use _logging.library_logger()"
         with caplog.at_level(logging.DEBUG, logger=name):
             caplog.clear()
             logger.warning("could not delete: %s", MESSAGE)
