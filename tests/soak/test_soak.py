@@ -48,6 +48,7 @@ def test_short_soak(pg_database: str, tmp_path: Path) -> None:
     assert report["verify_findings"] == 0
     assert report["commits_ok"] > 50
     assert report["orphans_after_gc"] == 0
+    assert report["incomplete_after_gc"] == 0  # killed multipart uploads aborted by gc
     faults = report["faults"]
     assert faults["worker kill -9"] >= 1
     assert faults["S3 frozen (SIGSTOP)"] >= 1
