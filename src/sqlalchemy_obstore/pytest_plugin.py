@@ -47,6 +47,7 @@ import functools
 import importlib
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -63,9 +64,10 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 try:  # optional: the async fixtures are marked for it when it is installed
-    import pytest_asyncio
+    import pytest_asyncio as _pytest_asyncio
 except ImportError:  # pragma: no cover - exercised where pytest-asyncio is absent
-    pytest_asyncio = None
+    _pytest_asyncio = None  # type: ignore[assignment]
+pytest_asyncio: ModuleType | None = _pytest_asyncio
 
 __all__ = (
     "obstore_async_engine",
@@ -408,7 +410,7 @@ async def _obstore_async_engine(
     (`pip install 'sqlalchemy-obstore[sqlite]'`).
     """
     try:
-        import aiosqlite  # noqa: F401
+        importlib.import_module("aiosqlite")
     except ImportError:
         raise MissingDependencyError("aiosqlite", "sqlite") from None
     from sqlalchemy.ext.asyncio import create_async_engine

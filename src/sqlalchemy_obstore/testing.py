@@ -321,7 +321,7 @@ class FaultInjectingBackend(DelegatingBackend):
         self._faults: list[_Fault] = []
         self._random = random.Random(seed)
 
-    @property  # type: ignore[override]  # Backend declares a plain attribute
+    @property
     def url_signer(self) -> UrlSigner | None:
         """The wrapped backend's URL signer (setting it sets the wrapped backend's)."""
         return self.inner.url_signer
