@@ -313,7 +313,8 @@ def obstore_session_options() -> dict[str, Any]:
 
 
 def _sqlite_events(engine: Engine) -> None:
-    """Real SAVEPOINTs and enforced foreign keys on SQLite (SQLAlchemy's recipe)."""
+    """SQLite closer to a server database: real SAVEPOINTs (SQLAlchemy's recipe), enforced
+    foreign keys, and WAL, so a test's open session does not block the app's writes."""
     from sqlalchemy import event
 
     @event.listens_for(engine, "connect")
@@ -321,6 +322,7 @@ def _sqlite_events(engine: Engine) -> None:
         dbapi_connection.isolation_level = None  # let SQLAlchemy emit BEGIN itself
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -335,7 +337,10 @@ _SQLITE_ARGS = {"timeout": 30}
 def obstore_engine(tmp_path: Path, obstore_metadata: MetaData | None) -> Iterator[Engine]:
     """A SQLite engine on a file in `tmp_path`, with `obstore_metadata`'s tables created.
 
-    SAVEPOINTs (`session.begin_nested()`) and foreign keys work as on a server database.
+    SAVEPOINTs (`session.begin_nested()`) and foreign keys work as on a server database,
+    and the file is in WAL mode: a test's session reading the database does not block
+    the application under test from writing (it sees the new rows in its next
+    transaction).
     """
     from sqlalchemy import create_engine
 
