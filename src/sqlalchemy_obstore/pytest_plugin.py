@@ -141,8 +141,7 @@ def _import_object(spec: str, option: str) -> Any:
             value = getattr(value, part)
     except AttributeError:
         raise pytest.UsageError(
-            f"The {option} ini option names {spec!r}, but {module_name!r} has no "
-            f"{attribute!r}."
+            f"The {option} ini option names {spec!r}, but {module_name!r} has no {attribute!r}."
         ) from None
     return value
 
@@ -344,9 +343,7 @@ def obstore_engine(tmp_path: Path, obstore_metadata: MetaData | None) -> Iterato
     """
     from sqlalchemy import create_engine
 
-    engine = create_engine(
-        f"sqlite:///{tmp_path / 'obstore.sqlite'}", connect_args=_SQLITE_ARGS
-    )
+    engine = create_engine(f"sqlite:///{tmp_path / 'obstore.sqlite'}", connect_args=_SQLITE_ARGS)
     _sqlite_events(engine)
     if obstore_metadata is not None:
         obstore_metadata.create_all(engine)

@@ -30,9 +30,8 @@ from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.datastructures import UploadFile as LitestarUploadFile
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath
 from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.params import Body, FromPath
 from sqlalchemy import String
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -68,7 +67,7 @@ def _error(exc: StorageError) -> tuple[int, dict[str, str]]:
     return error_status(exc) or 500, {"error": type(exc).__name__}
 
 
-# -- Litestar ---------------------------------------------------------------------------------------
+# -- Litestar --------------------------------------------------------------------------------------
 async def provide_db(state: State) -> AsyncIterator[AsyncSession]:
     async with state.sessions() as session:
         yield session
@@ -116,7 +115,7 @@ def create_litestar_app(sessions: async_sessionmaker[AsyncSession], storage_dir:
     )
 
 
-# -- FastAPI ----------------------------------------------------------------------------------------
+# -- FastAPI ---------------------------------------------------------------------------------------
 async def fastapi_db(request: FastAPIRequest) -> AsyncIterator[AsyncSession]:
     async with request.app.state.sessions() as session:
         yield session

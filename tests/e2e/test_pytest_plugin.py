@@ -90,7 +90,9 @@ TEST_SYNC = """
         assert obstore_registry.get_backend("avatars") is obstore_memory_backends["avatars"]
 
 
-    def test_session_uploads_to_memory(obstore_session, obstore_memory_backend, obstore_file_factory):
+    def test_session_uploads_to_memory(
+        obstore_session, obstore_memory_backend, obstore_file_factory
+    ):
         doc = Document(
             title="t",
             file=obstore_file_factory("a.txt", size=100),
@@ -144,7 +146,9 @@ TEST_SYNC = """
     def test_a_reader_does_not_block_a_writer(obstore_engine):
         with obstore_engine.connect() as reader, obstore_engine.connect() as writer:
             reader.execute(text("SELECT count(*) FROM documents")).scalar_one()  # open read
-            writer.execute(text("INSERT INTO documents (title, file, pages) VALUES ('x', 'null', '[]')"))
+            writer.execute(
+                text("INSERT INTO documents (title, file, pages) VALUES ('x', 'null', '[]')")
+            )
             writer.commit()
 
 
@@ -172,15 +176,20 @@ TEST_ASYNC = """
     pytestmark = pytest.mark.asyncio
 
 
-    async def test_async_session(obstore_async_session, obstore_memory_backends, obstore_file_factory):
+    async def test_async_session(
+        obstore_async_session, obstore_memory_backends, obstore_file_factory
+    ):
         profile = Profile(avatar=obstore_file_factory("me.png"))
         obstore_async_session.add(profile)
         await obstore_async_session.commit()
         avatars = obstore_memory_backends["avatars"]
-        assert await avatars.get_bytes_async(profile.avatar.path) == await profile.avatar.get_content_async()
+        content = await profile.avatar.get_content_async()
+        assert await avatars.get_bytes_async(profile.avatar.path) == content
 
 
-    async def test_async_faults(obstore_async_session, obstore_faults, obstore_file_factory, obstore_memory_backend):
+    async def test_async_faults(
+        obstore_async_session, obstore_faults, obstore_file_factory, obstore_memory_backend
+    ):
         obstore_faults.fail("put")
         obstore_async_session.add(Document(title="t", file=obstore_file_factory()))
         with pytest.raises(InjectedFault):
@@ -289,7 +298,9 @@ def test_the_plugin_in_strict_mode(pytester: pytest.Pytester, project: Path) -> 
 
 def test_the_plugin_in_auto_mode(pytester: pytest.Pytester, project: Path) -> None:
     # pytest-asyncio's auto mode claims every async test, anyio's too: run those apart
-    result = pytester.runpytest_subprocess("-o", "asyncio_mode=auto", "--ignore=tests/test_anyio.py")
+    result = pytester.runpytest_subprocess(
+        "-o", "asyncio_mode=auto", "--ignore=tests/test_anyio.py"
+    )
     result.assert_outcomes(passed=13)
     assert nothing_stored_in(project)
 
@@ -305,7 +316,9 @@ def test_anyio_without_pytest_asyncio(pytester: pytest.Pytester, project: Path) 
 
 
 def test_keys_from_the_metadata(pytester: pytest.Pytester, project: Path) -> None:
-    result = pytester.runpytest_subprocess("-o", "obstore_backends=", "tests/test_sync.py::test_keys")
+    result = pytester.runpytest_subprocess(
+        "-o", "obstore_backends=", "tests/test_sync.py::test_keys"
+    )
     result.assert_outcomes(passed=1)
 
 

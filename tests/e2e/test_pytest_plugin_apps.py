@@ -70,7 +70,7 @@ def upload_form(text: bytes, filename: str = "notes.txt", title: str = "Notes") 
     }
 
 
-# -- Litestar: the ObstorePlugin registers the backend ----------------------------------------------
+# -- Litestar: the ObstorePlugin registers the backend ---------------------------------------------
 async def test_litestar_upload_lands_in_the_memory_backend(
     client: AsyncTestClient[Any],
     obstore_registry: BackendRegistry,
@@ -151,9 +151,7 @@ async def test_faults_configured_before_the_app_starts_survive_its_startup(
     assert first.status_code == 201
     assert first.json()["file"]["path"].startswith("docs/")  # the wrapper took the settings
     assert second.status_code == 500
-    assert [o.path for o in obstore_memory_backend.list_objects()] == [
-        first.json()["file"]["path"]
-    ]
+    assert [o.path for o in obstore_memory_backend.list_objects()] == [first.json()["file"]["path"]]
 
 
 async def test_the_app_starts_twice_in_one_test(
@@ -173,7 +171,7 @@ async def test_the_app_starts_twice_in_one_test(
     assert obstore_registry.get_backend("uploads").prefix == "docs"
 
 
-# -- FastAPI: a lifespan with storage_lifespan registers the backend --------------------------------
+# -- FastAPI: a lifespan with storage_lifespan registers the backend -------------------------------
 @pytest.fixture
 def fastapi_client(
     obstore_registry: BackendRegistry,

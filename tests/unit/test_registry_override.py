@@ -128,8 +128,9 @@ def test_every_key_stands_in_for_everything(registry: BackendRegistry) -> None:
 
 
 def test_every_key_needs_a_stand_in(registry: BackendRegistry) -> None:
-    with pytest.raises(ConfigurationError, match="needs a stand_in"), registry.override(
-        every_key=True
+    with (
+        pytest.raises(ConfigurationError, match="needs a stand_in"),
+        registry.override(every_key=True),
     ):
         pass
 

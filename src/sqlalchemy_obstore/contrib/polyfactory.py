@@ -29,9 +29,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, Generic, Optional, TypeVar
-
-from typing_extensions import TypeGuard
+from typing import Any, ClassVar, Generic, Optional, TypeGuard, TypeVar
 
 from sqlalchemy import Column
 from sqlalchemy import inspect as sa_inspect
@@ -94,7 +92,9 @@ class FileObjectProviderMixin(BaseFactory[Any]):
         """A pending file with a generated name and reproducible random content."""
         low, high = cls.__obstore_file_size__
         size = cls.__random__.randint(low, high)
-        return FileObject(filename=cls.__faker__.file_name(), content=cls.__random__.randbytes(size))
+        return FileObject(
+            filename=cls.__faker__.file_name(), content=cls.__random__.randbytes(size)
+        )
 
     @classmethod
     def get_provider_map(cls) -> dict[Any, Callable[[], Any]]:
