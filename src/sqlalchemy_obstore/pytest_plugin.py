@@ -443,4 +443,11 @@ async def _obstore_async_session(
 
 
 obstore_async_engine = _async_fixture(_obstore_async_engine, "obstore_async_engine")
+"""An async SQLite engine (aiosqlite) on a file in `tmp_path`, with tables created.
+
+Like `obstore_engine`, on its own database file. Needs `aiosqlite`
+(`pip install 'sqlalchemy-obstore[sqlite]'`).
+"""
+
 obstore_async_session = _async_fixture(_obstore_async_session, "obstore_async_session")
+"""An `AsyncSession` on `obstore_async_engine`, storage isolated by `obstore_registry`."""

@@ -351,3 +351,61 @@ def test_a_wrong_ini_option_names_itself(pytester: pytest.Pytester, project: Pat
     )  # fmt: skip
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*obstore_metadata ini option names 'myapp.models:Nope'*"])
+
+
+# -- the how-to page's examples -------------------------------------------------------------------
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "how-to" / "testing.md"
+
+TUTORIAL_MODELS = """
+    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+    from sqlalchemy_obstore import FileObject, StoredObject
+
+
+    class Base(DeclarativeBase):
+        pass
+
+
+    class Document(Base):
+        __tablename__ = "documents"
+
+        id: Mapped[int] = mapped_column(primary_key=True)
+        title: Mapped[str]
+        file: Mapped[FileObject | None] = mapped_column(StoredObject("uploads"))
+        attachments: Mapped[list[FileObject]] = mapped_column(
+            StoredObject("uploads", multiple=True), default=list
+        )
+"""
+
+
+def code_blocks(language: str) -> list[str]:
+    blocks, current = [], None
+    for line in DOCS.read_text().splitlines():
+        if current is None and line.strip() == f"```{language}":
+            current = []
+        elif current is not None and line.strip() == "```":
+            blocks.append("\n".join(current) + "\n")
+            current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+def test_the_how_to_page_examples_run(pytester: pytest.Pytester) -> None:
+    """Every test on docs/how-to/testing.md runs as written, with the page's configuration
+    (the test-client example needs an application: `test_pytest_plugin_apps.py` runs one)."""
+    (ini,) = code_blocks("ini")
+    pytester.makefile(
+        ".ini",
+        pytest=ini + "pythonpath = .\naddopts = --strict-config --strict-markers\n"
+        "filterwarnings =\n    error\n"
+        "    ignore:The declarative_mixin decorator:DeprecationWarning\n",
+    )
+    pytester.mkpydir("myapp")
+    (pytester.path / "myapp" / "models.py").write_text(textwrap.dedent(TUTORIAL_MODELS))
+    examples = [b for b in code_blocks("python") if "def test_" in b and "client" not in b]
+    assert len(examples) == 4  # the first tests, two fault tests, the factory
+    pytester.mkdir("tests")
+    (pytester.path / "tests" / "test_docs.py").write_text("\n\n".join(examples))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=6)
