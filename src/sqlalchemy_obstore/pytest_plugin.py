@@ -389,16 +389,17 @@ def _async_fixture(implementation: Callable[..., Any], name: str) -> Any:
     return pytest_asyncio.fixture(registered, name=name)
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest) -> Any:
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)  # old-style: works with every pytest
+def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest) -> Iterator[None]:
     """Let anyio run this plugin's async fixtures in tests that use anyio."""
     registered = fixturedef.func
     implementation = _ASYNC_IMPLEMENTATIONS.get(registered)
     if implementation is None or "anyio_backend" not in request.fixturenames:
-        return (yield)
+        yield
+        return
     fixturedef.func = implementation
     try:
-        return (yield)
+        yield
     finally:
         fixturedef.func = registered
 
