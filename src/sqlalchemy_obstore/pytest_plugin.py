@@ -393,7 +393,11 @@ def _async_fixture(implementation: Callable[..., Any], name: str) -> Any:
 def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest) -> Iterator[None]:
     """Let anyio run this plugin's async fixtures in tests that use anyio."""
     registered = fixturedef.func
-    implementation = _ASYNC_IMPLEMENTATIONS.get(registered)
+    implementation = None
+    candidate = registered  # pytest-asyncio < 1.0 wraps it at collection (functools.wraps)
+    while candidate is not None and implementation is None:
+        implementation = _ASYNC_IMPLEMENTATIONS.get(candidate)
+        candidate = getattr(candidate, "__wrapped__", None)
     if implementation is None or "anyio_backend" not in request.fixturenames:
         yield
         return
