@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
@@ -401,11 +402,23 @@ def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest) -> Ite
     if implementation is None or "anyio_backend" not in request.fixturenames:
         yield
         return
-    fixturedef.func = implementation
+    fixturedef.func = _own_arguments_only(implementation)
     try:
         yield
     finally:
         fixturedef.func = registered
+
+
+def _own_arguments_only(implementation: Callable[..., Any]) -> Callable[..., Any]:
+    """`implementation`, ignoring arguments it does not take (pytest-asyncio < 1.0 adds
+    `event_loop` to the fixture's arguments at collection)."""
+    own = set(inspect.signature(implementation).parameters)
+
+    async def run(**kwargs: Any) -> AsyncIterator[Any]:
+        async for value in implementation(**{k: v for k, v in kwargs.items() if k in own}):
+            yield value
+
+    return run
 
 
 async def _obstore_async_engine(
