@@ -3,7 +3,9 @@
 [`storages`][sqlalchemy_obstore.storages] is the default, process-wide registry that
 columns and file objects use unless told otherwise. Applications register their backends
 once at start-up (in their lifespan); tests swap backends in and out with
-[`BackendRegistry.temporary`][sqlalchemy_obstore.registry.BackendRegistry.temporary]. Code that
+[`BackendRegistry.temporary`][sqlalchemy_obstore.registry.BackendRegistry.temporary], and keep
+test backends registered against an application that registers its own at start-up with
+[`BackendRegistry.override`][sqlalchemy_obstore.registry.BackendRegistry.override]. Code that
 needs isolation (multi-tenant apps, parallel tests) can create its own
 [`BackendRegistry`][sqlalchemy_obstore.BackendRegistry] and pass it to `StoredObject`.
 
@@ -18,16 +20,16 @@ outcome is unknown): see
 
 from __future__ import annotations
 
-import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
-from .errors import BackendAlreadyRegisteredError, BackendNotFoundError
+from ._logging import library_logger
+from .errors import BackendAlreadyRegisteredError, BackendNotFoundError, ConfigurationError
 
 if TYPE_CHECKING:
     from .backends import Backend
@@ -37,11 +39,12 @@ __all__ = (
     "OrphanListener",
     "OrphanReason",
     "OrphanReport",
+    "StandIn",
     "report_orphans",
     "storages",
 )
 
-logger = logging.getLogger("sqlalchemy_obstore")
+logger = library_logger("sqlalchemy_obstore")
 
 OrphanReason = Literal["after_commit", "rollback", "failed_flush", "commit_outcome_unknown"]
 """Why objects were left in storage: see
@@ -87,6 +90,24 @@ OrphanListener = Callable[[OrphanReport], object]
 
 _REGISTRIES: weakref.WeakSet[BackendRegistry] = weakref.WeakSet()
 
+StandIn: TypeAlias = Callable[["Backend", "Backend | None"], "Backend"]
+"""Builds what a key resolves to inside an override, from the backend the code under test
+registered and the backend the key resolves to now (`None` when it resolves to nothing)."""
+
+
+class _Override:
+    """One active `override` block: the keys it pins and how it stands in for backends."""
+
+    __slots__ = ("every_key", "keys", "stand_in")
+
+    def __init__(self, keys: frozenset[str], stand_in: StandIn | None, every_key: bool) -> None:
+        self.keys = keys
+        self.stand_in = stand_in
+        self.every_key = every_key
+
+    def catches(self, key: str) -> bool:
+        return self.every_key or key in self.keys
+
 
 class BackendRegistry:
     """A thread-safe mapping of backend keys to backends.
@@ -99,13 +120,24 @@ class BackendRegistry:
         (True, ['uploads'])
     """
 
-    __slots__ = ("__weakref__", "_backends", "_lock", "_orphan_listeners")
+    __slots__ = (
+        "__weakref__",
+        "_backends",
+        "_displaced",
+        "_lock",
+        "_orphan_listeners",
+        "_overrides",
+    )
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._backends: Mapping[str, Backend] = MappingProxyType({})
         self._orphan_listeners: tuple[OrphanListener, ...] = ()
         _REGISTRIES.add(self)
+        # Active `override` blocks, innermost last, and what the code under test registered
+        # under the keys they catch.
+        self._overrides: tuple[_Override, ...] = ()
+        self._displaced: Mapping[str, Backend] = MappingProxyType({})
 
     def register_backend(self, backend: Backend, *, replace: bool = False) -> None:
         """Register `backend` under its key.
@@ -114,10 +146,17 @@ class BackendRegistry:
             backend: The backend to register.
             replace: Replace a backend already registered under the same key.
 
+        Inside an [`override`][sqlalchemy_obstore.registry.BackendRegistry.override] block
+        that catches the key, the override stays in place instead (see there).
+
         Raises:
             BackendAlreadyRegisteredError: If the key is taken and `replace` is false.
         """
         with self._lock:
+            override = self._catching(backend.key)
+            if override is not None:
+                self._displace(override, backend)
+                return
             if backend.key in self._backends and not replace:
                 raise BackendAlreadyRegisteredError(backend.key)
             self._backends = MappingProxyType({**self._backends, backend.key: backend})
@@ -125,10 +164,20 @@ class BackendRegistry:
     def unregister_backend(self, key: str) -> Backend:
         """Remove and return the backend registered under `key`.
 
+        Inside an `override` block that catches the key, this removes what the code under
+        test registered under it (and returns that); the override stays.
+
         Raises:
             BackendNotFoundError: If no backend has that key.
         """
         with self._lock:
+            if self._catching(key) is not None and key in self._displaced:
+                displaced = dict(self._displaced)
+                removed = displaced.pop(key)
+                self._displaced = MappingProxyType(displaced)
+                return removed
+            if self._catching(key) is not None and key in self._backends:
+                return self._backends[key]
             if key not in self._backends:
                 raise BackendNotFoundError(key, registered=list(self._backends))
             backends = dict(self._backends)
@@ -153,10 +202,21 @@ class BackendRegistry:
         """A read-only snapshot of the registered backends, by key."""
         return self._backends
 
+    @property
+    def displaced(self) -> Mapping[str, Backend]:
+        """What the code under test registered under keys an `override` block catches.
+
+        A read-only snapshot, by key: the backends an application registered (at import or
+        at start-up) that the override keeps out of the registry. Empty outside overrides.
+        """
+        return self._displaced
+
     def clear(self) -> None:
-        """Unregister every backend."""
+        """Unregister every backend (keys an `override` block catches keep their override)."""
         with self._lock:
-            self._backends = MappingProxyType({})
+            kept = {k: b for k, b in self._backends.items() if self._catching(k) is not None}
+            self._backends = MappingProxyType(kept)
+            self._displaced = MappingProxyType({})
 
     @contextmanager
     def temporary(self, *backends: Backend, clear: bool = False) -> Iterator[BackendRegistry]:
@@ -228,6 +288,111 @@ class BackendRegistry:
                 listener(report)
             except Exception:
                 logger.exception("The orphan listener %r failed on %r", listener, report)
+
+    @contextmanager
+    def override(
+        self, *backends: Backend, stand_in: StandIn | None = None, every_key: bool = False
+    ) -> Iterator[BackendRegistry]:
+        """Keep `backends` registered for a block, whatever the code under test registers.
+
+        The tool for testing an application that registers its own backends when it
+        starts (a Litestar plugin, a lifespan, a module-level `register_backend`): inside
+        the block each key of `backends` resolves to the given backend. When the code
+        under test registers a backend under a key the block catches, that call succeeds
+        (never `BackendAlreadyRegisteredError`) and the key resolves to
+        `stand_in(registered, current)`, or keeps its override without a `stand_in`;
+        unregistering such a key removes only the application's registration. What the
+        application registered stays visible in
+        [`displaced`][sqlalchemy_obstore.registry.BackendRegistry.displaced]. Backends
+        already registered under caught keys when the block starts are treated as if
+        registered again inside it. On exit the registry is restored as it was, as after
+        [`temporary`][sqlalchemy_obstore.registry.BackendRegistry.temporary] (which itself
+        ignores overrides: use it to register a real backend deliberately).
+
+        Blocks nest; the innermost block that catches a key decides for it.
+
+        Args:
+            *backends: Backends the block pins under their keys.
+            stand_in: Called as `stand_in(registered, current)` for each backend the code
+                under test registers under a caught key, with what the key resolves to now
+                (or `None`); what it returns (under the same key) is what the key resolves
+                to. [`memory_stand_in`][sqlalchemy_obstore.testing.memory_stand_in] keeps
+                the registered backend's settings and puts its content in memory.
+            every_key: Catch every key, not only those of `backends` (needs `stand_in`):
+                no backend the code under test registers is used as it is.
+
+        Raises:
+            ConfigurationError: For `every_key` without `stand_in`, or a `stand_in` that
+                returns a backend with another key.
+
+        Example:
+            >>> from sqlalchemy_obstore import ObstoreBackend, storages
+            >>> test_backend = ObstoreBackend("uploads", "memory://")
+            >>> with storages.override(test_backend):
+            ...     storages.register_backend(ObstoreBackend("uploads", "memory://"))  # the app
+            ...     storages.get_backend("uploads") is test_backend
+            True
+        """
+        if every_key and stand_in is None:
+            raise ConfigurationError(
+                "override(every_key=True) needs a stand_in: the function that builds what a "
+                "key resolves to from the backend registered under it."
+            )
+        pinned = {b.key: b for b in backends}
+        override = _Override(frozenset(pinned), stand_in, every_key)
+        with self._lock:
+            saved = (self._backends, self._overrides, self._displaced)
+            sources = {key: self._source(key) for key in (*self._backends, *self._displaced)}
+            start = {**self._backends, **pinned}
+            displaced = dict(self._displaced)
+            for key, source in sources.items():
+                if source is None or not override.catches(key):
+                    continue
+                displaced[key] = source
+                if stand_in is not None:
+                    start[key] = self._stand_in(stand_in, source, pinned.get(key))
+            self._backends = MappingProxyType(start)
+            self._displaced = MappingProxyType(displaced)
+            self._overrides = (*self._overrides, override)
+        try:
+            yield self
+        finally:
+            with self._lock:
+                self._backends, self._overrides, self._displaced = saved
+
+    def _catching(self, key: str) -> _Override | None:
+        """The innermost active override that catches `key`, if any."""
+        for override in reversed(self._overrides):
+            if override.catches(key):
+                return override
+        return None
+
+    def _source(self, key: str) -> Backend | None:
+        """What the code under test has registered under `key` (not an override)."""
+        if key in self._displaced:
+            return self._displaced[key]
+        return self._backends.get(key) if self._catching(key) is None else None
+
+    def _displace(self, override: _Override, backend: Backend) -> None:
+        """Record `backend`, registered under a caught key, and apply the stand-in."""
+        current = self._backends.get(backend.key)
+        if backend is current:
+            return
+        self._displaced = MappingProxyType({**self._displaced, backend.key: backend})
+        if override.stand_in is not None:
+            replacement = self._stand_in(override.stand_in, backend, current)
+            self._backends = MappingProxyType({**self._backends, backend.key: replacement})
+
+    @staticmethod
+    def _stand_in(stand_in: StandIn, backend: Backend, current: Backend | None) -> Backend:
+        replacement = stand_in(backend, current)
+        if replacement.key != backend.key:
+            raise ConfigurationError(
+                f"The stand-in for backend {backend.key!r} has the key {replacement.key!r}; "
+                "a stand-in must keep the key of the backend it stands in for.",
+                backend=backend.key,
+            )
+        return replacement
 
     def __contains__(self, key: object) -> bool:
         return key in self._backends

@@ -1,10 +1,12 @@
-"""The pytest helpers in `sqlalchemy_obstore.testing`: memory backends, generated files and
-the fault-injecting backend (the tool the lifecycle tests rely on, so it is tested too)."""
+"""The pytest helpers in `sqlalchemy_obstore.testing`: memory backends (also sticky, against
+an application that registers its own), memory stand-ins, generated files and the
+fault-injecting backend (the tool the lifecycle tests rely on, so it is tested too)."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -12,16 +14,22 @@ from sqlalchemy_obstore import (
     BackendNotFoundError,
     BackendRegistry,
     FileObject,
+    FileTooLargeError,
     ObstoreBackend,
     StorageError,
     StorageOperationError,
+    UploadPolicy,
     storages,
 )
+from sqlalchemy_obstore.signing import HmacUrlSigner, attach_signer, detach_signer
 from sqlalchemy_obstore.testing import (
     FaultInjectingBackend,
+    FileFactory,
     InjectedFault,
+    inject_faults,
     make_file,
     memory_backends,
+    memory_stand_in,
 )
 
 
@@ -85,6 +93,154 @@ def test_memory_backends_start_empty_each_time() -> None:
         assert [o.path for o in backends["uploads"].list_objects()] == [saved.path]
     with memory_backends("uploads") as backends:
         assert list(backends["uploads"].list_objects()) == []
+
+
+# -- memory_stand_in and memory_backends(sticky=True) ----------------------------------------------
+def nothing_stored_in(directory: Path) -> bool:
+    return not directory.exists() or not any(directory.rglob("*"))
+
+
+def production_backend(tmp_path: Path, **kwargs: object) -> ObstoreBackend:
+    """A real backend: local files in a directory the tests check stays empty."""
+    return ObstoreBackend("uploads", tmp_path / "real", **kwargs)  # type: ignore[arg-type]
+
+
+def test_memory_stand_in_takes_every_setting_but_the_store(tmp_path: Path) -> None:
+    def key_function(filename: str) -> str:
+        return f"k/{filename}"
+
+    signer = HmacUrlSigner("s" * 32)
+    policy = UploadPolicy(max_size=10)
+    real = production_backend(
+        tmp_path,
+        prefix="docs",
+        public_base_url="https://cdn.example.com",
+        key_function=key_function,
+        checksum_algorithm="md5",
+        policy=policy,
+        url_signer=signer,
+    )
+    stand_in = memory_stand_in(real)
+    assert (stand_in.key, stand_in.kind) == ("uploads", "memory")
+    assert stand_in.prefix == "docs"
+    assert stand_in.public_base_url == "https://cdn.example.com"
+    assert stand_in.key_function is key_function
+    assert stand_in.checksum_algorithm == "md5"
+    assert stand_in.policy is policy
+    assert stand_in.url_signer is signer
+    assert memory_stand_in(real).store is not stand_in.store  # a fresh store each time
+
+
+def test_memory_stand_in_shares_the_current_memory_store(tmp_path: Path) -> None:
+    current = ObstoreBackend("uploads", "memory://")
+    current.put("a", b"1")
+    stand_in = memory_stand_in(production_backend(tmp_path, prefix="docs"), current)
+    assert stand_in.store is current.store
+    assert stand_in.get_bytes("a") == b"1"
+    wrapped = FaultInjectingBackend(current)
+    assert memory_stand_in(production_backend(tmp_path), wrapped).store is current.store
+    not_memory = production_backend(tmp_path)
+    assert memory_stand_in(production_backend(tmp_path), not_memory).kind == "memory"
+
+
+def test_memory_stand_in_keeps_the_current_signer_when_the_backend_has_none(
+    tmp_path: Path,
+) -> None:
+    signer = HmacUrlSigner("s" * 32)
+    current = ObstoreBackend("uploads", "memory://", url_signer=signer)
+    assert memory_stand_in(production_backend(tmp_path), current).url_signer is signer
+
+
+def test_sticky_memory_backends_stand_in_for_what_the_app_registers(tmp_path: Path) -> None:
+    real = production_backend(tmp_path, prefix="docs", policy=UploadPolicy(max_size=100))
+    with memory_backends("uploads", sticky=True) as backends:
+        storages.register_backend(real)  # what an application's start-up does
+        resolved = storages.get_backend("uploads")
+        assert isinstance(resolved, ObstoreBackend)
+        assert resolved.kind == "memory"
+        assert resolved.prefix == "docs"
+        assert storages.displaced == {"uploads": real}
+
+        saved = FileObject(filename="a.txt", content=b"x", backend="uploads").save()
+        assert saved.path is not None
+        assert saved.path.startswith("docs/")
+        assert backends["uploads"].get_bytes(saved.path) == b"x"  # the same memory store
+        with pytest.raises(FileTooLargeError):  # the application's policy holds
+            FileObject(filename="b.txt", content=b"y" * 101, backend="uploads").save()
+
+        if storages.backends.get("uploads") is real:  # the lifespans' shutdown check
+            storages.unregister_backend("uploads")
+        storages.register_backend(real)  # a second start-up in the same test
+    assert "uploads" not in storages
+    assert nothing_stored_in(tmp_path / "real")
+
+
+def test_sticky_memory_backends_stand_in_for_every_key(tmp_path: Path) -> None:
+    module_level = ObstoreBackend("avatars", tmp_path / "avatars", prefix="a")
+    storages.register_backend(module_level)  # a README-style registration at import
+    with memory_backends("uploads", sticky=True) as backends:
+        avatars = storages.get_backend("avatars")
+        assert isinstance(avatars, ObstoreBackend)
+        assert (avatars.kind, avatars.prefix) == ("memory", "a")
+        late = ObstoreBackend("thumbs", tmp_path / "thumbs")
+        storages.register_backend(late)
+        thumbs = storages.get_backend("thumbs")
+        assert isinstance(thumbs, ObstoreBackend)
+        assert thumbs.kind == "memory"
+        assert storages.get_backend("uploads") is backends["uploads"]
+        for key in ("avatars", "thumbs", "uploads"):
+            FileObject(filename="f.txt", content=b"f", backend=key).save()
+    assert storages.get_backend("avatars") is module_level
+    assert "thumbs" not in storages
+    assert nothing_stored_in(tmp_path / "avatars")
+    assert nothing_stored_in(tmp_path / "thumbs")
+
+
+def test_sticky_memory_backends_with_clear(tmp_path: Path) -> None:
+    storages.register_backend(ObstoreBackend("other", "memory://"))
+    with memory_backends("uploads", sticky=True, clear=True):
+        assert list(storages) == ["uploads"]
+        storages.register_backend(production_backend(tmp_path))
+        assert storages.get_backend("uploads").prefix is None
+    assert list(storages) == ["other"]
+
+
+def test_app_signer_attaches_to_the_stand_ins(tmp_path: Path) -> None:
+    signer = HmacUrlSigner("s" * 32, base_url="/_storage")
+    with memory_backends("uploads", sticky=True):
+        storages.register_backend(production_backend(tmp_path))
+        assert attach_signer(storages, signer) == ["uploads"]  # what the lifespans do next
+        saved = FileObject(filename="a.txt", content=b"x", backend="uploads").save()
+        assert saved.sign(expires_in=60).startswith("/_storage/uploads/")
+        assert detach_signer(storages, signer) == ["uploads"]
+
+
+# -- FileFactory -----------------------------------------------------------------------------------
+def test_file_factory_makes_distinct_reproducible_files() -> None:
+    make = FileFactory(seed="tests/test_a.py::test_x")
+    first, second = make(), make()
+    assert (first.filename, second.filename) == ("file-1.bin", "file-2.bin")
+    assert pending_bytes(first) != pending_bytes(second)
+    assert len(pending_bytes(first)) == 1024
+    assert make.count == 2
+    again = FileFactory(seed="tests/test_a.py::test_x")
+    assert pending_bytes(again()) == pending_bytes(first)
+    assert pending_bytes(again()) == pending_bytes(second)
+    other = FileFactory(seed="tests/test_a.py::test_y")
+    assert pending_bytes(other()) != pending_bytes(first)
+    assert "count=2" in repr(make)
+
+
+def test_file_factory_options() -> None:
+    make = FileFactory(seed=1, size=10, backend="uploads")
+    file = make("photo.png", metadata={"owner": "ada"})
+    assert (file.filename, file.content_type, file.backend) == ("photo.png", "image/png", "uploads")
+    assert len(pending_bytes(file)) == 10
+    assert file.metadata == {"owner": "ada"}
+    assert len(pending_bytes(make(size=3))) == 3
+    assert pending_bytes(make(content=b"exact")) == b"exact"
+    assert make(content_type="text/csv").content_type == "text/csv"
+    assert make(backend="avatars").backend == "avatars"
 
 
 # -- make_file -------------------------------------------------------------------------------------
@@ -409,6 +565,76 @@ def test_registered_in_place_of_the_real_backend(inner: ObstoreBackend) -> None:
     assert saved.path is not None
     assert saved.path.startswith("p/")
     assert inner.get_bytes(saved.path) == b"a"
+
+
+def test_the_wrapper_signs_with_the_signer_set_on_it() -> None:
+    inner = ObstoreBackend("uploads", "memory://")
+    flaky = FaultInjectingBackend(inner)
+    registry = BackendRegistry()
+    registry.register_backend(flaky)
+    signer = HmacUrlSigner("s" * 32, base_url="/files")
+    assert attach_signer(registry, signer) == ["uploads"]
+    assert inner.url_signer is signer
+    assert flaky.url_signer is signer
+    inner.put("a", b"1")
+    assert flaky.sign("a").startswith("/files/uploads/a?")
+    detach_signer(registry, signer)
+    assert inner.url_signer is None
+
+
+# -- inject_faults ---------------------------------------------------------------------------------
+def test_inject_faults_wraps_the_registered_backend() -> None:
+    with memory_backends("uploads") as backends:
+        with inject_faults("uploads", seed=3) as flaky:
+            assert storages.get_backend("uploads") is flaky
+            assert flaky.inner is backends["uploads"]
+            flaky.fail("put")
+            with pytest.raises(InjectedFault):
+                FileObject(filename="a.txt", content=b"a", backend="uploads").save()
+            saved = FileObject(filename="a.txt", content=b"a", backend="uploads").save()
+        assert storages.get_backend("uploads") is backends["uploads"]
+        assert backends["uploads"].get_bytes(saved.path or "") == b"a"
+    with pytest.raises(BackendNotFoundError), inject_faults("uploads"):
+        pass
+
+
+def test_inject_faults_follows_an_app_registration(tmp_path: Path) -> None:
+    real = production_backend(tmp_path, prefix="docs")
+    with memory_backends("uploads", sticky=True) as backends, inject_faults("uploads") as flaky:
+        flaky.fail("put", nth=2)
+        FileObject(filename="a.txt", content=b"a", backend="uploads").save()
+        storages.register_backend(real)  # the application starts inside the block
+        assert storages.get_backend("uploads") is flaky  # faults and counters kept
+        assert flaky.prefix == "docs"
+        with pytest.raises(InjectedFault, match="put #2"):
+            FileObject(filename="b.txt", content=b"b", backend="uploads").save()
+        saved = FileObject(filename="c.txt", content=b"c", backend="uploads").save()
+        assert (saved.path or "").startswith("docs/")
+        assert backends["uploads"].get_bytes(saved.path or "") == b"c"  # the shared store
+        assert flaky.calls["put"] == 3
+    assert nothing_stored_in(tmp_path / "real")
+
+
+def test_inject_faults_after_the_app_registered(tmp_path: Path) -> None:
+    real = production_backend(tmp_path, prefix="docs")
+    with memory_backends("uploads", sticky=True):
+        storages.register_backend(real)
+        with inject_faults("uploads") as flaky:
+            assert flaky.prefix == "docs"
+            assert storages.get_backend("uploads") is flaky
+
+
+def test_inject_faults_around_a_real_backend_follows_it(tmp_path: Path) -> None:
+    first = ObstoreBackend("files", tmp_path / "one")
+    second = ObstoreBackend("files", tmp_path / "two")
+    storages.register_backend(first)
+    with inject_faults("files") as flaky:
+        assert flaky.inner is first
+        storages.register_backend(second)
+        assert flaky.inner is second
+        FileObject(filename="a.txt", content=b"a", backend="files").save()
+    assert storages.get_backend("files") is first
+    assert not nothing_stored_in(tmp_path / "two")
 
 
 def test_direct_save_retry_after_failed_multipart_rewinds_seekable_file() -> None:
