@@ -38,6 +38,7 @@ CELLS = {
     "emulator-gap": "untested locally",
     "refused": "refused",
     "not-checked": "not checked by emulator",
+    "hmac": "yes, HMAC route",
 }
 LEGEND = {
     "supported": "the operation worked and its result was checked.",
@@ -50,6 +51,8 @@ LEGEND = {
     "refused": "the server refused the request, as it must (asserted).",
     "not-checked": "the emulator accepts any signature (asserted); the real service checks "
     "signatures, which the suite verifies on the emulators that do.",
+    "hmac": "signed by the library's HMAC signer (a memory store: the process's development "
+    "signer) and served by its route; see signed URLs for local files and memory.",
 }
 NOT_RUN = "n/a"
 INLINE_DETAIL = 24  # details up to this length go in the cell, longer ones become notes

@@ -96,6 +96,11 @@ class DelegatingBackend(Backend):
         return self.inner.supports_signing
 
     @property
+    def supports_native_signing(self) -> bool:
+        """Whether the inner backend's store signs URLs itself."""
+        return self.inner.supports_native_signing
+
+    @property
     def supports_attributes(self) -> bool:
         """Whether the inner backend keeps object attributes."""
         return self.inner.supports_attributes

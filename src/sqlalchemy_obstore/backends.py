@@ -273,6 +273,11 @@ class Backend(ABC):
         """Whether the store can create signed URLs."""
 
     @property
+    def supports_native_signing(self) -> bool:
+        """Whether the store itself signs URLs (S3, GCS, Azure); else a URL signer does."""
+        return False
+
+    @property
     @abstractmethod
     def supports_attributes(self) -> bool:
         """Whether the store keeps content type, disposition and user metadata."""
@@ -316,9 +321,17 @@ class Backend(ABC):
 
     def unsupported(self, operation: str, path: str | None = None) -> UnsupportedOperationError:
         """Build the error for an operation this store cannot do."""
+        hint = ""
+        if operation == "Signing URLs":
+            hint = (
+                " Local files sign through an HmacUrlSigner served by the library's route: "
+                "give the web integration a signing_secret (Litestar ObstoreConfig, "
+                "Starlette storage_routes), or pass url_signer=HmacUrlSigner(secret) to "
+                "the backend."
+            )
         return UnsupportedOperationError(
             f"{operation} is not supported by {self.describe()}; "
-            f"stores that can: {_SIGNING_STORES}.",
+            f"stores that can: {_SIGNING_STORES}.{hint}",
             backend=self.key,
             path=path,
         )
@@ -976,8 +989,18 @@ class ObstoreBackend(Backend):
 
     @property
     def supports_signing(self) -> bool:
-        """Whether URLs can be signed: natively, or through `url_signer`."""
-        return self.supports_native_signing or self.url_signer is not None
+        """Whether URLs can be signed: natively, or through a URL signer (see `_signer`)."""
+        return self.supports_native_signing or self._signer() is not None
+
+    def _signer(self) -> UrlSigner | None:
+        """The signer of URLs the store cannot sign: `url_signer`, else for a memory store
+        the process's development signer (a memory store lives in one process, so a
+        per-process secret serves it; see `signing.development_signer`)."""
+        if self.url_signer is not None or self.kind != "memory":
+            return self.url_signer
+        from .signing import development_signer  # (signing imports nothing from here)
+
+        return development_signer()
 
     @property
     def supports_attributes(self) -> bool:
@@ -1715,7 +1738,7 @@ class ObstoreBackend(Backend):
         if self._native_signing:  # the usual case, decided once at construction
             return (paths if isinstance(paths, str) else list(paths)), self.check_expiry(expires_in)
         single = paths if isinstance(paths, str) else None
-        if self._cannot_sign and self.url_signer is None:
+        if self._cannot_sign and self._signer() is None:
             raise UnsupportedOperationError(
                 f"Signing URLs is not possible on backend {self.key!r}: {self._cannot_sign}",
                 backend=self.key,
@@ -1821,7 +1844,7 @@ class ObstoreBackend(Backend):
     def _sign_elsewhere(
         self, target: str | list[str], method: HttpMethod, lifetime: timedelta
     ) -> str | list[str]:
-        signer = self.url_signer
+        signer = self._signer()
         assert signer is not None  # _sign_args refused the request otherwise
         if isinstance(target, str):
             return signer.sign_url(self.key, target, method=method, expires_in=lifetime)

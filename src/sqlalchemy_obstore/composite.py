@@ -412,6 +412,11 @@ class OverlayBackend(DelegatingBackend):
         return self.base.supports_signing and self.overlay.supports_signing
 
     @property
+    def supports_native_signing(self) -> bool:
+        """Whether both stores sign URLs themselves."""
+        return self.base.supports_native_signing and self.overlay.supports_native_signing
+
+    @property
     def max_sign_expiry(self) -> timedelta | None:
         """The shorter of both stores' signed-URL lifetimes."""
         limits = [x for x in (self.base.max_sign_expiry, self.overlay.max_sign_expiry) if x]

@@ -49,6 +49,7 @@ import hmac
 import json
 import math
 import re
+import secrets
 import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
@@ -73,6 +74,7 @@ __all__ = (
     "HmacUrlSigner",
     "attach_signer",
     "detach_signer",
+    "development_signer",
 )
 
 DEFAULT_BASE_URL = "/_storage"
@@ -488,7 +490,7 @@ def attach_signer(
     """
     attached = []
     for key, backend in registry.backends.items():
-        if getattr(backend, "supports_native_signing", backend.supports_signing):
+        if backend.supports_native_signing:
             continue
         current = getattr(backend, "url_signer", None)
         if current is signer or (current is not None and only_unsigned):
@@ -518,3 +520,29 @@ def detach_signer(registry: BackendRegistry, signer: HmacUrlSigner) -> list[str]
             backend.url_signer = None
             detached.append(key)
     return detached
+
+
+_development_signer: HmacUrlSigner | None = None
+
+
+def development_signer() -> HmacUrlSigner:
+    """The signer memory backends use when they have no `url_signer`: tests, scripts, dev.
+
+    A memory store lives in one process, so a secret drawn once per process serves it:
+    `FileObject.sign()` works on a memory backend out of the box, with URLs under
+    `/_storage` that the library's route (Litestar plugin, Starlette `storage_routes`)
+    serves. A web integration given a `signing_secret` attaches its own signer, which
+    replaces this one. Local files get no such default: every worker of a deployment must
+    verify the URLs any worker signed, so they need a `signing_secret` shared by all.
+
+    Example:
+        >>> from sqlalchemy_obstore import FileObject, ObstoreBackend, storages
+        >>> with storages.temporary(ObstoreBackend("scratch", "memory://")):
+        ...     f = FileObject(filename="a.txt", content=b"hi", backend="scratch").save()
+        ...     f.sign(expires_in=60).startswith("/_storage/scratch/")
+        True
+    """
+    global _development_signer
+    if _development_signer is None:
+        _development_signer = HmacUrlSigner(secrets.token_bytes(MIN_SECRET_BYTES))
+    return _development_signer

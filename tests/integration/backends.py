@@ -117,8 +117,10 @@ OPERATIONS: dict[str, str] = {
 class Capabilities:
     """What a backend claims; the suite asserts each claim."""
 
-    signing: bool
+    signing: bool  # the store itself signs
     attributes: bool
+    #: True when the backend signs through the process's development signer (memory).
+    development_signing: bool = False
     suffix_range: bool = True
     max_sign_expiry: timedelta | None = None
     upload_headers: Mapping[str, str] = field(default_factory=dict)
@@ -128,7 +130,7 @@ class Capabilities:
 
 _SEVEN_DAYS = timedelta(days=7)
 EXPECTED: dict[str, Capabilities] = {
-    "memory": Capabilities(signing=False, attributes=True),
+    "memory": Capabilities(signing=False, attributes=True, development_signing=True),
     "local": Capabilities(signing=False, attributes=False),
     "moto": Capabilities(signing=True, attributes=True, max_sign_expiry=_SEVEN_DAYS),
     "seaweed": Capabilities(signing=True, attributes=True, max_sign_expiry=_SEVEN_DAYS),

@@ -334,13 +334,13 @@ async def test_custom_route_path_and_absolute_base_url(tmp_path: Path) -> None:
 
 
 async def test_without_a_secret_nothing_is_mounted_and_local_cannot_sign(tmp_path: Path) -> None:
-    backend = make_backend("memory", tmp_path)
+    backend = make_backend("local", tmp_path)
     config = ObstoreConfig(backends=[backend], signed_url_expires_in=60)
     async with AsyncTestClient(make_app(config), base_url=BASE) as client:
-        FILES["doc"] = await save("memory", "doc.txt")
+        FILES["doc"] = await save("local", "doc.txt")
         assert (await client.get("/files/doc/json")).json()["url"] is None
         signer = HmacUrlSigner(SECRET)
-        url = signer.url_for("memory", str(FILES["doc"].path), method="GET", expires=2**31)
+        url = signer.url_for("local", str(FILES["doc"].path), method="GET", expires=2**31)
         assert (await client.get(url)).status_code == 404
         assert (await client.get("/files/doc/link")).status_code == 500  # cannot sign
 

@@ -26,6 +26,7 @@ from sqlalchemy_obstore import (
     UnsupportedSchemeError,
 )
 from sqlalchemy_obstore.errors import redact
+from sqlalchemy_obstore.signing import development_signer
 
 AWS_KEY_ID = "AKIAFAKEKEYID0000001"
 AWS_SECRET = "fakeSecretAccessKey/With+Symbols0000000001"
@@ -327,7 +328,7 @@ def test_unsupported_scheme_message_redacts_credentials_in_the_url() -> None:
         ("gcs", True, True, timedelta(days=7), {}),
         ("azure", True, True, None, {"x-ms-blob-type": "BlockBlob"}),
         ("local", False, False, None, {}),
-        ("memory", False, True, None, {}),
+        ("memory", True, True, None, {}),  # through the development signer
     ],
 )
 def test_capabilities(
@@ -497,8 +498,8 @@ def test_check_expiry_returns_timedelta() -> None:
     assert backend.check_expiry(timedelta(days=7)) == timedelta(days=7)
 
 
-@pytest.mark.parametrize("kind", ["memory", "local"])
-async def test_sign_unsupported_on_memory_and_local(
+@pytest.mark.parametrize("kind", ["local"])
+async def test_sign_unsupported_on_local_without_a_signer(
     kind: str, service_account: dict[str, str], tmp_path: Path
 ) -> None:
     backend = make_backend(kind, service_account, tmp_path)
@@ -514,11 +515,26 @@ async def test_sign_unsupported_on_memory_and_local(
         assert "Azure" in message
         assert kind in message
         assert info.value.backend == kind
+        assert "signing_secret" in message  # says how to make it sign
     with pytest.raises(UnsupportedOperationError, match="S3"):
         await backend.sign_async("a/b.txt")
     # An expiry problem does not hide the real problem.
     with pytest.raises(UnsupportedOperationError):
         backend.sign("a", expires_in=10**9)
+
+
+async def test_memory_signs_with_the_development_signer() -> None:
+    backend = ObstoreBackend("memory", "memory://")
+    assert backend.url_signer is None
+    assert backend.supports_signing
+    assert not backend.supports_native_signing
+    url = backend.sign("a/b.txt", expires_in=60)
+    assert url.startswith("/_storage/memory/a/b.txt?")
+    query = dict(part.split("=", 1) for part in url.split("?", 1)[1].split("&"))
+    development_signer().verify(
+        "memory", "a/b.txt", method="GET", expires=query["expires"], signature=query["signature"]
+    )
+    assert (await backend.sign_async(["a", "b"], method="PUT"))[1].startswith("/_storage/")
 
 
 # -- http endpoints ------------------------------------------------------------------------------

@@ -591,9 +591,18 @@ def test_sign_unknown_backend() -> None:
         FileObject(backend="nowhere", path="k").sign()
 
 
-def test_sign_on_memory_backend_is_unsupported(memory_backend: ObstoreBackend) -> None:
+def test_sign_on_memory_backend_uses_the_development_signer(
+    memory_backend: ObstoreBackend,
+) -> None:
     file = FileObject(backend="memory", content=b"x").save()
-    with pytest.raises(UnsupportedOperationError, match="S3"):
+    assert file.sign().startswith(f"/_storage/memory/{file.path}?")
+
+
+def test_sign_on_local_backend_without_a_signer_is_unsupported(
+    local_backend: ObstoreBackend,
+) -> None:
+    file = FileObject(backend="local", content=b"x").save()
+    with pytest.raises(UnsupportedOperationError, match="signing_secret"):
         file.sign()
 
 
@@ -726,8 +735,8 @@ def test_failed_upload_signing_leaves_the_file_unchanged(s3: ObstoreBackend) -> 
     assert urlsplit(url).path.endswith(file.path)
 
 
-def test_sign_for_upload_on_memory_is_unsupported(memory_backend: ObstoreBackend) -> None:
-    file = FileObject(filename="a.txt", backend="memory")
+def test_sign_for_upload_on_local_is_unsupported(local_backend: ObstoreBackend) -> None:
+    file = FileObject(filename="a.txt", backend="local")
     with pytest.raises(UnsupportedOperationError, match="Azure"):
         file.sign(for_upload=True)
     assert file.path is None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -166,9 +167,9 @@ async def test_hmac_urls_verify(use_async: bool) -> None:
     )
 
 
-async def test_refusals_are_typed_and_sign_nothing(use_async: bool) -> None:
+async def test_refusals_are_typed_and_sign_nothing(use_async: bool, tmp_path: Path) -> None:
     backend = s3()
-    storages.register_backend(ObstoreBackend("plain-memory", "memory://"))
+    storages.register_backend(ObstoreBackend("plain-local", tmp_path))
     good = stored("s3", "1.txt")
 
     with pytest.raises(NoContentError):
@@ -176,7 +177,7 @@ async def test_refusals_are_typed_and_sign_nothing(use_async: bool) -> None:
     with pytest.raises(InvalidFileObjectError, match="not dict"):
         await sign(use_async, [*good, {"path": "k/1.txt"}])  # type: ignore[list-item]
     with pytest.raises(UnsupportedOperationError):
-        await sign(use_async, [*good, *stored("plain-memory", "2.txt")])
+        await sign(use_async, [*good, *stored("plain-local", "2.txt")])
     with pytest.raises(InvalidExpiryError):
         await sign(use_async, good, expires_in=timedelta(days=8))
     assert backend.batches == []

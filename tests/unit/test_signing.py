@@ -261,7 +261,8 @@ def test_attach_and_detach(tmp_path: Path) -> None:
     for backend in (memory, local, preset, s3):
         registry.register_backend(backend)
     with pytest.raises(UnsupportedOperationError):
-        memory.sign("k")
+        local.sign("k")
+    assert memory.sign("k").startswith("/_storage/memory/k?")  # the development signer
     signer = HmacUrlSigner(SECRET)
     assert attach_signer(registry, signer) == ["memory", "local"]
     assert memory.url_signer is signer
@@ -275,7 +276,9 @@ def test_attach_and_detach(tmp_path: Path) -> None:
     assert s3.sign("k").startswith("https://")
     assert detach_signer(registry, signer) == ["memory", "local", "preset"]
     assert memory.url_signer is None
-    assert not memory.supports_signing
+    assert memory.supports_signing  # the development signer again
+    assert local.url_signer is None
+    assert not local.supports_signing
 
 
 # -- one canonical spelling ----------------------------------------------------------------------

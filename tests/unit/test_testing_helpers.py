@@ -549,9 +549,7 @@ def test_sign_faults_come_before_the_store_is_asked(flaky: FaultInjectingBackend
     flaky.fail("sign")
     with pytest.raises(InjectedFault):
         flaky.sign("a")
-    with pytest.raises(StorageError) as raised:  # memory stores cannot sign at all
-        flaky.sign("a")
-    assert not isinstance(raised.value, InjectedFault)
+    assert flaky.sign("a").startswith("/_storage/")  # the next call reaches the store
     assert flaky.calls["sign"] == 2
 
 

@@ -254,14 +254,16 @@ async def test_async_issue_and_redeem(docs: ObstoreBackend, tickets: UploadTicke
 
 
 # -- refusals at issue time -----------------------------------------------------------------------
-def test_issue_refuses_what_cannot_work(docs: ObstoreBackend, tickets: UploadTickets) -> None:
+def test_issue_refuses_what_cannot_work(
+    docs: ObstoreBackend, tickets: UploadTickets, tmp_path: Path
+) -> None:
     with pytest.raises(InvalidExtensionError, match=r"me\.jpg"):
         tickets.issue(Document.photo, "me.jpg")
     with pytest.raises(ConfigurationError, match="StoredObject column"):
         tickets.issue(42, "a.txt")
     with pytest.raises(ConfigurationError, match="filename must be a string"):
         tickets.issue("docs", None)  # type: ignore[arg-type]
-    unsigned = ObstoreBackend("plain", "memory://")
+    unsigned = ObstoreBackend("plain", tmp_path)  # local files without a signer
     storages.register_backend(unsigned)
     with pytest.raises(UnsupportedOperationError):
         tickets.issue("plain", "a.txt")
