@@ -617,6 +617,55 @@ def _fold_request_knobs(config: dict[str, Any]) -> None:
         config[group] = nested
 
 
+_CLIENT_OPTIONS = frozenset(
+    {
+        "allow_http",
+        "allow_invalid_certificates",
+        "connect_timeout",
+        "default_content_type",
+        "default_headers",
+        "http1_only",
+        "http2_keep_alive_interval",
+        "http2_keep_alive_timeout",
+        "http2_keep_alive_while_idle",
+        "http2_only",
+        "pool_idle_timeout",
+        "pool_max_idle_per_host",
+        "proxy_url",
+        "proxy_ca_certificate",
+        "proxy_excludes",
+        "randomize_addresses",
+        "timeout",
+        "user_agent",
+    }
+)
+"""obstore's HTTP client options (`client_options=`), also accepted as plain keywords."""
+_PROVIDER_PREFIXES = ("aws_", "google_", "azure_")
+
+
+def _fold_client_options(config: dict[str, Any]) -> None:
+    """Move HTTP client options given as plain keywords into `client_options`.
+
+    `allow_http=True` (or `aws_allow_http=True`, a natural guess) is a client option in
+    obstore, which expects it inside `client_options` and panics when it meets it among
+    the store's own keys.
+    """
+    for name in list(config):
+        bare = name
+        for prefix in _PROVIDER_PREFIXES:
+            if name.startswith(prefix) and name[len(prefix) :] in _CLIENT_OPTIONS:
+                bare = name[len(prefix) :]
+        if bare not in _CLIENT_OPTIONS:
+            continue
+        options = dict(config.get("client_options") or {})
+        if bare in options:
+            raise ConfigurationError(
+                f"{name} is given twice: as a keyword and in client_options[{bare!r}]; keep one."
+            )
+        options[bare] = config.pop(name)
+        config["client_options"] = options
+
+
 def _build_store(fs: str | Path, config: dict[str, Any]) -> ObjectStore:
     if isinstance(fs, Path):
         fs.mkdir(parents=True, exist_ok=True)
@@ -642,6 +691,7 @@ def _build_store(fs: str | Path, config: dict[str, Any]) -> ObjectStore:
             f"use one of: {_KNOWN_SCHEMES}."
         )
     _fold_request_knobs(config)
+    _fold_client_options(config)
     if scheme in {"s3", "s3a"}:
         # Copies that must not overwrite need this on S3; AWS and the usual
         # S3-compatible servers support it.
@@ -915,6 +965,17 @@ class ObstoreBackend(Backend):
                 raise ConfigurationError(
                     f"Invalid configuration for backend {key!r}: {redact(str(exc))}", backend=key
                 ) from exc
+            except BaseException as exc:
+                if not _is_panic(exc):
+                    raise
+                # obstore panics (a BaseException) on some configurations it cannot parse;
+                # never let one out of the library.
+                raise ConfigurationError(
+                    f"Invalid configuration for backend {key!r}: obstore refused it "
+                    f"({redact(_first_line(exc))}). Check the configuration keys against "
+                    "the backend's documentation.",
+                    backend=key,
+                ) from None
         else:
             if config:
                 raise ConfigurationError(

@@ -652,3 +652,24 @@ def test_http_endpoint_from_the_environment_allows_http(monkeypatch: pytest.Monk
         "env-s3", "s3://bucket/", region="us-east-1", access_key_id="k", secret_access_key="s"
     )
     assert str(backend.store.client_options.get("allow_http")).lower() == "true"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("name", ["allow_http", "aws_allow_http"])
+def test_http_client_options_are_accepted_as_keywords(name: str) -> None:
+    backend = ObstoreBackend("s3", "s3://bucket/", region="us-east-1", **{name: True})
+    assert backend.kind == "s3"
+    with pytest.raises(ConfigurationError, match="given twice"):
+        ObstoreBackend(
+            "s3", "s3://b/", region="us-east-1", client_options={"allow_http": True}, **{name: True}
+        )
+
+
+def test_no_obstore_panic_leaves_the_constructor(monkeypatch: pytest.MonkeyPatch) -> None:
+    panic = type("PanicException", (BaseException,), {"__module__": "pyo3_runtime"})
+
+    def build(fs: object, config: object) -> None:
+        raise panic("Expected config prefix to start with aws_")
+
+    monkeypatch.setattr("sqlalchemy_obstore.backends._build_store", build)
+    with pytest.raises(ConfigurationError, match="obstore refused it"):
+        ObstoreBackend("s3", "s3://bucket/", region="us-east-1")
