@@ -64,6 +64,7 @@ import hashlib
 import heapq
 import hmac
 import json
+import math
 import re
 import secrets
 import threading
@@ -1359,7 +1360,7 @@ class UploadTickets:
                 backend=claims.backend,
                 path=claims.path,
             )
-        return timedelta(seconds=int(left.total_seconds()))
+        return timedelta(seconds=math.ceil(left.total_seconds()))
 
     def _sign_parts(
         self,
