@@ -1342,10 +1342,17 @@ class ObstoreBackend(Backend):
         return PART_LIMITS.get(self.kind)
 
     def _part_size(self, path: str, body: object, chunk_size: int) -> int:
-        """The part size for `body`: `chunk_size`, grown when its known length needs it."""
-        return part_size(
-            _known_length(body), chunk_size, self.part_limits, backend=self.key, path=path
-        )
+        """The part size for `body`: `chunk_size`, grown when its known length needs it.
+
+        A body that cannot fit is closed (its file, if any) before the error is raised.
+        """
+        try:
+            return part_size(
+                _known_length(body), chunk_size, self.part_limits, backend=self.key, path=path
+            )
+        except TooManyPartsError:
+            _close_body(body)
+            raise
 
     def _part_count(self, path: str, chunk_size: int) -> _PartCount | None:
         """A counter for a stream of unknown length, where the store limits parts."""
