@@ -485,3 +485,10 @@ def test_a_file_object_of_a_path_reaches_the_backend_with_its_length(
     FileObject(filename="a.bin", content=source, backend="m").save(chunk_size=10)
     assert isinstance(seen[0], SizedBody)
     assert seen[0].size == 100
+
+
+def test_refusals_have_their_http_status() -> None:
+    from sqlalchemy_obstore.uploads import error_status
+
+    assert error_status(UploadPartsError("parts 2 are missing")) == 400
+    assert error_status(TooManyPartsError(part_size=5, max_parts=2, size_seen=11)) == 413
