@@ -1,11 +1,14 @@
-"""Direct-to-storage uploads: signed PUT URLs with tamper-proof upload tickets.
+"""Direct-to-storage uploads: signed URLs and forms with tamper-proof upload tickets.
 
 The bytes of a large file need not pass through the application server. The server
-*issues* an [`UploadGrant`][sqlalchemy_obstore.tickets.UploadGrant]: a signed PUT URL for
-a fresh key plus a *ticket*, a compact, URL-safe token signed with HMAC-SHA256 that
-records the backend, the key, the display filename, the size and type limits and a
-redeem deadline. The client PUTs the file to the URL (sending the grant's headers) and
-hands the ticket back; the server *redeems* it:
+*issues* an [`UploadGrant`][sqlalchemy_obstore.tickets.UploadGrant]: how to upload a
+fresh key (a signed PUT URL; on S3 a POST form whose policy the store enforces, or a
+multipart upload whose part URLs are signed on demand) plus a *ticket*, a compact,
+URL-safe token signed with HMAC-SHA256 that records the backend, the key, the display
+filename, the size and type limits and a redeem deadline. The client uploads as the
+grant says and hands the ticket back (for a multipart upload, the server completes it
+first: [`complete`][sqlalchemy_obstore.tickets.UploadTickets.complete]); the server
+*redeems* it:
 
 1. the signature is checked in constant time (a forged or tampered ticket is refused
    with [`InvalidUploadTicketError`][sqlalchemy_obstore.InvalidUploadTicketError]) and
@@ -33,7 +36,11 @@ On local files and memory, the PUT URL is signed by an
 [`HmacUrlSigner`][sqlalchemy_obstore.signing.HmacUrlSigner] with the ticket's `max_size`
 and id inside the signature: the web integrations' signed-URL route, given the
 `UploadTickets` (`tickets=`), refuses bytes past the limit while they stream and any
-upload once the ticket is redeemed.
+upload once the ticket is redeemed. On S3 (by default) the grant is a POST form whose
+signed policy makes the store refuse a body outside the size limits, another key, type
+or disposition, or an extra field; above `multipart_threshold` it is a multipart upload
+whose part URLs each accept exactly their planned length. Both are signed by the
+library (SigV4) with the store's credentials; see `UploadTickets(s3_method=...)`.
 
 Replay guards: [`MemoryReplayGuard`][sqlalchemy_obstore.tickets.MemoryReplayGuard]
 (the default) remembers used tickets in one process;
@@ -1159,6 +1166,12 @@ class UploadTickets:
         high = MAX_POST_SIZE if claims.max_size is None else min(claims.max_size, MAX_POST_SIZE)
         if claims.size is not None:
             low = high = claims.size  # checked against the limits already
+        if low > high:
+            raise ConfigurationError(
+                f"The policy's min_size ({low} bytes) is above what one POST creates "
+                f"({MAX_POST_SIZE} bytes): declare the size to get a multipart upload.",
+                backend=backend.key,
+            )
         form = post_form(
             route.bucket,
             _signing(credentials, backend),
@@ -1572,7 +1585,8 @@ class UploadTickets:
         Returns:
             `id` (the ticket's id, also carried by its HMAC-signed URL), `backend`,
             `path`, `filename`, `max_size`, `min_size`, `content_types`, `sniff`,
-            `redeem_before` and `metadata`.
+            `redeem_before`, `metadata`, the declared `size`, and for a multipart
+            upload its `upload_id`, `part_size`, `part_count` and `upload_until`.
 
         Raises:
             InvalidUploadTicketError: If the ticket is malformed, forged or tampered.
@@ -1590,6 +1604,11 @@ class UploadTickets:
             "sniff": claims.sniff,
             "redeem_before": claims.deadline,
             "metadata": dict(claims.metadata),
+            "size": claims.size,
+            "upload_id": claims.upload_id,
+            "part_size": claims.part_size,
+            "part_count": None if claims.plan is None else claims.plan.count,
+            "upload_until": claims.upload_until,
         }
 
     def is_redeemed(self, ticket_id: str) -> bool:

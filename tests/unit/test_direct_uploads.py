@@ -492,3 +492,25 @@ def test_refusals_have_their_http_status() -> None:
 
     assert error_status(UploadPartsError("parts 2 are missing")) == 400
     assert error_status(TooManyPartsError(part_size=5, max_parts=2, size_seen=11)) == 413
+
+
+def test_a_store_whose_credentials_only_obstore_reaches(
+    tickets: UploadTickets, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Credentials from the instance (IMDS): no POST or multipart; never a network call."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    storages.register_backend(
+        ObstoreBackend("ec2", "s3://bucket/", region="eu-west-1", endpoint="http://127.0.0.1:9")
+    )
+    for method in ("post", "multipart"):
+        with pytest.raises(UnsupportedOperationError, match="instance, container"):
+            tickets.issue("ec2", "a.pdf", size=20 * MIB, method=method)  # type: ignore[arg-type]
+    with pytest.raises(UnsupportedOperationError, match="instance, container"):
+        UploadTickets(SECRET, s3_method="post").issue("ec2", "a.pdf")
+
+
+def test_a_minimum_above_what_a_post_carries(tickets: UploadTickets) -> None:
+    storages.register_backend(s3_store(policy=UploadPolicy(min_size=6 * 1024**3)))
+    with pytest.raises(ConfigurationError, match="multipart"):
+        tickets.issue("s3", "huge.bin")
