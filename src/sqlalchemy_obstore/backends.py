@@ -1439,7 +1439,7 @@ class ObstoreBackend(Backend):
         options: dict[str, Any],
         count: _PartCount | None,
     ) -> WriteResult:
-        send = _Channel.send if count is None else _counted(_Channel.send, count)
+        counted = _unchanged if count is None else count.add
         channel = _Channel()
         outcome: list[Any] = []
 
@@ -1455,11 +1455,11 @@ class ObstoreBackend(Backend):
         worker.start()
         try:
             for chunk in head:
-                if not send(channel, chunk):
+                if not channel.send(counted(chunk)):
                     break
             else:
                 for chunk in rest:
-                    if not send(channel, chunk):
+                    if not channel.send(counted(chunk)):
                         break
             channel.finish()
         except BaseException:
@@ -2128,15 +2128,8 @@ async def _async_chunks(
         yield chunk if count is None else count.add(chunk)
 
 
-def _counted(
-    send: Callable[[_Channel, Any], bool], count: _PartCount
-) -> Callable[[_Channel, Any], bool]:
-    """`send` that counts each chunk against the part limit before handing it over."""
-
-    def counted(channel: _Channel, chunk: Any) -> bool:
-        return send(channel, count.add(chunk))
-
-    return counted
+def _unchanged(chunk: Any) -> Any:
+    return chunk
 
 
 class _Abortable:

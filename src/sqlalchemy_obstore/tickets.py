@@ -140,8 +140,10 @@ __all__ = (
     "TICKET_VERSION",
     "MemoryReplayGuard",
     "ReplayGuard",
+    "S3Method",
     "SqlReplayGuard",
     "UploadGrant",
+    "UploadMethod",
     "UploadTickets",
 )
 
