@@ -622,8 +622,9 @@ class TooManyPartsError(FileTooLargeError):
             + (
                 "The store takes no larger parts; split the content."
                 if known
-                else "Declare the size (FileObject(size=...)), or give the column a larger "
-                "chunk_size (StoredObject(chunk_size=...)) so that parts are sized to fit."
+                else "Give the column a larger chunk_size (StoredObject(chunk_size=...)), or "
+                "upload from a file (pathlib.Path) or a SizedBody, whose known length sizes "
+                "the parts to fit."
             ),
             backend=backend,
             path=path,
