@@ -48,7 +48,15 @@ from sqlalchemy_obstore.errors import UploadTicketError
 from sqlalchemy_obstore.tickets import UploadTickets
 from sqlalchemy_obstore.validation import SNIFF_BYTES, detect_content_type
 
-from .models import BACKEND, DOCUMENT_TYPES, MAX_UPLOAD_SIZE, MIB, Base, Document
+from .models import (
+    BACKEND,
+    DOCUMENT_TYPES,
+    MAX_UPLOAD_SIZE,
+    MIB,
+    MULTIPART_THRESHOLD,
+    Base,
+    Document,
+)
 from .page import render_page
 
 logger = logging.getLogger("document_library")
@@ -267,7 +275,7 @@ async def delete_document(db: DB, doc_id: DocId) -> None:
     await db.commit()
 
 
-# -- direct-to-storage uploads (signed PUT URL + upload ticket) -----------------------------------
+# -- direct-to-storage uploads (upload ticket + signed PUT, POST form or multipart) --------------
 @dataclass
 class UploadRequest:
     filename: str
@@ -281,28 +289,76 @@ class UploadDone:
     title: str = ""
 
 
+@dataclass
+class PartsRequest:
+    ticket: str
+    parts: list[int] = field(default_factory=list)
+
+
+@dataclass
+class TicketOnly:
+    ticket: str
+
+
+JSONBody = Body(media_type=RequestEncodingType.JSON)
+
+
 @post("/api/uploads")
 async def start_upload(
-    request: Request[Any, Any, Any],
-    data: Annotated[UploadRequest, Body(media_type=RequestEncodingType.JSON)],
+    request: Request[Any, Any, Any], data: Annotated[UploadRequest, JSONBody]
 ) -> dict[str, Any]:
-    """Issue a signed PUT URL and a ticket for one document; the browser uploads it itself.
+    """Issue a ticket for one document and say how the browser uploads it itself.
 
+    On S3 the grant is a POST form whose policy the store enforces (size, type, key), or,
+    above `MULTIPART_THRESHOLD`, a multipart upload; elsewhere a signed PUT URL.
     Documents only: the image column's policy decodes images and makes thumbnails, which
     needs the bytes to pass through the app (use the form for images).
     """
     tickets: UploadTickets = request.app.state.tickets
     grant = await tickets.issue_async(
-        Document.file, data.filename, max_size=MAX_UPLOAD_SIZE, content_types=DOCUMENT_TYPES
+        Document.file,
+        data.filename,
+        max_size=MAX_UPLOAD_SIZE,
+        content_types=DOCUMENT_TYPES,
+        size=data.size,
+        content_type=data.content_type or None,
     )
     return grant.as_dict()
+
+
+@post("/api/uploads/parts")
+async def upload_parts(
+    request: Request[Any, Any, Any], data: Annotated[PartsRequest, JSONBody]
+) -> dict[str, Any]:
+    """Signed URLs for parts of a multipart upload (asked for in batches)."""
+    tickets: UploadTickets = request.app.state.tickets
+    urls = await tickets.part_urls_async(data.ticket, data.parts or None)
+    return {"urls": {str(number): url for number, url in urls.items()}}
+
+
+@post("/api/uploads/multipart", status_code=204)
+async def finish_multipart(
+    request: Request[Any, Any, Any], data: Annotated[TicketOnly, JSONBody]
+) -> None:
+    """Complete a multipart upload once every part is there (checked against the plan)."""
+    tickets: UploadTickets = request.app.state.tickets
+    await tickets.complete_async(data.ticket)
+
+
+@post("/api/uploads/abort", status_code=204)
+async def abort_multipart(
+    request: Request[Any, Any, Any], data: Annotated[TicketOnly, JSONBody]
+) -> None:
+    """Drop a multipart upload the browser gave up on."""
+    tickets: UploadTickets = request.app.state.tickets
+    await tickets.abort_async(data.ticket)
 
 
 @post("/api/uploads/complete")
 async def complete_upload(
     request: Request[Any, Any, Any],
     db: DB,
-    data: Annotated[UploadDone, Body(media_type=RequestEncodingType.JSON)],
+    data: Annotated[UploadDone, JSONBody],
 ) -> DocumentOut:
     """Turn a ticket into a document once the object is checked (size, sniffed type)."""
     tickets: UploadTickets = request.app.state.tickets
@@ -346,7 +402,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "(signed links and upload tickets stop working at restart). Set it in production."
         )
     backend = ObstoreBackend(BACKEND, settings.storage_url, prefix=settings.storage_prefix)
-    tickets = UploadTickets(_derive(secret, "upload-tickets")) if settings.direct_uploads else None
+    tickets = (
+        UploadTickets(_derive(secret, "upload-tickets"), multipart_threshold=MULTIPART_THRESHOLD)
+        if settings.direct_uploads
+        else None
+    )
 
     @asynccontextmanager
     async def database(app: Litestar) -> AsyncIterator[None]:
@@ -379,7 +439,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             create_document,
             get_document,
             delete_document,
-            *([start_upload, complete_upload] if tickets is not None else []),
+            *(
+                [start_upload, upload_parts, finish_multipart, abort_multipart, complete_upload]
+                if tickets is not None
+                else []
+            ),
         ],
         dependencies={"db": Provide(provide_db)},
         plugins=[plugin],

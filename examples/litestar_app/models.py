@@ -21,6 +21,8 @@ BACKEND = "library"
 MIB = 1024 * 1024
 MAX_UPLOAD_SIZE = 20 * MIB
 """Largest accepted upload; requests are refused above it, the policies enforce it too."""
+MULTIPART_THRESHOLD = 8 * MIB
+"""On S3, direct uploads above this go up as multipart uploads (in parallel parts)."""
 
 DOCUMENT_TYPES = (
     "application/pdf",

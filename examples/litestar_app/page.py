@@ -26,29 +26,82 @@ li.document { display: flex; gap: 1rem; align-items: center; padding: .6rem 0;
 """
 
 DIRECT_UPLOAD_JS = """
+// Straight to storage: the app issues a ticket and says how to upload (grant.method):
+//   PUT        the file as the body of one request to grant.url (local files, GCS, Azure);
+//   POST       a form to grant.url: grant.fields in order, then the file (S3; the store
+//              enforces the size, type and key signed into the form's policy);
+//   MULTIPART  parts of grant.part_size bytes PUT to URLs the app signs on demand, in
+//              parallel, then completed by the app (S3, large files).
+// Then the app redeems the ticket: it checks what arrived and adds the document.
+async function api(path, body) {
+  const response = await fetch(path, {
+    method: "POST",
+    headers: {"content-type": "application/json"},
+    body: JSON.stringify(body),
+  });
+  if (!response.ok) { throw new Error(await response.text()); }
+  return response.status === 204 ? null : response.json();
+}
+
+async function uploadParts(grant, file) {
+  const numbers = Array.from({length: grant.part_count}, (_, i) => i + 1);
+  for (let first = 0; first < numbers.length; first += 100) {  // URLs in batches
+    const batch = numbers.slice(first, first + 100);
+    const {urls} = await api("/api/uploads/parts", {ticket: grant.ticket, parts: batch});
+    const queue = [...batch];
+    const worker = async () => {  // four parts in flight at a time
+      for (let n = queue.shift(); n !== undefined; n = queue.shift()) {
+        const start = (n - 1) * grant.part_size;
+        const part = file.slice(start, start + grant.part_size);
+        const response = await fetch(urls[n], {method: "PUT", body: part});
+        if (!response.ok) { throw new Error("storage refused part " + n + ": " + response.status); }
+      }
+    };
+    await Promise.all([worker(), worker(), worker(), worker()]);
+  }
+  await api("/api/uploads/multipart", {ticket: grant.ticket});
+}
+
+async function uploadDirectly(file, title, status) {
+  status.textContent = "uploading...";
+  const grant = await api("/api/uploads", {
+    filename: file.name, size: file.size, content_type: file.type || null,
+  });
+  status.dataset.method = grant.method;
+  if (grant.method === "MULTIPART") {
+    try {
+      await uploadParts(grant, file);
+    } catch (error) {
+      await api("/api/uploads/abort", {ticket: grant.ticket}).catch(() => {});
+      throw error;
+    }
+  } else {
+    let response;
+    if (grant.method === "POST") {
+      const form = new FormData();
+      for (const [name, value] of Object.entries(grant.fields)) { form.append(name, value); }
+      form.append("file", file);  // last: the store reads the fields before the file
+      response = await fetch(grant.url, {method: "POST", body: form});
+    } else {
+      response = await fetch(grant.url, {method: "PUT", headers: grant.headers, body: file});
+    }
+    if (!response.ok) { throw new Error("storage refused the upload: " + response.status); }
+  }
+  return api("/api/uploads/complete", {ticket: grant.ticket, title});
+}
+
 document.getElementById("direct-upload").addEventListener("submit", async (event) => {
   event.preventDefault();
   const form = event.target;
   const file = form.elements.file.files[0];
   const status = document.getElementById("direct-status");
   if (!file) { return; }
-  status.textContent = "uploading...";
-  const grant = await fetch("/api/uploads", {
-    method: "POST",
-    headers: {"content-type": "application/json"},
-    body: JSON.stringify({filename: file.name, size: file.size,
-                          content_type: file.type || "application/octet-stream"}),
-  });
-  if (!grant.ok) { status.textContent = await grant.text(); return; }
-  const {url, method, headers, ticket} = await grant.json();
-  const put = await fetch(url, {method, headers, body: file});
-  if (!put.ok) { status.textContent = "storage refused the upload: " + put.status; return; }
-  const done = await fetch("/api/uploads/complete", {
-    method: "POST",
-    headers: {"content-type": "application/json"},
-    body: JSON.stringify({ticket, title: form.elements.title.value}),
-  });
-  if (!done.ok) { status.textContent = await done.text(); return; }
+  try {
+    await uploadDirectly(file, form.elements.title.value, status);
+  } catch (error) {
+    status.textContent = error.message;
+    return;
+  }
   window.location.reload();
 });
 """

@@ -16,10 +16,13 @@ from __future__ import annotations
 import hashlib
 import inspect
 import io
+import os
+import stat
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, Literal, TypeAlias
 
+from .backends import SizedBody
 from .errors import InvalidFileObjectError, NoContentError
 
 __all__ = (
@@ -164,6 +167,17 @@ against about 6 MiB in 1 MiB reads, at the same speed.
 """
 
 
+def _remaining(handle: IO[bytes]) -> int | None:
+    """How many bytes are left to read in a regular file (`None`: not known)."""
+    try:
+        status = os.fstat(handle.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            return None
+        return max(0, status.st_size - handle.tell())
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+
+
 def _file_chunks(handle: IO[bytes], chunk_size: int, *, close: bool) -> Iterator[bytes]:
     read_size = min(chunk_size, FILE_READ_SIZE)
     try:
@@ -257,20 +271,24 @@ class ContentReader:
             )
         self._consumed = True
 
-    def _sync_chunks(self) -> Iterator[Any]:
+    def _sync_chunks(self) -> tuple[Iterator[Any], int | None]:
+        """The chunks of the source, and its length when a file tells it."""
         source = self._source
         if self.kind == "path":
             try:
                 handle = source.open("rb")
             except OSError as exc:
                 raise InvalidFileObjectError(f"Cannot read content from {source}: {exc}") from exc
-            return _file_chunks(handle, self._chunk_size, close=True)
+            return _file_chunks(handle, self._chunk_size, close=True), _remaining(handle)
         if self.kind == "file":
-            return _file_chunks(source, self._chunk_size, close=False)
-        return iter(source)
+            return _file_chunks(source, self._chunk_size, close=False), _remaining(source)
+        return iter(source), None
 
     def open(self) -> Any:
         """Return the upload body: one buffer when the content fits in a part, else an iterator.
+
+        The iterator of a `pathlib.Path` or a regular file is a
+        [`SizedBody`][sqlalchemy_obstore.backends.SizedBody] that carries the file's length.
 
         Raises:
             InvalidFileObjectError: For an async iterator (use `open_async`).
@@ -285,7 +303,7 @@ class ContentReader:
             body = self._account(self._source)
             self._end()
             return body
-        chunks = self._sync_chunks()
+        chunks, length = self._sync_chunks()
         buffered: list[Any] = []
         total = 0
         for chunk in chunks:
@@ -293,7 +311,9 @@ class ContentReader:
             total += memoryview(chunk).nbytes
             if total > self._chunk_size:
                 self.head = _head_of(buffered, self._chunk_size)
-                return self._stream(buffered, chunks)
+                stream = self._stream(buffered, chunks)
+                # A file's length lets the store size its parts to fit from the start.
+                return stream if length is None else SizedBody(stream, length)
         whole = b"".join(buffered)
         self.head = whole
         self._end()

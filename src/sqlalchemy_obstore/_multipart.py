@@ -30,6 +30,14 @@ httpx is the project's HTTP client already (the `http` extra), offers both APIs 
 request model, and understands proxies, TLS options and timeouts as obstore's
 `client_options` describe them; the standard library has no async HTTP client.
 
+The request model, the drivers and the bucket's address
+([`Target`][sqlalchemy_obstore._multipart.Target],
+[`s3_target`][sqlalchemy_obstore._multipart.s3_target],
+[`run_sync`][sqlalchemy_obstore._multipart.run_sync],
+[`run_async`][sqlalchemy_obstore._multipart.run_async]) serve the direct uploads of
+[`_s3_uploads`][sqlalchemy_obstore._s3_uploads] too (create, list the parts of,
+complete and abort a browser's multipart upload).
+
 **Credentials** are the store's: explicit keys in its configuration, a
 `credential_provider`, else the `AWS_*` environment variables obstore reads too. A store
 that gets its credentials from the instance or container (IMDS, ECS, web identity)
@@ -43,7 +51,7 @@ import os
 import re
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
@@ -66,14 +74,28 @@ if TYPE_CHECKING:
 __all__ = (
     "IncompleteUpload",
     "LifecycleRule",
+    "Operation",
+    "Request",
+    "Response",
+    "Target",
+    "abort_operation",
     "abort_upload",
     "abort_upload_async",
+    "credentials_now",
+    "credentials_now_async",
+    "failure",
     "last_activity",
     "lifecycle_rule",
     "lifecycle_rule_async",
     "list_incomplete_uploads",
     "list_incomplete_uploads_async",
     "may_hold_uploads",
+    "parse_time",
+    "parse_xml",
+    "run_async",
+    "run_sync",
+    "s3_target",
+    "store_backend",
     "support",
 )
 
@@ -124,29 +146,44 @@ class LifecycleRule:
 # -- requests and responses (no I/O) --------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Request:
-    """An unsigned request: the driver signs and sends it."""
+    """An unsigned request: the driver signs and sends it.
+
+    Attributes:
+        method: The HTTP method.
+        url: The absolute URL, built with `Target.url` (canonical encoding).
+        body: The body (hashed into the signature).
+        headers: Further headers to sign and send (`Content-Type`, ...).
+    """
 
     method: str
     url: str
     body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """What came back: status and body (bounded)."""
+    """What came back: status, body (bounded) and headers (names in lower case)."""
 
     status: int
     body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 Operation: TypeAlias = Generator[Request, Response, _T]
 
 
 @dataclass(frozen=True, slots=True)
-class _Target:
-    """Where and how to reach one bucket, from the store's own configuration."""
+class Target:
+    """Where and how to reach one bucket, from the store's own configuration.
+
+    Built by [`s3_target`][sqlalchemy_obstore._multipart.s3_target]; `key` and `path`
+    translate between the backend's paths and the bucket's keys (a store prefix, as in
+    `s3://bucket/prefix/`, lies between them), `url` builds request URLs.
+    """
 
     backend: str
+    bucket: str
     bucket_url: str  # path-style `https://host/bucket` or virtual-hosted `https://bucket.host`
     region: str
     store_prefix: str  # the store's own key prefix (`s3://bucket/prefix/`), "" if none
@@ -157,21 +194,25 @@ class _Target:
     proxy: str | None
 
     def key(self, path: str) -> str:
+        """The bucket key of a backend path."""
         return f"{self.store_prefix}/{path}" if self.store_prefix else path
 
     def path(self, key: str) -> str | None:
+        """The backend path of a bucket key; `None` outside the store's prefix."""
         if not self.store_prefix:
             return key
         head = self.store_prefix + "/"
         return key[len(head) :] if key.startswith(head) else None
 
     def url(self, key: str = "", query: list[tuple[str, str]] | None = None) -> str:
+        """The URL of `key` (the bucket itself when empty) with `query`, canonically encoded."""
         url = self.bucket_url.rstrip("/") + "/" + encode_path(key)
         return url + ("?" + encode_query(query) if query else "")
 
 
 # -- what applies to which store ------------------------------------------------------------------
-def _store_backend(backend: Backend) -> ObstoreBackend | None:
+def store_backend(backend: Backend) -> ObstoreBackend | None:
+    """The `ObstoreBackend` under `backend` (through delegating wrappers), if any."""
     seen = 0
     while not isinstance(backend, ObstoreBackend) and seen < 8:
         inner = getattr(backend, "inner", None)
@@ -188,11 +229,11 @@ def support(backend: Backend) -> str | None:
         >>> support(ObstoreBackend("a", "az://container/", account_name="x", skip_signature=True))
         'Azure discards uncommitted blocks after 7 days by itself'
     """
-    store = _store_backend(backend)
+    store = store_backend(backend)
     if store is None:
         return f"{type(backend).__name__} does not expose an obstore store to inspect"
     if store.kind == "s3":
-        target = _target(store)
+        target = s3_target(store)
         return target if isinstance(target, str) else None
     if store.kind == "local":
         return None
@@ -201,7 +242,7 @@ def support(backend: Backend) -> str | None:
 
 def may_hold_uploads(backend: Backend) -> bool:
     """Whether incomplete uploads can outlive a process in this store (not in memory)."""
-    store = _store_backend(backend)
+    store = store_backend(backend)
     return store is None or store.kind not in ("memory", "http")
 
 
@@ -258,7 +299,13 @@ def _seconds(value: object, default: float) -> float:
     return total if total > 0 else default
 
 
-def _target(backend: ObstoreBackend) -> _Target | str:
+def s3_target(backend: ObstoreBackend) -> Target | str:
+    """How to reach the bucket of an S3 backend, or why the library cannot.
+
+    The endpoint, region, credentials and client options are the store's (else the
+    `AWS_*` environment variables obstore reads too); a string explains what is missing
+    (no bucket, credentials only obstore can obtain).
+    """
     store: Any = backend.store
     config: Mapping[str, Any] = getattr(store, "config", None) or {}
     options: Mapping[str, Any] = getattr(store, "client_options", None) or {}
@@ -282,8 +329,9 @@ def _target(backend: ObstoreBackend) -> _Target | str:
     credentials = _credentials(store, config)
     if isinstance(credentials, str):
         return credentials
-    return _Target(
+    return Target(
         backend=backend.key,
+        bucket=bucket,
         bucket_url=bucket_url,
         region=region,
         store_prefix=str(getattr(store, "prefix", None) or "").strip("/"),
@@ -339,7 +387,12 @@ def _as_credentials(value: Any) -> Credentials:
 
 
 # -- the operations (no I/O) ----------------------------------------------------------------------
-def _xml(response: Response, target: _Target, what: str) -> ElementTree.Element:
+def parse_xml(response: Response, target: Target, what: str) -> ElementTree.Element:
+    """The XML body of `response` with namespaces dropped from every tag.
+
+    Raises:
+        StorageOperationError: If the body is not XML.
+    """
     try:
         root = ElementTree.fromstring(response.body)
     except ElementTree.ParseError as exc:
@@ -353,7 +406,22 @@ def _xml(response: Response, target: _Target, what: str) -> ElementTree.Element:
     return root
 
 
-def _failure(response: Response, target: _Target, what: str) -> StorageError:
+_HOUSEKEEPING_RIGHTS = (
+    "s3:ListBucketMultipartUploads, s3:AbortMultipartUpload, s3:GetLifecycleConfiguration"
+)
+
+
+def failure(
+    response: Response, target: Target, what: str, *, rights: str = _HOUSEKEEPING_RIGHTS
+) -> StorageError:
+    """The typed error for a refused or failed request (the store's code and message).
+
+    Args:
+        response: The store's answer.
+        target: The bucket asked.
+        what: What was asked, for the message ("listing ...").
+        rights: The IAM actions the request needs, named when the store refuses it.
+    """
     code = message = ""
     try:
         root = ElementTree.fromstring(response.body)
@@ -369,8 +437,7 @@ def _failure(response: Response, target: _Target, what: str) -> StorageError:
     if response.status in (401, 403):
         return StoragePermissionError(
             f"The store refused {what} on backend {target.backend!r} ({detail}). Check the "
-            "backend's credentials and rights (s3:ListBucketMultipartUploads, "
-            "s3:AbortMultipartUpload, s3:GetLifecycleConfiguration).",
+            f"backend's credentials and rights ({rights}).",
             backend=target.backend,
         )
     if response.status in (400, 405, 501) and code in ("", "NotImplemented", "MethodNotAllowed"):
@@ -390,7 +457,7 @@ _TIMESTAMP = re.compile(
 )
 
 
-def _when(text: str | None) -> datetime:
+def parse_time(text: str | None) -> datetime:
     """An S3 timestamp (`2026-01-02T03:04:05.000Z`, any fraction, any offset) in UTC.
 
     Unreadable or missing: the epoch, which reads as "long ago" (the collector then
@@ -406,7 +473,7 @@ def _when(text: str | None) -> datetime:
     return moment.astimezone(timezone.utc)
 
 
-def _list(target: _Target, prefix: str) -> Operation[list[IncompleteUpload]]:
+def _list(target: Target, prefix: str) -> Operation[list[IncompleteUpload]]:
     """Every incomplete upload whose key starts with the store key `prefix`, page by page."""
     found: list[IncompleteUpload] = []
     markers: list[tuple[str, str]] = []
@@ -414,15 +481,17 @@ def _list(target: _Target, prefix: str) -> Operation[list[IncompleteUpload]]:
         query = [("uploads", ""), ("max-uploads", str(_PAGE)), ("prefix", prefix), *markers]
         response = yield Request("GET", target.url(query=query))
         if response.status != 200:
-            raise _failure(response, target, "listing incomplete multipart uploads")
-        root = _xml(response, target, "listing incomplete multipart uploads")
+            raise failure(response, target, "listing incomplete multipart uploads")
+        root = parse_xml(response, target, "listing incomplete multipart uploads")
         for upload in root.iter("Upload"):
             key = upload.findtext("Key") or ""
             path = target.path(key)
             if path is None or not key.startswith(prefix):
                 continue
             upload_id = upload.findtext("UploadId") or ""
-            found.append(IncompleteUpload(path, upload_id, _when(upload.findtext("Initiated"))))
+            found.append(
+                IncompleteUpload(path, upload_id, parse_time(upload.findtext("Initiated")))
+            )
         truncated = (root.findtext("IsTruncated") or "").strip().lower() == "true"
         key_marker = root.findtext("NextKeyMarker") or ""
         id_marker = root.findtext("NextUploadIdMarker") or ""
@@ -433,7 +502,7 @@ def _list(target: _Target, prefix: str) -> Operation[list[IncompleteUpload]]:
         markers = [("key-marker", key_marker), ("upload-id-marker", id_marker)]
 
 
-def _activity(target: _Target, upload: IncompleteUpload) -> Operation[datetime | None]:
+def _activity(target: Target, upload: IncompleteUpload) -> Operation[datetime | None]:
     """When the upload last changed: its newest part, else its start; `None` if gone."""
     latest = upload.initiated
     marker = ""
@@ -446,10 +515,10 @@ def _activity(target: _Target, upload: IncompleteUpload) -> Operation[datetime |
         if response.status == 404:
             return None
         if response.status != 200:
-            raise _failure(response, target, f"listing the parts of {upload.path!r}")
-        root = _xml(response, target, f"listing the parts of {upload.path!r}")
+            raise failure(response, target, f"listing the parts of {upload.path!r}")
+        root = parse_xml(response, target, f"listing the parts of {upload.path!r}")
         for part in root.iter("Part"):
-            latest = max(latest, _when(part.findtext("LastModified")))
+            latest = max(latest, parse_time(part.findtext("LastModified")))
         truncated = (root.findtext("IsTruncated") or "").strip().lower() == "true"
         following = (root.findtext("NextPartNumberMarker") or "").strip()
         if not truncated or not following or following == marker:
@@ -457,8 +526,12 @@ def _activity(target: _Target, upload: IncompleteUpload) -> Operation[datetime |
         marker = following
 
 
-def _abort(target: _Target, upload: IncompleteUpload) -> Operation[bool]:
-    """Abort one upload; `False` when it was already gone (completed or aborted)."""
+def abort_operation(target: Target, upload: IncompleteUpload) -> Operation[bool]:
+    """Abort one upload; `False` when it was already gone (completed or aborted).
+
+    `upload.initiated` plays no part: an `IncompleteUpload` built from a key and an
+    upload id alone (a direct upload's, see `_s3_uploads`) is aborted the same way.
+    """
     response = yield Request(
         "DELETE", target.url(target.key(upload.path), [("uploadId", upload.upload_id)])
     )
@@ -466,20 +539,20 @@ def _abort(target: _Target, upload: IncompleteUpload) -> Operation[bool]:
         return True
     if response.status == 404:
         return False
-    raise _failure(response, target, f"aborting the multipart upload of {upload.path!r}")
+    raise failure(response, target, f"aborting the multipart upload of {upload.path!r}")
 
 
 def _covers(rule_prefix: str, managed: str) -> bool:
     return not rule_prefix or managed.startswith(rule_prefix)
 
 
-def _lifecycle(target: _Target, managed_prefix: str) -> Operation[LifecycleRule]:
+def _lifecycle(target: Target, managed_prefix: str) -> Operation[LifecycleRule]:
     response = yield Request("GET", target.url(query=[("lifecycle", "")]))
     if response.status == 404:
         return LifecycleRule("missing", None, "the bucket has no lifecycle configuration")
     if response.status != 200:
-        raise _failure(response, target, "reading the bucket's lifecycle rules")
-    root = _xml(response, target, "reading the bucket's lifecycle rules")
+        raise failure(response, target, "reading the bucket's lifecycle rules")
+    root = parse_xml(response, target, "reading the bucket's lifecycle rules")
     best: tuple[int, str] | None = None
     for rule in root.iter("Rule"):
         if (rule.findtext("Status") or "").strip() != "Enabled":
@@ -522,7 +595,7 @@ def _httpx() -> Any:
     return httpx
 
 
-def _client_options(target: _Target) -> dict[str, Any]:
+def _client_options(target: Target) -> dict[str, Any]:
     httpx = _httpx()
     options: dict[str, Any] = {
         "timeout": httpx.Timeout(target.timeout, connect=target.connect_timeout),
@@ -534,19 +607,20 @@ def _client_options(target: _Target) -> dict[str, Any]:
     return options
 
 
-def _signed(request: Request, target: _Target, credentials: Credentials | None) -> dict[str, str]:
+def _signed(request: Request, target: Target, credentials: Credentials | None) -> dict[str, str]:
     if credentials is None:
-        return {}
+        return dict(request.headers)
     return sign_headers(
         request.method,
         request.url,
         credentials=credentials,
         region=target.region,
+        headers=request.headers,
         body=request.body,
     )
 
 
-def _transport_error(target: _Target, exc: BaseException, what: str) -> StorageOperationError:
+def _transport_error(target: Target, exc: BaseException, what: str) -> StorageOperationError:
     return StorageOperationError(
         f"{what} failed on backend {target.backend!r}: "
         f"{redact(type(exc).__name__ + ': ' + str(exc))}",
@@ -561,11 +635,20 @@ def _read(response: httpx.Response, chunks: Iterator[bytes]) -> Response:
         body += chunk
         if len(body) > _MAX_BODY:
             break
-    return Response(response.status_code, bytes(body[:_MAX_BODY]))
+    return _response(response, body)
 
 
-def _run_sync(target: _Target, operation: Operation[_T]) -> _T:
-    httpx = _httpx()
+def _response(response: httpx.Response, body: bytearray) -> Response:
+    headers = {name.lower(): value for name, value in response.headers.items()}
+    return Response(response.status_code, bytes(body[:_MAX_BODY]), headers)
+
+
+def credentials_now(target: Target) -> Credentials | None:
+    """The credentials to sign with now, from sync code (`None`: unsigned requests).
+
+    Raises:
+        UnsupportedOperationError: If the store's `credential_provider` is async.
+    """
     credentials = target.credentials()
     if inspect.isawaitable(credentials):
         close = getattr(credentials, "close", None)
@@ -575,6 +658,27 @@ def _run_sync(target: _Target, operation: Operation[_T]) -> _T:
             f"Backend {target.backend!r} has an async credential_provider: use the async API.",
             backend=target.backend,
         )
+    return credentials
+
+
+async def credentials_now_async(target: Target) -> Credentials | None:
+    """Async version of [`credentials_now`][sqlalchemy_obstore._multipart.credentials_now]."""
+    credentials = target.credentials()
+    if inspect.isawaitable(credentials):
+        return await credentials
+    return credentials
+
+
+def run_sync(target: Target, operation: Operation[_T]) -> _T:
+    """Send the requests of `operation` with httpx's `Client`; its result.
+
+    Raises:
+        StorageOperationError: If a request cannot be sent (transport error).
+        UnsupportedOperationError: If the store's credential provider is async.
+        MissingDependencyError: Without httpx.
+    """
+    httpx = _httpx()
+    credentials = credentials_now(target)
     with httpx.Client(**_client_options(target)) as client:
         request = next(operation)
         while True:
@@ -595,11 +699,11 @@ def _run_sync(target: _Target, operation: Operation[_T]) -> _T:
                 return stop.value  # type: ignore[no-any-return]
 
 
-async def _run_async(target: _Target, operation: Operation[_T]) -> _T:
+async def run_async(target: Target, operation: Operation[_T]) -> _T:
+    """Async version of [`run_sync`][sqlalchemy_obstore._multipart.run_sync] (httpx's
+    `AsyncClient`)."""
     httpx = _httpx()
-    credentials = target.credentials()
-    if inspect.isawaitable(credentials):
-        credentials = await credentials
+    credentials = await credentials_now_async(target)
     async with httpx.AsyncClient(**_client_options(target)) as client:
         request = next(operation)
         while True:
@@ -615,7 +719,7 @@ async def _run_async(target: _Target, operation: Operation[_T]) -> _T:
                         body += chunk
                         if len(body) > _MAX_BODY:
                             break
-                    response = Response(streamed.status_code, bytes(body[:_MAX_BODY]))
+                    response = _response(streamed, body)
             except httpx.HTTPError as exc:
                 operation.close()
                 raise _transport_error(target, exc, f"{request.method} request") from exc
@@ -625,22 +729,22 @@ async def _run_async(target: _Target, operation: Operation[_T]) -> _T:
                 return stop.value  # type: ignore[no-any-return]
 
 
-def _run(target: _Target, operation: Operation[_T]) -> _T:
+def _run(target: Target, operation: Operation[_T]) -> _T:
     """Run with the driver that suits the caller: async inside the greenlet bridge."""
     if in_async_context():
-        return await_(_run_async(target, operation))
-    return _run_sync(target, operation)
+        return await_(run_async(target, operation))
+    return run_sync(target, operation)
 
 
-def _checked_target(backend: Backend) -> _Target:
-    store = _store_backend(backend)
+def _checked_target(backend: Backend) -> Target:
+    store = store_backend(backend)
     reason = support(backend)
     if store is None or reason is not None or store.kind != "s3":
         raise UnsupportedOperationError(
             f"Incomplete multipart uploads cannot be listed in backend {backend.key!r}: {reason}.",
             backend=backend.key,
         )
-    target = _target(store)
+    target = s3_target(store)
     assert not isinstance(target, str)  # support() said so
     return target
 
@@ -654,7 +758,7 @@ _STAGED = re.compile(r"^(?P<name>.+)#(?P<n>\d+)$")
 
 
 def _local_root(backend: Backend) -> Path | None:
-    store = _store_backend(backend)
+    store = store_backend(backend)
     if store is None or store.kind != "local":
         return None
     root = getattr(store.store, "prefix", None)
@@ -705,7 +809,7 @@ def _local_abort(root: Path, upload: IncompleteUpload) -> bool:
 
 
 # -- the entry points of this private module ------------------------------------------------------
-def _managed_key_prefix(target: _Target, prefix: str | None) -> str:
+def _managed_key_prefix(target: Target, prefix: str | None) -> str:
     key = target.key(prefix.strip("/")) if prefix else target.store_prefix
     return key + "/" if key else ""
 
@@ -738,7 +842,7 @@ async def list_incomplete_uploads_async(
     if root is not None:
         return _local_list(root, prefix)
     target = _checked_target(backend)
-    return await _run_async(target, _list(target, _managed_key_prefix(target, prefix)))
+    return await run_async(target, _list(target, _managed_key_prefix(target, prefix)))
 
 
 def last_activity(backend: Backend, upload: IncompleteUpload) -> datetime | None:
@@ -760,7 +864,7 @@ def abort_upload(backend: Backend, upload: IncompleteUpload) -> bool:
     if root is not None:
         return _local_abort(root, upload)
     target = _checked_target(backend)
-    return _run(target, _abort(target, upload))
+    return _run(target, abort_operation(target, upload))
 
 
 async def abort_upload_async(backend: Backend, upload: IncompleteUpload) -> bool:
@@ -769,11 +873,11 @@ async def abort_upload_async(backend: Backend, upload: IncompleteUpload) -> bool
     if root is not None:
         return _local_abort(root, upload)
     target = _checked_target(backend)
-    return await _run_async(target, _abort(target, upload))
+    return await run_async(target, abort_operation(target, upload))
 
 
-def _lifecycle_plan(backend: Backend) -> tuple[_Target, str] | LifecycleRule:
-    store = _store_backend(backend)
+def _lifecycle_plan(backend: Backend) -> tuple[Target, str] | LifecycleRule:
+    store = store_backend(backend)
     if store is None:
         return LifecycleRule("not_checked", None, support(backend) or "not an obstore backend")
     if store.kind == "azure":
@@ -791,7 +895,7 @@ def _lifecycle_plan(backend: Backend) -> tuple[_Target, str] | LifecycleRule:
             "GCS: check the bucket's lifecycle for AbortIncompleteMultipartUpload yourself "
             "(gcloud storage buckets describe)",
         )
-    target = _target(store)
+    target = s3_target(store)
     if isinstance(target, str):
         return LifecycleRule("not_checked", None, target)
     return target, _managed_key_prefix(target, backend.prefix)
@@ -810,7 +914,7 @@ def lifecycle_rule(backend: Backend) -> LifecycleRule:
     if isinstance(plan, LifecycleRule):
         return plan
     target, prefix = plan
-    return _run_sync(target, _lifecycle(target, prefix))
+    return run_sync(target, _lifecycle(target, prefix))
 
 
 async def lifecycle_rule_async(backend: Backend) -> LifecycleRule:
@@ -819,4 +923,4 @@ async def lifecycle_rule_async(backend: Backend) -> LifecycleRule:
     if isinstance(plan, LifecycleRule):
         return plan
     target, prefix = plan
-    return await _run_async(target, _lifecycle(target, prefix))
+    return await run_async(target, _lifecycle(target, prefix))

@@ -33,6 +33,7 @@ from collections.abc import (
     Callable,
     Coroutine,
     Generator,
+    Iterable,
     Iterator,
     Mapping,
     Sequence,
@@ -78,6 +79,7 @@ from .errors import (
     StorageError,
     StorageOperationError,
     StoragePermissionError,
+    TooManyPartsError,
     UnsupportedOperationError,
     UnsupportedSchemeError,
     redact,
@@ -93,13 +95,17 @@ if TYPE_CHECKING:
 __all__ = (
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_MAX_CONCURRENCY",
+    "PART_LIMITS",
     "Backend",
     "ObjectInfo",
     "ObstoreBackend",
+    "PartLimits",
     "SignedURL",
+    "SizedBody",
     "UploadBody",
     "UrlSigner",
     "WriteResult",
+    "part_size",
 )
 
 DEFAULT_CHUNK_SIZE = 5 * 1024 * 1024
@@ -113,6 +119,174 @@ own default of 12 costs about 60 MiB). Raise it per save or column for more thro
 on high-latency links.
 """
 _logger = library_logger("sqlalchemy_obstore.backends")
+_MIB = 1024 * 1024
+_GIB = 1024 * _MIB
+
+
+@dataclass(frozen=True, slots=True)
+class PartLimits:
+    """What one multipart upload of a store may hold.
+
+    Attributes:
+        max_parts: The most parts (blocks) one upload may have.
+        max_part_size: The largest part.
+        min_part_size: The smallest part but the last (S3 and GCS refuse smaller ones
+            when the upload completes).
+    """
+
+    max_parts: int
+    max_part_size: int
+    min_part_size: int = 1
+
+
+PART_LIMITS: dict[str, PartLimits] = {
+    # https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html
+    "s3": PartLimits(max_parts=10_000, max_part_size=5 * _GIB, min_part_size=5 * _MIB),
+    # https://cloud.google.com/storage/quotas#requests (XML API multipart uploads)
+    "gcs": PartLimits(max_parts=10_000, max_part_size=5 * _GIB, min_part_size=5 * _MIB),
+    # https://learn.microsoft.com/rest/api/storageservices/put-block-list (block blobs)
+    "azure": PartLimits(max_parts=50_000, max_part_size=4000 * _MIB),
+}
+"""The multipart limits of each kind of store (`ObstoreBackend.kind`).
+
+Stores not listed (local files, memory) put no limit on parts. Uploads read this table
+when they start, so a test may change it (`monkeypatch.setitem`) to reach a limit with
+little data.
+"""
+
+
+def part_size(
+    total: int | None,
+    chunk_size: int,
+    limits: PartLimits | None,
+    *,
+    backend: str | None = None,
+    path: str | None = None,
+) -> int:
+    """The part size of a multipart upload of `total` bytes (`None`: unknown length).
+
+    `chunk_size` is the preferred size. When the length is known and `chunk_size`
+    parts would be more than the store allows, parts grow (to whole MiB) until the
+    upload fits: 5 MiB parts hold about 48 GiB in S3's 10,000 parts; a 100 GiB file
+    goes up in 11 MiB parts. Every part in flight is held in memory, so larger parts
+    cost memory (`part size x max_concurrency`).
+
+    Args:
+        total: The content's length, when known.
+        chunk_size: The preferred part size.
+        limits: The store's limits (`PART_LIMITS[kind]`); `None`: no limit.
+        backend: For the error.
+        path: For the error.
+
+    Returns:
+        The part size: `chunk_size`, or larger when needed.
+
+    Raises:
+        TooManyPartsError: When `total` does not fit even in parts of the largest size
+            the store takes (before anything is uploaded).
+
+    Example:
+        >>> s3 = PART_LIMITS["s3"]
+        >>> part_size(1024**3, 5 * 1024**2, s3) // 1024**2  # 1 GiB: the preferred size fits
+        5
+        >>> part_size(100 * 1024**3, 5 * 1024**2, s3) // 1024**2
+        11
+    """
+    size = max(1, chunk_size)
+    if limits is None or total is None or total <= size * limits.max_parts:
+        return size
+    needed = -(-total // limits.max_parts)
+    grown = min(-(-needed // _MIB) * _MIB, limits.max_part_size)
+    if grown < needed:
+        raise TooManyPartsError(
+            part_size=limits.max_part_size,
+            max_parts=limits.max_parts,
+            size_seen=total,
+            known=True,
+            backend=backend,
+            path=path,
+        )
+    return max(size, grown)
+
+
+class SizedBody(Iterator[Any]):
+    """An upload body of buffers whose total length is known before it is read.
+
+    Hand one to [`Backend.put`][sqlalchemy_obstore.backends.Backend.put] when the bytes
+    stream but their length is known (a file on disk, a declared size): the store's
+    part limit is then met by sizing the parts from the start, instead of failing at
+    the limit (see [`part_size`][sqlalchemy_obstore.backends.part_size]). Content from
+    a `pathlib.Path` or a regular file reaches the backend this way. The length is a
+    plan, not a promise: a body that turns out longer is still counted part by part.
+
+    Args:
+        chunks: The buffers.
+        size: Their total length in bytes.
+
+    Example:
+        >>> body = SizedBody([b"ab", b"c"], 3)
+        >>> body.size, b"".join(body)
+        (3, b'abc')
+    """
+
+    __slots__ = ("_chunks", "size")
+
+    def __init__(self, chunks: Iterable[Any], size: int) -> None:
+        self._chunks: Iterator[Any] = iter(chunks)
+        self.size = size
+
+    def __iter__(self) -> SizedBody:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        """Close the underlying iterator (a generator's cleanup runs now)."""
+        _close_body(self._chunks)
+
+
+def _known_length(body: object) -> int | None:
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return memoryview(body).nbytes
+    if isinstance(body, SizedBody):
+        return body.size
+    return None
+
+
+class _PartCount:
+    """Counts the bytes of a streamed multipart upload; refuses the part past the limit.
+
+    obstore cuts the stream into parts of exactly `part_size` bytes (the last one
+    shorter), so `max_parts x part_size` bytes are what the upload can hold: the chunk
+    that goes beyond raises `TooManyPartsError` before obstore could start another
+    part, and the failing body makes obstore abort the upload.
+    """
+
+    __slots__ = ("backend", "error", "limits", "part_size", "path", "seen")
+
+    def __init__(self, limits: PartLimits, part_size: int, backend: str, path: str) -> None:
+        self.limits = limits
+        self.part_size = part_size
+        self.backend = backend
+        self.path = path
+        self.seen = 0
+        self.error: TooManyPartsError | None = None
+
+    def add(self, chunk: Any) -> Any:
+        self.seen += memoryview(chunk).nbytes
+        if self.seen > self.part_size * self.limits.max_parts:
+            self.error = TooManyPartsError(
+                part_size=self.part_size,
+                max_parts=self.limits.max_parts,
+                size_seen=self.seen,
+                backend=self.backend,
+                path=self.path,
+            )
+            raise self.error
+        return chunk
+
+
 _OBSTORE_CHUNK_SIZE = 5 * 1024 * 1024  # obstore's own defaults for put
 _OBSTORE_MAX_CONCURRENCY = 12
 
@@ -359,8 +533,16 @@ class Backend(ABC):
             create_only: Fail with `ObjectExistsError` instead of overwriting.
             use_multipart: Force or forbid a multipart upload; by default large buffers
                 and every iterator use one.
-            chunk_size: Multipart part size.
+            chunk_size: Multipart part size (preferred: stores with a limit on parts
+                get larger parts when the body's known length needs them, see
+                [`part_size`][sqlalchemy_obstore.backends.part_size]).
             max_concurrency: Parts uploaded at once.
+
+        Raises:
+            TooManyPartsError: If the body does not fit in one multipart upload of the
+                store: before anything is sent when its length is known (a buffer, a
+                [`SizedBody`][sqlalchemy_obstore.backends.SizedBody]), else when the
+                stream passes the limit (the upload is aborted).
         """
 
     @abstractmethod
@@ -1230,12 +1412,36 @@ class ObstoreBackend(Backend):
 
         See [`Backend.put`][sqlalchemy_obstore.backends.Backend.put].
         """
+        chunk_size = self._part_size(path, body, chunk_size)
         options = self._put_options(
             attributes, create_only, use_multipart, chunk_size, max_concurrency
         )
         if type(body) is not bytes and isinstance(body, Iterator):
             return self._put_iterator(path, body, options, chunk_size)
         return self._put_now(path, body, options)
+
+    @property
+    def part_limits(self) -> PartLimits | None:
+        """What one multipart upload of this store may hold (`None`: no limit)."""
+        return PART_LIMITS.get(self.kind)
+
+    def _part_size(self, path: str, body: object, chunk_size: int) -> int:
+        """The part size for `body`: `chunk_size`, grown when its known length needs it.
+
+        A body that cannot fit is closed (its file, if any) before the error is raised.
+        """
+        try:
+            return part_size(
+                _known_length(body), chunk_size, self.part_limits, backend=self.key, path=path
+            )
+        except TooManyPartsError:
+            _close_body(body)
+            raise
+
+    def _part_count(self, path: str, chunk_size: int) -> _PartCount | None:
+        """A counter for a stream of unknown length, where the store limits parts."""
+        limits = self.part_limits
+        return None if limits is None else _PartCount(limits, chunk_size, self.key, path)
 
     def _put_now(self, path: str, body: UploadBody, options: dict[str, Any]) -> WriteResult:
         """obstore's sync `put`, with errors translated (the body is closed on failure)."""
@@ -1307,11 +1513,17 @@ class ObstoreBackend(Backend):
         except BaseException:
             _close_body(body)
             raise
-        return self._put_streamed(path, head, body, options)
+        return self._put_streamed(path, head, body, options, self._part_count(path, chunk_size))
 
     def _put_streamed(
-        self, path: str, head: list[Any], rest: Iterator[Any], options: dict[str, Any]
+        self,
+        path: str,
+        head: list[Any],
+        rest: Iterator[Any],
+        options: dict[str, Any],
+        count: _PartCount | None,
     ) -> WriteResult:
+        counted = _unchanged if count is None else count.add
         channel = _Channel()
         outcome: list[Any] = []
 
@@ -1327,11 +1539,11 @@ class ObstoreBackend(Backend):
         worker.start()
         try:
             for chunk in head:
-                if not channel.send(chunk):
+                if not channel.send(counted(chunk)):
                     break
             else:
                 for chunk in rest:
-                    if not channel.send(chunk):
+                    if not channel.send(counted(chunk)):
                         break
             channel.finish()
         except BaseException:
@@ -1373,6 +1585,7 @@ class ObstoreBackend(Backend):
 
         Uses obstore's `put_async`.
         """
+        chunk_size = self._part_size(path, body, chunk_size)
         options = self._put_options(
             attributes, create_only, use_multipart, chunk_size, max_concurrency
         )
@@ -1387,9 +1600,12 @@ class ObstoreBackend(Backend):
             # makes a sync obstore call (another backend's iter_chunks) panics.
             pulled = _PulledInAThread(body)
             body = pulled.chunks()
-        guard = None
+        guard: _Abortable | None = None
+        count: _PartCount | None = None
         if _multipart_possible(body, options, chunk_size):
-            guard = _Abortable(_async_chunks(body, chunk_size))
+            if not isinstance(source, (bytes, bytearray, memoryview)):
+                count = self._part_count(path, chunk_size)  # streamed: count every part
+            guard = _Abortable(_async_chunks(body, chunk_size, count))
             body = guard.chunks()
         try:
             upload = obs.put_async(self.store, path, body, **options)
@@ -1405,6 +1621,8 @@ class ObstoreBackend(Backend):
                     with suppress(RuntimeError):  # still running in obstore's runtime
                         await generator.aclose()
             _close_body(source)
+            if count is not None and count.error is not None:
+                raise count.error from None  # obstore may have wrapped it
             if (error := self._translate(exc, "put", path)) is not None:
                 raise error from exc
             raise
@@ -1916,7 +2134,9 @@ def _close_body(body: object) -> None:
     # obstore can keep a failed upload's body iterator alive indefinitely, and with it
     # whatever the iterator holds open (the file of a Path source). Close it now so its
     # cleanup runs; one still running in obstore's runtime cannot be closed and is left.
-    if isinstance(body, Generator):
+    if isinstance(body, SizedBody):
+        body.close()
+    elif isinstance(body, Generator):
         with suppress(ValueError):  # "generator already executing"
             body.close()
 
@@ -1976,15 +2196,24 @@ def _multipart_possible(body: Any, options: Mapping[str, Any], chunk_size: int) 
     return True  # obstore sends every iterator body as a multipart upload
 
 
-async def _async_chunks(body: Any, chunk_size: int) -> AsyncIterator[Any]:
-    """`body` as an async iterator (a buffer is cut into `chunk_size` views, not copied)."""
+async def _async_chunks(
+    body: Any, chunk_size: int, count: _PartCount | None = None
+) -> AsyncIterator[Any]:
+    """`body` as an async iterator (a buffer is cut into `chunk_size` views, not copied).
+
+    With `count`, every chunk is counted against the store's part limit first.
+    """
     if isinstance(body, (bytes, bytearray, memoryview)):
         view = memoryview(body).cast("B")
         for start in range(0, view.nbytes, chunk_size):
             yield view[start : start + chunk_size]
         return
     async for chunk in body:
-        yield chunk
+        yield chunk if count is None else count.add(chunk)
+
+
+def _unchanged(chunk: Any) -> Any:
+    return chunk
 
 
 class _Abortable:

@@ -37,9 +37,11 @@ StorageError
 ├── UploadTicketError
 │   ├── InvalidUploadTicketError (ValueError)
 │   ├── ExpiredUploadTicketError
+│   ├── UploadPartsError (ValueError)
 │   └── ReplayedUploadTicketError
 └── ValidationError (ValueError)
     ├── FileTooLargeError
+    │   └── TooManyPartsError
     ├── FileTooSmallError
     ├── InvalidContentTypeError
     ├── InvalidExtensionError
@@ -90,12 +92,14 @@ __all__ = (
     "StorageErrorGroup",
     "StorageOperationError",
     "StoragePermissionError",
+    "TooManyPartsError",
     "UnsupportedOperationError",
     "UnsupportedSchemeError",
     "UntrustedReferenceError",
     "ExpiredUploadTicketError",
     "InvalidUploadTicketError",
     "ReplayedUploadTicketError",
+    "UploadPartsError",
     "UploadTicketError",
     "ValidationError",
     "redact",
@@ -559,6 +563,63 @@ class FileTooLargeError(ValidationError):
         self.declared = declared
 
 
+class TooManyPartsError(FileTooLargeError):
+    """The content does not fit in one multipart upload of the store.
+
+    S3 and GCS take at most 10,000 parts of at most 5 GiB each, Azure 50,000 blocks of
+    at most 4000 MiB. Parts are sized from the content's length when it is known (a
+    buffer, a `pathlib.Path`, a declared size), so only content beyond the store's
+    largest object is refused then, before a byte is sent. For a stream of unknown
+    length the parts have the column's `chunk_size` (5 MiB by default: about 48 GiB in
+    10,000 parts); the upload stops as soon as the stream passes what that many parts
+    hold, aborted, with nothing stored.
+
+    Attributes:
+        limit: The most bytes the upload can hold (`max_parts x part_size`).
+        size_seen: The content's known length, or the bytes read when the limit was
+            passed.
+        part_size: The part size of the upload.
+        max_parts: The store's limit on parts.
+
+    Example:
+        >>> error = TooManyPartsError(part_size=5, max_parts=2, size_seen=11)
+        >>> error.limit, isinstance(error, FileTooLargeError)
+        (10, True)
+    """
+
+    def __init__(
+        self,
+        *,
+        part_size: int,
+        max_parts: int,
+        size_seen: int,
+        known: bool = False,
+        backend: str | None = None,
+        path: str | None = None,
+    ):
+        limit = part_size * max_parts
+        what = f"is {size_seen} bytes long" if known else f"passed {limit} bytes"
+        ValidationError.__init__(
+            self,
+            f"The content {what}, more than one multipart upload holds here: at most "
+            f"{max_parts} parts of {part_size} bytes ({limit} bytes). "
+            + (
+                "The store takes no larger parts; split the content."
+                if known
+                else "Give the column a larger chunk_size (StoredObject(chunk_size=...)), or "
+                "upload from a file (pathlib.Path) or a SizedBody, whose known length sizes "
+                "the parts to fit."
+            ),
+            backend=backend,
+            path=path,
+        )
+        self.limit = limit
+        self.size_seen = size_seen
+        self.declared = False
+        self.part_size = part_size
+        self.max_parts = max_parts
+
+
 class FileTooSmallError(ValidationError):
     """The content is smaller than the configured minimum (or than its declared size).
 
@@ -733,6 +794,29 @@ class ExpiredUploadTicketError(UploadTicketError):
     ):
         super().__init__(message, backend=backend, path=path)
         self.expired_at = expired_at
+
+
+class UploadPartsError(UploadTicketError, ValueError):
+    """The parts of a multipart direct upload do not match the ticket's plan.
+
+    A part number outside `1..part_count`, or, when completing, a part that is missing,
+    shorter than planned, or whose ETag is not the one the client names. Upload the
+    part (again) and complete again; the ticket stays usable.
+
+    Attributes:
+        missing: Part numbers the store does not have.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        missing: Sequence[int] = (),
+        backend: str | None = None,
+        path: str | None = None,
+    ):
+        super().__init__(message, backend=backend, path=path)
+        self.missing = tuple(missing)
 
 
 class ReplayedUploadTicketError(UploadTicketError):

@@ -36,7 +36,7 @@ committed, so an object of an in-flight transaction looks exactly like an orphan
 grace period (24 hours by default) protects it: only objects last modified before
 `scan start - grace_period` are candidates, and objects newer than the scan start are
 never touched. A deleting run refuses a grace period shorter than
-[`MIN_GRACE_PERIOD`][sqlalchemy_obstore.gc.MIN_GRACE_PERIOD] (2 hours; see there why)
+[`MIN_GRACE_PERIOD`][sqlalchemy_obstore.gc.MIN_GRACE_PERIOD] (8 hours; see there why)
 unless `allow_unsafe_grace_period=True` says the caller knows no writer is running.
 Right before a batch is deleted, its candidates are looked up again in the live tables
 (matching the path anywhere in the stored JSON, whatever the backend: a false match
@@ -128,31 +128,33 @@ Problem: TypeAlias = Literal[
 DEFAULT_GRACE_PERIOD = timedelta(hours=24)
 """Objects younger than this are never collected (they may belong to an open transaction)."""
 
-MIN_GRACE_PERIOD = timedelta(hours=2)
+MIN_GRACE_PERIOD = timedelta(hours=8)
 """The shortest grace period a deleting run accepts without `allow_unsafe_grace_period`.
 
 An object is unreferenced for a while in normal operation, and the collector must not
 take it for an orphan then. The floor adds up the longest such windows of a default
 setup:
 
-- **upload tickets, 65 minutes**: a client may upload through a signed PUT URL until
-  it expires (5 minutes by default) and the server may redeem the ticket until
-  `redeem_grace` (1 hour by default) after that; the uploaded object (under
-  `_incoming/` or at its final key) is unreferenced until the redeeming transaction
-  commits;
+- **upload tickets, 7 hours**: a browser may upload until its grant expires and the
+  server may redeem the ticket until `redeem_grace` (1 hour by default) after that; the
+  uploaded object (under `_incoming/`, or at its final key for a multipart upload) is
+  unreferenced until the redeeming transaction commits. The longest grant is a
+  multipart upload's (`multipart_expires_in`, 6 hours by default), and S3 dates a
+  multipart object by the *start* of its upload, so such an object can look 7 hours old
+  the moment it is complete;
 - **clock skew, 15 minutes**: the cutoff is computed on the collector's clock and
   compared with the store's `Last-Modified`; S3 refuses SigV4 requests from a clock
   more than 15 minutes off, so that is the most two clocks that both talk to the store
   can differ;
 - **flush to commit, 15 minutes**: a transaction that uploaded at its flush commits
-  later; for a web request that is seconds, for a batch job it can be minutes. S3 also
-  dates a multipart upload's object by the *start* of the upload, so a long upload
-  makes its object look older by the upload's duration.
+  later; for a web request that is seconds, for a batch job it can be minutes (a long
+  multipart upload from the server also makes its object look older by its duration).
 
-That is 95 minutes, rounded up to 2 hours. The floor guards against a slip (`0`, `5m`
-meant as `5h`) rather than tuning anything: raise `grace_period` above it when your
-tickets or transactions live longer. Pass `allow_unsafe_grace_period=True` only when
-no writer is running (a test, a maintenance window).
+That is 7.5 hours, rounded up to 8. The floor guards against a slip (`0`, `5m` meant as
+`5h`) rather than tuning anything: the default grace period is a day; raise
+`grace_period` above the floor when your tickets or transactions live longer. Pass
+`allow_unsafe_grace_period=True` only when no writer is running (a test, a maintenance
+window).
 """
 
 _RECHECK_SIZE = 10_000

@@ -1,11 +1,14 @@
-"""Direct-to-storage uploads: signed PUT URLs with tamper-proof upload tickets.
+"""Direct-to-storage uploads: signed URLs and forms with tamper-proof upload tickets.
 
 The bytes of a large file need not pass through the application server. The server
-*issues* an [`UploadGrant`][sqlalchemy_obstore.tickets.UploadGrant]: a signed PUT URL for
-a fresh key plus a *ticket*, a compact, URL-safe token signed with HMAC-SHA256 that
-records the backend, the key, the display filename, the size and type limits and a
-redeem deadline. The client PUTs the file to the URL (sending the grant's headers) and
-hands the ticket back; the server *redeems* it:
+*issues* an [`UploadGrant`][sqlalchemy_obstore.tickets.UploadGrant]: how to upload a
+fresh key (a signed PUT URL; on S3 a POST form whose policy the store enforces, or a
+multipart upload whose part URLs are signed on demand) plus a *ticket*, a compact,
+URL-safe token signed with HMAC-SHA256 that records the backend, the key, the display
+filename, the size and type limits and a redeem deadline. The client uploads as the
+grant says and hands the ticket back (for a multipart upload, the server completes it
+first: [`complete`][sqlalchemy_obstore.tickets.UploadTickets.complete]); the server
+*redeems* it:
 
 1. the signature is checked in constant time (a forged or tampered ticket is refused
    with [`InvalidUploadTicketError`][sqlalchemy_obstore.InvalidUploadTicketError]) and
@@ -33,7 +36,11 @@ On local files and memory, the PUT URL is signed by an
 [`HmacUrlSigner`][sqlalchemy_obstore.signing.HmacUrlSigner] with the ticket's `max_size`
 and id inside the signature: the web integrations' signed-URL route, given the
 `UploadTickets` (`tickets=`), refuses bytes past the limit while they stream and any
-upload once the ticket is redeemed.
+upload once the ticket is redeemed. On S3 (by default) the grant is a POST form whose
+signed policy makes the store refuse a body outside the size limits, another key, type
+or disposition, or an extra field; above `multipart_threshold` it is a multipart upload
+whose part URLs each accept exactly their planned length. Both are signed by the
+library (SigV4) with the store's credentials; see `UploadTickets(s3_method=...)`.
 
 Replay guards: [`MemoryReplayGuard`][sqlalchemy_obstore.tickets.MemoryReplayGuard]
 (the default) remembers used tickets in one process;
@@ -64,16 +71,44 @@ import hashlib
 import heapq
 import hmac
 import json
+import math
 import re
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, runtime_checkable
 
-from ._attributes import content_disposition, guess_content_type, serves_inline
+from ._attributes import (
+    DEFAULT_CONTENT_TYPE,
+    content_disposition,
+    guess_content_type,
+    serves_inline,
+)
+from ._multipart import (
+    Operation,
+    Target,
+    credentials_now,
+    credentials_now_async,
+    run_async,
+    run_sync,
+    s3_target,
+    store_backend,
+)
+from ._s3_uploads import (
+    MAX_PART_URLS,
+    MAX_POST_SIZE,
+    PartPlan,
+    abort,
+    create,
+    finish,
+    part_url,
+    plan_parts,
+    post_form,
+)
+from ._sigv4 import Credentials
 from .backends import Backend, ObjectInfo
 from .errors import (
     ConfigurationError,
@@ -85,6 +120,8 @@ from .errors import (
     InvalidUploadTicketError,
     ReplayedUploadTicketError,
     StorageError,
+    UnsupportedOperationError,
+    UploadPartsError,
     ValidationError,
 )
 from .file_object import FileObject
@@ -103,8 +140,10 @@ __all__ = (
     "TICKET_VERSION",
     "MemoryReplayGuard",
     "ReplayGuard",
+    "S3Method",
     "SqlReplayGuard",
     "UploadGrant",
+    "UploadMethod",
     "UploadTickets",
 )
 
@@ -126,6 +165,13 @@ _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _SIGNATURE_CHARS = 43  # an HMAC-SHA256 digest in unpadded base64url
 
 Clock = Callable[[], datetime]
+S3Method: TypeAlias = Literal["auto", "post", "put"]
+"""How `UploadTickets` lets clients upload to S3 by default (see its `s3_method`)."""
+UploadMethod: TypeAlias = Literal["put", "post", "multipart"]
+"""How one upload goes to the store (`issue(method=...)`)."""
+
+_MIB = 1024 * 1024
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
 
 
 def _utcnow() -> datetime:
@@ -190,6 +236,10 @@ class _Claims:
     content_types: tuple[tuple[str, ...], ...] = ()  # every list must allow the type
     sniff: bool = False
     metadata: Mapping[str, str] = field(default_factory=dict)
+    size: int | None = None  # the size the client declared: the object must have it
+    upload_id: str | None = None  # a presigned multipart upload's id
+    part_size: int | None = None  # ... and its part size (the plan follows from `size`)
+    upload_until: datetime | None = None  # part URLs are signed until then
 
     def to_json(self) -> bytes:
         data: dict[str, Any] = {
@@ -211,6 +261,13 @@ class _Claims:
             data["s"] = 1
         if self.metadata:
             data["d"] = dict(self.metadata)
+        if self.size is not None:
+            data["z"] = self.size
+        if self.upload_id is not None and self.part_size is not None:
+            data["U"] = self.upload_id
+            data["P"] = self.part_size
+        if self.upload_until is not None:
+            data["w"] = int(self.upload_until.timestamp())
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
     @classmethod
@@ -242,6 +299,14 @@ class _Claims:
                 ),
                 sniff=bool(data.get("s")),
                 metadata=dict(_field(data, "d", dict, optional=True) or {}),
+                size=_field(data, "z", int, optional=True),
+                upload_id=_field(data, "U", str, optional=True),
+                part_size=_field(data, "P", int, optional=True),
+                upload_until=(
+                    None
+                    if data.get("w") is None
+                    else datetime.fromtimestamp(_field(data, "w", int), timezone.utc)
+                ),
             )
         except (TypeError, ValueError, OverflowError, OSError) as exc:
             raise InvalidUploadTicketError(f"Malformed upload ticket: {exc}") from exc
@@ -253,6 +318,13 @@ class _Claims:
 
     def policies(self) -> list[UploadPolicy]:
         return [UploadPolicy(allowed_content_types=types) for types in self.content_types]
+
+    @property
+    def plan(self) -> PartPlan | None:
+        """The part plan of a multipart ticket, else `None`."""
+        if self.upload_id is None or self.part_size is None or self.size is None:
+            return None
+        return PartPlan(self.size, self.part_size)
 
 
 def _field(data: Mapping[str, Any], key: str, kind: type, *, optional: bool = False) -> Any:
@@ -603,15 +675,33 @@ class SqlReplayGuard:
 class UploadGrant:
     """What the client needs for one direct upload.
 
+    `method` says how the client uploads:
+
+    - `"PUT"`: send the file as the body of a `PUT` to `url`, with `headers`;
+    - `"POST"` (S3): post a `multipart/form-data` form to `url` holding every entry of
+      `fields`, in order, then the file in a field named `file` (last). The store
+      refuses a body outside the ticket's size limits, any change to a field, and any
+      extra field;
+    - `"MULTIPART"` (S3): cut the file into `part_count` parts of `part_size` bytes
+      (the last holds the rest), ask the application for the parts' URLs
+      ([`part_urls`][sqlalchemy_obstore.tickets.UploadTickets.part_urls]), `PUT` each
+      part's bytes to its URL (in parallel if you like; a part's URL accepts exactly
+      that part's length), then ask the application to complete the upload
+      ([`complete`][sqlalchemy_obstore.tickets.UploadTickets.complete]).
+
+    Then hand the ticket back to be redeemed, whatever the method.
+
     Attributes:
-        url: The signed URL to send the bytes to.
-        method: The HTTP method (`"PUT"`).
-        headers: Headers the client must send with the request: what the store needs
+        url: The signed URL to send the bytes to (`PUT`), or to post the form to
+            (`POST`); empty for `MULTIPART`, whose parts have URLs of their own.
+        method: `"PUT"`, `"POST"` or `"MULTIPART"` (see above).
+        headers: Headers the client must send with a `PUT`: what the store needs
             (Azure's `x-ms-blob-type`) and, where the store itself serves the object
             (S3, GCS, Azure), the `Content-Disposition` it must keep
             (`x-ms-blob-content-disposition` on Azure); redeem refuses an object the
             store would display inline. Empty for the HMAC route, which sets the
-            disposition itself.
+            disposition itself, and for `POST` and `MULTIPART`, where the store is
+            told the attributes by the form's signed fields or by the server.
         expires_at: When the URL stops being accepted (start the upload before it).
         ticket: The upload ticket to hand back to the server after the upload.
         backend: The backend key the object goes to.
@@ -624,7 +714,14 @@ class UploadGrant:
         redeem_before: The ticket's redeem deadline.
         upload_path: The key the signed URL writes to. With `copy_on_redeem` (the
             default) it is a staging key under `<backend prefix>/_incoming/`, and redeeming
-            moves the object to `path`; otherwise it equals `path`.
+            moves the object to `path`; otherwise it equals `path`. A multipart upload
+            always writes to `path`: once completed, its part URLs write nothing more.
+        fields: The form fields of a `POST` (signed policy included), in order.
+        size: The size the client declared when asking, if it did: the upload must
+            have exactly this size.
+        part_size: The length of every part but the last (`MULTIPART`).
+        part_count: How many parts (`MULTIPART`).
+        upload_id: The store's id of the multipart upload (`MULTIPART`).
     """
 
     url: str
@@ -639,6 +736,11 @@ class UploadGrant:
     content_types: tuple[str, ...] | None = None
     redeem_before: datetime | None = None
     upload_path: str = ""
+    fields: Mapping[str, str] = field(default_factory=dict)
+    size: int | None = None
+    part_size: int | None = None
+    part_count: int | None = None
+    upload_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (timestamps as ISO 8601 strings) to send to the client.
@@ -663,11 +765,16 @@ class UploadGrant:
             "content_types": list(self.content_types) if self.content_types else None,
             "redeem_before": self.redeem_before.isoformat() if self.redeem_before else None,
             "upload_path": self.upload_path or self.path,
+            "fields": dict(self.fields),
+            "size": self.size,
+            "part_size": self.part_size,
+            "part_count": self.part_count,
+            "upload_id": self.upload_id,
         }
 
     def __repr__(self) -> str:
-        # The URL carries a signature and the ticket is a bearer credential: keep both
-        # out of logs.
+        # The URL and the form carry signatures and the ticket is a bearer credential:
+        # keep them out of logs.
         return (
             f"UploadGrant(method={self.method!r}, backend={self.backend!r}, "
             f"path={self.path!r}, expires_at={self.expires_at.isoformat()!r})"
@@ -707,10 +814,32 @@ class UploadTickets:
             way an upload through it after the checks changes nothing any row refers
             to. With `False` the client uploads to the final key directly (one copy
             less, and no 5 GiB limit of S3's CopyObject): keep `expires_in` short then.
+            Multipart uploads always go to the final key (completing one ends what its
+            part URLs can write).
+        s3_method: How clients upload to S3 backends. `"auto"` (the default): a
+            presigned `POST` whose policy lets the store itself refuse a body outside
+            the size limits, another key, type or disposition, and a presigned
+            multipart upload for files whose declared `size` passes
+            `multipart_threshold` (or 5 GiB, the most one request carries). It falls
+            back to a presigned `PUT` when the library cannot sign for the store (its
+            credentials come from the instance or container, which only obstore can
+            use). `"post"`: the same, but such a store is refused
+            (`UnsupportedOperationError`) instead of falling back. `"put"`: always a
+            presigned `PUT` (as for GCS, Azure and local files, which take no POST
+            policies). `issue(method=...)` chooses per upload.
+        multipart_threshold: Declared sizes above this go up as S3 multipart uploads
+            (default 100 MiB, as Uppy's S3 plugin does).
+        part_size: The preferred part size of S3 multipart uploads (default 8 MiB; at
+            least 5 MiB, and larger when 10,000 parts would not hold the file).
+        multipart_expires_in: How long a multipart upload may take: its part URLs are
+            signed, and it may be completed, until then (default 6 hours; the ticket is
+            redeemable until then plus `redeem_grace`). `issue(expires_in=...)`
+            overrides it per upload.
         clock: Returns the current time (timezone-aware); for tests.
 
     Raises:
-        ConfigurationError: For a secret shorter than 32 bytes or a bad lifetime.
+        ConfigurationError: For a secret shorter than 32 bytes, a bad lifetime, size or
+            method.
 
     Example:
         >>> import secrets
@@ -729,10 +858,22 @@ class UploadTickets:
         redeem_grace: int | float | timedelta = timedelta(hours=1),
         previous_secrets: Iterable[str | bytes] = (),
         copy_on_redeem: bool = True,
+        s3_method: S3Method = "auto",
+        multipart_threshold: int = 100 * _MIB,
+        part_size: int = 8 * _MIB,
+        multipart_expires_in: int | float | timedelta = timedelta(hours=6),
         clock: Clock | None = None,
     ) -> None:
         self._key = _secret_bytes(secret, "secret")
         self.copy_on_redeem = copy_on_redeem
+        if s3_method not in ("auto", "post", "put"):
+            raise ConfigurationError(
+                f"s3_method must be 'auto', 'post' or 'put', not {s3_method!r}."
+            )
+        self.s3_method: S3Method = s3_method
+        self.multipart_threshold = _byte_count(multipart_threshold, "multipart_threshold")
+        self.part_size = _byte_count(part_size, "part_size")
+        self.multipart_expires_in = _duration(multipart_expires_in, "multipart_expires_in")
         older = [_secret_bytes(old, "previous_secrets item") for old in previous_secrets]
         self._verify_keys = (self._key, *older)
         self.registry = registry
@@ -790,10 +931,19 @@ class UploadTickets:
         content_types: Sequence[str] | str | None,
         expires_in: int | float | timedelta | None,
         metadata: Mapping[str, str] | None,
-    ) -> tuple[_Target, _Claims, timedelta]:
+        size: int | None,
+        method: UploadMethod | None,
+    ) -> tuple[_Target, _Claims, timedelta, _Route]:
+        """Everything `issue` decides before any I/O: the claims, lifetime and method."""
         if not isinstance(filename, str):
             raise ConfigurationError(f"filename must be a string, not {type(filename).__name__}.")
         check_filename(filename)  # InvalidFilenameError for NUL or a lone surrogate
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+            raise ConfigurationError(f"size must be a number of bytes, not {size!r}.")
+        if method is not None and method not in ("put", "post", "multipart"):
+            raise ConfigurationError(
+                f"method must be 'put', 'post' or 'multipart', not {method!r}."
+            )
         resolved = self._resolve(target)
         backend, policy = resolved.backend, resolved.policy
         if policy is not None and (policy.image is not None or policy.validators):
@@ -813,7 +963,7 @@ class UploadTickets:
                 backend=backend.key,
             )
         policy_max = policy.max_size if policy is not None else None
-        sizes = [size for size in (requested.max_size, policy_max) if size is not None]
+        sizes = [limit for limit in (requested.max_size, policy_max) if limit is not None]
         type_lists = tuple(
             types
             for types in (
@@ -825,32 +975,107 @@ class UploadTickets:
         sniff = (policy.sniffs if policy is not None else False) or bool(
             requested.allowed_content_types
         )
-        lifetime = backend.check_expiry(self.expires_in if expires_in is None else expires_in)
         path = build_key(
             filename,
             prefix=join_key(backend.prefix, resolved.key_prefix),
             key_function=resolved.key_function or backend.key_function,
         )
-        upload_path = (
-            build_key(filename, prefix=join_key(backend.prefix, INCOMING_PREFIX))
-            if self.copy_on_redeem
-            else None
-        )
         claims = _Claims(
             id=_b64encode(secrets.token_bytes(16)),
             backend=backend.key,
             path=path,
-            upload_path=upload_path,
             filename=filename,
-            # whole seconds: what the ticket records, so grant and ticket agree
-            deadline=(self._clock() + lifetime + self.redeem_grace).replace(microsecond=0),
+            deadline=self._clock(),  # set below, once the lifetime is known
             max_size=min(sizes) if sizes else None,
             min_size=policy.min_size if policy is not None else None,
             content_types=type_lists,
             sniff=sniff,
             metadata=dict(metadata or {}),
+            size=size,
         )
-        return resolved, claims, lifetime
+        if size is not None:  # refuse a declared size outside the limits before anything
+            violation = _size_violation(claims, size, declared=False)
+            if violation is not None:
+                raise violation
+        route = self._route(backend, claims, method)
+        default = self.multipart_expires_in if route.method == "multipart" else self.expires_in
+        lifetime = backend.check_expiry(default if expires_in is None else expires_in)
+        now = self._clock()
+        # whole seconds: what the ticket records, so grant and ticket agree
+        claims = replace(
+            claims,
+            deadline=(now + lifetime + self.redeem_grace).replace(microsecond=0),
+            upload_path=(
+                build_key(filename, prefix=join_key(backend.prefix, INCOMING_PREFIX))
+                if self.copy_on_redeem and route.method != "multipart"
+                else None
+            ),
+            upload_until=(now + lifetime).replace(microsecond=0)
+            if route.method == "multipart"
+            else None,
+        )
+        return resolved, claims, lifetime, route
+
+    def _route(self, backend: Backend, claims: _Claims, method: UploadMethod | None) -> _Route:
+        """How the client uploads: `put`, `post` or `multipart` (and to which bucket)."""
+        if method == "put" or (method is None and self.s3_method == "put"):
+            return _Route("put")
+        bucket = _s3_bucket(backend)
+        if isinstance(bucket, str):
+            if method is not None or (self.s3_method == "post" and _is_s3(backend)):
+                raise UnsupportedOperationError(
+                    f"Backend {backend.key!r} cannot take a presigned "
+                    f"{'multipart upload' if method == 'multipart' else 'POST'}: {bucket}. "
+                    "Issue a PUT (method='put', or UploadTickets(s3_method='put')).",
+                    backend=backend.key,
+                )
+            return _Route("put")  # GCS, Azure, local files, memory: a signed PUT
+        size = claims.size
+        if method is None:
+            big = size is not None and size > min(self.multipart_threshold, MAX_POST_SIZE)
+            method = "multipart" if big else "post"
+        if method == "multipart":
+            if size is None:
+                raise ConfigurationError(
+                    "A multipart upload needs the file's size: pass size= (the client "
+                    "knows it, e.g. File.size in a browser).",
+                    backend=backend.key,
+                )
+            return _Route("multipart", bucket, plan_parts(size, self.part_size))
+        if size is not None and size > MAX_POST_SIZE:
+            raise ConfigurationError(
+                f"A POST upload creates objects up to {MAX_POST_SIZE} bytes, not {size}: "
+                "use method='multipart'.",
+                backend=backend.key,
+            )
+        return _Route("post", bucket)
+
+    @staticmethod
+    def _stored_type(claims: _Claims, declared: str | None) -> tuple[str, str]:
+        """The `Content-Type` and `Content-Disposition` a POST or multipart upload keeps.
+
+        The client's declared type if the ticket's lists allow it (else refused now),
+        otherwise the type of the filename's extension if allowed, otherwise
+        `application/octet-stream` (a download; redeem sniffs the bytes anyway). The
+        disposition follows the inline rule, as for every object the library stores.
+        """
+        policies = claims.policies()
+        if declared is not None:
+            content_type = declared.split(";", 1)[0].strip().lower()
+            if not _MEDIA_TYPE.fullmatch(content_type) or not all(
+                policy.allows_content_type(content_type) for policy in policies
+            ):
+                raise InvalidContentTypeError(
+                    f"Content type {declared!r} is not allowed here.",
+                    declared=declared,
+                    backend=claims.backend,
+                    path=claims.path,
+                )
+        else:
+            content_type = guess_content_type(claims.filename)
+            if not all(policy.allows_content_type(content_type) for policy in policies):
+                content_type = DEFAULT_CONTENT_TYPE
+        return content_type, content_disposition(claims.filename, content_type)
 
     @staticmethod
     def _upload_headers(claims: _Claims, backend: Backend) -> dict[str, str]:
@@ -897,12 +1122,20 @@ class UploadTickets:
         )
 
     def _grant(
-        self, claims: _Claims, url: str, lifetime: timedelta, backend: Backend
+        self,
+        claims: _Claims,
+        url: str,
+        lifetime: timedelta,
+        backend: Backend,
+        *,
+        method: str = "PUT",
+        fields: Mapping[str, str] | None = None,
     ) -> UploadGrant:
+        plan = claims.plan
         return UploadGrant(
             url=url,
-            method="PUT",
-            headers=self._upload_headers(claims, backend),
+            method=method,
+            headers=self._upload_headers(claims, backend) if method == "PUT" else {},
             expires_at=self._clock() + lifetime,
             ticket=self._encode(claims),
             backend=claims.backend,
@@ -912,7 +1145,51 @@ class UploadTickets:
             content_types=claims.content_types[-1] if claims.content_types else None,
             redeem_before=claims.deadline,
             upload_path=claims.source,
+            fields=dict(fields or {}),
+            size=claims.size,
+            part_size=None if plan is None else plan.part_size,
+            part_count=None if plan is None else plan.count,
+            upload_id=claims.upload_id,
         )
+
+    def _post_grant(
+        self,
+        claims: _Claims,
+        lifetime: timedelta,
+        backend: Backend,
+        route: _Route,
+        credentials: Credentials | None,
+        content_type: str | None,
+    ) -> UploadGrant:
+        """A POST form whose policy holds the ticket's limits (no I/O)."""
+        assert route.bucket is not None
+        stored_type, disposition = self._stored_type(claims, content_type)
+        low = claims.min_size or 0
+        high = MAX_POST_SIZE if claims.max_size is None else min(claims.max_size, MAX_POST_SIZE)
+        if claims.size is not None:
+            low = high = claims.size  # checked against the limits already
+        if low > high:
+            raise ConfigurationError(
+                f"The policy's min_size ({low} bytes) is above what one POST creates "
+                f"({MAX_POST_SIZE} bytes): declare the size to get a multipart upload.",
+                backend=backend.key,
+            )
+        form = post_form(
+            route.bucket,
+            _signing(credentials, backend),
+            path=claims.source,
+            content_type=stored_type,
+            content_disposition=disposition,
+            min_size=low,
+            max_size=high,
+            expires_in=lifetime,
+            now=self._clock(),
+        )
+        return self._grant(claims, form.url, lifetime, backend, method="POST", fields=form.fields)
+
+    def _started(self, claims: _Claims, route: _Route, upload_id: str) -> _Claims:
+        assert route.plan is not None
+        return replace(claims, upload_id=upload_id, part_size=route.plan.part_size)
 
     def issue(
         self,
@@ -923,8 +1200,11 @@ class UploadTickets:
         content_types: Sequence[str] | str | None = None,
         expires_in: int | float | timedelta | None = None,
         metadata: Mapping[str, str] | None = None,
+        size: int | None = None,
+        content_type: str | None = None,
+        method: UploadMethod | None = None,
     ) -> UploadGrant:
-        """Sign a PUT URL for a fresh key and a ticket to redeem after the upload.
+        """Sign an upload for a fresh key and a ticket to redeem after the upload.
 
         Args:
             target: Where the file goes: a `StoredObject` column attribute
@@ -937,20 +1217,43 @@ class UploadTickets:
                 limit applies.
             content_types: Allowed types or patterns (`"image/*"`) for this upload; the
                 bytes are sniffed at redeem time. The policy's list applies as well.
-            expires_in: Lifetime of the signed URL (default: the issuer's).
+            expires_in: Lifetime of the signed URL or form (default: the issuer's
+                `expires_in`), or of a multipart upload (default: its
+                `multipart_expires_in`).
             metadata: Custom str→str metadata for the resulting `FileObject`.
+            size: The file's size, as the client declares it. Refused now when outside
+                the limits; the upload must then have exactly this size (a POST's
+                policy and a multipart upload's part URLs make the store refuse any
+                other). Needed for multipart uploads, and it picks one on S3 when above
+                `multipart_threshold`.
+            content_type: The file's type, as the client declares it (e.g. `File.type`
+                in a browser): the type a POST or multipart upload stores; refused now
+                if the lists do not allow it. Default: from the filename's extension.
+                (A PUT's type is the request's; redeem sniffs either way when the
+                column lists types.)
+            method: `"put"`, `"post"` (S3) or `"multipart"` (S3) for this upload;
+                default per the issuer's `s3_method`: POST on S3, multipart above
+                `multipart_threshold`, PUT elsewhere.
 
         Returns:
-            The grant: URL, method, headers and ticket for the client.
+            The grant: how to upload (`method`), where (`url`, `fields`, `headers`, the
+            part plan) and the ticket.
 
         Raises:
             ConfigurationError: For an unusable target, or a policy with an
-                `ImagePolicy` or custom validators (they need the bytes).
+                `ImagePolicy` or custom validators (they need the bytes); for a
+                multipart upload without `size`, or a POST above 5 GiB.
             InvalidExtensionError: If the policy does not allow the filename.
             InvalidFilenameError: If the filename holds NUL or a lone surrogate.
+            FileTooLargeError, FileTooSmallError: If the declared `size` is outside the
+                limits.
+            InvalidContentTypeError: If the declared `content_type` is not allowed
+                (POST and multipart).
             UnsupportedOperationError: If the backend cannot sign URLs (attach a URL
-                signer to local and memory backends, see `signing.HmacUrlSigner`).
+                signer to local and memory backends, see `signing.HmacUrlSigner`), or
+                cannot take the POST or multipart upload asked for.
             InvalidExpiryError: If the lifetime exceeds the store's limit.
+            StorageError: If the store refuses to start a multipart upload.
 
         Example:
             >>> from sqlalchemy_obstore import ObstoreBackend, storages
@@ -965,13 +1268,21 @@ class UploadTickets:
             >>> grant.method, grant.path.startswith("in/"), grant.content_types
             ('PUT', True, ('application/pdf',))
         """
-        resolved, claims, lifetime = self._prepare(
-            target, filename, max_size, content_types, expires_in, metadata
+        resolved, claims, lifetime, route = self._prepare(
+            target, filename, max_size, content_types, expires_in, metadata, size, method
         )
-        url = self._sign_put(resolved.backend, claims, lifetime) or resolved.backend.sign(
-            claims.source, method="PUT", expires_in=lifetime
-        )
-        return self._grant(claims, url, lifetime, resolved.backend)
+        backend = resolved.backend
+        if route.bucket is None:
+            url = self._sign_put(backend, claims, lifetime) or backend.sign(
+                claims.source, method="PUT", expires_in=lifetime
+            )
+            return self._grant(claims, url, lifetime, backend)
+        if route.method == "post":
+            credentials = credentials_now(route.bucket)
+            return self._post_grant(claims, lifetime, backend, route, credentials, content_type)
+        upload_id = run_sync(route.bucket, self._create(claims, route, content_type))
+        started = self._started(claims, route, upload_id)
+        return self._grant(started, "", lifetime, backend, method="MULTIPART")
 
     async def issue_async(
         self,
@@ -982,15 +1293,242 @@ class UploadTickets:
         content_types: Sequence[str] | str | None = None,
         expires_in: int | float | timedelta | None = None,
         metadata: Mapping[str, str] | None = None,
+        size: int | None = None,
+        content_type: str | None = None,
+        method: UploadMethod | None = None,
     ) -> UploadGrant:
         """Async version of [`issue`][sqlalchemy_obstore.tickets.UploadTickets.issue]."""
-        resolved, claims, lifetime = self._prepare(
-            target, filename, max_size, content_types, expires_in, metadata
+        resolved, claims, lifetime, route = self._prepare(
+            target, filename, max_size, content_types, expires_in, metadata, size, method
         )
-        url = self._sign_put(resolved.backend, claims, lifetime) or (
-            await resolved.backend.sign_async(claims.source, method="PUT", expires_in=lifetime)
+        backend = resolved.backend
+        if route.bucket is None:
+            url = self._sign_put(backend, claims, lifetime) or (
+                await backend.sign_async(claims.source, method="PUT", expires_in=lifetime)
+            )
+            return self._grant(claims, url, lifetime, backend)
+        if route.method == "post":
+            credentials = await credentials_now_async(route.bucket)
+            return self._post_grant(claims, lifetime, backend, route, credentials, content_type)
+        upload_id = await run_async(route.bucket, self._create(claims, route, content_type))
+        started = self._started(claims, route, upload_id)
+        return self._grant(started, "", lifetime, backend, method="MULTIPART")
+
+    def _create(self, claims: _Claims, route: _Route, content_type: str | None) -> Operation[str]:
+        """Start the multipart upload of `claims.path`, with the attributes it keeps."""
+        assert route.bucket is not None
+        stored_type, disposition = self._stored_type(claims, content_type)
+        return create(
+            route.bucket,
+            claims.path,
+            content_type=stored_type,
+            content_disposition=disposition,
         )
-        return self._grant(claims, url, lifetime, resolved.backend)
+
+    # -- multipart uploads ------------------------------------------------------------------
+    def _multipart(self, ticket: str) -> tuple[_Claims, PartPlan, Target]:
+        """A verified multipart ticket, its plan and bucket."""
+        claims = self._decode(ticket)
+        plan = claims.plan
+        if plan is None or claims.upload_id is None:
+            raise InvalidUploadTicketError(
+                "This upload ticket is not for a multipart upload: upload with the grant's method.",
+                backend=claims.backend,
+                path=claims.path,
+            )
+        return claims, plan, _bucket_of(self.registry.get_backend(claims.backend))
+
+    def _part_numbers(
+        self, claims: _Claims, plan: PartPlan, part_numbers: Iterable[int] | None
+    ) -> list[int]:
+        numbers = (
+            list(range(1, min(plan.count, MAX_PART_URLS) + 1))
+            if part_numbers is None
+            else list(dict.fromkeys(part_numbers))
+        )
+        wrong = [
+            n
+            for n in numbers
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= plan.count
+        ]
+        if wrong or len(numbers) > MAX_PART_URLS:
+            raise UploadPartsError(
+                f"Ask for at most {MAX_PART_URLS} part URLs at a time, numbered 1 to "
+                f"{plan.count}"
+                + (f" (not {', '.join(repr(n) for n in wrong[:5])})" if wrong else "")
+                + ".",
+                backend=claims.backend,
+                path=claims.path,
+            )
+        return numbers
+
+    def _part_window(self, claims: _Claims) -> timedelta:
+        """How long part URLs signed now live: until the upload's window closes."""
+        assert claims.upload_until is not None
+        left = claims.upload_until - self._clock()
+        if left.total_seconds() < 1:
+            raise ExpiredUploadTicketError(
+                f"The time for this multipart upload ended at "
+                f"{claims.upload_until.isoformat()}; no more part URLs are signed. "
+                "Complete it if every part is uploaded, or ask for a new ticket.",
+                expired_at=claims.upload_until,
+                backend=claims.backend,
+                path=claims.path,
+            )
+        return timedelta(seconds=math.ceil(left.total_seconds()))
+
+    def _sign_parts(
+        self,
+        claims: _Claims,
+        plan: PartPlan,
+        bucket: Target,
+        numbers: list[int],
+        credentials: Credentials | None,
+    ) -> dict[int, str]:
+        assert claims.upload_id is not None
+        lifetime = self._part_window(claims)
+        signer = _signing(credentials, self.registry.get_backend(claims.backend))
+        now = self._clock()
+        return {
+            number: part_url(
+                bucket,
+                signer,
+                path=claims.path,
+                upload_id=claims.upload_id,
+                number=number,
+                length=plan.length(number),
+                expires_in=lifetime,
+                now=now,
+            )
+            for number in numbers
+        }
+
+    def part_urls(self, ticket: str, part_numbers: Iterable[int] | None = None) -> dict[int, str]:
+        """Presigned `PUT` URLs for parts of a multipart upload (a grant's `MULTIPART`).
+
+        Each URL accepts exactly its part's bytes (its length is signed: S3 refuses a
+        body of any other length) for this upload only, until the upload's time ends
+        (`multipart_expires_in`). Ask for them on demand, in batches of at most 1000.
+
+        Args:
+            ticket: The grant's ticket, as the client sent it back.
+            part_numbers: The parts wanted (1-based); default the first 1000.
+
+        Returns:
+            `{part number: URL}`.
+
+        Raises:
+            InvalidUploadTicketError: A malformed, forged or tampered ticket, or one
+                for another method.
+            ExpiredUploadTicketError: The ticket or the upload's time has ended.
+            ReplayedUploadTicketError: The ticket was redeemed already.
+            UploadPartsError: A part number outside the plan, or too many at once.
+
+        Example:
+            >>> tickets = UploadTickets("0123456789abcdef0123456789abcdef")
+            >>> try:
+            ...     tickets.part_urls("not-a-ticket", [1])
+            ... except InvalidUploadTicketError:
+            ...     print("refused")
+            refused
+        """
+        claims, plan, bucket = self._multipart(ticket)
+        numbers = self._part_numbers(claims, plan, part_numbers)
+        if self.is_redeemed(claims.id):
+            raise self._claim_failed(claims)
+        return self._sign_parts(claims, plan, bucket, numbers, credentials_now(bucket))
+
+    async def part_urls_async(
+        self, ticket: str, part_numbers: Iterable[int] | None = None
+    ) -> dict[int, str]:
+        """Async version of [`part_urls`][sqlalchemy_obstore.tickets.UploadTickets.part_urls]."""
+        claims, plan, bucket = self._multipart(ticket)
+        numbers = self._part_numbers(claims, plan, part_numbers)
+        if await self.is_redeemed_async(claims.id):
+            raise self._claim_failed(claims)
+        credentials = await credentials_now_async(bucket)
+        return self._sign_parts(claims, plan, bucket, numbers, credentials)
+
+    def _finish(
+        self, ticket: str, parts: Mapping[int, str] | Iterable[Any] | None
+    ) -> tuple[_Claims, Target, Operation[None]]:
+        claims, plan, bucket = self._multipart(ticket)
+        assert claims.upload_id is not None
+        etags = None if parts is None else _etags(parts, claims)
+        return claims, bucket, finish(bucket, claims.path, claims.upload_id, plan, etags)
+
+    def complete(self, ticket: str, parts: Mapping[int, str] | Iterable[Any] | None = None) -> None:
+        """Complete a multipart upload once its parts match the ticket's plan.
+
+        Lists the parts the store holds (`ListParts`) and checks them against the plan:
+        every part present, each of its planned length (so the whole has the declared
+        size, within the ticket's limits); with `parts`, each ETag must be the store's.
+        Then asks the store to assemble the object (`CompleteMultipartUpload`). Redeem
+        the ticket afterwards, as for any upload. Completing twice is harmless.
+
+        Args:
+            ticket: The grant's ticket.
+            parts: The client's view, optional: `{part number: ETag}`, or a list of
+                `{"PartNumber": n, "ETag": "..."}` (S3's names) or
+                `{"part_number": n, "etag": "..."}`. Without it the parts the store
+                holds are used (the client need not read ETags, which a browser may
+                only do when the bucket's CORS rule exposes the header).
+
+        Raises:
+            InvalidUploadTicketError: A malformed, forged or tampered ticket, or one
+                for another method.
+            ExpiredUploadTicketError: Past the ticket's redeem deadline.
+            ReplayedUploadTicketError: The ticket was redeemed already.
+            UploadPartsError: Parts missing, shorter than planned, or not the client's
+                (upload them and complete again).
+            FileTooLargeError: The parts hold more than planned (the store did not
+                check the signed lengths); the upload was aborted.
+            ObjectNotFoundError: The upload no longer exists (aborted, or collected).
+            StorageError: If the store fails a request.
+        """
+        claims, bucket, operation = self._finish(ticket, parts)
+        if self.is_redeemed(claims.id):
+            raise self._claim_failed(claims)
+        run_sync(bucket, operation)
+
+    async def complete_async(
+        self, ticket: str, parts: Mapping[int, str] | Iterable[Any] | None = None
+    ) -> None:
+        """Async version of [`complete`][sqlalchemy_obstore.tickets.UploadTickets.complete]."""
+        claims, bucket, operation = self._finish(ticket, parts)
+        if await self.is_redeemed_async(claims.id):
+            raise self._claim_failed(claims)
+        await run_async(bucket, operation)
+
+    def _aborting(self, ticket: str) -> tuple[Target, Operation[bool]]:
+        claims, _, bucket = self._multipart(ticket)
+        assert claims.upload_id is not None
+        return bucket, abort(bucket, claims.path, claims.upload_id)
+
+    def abort(self, ticket: str) -> bool:
+        """Abort a multipart upload: the store drops its parts; nothing is kept.
+
+        Uploads that are neither completed nor aborted are aborted by
+        [`collect_garbage`][sqlalchemy_obstore.gc.collect_garbage] once they have been
+        idle longer than its grace period, so a client that disappears leaves nothing
+        behind for long.
+
+        Returns:
+            `False` if the upload was gone already (completed, or aborted before).
+
+        Raises:
+            InvalidUploadTicketError: A malformed, forged or tampered ticket, or one
+                for another method.
+            ExpiredUploadTicketError: Past the ticket's redeem deadline.
+            StorageError: If the store fails the request.
+        """
+        bucket, operation = self._aborting(ticket)
+        return run_sync(bucket, operation)
+
+    async def abort_async(self, ticket: str) -> bool:
+        """Async version of [`abort`][sqlalchemy_obstore.tickets.UploadTickets.abort]."""
+        bucket, operation = self._aborting(ticket)
+        return await run_async(bucket, operation)
 
     # -- the token ------------------------------------------------------------------------
     @staticmethod
@@ -1049,7 +1587,8 @@ class UploadTickets:
         Returns:
             `id` (the ticket's id, also carried by its HMAC-signed URL), `backend`,
             `path`, `filename`, `max_size`, `min_size`, `content_types`, `sniff`,
-            `redeem_before` and `metadata`.
+            `redeem_before`, `metadata`, the declared `size`, and for a multipart
+            upload its `upload_id`, `part_size`, `part_count` and `upload_until`.
 
         Raises:
             InvalidUploadTicketError: If the ticket is malformed, forged or tampered.
@@ -1067,6 +1606,11 @@ class UploadTickets:
             "sniff": claims.sniff,
             "redeem_before": claims.deadline,
             "metadata": dict(claims.metadata),
+            "size": claims.size,
+            "upload_id": claims.upload_id,
+            "part_size": claims.part_size,
+            "part_count": None if claims.plan is None else claims.plan.count,
+            "upload_until": claims.upload_until,
         }
 
     def is_redeemed(self, ticket_id: str) -> bool:
@@ -1099,20 +1643,6 @@ class UploadTickets:
         return lookup
 
     # -- redeeming --------------------------------------------------------------------------
-    def _size_violation(self, claims: _Claims, info: ObjectInfo) -> ValidationError | None:
-        if claims.max_size is not None and info.size > claims.max_size:
-            return FileTooLargeError(
-                limit=claims.max_size,
-                size_seen=info.size,
-                backend=claims.backend,
-                path=claims.path,
-            )
-        if claims.min_size is not None and info.size < claims.min_size:
-            return FileTooSmallError(
-                minimum=claims.min_size, size=info.size, backend=claims.backend, path=claims.path
-            )
-        return None
-
     @staticmethod
     def _declared_type(claims: _Claims, info: ObjectInfo) -> str:
         stored = (info.content_type or "").split(";", 1)[0].strip().lower()
@@ -1268,7 +1798,7 @@ class UploadTickets:
             if claims.upload_path is not None:
                 backend.copy(claims.upload_path, claims.path, overwrite=True)
             info = backend.head(claims.path)
-            violation = self._size_violation(claims, info)
+            violation = _size_violation(claims, info.size)
             head = None
             if violation is None and claims.sniff:
                 head = backend.get_range(claims.path, 0, SNIFF_BYTES) if info.size else b""
@@ -1295,7 +1825,7 @@ class UploadTickets:
             if claims.upload_path is not None:
                 await backend.copy_async(claims.upload_path, claims.path, overwrite=True)
             info = await backend.head_async(claims.path)
-            violation = self._size_violation(claims, info)
+            violation = _size_violation(claims, info.size)
             head = None
             if violation is None and claims.sniff:
                 head = (
@@ -1323,6 +1853,106 @@ def _store_serves(backend: Backend) -> bool:
     """
     native = getattr(backend, "supports_native_signing", backend.supports_signing)
     return bool(native) and backend.supports_attributes
+
+
+def _size_violation(claims: _Claims, size: int, *, declared: bool = True) -> ValidationError | None:
+    """The violation of the ticket's limits by an object of `size` bytes, if any.
+
+    With `declared`, the size the client declared at issue must be met exactly too.
+    """
+    if declared and claims.size is not None and size != claims.size:
+        if size > claims.size:
+            return FileTooLargeError(
+                limit=claims.size,
+                size_seen=size,
+                declared=True,
+                backend=claims.backend,
+                path=claims.path,
+            )
+        return FileTooSmallError(
+            minimum=claims.size, size=size, declared=True, backend=claims.backend, path=claims.path
+        )
+    if claims.max_size is not None and size > claims.max_size:
+        return FileTooLargeError(
+            limit=claims.max_size, size_seen=size, backend=claims.backend, path=claims.path
+        )
+    if claims.min_size is not None and size < claims.min_size:
+        return FileTooSmallError(
+            minimum=claims.min_size, size=size, backend=claims.backend, path=claims.path
+        )
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """How a client uploads: `put` (any store), `post` or `multipart` (to an S3 bucket)."""
+
+    method: UploadMethod
+    bucket: Target | None = None
+    plan: PartPlan | None = None
+
+
+def _is_s3(backend: Backend) -> bool:
+    store = store_backend(backend)
+    return store is not None and store.kind == "s3"
+
+
+def _s3_bucket(backend: Backend) -> Target | str:
+    """The S3 bucket the library signs POST forms and part URLs for, or why not."""
+    store = store_backend(backend)
+    if store is None or store.kind != "s3":
+        return "only S3 stores take POST policies and presigned multipart uploads"
+    if not store.supports_native_signing:
+        return "the store does not sign (skip_signature, or no credentials)"
+    return s3_target(store)
+
+
+def _bucket_of(backend: Backend) -> Target:
+    bucket = _s3_bucket(backend)
+    if isinstance(bucket, str):
+        raise UnsupportedOperationError(
+            f"Backend {backend.key!r} cannot take this upload: {bucket}.", backend=backend.key
+        )
+    return bucket
+
+
+def _signing(credentials: Credentials | None, backend: Backend) -> Credentials:
+    if credentials is None:
+        raise UnsupportedOperationError(
+            f"Backend {backend.key!r} has no credentials to sign an upload with.",
+            backend=backend.key,
+        )
+    return credentials
+
+
+def _etags(parts: Mapping[int, str] | Iterable[Any], claims: _Claims) -> dict[int, str]:
+    """`{part number: ETag}` from the shapes a client may send (see `complete`)."""
+    items: list[Any] = (
+        [{"PartNumber": number, "ETag": etag} for number, etag in parts.items()]
+        if isinstance(parts, Mapping)
+        else list(parts)
+    )
+    out: dict[int, str] = {}
+    for item in items:
+        given = item if isinstance(item, Mapping) else {}
+        number = given.get("PartNumber", given.get("part_number"))
+        etag = given.get("ETag", given.get("etag"))
+        if isinstance(number, str) and number.isdigit():
+            number = int(number)
+        if isinstance(number, bool) or not isinstance(number, int) or not isinstance(etag, str):
+            raise UploadPartsError(
+                'Name each part as {part number: ETag}, or as {"PartNumber": n, "ETag": "..."}.',
+                backend=claims.backend,
+                path=claims.path,
+            )
+        out[number] = etag
+    return out
+
+
+def _byte_count(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be a positive number of bytes, not {value!r}.")
+    return value
 
 
 def _tuple(values: Sequence[str] | str | None) -> tuple[str, ...] | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -58,6 +59,13 @@ class StoredObject(TypeDecorator[Any]):
             of this column, layered field by field on the backend's default policy. A
             refused file makes the flush (and so `commit()`) raise the `ValidationError`;
             nothing is stored and nothing is committed.
+        chunk_size: Multipart part size for new files of this column (default 5 MiB);
+            content up to this size goes up in one request. Parts grow by themselves
+            when a file's length is known and would need more parts than the store
+            allows (S3: 10,000); a stream of unknown length holds at most
+            `10,000 x chunk_size` on S3 (about 48 GiB by default), so give columns that
+            take larger streams a larger `chunk_size`. Each part in flight is held in
+            memory.
 
     Example:
         >>> from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -87,7 +95,15 @@ class StoredObject(TypeDecorator[Any]):
         cache_control: str | None = None,
         registry: BackendRegistry | None = None,
         policy: UploadPolicy | None = None,
+        chunk_size: int | None = None,
     ) -> None:
+        if chunk_size is not None and (
+            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+        ):
+            raise ConfigurationError(
+                "StoredObject(chunk_size=...) takes a positive number of bytes, "
+                f"not {chunk_size!r}."
+            )
         if policy is not None and not isinstance(policy, UploadPolicy):
             raise ConfigurationError(
                 f"StoredObject(policy=...) takes an UploadPolicy, not {type(policy).__name__}."
@@ -107,17 +123,19 @@ class StoredObject(TypeDecorator[Any]):
         self.cache_control = cache_control
         self.registry = registry
         self.policy = policy
+        self.chunk_size = chunk_size
         self._columns: list[str] = []
 
     @property
     def save_options(self) -> SaveOptions:
         """How the session uploads new files of this column."""
-        return SaveOptions(
+        options = SaveOptions(
             key_prefix=self.key_prefix,
             key_function=self.key_function,
             cache_control=self.cache_control,
             policy=self.policy,
         )
+        return options if self.chunk_size is None else replace(options, chunk_size=self.chunk_size)
 
     @property
     def python_type(self) -> type:
@@ -314,6 +332,8 @@ class StoredObject(TypeDecorator[Any]):
             args.append(f"cache_control={self.cache_control!r}")
         if self.policy is not None:
             args.append(f"policy={self.policy!r}")
+        if self.chunk_size is not None:
+            args.append(f"chunk_size={self.chunk_size}")
         return f"StoredObject({', '.join(args)})"
 
 

@@ -53,6 +53,7 @@ from .errors import (
     ObjectNotFoundError,
     ReplayedUploadTicketError,
     UntrustedReferenceError,
+    UploadPartsError,
     ValidationError,
 )
 
@@ -351,6 +352,7 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (InvalidUploadTicketError, 400),
     (ExpiredUploadTicketError, 410),
     (ReplayedUploadTicketError, 409),
+    (UploadPartsError, 400),
     (UntrustedReferenceError, 403),
     (ValidationError, 422),
     (InvalidFileObjectError, 422),
@@ -362,7 +364,8 @@ def error_status(exc: BaseException) -> int | None:
 
     `FileTooLargeError` → 413, `InvalidContentTypeError` and `InvalidExtensionError` →
     415, `FileTooSmallError` and `InvalidImageError` → 422, `ObjectNotFoundError` → 404,
-    upload-ticket errors → 400 (malformed or forged), 410 (expired), 409 (replayed),
+    upload-ticket errors → 400 (malformed or forged, or parts of a multipart upload that
+    do not match its plan), 410 (expired), 409 (replayed),
     `UntrustedReferenceError` (a request body naming an object its row does not hold) →
     403, any other `ValidationError` and a malformed file value
     (`InvalidFileObjectError`, e.g. a bad path) → 422.

@@ -15,6 +15,7 @@ fails in CI (`CI=true` or `SQLALCHEMY_OBSTORE_REQUIRE_SERVERS=1`).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import queue
@@ -62,9 +63,12 @@ def _png() -> bytes:
     return out.getvalue()
 
 
-@pytest.fixture
-def app_url(tmp_path: Path) -> Iterator[str]:
-    """The example app, running in a subprocess on a free 127.0.0.1 port."""
+@contextlib.contextmanager
+def serve_example_app(tmp_path: Path, **environ: str) -> Iterator[str]:
+    """Run the example app in a subprocess on a free 127.0.0.1 port; yield its URL.
+
+    `environ` adds to (or replaces) the app's settings, e.g. an S3 `STORAGE_URL`.
+    """
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp_path),
@@ -72,6 +76,7 @@ def app_url(tmp_path: Path) -> Iterator[str]:
         "PYTHONUNBUFFERED": "1",
         "LIBRARY_DATA_DIR": str(tmp_path / "data"),
         "STORAGE_SIGNING_SECRET": "browser-test-secret-0123456789abcdef",
+        **environ,
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "examples.litestar_app", "--host", "127.0.0.1", "--port", "0"],
@@ -119,6 +124,13 @@ def app_url(tmp_path: Path) -> Iterator[str]:
             assert proc.stdout is not None
             proc.stdout.close()
     assert code == 0, "".join(output)
+
+
+@pytest.fixture
+def app_url(tmp_path: Path) -> Iterator[str]:
+    """The example app on local files, in a subprocess on a free 127.0.0.1 port."""
+    with serve_example_app(tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

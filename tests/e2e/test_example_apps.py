@@ -386,3 +386,85 @@ def test_postgresql_and_s3_from_environment(
             assert client.delete(d["links"]["self"]).status_code == 204
         assert not {doc["file"]["path"], image["file"]["path"]} & set(stored_keys())
     assert list(tmp_path.iterdir()) == []
+
+
+# -- the page's direct uploads on S3: the browser's protocol, replayed with httpx -----------------
+def s3_environment(server: Any, bucket: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'library.db'}",
+        "STORAGE_URL": f"s3://{bucket}/",
+        "STORAGE_SIGNING_SECRET": SECRET,
+        "AWS_ENDPOINT": server.endpoint,
+        "AWS_ACCESS_KEY_ID": server.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": server.secret_access_key,
+        "AWS_REGION": server.region,
+        "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "false",
+    }
+
+
+def direct_upload(client: Any, store: httpx.Client, name: str, data: bytes) -> dict[str, Any]:
+    """What the page's script does: ask, upload by the grant's method, redeem."""
+    asked = client.post(
+        "/api/uploads",
+        json={"filename": name, "size": len(data), "content_type": "application/pdf"},
+    )
+    assert asked.status_code == 201, asked.text
+    grant = asked.json()
+    if grant["method"] == "POST":
+        sent = store.post(grant["url"], data=grant["fields"], files={"file": (name, data)})
+        assert sent.status_code == 204, sent.text
+    else:
+        assert grant["method"] == "MULTIPART"
+        numbers = list(range(1, grant["part_count"] + 1))
+        urls = client.post("/api/uploads/parts", json={"ticket": grant["ticket"], "parts": numbers})
+        assert urls.status_code == 201, urls.text
+        for number, url in urls.json()["urls"].items():
+            start = (int(number) - 1) * grant["part_size"]
+            part = store.put(url, content=data[start : start + grant["part_size"]])
+            assert part.status_code == 200, part.text
+        done = client.post("/api/uploads/multipart", json={"ticket": grant["ticket"]})
+        assert done.status_code == 204, done.text
+    redeemed = client.post("/api/uploads/complete", json={"ticket": grant["ticket"], "title": name})
+    assert redeemed.status_code == 201, redeemed.text
+    return {"grant": grant, "document": redeemed.json()}
+
+
+@pytest.mark.integration
+def test_direct_uploads_post_and_multipart_on_seaweedfs(
+    seaweed_server: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from sqlalchemy_obstore import _multipart as multipart
+
+    bucket = seaweed_server.create_bucket()
+    for key, value in s3_environment(seaweed_server, bucket, tmp_path).items():
+        monkeypatch.setenv(key, value)
+    big = b"%PDF-1.7\n" + bytes(range(256)) * (12 * 1024 * 1024 // 256)  # 12 MiB: two parts
+    with (
+        make_client("litestar", None) as client,
+        httpx.Client(timeout=60, trust_env=False) as store,
+    ):
+        small = direct_upload(client, store, "small.pdf", PDF)
+        assert small["grant"]["method"] == "POST"
+        assert client.get(small["document"]["links"]["download"]).content == PDF
+
+        large = direct_upload(client, store, "large.pdf", big)
+        assert (large["grant"]["method"], large["grant"]["part_count"]) == ("MULTIPART", 2)
+        assert large["document"]["file"]["size"] == len(big)
+        assert client.get(large["document"]["links"]["download"]).content == big
+
+        # SeaweedFS enforces the form's policy: more bytes than declared are refused
+        grant = client.post("/api/uploads", json={"filename": "x.pdf", "size": len(PDF)}).json()
+        refused = store.post(grant["url"], data=grant["fields"], files={"file": ("x", PDF + b"!")})
+        assert refused.status_code == 400
+        assert not storages.get_backend("library").exists(grant["upload_path"])
+
+        # a multipart upload the page gives up on is aborted: nothing stays in the store
+        given_up = client.post("/api/uploads", json={"filename": "y.pdf", "size": len(big)}).json()
+        assert (
+            client.post("/api/uploads/abort", json={"ticket": given_up["ticket"]}).status_code
+            == 204
+        )
+        backend = storages.get_backend("library")
+        assert multipart.list_incomplete_uploads(backend, backend.prefix) == []
+        keys = stored_keys()
+        assert keys == sorted([small["grant"]["path"], large["grant"]["path"]])

@@ -89,6 +89,9 @@ def build(cls: type[errors.StorageError]) -> errors.StorageError:
         errors.ChecksumMismatchError: lambda: cls(expected=URL, actual=MESSAGE, path=URL),
         errors.FileTooLargeError: lambda: cls(limit=1, size_seen=2, backend=URL, path=URL),
         errors.FileTooSmallError: lambda: cls(minimum=2, size=1, backend=URL, path=URL),
+        errors.TooManyPartsError: lambda: cls(
+            part_size=5, max_parts=2, size_seen=11, backend=URL, path=URL
+        ),
         errors.StorageErrorGroup: lambda: cls(MESSAGE, [ValueError(MESSAGE), KeyError(URL)]),
     }
     if cls in special:

@@ -28,8 +28,8 @@ def s3(url: str = "s3://bucket/", **config: Any) -> ObstoreBackend:
     return ObstoreBackend("s3", url, **config)
 
 
-def target(backend: ObstoreBackend) -> mp._Target:
-    found = mp._target(backend)
+def target(backend: ObstoreBackend) -> mp.Target:
+    found = mp.s3_target(backend)
     assert not isinstance(found, str), found
     return found
 
@@ -152,12 +152,12 @@ def test_activity_is_the_newest_part() -> None:
 def test_abort_sends_a_delete_and_tolerates_a_vanished_upload() -> None:
     found = target(s3("s3://bucket/root/", endpoint="http://127.0.0.1:9000"))
     upload = mp.IncompleteUpload("dir/a+b.bin", "x~y", datetime.now(timezone.utc))
-    requests, done = drive(mp._abort(found, upload), mp.Response(204, b""))
+    requests, done = drive(mp.abort_operation(found, upload), mp.Response(204, b""))
     assert requests[0].method == "DELETE"
     assert urlsplit(requests[0].url).path == "/bucket/root/dir/a%2Bb.bin"
     assert query(requests[0]) == {"uploadId": "x~y"}
     assert done is True
-    assert drive(mp._abort(found, upload), mp.Response(404, b""))[1] is False
+    assert drive(mp.abort_operation(found, upload), mp.Response(404, b""))[1] is False
 
 
 @pytest.mark.parametrize(
@@ -315,4 +315,4 @@ def test_obstore_durations_are_read(text: str, seconds: float) -> None:
     ],
 )
 def test_timestamps_of_every_server_are_read(text: str | None, expected: datetime) -> None:
-    assert mp._when(text) == expected
+    assert mp.parse_time(text) == expected

@@ -753,7 +753,7 @@ def test_grants_for_stores_that_serve_objects_carry_the_disposition(
         endpoint="http://127.0.0.1:9",
     )
     storages.register_backend(s3)
-    grant = tickets.issue("s3", filename)
+    grant = tickets.issue("s3", filename, method="put")
     disposition = grant.headers["Content-Disposition"]
     assert disposition.startswith(f"{kind};")
     assert disposition.endswith(f"filename*=UTF-8''{filename}")
