@@ -44,9 +44,18 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *(session.posargs or ["-q"]), env={"PYTHONFAULTHANDLER": "1"})
 
 
+_DATABASE_SUITES = (
+    "tests/unit",
+    "tests/integration",
+    "--ignore=tests/integration/test_conformance.py",
+    "--ignore=tests/integration/test_servers_smoke.py",
+)
+"""The unit and database suites: everything but the per-store conformance runs."""
+
+
 @nox.session(name="tests-oldest")
 def tests_oldest(session: nox.Session) -> None:
-    """Run the ORM-level tests on the oldest supported stack: SQLAlchemy 2.0.
+    """Run the unit and database suites on the oldest supported stack: SQLAlchemy 2.0.
 
     The default `tests` session uses SQLAlchemy 2.1. Given Python 3.10
     (`nox -s tests-oldest --force-python python3.10`, as `.ci/run` does when it finds
@@ -57,15 +66,20 @@ def tests_oldest(session: nox.Session) -> None:
     session.install("sqlalchemy[asyncio]==2.0.*")
     session.run("python", "-c", _STACK, silent=False)
     session.run("bash", "scripts/ensure-postgres.sh", external=True, success_codes=[0, 1])
-    session.run(
-        "pytest",
-        "-q",
-        "tests/unit",
-        "tests/integration",
-        "--ignore=tests/integration/test_conformance.py",
-        "--ignore=tests/integration/test_servers_smoke.py",
-        *session.posargs,
-    )
+    session.run("pytest", "-q", *_DATABASE_SUITES, *session.posargs)
+
+
+@nox.session(name="tests-python")
+def tests_python(session: nox.Session) -> None:
+    """Run the unit and database suites on another Python, with the newest dependencies.
+
+    `.ci/run` runs it once per claimed Python the machine has besides the default one
+    (`nox -s tests-python --force-python python3.13`).
+    """
+    session.install("-e", ".[postgres,sqlite]", *_group("test"))
+    session.run("python", "-c", _STACK, silent=False)
+    session.run("bash", "scripts/ensure-postgres.sh", external=True, success_codes=[0, 1])
+    session.run("pytest", "-q", *_DATABASE_SUITES, *session.posargs)
 
 
 @nox.session

@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
+    sock.listen(128)  # connections made before uvicorn is up wait instead of being refused
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"Document library running on http://{shown}:{port}/ (Ctrl+C to stop)", flush=True)

@@ -1874,7 +1874,10 @@ class ObstoreBackend(Backend):
             return (await result.bytes_async()).to_bytes()
 
     def iter_chunks(self, path: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
-        """Stream `path` in chunks of about `chunk_size` bytes (bounded memory)."""
+        """Stream `path` in chunks of `chunk_size` bytes, the last one shorter (bounded
+        memory; memory and local stores, which hand over a whole object at once, are cut
+        to size too, so code tested against them meets the chunks it will meet on S3)."""
+        pieces = _Pieces(chunk_size)
         with self._errors("get", path):
             checked = self._local_check(path, "get")
             result = obs.get(self.store, path)
@@ -1884,8 +1887,9 @@ class ObstoreBackend(Backend):
             with self._errors("get", path):
                 chunk = next(stream, None)
             if chunk is None:
+                yield from pieces.rest()
                 return
-            yield _as_bytes(chunk)
+            yield from pieces.cut(chunk)
 
     async def iter_chunks_async(
         self, path: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -1893,6 +1897,7 @@ class ObstoreBackend(Backend):
         """Async version of
         [`iter_chunks`][sqlalchemy_obstore.backends.ObstoreBackend.iter_chunks].
         """
+        pieces = _Pieces(chunk_size)
         with self._errors("get", path):
             checked = self._local_check(path, "get")
             result = await obs.get_async(self.store, path)
@@ -1903,8 +1908,11 @@ class ObstoreBackend(Backend):
                 try:
                     chunk = await stream.__anext__()
                 except StopAsyncIteration:
+                    for piece in pieces.rest():
+                        yield piece
                     return
-            yield _as_bytes(chunk)
+            for piece in pieces.cut(chunk):
+                yield piece
 
     def list_objects(
         self, prefix: str | None = None, *, offset: str | None = None
@@ -2322,6 +2330,37 @@ class _Channel:
 
 def _as_bytes(chunk: Any) -> bytes:
     return chunk if type(chunk) is bytes else bytes(chunk)
+
+
+class _Pieces:
+    """Cuts a stream of buffers into pieces of exactly `size` bytes (the last shorter).
+
+    The sans-I/O half of `iter_chunks`/`iter_chunks_async`: obstore merges network
+    chunks up to `min_chunk_size` but hands over a memory or local object whole.
+    """
+
+    __slots__ = ("held", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self.held = b""
+
+    def cut(self, chunk: Any) -> list[bytes]:
+        size = self.size
+        data = _as_bytes(chunk)
+        if self.held:
+            data = self.held + data
+            self.held = b""
+        if len(data) == size:
+            return [data]
+        whole = len(data) - len(data) % size
+        self.held = data[whole:]
+        view = memoryview(data)
+        return [bytes(view[i : i + size]) for i in range(0, whole, size)]
+
+    def rest(self) -> list[bytes]:
+        held, self.held = self.held, b""
+        return [held] if held else []
 
 
 def _check_range(start: int, length: int) -> None:

@@ -21,7 +21,7 @@ import hashlib
 import time
 import weakref
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from functools import partial
@@ -378,6 +378,32 @@ def _optional(value: object, kind: type[_T], name: str) -> _T | None:
     raise InvalidFileObjectError(f"{name} must be {kind.__name__} or None, not {value!r}.")
 
 
+def _check_filename(value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidFileObjectError(f"filename must be a string, not {type(value).__name__}.")
+    return check_filename(value)
+
+
+def _check_content_type(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidFileObjectError(f"content_type must be a non-empty string, not {value!r}.")
+    return value
+
+
+_FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "filename": _check_filename,
+    "backend": partial(_optional, kind=str, name="backend"),
+    "path": lambda value: None if value is None else check_object_path(value),
+    "content_type": _check_content_type,
+    "size": partial(_optional, kind=int, name="size"),
+    "etag": partial(_optional, kind=str, name="etag"),
+    "version": partial(_optional, kind=str, name="version"),
+    "checksum": partial(_optional, kind=str, name="checksum"),
+    "last_modified": _parse_datetime,
+}
+"""What assigning each field checks (and converts): the same as the constructor."""
+
+
 @dataclass(slots=True)
 class _PendingUpload:
     backend: Backend
@@ -516,12 +542,9 @@ class FileObject(Mutable):
 
     # -- state ----------------------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "filename":
-            if not isinstance(value, str):
-                raise InvalidFileObjectError(
-                    f"filename must be a string, not {type(value).__name__}."
-                )
-            check_filename(value)
+        check = _FIELD_CHECKS.get(name)
+        if check is not None:  # a field is checked as the constructor checks it
+            value = check(value)
         if name == "metadata":
             value = _Metadata(self, value)
             name = "_metadata"

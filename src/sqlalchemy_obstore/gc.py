@@ -908,6 +908,7 @@ def collect_garbage(
         ...     report = collect_garbage(engine, metadata, grace_period=timedelta(0))
         ...     report.orphaned, report.deleted, report.dry_run
         (1, 0, True)
+        >>> engine.dispose()
     """
     _check_options(grace_period, batch_size, dry_run, allow_unsafe_grace_period)
     options: dict[str, Any] = {
@@ -1144,6 +1145,7 @@ def verify_references(
         >>> report = verify_references(engine, metadata)
         >>> report.ok, report.checked
         (True, 0)
+        >>> engine.dispose()
     """
     if batch_size < 1:
         raise ConfigurationError("batch_size must be at least 1.")

@@ -537,6 +537,14 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
                         jobs.append((file, column.save_options))
                 elif (ref := _ref(file)) is not None:
                     current.add(ref)
+                elif file.path is None:
+                    raise NoContentError(
+                        f"{type(obj).__name__}.{key} holds {file!r}, which has neither "
+                        "content to upload nor a stored object (no path), so there is "
+                        "nothing to write. Give it content (FileObject(content=...)), or "
+                        "assign a stored file.",
+                        backend=file.backend,
+                    )
             if state.persistent and not column.keep_replaced:
                 replaced.update(_old_files(obj, key, value))
     if jobs:

@@ -1018,6 +1018,7 @@ def migrate(
         ...         moved = conn.execute(docs.select()).one().file
         ...     report.ok, report.objects_copied, moved.backend, moved.get_content()
         (True, 1, 'new', b'hello')
+        >>> engine.dispose()
     """
     run = _runner(
         target,

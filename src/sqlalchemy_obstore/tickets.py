@@ -478,10 +478,12 @@ class SqlReplayGuard:
     Example:
         >>> from datetime import datetime, timedelta, timezone
         >>> from sqlalchemy import create_engine
-        >>> guard = SqlReplayGuard(create_engine("sqlite://"))
+        >>> engine = create_engine("sqlite://")
+        >>> guard = SqlReplayGuard(engine)
         >>> deadline = datetime.now(timezone.utc) + timedelta(minutes=5)
         >>> guard.claim("t1", deadline), guard.claim("t1", deadline)
         (True, False)
+        >>> engine.dispose()
     """
 
     def __init__(

@@ -206,10 +206,16 @@ class StoredObject(TypeDecorator[Any]):
                 path=value.path,
             )
         if value.path is None:
+            reason = (
+                "its content is uploaded by a session's flush, and this statement does not "
+                "go through one with tracking on (tracking is disabled for the session or "
+                "column, or this is a Core statement): call save() first"
+                if value.has_pending_content
+                else "it has neither content to upload nor a stored object: give it "
+                "content (FileObject(content=...)), or assign a stored file"
+            )
             raise InvalidFileObjectError(
-                f"{value!r} in {self._column_label()} has not been saved: its content is "
-                "uploaded by the session's flush (is tracking disabled for this session or "
-                "column?) or by calling save() first."
+                f"{value!r} in {self._column_label()} has not been saved: {reason}."
             )
         data = value.to_dict()
         if data["backend"] is None:

@@ -634,3 +634,18 @@ def test_streamed_save_memory_is_bounded_with_default_settings(tmp_path: Path) -
     assert result["size"] == result["stored_size"] == 256 * MiB
     assert result["checksum"] == result["expected_checksum"]
     assert result["growth_mib"] < 100, result
+
+
+@pytest.mark.parametrize("chunk_size", [4, 7, 1024 * 1024])
+async def test_iter_chunks_keeps_its_chunk_size_on_every_store(
+    backend: ObstoreBackend, chunk_size: int
+) -> None:
+    # Memory and local stores hand over an object whole: it is cut to size all the same,
+    # so tests against them meet the chunks the application will meet on S3.
+    data = bytes(range(256)) * (3 * 1024 * 1024 // 256 + 7)
+    file = FileObject(filename="big.bin", content=data, backend=backend.key).save()
+    expected = [len(data[i : i + chunk_size]) for i in range(0, len(data), chunk_size)]
+    chunks = list(file.iter_chunks(chunk_size=chunk_size))
+    assert [len(c) for c in chunks] == expected
+    assert b"".join(chunks) == data
+    assert [len(c) async for c in file.iter_chunks_async(chunk_size=chunk_size)] == expected
