@@ -331,16 +331,18 @@ def test_a_malformed_path_in_an_old_row_is_a_typed_error_at_use(
             text("INSERT INTO reference_notes (id, tenant, file, files) VALUES (1, 'a', :f, '[]')"),
             {"f": msgspec.json.encode({"backend": "uploads", "path": path}).decode()},
         )
-    with Session(engine) as session:
-        try:
-            note = session.scalars(select(Note)).one()
-        except InvalidFileObjectError:
-            return  # refused while reading the row: typed, and names the column
-        assert note.file is not None
-        for use in (note.file.get_content, note.file.exists, note.file.delete):
-            with pytest.raises(InvalidObjectPathError):
-                use()
-    engine.dispose()
+    try:
+        with Session(engine) as session:
+            try:
+                note = session.scalars(select(Note)).one()
+            except InvalidFileObjectError:
+                return  # refused while reading the row: typed, and names the column
+            assert note.file is not None
+            for use in (note.file.get_content, note.file.exists, note.file.delete):
+                with pytest.raises(InvalidObjectPathError):
+                    use()
+    finally:
+        engine.dispose()
 
 
 # -- deletes never leave the managed prefix ------------------------------------------------------
