@@ -603,11 +603,16 @@ def _database(app: _Application, *, required: bool = True) -> _Database | None:
     if not required:
         return None
     message = "no database: pass --database-url or set DATABASE_URL"
-    if app.given:
+    if app.started:
         message += (
             f" ({app.describe()}; no SQLAlchemy Engine, AsyncEngine or sessionmaker was "
-            "found in the application's state, its lifespan state, an advanced-alchemy "
-            "SQLAlchemyPlugin or the module's globals)"
+            "found in the application's state, its lifespan state (advanced-alchemy's "
+            "SQLAlchemyPlugin keeps its engine in app.state) or the module's globals)"
+        )
+    elif app.given:
+        message += (
+            f" ({app.describe()}: no Engine, AsyncEngine or sessionmaker among its globals; "
+            "an --app naming the application finds the engine it holds)"
         )
     raise _Failure(EXIT_USAGE, message + ".")
 
