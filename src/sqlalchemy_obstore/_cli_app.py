@@ -41,6 +41,7 @@ __all__ = (
     "app_kind",
     "find_engines",
     "find_registries",
+    "app_metadata",
     "load_targets",
     "loaded_metadata",
 )
@@ -111,6 +112,7 @@ class Target:
     metadata: list[MetaData] = field(default_factory=list)
     app: Any = None
     origin: str = ""  # how the application was found ("create_app()", "app", ...)
+    factory_module: ModuleType | None = None  # where the factory that built `app` lives
 
     @property
     def app_name(self) -> str:
@@ -195,6 +197,7 @@ def _resolve_attribute(target: Target, module: ModuleType, attribute: str, debug
                 "a Litestar, Starlette or FastAPI application."
             )
         target.app, target.origin = built, f"{attribute}()"
+        target.factory_module = sys.modules.get(getattr(value, "__module__", ""))
         return
     raise AppLoadError(
         f"--app {spec!r} is a {type(value).__name__}; expected a MetaData, a declarative "
@@ -220,6 +223,7 @@ def _discover(target: Target, module: ModuleType, debug: bool) -> None:
             built = _call_factory(target.spec, factory, debug)
             if app_kind(built) is not None:
                 target.app, target.origin = built, f"{name}()"
+                target.factory_module = sys.modules.get(getattr(factory, "__module__", ""))
             return
 
 
@@ -249,6 +253,31 @@ def load_targets(specs: Sequence[str], debug: bool = False) -> list[Target]:
             _discover(target, module, debug)
         targets.append(target)
     return targets
+
+
+def _module_metadata(module: ModuleType | None) -> list[MetaData]:
+    if module is None:
+        return []
+    return [
+        value.metadata if _is_declarative_base(value) else value
+        for value in list(vars(module).values())
+        if isinstance(value, MetaData) or _is_declarative_base(value)
+    ]
+
+
+def app_metadata(target: Target) -> list[MetaData]:
+    """The models an application names: its advanced-alchemy configs' `metadata`, else the
+    declarative bases of the module that defines it (or its factory)."""
+    found: list[MetaData] = []
+    for plugin in getattr(getattr(target.app, "plugins", None), "init", ()) or ():
+        configs = getattr(plugin, "config", None)
+        for config in configs if isinstance(configs, (list, tuple)) else [configs]:
+            metadata = getattr(config, "metadata", None)
+            if isinstance(metadata, MetaData):
+                found.append(metadata)
+    if found:
+        return found
+    return _module_metadata(target.factory_module) or _module_metadata(target.module)
 
 
 def loaded_metadata() -> list[MetaData]:

@@ -19,7 +19,9 @@ storage ...` too.) Every command takes one or more `--app module[:attribute]` ta
   `application`, or `create_app()`): its startup runs first through the ASGI lifespan
   protocol (the backends the Litestar plugin or a lifespan registers are registered;
   the engine it creates is there), and its shutdown at the end. Without models named,
-  every declarative base the application loaded is used.
+  the application's are used: advanced-alchemy's `metadata`, else the declarative
+  bases of the module defining the application (or its factory), else every
+  declarative base loaded.
 
 The database is `--database-url`, else the engine the application holds (in its state,
 its lifespan state, advanced-alchemy's `SQLAlchemyPlugin`, or the module's globals),
@@ -78,6 +80,7 @@ from ._cli_app import (
     AppLoadError,
     Runtime,
     Target,
+    app_metadata,
     find_engines,
     find_registries,
     load_targets,
@@ -504,8 +507,12 @@ class _Application:
         for target in self.targets:
             for metadata in target.metadata:
                 found.setdefault(id(metadata), metadata)
-        if not found and self.started:  # an application: its import loaded its models
-            return loaded_metadata()
+        if not found:  # only applications named: the models they name, else every base loaded
+            for target, _ in self.started:
+                for metadata in app_metadata(target):
+                    found.setdefault(id(metadata), metadata)
+            if not found and self.started:
+                return loaded_metadata()
         return list(found.values())
 
     def registries(self, columns: Iterable[FileColumn] = ()) -> list[BackendRegistry]:
@@ -1447,7 +1454,9 @@ def run(
     try:
         return _run(arguments, out_stream, err_stream, runtime, app, prog)
     finally:
-        for warning in runtime.close():
+        with contextlib.redirect_stdout(err_stream):  # the app's shutdown prints, if any
+            warnings = runtime.close()
+        for warning in warnings:
             err_stream.write(f"{prog}: warning: {warning}\n")
 
 

@@ -111,8 +111,7 @@ DEFAULT_SIGNED_URL_EXPIRES_IN = 3600
 
 _URL_SCHEMA: dict[str, Any] = {
     "anyOf": [{"type": "string"}, {"type": "null"}],
-    "description": "A short-lived signed GET URL of the file (null when its backend "
-    "cannot sign).",
+    "description": "A short-lived signed GET URL of the file (null when its backend cannot sign).",
 }
 
 
@@ -120,8 +119,8 @@ _URL_SCHEMA: dict[str, Any] = {
 def get_storages(request: Request) -> BackendRegistry:
     """The application's backend registry: its `StorageExtension`'s, else `storages`.
 
-    A dependency (`Depends(get_storages)`); [`Storages`][sqlalchemy_obstore.contrib.fastapi.Storages]
-    is the annotated form.
+    A dependency (`Depends(get_storages)`);
+    [`Storages`][sqlalchemy_obstore.contrib.fastapi.Storages] is the annotated form.
 
     Example:
         ```python
