@@ -29,12 +29,8 @@ from sqlalchemy_obstore import (
     BackendNotFoundError,
     BackendRegistry,
     ConfigurationError,
-    ExpiredUploadTicketError,
     FileObject,
-    FileTooLargeError,
-    InvalidContentTypeError,
     InvalidFileObjectError,
-    ObjectNotFoundError,
     ObstoreBackend,
     StorageError,
     UnsupportedOperationError,
@@ -51,14 +47,9 @@ from sqlalchemy_obstore.contrib.fastapi import (
     presign_async,
     provide_backend,
 )
-from sqlalchemy_obstore.errors import (
-    InvalidFilenameError,
-    InvalidUploadTicketError,
-    ReplayedUploadTicketError,
-    UntrustedReferenceError,
-)
 from sqlalchemy_obstore.signing import HmacUrlSigner
 from tests.integration.backends import s3_backend
+from tests.integration.web_apps import ERRORS
 from tests.integration.web_scenarios import DATA, SECRET, make_backend, query_of
 from tests.servers import MotoServer
 
@@ -178,17 +169,6 @@ async def test_custom_route_path_and_base_url(tmp_path: Path) -> None:
 
 
 # -- error statuses ----------------------------------------------------------------------------
-ERRORS: list[tuple[StorageError, int]] = [
-    (FileTooLargeError(limit=1, size_seen=2), 413),
-    (InvalidContentTypeError("text/html is not allowed"), 415),
-    (ValidationError("refused by a validator"), 422),
-    (ObjectNotFoundError("nothing uploaded at k/a.pdf yet"), 404),
-    (InvalidUploadTicketError("forged"), 400),
-    (ExpiredUploadTicketError("expired"), 410),
-    (ReplayedUploadTicketError("already redeemed"), 409),
-    (UntrustedReferenceError("not this row's object"), 403),
-    (InvalidFilenameError("bad name"), 422),
-]
 
 
 def raising_app(framework: str, **extension: Any) -> Starlette:
