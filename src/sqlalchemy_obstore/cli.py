@@ -41,7 +41,8 @@ Exit codes:
   migration (`migrate`), a bucket without a rule that aborts incomplete multipart
   uploads (`backends --check`).
 - `2`: usage or configuration error: a bad option, a missing `--yes`, a module that
-  cannot be imported, a backend that is not registered, a missing table.
+  cannot be imported, an application whose startup fails, a backend that is not
+  registered, a missing table.
 - `3`: the database or a storage backend is unreachable, or an operation on it failed.
 - `70`: an unexpected internal error (a bug: run again with `--debug` and report it).
 - `130`: interrupted (Ctrl-C).

@@ -149,7 +149,7 @@ class ObstoreConfig:
 
     Example:
         >>> from sqlalchemy_obstore import ObstoreBackend
-        >>> backend = ObstoreBackend("uploads", "memory://")
+        >>> backend = ObstoreBackend("uploads", "memory://", prefix="uploads")
         >>> ObstoreConfig(backends=[backend], signing_secret="s" * 32)
         ObstoreConfig(backends=['uploads'], route_path='/_storage', signing=True)
     """

@@ -419,7 +419,8 @@ class StorageExtension:
 
     Example:
         >>> from sqlalchemy_obstore import ObstoreBackend
-        >>> StorageExtension([ObstoreBackend("uploads", "memory://")], signing_secret="s" * 32)
+        >>> uploads = ObstoreBackend("uploads", "memory://", prefix="uploads")
+        >>> StorageExtension([uploads], signing_secret="s" * 32)
         StorageExtension(backends=['uploads'], route_path='/_storage', signing=True)
     """
 
