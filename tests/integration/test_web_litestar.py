@@ -551,22 +551,29 @@ async def test_the_documented_application(
     monkeypatch.setenv("STORAGE_URL", (tmp_path / "files").as_uri())
     monkeypatch.setenv("STORAGE_SIGNING_SECRET", SECRET)
     page = run_snippet("how-to/web-litestar.md", "## A complete application")
-    async with AsyncTestClient(page.app, base_url=BASE) as client:
-        await check_documented_app(client, tmp_path)
+    # In this event loop (not the test client's thread): the engine the plugin creates at
+    # startup and disposes at shutdown lives and dies in one loop.
+    try:
+        async with asgi_lifespan(page.app), in_process(page.app) as client:
+            await check_documented_app(client, tmp_path)
+    finally:
+        # advanced-alchemy disposes its engine at shutdown only under the state key it
+        # started with; a second config in one process gets another key (db_engine_1)
+        await page.alchemy.config[0].get_engine().dispose()
 
     run_snippet("how-to/web-litestar.md", "## Without advanced-alchemy", page)
     async with page.engine.begin() as connection:
         await connection.run_sync(page.Base.metadata.drop_all)
         await connection.run_sync(page.Base.metadata.create_all)
-    try:  # in this event loop, where the module-level engine's connections live
-        transport = httpx.ASGITransport(app=page.app)
-        async with (
-            asgi_lifespan(page.app),
-            httpx.AsyncClient(transport=transport, base_url=BASE) as client,
-        ):
+    try:  # (the module-level engine's connections live in this loop too)
+        async with asgi_lifespan(page.app), in_process(page.app) as client:
             await check_documented_app(client, tmp_path)
     finally:
         await page.engine.dispose()
+
+
+def in_process(app: Litestar) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE)
 
 
 async def check_documented_app(client: httpx.AsyncClient, tmp_path: Path) -> None:
