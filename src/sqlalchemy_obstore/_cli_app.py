@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, DeclarativeBaseNoMeta, sessionmaker
 
-from .errors import ConfigurationError, redact
+from .errors import redact
 from .registry import BackendRegistry
 
 __all__ = (
@@ -339,9 +339,7 @@ class _Lifespan:
         if error is not None:
             leaf = _leaf(error)
             detail = _line(leaf)
-            unavailable = isinstance(leaf, (DBAPIError, OSError)) and not isinstance(
-                leaf, ConfigurationError
-            )
+            unavailable = isinstance(leaf, (DBAPIError, OSError))  # a database or a store
         else:
             text = str((message or {}).get("message") or "").strip().splitlines()
             detail, unavailable = redact(text[-1] if text else "no reason given"), False
@@ -379,6 +377,8 @@ class _Lifespan:
             await asyncio.wait_for(asyncio.shield(task), _SHUTDOWN_TIMEOUT)
         if message is not None and message.get("type") == "lifespan.shutdown.complete":
             return None
+        if message is None and task.done() and not task.cancelled() and not task.exception():
+            return None  # returned without a word: nothing failed
         return self._failure("the shutdown", message).message
 
 

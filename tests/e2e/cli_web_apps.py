@@ -125,6 +125,20 @@ def create_failing_app() -> Litestar:
     return Litestar(route_handlers=[], lifespan=[broken])
 
 
+def create_app_failing_at_shutdown() -> FastAPI:
+    """Registers the backend and keeps its engine in app.state; its shutdown fails."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with storage_lifespan([web_backend()]):
+            app.state.engine = create_async_engine(os.environ["SQLO_WEB_DB"])
+            yield
+            await app.state.engine.dispose()
+            raise RuntimeError("could not flush the metrics")
+
+    return FastAPI(lifespan=lifespan)
+
+
 def create_app_without_database() -> FastAPI:
     """Registers the backend but keeps no engine anywhere."""
 

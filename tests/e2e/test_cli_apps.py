@@ -225,6 +225,13 @@ def test_errors_say_what_was_tried(web: WebApp) -> None:
     given = web.cli("verify", "--app", f"{APPS}:create_app_without_database", "--database-url", url)
     assert given.code == EXIT_OK, given
 
+    # a failed shutdown is reported, and changes nothing about the outcome
+    late = web.cli("backends", "--app", f"{APPS}:create_app_failing_at_shutdown", "--json")
+    assert late.code == EXIT_OK, late
+    assert late.json()["database"]["ok"] is True  # the engine in app.state
+    assert "warning: the shutdown of the FastAPI app" in late.stderr
+    assert "RuntimeError: could not flush the metrics" in late.stderr
+
     wrong = web.cli("verify", "--app", f"{APPS}:not_an_app")
     assert wrong.code == EXIT_USAGE, wrong
     assert "not_an_app() returned a int" in wrong.stderr
