@@ -1,6 +1,9 @@
 """The document library's JSON API on FastAPI, with sqlalchemy-obstore.
 
-The same API as the Litestar example (`examples/litestar_app`), in one file:
+The same API as the Litestar example (`examples/litestar_app`), in one file. The
+storage is wired in by `StorageExtension` (backends for the app's lifetime, the signed-URL
+route for local files, HTTP statuses for refused uploads); `Signed` fields carry a
+signed download URL in every JSON document:
 
     GET    /api/documents               list (newest first)
     POST   /api/documents               multipart upload: `file`, optional `title`
@@ -15,6 +18,11 @@ Run it from the repository root (same environment variables as the Litestar app:
 
     python examples/fastapi_app.py            # or
     uvicorn --factory examples.fastapi_app:create_app
+
+and operate its files with the command line, which runs the app's startup to find the
+backend and the database:
+
+    sqlalchemy-obstore backends --app examples.fastapi_app:create_app
 """
 
 from __future__ import annotations
@@ -32,25 +40,29 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Request, UploadFile
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel
-from sqlalchemy import DateTime, String, select
+from sqlalchemy import DateTime, String, TypeDecorator, select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from sqlalchemy_obstore import (
+    Backend,
     ConfigurationError,
     FileObject,
     ObstoreBackend,
     StoredObject,
     UploadPolicy,
-    ValidationError,
 )
-from sqlalchemy_obstore.contrib.starlette import (
+from sqlalchemy_obstore.contrib.fastapi import (
+    Signed,
+    StorageExtension,
+    Storages,
     file_response,
+    presign_async,
+    provide_backend,
     signed_redirect,
-    storage_lifespan,
-    storage_routes,
 )
 from sqlalchemy_obstore.processing import ImagePolicy, Rendition
 from sqlalchemy_obstore.validation import SNIFF_BYTES, detect_content_type
@@ -83,6 +95,23 @@ IMAGES = UploadPolicy(
 )
 
 
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always read back as aware UTC (SQLite stores no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return value.astimezone(timezone.utc) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -95,7 +124,7 @@ class Document(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     title: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=lambda: datetime.now(timezone.utc)
+        UTCDateTime, default=lambda: datetime.now(timezone.utc)
     )
     file: Mapped[FileObject | None] = mapped_column(StoredObject(BACKEND, policy=DOCUMENTS))
     image: Mapped[FileObject | None] = mapped_column(StoredObject(BACKEND, policy=IMAGES))
@@ -111,15 +140,19 @@ class Document(Base):
         return self.image.renditions.get("thumb") if self.image is not None else None
 
 
+SignedLink = Annotated[FileObject, Signed(expires_in=SIGNED_URL_LIFETIME)]
+"""A file in JSON, with a `url` to download it from (the store, or the app's route)."""
+
+
 class DocumentOut(BaseModel):
-    """A document in the JSON API (`FileObject` is a Pydantic field type)."""
+    """A document in the JSON API; each file carries a signed download `url`."""
 
     id: int
     title: str
     created_at: datetime
     kind: str
-    file: FileObject
-    thumbnail: FileObject | None
+    file: SignedLink
+    thumbnail: SignedLink | None
     links: dict[str, str]
 
     @classmethod
@@ -186,9 +219,13 @@ async def list_all(db: AsyncSession) -> Sequence[Document]:
     return (await db.scalars(select(Document).order_by(Document.id.desc()))).all()
 
 
+Library = Annotated[Backend, Depends(provide_backend(BACKEND))]
+
+
 # -- routes ---------------------------------------------------------------------------------------
 async def list_documents(db: DB) -> list[DocumentOut]:
-    return [DocumentOut.of(doc) for doc in await list_all(db)]
+    # every URL of the page in one signing batch, before FastAPI serialises it
+    return await presign_async([DocumentOut.of(doc) for doc in await list_all(db)])
 
 
 async def create_document(
@@ -238,9 +275,9 @@ async def signed(db: DB, doc_id: int) -> Response:
     return signed_redirect(doc.attachment, expires_in=SIGNED_URL_LIFETIME)
 
 
-async def refused(request: Request, exc: Exception) -> JSONResponse:
-    """A refused upload is the client's problem: 422 with the reason."""
-    return JSONResponse({"detail": str(exc), "error": type(exc).__name__}, status_code=422)
+async def storage_info(storages: Storages, library: Library) -> dict[str, Any]:
+    """Where the files go (the registry and the backend, injected)."""
+    return {"backends": sorted(storages), "library": library.describe()}
 
 
 # -- the app --------------------------------------------------------------------------------------
@@ -264,19 +301,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # registers the backend (and a URL signer for local files) for the app's lifetime
-        async with storage_lifespan([backend], signing_secret=url_secret):
-            engine = create_async_engine(settings.database_url)
-            async with engine.begin() as conn:
-                await conn.run_sync(Base.metadata.create_all)
-            app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
-            try:
-                yield
-            finally:
-                await engine.dispose()
+        engine = create_async_engine(settings.database_url)
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+        app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+        try:
+            yield
+        finally:
+            await engine.dispose()
 
     app = FastAPI(title="Document library", lifespan=lifespan)
-    app.add_exception_handler(ValidationError, refused)
+    # the backend (and a URL signer for local files) for the app's lifetime, the route
+    # serving those URLs at /_storage, and 413/415/422/404 for refused uploads
+    StorageExtension([backend], signing_secret=url_secret).init_app(app)
     api: list[tuple[str, Any, str, int | None]] = [
         ("/api/documents", list_documents, "GET", None),
         ("/api/documents", create_document, "POST", 201),
@@ -285,11 +322,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ("/documents/{doc_id}/download", download, "GET", None),
         ("/documents/{doc_id}/thumbnail", thumbnail, "GET", None),
         ("/documents/{doc_id}/signed", signed, "GET", 302),
+        ("/api/storage", storage_info, "GET", None),
     ]
     for path, endpoint, method, status in api:
         app.add_api_route(path, endpoint, methods=[method], status_code=status)
-    # serves the signed URLs of stores that cannot sign themselves (local files, memory)
-    app.mount("/_storage", storage_routes(signing_secret=url_secret))
     return app
 
 

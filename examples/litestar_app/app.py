@@ -44,7 +44,6 @@ from sqlalchemy_obstore.contrib.litestar import (
     file_response,
     signed_redirect,
 )
-from sqlalchemy_obstore.errors import UploadTicketError
 from sqlalchemy_obstore.tickets import UploadTickets
 from sqlalchemy_obstore.validation import SNIFF_BYTES, detect_content_type
 
@@ -258,7 +257,7 @@ async def list_documents(db: DB) -> list[DocumentOut]:
 
 @post("/api/documents")
 async def create_document(db: DB, data: Multipart) -> DocumentOut:
-    """Upload a document (multipart `file`, optional `title`); 422 when refused."""
+    """Upload a document (multipart `file`, optional `title`); 413/415/422 when refused."""
     return DocumentOut.of(await add_upload(db, data.file, data.title))
 
 
@@ -367,18 +366,6 @@ async def complete_upload(
     return DocumentOut.of(await _add(db, doc, stored, image=False))
 
 
-# -- errors ---------------------------------------------------------------------------------------
-def refused(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """A refused upload (policy, ticket) is the client's problem: 422 with the reason."""
-    return Response({"detail": str(exc), "error": type(exc).__name__}, status_code=422)
-
-
-ERROR_HANDLERS: dict[int | type[Exception], Any] = {
-    ValidationError: refused,
-    UploadTicketError: refused,
-}
-
-
 # -- the app --------------------------------------------------------------------------------------
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the app; `settings` default to the environment (`Settings.from_env()`).
@@ -446,9 +433,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ),
         ],
         dependencies={"db": Provide(provide_db)},
-        plugins=[plugin],
+        plugins=[plugin],  # also answers refused uploads: 413, 415, 422, 404, 409...
         lifespan=[database],
-        exception_handlers=ERROR_HANDLERS,
         request_max_body_size=MAX_UPLOAD_SIZE + MIB,
         state=State({"tickets": tickets, "storage_description": backend.describe()}),
     )

@@ -7,13 +7,27 @@ sqlalchemy-obstore migrate  --app myapp.models --from local --to s3 --yes
 sqlalchemy-obstore backends --app myapp.models [--check]
 ```
 
-(`python -m sqlalchemy_obstore ...` is the same.) Every command takes the database URL
-(`--database-url`, or the `DATABASE_URL` environment variable) and one or more
-`--app module[:attribute]` import paths: importing them registers the backends and
-declares the models. The files columns are found in the named attribute (a `MetaData`,
-a declarative base or a list of them) or, without one, in every declarative base and
-`MetaData` the module holds. An async URL (`postgresql+asyncpg://`,
-`sqlite+aiosqlite://`) runs the async API, a sync URL the sync API.
+(`python -m sqlalchemy_obstore ...` is the same; with the Litestar plugin, `litestar
+storage ...` too.) Every command takes one or more `--app module[:attribute]` targets:
+
+- a module that registers the backends and declares the models when it is imported;
+  the file columns are found in the named attribute (a `MetaData`, a declarative base
+  or a list of them) or, without one, in every declarative base and `MetaData` the
+  module holds;
+- an application (Litestar, Starlette, FastAPI: `--app myapp.main:app`), or a function
+  returning one (`--app myapp.main:create_app`), or a module holding one (its `app`,
+  `application`, or `create_app()`): its startup runs first through the ASGI lifespan
+  protocol (the backends the Litestar plugin or a lifespan registers are registered;
+  the engine it creates is there), and its shutdown at the end. Without models named,
+  the application's are used: advanced-alchemy's `metadata`, else the declarative
+  bases of the module defining the application (or its factory), else every
+  declarative base loaded.
+
+The database is `--database-url`, else the engine the application holds (in its state,
+its lifespan state, advanced-alchemy's `SQLAlchemyPlugin`, or the module's globals),
+else the `DATABASE_URL` environment variable. An async URL or engine
+(`postgresql+asyncpg://`, `sqlite+aiosqlite://`) runs the async API, a sync one the
+sync API.
 
 Output: a summary table on stdout (and a progress line on stderr when stderr is a
 terminal), or with `--json` one JSON document on stdout and nothing else. Errors are one
@@ -27,7 +41,8 @@ Exit codes:
   migration (`migrate`), a bucket without a rule that aborts incomplete multipart
   uploads (`backends --check`).
 - `2`: usage or configuration error: a bad option, a missing `--yes`, a module that
-  cannot be imported, a backend that is not registered, a missing table.
+  cannot be imported, an application whose startup fails, a backend that is not
+  registered, a missing table.
 - `3`: the database or a storage backend is unreachable, or an operation on it failed.
 - `70`: an unexpected internal error (a bug: run again with `--debug` and report it).
 - `130`: interrupted (Ctrl-C).
@@ -42,10 +57,7 @@ interpreter shutdown: the exit status is always the one documented above.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import importlib
-import inspect as pyinspect
 import json
 import logging
 import os
@@ -64,7 +76,17 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from . import _multipart
+from . import __version__, _multipart
+from ._cli_app import (
+    AppLoadError,
+    Runtime,
+    Target,
+    app_metadata,
+    find_engines,
+    find_registries,
+    load_targets,
+    loaded_metadata,
+)
 from .backends import Backend
 from .errors import ConfigurationError, StorageError, redact
 from .gc import (
@@ -192,34 +214,40 @@ exit codes: 0 ok, 1 problems found, 2 usage or configuration error,
 130 interrupted."""
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument(
         "--database-url",
         metavar="URL",
         default=None,
-        help="SQLAlchemy database URL (default: $DATABASE_URL); an async driver "
-        "(+asyncpg, +aiosqlite) runs the async API",
+        help="SQLAlchemy database URL (default: the engine the --app application holds, "
+        "else $DATABASE_URL); an async driver (+asyncpg, +aiosqlite) runs the async API",
     )
     common.add_argument(
         "--app",
         metavar="MODULE[:ATTR]",
         action="append",
         default=[],
-        help="module to import (repeatable): it registers the backends and declares the "
-        "models; ATTR names a MetaData, declarative base or list of them (default: every "
-        "one found in the module)",
+        help="module or application to load (repeatable). A module registers the "
+        "backends and declares the models when imported; ATTR names a MetaData, "
+        "declarative base or list of them, or a Litestar/Starlette/FastAPI app (or a "
+        "function returning one, e.g. myapp:create_app) whose startup runs first, so "
+        "the backends its plugin or lifespan registers and the engine it holds are used "
+        "(default: every base and MetaData in the module, and its app or create_app())",
     )
     common.add_argument("--json", action="store_true", help="print one JSON document only")
     common.add_argument("--no-progress", action="store_true", help="no progress line")
     common.add_argument("--debug", action="store_true", help="show tracebacks and log INFO")
 
     parser = _Parser(
-        prog=PROG,
+        prog=prog,
         description="Operate sqlalchemy-obstore file columns: garbage collection, reference "
         "verification, migration between backends and backend checks.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"{PROG} {__version__}", help="show the version"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -263,7 +291,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit with 1 when a dry run finds orphans (for CI and monitoring)",
     )
-    gc.add_argument("--batch-size", type=_positive, default=1000, metavar="N")
+    gc.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=1000,
+        metavar="N",
+        help="rows per fetch, objects per listing page and per delete (default %(default)s)",
+    )
     gc.add_argument(
         "--report-limit",
         type=_positive,
@@ -283,7 +317,13 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--checksums", action="store_true", help="also read every object back and hash it"
     )
-    verify.add_argument("--batch-size", type=_positive, default=1000, metavar="N")
+    verify.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=1000,
+        metavar="N",
+        help="rows per fetch (default %(default)s)",
+    )
 
     migrate = sub.add_parser(
         "migrate",
@@ -294,15 +334,39 @@ def _parser() -> argparse.ArgumentParser:
         "idempotent: run it again after an interruption.",
         epilog=_EPILOG,
     )
-    migrate.add_argument("--from", dest="source", required=True, metavar="KEY")
-    migrate.add_argument("--to", dest="destination", required=True, metavar="KEY")
+    migrate.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="KEY",
+        help="the backend whose objects move (required)",
+    )
+    migrate.add_argument(
+        "--to",
+        dest="destination",
+        required=True,
+        metavar="KEY",
+        help="the backend they move to; registered like the source (required)",
+    )
     migrate.add_argument(
         "--delete-source", action="store_true", help="delete source objects once verified"
     )
     migrate.add_argument("--yes", action="store_true", help="confirm (rows are rewritten)")
     migrate.add_argument("--dry-run", action="store_true", help="only report what would move")
-    migrate.add_argument("--concurrency", type=_positive, default=8, metavar="N")
-    migrate.add_argument("--batch-size", type=_positive, default=500, metavar="N")
+    migrate.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=8,
+        metavar="N",
+        help="objects copied at once (default %(default)s)",
+    )
+    migrate.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=500,
+        metavar="N",
+        help="rows per batch; each batch is committed (default %(default)s)",
+    )
 
     backends = sub.add_parser(
         "backends",
@@ -387,117 +451,119 @@ class _ProgressLine:
 
 
 # -- the application: modules, targets, database ------------------------------------------------
-def _import(spec: str, debug: bool) -> tuple[Any, str]:
-    module_name, _, attribute = spec.partition(":")
-    if not module_name:
-        raise _Failure(EXIT_USAGE, f"--app {spec!r}: expected MODULE or MODULE:ATTRIBUTE.")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise _Failure(
-                EXIT_USAGE,
-                f"--app {spec!r}: no module named {exc.name!r} (run from the project "
-                "directory, or set PYTHONPATH).",
-            ) from exc
-        raise _Failure(EXIT_USAGE, f"--app {spec!r}: importing it failed: {_line(exc)}") from exc
-    except StorageError as exc:
-        raise _Failure(EXIT_USAGE, f"--app {spec!r}: {_line(exc)}") from exc
-    except Exception as exc:
-        if debug:
-            traceback.print_exc()
-        raise _Failure(
-            EXIT_USAGE, f"--app {spec!r}: importing it failed: {type(exc).__name__}: {_line(exc)}"
-        ) from exc
-    return module, attribute
+class _Application:
+    """The `--app` targets of one command: loaded and started once, asked for what they hold.
+
+    Loading imports the modules and resolves each target; an application among them (or
+    the one Litestar's CLI hands over) has its startup run on the command's `Runtime`,
+    so that the backends its plugin or lifespan registers are registered and the engine
+    it creates is reachable. stdout is kept for the command's own output meanwhile.
+    """
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        runtime: Runtime,
+        err_stream: IO[str],
+        preloaded: Target | None = None,
+    ) -> None:
+        self.args = args
+        self.runtime = runtime
+        self.err_stream = err_stream
+        self.preloaded = preloaded
+        self.targets: list[Target] = []
+        self.started: list[tuple[Target, dict[str, Any]]] = []
+        self._loaded = False
+
+    @property
+    def given(self) -> bool:
+        return bool(self.args.app) or self.preloaded is not None
+
+    def load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        with contextlib.redirect_stdout(self.err_stream):  # an app's prints never reach --json
+            try:
+                self.targets = load_targets(self.args.app, self.args.debug)
+                if self.preloaded is not None:
+                    self.targets.insert(0, self.preloaded)
+                for target in self.targets:
+                    if target.app is not None:
+                        self.started.append((target, self.runtime.start(target)))
+            except AppLoadError as exc:
+                code = EXIT_UNAVAILABLE if exc.unavailable else EXIT_USAGE
+                raise _Failure(code, exc.message) from exc
+
+    def describe(self) -> str:
+        """What was tried, for error messages."""
+        modules = [t.spec for t in self.targets if t.module is not None]
+        parts = [f"imported {', '.join(modules)}"] if modules else []
+        parts += [f"started {target.app_name}" for target, _ in self.started]
+        return "; ".join(parts) or "no --app given"
+
+    def metadata(self) -> list[MetaData]:
+        self.load()
+        found: dict[int, MetaData] = {}
+        for target in self.targets:
+            for metadata in target.metadata:
+                found.setdefault(id(metadata), metadata)
+        if not found:  # only applications named: the models they name, else every base loaded
+            for target, _ in self.started:
+                for metadata in app_metadata(target):
+                    found.setdefault(id(metadata), metadata)
+            if not found and self.started:
+                return loaded_metadata()
+        return list(found.values())
+
+    def registries(self, columns: Iterable[FileColumn] = ()) -> list[BackendRegistry]:
+        self.load()
+        registries = [storages]
+        candidates = [column.stored_type.registry for column in columns]
+        candidates += find_registries(self.started)
+        for registry in candidates:
+            if registry is not None and all(registry is not r for r in registries):
+                registries.append(registry)
+        return registries
+
+    def engines(self) -> list[tuple[str, Engine | AsyncEngine]]:
+        self.load()
+        return find_engines([*self.started, *((t, {}) for t in self.targets if t.app is None)])
 
 
-def _is_declarative_base(value: Any) -> bool:
-    return (
-        pyinspect.isclass(value)
-        and isinstance(getattr(value, "metadata", None), MetaData)
-        and hasattr(value, "registry")
-    )
-
-
-def _targets(specs: Sequence[str], debug: bool) -> list[MetaData]:
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)  # as `python -m` does: the project's modules are importable
-    found: dict[int, MetaData] = {}
-
-    def add(value: Any, origin: str) -> None:
-        if isinstance(value, MetaData):
-            found.setdefault(id(value), value)
-        elif _is_declarative_base(value):
-            found.setdefault(id(value.metadata), value.metadata)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                add(item, origin)
-        else:
-            raise _Failure(
-                EXIT_USAGE,
-                f"--app {origin!r} is a {type(value).__name__}; expected a MetaData, a "
-                "declarative base or a list of them.",
-            )
-
-    for spec in specs:
-        module, attribute = _import(spec, debug)
-        if attribute:
-            value = module
-            for part in attribute.split("."):
-                try:
-                    value = getattr(value, part)
-                except AttributeError:
-                    raise _Failure(
-                        EXIT_USAGE, f"--app {spec!r}: {module.__name__} has no {attribute!r}."
-                    ) from None
-            add(value, spec)
-        else:
-            for value in list(vars(module).values()):
-                if isinstance(value, MetaData) or _is_declarative_base(value):
-                    add(value, spec)
-    return list(found.values())
-
-
-def _file_columns(args: argparse.Namespace) -> list[FileColumn]:
-    if not args.app:
+def _file_columns(app: _Application) -> list[FileColumn]:
+    if not app.given:
         raise _Failure(
             EXIT_USAGE,
             "no --app given: name the module that registers the backends and declares the "
-            "models, e.g. --app myapp.models (or --app myapp.models:Base).",
+            "models, e.g. --app myapp.models (or --app myapp.models:Base), or the "
+            "application, e.g. --app myapp.main:app or --app myapp.main:create_app.",
         )
-    columns = find_file_columns(_targets(args.app, args.debug))
+    columns = find_file_columns(app.metadata())
     if not columns:
         raise _Failure(
             EXIT_USAGE,
-            f"no StoredObject column found in {', '.join(args.app)}; name the declarative "
+            f"no StoredObject column found ({app.describe()}); name the declarative "
             "base or MetaData explicitly (--app module:Base).",
         )
     return columns
 
 
-def _registries(columns: Iterable[FileColumn]) -> list[BackendRegistry]:
-    registries = [storages]
-    for column in columns:
-        registry = column.stored_type.registry
-        if registry is not None and all(registry is not r for r in registries):
-            registries.append(registry)
-    return registries
-
-
-def _resolve(key: str, columns: Sequence[FileColumn], what: str) -> Backend:
+def _resolve(key: str, columns: Sequence[FileColumn], app: _Application, what: str) -> Backend:
     for column in columns:
         registry = column.stored_type.registry
         if registry is not None and key in registry:
             return registry.get_backend(key)
-    if key in storages:
-        return storages.get_backend(key)
-    known = sorted({k for r in _registries(columns) for k in r})
+    registries = app.registries(columns)
+    for registry in registries:
+        if key in registry:
+            return registry.get_backend(key)
+    known = sorted({k for r in registries for k in r})
     raise _Failure(
         EXIT_USAGE,
-        f"{what} {key!r} is not registered (registered: {', '.join(known) or 'none'}); "
-        "does an --app module register it?",
+        f"{what} {key!r} is not registered (registered: {', '.join(known) or 'none'}; "
+        f"{app.describe()}); does an --app module register it, or the application's "
+        "startup?",
     )
 
 
@@ -505,6 +571,8 @@ def _resolve(key: str, columns: Sequence[FileColumn], what: str) -> Backend:
 class _Database:
     url: URL
     is_async: bool
+    engine: Engine | AsyncEngine | None = None  # the application's own engine
+    origin: str = "--database-url"
 
     @property
     def shown(self) -> str:
@@ -517,12 +585,47 @@ class _Database:
         return redact(message)
 
 
-def _database(args: argparse.Namespace, *, required: bool = True) -> _Database | None:
-    raw = args.database_url or os.environ.get("DATABASE_URL")
-    if not raw:
-        if not required:
-            return None
-        raise _Failure(EXIT_USAGE, "no database: pass --database-url or set DATABASE_URL.")
+def _database(app: _Application, *, required: bool = True) -> _Database | None:
+    """The database: `--database-url`, else the engine the application holds, else $DATABASE_URL."""
+    args = app.args
+    if args.database_url:
+        return _database_from_url(args.database_url, "--database-url")
+    if app.given:
+        engines = app.engines()
+        distinct = {(str(e.url), isinstance(e, AsyncEngine)) for _, e in engines}
+        if len(distinct) > 1:
+            found = ", ".join(
+                f"{where} ({e.url.render_as_string(hide_password=True)})" for where, e in engines
+            )
+            raise _Failure(
+                EXIT_USAGE,
+                f"the application holds several database engines: {found}; pass "
+                "--database-url to choose.",
+            )
+        if engines:
+            where, engine = engines[0]
+            return _Database(engine.url, isinstance(engine, AsyncEngine), engine, where)
+    raw = os.environ.get("DATABASE_URL")
+    if raw:
+        return _database_from_url(raw, "DATABASE_URL")
+    if not required:
+        return None
+    message = "no database: pass --database-url or set DATABASE_URL"
+    if app.started:
+        message += (
+            f" ({app.describe()}; no SQLAlchemy Engine, AsyncEngine or sessionmaker was "
+            "found in the application's state, its lifespan state (advanced-alchemy's "
+            "SQLAlchemyPlugin keeps its engine in app.state) or the module's globals)"
+        )
+    elif app.given:
+        message += (
+            f" ({app.describe()}: no Engine, AsyncEngine or sessionmaker among its globals; "
+            "an --app naming the application finds the engine it holds)"
+        )
+    raise _Failure(EXIT_USAGE, message + ".")
+
+
+def _database_from_url(raw: str, origin: str) -> _Database:
     try:
         url = make_url(raw)
     except ArgumentError:
@@ -535,7 +638,7 @@ def _database(args: argparse.Namespace, *, required: bool = True) -> _Database |
         raise _Failure(
             EXIT_USAGE, f"unknown database dialect or driver {url.drivername!r}."
         ) from None
-    database = _Database(url, bool(getattr(dialect, "is_async", False)))
+    database = _Database(url, bool(getattr(dialect, "is_async", False)), None, origin)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         file = url.database
         if not file.startswith("file:") and not Path(file).exists():
@@ -564,6 +667,8 @@ def _unreachable_database(database: _Database, exc: BaseException) -> _Failure:
 
 
 def _create_engine(database: _Database) -> Any:
+    if database.engine is not None:
+        return database.engine
     try:
         if database.is_async:
             return create_async_engine(database.url)
@@ -577,12 +682,17 @@ def _create_engine(database: _Database) -> Any:
 
 
 def _with_database(
+    runtime: Runtime,
     database: _Database,
     tables: Sequence[Table],
     work: Callable[[Engine], _T],
     work_async: Callable[[AsyncEngine], Awaitable[_T]],
 ) -> _T:
-    """Connect (checking the tables exist), then run the sync or async work; dispose."""
+    """Connect (checking the tables exist), then run the sync or async work; dispose.
+
+    The application's own engine is disposed too: its connections belong to this
+    command's event loop, which ends with the command.
+    """
     engine = _create_engine(database)
     if isinstance(engine, AsyncEngine):
         async_engine = engine
@@ -598,7 +708,7 @@ def _with_database(
             finally:
                 await async_engine.dispose()
 
-        return asyncio.run(go())
+        return runtime.run(go())
     try:
         try:
             with engine.connect() as connection:
@@ -688,16 +798,25 @@ def _table(headers: Sequence[str] | None, rows: Iterable[Sequence[Any]]) -> str:
 
 
 class _Output:
-    def __init__(self, args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> None:
+    def __init__(
+        self, args: argparse.Namespace, stdout: IO[str], stderr: IO[str], prog: str = PROG
+    ) -> None:
         self.args = args
         self.stdout = stdout
         self.stderr = stderr
+        self.prog = prog
+        self.warnings: list[str] = []
         self.json = bool(getattr(args, "json", False))
         show = not self.json and not getattr(args, "no_progress", False) and _isatty(stderr)
         self.progress = _ProgressLine(stderr if show else None, getattr(args, "command", ""))
 
     def print(self, text_: str = "") -> None:
         self.stdout.write(text_ + "\n")
+
+    def warn(self, message: str) -> None:
+        """A warning on stderr (and in the `--json` document's `warnings`)."""
+        self.warnings.append(message)
+        self.stderr.write(f"{self.prog}: WARNING: {message}\n")
 
     def document(self, data: Mapping[str, Any]) -> None:
         self.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
@@ -769,7 +888,21 @@ def _gc_document(report: GarbageReport, grace: timedelta, code: int) -> dict[str
     }
 
 
-def _cmd_gc(args: argparse.Namespace, out: _Output) -> int:
+def _warn_about_roots(backends: Sequence[Backend], out: _Output) -> None:
+    """Warn when `gc` manages a whole bucket (or directory): a backend without a prefix."""
+    for backend in backends:
+        if not backend.prefix and getattr(backend, "kind", None) != "memory":
+            out.warn(
+                f"backend {backend.key!r} has no prefix, so gc manages the whole root of "
+                f"{backend.describe()}: every object there that no row references counts as "
+                "an orphan, also files other applications or tools put there. Give the "
+                f'backend a prefix of its own (ObstoreBackend("{backend.key}", ..., '
+                'prefix="uploads")).'
+            )
+
+
+def _cmd_gc(app: _Application, out: _Output) -> int:
+    args = app.args
     dry_run = not args.delete
     if not dry_run and not args.yes:
         raise _Failure(
@@ -792,16 +925,17 @@ def _cmd_gc(args: argparse.Namespace, out: _Output) -> int:
         )
     if unsafe and not dry_run:
         out.stderr.write(
-            f"{PROG}: WARNING: --unsafe-grace-period: deleting with a grace period of "
+            f"{out.prog}: WARNING: --unsafe-grace-period: deleting with a grace period of "
             f"{_seconds_text(args.grace_period)} (under the "
             f"{_seconds_text(MIN_GRACE_PERIOD)} floor); uploads of transactions in flight "
             "will be deleted.\n"
         )
-    columns = _file_columns(args)
-    database = _database(args)
+    columns = _file_columns(app)
+    database = _database(app)
     assert database is not None
     keys = args.backend or sorted({c.stored_type.backend for c in columns})
-    backends = [_resolve(key, columns, "backend") for key in keys]
+    backends = [_resolve(key, columns, app, "backend") for key in keys]
+    _warn_about_roots(backends, out)
     options: dict[str, Any] = {
         "backends": backends if args.backend else None,
         "grace_period": args.grace_period,
@@ -822,7 +956,7 @@ def _cmd_gc(args: argparse.Namespace, out: _Output) -> int:
 
     tables = list({id(c.table): c.table for c in columns}.values())
     try:
-        report = _with_database(database, tables, work, work_async)
+        report = _with_database(app.runtime, database, tables, work, work_async)
     finally:
         out.progress.close()
     if report.all_errors:
@@ -832,7 +966,7 @@ def _cmd_gc(args: argparse.Namespace, out: _Output) -> int:
     else:
         code = EXIT_OK
     if out.json:
-        out.document(_gc_document(report, args.grace_period, code))
+        out.document({**_gc_document(report, args.grace_period, code), "warnings": out.warnings})
         return code
     _print_gc(report, args.grace_period, dry_run, out)
     return code
@@ -912,12 +1046,13 @@ def _print_incomplete_uploads(report: GarbageReport, dry_run: bool, out: _Output
         out.print(f"Incomplete multipart uploads in {key}: not checked ({note}).")
 
 
-def _cmd_verify(args: argparse.Namespace, out: _Output) -> int:
-    columns = _file_columns(args)
-    database = _database(args)
+def _cmd_verify(app: _Application, out: _Output) -> int:
+    args = app.args
+    columns = _file_columns(app)
+    database = _database(app)
     assert database is not None
     backends = [
-        _resolve(key, columns, "backend")
+        _resolve(key, columns, app, "backend")
         for key in sorted({c.stored_type.backend for c in columns})
     ]
     options: dict[str, Any] = {
@@ -936,7 +1071,7 @@ def _cmd_verify(args: argparse.Namespace, out: _Output) -> int:
 
     tables = list({id(c.table): c.table for c in columns}.values())
     try:
-        report = _with_database(database, tables, work, work_async)
+        report = _with_database(app.runtime, database, tables, work, work_async)
     finally:
         out.progress.close()
     code = EXIT_OK if report.ok else EXIT_PROBLEMS
@@ -989,7 +1124,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _cmd_migrate(args: argparse.Namespace, out: _Output) -> int:
+def _cmd_migrate(app: _Application, out: _Output) -> int:
+    args = app.args
     if not args.dry_run and not args.yes:
         raise _Failure(
             EXIT_USAGE,
@@ -1002,12 +1138,12 @@ def _cmd_migrate(args: argparse.Namespace, out: _Output) -> int:
         raise _Failure(EXIT_USAGE, "--from and --to name the same backend.")
     from . import migration
 
-    columns = _file_columns(args)
-    database = _database(args)
+    columns = _file_columns(app)
+    database = _database(app)
     assert database is not None
     backends = [
-        _resolve(args.source, columns, "--from backend"),
-        _resolve(args.destination, columns, "--to backend"),
+        _resolve(args.source, columns, app, "--from backend"),
+        _resolve(args.destination, columns, app, "--to backend"),
     ]
     options: dict[str, Any] = {
         "source": args.source,
@@ -1029,7 +1165,7 @@ def _cmd_migrate(args: argparse.Namespace, out: _Output) -> int:
 
     tables = list({id(c.table): c.table for c in columns}.values())
     try:
-        report = _with_database(database, tables, work, work_async)
+        report = _with_database(app.runtime, database, tables, work, work_async)
     finally:
         out.progress.close()
     if args.dry_run:  # nothing is rewritten: only failures (e.g. unreadable objects) count
@@ -1081,19 +1217,28 @@ def _cmd_migrate(args: argparse.Namespace, out: _Output) -> int:
     return code
 
 
-def _cmd_backends(args: argparse.Namespace, out: _Output) -> int:
+def _cmd_backends(app: _Application, out: _Output) -> int:
+    args = app.args
     columns: list[FileColumn] = []
-    if args.app:
-        columns = find_file_columns(_targets(args.app, args.debug))
-    database = _database(args, required=False)
+    if app.given:
+        columns = find_file_columns(app.metadata())
+    database = _database(app, required=False)
     backends: dict[str, Backend] = {}
-    for registry in _registries(columns):
+    registries = app.registries(columns)
+    for registry in registries:
         for key, backend in registry.backends.items():
             backends.setdefault(key, backend)
     if not backends:
+        where = "the default registry `storages`" + (
+            f" and {len(registries) - 1} other registr{'y' if len(registries) == 2 else 'ies'}"
+            if len(registries) > 1
+            else ""
+        )
         raise _Failure(
             EXIT_USAGE,
-            "no backend is registered: pass --app with the module that registers them.",
+            f"no backend is registered ({app.describe()}; {where} held none): pass --app "
+            "with the module that registers them, or the application whose startup does "
+            "(--app myapp.main:app, --app myapp.main:create_app).",
         )
     results: list[dict[str, Any]] = []
 
@@ -1133,7 +1278,7 @@ def _cmd_backends(args: argparse.Namespace, out: _Output) -> int:
             await probe_all_async()
             return await _check_database_async(database)
 
-        db_result = asyncio.run(go())
+        db_result = app.runtime.run(go())
     else:
         for backend in backends.values():
             started = time.monotonic()
@@ -1264,7 +1409,7 @@ def _db_result(database: _Database, error: str | None, started: float) -> dict[s
     }
 
 
-_COMMANDS: dict[str, Callable[[argparse.Namespace, _Output], int]] = {
+_COMMANDS: dict[str, Callable[[_Application, _Output], int]] = {
     "gc": _cmd_gc,
     "verify": _cmd_verify,
     "migrate": _cmd_migrate,
@@ -1278,6 +1423,8 @@ def run(
     *,
     stdout: IO[str] | None = None,
     stderr: IO[str] | None = None,
+    app: object | None = None,
+    prog: str = PROG,
 ) -> int:
     """Run the command line in this process and return its exit code (no exit).
 
@@ -1288,6 +1435,10 @@ def run(
         argv: The arguments (default: `sys.argv[1:]`).
         stdout: Where the summary or JSON document goes (default `sys.stdout`).
         stderr: Where errors and the progress line go (default `sys.stderr`).
+        app: An application already loaded (a Litestar, Starlette or FastAPI app):
+            its startup runs as for `--app module:app`. Litestar's CLI passes its own
+            (`litestar storage ...`).
+        prog: The program name in messages and help.
 
     Returns:
         The exit code (see the module documentation).
@@ -1300,13 +1451,31 @@ def run(
     arguments = list(sys.argv[1:] if argv is None else argv)
     out_stream = stdout if stdout is not None else sys.stdout
     err_stream = stderr if stderr is not None else sys.stderr
+    runtime = Runtime()
+    try:
+        return _run(arguments, out_stream, err_stream, runtime, app, prog)
+    finally:
+        with contextlib.redirect_stdout(err_stream):  # the app's shutdown prints, if any
+            warnings = runtime.close()
+        for warning in warnings:
+            err_stream.write(f"{prog}: warning: {warning}\n")
+
+
+def _run(
+    arguments: list[str],
+    out_stream: IO[str],
+    err_stream: IO[str],
+    runtime: Runtime,
+    preloaded: object | None,
+    prog: str,
+) -> int:
     wants_json = "--json" in arguments
     debug = "--debug" in arguments
     command = next((a for a in arguments if a in _COMMANDS), None)
     args: argparse.Namespace | None = None
     try:
         try:
-            args = _parser().parse_args(arguments)
+            args = _parser(prog).parse_args(arguments)
         except SystemExit as exc:  # --help / --version
             return exc.code if isinstance(exc.code, int) else EXIT_OK
         if debug:  # the library's own messages (not every SQL statement)
@@ -1315,7 +1484,11 @@ def run(
             library = logging.getLogger(__package__)
             library.addHandler(handler)
             library.setLevel(logging.INFO)
-        return _COMMANDS[args.command](args, _Output(args, out_stream, err_stream))
+        target = None
+        if preloaded is not None:
+            target = Target(prog, None, app=preloaded, origin="loaded by the framework's CLI")
+        application = _Application(args, runtime, err_stream, target)
+        return _COMMANDS[args.command](application, _Output(args, out_stream, err_stream, prog))
     except KeyboardInterrupt:
         code, message = EXIT_INTERRUPTED, "interrupted."
     except BrokenPipeError:  # stdout closed early (`| head`): nothing more to say
@@ -1338,7 +1511,7 @@ def run(
         )
     if debug and code != EXIT_INTERRUPTED:
         traceback.print_exc(file=err_stream)
-    err_stream.write(f"{PROG}: error: {message}\n")
+    err_stream.write(f"{prog}: error: {message}\n")
     if wants_json:
         document = {"command": command, "ok": False, "exit_code": code, "error": message}
         out_stream.write(json.dumps(document, indent=2) + "\n")
@@ -1355,7 +1528,9 @@ def _finish(code: int) -> NoReturn:
     os._exit(code)
 
 
-def main(argv: Sequence[str] | None = None) -> NoReturn:
+def main(
+    argv: Sequence[str] | None = None, *, app: object | None = None, prog: str = PROG
+) -> NoReturn:
     """The `sqlalchemy-obstore` console entry point: run, flush, and exit with the code.
 
     Ends the process with `os._exit` after flushing stdout and stderr, so that obstore's
@@ -1363,6 +1538,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
     Args:
         argv: The arguments (default: `sys.argv[1:]`).
+        app: An application already loaded (see [`run`][sqlalchemy_obstore.cli.run]).
+        prog: The program name in messages and help.
 
     Example:
         ```console
@@ -1372,7 +1549,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         ```
     """
     try:
-        code = run(argv)
+        code = run(argv, app=app, prog=prog)
     except KeyboardInterrupt:  # pressed while printing the output
         code = EXIT_INTERRUPTED
     except BrokenPipeError:  # stdout closed early (`| head`)

@@ -369,7 +369,8 @@ def error_status(exc: BaseException) -> int | None:
     `UntrustedReferenceError` (a request body naming an object its row does not hold) →
     403, any other `ValidationError` and a malformed file value
     (`InvalidFileObjectError`, e.g. a bad path) → 422.
-    Use it in an exception handler of either framework.
+    The Litestar plugin and the Starlette/FastAPI `StorageExtension` install handlers
+    answering with it by default; use it in your own exception handler otherwise.
 
     Example:
         >>> from sqlalchemy_obstore import FileTooLargeError

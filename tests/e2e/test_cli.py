@@ -749,6 +749,73 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert "exit codes" in out
 
 
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from sqlalchemy_obstore import __version__
+
+    assert run(["--version"]) == EXIT_OK
+    assert capsys.readouterr().out.strip() == f"sqlalchemy-obstore {__version__}"
+    done = subprocess.run([str(SCRIPT), "--version"], capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, f"sqlalchemy-obstore {__version__}")
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("gc", ["--batch-size N  rows per fetch, objects per listing page", "(default 1000)"]),
+        ("verify", ["--batch-size N  rows per fetch (default 1000)"]),
+        (
+            "migrate",
+            [
+                "--from KEY", "the backend whose objects move (required)",
+                "--to KEY", "the backend they move to",
+                "--concurrency N  objects copied at once (default 8)",
+                "--batch-size N   rows per batch; each batch is committed (default 500)",
+            ],
+        ),
+    ],
+)  # fmt: skip
+def test_every_option_has_help_with_its_default(
+    capsys: pytest.CaptureFixture[str], command: str, expected: list[str]
+) -> None:
+    assert run([command, "--help"]) == EXIT_OK
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for text in expected:
+        assert " ".join(text.split()) in out, text
+
+
+def test_gc_warns_when_it_manages_a_bucket_root(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A backend without a prefix: gc would call every unreferenced object there an orphan."""
+    url = f"sqlite:///{tmp_path / 'root.db'}"
+    Base, _ = make_models("cli_documents")  # the table tests.e2e.cli_app declares
+    engine = create_engine(url)
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    (tmp_path / "bucket").mkdir()
+    storages.register_backend(ObstoreBackend("files", tmp_path / "bucket"), replace=True)
+    args = ["gc", "--app", APP, "--database-url", url]
+    assert run(args) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "WARNING: backend 'files' has no prefix, so gc manages the whole root of" in err
+    assert 'prefix="uploads"' in err
+    assert run([*args, "--json"]) == EXIT_OK
+    captured = capsys.readouterr()
+    assert "has no prefix" in json.loads(captured.out)["warnings"][0]
+    assert "has no prefix" in captured.err
+
+    # with a prefix (or on memory, which nothing else shares): no warning
+    for backend in (
+        ObstoreBackend("files", tmp_path / "bucket", prefix="files"),
+        ObstoreBackend("files", "memory://"),
+    ):
+        storages.register_backend(backend, replace=True)
+        assert run([*args, "--json"]) == EXIT_OK
+        captured = capsys.readouterr()
+        assert json.loads(captured.out)["warnings"] == []
+        assert "WARNING" not in captured.err
+
+
 def test_progress_callbacks_of_gc_and_verify(tmp_path: Path) -> None:
     Base, Document = make_models("progress_docs")
     engine = create_engine(f"sqlite:///{tmp_path / 'p.db'}")

@@ -103,13 +103,18 @@ def test_upload_list_get_download_delete_document(client: Any) -> None:
     assert doc["file"]["size"] == len(PDF)
     assert doc["file"]["backend"] == "library"
     assert doc["file"]["path"].startswith("documents/")
-    if client.framework == "litestar":  # the plugin adds a signed URL to each file
-        assert "signature=" in doc["file"]["url"]
+    # every file in the JSON carries a signed URL that downloads its bytes
+    assert "signature=" in doc["file"]["url"]
+    assert client.get(doc["file"]["url"]).content == PDF
     assert stored_keys() == [doc["file"]["path"]]
 
     listed = client.get("/api/documents")
     assert listed.status_code == 200
     assert [d["id"] for d in listed.json()] == [doc["id"]]
+    # the same timestamp, spelled the same, in the upload's answer and in the list
+    assert listed.json()[0]["created_at"] == doc["created_at"]
+    assert doc["created_at"].endswith("Z")
+    assert client.get(listed.json()[0]["file"]["url"]).content == PDF
     one = client.get(f"/api/documents/{doc['id']}")
     assert one.status_code == 200
     assert one.json()["file"]["path"] == doc["file"]["path"]
@@ -179,18 +184,25 @@ def test_image_gets_a_thumbnail(client: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "data", "ctype", "error"),
+    ("name", "data", "ctype", "error", "status"),
     [
-        ("page.html", b"<html><script>alert(1)</script></html>", "text/html", "ContentType"),
-        ("x.svg", b"<svg xmlns='http://www.w3.org/2000/svg'/>", "image/svg+xml", "ContentType"),
-        ("broken.png", b"\x89PNG\r\n\x1a\n" + bytes(64), "image/png", "Image"),
+        ("page.html", b"<html><script>alert(1)</script></html>", "text/html", "ContentType", 415),
+        (
+            "x.svg",
+            b"<svg xmlns='http://www.w3.org/2000/svg'/>",
+            "image/svg+xml",
+            "ContentType",
+            415,
+        ),
+        ("broken.png", b"\x89PNG\r\n\x1a\n" + bytes(64), "image/png", "Image", 422),
     ],
 )
 def test_refused_uploads_store_nothing(
-    client: Any, name: str, data: bytes, ctype: str, error: str
+    client: Any, name: str, data: bytes, ctype: str, error: str, status: int
 ) -> None:
+    """The integrations answer refusals with their status (no handler in the apps)."""
     refused = upload(client, name, data, ctype)
-    assert refused.status_code == 422, refused.text
+    assert refused.status_code == status, refused.text
     assert error in refused.json()["error"]
     assert refused.json()["detail"]
     assert client.get("/api/documents").json() == []
@@ -211,7 +223,7 @@ def test_too_large_upload_is_refused_while_streaming(client: Any) -> None:
 
     body = b"x" * (MAX_UPLOAD_SIZE + 1)  # plain text, one byte over the policies' limit
     refused = upload(client, "big.txt", body, "text/plain")
-    assert refused.status_code == 422, refused.text[:500]
+    assert refused.status_code == 413, refused.text[:500]
     assert refused.json()["error"] == "FileTooLargeError"
     assert client.get("/api/documents").json() == []
     assert stored_keys() == []
@@ -329,10 +341,43 @@ def test_direct_upload_with_a_ticket(litestar_client: Any) -> None:
     assert client.get(doc["links"]["download"]).content == PDF
 
     replay = client.post("/api/uploads/complete", json={"ticket": g["ticket"]})
-    assert replay.status_code == 422
+    assert replay.status_code == 409
     assert "Replayed" in replay.json()["error"]
     forged = client.post("/api/uploads/complete", json={"ticket": g["ticket"][:-2] + "xx"})
-    assert forged.status_code == 422
+    assert forged.status_code == 400
+    assert forged.json()["error"] == "InvalidUploadTicketError"
+
+
+def test_completing_a_direct_upload_that_never_happened_is_404(litestar_client: Any) -> None:
+    """direct-uploads.md: `ObjectNotFoundError` (nothing uploaded yet) is a 404, not a 500."""
+    client = litestar_client
+    grant = client.post("/api/uploads", json={"filename": "never.pdf"}).json()
+    early = client.post("/api/uploads/complete", json={"ticket": grant["ticket"]})
+    assert early.status_code == 404, early.text
+    assert early.json()["error"] == "ObjectNotFoundError"
+    assert early.json()["detail"]
+    assert client.get("/api/documents").json() == []
+    # nothing was spent: the client may still upload and complete
+    put = client.request(
+        grant["method"], grant["url"], content=PDF, headers=grant.get("headers") or {}
+    )
+    assert put.status_code in (200, 201, 204), put.text
+    done = client.post("/api/uploads/complete", json={"ticket": grant["ticket"]})
+    assert done.status_code == 201, done.text
+
+
+def test_fastapi_dependencies_give_the_registry_and_the_backend(tmp_path: Path) -> None:
+    settings = {
+        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'library.db'}",
+        "storage_url": (tmp_path / "files").as_uri(),
+        "signing_secret": SECRET,
+    }
+    with make_client("fastapi", settings) as client:
+        info = client.get("/api/storage")
+        assert info.status_code == 200, info.text
+        assert info.json()["backends"] == ["library"]
+        assert "local" in info.json()["library"]
+    assert "library" not in storages  # unregistered at shutdown
 
 
 # -- PostgreSQL + S3, configured by environment variables ----------------------------------------
@@ -374,6 +419,10 @@ def test_postgresql_and_s3_from_environment(
         assert location.startswith(moto_server.endpoint)
         assert "X-Amz-Signature=" in location
         assert follow_signed(client, doc["id"]) == PDF
+        # the JSON's URL is S3's own, and S3 serves the bytes from it
+        for listed in client.get("/api/documents").json():
+            assert listed["file"]["url"].startswith(moto_server.endpoint)
+            assert httpx.get(listed["file"]["url"]).content == PDF
 
         image = upload(client, "s3.png", png(512, 512), "image/png").json()
         thumb = client.get(image["links"]["thumbnail"])

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from litestar import Litestar, Request, delete, get, post, route
+from litestar import Litestar, Request, Response, delete, get, post, route
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Redirect
@@ -31,7 +31,10 @@ from sqlalchemy_obstore import (
     ConfigurationError,
     FileObject,
     ObstoreBackend,
+    StorageError,
     StoredObject,
+    UnsupportedOperationError,
+    ValidationError,
     storages,
 )
 from sqlalchemy_obstore.contrib.litestar import (
@@ -45,6 +48,7 @@ from sqlalchemy_obstore.signing import HmacUrlSigner
 from sqlalchemy_obstore.tickets import UploadTickets
 from tests.conftest import PG_SERVER
 from tests.integration.backends import s3_backend
+from tests.integration.web_apps import ERRORS, run_snippet
 from tests.integration.web_scenarios import (
     DATA,
     FILES,
@@ -531,3 +535,138 @@ async def test_alongside_advanced_alchemy_sqlalchemy_plugin(
         assert await docs.get_bytes_async(new_path) == b"new"
         assert (await client.delete(f"/documents/{doc_id}")).status_code == 204
         assert not await docs.exists_async(new_path)
+
+
+# -- the documented application (docs/how-to/web-litestar.md) ---------------------------------
+PDF = b"%PDF-1.4\n" + bytes(range(256)) * 8 + b"\n%%EOF\n"
+
+
+async def test_the_documented_application(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page's first snippet, run as written: advanced-alchemy's SQLAlchemyPlugin and
+    ObstorePlugin together, warning-free (filterwarnings=error); then its variant without
+    advanced-alchemy."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("STORAGE_URL", (tmp_path / "files").as_uri())
+    monkeypatch.setenv("STORAGE_SIGNING_SECRET", SECRET)
+    page = run_snippet("how-to/web-litestar.md", "## A complete application")
+    # In this event loop (not the test client's thread): the engine the plugin creates at
+    # startup and disposes at shutdown lives and dies in one loop.
+    try:
+        async with asgi_lifespan(page.app), in_process(page.app) as client:
+            await check_documented_app(client, tmp_path)
+    finally:
+        # advanced-alchemy disposes its engine at shutdown only under the state key it
+        # started with; a second config in one process gets another key (db_engine_1)
+        await page.alchemy.config[0].get_engine().dispose()
+
+    run_snippet("how-to/web-litestar.md", "## Without advanced-alchemy", page)
+    async with page.engine.begin() as connection:
+        await connection.run_sync(page.Base.metadata.drop_all)
+        await connection.run_sync(page.Base.metadata.create_all)
+    try:  # (the module-level engine's connections live in this loop too)
+        async with asgi_lifespan(page.app), in_process(page.app) as client:
+            await check_documented_app(client, tmp_path)
+    finally:
+        await page.engine.dispose()
+
+
+def in_process(app: Litestar) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE)
+
+
+async def check_documented_app(client: httpx.AsyncClient, tmp_path: Path) -> None:
+    created = await client.post(
+        "/documents", files={"file": ("q3.pdf", PDF, "application/pdf")}, data={"title": "Q3"}
+    )
+    assert created.status_code == 201, created.text
+    doc = created.json()
+    assert (doc["title"], doc["file"]["filename"], doc["file"]["size"]) == (
+        "Q3",
+        "q3.pdf",
+        len(PDF),
+    )
+    assert doc["file"]["path"].startswith("uploads/")  # the backend's prefix
+    assert (await client.get(doc["file"]["url"])).content == PDF  # signed, served by the route
+    read = (await client.get(f"/documents/{doc['id']}")).json()
+    assert read["file"]["path"] == doc["file"]["path"]
+    part = await client.get(f"/documents/{doc['id']}/download", headers={"Range": "bytes=0-7"})
+    assert (part.status_code, part.content) == (206, PDF[:8])
+
+    refused = await client.post(
+        "/documents", files={"file": ("page.html", b"<html><script>", "text/html")}
+    )
+    assert refused.status_code == 415, refused.text  # the plugin's error statuses
+    assert refused.json()["error"] == "InvalidContentTypeError"
+
+    stored = tmp_path / "files" / doc["file"]["path"]
+    assert stored.read_bytes() == PDF
+    assert (await client.delete(f"/documents/{doc['id']}")).status_code == 204
+    assert not stored.exists()  # deleted after the commit
+    assert [p for p in (tmp_path / "files").rglob("*") if p.is_file()] == []
+
+
+# -- error statuses ------------------------------------------------------------------------------
+def raising_handlers() -> list[Any]:
+    @get("/raise/{n:int}")
+    async def raise_error(n: FromPath[int]) -> None:
+        raise ERRORS[n][0]
+
+    @get("/not-signing")
+    async def not_signing() -> None:
+        raise UnsupportedOperationError("this store cannot sign")
+
+    return [raise_error, not_signing]
+
+
+async def test_the_plugin_answers_client_errors_with_their_status() -> None:
+    app = Litestar(raising_handlers(), plugins=[ObstorePlugin()], debug=False)
+    async with AsyncTestClient(app, base_url=BASE) as client:
+        for index, (error, status) in enumerate(ERRORS):
+            response = await client.get(f"/raise/{index}")
+            assert response.status_code == status, (error, response.text)
+            assert response.json() == {
+                "status_code": status,
+                "detail": str(error),
+                "error": type(error).__name__,
+            }
+        assert (await client.get("/not-signing")).status_code == 500
+
+
+async def test_the_apps_own_handlers_are_kept_and_the_default_can_be_off() -> None:
+    def teapot(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        return Response({"mine": type(exc).__name__}, status_code=418)
+
+    mine = Litestar(
+        raising_handlers(),
+        plugins=[ObstorePlugin()],
+        exception_handlers={ValidationError: teapot},
+        debug=False,
+    )
+    assert mine.exception_handlers[ValidationError] is teapot
+    async with AsyncTestClient(mine, base_url=BASE) as client:
+        assert (await client.get("/raise/0")).status_code == 418  # FileTooLargeError: theirs
+        assert (await client.get("/raise/3")).status_code == 404  # ObjectNotFoundError: ours
+
+    everything = Litestar(
+        raising_handlers(),
+        plugins=[ObstorePlugin()],
+        exception_handlers={StorageError: teapot},
+        debug=False,
+    )
+    async with AsyncTestClient(everything, base_url=BASE) as client:
+        assert (await client.get("/raise/3")).status_code == 418
+
+    off = Litestar(raising_handlers(), plugins=[ObstorePlugin(ObstoreConfig(error_handlers=False))])
+    async with AsyncTestClient(off, base_url=BASE) as client:
+        assert (await client.get("/raise/0")).status_code == 500
+
+
+def test_the_plugin_extends_litestars_cli() -> None:
+    from litestar.plugins import CLIPluginProtocol
+
+    app = Litestar([], plugins=[ObstorePlugin()])
+    assert any(isinstance(p, ObstorePlugin) for p in app.plugins.cli)
+    assert isinstance(ObstorePlugin(), CLIPluginProtocol)
+    # (the command itself runs in tests/e2e/test_cli_apps.py, through Litestar's CLI)

@@ -21,9 +21,12 @@ Refused uploads answer with `error_status()` (413, 415, 409, ...) and `{"error":
 from __future__ import annotations
 
 import os
+import re
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated, Any
 
 from fastapi import FastAPI
@@ -40,7 +43,24 @@ from starlette.requests import Request as StarletteRequest
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from sqlalchemy_obstore import FileObject, ObstoreBackend, StorageError, StoredObject, storages
+from sqlalchemy_obstore import (
+    ExpiredUploadTicketError,
+    FileObject,
+    FileTooLargeError,
+    InvalidContentTypeError,
+    ObjectNotFoundError,
+    ObstoreBackend,
+    StorageError,
+    StoredObject,
+    ValidationError,
+    storages,
+)
+from sqlalchemy_obstore.errors import (
+    InvalidFilenameError,
+    InvalidUploadTicketError,
+    ReplayedUploadTicketError,
+    UntrustedReferenceError,
+)
 from sqlalchemy_obstore.tickets import UploadTickets
 from sqlalchemy_obstore.uploads import error_status, file_from_stream
 from sqlalchemy_obstore.validation import UploadPolicy
@@ -318,6 +338,50 @@ def fastapi_app(store: Store) -> FastAPI:
     app.add_exception_handler(StorageError, _starlette_error)
     app.state.store = store
     return app
+
+
+# -- errors and their statuses ------------------------------------------------------------------
+ERRORS: list[tuple[StorageError, int]] = [
+    (FileTooLargeError(limit=1, size_seen=2), 413),
+    (InvalidContentTypeError("text/html is not allowed"), 415),
+    (ValidationError("refused by a validator"), 422),
+    (ObjectNotFoundError("nothing uploaded at k/a.pdf yet"), 404),
+    (InvalidUploadTicketError("forged"), 400),
+    (ExpiredUploadTicketError("expired"), 410),
+    (ReplayedUploadTicketError("already redeemed"), 409),
+    (UntrustedReferenceError("not this row's object"), 403),
+    (InvalidFilenameError("bad name"), 422),
+]
+"""Errors a client causes, each with the status the web integrations answer it with."""
+
+
+# -- the docs' own code ---------------------------------------------------------------------------
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def docs_snippet(page: str, heading: str, index: int = 0) -> str:
+    """The `index`-th Python code block after `heading` in `docs/<page>` (run by tests)."""
+    text = (DOCS / page).read_text()
+    start = text.index(f"\n{heading}\n")
+    blocks = text[start:].split("```python\n")[1:]
+    return blocks[index].split("\n```", 1)[0]
+
+
+def run_snippet(page: str, heading: str, module: ModuleType | None = None) -> ModuleType:
+    """Run a code block of the docs, as a reader following the page would.
+
+    The code runs as a module of its own (registered in `sys.modules`, as frameworks
+    resolving annotations expect); pass the `module` of an earlier block to run the next
+    one in the same namespace.
+    """
+    if module is None:
+        name = "docs_" + re.sub(r"\W", "_", page.removesuffix(".md"))
+        module = sys.modules[name] = ModuleType(name)
+    code = compile(
+        docs_snippet(page, heading), f"docs/{page} ({heading})", "exec", dont_inherit=True
+    )
+    exec(code, vars(module))
+    return module
 
 
 # -- uvicorn entry points (subprocess) ------------------------------------------------------------

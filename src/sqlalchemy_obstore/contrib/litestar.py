@@ -13,15 +13,24 @@ into an application:
   cannot sign natively get an
   [`HmacUrlSigner`][sqlalchemy_obstore.signing.HmacUrlSigner] and a route mounted at
   `route_path` serves its URLs (`GET` with ranges, `PUT` streaming into the backend), so
-  the same code signs on S3 in production and on local files in development.
+  the same code signs on S3 in production and on local files in development;
+* **error statuses**: the errors a client causes (a refused upload: `413`, `415`,
+  `422`; a forged, expired or replayed upload ticket: `400`, `410`, `409`; a direct
+  upload completed before its object arrived: `404`) are answered with their status
+  ([`error_status`][sqlalchemy_obstore.uploads.error_status]) and a JSON body, unless
+  the application handles them itself (`error_handlers=False` turns this off);
+* **command line**: `litestar storage gc|verify|migrate|backends` runs the
+  [`sqlalchemy-obstore`](../reference/cli.md) commands on this application, after its
+  startup (so the plugin's backends are registered and the engine it holds is used).
 
 [`file_response`][sqlalchemy_obstore.contrib.litestar.file_response] streams a file
 with `Content-Type`, `Content-Length`, `ETag`, `Last-Modified`, `Content-Disposition`
 and `Range` support; [`signed_redirect`][sqlalchemy_obstore.contrib.litestar.signed_redirect]
 sends the client to a short-lived signed URL instead.
 
-It works alongside Litestar's / advanced-alchemy's `SQLAlchemyPlugin` (list both in
-`plugins`). Needs the `litestar` extra: `pip install 'sqlalchemy-obstore[litestar]'`.
+It works alongside advanced-alchemy's `SQLAlchemyPlugin` (list both in `plugins`), which
+provides the `db_session` the examples use. Needs the `litestar` extra:
+`pip install 'sqlalchemy-obstore[litestar]'`.
 
 Example:
     ```python
@@ -35,7 +44,7 @@ Example:
 
     storage = ObstorePlugin(
         ObstoreConfig(
-            backends=[ObstoreBackend("uploads", "file:///var/lib/app/uploads")],
+            backends=[ObstoreBackend("uploads", "file:///var/lib/app", prefix="uploads")],
             signing_secret=os.environ["STORAGE_SIGNING_SECRET"],
             signed_url_expires_in=300,
         )
@@ -68,7 +77,7 @@ try:
     from litestar.di import Provide
     from litestar.handlers import asgi
     from litestar.openapi.spec import OpenAPIType, Schema
-    from litestar.plugins import InitPlugin, OpenAPISchemaPlugin
+    from litestar.plugins import CLIPluginProtocol, InitPlugin, OpenAPISchemaPlugin
     from litestar.response import Redirect, Response
     from litestar.response.base import ASGIResponse
     from litestar.types import Receive, Scope, Send
@@ -82,6 +91,7 @@ from ..errors import ConfigurationError, StorageError
 from ..file_object import FileObject, FileObjectList, _serialize, column_json_schema
 from ..registry import BackendRegistry, storages
 from ..signing import DEFAULT_BASE_URL, HmacUrlSigner, attach_signer, detach_signer
+from ._errors import error_body, error_classes_to_handle
 from ._http import (
     DEFAULT_HTTP_CHUNK_SIZE,
     Disposition,
@@ -91,6 +101,8 @@ from ._http import (
 )
 
 if TYPE_CHECKING:
+    from click import Group
+
     from ..tickets import UploadTickets
 
 __all__ = (
@@ -128,13 +140,16 @@ class ObstoreConfig:
         dependency_key: The name under which handlers receive the registry.
         chunk_size: Read size of streamed downloads.
         previous_signing_secrets: Old secrets still accepted when verifying (rotation).
+        error_handlers: Answer the errors a client causes with their HTTP status (see
+            the module documentation); a handler the application registers for one of
+            these classes, or for a library class above it, is kept.
 
     Raises:
         ConfigurationError: For a secret shorter than 32 bytes or a malformed route path.
 
     Example:
         >>> from sqlalchemy_obstore import ObstoreBackend
-        >>> backend = ObstoreBackend("uploads", "memory://")
+        >>> backend = ObstoreBackend("uploads", "memory://", prefix="uploads")
         >>> ObstoreConfig(backends=[backend], signing_secret="s" * 32)
         ObstoreConfig(backends=['uploads'], route_path='/_storage', signing=True)
     """
@@ -150,6 +165,7 @@ class ObstoreConfig:
     chunk_size: int = DEFAULT_HTTP_CHUNK_SIZE
     previous_signing_secrets: Sequence[str | bytes] = field(default=(), repr=False)
     tickets: UploadTickets | None = field(default=None, repr=False)
+    error_handlers: bool = True
     signer: HmacUrlSigner | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -356,8 +372,14 @@ def _json_schema_to_openapi(schema: Mapping[str, Any]) -> Schema:
     )
 
 
-class ObstorePlugin(InitPlugin, OpenAPISchemaPlugin):
-    """The Litestar plugin: lifespan, dependency injection, encoding, signed-URL route.
+def _client_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Answer an error the client caused with its status (installed by `ObstorePlugin`)."""
+    status, body = error_body(exc)
+    return Response(body, status_code=status)
+
+
+class ObstorePlugin(InitPlugin, OpenAPISchemaPlugin, CLIPluginProtocol):
+    """The Litestar plugin: lifespan, DI, encoding, signed-URL route, error statuses, CLI.
 
     Args:
         config: What to register and how to sign; defaults to `ObstoreConfig()` (the
@@ -374,7 +396,9 @@ class ObstorePlugin(InitPlugin, OpenAPISchemaPlugin):
             plugins=[
                 ObstorePlugin(
                     ObstoreConfig(
-                        backends=[ObstoreBackend("uploads", "file:///srv/uploads")],
+                        backends=[
+                            ObstoreBackend("uploads", "file:///srv/app", prefix="uploads")
+                        ],
                         signing_secret=os.environ["STORAGE_SIGNING_SECRET"],
                     )
                 )
@@ -391,7 +415,7 @@ class ObstorePlugin(InitPlugin, OpenAPISchemaPlugin):
 
     # -- Litestar hooks ----------------------------------------------------------------------
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
-        """Add the lifespan, the `storages` dependency, the encoder and the route."""
+        """Add the lifespan, the `storages` dependency, the encoder, the route, the handlers."""
         config = self.config
         app_config.lifespan.append(self.lifespan)
         app_config.dependencies[config.dependency_key] = Provide(
@@ -405,7 +429,39 @@ class ObstorePlugin(InitPlugin, OpenAPISchemaPlugin):
         app_config.signature_namespace.setdefault("BackendRegistry", BackendRegistry)
         if config.signer is not None:
             app_config.route_handlers.append(self._signed_route(config.signer))
+        if config.error_handlers:
+            handlers = dict(app_config.exception_handlers or {})
+            for error in error_classes_to_handle(handlers):
+                handlers[error] = _client_error
+            app_config.exception_handlers = handlers
         return app_config
+
+    def on_cli_init(self, cli: Group) -> None:
+        """Add `litestar storage gc|verify|migrate|backends` to Litestar's CLI.
+
+        The command hands its arguments to the
+        [`sqlalchemy-obstore`](../reference/cli.md) command line with this application:
+        its startup runs first, so the plugin's backends are registered and an engine the
+        application holds (advanced-alchemy's, or one in `app.state`) is used. Options
+        and help are the command line's own (`litestar storage gc --help`).
+        """
+        import click
+
+        if "storage" in getattr(cli, "commands", {}):
+            return
+
+        @cli.command(
+            "storage",
+            add_help_option=False,
+            context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+            help="Garbage collection, verification, migration and backend checks of "
+            "sqlalchemy-obstore file columns (see `litestar storage --help`).",
+        )
+        @click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
+        def storage(app: Litestar, arguments: tuple[str, ...]) -> None:
+            from ..cli import main
+
+            main(list(arguments), app=app, prog="litestar storage")
 
     @staticmethod
     def is_plugin_supported_type(value: Any) -> bool:

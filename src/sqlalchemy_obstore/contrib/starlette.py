@@ -1,39 +1,44 @@
-"""Starlette and FastAPI integration: lifespan, signed-URL routes, downloads, redirects.
+"""Starlette and FastAPI integration: the extension, lifespan, signed-URL routes, downloads.
 
-* [`storage_lifespan`][sqlalchemy_obstore.contrib.starlette.storage_lifespan]: an async
-  context manager to enter in the application's lifespan; registers backends (and
-  attaches an [`HmacUrlSigner`][sqlalchemy_obstore.signing.HmacUrlSigner] to those that
-  cannot sign natively) and unregisters them at shutdown.
-* [`storage_routes`][sqlalchemy_obstore.contrib.starlette.storage_routes]: a `Router`
-  serving those signed URLs (`GET`/`HEAD` with ranges, `PUT` streaming into the
-  backend); mount it where the signer's `base_url` points (`"/_storage"`).
+* [`StorageExtension`][sqlalchemy_obstore.contrib.starlette.StorageExtension]: what the
+  Litestar plugin does, for a Starlette or FastAPI application, in one
+  `init_app(app)`: registers the backends for the application's lifetime around its
+  own lifespan (and attaches an
+  [`HmacUrlSigner`][sqlalchemy_obstore.signing.HmacUrlSigner] to those that cannot sign
+  natively), mounts the route serving those signed URLs, answers the errors a client
+  causes with their HTTP status, and keeps itself in `app.state` for the
+  [FastAPI dependencies][sqlalchemy_obstore.contrib.fastapi] and the command line.
+* [`storage_lifespan`][sqlalchemy_obstore.contrib.starlette.storage_lifespan]: the
+  lifespan part alone, an async context manager to enter in the application's
+  lifespan; registers backends and unregisters them at shutdown.
+* [`storage_routes`][sqlalchemy_obstore.contrib.starlette.storage_routes]: the route
+  part alone, a `Router` serving signed URLs (`GET`/`HEAD` with ranges, `PUT` streaming
+  into the backend); mount it where the signer's `base_url` points (`"/_storage"`).
+* [`install_error_handlers`][sqlalchemy_obstore.contrib.starlette.install_error_handlers]:
+  the error part alone.
 * [`file_response`][sqlalchemy_obstore.contrib.starlette.file_response] streams a file
   with `Content-Type`, `Content-Length`, `ETag`, `Last-Modified`,
   `Content-Disposition` and `Range` support;
   [`signed_redirect`][sqlalchemy_obstore.contrib.starlette.signed_redirect] sends the
   client to a short-lived signed URL instead.
 
-FastAPI is Starlette underneath: use the same functions (`app.mount(...)` for the
-routes). Needs the `starlette` extra (or FastAPI installed).
+FastAPI is Starlette underneath: use the same functions, and
+[`sqlalchemy_obstore.contrib.fastapi`][sqlalchemy_obstore.contrib.fastapi] for
+`Depends`-ready providers and signed URLs in Pydantic responses. Needs the `starlette`
+extra (or FastAPI installed).
 
 Example:
     ```python
-    from contextlib import asynccontextmanager
     from fastapi import FastAPI
     from sqlalchemy_obstore import ObstoreBackend
-    from sqlalchemy_obstore.contrib.starlette import storage_lifespan, storage_routes
+    from sqlalchemy_obstore.contrib.starlette import StorageExtension
 
-    SECRET = os.environ["STORAGE_SIGNING_SECRET"]
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        async with storage_lifespan(
-            [ObstoreBackend("uploads", "file:///srv/uploads")], signing_secret=SECRET
-        ):
-            yield
-
-    app = FastAPI(lifespan=lifespan)
-    app.mount("/_storage", storage_routes(signing_secret=SECRET))
+    storage = StorageExtension(
+        [ObstoreBackend("uploads", "file:///srv/app", prefix="uploads")],
+        signing_secret=os.environ["STORAGE_SIGNING_SECRET"],
+    )
+    app = FastAPI(lifespan=lifespan)  # your own lifespan, if any
+    storage.init_app(app)
     ```
 """
 
@@ -42,12 +47,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 try:
+    from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import RedirectResponse, StreamingResponse
-    from starlette.routing import Route, Router
+    from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+    from starlette.routing import Mount, Route, Router
     from starlette.types import Receive, Scope, Send
 except ImportError as exc:  # pragma: no cover - depends on the environment
     from ..errors import MissingDependencyError
@@ -59,18 +65,25 @@ from ..errors import ConfigurationError
 from ..file_object import FileObject
 from ..registry import BackendRegistry, storages
 from ..signing import DEFAULT_BASE_URL, HmacUrlSigner, attach_signer, detach_signer
+from ._errors import error_body, error_classes_to_handle
 from ._http import DEFAULT_HTTP_CHUNK_SIZE, Disposition, FileDownload, SignedStorageRoute
 
 if TYPE_CHECKING:
     from ..tickets import UploadTickets
 
 __all__ = (
+    "STATE_KEY",
     "FileStreamingResponse",
-    "signed_redirect",
+    "StorageExtension",
     "file_response",
+    "install_error_handlers",
+    "signed_redirect",
     "storage_lifespan",
     "storage_routes",
 )
+
+STATE_KEY = "sqlalchemy_obstore"
+"""The `app.state` attribute holding the application's `StorageExtension`."""
 
 
 def _signer(
@@ -328,3 +341,180 @@ def signed_redirect(
     """
     url = file.sign(expires_in=expires_in)
     return RedirectResponse(url, status_code=status_code, headers={"cache-control": "no-store"})
+
+
+# -- the extension: everything at once ----------------------------------------------------------
+async def _client_error(request: Request, exc: Exception) -> Response:
+    status, body = error_body(exc)
+    return JSONResponse(body, status_code=status)
+
+
+def install_error_handlers(app: Starlette) -> None:
+    """Answer the errors a client causes with their HTTP status, as JSON.
+
+    A refused upload (`FileTooLargeError` 413, `InvalidContentTypeError` 415, other
+    `ValidationError`s 422), a forged, expired or replayed upload ticket (400, 410,
+    409), an object that is not there (`ObjectNotFoundError` 404: a direct upload
+    completed before its `PUT`), a request naming an object its row does not hold
+    (`UntrustedReferenceError` 403): see
+    [`error_status`][sqlalchemy_obstore.uploads.error_status]. The body is
+    `{"status_code", "detail", "error"}`. A handler the application registered for one
+    of these classes, or for a library class above it (`StorageError`), is kept; every
+    other error stays a `500`. `StorageExtension.init_app` calls this.
+
+    Call it while building the application: Starlette reads its handlers when it
+    starts.
+
+    Raises:
+        ConfigurationError: If the application has already started.
+
+    Example:
+        ```python
+        app = FastAPI()
+        install_error_handlers(app)
+        ```
+    """
+    if getattr(app, "middleware_stack", None) is not None:
+        raise ConfigurationError(
+            "install_error_handlers() must be called before the application starts "
+            "(Starlette reads its exception handlers once)."
+        )
+    for error in error_classes_to_handle(app.exception_handlers):
+        app.add_exception_handler(error, _client_error)
+
+
+class StorageExtension:
+    """What the Litestar plugin does, for a Starlette or FastAPI application.
+
+    [`init_app`][sqlalchemy_obstore.contrib.starlette.StorageExtension.init_app] wires
+    it in: the backends are registered (and, with a signing secret, the signer
+    attached) around the application's own lifespan, so its startup code can already
+    use them and its shutdown code still can; the signed-URL route is mounted at
+    `route_path`; the errors a client causes get their HTTP status; and the extension
+    is kept in `app.state` (as `STATE_KEY`), where the
+    [FastAPI dependencies][sqlalchemy_obstore.contrib.fastapi] and the
+    `sqlalchemy-obstore --app module:app` command line find its registry.
+
+    Args:
+        backends: Backends to register at start-up and unregister at shutdown.
+        registry: The registry to register them in (default `storages`).
+        signing_secret: Turns on HMAC-signed URLs for backends that cannot sign natively
+            (local files, memory) and mounts the route serving them. At least 32 bytes;
+            every instance of the application needs the same one. Never logged.
+        signer: A ready signer instead of `signing_secret`.
+        previous_signing_secrets: Old secrets still accepted (rotation).
+        route_path: Where the signed-URL route is mounted.
+        base_url: How signed URLs start; defaults to `route_path`. Give an absolute URL
+            when the URLs leave the browser (e-mails, other services).
+        max_upload_size: Largest signed `PUT` body, in bytes.
+        chunk_size: Read size of the route's downloads.
+        tickets: The [`UploadTickets`][sqlalchemy_obstore.tickets.UploadTickets] whose
+            tickets' upload URLs the route serves.
+        error_handlers: Answer the errors a client causes with their status (see
+            `install_error_handlers`).
+
+    Raises:
+        ConfigurationError: For a secret shorter than 32 bytes, both a secret and a
+            signer, or a malformed route path.
+
+    Example:
+        >>> from sqlalchemy_obstore import ObstoreBackend
+        >>> uploads = ObstoreBackend("uploads", "memory://", prefix="uploads")
+        >>> StorageExtension([uploads], signing_secret="s" * 32)
+        StorageExtension(backends=['uploads'], route_path='/_storage', signing=True)
+    """
+
+    def __init__(
+        self,
+        backends: Sequence[Backend] = (),
+        *,
+        registry: BackendRegistry = storages,
+        signing_secret: str | bytes | None = None,
+        signer: HmacUrlSigner | None = None,
+        previous_signing_secrets: Sequence[str | bytes] = (),
+        route_path: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
+        max_upload_size: int | None = None,
+        chunk_size: int = DEFAULT_HTTP_CHUNK_SIZE,
+        tickets: UploadTickets | None = None,
+        error_handlers: bool = True,
+    ) -> None:
+        if not route_path.startswith("/") or route_path == "/":
+            raise ConfigurationError(
+                f"route_path must be an absolute path below the root, such as "
+                f"{DEFAULT_BASE_URL!r}; got {route_path!r}."
+            )
+        self.backends = tuple(backends)
+        self.registry = registry
+        self.route_path = route_path.rstrip("/")
+        self.signer = _signer(
+            signer, signing_secret, base_url or self.route_path, previous_signing_secrets
+        )
+        self.max_upload_size = max_upload_size
+        self.chunk_size = chunk_size
+        self.tickets = tickets
+        self.error_handlers = error_handlers
+
+    def __repr__(self) -> str:
+        keys = [b.key for b in self.backends]
+        return (
+            f"StorageExtension(backends={keys!r}, route_path={self.route_path!r}, "
+            f"signing={self.signer is not None})"
+        )
+
+    def lifespan(self) -> Any:
+        """The lifespan part alone: an async context manager yielding the registry.
+
+        `init_app` enters it around the application's lifespan; enter it yourself
+        instead when you do not call `init_app`.
+        """
+        return storage_lifespan(self.backends, registry=self.registry, signer=self.signer)
+
+    def routes(self) -> Router:
+        """The signed-URL route alone (`init_app` mounts it at `route_path`).
+
+        Raises:
+            ConfigurationError: Without a signing secret or signer.
+        """
+        return storage_routes(
+            registry=self.registry,
+            signer=self.signer,
+            max_upload_size=self.max_upload_size,
+            chunk_size=self.chunk_size,
+            tickets=self.tickets,
+        )
+
+    def init_app(self, app: Starlette) -> None:
+        """Wire the extension into a Starlette or FastAPI application (before it starts).
+
+        Composes with the application's own lifespan (the `lifespan=` it was built
+        with): the backends are registered before it starts and unregistered after it
+        ends, also when its start-up fails half-way.
+
+        Raises:
+            ConfigurationError: If the application already has an extension, or has
+                started.
+
+        Example:
+            ```python
+            app = FastAPI(lifespan=lifespan)
+            StorageExtension([ObstoreBackend("uploads", url, prefix="uploads")]).init_app(app)
+            ```
+        """
+        if getattr(app.state, STATE_KEY, None) is not None:
+            raise ConfigurationError("This application already has a StorageExtension.")
+        if self.error_handlers:
+            install_error_handlers(app)
+        setattr(app.state, STATE_KEY, self)
+        router = app.router
+        inner = router.lifespan_context
+
+        @asynccontextmanager
+        async def lifespan(application: Any) -> AsyncIterator[Any]:
+            async with self.lifespan(), inner(application) as state:
+                yield state
+
+        router.lifespan_context = lifespan
+        if self.signer is not None:
+            mount = Mount(self.route_path, app=self.routes(), name="sqlalchemy_obstore")
+            router.routes.insert(0, mount)
