@@ -301,28 +301,6 @@ def _save_case(ctx: Context, target: Target, mode: str) -> Result:
     else:
         gather = mode == "async-gather"
 
-        async def raw_put(path: str) -> None:
-            if target.blocking:
-                await obstore.put_async(store, path, PAYLOAD)
-            else:
-                obstore.put(store, path, PAYLOAD)
-
-        async def same_put(path: str) -> None:
-            if target.blocking:
-                await floor_put_async(store, path, attrs)
-            else:
-                floor_put(store, path, attrs)
-
-        async def bridge_put(path: str) -> None:
-            await obstore.put_async(store, path, PAYLOAD)
-
-        async def each(work: Callable[[str], Awaitable[None]], paths: list[str]) -> None:
-            if gather and (target.blocking or work is bridge_put):
-                await asyncio.gather(*(work(p) for p in paths))
-            else:  # one after another (for a store that never blocks: the cheapest way)
-                for p in paths:
-                    await work(p)
-
         async def a_ours(r: int) -> None:
             if gather:
                 await asyncio.gather(*(f.save_async() for f in [new_file() for _ in range(n)]))
@@ -330,14 +308,38 @@ def _save_case(ctx: Context, target: Target, mode: str) -> Result:
                 for _ in range(n):
                     await new_file().save_async()
 
+        # A store that never blocks: sync calls straight in the coroutine, one after another
+        # (gathering them would only add tasks). A store that does I/O: awaited, one after
+        # another or gathered like ours.
         async def a_raw(r: int) -> None:
-            await each(raw_put, [f"{TAG}/raw/{r}/{i}" for i in range(n)])
+            paths = [f"{TAG}/raw/{r}/{i}" for i in range(n)]
+            if not target.blocking:
+                for p in paths:
+                    obstore.put(store, p, PAYLOAD)
+            elif gather:
+                await asyncio.gather(*(obstore.put_async(store, p, PAYLOAD) for p in paths))
+            else:
+                for p in paths:
+                    await obstore.put_async(store, p, PAYLOAD)
 
         async def a_same(r: int) -> None:
-            await each(same_put, random_keys(n))
+            keys = random_keys(n)
+            if not target.blocking:
+                for k in keys:
+                    floor_put(store, k, attrs)
+            elif gather:
+                await asyncio.gather(*(floor_put_async(store, k, attrs) for k in keys))
+            else:
+                for k in keys:
+                    await floor_put_async(store, k, attrs)
 
         async def a_bridge(r: int) -> None:
-            await each(bridge_put, [f"{TAG}/bridge/{r}/{i}" for i in range(n)])
+            paths = [f"{TAG}/bridge/{r}/{i}" for i in range(n)]
+            if gather:
+                await asyncio.gather(*(obstore.put_async(store, p, PAYLOAD) for p in paths))
+            else:
+                for p in paths:
+                    await obstore.put_async(store, p, PAYLOAD)
 
         async def a_aa(r: int) -> None:
             files = [

@@ -405,12 +405,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
     p.add_argument("--db", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.quick:  # the CI size; an explicit --objects still wins
+        p.set_defaults(objects=20_000)
+        args = p.parse_args(argv)
     args.database_names = [d.strip() for d in args.databases.split(",") if d.strip()]
     unknown = set(args.database_names) - set(DATABASES)
     if unknown:
         p.error(f"unknown database(s): {', '.join(sorted(unknown))}")
-    if args.quick:
-        args.objects = 20_000
     return args
 
 

@@ -48,6 +48,19 @@ MIB = 1024 * 1024
 LARGE_OPS = ("path", "stream", "aiter", "download")
 LARGE_IMPLS = ("ours", "raw", "equal")
 SERVERS = ("moto", "seaweed")
+#: What `--quick` changes (the CI size: it checks the harness, its numbers are rough).
+QUICK: dict[str, Any] = {
+    "n": 200,
+    "fast_n": 2000,
+    "rounds": 3,
+    "orm_sizes": "100",
+    "orm_rows": 200,
+    "select_reads": 2000,
+    "servers": "seaweed",
+    "large_sizes": "16",
+    "large_rounds": 1,
+    "large_targets": "seaweed",
+}
 
 
 def _names(value: str) -> list[str]:
@@ -114,7 +127,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="CI size (checks the harness; its numbers are rough): --n 200 --fast-n 2000 "
         "--rounds 3 --orm-sizes 100 --orm-rows 200 --select-reads 2000 --servers seaweed "
-        "--large-sizes 16 --large-rounds 1 --large-targets seaweed",
+        "--large-sizes 16 --large-rounds 1 --large-targets seaweed (options given "
+        "explicitly still win)",
     )
     p.add_argument(
         "--cases",
@@ -132,11 +146,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--child-case", help=argparse.SUPPRESS)
     p.add_argument("--child-context", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.quick:
-        args.n, args.fast_n, args.rounds = 200, 2000, 3
-        args.orm_sizes, args.orm_rows, args.select_reads = "100", 200, 2000
-        args.servers = "seaweed"
-        args.large_sizes, args.large_rounds, args.large_targets = "16", 1, "seaweed"
+    if args.quick:  # the CI size; options given explicitly still win
+        p.set_defaults(**QUICK)
+        args = p.parse_args(argv)
     if args.no_s3:
         args.servers = ""
     args.server_names = [s for s in _names(args.servers) if s in SERVERS]
@@ -271,6 +283,16 @@ def _cleanup(store: Any, keep: str) -> None:
         obstore.delete(store, paths)
 
 
+def _large_names(args: argparse.Namespace, target: str) -> list[tuple[str, int, str]]:
+    """(case name, size in MiB, operation) of the selected large-object cases of `target`."""
+    return [
+        (f"large/{target}/{op}/{mib}MiB", mib, op)
+        for mib in args.sizes
+        for op in LARGE_OPS
+        if selected(f"large/{target}/{op}/{mib}MiB", args.filters)
+    ]
+
+
 def _large_target(
     name: str, servers: dict[str, dict[str, Any]], work: Path
 ) -> tuple[Any, list[str], str] | None:
@@ -290,16 +312,13 @@ def large_cases(
 ) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     for target_name in args.targets:
-        found = _large_target(target_name, servers, work)
+        cases = _large_names(args, target_name)
+        found = _large_target(target_name, servers, work) if cases else None
         if found is None:
             continue
         store, target, where = found
         for mib in args.sizes:
-            ops = [
-                op
-                for op in LARGE_OPS
-                if selected(f"large/{target_name}/{op}/{mib}MiB", args.filters)
-            ]
+            ops = [op for _, size, op in cases if size == mib]
             if not ops:
                 continue
             size = mib * MIB
@@ -432,17 +451,19 @@ def main() -> int:
     started = time.perf_counter()
     try:
         names = _case_names(args, work)
+        large_servers = [] if args.no_s3 else [t for t in args.targets if t in SERVERS]
         wanted = [
             s
-            for s in args.server_names
-            if any(f"/{s}/" in n for n in names)
-            or (args.sizes and s in args.targets and selected("large/", args.filters))
+            for s in dict.fromkeys([*args.server_names, *large_servers])
+            if any(f"/{s}/" in n for n in names) or _large_names(args, s)
         ]
         needs_pg = any("/postgres/" in n for n in names)
         with s3_servers(wanted) as servers, contextlib.ExitStack() as stack:
             database = stack.enter_context(pgdb.private_database()) if needs_pg else None
             pg = pgdb.url("asyncpg", database) if database else None
-            ctx = _context(args, work, servers, pg)
+            # the save and ORM cases use --servers (a server may run for large objects only)
+            small = {k: v for k, v in servers.items() if k in args.server_names}
+            ctx = _context(args, work, small, pg)
             for name, case in all_cases(ctx):
                 if not selected(name, args.filters):
                     continue
