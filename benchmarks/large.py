@@ -1,9 +1,19 @@
 """One large-object measurement in a fresh process (started by `run.py`).
 
-    python benchmarks/large.py --impl ours|raw --op path|stream|aiter|download \
+    python benchmarks/large.py --impl ours|raw|equal --op path|stream|aiter|download \
         --file SOURCE --size BYTES --key KEY [--s3 JSON | --local DIR]
 
-Prints one JSON line: wall seconds and peak RSS growth (bytes) of the operation itself
+The implementations:
+
+- `ours`: `FileObject(content=...).save()` / `save_async()` / `iter_chunks()`, with the
+  library's defaults (multipart parts of 5 MiB, 4 in flight; downloads in 5 MiB chunks);
+- `raw`: obstore's `put` / `put_async` / `get().stream()` with obstore's defaults
+  (parts of 5 MiB, 12 in flight; downloads in chunks of at least 10 MiB);
+- `equal`: raw obstore given the library's settings (`chunk_size=5 MiB`,
+  `max_concurrency=4`; `stream(min_chunk_size=5 MiB)`): memory at equal settings.
+
+Prints one JSON line: wall seconds, CPU seconds of the process (`getrusage`: user +
+system time of every thread) and peak RSS growth (bytes) of the operation itself
 (peak RSS = `VmHWM` on Linux, `getrusage(RUSAGE_SELF).ru_maxrss` elsewhere).
 The baseline high-water mark is taken after imports, store set-up and a 1 KiB warm-up
 put (which starts obstore's runtime), so growth is what the big transfer adds.
@@ -27,6 +37,7 @@ import obstore
 from obstore.store import LocalStore, S3Store
 
 from sqlalchemy_obstore import FileObject, ObstoreBackend, storages
+from sqlalchemy_obstore.backends import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CONCURRENCY
 
 CHUNK = 8 * 1024 * 1024
 
@@ -67,25 +78,40 @@ def _run(args: argparse.Namespace, store: Any) -> None:
         else:
             f = FileObject(filename="big.bin", content=_file_chunks(source), backend="large")
             asyncio.run(f.save_async())
-    elif args.op == "download":
-        total = sum(len(c) for c in obstore.get(store, args.key).stream())
+        return
+    # raw obstore: its defaults ("raw"), or the library's settings ("equal")
+    equal = args.impl == "equal"
+    put: dict[str, Any] = (
+        {"chunk_size": DEFAULT_CHUNK_SIZE, "max_concurrency": DEFAULT_MAX_CONCURRENCY}
+        if equal
+        else {}
+    )
+    if args.op == "download":
+        result = obstore.get(store, args.key)
+        stream = result.stream(min_chunk_size=DEFAULT_CHUNK_SIZE) if equal else result.stream()
+        total = sum(len(c) for c in stream)
         assert total == args.size, total
     elif args.op == "path":
-        obstore.put(store, args.key, source)
+        obstore.put(store, args.key, source, **put)
     elif args.op == "stream":
         with source.open("rb") as fh:
-            obstore.put(store, args.key, fh)
+            obstore.put(store, args.key, fh, **put)
     else:
 
-        async def put() -> None:
-            await obstore.put_async(store, args.key, _file_chunks(source))
+        async def upload() -> None:
+            await obstore.put_async(store, args.key, _file_chunks(source), **put)
 
-        asyncio.run(put())
+        asyncio.run(upload())
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--impl", choices=["ours", "raw"], required=True)
+    parser.add_argument("--impl", choices=["ours", "raw", "equal"], required=True)
     parser.add_argument("--op", choices=["path", "stream", "aiter", "download"], required=True)
     parser.add_argument("--file", required=True)
     parser.add_argument("--size", type=int, required=True)
@@ -98,12 +124,12 @@ def main() -> None:
     obstore.put(store, f"warmup/{os.getpid()}", b"x" * 1024)
 
     before = _peak()
-    start = time.perf_counter()
+    cpu, start = _cpu(), time.perf_counter()
     _run(args, store)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, _cpu() - cpu
     after = _peak()
     time.sleep(0.3)  # let obstore's runtime settle before the interpreter goes down
-    sys.stdout.write(json.dumps({"wall": wall, "rss_growth": after - before}) + "\n")
+    sys.stdout.write(json.dumps({"wall": wall, "cpu": cpu, "rss_growth": after - before}) + "\n")
     sys.stdout.flush()
     os._exit(0)
 

@@ -5,9 +5,10 @@ columns); large-object cases have no peer.
 
     python benchmarks/run.py            # full size (nox -s bench)
     python benchmarks/run.py --quick    # CI size (nox -s bench-quick)
-    python benchmarks/run.py --cases sign,orm --rounds 7
+    python benchmarks/run.py --cases sign,orm --rounds 9
 
-Prints a Markdown table and writes `bench-<stamp>.json` / `.md` plus `latest.json` /
+Every small case runs in a fresh interpreter; so does every large-object transfer.
+Prints Markdown tables and writes `bench-<stamp>.json` / `.md` plus `latest.json` /
 `latest.md` to `--out-dir`. See docs/performance.md for what every case measures.
 """
 
@@ -15,11 +16,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -31,46 +35,107 @@ from pathlib import Path
 from typing import Any
 
 import obstore
+import pgdb
+import report
 import sqlalchemy
 from cases import PEER_VERSION, Context, Result, SkipCase, all_cases
 from obstore.store import LocalStore, S3Store
+from timing import rotation
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MIB = 1024 * 1024
 LARGE_OPS = ("path", "stream", "aiter", "download")
+LARGE_IMPLS = ("ours", "raw", "equal")
+SERVERS = ("moto", "seaweed")
+#: What `--quick` changes (the CI size: it checks the harness, its numbers are rough).
+QUICK: dict[str, Any] = {
+    "n": 200,
+    "fast_n": 2000,
+    "rounds": 3,
+    "orm_sizes": "100",
+    "orm_rows": 200,
+    "select_reads": 2000,
+    "servers": "seaweed",
+    "large_sizes": "16",
+    "large_rounds": 1,
+    "large_targets": "seaweed",
+}
+
+
+def _names(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _sizes(value: str) -> list[int]:
+    return [int(v) for v in _names(value) if int(v) > 0]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--n", type=int, default=1000, help="operations per round (default 1000)")
-    p.add_argument("--rounds", type=int, default=5, help="timed rounds; the median is reported")
+    p.add_argument("--n", type=int, default=1000, help="ops per round, slower cases (1000)")
+    p.add_argument(
+        "--fast-n",
+        type=int,
+        default=10_000,
+        help="ops per round, cases under 10 us per op: memory saves, signing (10000)",
+    )
+    p.add_argument("--rounds", type=int, default=7, help="timed rounds after a warm-up (7)")
+    p.add_argument(
+        "--orm-sizes",
+        default="100,1000,10000",
+        help="rows per commit of the ORM insert cases (100,1000,10000)",
+    )
+    p.add_argument(
+        "--orm-rows",
+        type=int,
+        default=1000,
+        help="ORM rows per round at least: smaller sizes commit several times (1000)",
+    )
+    p.add_argument("--select-n", type=int, default=1000, help="rows per SELECT (1000)")
+    p.add_argument(
+        "--select-reads",
+        type=int,
+        default=10_000,
+        help="rows read per round at least: repeated SELECTs of --select-n rows (10000)",
+    )
+    p.add_argument(
+        "--servers",
+        default="moto,seaweed",
+        help="S3 servers to start for the save/ORM cases (moto,seaweed; '' for none)",
+    )
+    p.add_argument("--no-s3", action="store_true", help="start no S3 server (= --servers '')")
     p.add_argument(
         "--large-sizes",
         default="64,256,1024",
-        help="comma-separated large-object sizes in MiB ('' or 0 to skip; default 64,256,1024)",
+        help="large-object sizes in MiB ('' or 0 to skip; default 64,256,1024)",
     )
     p.add_argument(
         "--large-rounds",
         type=int,
         default=3,
-        help="fresh processes per impl/size, the median is reported (default 3)",
+        help="fresh processes per implementation, operation and size (3)",
     )
     p.add_argument(
-        "--large-target",
-        choices=["s3", "local"],
-        default="s3",
-        help="where large objects go (s3 = local moto server; default)",
+        "--large-targets",
+        default="seaweed,moto",
+        help="where large objects go: seaweed, moto, local (default seaweed,moto)",
     )
     p.add_argument("--out-dir", type=Path, default=HERE / "results")
-    p.add_argument("--quick", action="store_true", help="CI size: --n 200 --rounds 3, 16 MiB")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="CI size (checks the harness; its numbers are rough): --n 200 --fast-n 2000 "
+        "--rounds 3 --orm-sizes 100 --orm-rows 200 --select-reads 2000 --servers seaweed "
+        "--large-sizes 16 --large-rounds 1 --large-targets seaweed (options given "
+        "explicitly still win)",
+    )
     p.add_argument(
         "--cases",
         default="",
         help="comma-separated substrings; run only cases whose name contains one "
         "(e.g. 'sign,save/memory,large')",
     )
-    p.add_argument("--no-s3", action="store_true", help="do not start moto; skip S3 cases")
     p.add_argument(
         "--same-process",
         action="store_true",
@@ -79,13 +144,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     # internal: run one small case in this process and print its result (see _case_child)
     p.add_argument("--child-case", help=argparse.SUPPRESS)
-    p.add_argument("--child-workdir", type=Path, help=argparse.SUPPRESS)
-    p.add_argument("--child-s3", help=argparse.SUPPRESS)
+    p.add_argument("--child-context", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.quick:
-        args.n, args.rounds, args.large_sizes, args.large_rounds = 200, 3, "16", 1
-    args.sizes = [int(s) for s in args.large_sizes.split(",") if s.strip() and int(s) > 0]
-    args.filters = [c.strip() for c in args.cases.split(",") if c.strip()]
+    if args.quick:  # the CI size; options given explicitly still win
+        p.set_defaults(**QUICK)
+        args = p.parse_args(argv)
+    if args.no_s3:
+        args.servers = ""
+    args.server_names = [s for s in _names(args.servers) if s in SERVERS]
+    args.sizes = _sizes(args.large_sizes)
+    args.targets = _names(args.large_targets)
+    args.filters = _names(args.cases)
     return args
 
 
@@ -93,26 +162,100 @@ def selected(name: str, filters: list[str]) -> bool:
     return not filters or any(f in name for f in filters)
 
 
-@contextlib.contextmanager
-def moto(enabled: bool) -> Iterator[dict[str, Any] | None]:
-    """S3Store kwargs of a moto server on a free 127.0.0.1 port (None when skipped)."""
-    if not enabled:
-        yield None
-        return
-    sys.path.insert(0, str(ROOT))
-    from tests.servers import ServerUnavailable, run_moto
+# --------------------------------------------------------------------------- servers
 
+
+@contextlib.contextmanager
+def s3_servers(names: list[str]) -> Iterator[dict[str, dict[str, Any]]]:
+    """S3Store kwargs of each named server, started on free 127.0.0.1 ports.
+
+    The servers are the test suite's (`tests/servers.py`); one that is not installed is
+    skipped with a note.
+    """
+    sys.path.insert(0, str(ROOT))
+    from tests.servers import ServerUnavailable, run_moto, run_seaweed
+
+    starters = {"moto": run_moto, "seaweed": run_seaweed}
+    running: dict[str, dict[str, Any]] = {}
+    with contextlib.ExitStack() as stack:
+        for name in names:
+            try:
+                server = stack.enter_context(starters[name]("bench"))
+            except ServerUnavailable as exc:
+                print(f"! {name} cases skipped: {exc}", file=sys.stderr)
+                continue
+            running[name] = server.store_kwargs()
+        yield running
+
+
+def _case_names(args: argparse.Namespace, work: Path) -> list[str]:
+    """Names of the small cases the filters select (with every server assumed running)."""
+    ctx = _context(args, work, {s: {} for s in args.server_names}, "postgres")
+    return [name for name, _ in all_cases(ctx) if selected(name, args.filters)]
+
+
+def _context(
+    args: argparse.Namespace, work: Path, servers: dict[str, dict[str, Any]], pg: str | None
+) -> Context:
+    return Context(
+        n=args.n,
+        fast_n=args.fast_n,
+        rounds=args.rounds,
+        workdir=work,
+        servers=servers,
+        pg_url=pg,
+        orm_sizes=tuple(_sizes(args.orm_sizes)),
+        orm_rows=args.orm_rows,
+        select_n=args.select_n,
+        select_reads=args.select_reads,
+    )
+
+
+# --------------------------------------------------------------------------- small cases
+
+_RESULT, _SKIPPED = "bench-result: ", "bench-skipped: "
+
+
+def _case_child(args: argparse.Namespace) -> None:
+    """`--child-case NAME`: run that one small case here and print its outcome."""
+    fields = json.loads(args.child_context)
+    fields["workdir"] = Path(fields["workdir"])
+    fields["orm_sizes"] = tuple(fields["orm_sizes"])
+    ctx = Context(**fields)
+    (case,) = [case for name, case in all_cases(ctx) if name == args.child_case]
     try:
-        server_cm = run_moto("bench")
-        server = server_cm.__enter__()
-    except ServerUnavailable as exc:
-        print(f"! S3 cases skipped: {exc}", file=sys.stderr)
-        yield None
+        result = case()
+    except SkipCase as exc:
+        print(_SKIPPED + str(exc), flush=True)
         return
-    try:
-        yield server.store_kwargs()
-    finally:
-        server_cm.__exit__(None, None, None)
+    print(_RESULT + json.dumps(asdict(result)), flush=True)
+
+
+def _small_case(name: str, ctx: Context) -> dict[str, Any]:
+    """Run one small case in a fresh interpreter (see `--same-process`)."""
+    fields = dataclasses.asdict(ctx)
+    fields["workdir"] = str(ctx.workdir)
+    argv = [sys.executable, str(HERE / "run.py"), "--child-case", name]
+    argv += ["--child-context", json.dumps(fields)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=3 * 3600)
+    for line in done.stdout.splitlines():
+        if line.startswith(_RESULT):
+            result: dict[str, Any] = json.loads(line[len(_RESULT) :])
+            return result
+        if line.startswith(_SKIPPED):
+            raise SkipCase(line[len(_SKIPPED) :])
+    raise RuntimeError(f"case {name} exited {done.returncode}:\n{done.stderr}")
+
+
+def _progress(result: dict[str, Any]) -> None:
+    cells = []
+    for base, label in (("raw", "raw"), ("same", "same work"), ("bridge", "bridge")):
+        wall = report.ratio(result, "ours", base, "wall")
+        cpu = report.ratio(result, "ours", base, "cpu")
+        if wall is not None and cpu is not None:
+            cells.append(f"÷ {label} {wall.median:5.2f}x wall {cpu.median:5.2f}x CPU")
+    took = f"{result['seconds']:6.1f} s " if "seconds" in result else ""
+    print(f"  {result['case']:<40} {took}{'; '.join(cells)}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- large objects
@@ -125,7 +268,7 @@ def _write_source(path: Path, size: int) -> None:
             fh.write(block)
 
 
-def _child(impl: str, op: str, source: Path, size: int, key: str, target: list[str]) -> Any:
+def _transfer(impl: str, op: str, source: Path, size: int, key: str, target: list[str]) -> Any:
     argv = [sys.executable, str(HERE / "large.py"), "--impl", impl, "--op", op]
     argv += ["--file", str(source), "--size", str(size), "--key", key, *target]
     done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=1800)
@@ -134,98 +277,132 @@ def _child(impl: str, op: str, source: Path, size: int, key: str, target: list[s
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-_RESULT, _SKIPPED = "bench-result: ", "bench-skipped: "
-
-
-def _case_child(args: argparse.Namespace) -> None:
-    """`--child-case NAME`: run that one small case here and print its outcome."""
-    s3 = json.loads(args.child_s3) if args.child_s3 else None
-    ctx = Context(n=args.n, rounds=args.rounds, workdir=args.child_workdir, s3_kwargs=s3)
-    (case,) = [case for name, case in all_cases(ctx) if name == args.child_case]
-    try:
-        result = case()
-    except SkipCase as exc:
-        print(_SKIPPED + str(exc), flush=True)
-        return
-    print(_RESULT + json.dumps(asdict(result)), flush=True)
-
-
-def _small_case(name: str, args: argparse.Namespace, s3: Any, work: Path) -> Result:
-    """Run one small case in a fresh interpreter (see `--same-process`)."""
-    argv = [sys.executable, str(HERE / "run.py"), "--child-case", name, "--n", str(args.n)]
-    argv += ["--rounds", str(args.rounds), "--child-workdir", str(work)]
-    if s3 is not None:
-        argv += ["--child-s3", json.dumps(s3)]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=3600)
-    for line in done.stdout.splitlines():
-        if line.startswith(_RESULT):
-            return Result(**json.loads(line[len(_RESULT) :]))
-        if line.startswith(_SKIPPED):
-            raise SkipCase(line[len(_SKIPPED) :])
-    raise RuntimeError(f"case {name} exited {done.returncode}:\n{done.stderr}")
-
-
 def _cleanup(store: Any, keep: str) -> None:
     paths = [m["path"] for page in obstore.list(store) for m in page if m["path"] != keep]
     if paths:
         obstore.delete(store, paths)
 
 
-def large_cases(args: argparse.Namespace, s3: dict[str, Any] | None, work: Path) -> list[Result]:
-    results: list[Result] = []
-    if s3 is not None and args.large_target == "s3":
-        store: Any = S3Store(**s3)
-        target, where = ["--s3", json.dumps(s3)], "s3 (moto)"
-    else:
+def _large_names(args: argparse.Namespace, target: str) -> list[tuple[str, int, str]]:
+    """(case name, size in MiB, operation) of the selected large-object cases of `target`."""
+    return [
+        (f"large/{target}/{op}/{mib}MiB", mib, op)
+        for mib in args.sizes
+        for op in LARGE_OPS
+        if selected(f"large/{target}/{op}/{mib}MiB", args.filters)
+    ]
+
+
+def _large_target(
+    name: str, servers: dict[str, dict[str, Any]], work: Path
+) -> tuple[Any, list[str], str] | None:
+    """(store, large.py arguments, description) of a large-object target."""
+    if name == "local":
         local = work / "large-store"
-        local.mkdir()
-        store = LocalStore(local)
-        target, where = ["--local", str(local)], "local disk"
-    for mib in args.sizes:
-        ops = [op for op in LARGE_OPS if selected(f"large/{op}/{mib}MiB", args.filters)]
-        if not ops:
+        local.mkdir(exist_ok=True)
+        return LocalStore(local), ["--local", str(local)], "local disk"
+    if name not in servers:
+        print(f"! large/{name} skipped: the server is not running", file=sys.stderr)
+        return None
+    return S3Store(**servers[name]), ["--s3", json.dumps(servers[name])], name
+
+
+def large_cases(
+    args: argparse.Namespace, servers: dict[str, dict[str, Any]], work: Path
+) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    for target_name in args.targets:
+        cases = _large_names(args, target_name)
+        found = _large_target(target_name, servers, work) if cases else None
+        if found is None:
             continue
-        size = mib * MIB
-        source = work / f"source-{mib}.bin"
-        _write_source(source, size)
-        download_key = f"download/{mib}.bin"
-        if "download" in ops:
-            obstore.put(store, download_key, source)
-        for op in ops:
-            runs: dict[str, list[Any]] = {"ours": [], "raw": []}
-            for _ in range(args.large_rounds):
-                for impl in ("ours", "raw"):
-                    key = download_key if op == "download" else f"raw/{op}.bin"
-                    runs[impl].append(_child(impl, op, source, size, key, target))
-                    _cleanup(store, download_key)
-            best = {i: sorted(runs[i], key=lambda m: m["wall"])[len(runs[i]) // 2] for i in runs}
-            ours, raw = best["ours"], best["raw"]
-            growth = (
-                f"peak RSS +{ours['rss_growth'] / MIB:.1f} vs +{raw['rss_growth'] / MIB:.1f} MiB"
-            )
-            results.append(
-                Result(
-                    f"large/{op}/{mib}MiB",
+        store, target, where = found
+        for mib in args.sizes:
+            ops = [op for _, size, op in cases if size == mib]
+            if not ops:
+                continue
+            size = mib * MIB
+            source = work / f"source-{mib}.bin"
+            _write_source(source, size)
+            download_key = f"download/{mib}.bin"
+            if "download" in ops:
+                obstore.put(store, download_key, source)
+            for op in ops:
+                runs: dict[str, list[Any]] = {impl: [] for impl in LARGE_IMPLS}
+                # one fresh process per implementation, in an order rotated every round
+                for order in rotation(list(LARGE_IMPLS), args.large_rounds):
+                    for impl in order:
+                        key = download_key if op == "download" else f"{impl}/{op}.bin"
+                        runs[impl].append(_transfer(impl, op, source, size, key, target))
+                        _cleanup(store, download_key)
+                result = Result(
+                    f"large/{target_name}/{op}/{mib}MiB",
                     "MiB/s",
-                    mib / ours["wall"],
-                    mib / raw["wall"],
-                    ours["wall"] / raw["wall"],
-                    f"{where}; {growth}",
-                    {"ours": ours, "raw": raw, "size": size},
+                    mib,
+                    {
+                        impl: {
+                            "label": impl,
+                            "wall": [m["wall"] for m in runs[impl]],
+                            "cpu": [m["cpu"] for m in runs[impl]],
+                        }
+                        for impl in LARGE_IMPLS
+                    },
+                    where,
+                    target_name if target_name != "local" else "",
+                    {"rss_growth": {i: [m["rss_growth"] for m in runs[i]] for i in LARGE_IMPLS}},
                 )
-            )
-        source.unlink()
-        with contextlib.suppress(Exception):
-            obstore.delete(store, download_key)
+                results.append(asdict(result))
+                _progress(results[-1])
+            source.unlink()
+            with contextlib.suppress(Exception):
+                obstore.delete(store, download_key)
     return results
 
 
-# --------------------------------------------------------------------------- report
+# --------------------------------------------------------------------------- environment
+
+
+def _cpu_info() -> tuple[str, bool]:
+    """The CPU model and whether it has SHA extensions (Linux `/proc/cpuinfo`)."""
+    model, flags = platform.processor() or "?", ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model in ("?", ""):
+                model = value.strip()
+            elif key.strip() in ("flags", "Features") and not flags:
+                flags = value
+    return model, "sha_ni" in flags.split() or "sha2" in flags.split()
+
+
+def _sha256_speed() -> dict[str, Any]:
+    """CPU time of `hashlib.sha256` on 1 KiB (best of 5 x 20,000) and on 16 MiB (GB/s)."""
+    kib, block = b"x" * 1024, b"x" * (16 * MIB)
+    best = min(
+        _cpu_of(lambda: [hashlib.sha256(kib).hexdigest() for _ in range(20_000)]) for _ in range(5)
+    )
+    big = min(_cpu_of(lambda: hashlib.sha256(block).digest()) for _ in range(3))
+    return {
+        "openssl": ssl.OPENSSL_VERSION,
+        "us_per_kib": best / 20_000 * 1e6,
+        "gb_per_s": len(block) / big / 1e9,
+    }
+
+
+def _cpu_of(fn: Any) -> float:
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
 
 
 def environment(args: argparse.Namespace) -> dict[str, Any]:
     from importlib.metadata import version
 
+    model, sha_ni = _cpu_info()
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
@@ -234,55 +411,33 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
         "sqlalchemy_obstore": version("sqlalchemy-obstore"),
         "advanced_alchemy": PEER_VERSION,
         "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "sha256": {"sha_ni": sha_ni, **_sha256_speed()},
         "platform": platform.platform(),
         "n": args.n,
+        "fast_n": args.fast_n,
         "rounds": args.rounds,
+        "orm_sizes": _sizes(args.orm_sizes),
+        "servers": args.server_names,
         "large_sizes_mib": args.sizes,
+        "large_targets": args.targets,
+        "large_rounds": args.large_rounds,
         "quick": args.quick,
+        "loadavg_start": _load(),
     }
 
 
-def _rate(value: float) -> str:
-    return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
-
-
-def _peer_cells(r: Result) -> str:
-    """The advanced-alchemy rate and aa/raw time cells ("-" where it was not measured)."""
-    if r.peer_rate is None or r.peer_ratio is None:
-        return "| - | - "
-    return f"| {_rate(r.peer_rate)} | {r.peer_ratio:.2f}x "
-
-
-def markdown(env: dict[str, Any], results: list[Result]) -> str:
-    peer = any(r.peer_rate is not None for r in results)
-    aa = f", advanced-alchemy {env['advanced_alchemy']}" if env["advanced_alchemy"] else ""
-    lines = [
-        f"Python {env['python']}, obstore {env['obstore']}, SQLAlchemy {env['sqlalchemy']}, "
-        f"sqlalchemy-obstore {env['sqlalchemy_obstore']}{aa}, {env['cpus']} CPUs, "
-        f"{env['platform']}; n={env['n']}, median of {env['rounds']} rounds after a warm-up; "
-        f"{env['date']}{' (quick run)' if env['quick'] else ''}",
-        "",
-        "| case | ours | raw obstore | unit | ours/raw time "
-        + ("| advanced-alchemy | aa/raw time " if peer else "")
-        + "| notes |",
-        "|---|--:|--:|---|--:|" + ("--:|--:|" if peer else "") + "---|",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r.case} | {_rate(r.ours_rate)} | {_rate(r.raw_rate)} | {r.unit} "
-            f"| {r.ratio:.2f}x {_peer_cells(r) if peer else ''}| {r.notes} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def write(out_dir: Path, env: dict[str, Any], results: list[Result], text: str) -> None:
+def write(out_dir: Path, env: dict[str, Any], results: list[dict[str, Any]], text: str) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = env["date"].replace(":", "").replace("+0000", "Z")
-    payload = json.dumps({"environment": env, "results": [asdict(r) for r in results]}, indent=2)
+    payload = json.dumps({"environment": env, "results": results}, indent=2)
     for name in (f"bench-{stamp}", "latest"):
         (out_dir / f"{name}.json").write_text(payload + "\n")
         (out_dir / f"{name}.md").write_text(text)
     print(f"wrote {out_dir / 'latest.json'} and {out_dir / 'latest.md'}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- main
 
 
 def main() -> int:
@@ -290,35 +445,44 @@ def main() -> int:
     if args.child_case:
         _case_child(args)
         return 0
+    env = environment(args)
     work = Path(tempfile.mkdtemp(prefix="sqlalchemy-obstore-bench-"))
-    results: list[Result] = []
+    results: list[dict[str, Any]] = []
     started = time.perf_counter()
     try:
-        needs_s3 = not args.no_s3 and (
-            selected("save/s3/", args.filters)
-            or (args.sizes and args.large_target == "s3" and selected("large/", args.filters))
-        )
-        with moto(needs_s3) as s3:
-            ctx = Context(n=args.n, rounds=args.rounds, workdir=work, s3_kwargs=s3)
+        names = _case_names(args, work)
+        large_servers = [] if args.no_s3 else [t for t in args.targets if t in SERVERS]
+        wanted = [
+            s
+            for s in dict.fromkeys([*args.server_names, *large_servers])
+            if any(f"/{s}/" in n for n in names) or _large_names(args, s)
+        ]
+        needs_pg = any("/postgres/" in n for n in names)
+        with s3_servers(wanted) as servers, contextlib.ExitStack() as stack:
+            database = stack.enter_context(pgdb.private_database()) if needs_pg else None
+            pg = pgdb.url("asyncpg", database) if database else None
+            # the save and ORM cases use --servers (a server may run for large objects only)
+            small = {k: v for k, v in servers.items() if k in args.server_names}
+            ctx = _context(args, work, small, pg)
             for name, case in all_cases(ctx):
-                if selected(name, args.filters):
-                    try:
-                        result = case() if args.same_process else _small_case(name, args, s3, work)
-                    except SkipCase as exc:
-                        print(f"  {name:<28} skipped: {exc}", file=sys.stderr, flush=True)
-                        continue
-                    aa = "" if result.peer_ratio is None else f"  aa {result.peer_ratio:5.2f}x"
-                    print(
-                        f"  {name:<28} ratio {result.ratio:5.2f}x{aa}", file=sys.stderr, flush=True
-                    )
-                    results.append(result)
+                if not selected(name, args.filters):
+                    continue
+                case_started = time.perf_counter()
+                try:
+                    result = asdict(case()) if args.same_process else _small_case(name, ctx)
+                except SkipCase as exc:
+                    print(f"  {name:<40} skipped: {exc}", file=sys.stderr, flush=True)
+                    continue
+                result["seconds"] = round(time.perf_counter() - case_started, 1)
+                _progress(result)
+                results.append(result)
             if args.sizes:
-                results.extend(large_cases(args, s3, work))
+                results.extend(large_cases(args, servers, work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    env = environment(args)
+    env["loadavg_end"] = _load()
     env["seconds"] = round(time.perf_counter() - started, 1)
-    text = markdown(env, results)
+    text = report.markdown(env, results)
     print(text)
     write(args.out_dir, env, results, text)
     return 0
