@@ -244,18 +244,47 @@ def _decoder_copies(image: PILImage) -> tuple[float, float]:
 
 @dataclass(slots=True)
 class Job:
-    """An opened image, checked and planned; `render` decodes and encodes it."""
+    """An opened image, checked and planned; `render` decodes and encodes it.
 
-    image: PILImage
+    Closing it (or leaving its `with` block) closes the image and drops it, so what its
+    decoder still holds goes too (libwebp keeps its canvases until then).
+    """
+
+    image: PILImage | None
     policy: ImagePolicy
     source: Source
     estimate: int
+
+    def close(self) -> None:
+        """Close and drop the image."""
+        if self.image is not None:
+            self.image.close()
+            self.image = None
+
+    def __enter__(self) -> Job:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def inspect_image(
     image: PILImage, data: bytes, policy: ImagePolicy, *, backend: str | None, path: str | None
 ) -> Job:
-    """Check the header and plan the decode; refuse what exceeds a limit. No pixel is read."""
+    """Check the header and plan the decode; refuse what exceeds a limit. No pixel is read.
+
+    Takes `image` over: it is closed if the image is refused.
+    """
+    try:
+        return _inspect(image, data, policy, backend=backend, path=path)
+    except BaseException:
+        image.close()
+        raise
+
+
+def _inspect(
+    image: PILImage, data: bytes, policy: ImagePolicy, *, backend: str | None, path: str | None
+) -> Job:
     _check_header(image, policy, backend=backend, path=path)
     frames = _frames(image, data, policy.max_frames)
     if frames > policy.max_frames:
@@ -434,6 +463,8 @@ def render(job: Job, *, backend: str | None, path: str | None) -> list[tuple[Tar
     """Decode once and make every output from that decode, in the order `estimate_memory` counts."""
     Image = pil()
     image, source, policy = job.image, job.source, job.policy
+    if image is None:
+        raise ValueError("This job is closed.")
     try:
         image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

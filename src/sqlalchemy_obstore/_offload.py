@@ -3,15 +3,17 @@
 Image decoding and encoding are CPU-bound and hold large buffers for a while. Two
 process-wide limits keep them from hurting the rest of the application:
 
+* **threads**: every image job runs on a small dedicated pool of threads
+  (`ProcessingLimits.workers`, one by default). Async callers await the job, so the
+  event loop keeps serving while it runs; sync callers block until it is done, as any
+  sync call does. Keeping the work on a few known threads also keeps memory bounded in
+  practice: glibc gives each thread its own heap and keeps what a thread freed for that
+  thread, so jobs spread over many request threads would each leave their peak behind.
 * **memory**: each job states, before it allocates anything, how much memory it will
   hold at most (image processing estimates it from the image header), and waits until
   that much of the budget is free. Jobs are admitted first come, first served, so
   concurrent jobs never hold more than `ProcessingLimits.max_memory` together, however
   many uploads arrive at once; a job larger than the whole budget runs alone.
-* **threads**: async callers hand the job to a small dedicated thread pool
-  (`ProcessingLimits.workers` threads) and await it, so the event loop keeps serving
-  while the job runs; a job waiting for memory waits in that pool, never on the loop.
-  Sync callers run the job in their own thread, as any sync call does.
 
 This is CPU-bound work, which is what threads are for: the I/O itself never goes
 through a thread pool (it uses obstore's native sync and async calls).
@@ -38,6 +40,7 @@ __all__ = (
     "hold_memory",
     "processing_limits",
     "run_in_worker",
+    "run_in_worker_async",
     "set_processing_limits",
 )
 
@@ -45,8 +48,8 @@ _T = TypeVar("_T")
 
 DEFAULT_PROCESSING_MEMORY = 256 * 1024 * 1024
 """Default `ProcessingLimits.max_memory`: 256 MiB for all image jobs of the process."""
-DEFAULT_PROCESSING_WORKERS = max(1, min(4, os.cpu_count() or 1))
-"""Default `ProcessingLimits.workers`: one thread per core, at most 4."""
+DEFAULT_PROCESSING_WORKERS = 1
+"""Default `ProcessingLimits.workers`: one image at a time, on one thread."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +61,11 @@ class ProcessingLimits:
             job reserves its estimate (see `ImagePolicy.max_memory`) before it decodes,
             and waits while the reservations of running jobs leave too little; a job
             estimated above `max_memory` waits until it can run alone.
-        workers: Threads that run image jobs for async callers (`save_async`, an
-            `AsyncSession` flush), so the event loop never decodes an image itself.
+        workers: Threads that run image jobs, for sync and async callers alike; the
+            event loop never decodes an image itself. More workers process more images
+            at once (Pillow releases the GIL), within `max_memory`; each worker thread
+            also keeps the memory it freed for its next job (glibc's per-thread heaps),
+            so the resident size can reach `workers x max_memory`.
 
     Raises:
         ConfigurationError: For a non-positive value.
@@ -113,6 +119,7 @@ class _MemoryLimiter:
                 self._ready.notify_all()
 
 
+_THREAD_NAME = "sqlalchemy-obstore-image"
 _lock = threading.Lock()
 _limits = ProcessingLimits()
 _limiter = _MemoryLimiter(_limits.max_memory)
@@ -174,14 +181,22 @@ def _executor() -> ThreadPoolExecutor:
     global _pool
     with _lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(
-                max_workers=_limits.workers, thread_name_prefix="sqlalchemy-obstore-image"
-            )
+            _pool = ThreadPoolExecutor(max_workers=_limits.workers, thread_name_prefix=_THREAD_NAME)
         return _pool
 
 
-async def run_in_worker(job: Callable[[], _T]) -> _T:
-    """Run `job` in the image thread pool and await its result without blocking the loop.
+def run_in_worker(job: Callable[[], _T]) -> _T:
+    """Run `job` on an image worker thread and wait for its result (blocking).
+
+    Called from an image worker thread itself, the job runs right there.
+    """
+    if threading.current_thread().name.startswith(_THREAD_NAME):
+        return job()
+    return _executor().submit(job).result()
+
+
+async def run_in_worker_async(job: Callable[[], _T]) -> _T:
+    """Run `job` on an image worker thread and await its result; the loop keeps running.
 
     If the awaiting task is cancelled, a job that has not started yet never starts; a
     job already running finishes in its thread (releasing what it holds) and its

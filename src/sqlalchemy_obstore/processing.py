@@ -59,6 +59,7 @@ from ._offload import (
     hold_memory,
     processing_limits,
     run_in_worker,
+    run_in_worker_async,
     set_processing_limits,
 )
 from .errors import ConfigurationError, ImageTooLargeError, InvalidImageError, StorageError
@@ -329,17 +330,34 @@ def _process_image(
 ) -> _Processed:
     """Validate `data` against `policy`, normalise it and build its renditions.
 
-    Runs in the calling thread, after reserving the job's memory estimate from the
-    process-wide budget (waiting for it if need be). Raises `InvalidImageError`
-    (`ImageTooLargeError` for resource limits, from the header, before any pixel is
-    decoded) and `MissingDependencyError` without Pillow.
+    Blocks until done; the work runs on an image worker thread (see `ProcessingLimits`).
+    Raises `InvalidImageError` (`ImageTooLargeError` for resource limits, from the
+    header, before any pixel is decoded) and `MissingDependencyError` without Pillow.
     """
+    return run_in_worker(functools.partial(_process, data, policy, backend, path))
+
+
+async def _process_image_async(
+    data: bytes, policy: ImagePolicy, *, backend: str | None = None, path: str | None = None
+) -> _Processed:
+    """`_process_image`, awaited: the event loop keeps running meanwhile."""
+    return await run_in_worker_async(functools.partial(_process, data, policy, backend, path))
+
+
+def _process(data: bytes, policy: ImagePolicy, backend: str | None, path: str | None) -> _Processed:
+    """The image job, on an image worker thread: reserve the memory it plans, then work."""
     Image = pil()
     try:
-        with open_image(data, policy, backend=backend, path=path) as image:
-            job = inspect_image(image, data, policy, backend=backend, path=path)
-            with hold_memory(job.estimate):
-                outputs = render(job, backend=backend, path=path)
+        job = inspect_image(
+            open_image(data, policy, backend=backend, path=path),
+            data,
+            policy,
+            backend=backend,
+            path=path,
+        )
+        # (The job is closed first, then the reservation goes back to the budget.)
+        with hold_memory(job.estimate), job:
+            outputs = render(job, backend=backend, path=path)
     except (StorageError, MemoryError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -363,11 +381,3 @@ def _process_image(
         else:
             derived.append(_Derived(target.rendition, encoded, mime(target.format)))
     return _Processed(stored, content_type, tuple(derived))
-
-
-async def _process_image_async(
-    data: bytes, policy: ImagePolicy, *, backend: str | None = None, path: str | None = None
-) -> _Processed:
-    """`_process_image` in the image worker pool: the event loop keeps running meanwhile."""
-    job = functools.partial(_process_image, data, policy, backend=backend, path=path)
-    return await run_in_worker(job)

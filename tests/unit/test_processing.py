@@ -40,6 +40,7 @@ from sqlalchemy_obstore.processing import (
     rendition_path,
     set_processing_limits,
 )
+from tests.loop_stall import LoopStallProbe
 
 THUMB = Rendition("thumb", 32, 32)
 CARD = Rendition("card", 600, 400, "JPEG", mode="cover")
@@ -503,7 +504,7 @@ def test_jpeg_is_decoded_no_larger_than_its_outputs_need(
 ) -> None:
     data = flat((4000, 3000), "RGB", "JPEG")
     file = save(memory_backend, data, ImagePolicy(renditions=(Rendition("t", 256, 256),)))
-    assert decodes == [((1000, 750), "MainThread")]  # draft(): 1/4 scale, still 2x the output
+    assert [size for size, _ in decodes] == [(1000, 750)]  # draft(): 1/4, still 2x the output
     assert opened(file.renditions["t"].get_content()).size == (256, 192)
     assert file.get_content() == data
     with pytest.raises(ImageTooLargeError) as full:
@@ -519,7 +520,7 @@ def test_one_decode_makes_every_output(memory_backend: ObstoreBackend, decodes: 
         renditions=(THUMB, CARD, Rendition("big", 2000, 2000, "PNG")),
     )
     file = save(memory_backend, flat((900, 600)), policy)
-    assert decodes == [((900, 600), "MainThread")]
+    assert [size for size, _ in decodes] == [(900, 600)]
     sizes = {name: opened(r.get_content()).size for name, r in file.renditions.items()}
     assert sizes == {"thumb": (32, 21), "card": (600, 400), "big": (900, 600)}
     assert opened(file.get_content()).size == (300, 200)
@@ -650,38 +651,34 @@ async def test_save_async_processes_in_a_worker_and_the_loop_keeps_running(
     policy = UploadPolicy(
         image=ImagePolicy(normalize=Normalize(1024, 1024, "WEBP"), renditions=(THUMB, CARD))
     )
-    gaps: list[float] = []
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        last = time.perf_counter()
-        while not done.is_set():
-            await asyncio.sleep(0.005)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
-    ticking = asyncio.create_task(ticker())
-    await asyncio.sleep(0.02)
     started = time.perf_counter()
-    file = await FileObject(filename="big.png", content=data, backend="memory").save_async(
-        policy=policy
-    )
+    async with LoopStallProbe() as probe:
+        file = await FileObject(filename="big.png", content=data, backend="memory").save_async(
+            policy=policy
+        )
     took = time.perf_counter() - started
-    done.set()
-    await ticking
     assert [thread.startswith(WORKER) for _, thread in decodes] == [True]
     assert took > 0.25, "the job must be heavy enough to have stalled the loop"
-    assert max(gaps) < 0.1, f"the loop stalled {max(gaps):.3f} s during a {took:.2f} s job"
+    assert probe.stall < 0.1, f"the loop stalled {probe.stall:.3f} s during a {took:.2f} s job"
     assert opened(await file.get_content_async()).size == (1024, 1024)
     assert opened(file.renditions["card"].get_content()).size == (600, 400)
 
 
-def test_save_stays_in_the_calling_thread(
+async def test_the_stall_probe_sees_work_done_on_the_loop() -> None:
+    async with LoopStallProbe() as probe:
+        await asyncio.sleep(0.02)
+        deadline = time.perf_counter() + 0.3
+        while time.perf_counter() < deadline:  # CPU work on the loop's thread
+            pass
+    assert probe.stall > 0.25
+
+
+def test_save_blocks_while_an_image_worker_does_the_work(
     memory_backend: ObstoreBackend, decodes: list[Any]
 ) -> None:
-    save(memory_backend, image_bytes(), ImagePolicy(renditions=(THUMB,)))
-    assert decodes == [((80, 40), threading.current_thread().name)]
+    file = save(memory_backend, image_bytes(), ImagePolicy(renditions=(THUMB,)))
+    assert [(size, thread.startswith(WORKER)) for size, thread in decodes] == [((80, 40), True)]
+    assert file.renditions["thumb"].exists()  # done when save() returns
 
 
 async def test_save_async_reports_errors_from_the_worker(
