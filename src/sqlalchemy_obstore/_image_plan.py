@@ -43,8 +43,8 @@ __all__ = (
 _MIB = 1024 * 1024
 
 # Measured with Pillow 13 as peak RSS growth, worst case over pixel modes and noisy content
-# (which neither compresses nor decodes cheaply). tests/unit/test_processing.py checks the
-# estimate against the real peak of representative jobs.
+# (which neither compresses nor decodes cheaply). tests/integration/test_image_memory.py
+# checks the estimate against the real peak of representative jobs.
 _DECODER_COPIES = {
     "PNG": (0, 0), "JPEG": (0, 0), "MPO": (0, 0), "GIF": (0, 0), "BMP": (0, 0), "DIB": (0, 0),
     "TIFF": (0, 0), "PPM": (0, 0), "TGA": (0, 0), "QOI": (1, 0), "AVIF": (2, 0), "WEBP": (4, 2),

@@ -73,13 +73,16 @@ def _policy(name: str, **limits: Any) -> Any:
     from sqlalchemy_obstore.processing import ImagePolicy, Normalize, Rendition
 
     thumbnails = (Rendition("thumb", 256, 256), Rendition("card", 600, 400, "JPEG", mode="cover"))
-    return {
-        "validate": ImagePolicy(**limits),
-        "thumbnails": ImagePolicy(renditions=thumbnails, **limits),
-        "web": ImagePolicy(
-            normalize=Normalize(2048, 2048, "WEBP"), renditions=thumbnails, **limits
-        ),
-    }[name]
+    normalize = {
+        "web": Normalize(2048, 2048, "WEBP"),
+        "web1024": Normalize(1024, 1024, "WEBP"),
+        "full-jpeg": Normalize(format="JPEG"),
+    }.get(name)
+    renditions = () if name == "validate" else thumbnails
+    formats = ("PNG", "JPEG", "WEBP", "GIF", "TIFF")
+    return ImagePolicy(
+        normalize=normalize, renditions=renditions, allowed_formats=formats, **limits
+    )
 
 
 def _planned(data: bytes, policy: str) -> int:
@@ -129,7 +132,8 @@ def _child(scenario: str, path: str, policy: str, copies: int, budget: int) -> d
     from sqlalchemy_obstore import FileObject, ObstoreBackend, UploadPolicy, storages
     from sqlalchemy_obstore.processing import ProcessingLimits, set_processing_limits
 
-    storages.register_backend(ObstoreBackend("m", "memory://"))
+    # A local directory: stored objects do not stay in this process's memory.
+    storages.register_backend(ObstoreBackend("m", Path(path).parent / "store"))
     if budget:
         set_processing_limits(ProcessingLimits(max_memory=budget))
     data = Path(path).read_bytes()
@@ -218,6 +222,43 @@ def test_a_bomb_beyond_the_budget_is_refused_before_decoding(bomb: Path) -> None
     assert result["refused"] == "bytes"
     assert result["growth"] < 8 * MIB  # nothing decoded
     assert result["planned"] > 64 * MIB
+
+
+def noise(path: Path, size: tuple[int, int], mode: str, orientation: int) -> None:
+    """Random pixels: the worst case for every codec (nothing compresses)."""
+    from PIL import Image
+
+    bands = [Image.effect_noise(size, 64).rotate(angle) for angle in (0, 90, 180, 270)]
+    image = Image.merge("RGBA", bands).convert(mode) if mode != "L" else bands[0]
+    options: dict[str, Any] = {}
+    if orientation != 1:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        options["exif"] = exif.tobytes()
+    image.save(path, **options)
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "mode", "orientation", "policy"),
+    [
+        ("rgba.png", (2400, 1600), "RGBA", 1, "web1024"),  # strips from the full image
+        ("palette.png", (2400, 1600), "P", 1, "thumbnails"),  # expanded strip by strip
+        ("gray-alpha.png", (2400, 1600), "LA", 8, "full-jpeg"),  # whole, rotated
+        ("photo.jpg", (4000, 3000), "RGB", 6, "web"),  # JPEG draft, rotated
+        ("gray.jpg", (4000, 3000), "L", 1, "thumbnails"),
+        ("photo.webp", (2000, 1500), "RGBA", 1, "thumbnails"),  # libwebp's own canvases
+        ("anim.gif", (2400, 1600), "P", 1, "web1024"),
+        ("scan.tiff", (2400, 1600), "RGB", 6, "thumbnails"),  # Pillow rotates TIFF itself
+    ],
+)
+def test_the_planned_memory_bounds_the_real_peak(
+    tmp_path: Path, name: str, size: tuple[int, int], mode: str, orientation: int, policy: str
+) -> None:
+    path = tmp_path / name
+    noise(path, size, mode, orientation)
+    result = _measure(path, policy)
+    assert "renditions" in result, result  # processed, not refused
+    assert result["growth"] <= result["planned"], result
 
 
 @pytest.mark.parametrize("scenario", ["async", "sync"])
