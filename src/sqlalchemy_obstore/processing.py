@@ -12,24 +12,26 @@ What happens to an upload under an image policy, in order:
    part). Images are decoded in memory, so the content is collected whole, refused with
    `FileTooLargeError` as soon as it passes `ImagePolicy.max_bytes` (or the policy's
    smaller `max_size`).
-2. The **header** is parsed (`Image.open` is lazy, and only the decoders of
+2. Steps 3 to 7 run on an image worker thread (see
+   [`ProcessingLimits`][sqlalchemy_obstore.processing.ProcessingLimits]): `save_async`
+   and an `AsyncSession` flush await them, so the event loop keeps serving; `save`
+   blocks until they are done.
+3. The **header** is parsed (`Image.open` is lazy, and only the decoders of
    `allowed_formats` are tried). The format, dimensions, pixel count, aspect ratio and
    frame count are checked, and the **memory** that decoding, resizing and encoding
-   will need is computed from the declared size and pixel mode, all **before** any
-   pixel is decoded: a decompression bomb (a tiny file declaring a huge canvas) is
+   will need is planned from the declared size, pixel mode and format, all **before**
+   any pixel is decoded: a decompression bomb (a tiny file declaring a huge canvas) is
    refused with [`ImageTooLargeError`][sqlalchemy_obstore.ImageTooLargeError] without
-   allocating it.
-3. The job reserves that memory from the process-wide budget
-   ([`ProcessingLimits`][sqlalchemy_obstore.processing.ProcessingLimits]), waiting its
-   turn if other images are being processed. `save_async` (and an `AsyncSession`
-   flush) run steps 2 to 6 in a worker thread, so the event loop keeps serving.
-4. The pixels are decoded **once**, no larger than the biggest output needs (JPEG is
+   allocating it, and so is an image whose plan exceeds `ImagePolicy.max_memory`.
+4. The job reserves its planned memory from the process-wide budget, waiting its turn
+   while other images are being processed.
+5. The pixels are decoded **once**, no larger than the biggest output needs (JPEG is
    decoded at 1/2, 1/4 or 1/8 scale with `draft()`, other formats are box-reduced
    strip by strip with `reduce()` before the final high-quality resample).
-5. With `normalize`, the original is resized to fit and re-encoded (EXIF orientation
+6. With `normalize`, the original is resized to fit and re-encoded (EXIF orientation
    applied, EXIF stripped unless `strip_exif=False`): the stored bytes, size, checksum
    and content type are those of the normalised image.
-6. Every [`Rendition`][sqlalchemy_obstore.processing.Rendition] is generated from that
+7. Every [`Rendition`][sqlalchemy_obstore.processing.Rendition] is generated from that
    one decode and stored under `<original key>.renditions/<name>.<ext>`, recorded in
    the column value and exposed as `file.renditions[name]`. Renditions follow the
    original through the session: uploaded in the same flush, deleted on rollback and
