@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from .processing import ImagePolicy, Rendition
 
 __all__ = (
-    "ALPHA_MODES",
     "Band",
     "Layout",
     "Reduction",
@@ -69,9 +68,10 @@ _REDUCING_GAP = 2.0
 """Box-reduce (or JPEG-draft) to no less than twice the output, then resample (Pillow's
 `thumbnail` default): indistinguishable from a full-resolution resample in practice."""
 _STRIP_BYTES = 4 * _MIB
-"""Rows converted and reduced at a time when the source needs a working mode."""
+"""About how much of the source a strip holds (rows converted, reduced or resampled at a
+time)."""
 _SWAPPING = (5, 6, 7, 8)
-ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
 def bytes_per_pixel(mode: str) -> int:
@@ -95,7 +95,7 @@ def _working_modes(mode: str, transparency: bool) -> tuple[str, ...]:
         return ("RGBa",)
     if mode == "LA":
         return ("La",)
-    if transparency or mode in ALPHA_MODES:
+    if transparency or mode in _ALPHA_MODES:
         return ("RGBA", "RGBa")
     if mode == "1":
         return ("L",)
@@ -439,7 +439,7 @@ def estimate_memory(source: Source, steps: Sequence[Step]) -> int:
             making = max(making, _making(step, layout, source.size, base_bpp, chain))
             modes = encoding_modes(out_mode, fmt)
         copies = (source.orientation != 1) + len(modes)  # oriented, converted
-        alpha = (modes[-1] if modes else out_mode) in ALPHA_MODES
+        alpha = (modes[-1] if modes else out_mode) in _ALPHA_MODES
         encoder = _ENCODER_BYTES.get(fmt, _UNKNOWN_ENCODER_BYTES)[alpha]
         encoding = max(encoding, pixels * (4 * copies + encoder))
     phases.append(base + held + making)
@@ -458,7 +458,7 @@ def encoding_modes(mode: str, format: str) -> tuple[str, ...]:
         return () if mode in ("RGB", "L") else ("RGB",)
     if mode in ("RGB", "RGBA", "L", "LA", "P"):
         return ()
-    return ("RGBA",) if mode in ALPHA_MODES else ("RGB",)
+    return ("RGBA",) if mode in _ALPHA_MODES else ("RGB",)
 
 
 def steps_for(

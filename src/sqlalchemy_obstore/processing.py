@@ -287,7 +287,7 @@ class ImagePolicy:
             if name in _REFUSED_FORMATS:
                 raise ConfigurationError(
                     f"allowed_formats cannot include {name}: {_REFUSED_FORMATS[name]}. "
-                    "Convert such files to PNG before upload."
+                    "Store such files without an ImagePolicy, or convert them to PNG first."
                 )
         object.__setattr__(self, "allowed_formats", formats)
         renditions = tuple(self.renditions)
