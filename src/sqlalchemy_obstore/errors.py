@@ -46,6 +46,7 @@ StorageError
     ├── InvalidContentTypeError
     ├── InvalidExtensionError
     └── InvalidImageError
+        └── ImageTooLargeError
 ```
 
 Errors raised by obstore are translated at the I/O boundary (the backend) and chained,
@@ -72,6 +73,7 @@ __all__ = (
     "FileTooSmallError",
     "ForbiddenAddressError",
     "ForkedProcessError",
+    "ImageTooLargeError",
     "InvalidContentTypeError",
     "InvalidExpiryError",
     "InvalidExtensionError",
@@ -679,6 +681,37 @@ class InvalidImageError(ValidationError):
     aspect ratio outside the limits, and decompression bombs (refused from the header,
     before their pixels are allocated).
     """
+
+
+class ImageTooLargeError(InvalidImageError):
+    """The image needs more than a resource limit of its `ImagePolicy` allows.
+
+    Raised from the header, before any pixel is decoded: too many pixels
+    (`max_pixels`, and Pillow's own decompression-bomb limit), too many frames
+    (`max_frames`), or more memory to decode, resize and encode than `max_memory`.
+    Nothing is stored. Lower the upload's dimensions, or raise the limit named in the
+    message if such images are legitimate for you.
+
+    Attributes:
+        limit: The limit that was passed, in `unit`.
+        actual: What the image needs, in `unit` (`None` when Pillow refused it first).
+        unit: `"pixels"`, `"frames"` or `"bytes"` (of memory).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: int,
+        actual: int | None,
+        unit: str,
+        backend: str | None = None,
+        path: str | None = None,
+    ):
+        super().__init__(message, backend=backend, path=path)
+        self.limit = limit
+        self.actual = actual
+        self.unit = unit
 
 
 class RemoteFetchError(StorageError):

@@ -75,7 +75,14 @@ from .keys import (
     join_key,
     sanitize_filename,
 )
-from .processing import ImagePolicy, _Derived, _process_image, rendition_path
+from .processing import (
+    ImagePolicy,
+    _Derived,
+    _process_image,
+    _process_image_async,
+    _Processed,
+    rendition_path,
+)
 from .registry import BackendRegistry, storages
 from .validation import UploadPolicy, _Guard, effective_policy
 
@@ -1237,6 +1244,17 @@ class FileObject(Mutable):
         """Validate and normalise an image held whole; remember its renditions."""
         assert upload.image is not None
         result = _process_image(data, upload.image, backend=upload.backend.key, path=upload.path)
+        return self._processed(upload, data, result)
+
+    async def _process_async(self, upload: _PendingUpload, data: bytes) -> bytes:
+        """`_process` with the decoding and encoding in a worker thread, off the loop."""
+        assert upload.image is not None
+        result = await _process_image_async(
+            data, upload.image, backend=upload.backend.key, path=upload.path
+        )
+        return self._processed(upload, data, result)
+
+    def _processed(self, upload: _PendingUpload, data: bytes, result: _Processed) -> bytes:
         upload.content_type = result.content_type
         upload.derived = result.renditions
         if result.data is not data:
@@ -1496,7 +1514,7 @@ class FileObject(Mutable):
             body = await upload.reader.open_async()
             self._check_head(upload)
             if upload.image is not None:
-                body = self._process(upload, await _collect_async(body))
+                body = await self._process_async(upload, await _collect_async(body))
             result = await upload.backend.put_async(
                 upload.path, body, **self._put_arguments(upload, body)
             )

@@ -12,19 +12,30 @@ What happens to an upload under an image policy, in order:
    part). Images are decoded in memory, so the content is collected whole, refused with
    `FileTooLargeError` as soon as it passes `ImagePolicy.max_bytes` (or the policy's
    smaller `max_size`).
-2. The **header** is parsed (`Image.open` is lazy) and the format, dimensions, pixel
-   count and aspect ratio are checked **before** any pixel is decoded: a decompression
-   bomb (a tiny file declaring a huge canvas) is refused with
-   [`InvalidImageError`][sqlalchemy_obstore.InvalidImageError] without allocating it.
-3. The pixels are decoded; the EXIF orientation is applied.
-4. With `normalize`, the original is resized to fit and re-encoded (EXIF stripped unless
-   `strip_exif=False`): the stored bytes, size, checksum and content type are those of
-   the normalised image.
-5. Every [`Rendition`][sqlalchemy_obstore.processing.Rendition] is generated and stored
-   under `<original key>.renditions/<name>.<ext>`, recorded in the column value and
-   exposed as `file.renditions[name]`. Renditions follow the original through the
-   session: uploaded in the same flush, deleted on rollback and after the commit that
-   replaces or removes the original.
+2. Steps 3 to 7 run on an image worker thread (see
+   [`ProcessingLimits`][sqlalchemy_obstore.processing.ProcessingLimits]): `save_async`
+   and an `AsyncSession` flush await them, so the event loop keeps serving; `save`
+   blocks until they are done.
+3. The **header** is parsed (`Image.open` is lazy, and only the decoders of
+   `allowed_formats` are tried). The format, dimensions, pixel count, aspect ratio and
+   frame count are checked, and the **memory** that decoding, resizing and encoding
+   will need is planned from the declared size, pixel mode and format, all **before**
+   any pixel is decoded: a decompression bomb (a tiny file declaring a huge canvas) is
+   refused with [`ImageTooLargeError`][sqlalchemy_obstore.ImageTooLargeError] without
+   allocating it, and so is an image whose plan exceeds `ImagePolicy.max_memory`.
+4. The job reserves its planned memory from the process-wide budget, waiting its turn
+   while other images are being processed.
+5. The pixels are decoded **once**, no larger than the biggest output needs (JPEG is
+   decoded at 1/2, 1/4 or 1/8 scale with `draft()`, other formats are box-reduced
+   strip by strip with `reduce()` before the final high-quality resample).
+6. With `normalize`, the original is resized to fit and re-encoded (EXIF orientation
+   applied, EXIF stripped unless `strip_exif=False`): the stored bytes, size, checksum
+   and content type are those of the normalised image.
+7. Every [`Rendition`][sqlalchemy_obstore.processing.Rendition] is generated from that
+   one decode and stored under `<original key>.renditions/<name>.<ext>`, recorded in
+   the column value and exposed as `file.renditions[name]`. Renditions follow the
+   original through the session: uploaded in the same flush, deleted on rollback and
+   after the commit that replaces or removes the original.
 
 Example:
     >>> from sqlalchemy_obstore.processing import ImagePolicy, Rendition
@@ -38,40 +49,63 @@ Example:
 
 from __future__ import annotations
 
-import io
-import warnings
+import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
-from .errors import ConfigurationError, InvalidImageError, MissingDependencyError
-
-if TYPE_CHECKING:
-    from PIL.Image import Image as PILImage
+from ._image_work import inspect_image, mime, open_image, pil, render
+from ._offload import (
+    DEFAULT_PROCESSING_MEMORY,
+    DEFAULT_PROCESSING_WORKERS,
+    ProcessingLimits,
+    hold_memory,
+    processing_limits,
+    run_in_worker,
+    run_in_worker_async,
+    set_processing_limits,
+)
+from .errors import ConfigurationError, ImageTooLargeError, InvalidImageError, StorageError
 
 __all__ = (
     "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_FRAMES",
+    "DEFAULT_MAX_MEMORY",
     "DEFAULT_MAX_PIXELS",
+    "DEFAULT_PROCESSING_MEMORY",
+    "DEFAULT_PROCESSING_WORKERS",
     "ImagePolicy",
     "Normalize",
+    "ProcessingLimits",
     "Rendition",
+    "processing_limits",
     "rendition_path",
+    "set_processing_limits",
 )
 
+_MIB = 1024 * 1024
 DEFAULT_MAX_PIXELS = 50_000_000
 """Default `ImagePolicy.max_pixels`: 50 megapixels."""
-DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+DEFAULT_MAX_BYTES = 50 * _MIB
 """Default `ImagePolicy.max_bytes`: images are decoded in memory, so they are bounded."""
+DEFAULT_MAX_MEMORY = 384 * _MIB
+"""Default `ImagePolicy.max_memory`: 384 MiB to decode, resize and encode one image.
+
+Enough for any image within `DEFAULT_MAX_PIXELS` in PNG or JPEG with thumbnail-sized
+renditions (a 50 MP RGBA PNG decodes to 200 MB); not for every combination (a 50 MP WebP,
+whose decoder holds four copies, or a full-size re-encode of a 50 MP image to WebP).
+"""
+DEFAULT_MAX_FRAMES = 1000
+"""Default `ImagePolicy.max_frames`: animations of up to 1000 frames."""
+
+_REFUSED_FORMATS = {
+    "ICO": "Pillow decodes an icon while opening it, before its size can be checked",
+    "ICNS": "its header does not state the size of the images it embeds",
+    "EPS": "it is rendered by Ghostscript, a full interpreter, at a size it chooses",
+    "WMF": "it is a vector format, rendered at a size it chooses",
+    "EMF": "it is a vector format, rendered at a size it chooses",
+}
 
 _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tiff"}
-
-
-def _pil() -> Any:
-    """Import Pillow or raise `MissingDependencyError`."""
-    try:
-        from PIL import Image, ImageOps
-    except ImportError as exc:
-        raise MissingDependencyError("pillow", "images") from exc
-    return Image, ImageOps
 
 
 def _check_positive(name: str, value: object, *, allow_none: bool = True) -> None:
@@ -182,7 +216,9 @@ class ImagePolicy:
             is decoded (the decompression-bomb guard).
         max_bytes: Largest encoded size: the content is held in memory to be decoded
             (the `UploadPolicy.max_size`, when smaller, applies too).
-        allowed_formats: Pillow format names (`"PNG"`, `"JPEG"`, `"WEBP"`, ...).
+        allowed_formats: Pillow format names (`"PNG"`, `"JPEG"`, `"WEBP"`, ...); only
+            their decoders ever see the bytes. ICO, ICNS, EPS, WMF and EMF are refused:
+            their decoded size cannot be known before decoding.
         min_aspect_ratio: Smallest `width / height`.
         max_aspect_ratio: Largest `width / height`.
         normalize: Rewrite the original before it is stored (see `Normalize`); the
@@ -191,10 +227,21 @@ class ImagePolicy:
         strip_exif: Drop EXIF metadata (GPS position, camera serial, ...) when the image
             is re-encoded (by `normalize`; renditions never carry EXIF).
         renditions: Derived images generated on save (see `Rendition`).
+        max_memory: Largest amount of memory, in bytes, that processing one image may
+            need: the decoded pixels, working copies and encoders' buffers of the
+            normalised original and every rendition. It is computed from the header
+            (dimensions, pixel mode, format, orientation) before any pixel is decoded;
+            a larger image is refused with `ImageTooLargeError`. The estimate is also
+            what the job reserves from the process-wide budget
+            ([`ProcessingLimits`][sqlalchemy_obstore.processing.ProcessingLimits]).
+        max_frames: Largest number of frames (animated GIF, PNG, WebP; TIFF pages),
+            counted without decoding them. Only the first frame is decoded (for the
+            checks, `normalize` and renditions); the original is stored as uploaded
+            unless `normalize` re-encodes it, which keeps only the first frame.
 
     Raises:
-        ConfigurationError: For non-positive limits, minimums above maximums, or
-            duplicate rendition names.
+        ConfigurationError: For non-positive limits, minimums above maximums, duplicate
+            rendition names, or a format whose size cannot be checked before decoding.
 
     Example:
         >>> policy = ImagePolicy(max_width=4096, allowed_formats=("png", "jpeg"))
@@ -214,12 +261,14 @@ class ImagePolicy:
     normalize: Normalize | None = None
     strip_exif: bool = True
     renditions: tuple[Rendition, ...] = ()
+    max_memory: int = DEFAULT_MAX_MEMORY
+    max_frames: int = DEFAULT_MAX_FRAMES
 
     def __post_init__(self) -> None:
         for name in ("max_width", "max_height", "min_width", "min_height"):
             _check_positive(name, getattr(self, name))
-        _check_positive("max_pixels", self.max_pixels, allow_none=False)
-        _check_positive("max_bytes", self.max_bytes, allow_none=False)
+        for name in ("max_pixels", "max_bytes", "max_memory", "max_frames"):
+            _check_positive(name, getattr(self, name), allow_none=False)
         for low, high in (("min_width", "max_width"), ("min_height", "max_height")):
             lo, hi = getattr(self, low), getattr(self, high)
             if lo is not None and hi is not None and lo > hi:
@@ -233,7 +282,14 @@ class ImagePolicy:
         formats = self.allowed_formats
         if isinstance(formats, str):
             formats = (formats,)
-        object.__setattr__(self, "allowed_formats", tuple(str(f).upper() for f in formats))
+        formats = tuple(str(f).upper() for f in formats)
+        for name in formats:
+            if name in _REFUSED_FORMATS:
+                raise ConfigurationError(
+                    f"allowed_formats cannot include {name}: {_REFUSED_FORMATS[name]}. "
+                    "Store such files without an ImagePolicy, or convert them to PNG first."
+                )
+        object.__setattr__(self, "allowed_formats", formats)
         renditions = tuple(self.renditions)
         for rendition in renditions:
             if not isinstance(rendition, Rendition):
@@ -271,135 +327,59 @@ def rendition_path(original: str, rendition: Rendition) -> str:
     return f"{original}.renditions/{rendition.name}.{rendition.extension}"
 
 
-def _refuse(message: str, *, backend: str | None, path: str | None) -> InvalidImageError:
-    return InvalidImageError(message, backend=backend, path=path)
-
-
-def _check_header(
-    image: PILImage, policy: ImagePolicy, *, backend: str | None, path: str | None
-) -> None:
-    """Checks on what the header declares; no pixel has been decoded yet."""
-    if image.format not in policy.allowed_formats:
-        raise _refuse(
-            f"Image format {image.format!r} is not allowed "
-            f"(allowed: {', '.join(policy.allowed_formats)}).",
-            backend=backend,
-            path=path,
-        )
-    width, height = image.size
-    if width <= 0 or height <= 0:
-        raise _refuse(
-            f"The image declares an empty size {width}x{height}.", backend=backend, path=path
-        )
-    if width * height > policy.max_pixels:
-        raise _refuse(
-            f"The image declares {width}x{height} = {width * height} pixels, more than the "
-            f"limit of {policy.max_pixels} (a possible decompression bomb).",
-            backend=backend,
-            path=path,
-        )
-    checks = (
-        ("width", width, policy.min_width, policy.max_width),
-        ("height", height, policy.min_height, policy.max_height),
-    )
-    for name, value, low, high in checks:
-        if high is not None and value > high:
-            raise _refuse(
-                f"The image {name} {value} px is larger than {high} px.", backend=backend, path=path
-            )
-        if low is not None and value < low:
-            raise _refuse(
-                f"The image {name} {value} px is smaller than {low} px.", backend=backend, path=path
-            )
-    ratio = width / height
-    if (policy.min_aspect_ratio is not None and ratio < policy.min_aspect_ratio) or (
-        policy.max_aspect_ratio is not None and ratio > policy.max_aspect_ratio
-    ):
-        raise _refuse(
-            f"The aspect ratio {ratio:.3f} ({width}x{height}) is outside "
-            f"[{policy.min_aspect_ratio}, {policy.max_aspect_ratio}].",
-            backend=backend,
-            path=path,
-        )
-
-
-def _encode(image: PILImage, format: str, quality: int, exif: bytes | None = None) -> bytes:
-    if format == "JPEG" and image.mode not in ("RGB", "L"):
-        image = image.convert("RGB")
-    elif image.mode not in ("RGB", "RGBA", "L", "LA", "P"):
-        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-    out = io.BytesIO()
-    options: dict[str, Any] = {"quality": quality} if format in ("JPEG", "WEBP") else {}
-    if exif:
-        options["exif"] = exif
-    image.save(out, format=format, **options)
-    return out.getvalue()
-
-
-def _mime(format: str) -> str:
-    Image, _ = _pil()
-    mime: str | None = Image.MIME.get(format)
-    return mime or f"image/{format.lower()}"
-
-
 def _process_image(
     data: bytes, policy: ImagePolicy, *, backend: str | None = None, path: str | None = None
 ) -> _Processed:
     """Validate `data` against `policy`, normalise it and build its renditions.
 
-    Raises `InvalidImageError` (decompression bombs before their pixels are allocated)
-    and `MissingDependencyError` without Pillow.
+    Blocks until done; the work runs on an image worker thread (see `ProcessingLimits`).
+    Raises `InvalidImageError` (`ImageTooLargeError` for resource limits, from the
+    header, before any pixel is decoded) and `MissingDependencyError` without Pillow.
     """
-    Image, ImageOps = _pil()
-    with warnings.catch_warnings():
-        # Pillow warns (and past twice its limit raises) about decompression bombs.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data))  # lazy: reads the header only
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise _refuse(
-                f"The image is too large to decode safely: {exc}", backend=backend, path=path
-            ) from exc
-        except Exception as exc:
-            raise _refuse(
-                f"The content is not a readable image: {exc}", backend=backend, path=path
-            ) from exc
-        with image:
-            _check_header(image, policy, backend=backend, path=path)
-            source_format: str = image.format or "PNG"
-            try:
-                image.load()
-                loaded = ImageOps.exif_transpose(image)
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-                raise _refuse(
-                    f"The image is too large to decode safely: {exc}", backend=backend, path=path
-                ) from exc
-            except Exception as exc:
-                raise _refuse(
-                    f"The image cannot be decoded: {exc}", backend=backend, path=path
-                ) from exc
-            exif = image.info.get("exif") if not policy.strip_exif else None
-    stored, content_type = data, _mime(source_format)
-    normalize = policy.normalize
-    if normalize is not None:
-        target = loaded.copy()
-        if normalize.max_width is not None or normalize.max_height is not None:
-            bound = (normalize.max_width or target.width, normalize.max_height or target.height)
-            target.thumbnail(bound, Image.Resampling.LANCZOS)
-        fmt = normalize.format or source_format
-        stored, content_type = _encode(target, fmt, normalize.quality, exif), _mime(fmt)
-    derived = []
-    for rendition in policy.renditions:
-        if rendition.mode == "cover":
-            small = ImageOps.fit(loaded, (rendition.width, rendition.height))
-        else:
-            small = loaded.copy()
-            small.thumbnail((rendition.width, rendition.height), Image.Resampling.LANCZOS)
-        derived.append(
-            _Derived(
-                rendition,
-                _encode(small, rendition.format, rendition.quality),
-                _mime(rendition.format),
-            )
+    return run_in_worker(functools.partial(_process, data, policy, backend, path))
+
+
+async def _process_image_async(
+    data: bytes, policy: ImagePolicy, *, backend: str | None = None, path: str | None = None
+) -> _Processed:
+    """`_process_image`, awaited: the event loop keeps running meanwhile."""
+    return await run_in_worker_async(functools.partial(_process, data, policy, backend, path))
+
+
+def _process(data: bytes, policy: ImagePolicy, backend: str | None, path: str | None) -> _Processed:
+    """The image job, on an image worker thread: reserve the memory it plans, then work."""
+    Image = pil()
+    try:
+        job = inspect_image(
+            open_image(data, policy, backend=backend, path=path),
+            data,
+            policy,
+            backend=backend,
+            path=path,
         )
+        # (The job is closed first, then the reservation goes back to the budget.)
+        with hold_memory(job.estimate), job:
+            outputs = render(job, backend=backend, path=path)
+    except (StorageError, MemoryError):
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(
+            f"The image is too large to decode safely: {exc}",
+            limit=policy.max_pixels,
+            actual=None,
+            unit="pixels",
+            backend=backend,
+            path=path,
+        ) from exc
+    except Exception as exc:  # whatever Pillow raises on malformed input
+        raise InvalidImageError(
+            f"The content is not a readable image: {exc}", backend=backend, path=path
+        ) from exc
+    stored, content_type = data, mime(job.source.format)
+    derived = []
+    for target, encoded in outputs:
+        if target.rendition is None:
+            stored, content_type = encoded, mime(target.format)
+        else:
+            derived.append(_Derived(target.rendition, encoded, mime(target.format)))
     return _Processed(stored, content_type, tuple(derived))

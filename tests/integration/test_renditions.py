@@ -9,12 +9,14 @@ PostgreSQL.
 from __future__ import annotations
 
 import io
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 from sqlalchemy import create_engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
@@ -30,6 +32,7 @@ from sqlalchemy_obstore import (
 )
 from sqlalchemy_obstore.processing import ImagePolicy, Normalize, Rendition
 from tests.conftest import PG_SERVER, _real_sqlite_transactions
+from tests.loop_stall import LoopStallProbe
 
 pytestmark = pytest.mark.integration
 
@@ -311,3 +314,47 @@ async def test_renditions_stream_and_sign_through_async_api(
         await session.delete(photo)
         await session.commit()
         assert not await thumb.exists_async()
+
+
+async def test_an_async_session_flush_keeps_the_event_loop_serving(
+    sqlite_async_engine: AsyncEngine, memory_backend: ObstoreBackend, monkeypatch: Any
+) -> None:
+    # The flush runs in SQLAlchemy's greenlet bridge, on the event loop's thread: the
+    # images must be decoded and encoded elsewhere while the loop goes on serving.
+    decoded_on: list[str] = []
+    original = ImageFile.ImageFile.load
+
+    def recording(self: Any) -> Any:
+        if self.tile:
+            decoded_on.append(threading.current_thread().name)
+        return original(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", recording)
+    async with sqlite_async_engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    photo = Photo(
+        id=1,
+        image=photo_file("big.png", (5000, 4000)),
+        gallery=[photo_file("a.png", (4000, 3000)), photo_file("b.png", (3000, 4000))],
+    )
+    started = time.perf_counter()
+    async with (
+        LoopStallProbe() as probe,
+        AsyncSession(sqlite_async_engine, expire_on_commit=False) as session,
+    ):
+        session.add(photo)
+        await session.commit()
+    took = time.perf_counter() - started
+    assert len(decoded_on) == 3
+    assert all(name.startswith("sqlalchemy-obstore-image") for name in decoded_on)
+    assert took > 0.25, "the flush must be heavy enough to have stalled the loop"
+    assert probe.stall < 0.1, f"the loop stalled {probe.stall:.3f} s during a {took:.2f} s flush"
+    assert photo.image is not None
+    assert objects(memory_backend) == paths(photo.image) | paths(photo.gallery[0]) | paths(
+        photo.gallery[1]
+    )
+    with Image.open(io.BytesIO(await photo.image.get_content_async())) as stored:
+        assert stored.size == (200, 160)
+    card = await photo.image.renditions["card"].get_content_async()
+    with Image.open(io.BytesIO(card)) as small:
+        assert (small.format, small.size) == ("JPEG", (64, 48))

@@ -2,32 +2,51 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
+import random
 import struct
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 import zlib
 from typing import Any
 
 import pytest
-from PIL import Image, ImageFile
+from PIL import Image, ImageChops, ImageFile
 
 from sqlalchemy_obstore import (
     ConfigurationError,
     FileObject,
     FileTooLargeError,
+    ImageTooLargeError,
     InvalidImageError,
     MissingDependencyError,
     ObstoreBackend,
     UploadPolicy,
     ValidationError,
 )
+from sqlalchemy_obstore._offload import _MemoryLimiter
 from sqlalchemy_obstore.backends import UploadBody, WriteResult
-from sqlalchemy_obstore.processing import ImagePolicy, Normalize, Rendition, rendition_path
+from sqlalchemy_obstore.processing import (
+    DEFAULT_MAX_MEMORY,
+    ImagePolicy,
+    Normalize,
+    ProcessingLimits,
+    Rendition,
+    processing_limits,
+    rendition_path,
+    set_processing_limits,
+)
+from tests.loop_stall import LoopStallProbe
 
 THUMB = Rendition("thumb", 32, 32)
+CARD = Rendition("card", 600, 400, "JPEG", mode="cover")
+MIB = 1024 * 1024
+WORKER = "sqlalchemy-obstore-image"
 
 
 def image_bytes(
@@ -43,12 +62,13 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
 
-def bomb_png(width: int, height: int) -> bytes:
-    """A valid-looking PNG header declaring `width` x `height` gray pixels, a few bytes long.
+def bomb_png(width: int, height: int, color_type: int = 0) -> bytes:
+    """A valid-looking PNG header declaring `width` x `height` pixels, a few bytes long.
 
-    Built by hand: the pixels are never allocated, not even to write the file.
+    Built by hand: the pixels are never allocated, not even to write the file. Colour
+    type 0 is gray, 2 RGB, 6 RGBA.
     """
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 1024)
     return (
         b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
@@ -64,6 +84,28 @@ def save(
 ) -> FileObject:
     file = FileObject(filename=filename, content=data, backend=backend.key)
     return file.save(policy=UploadPolicy(image=image))
+
+
+def flat(size: tuple[int, int], mode: str = "RGBA", fmt: str = "PNG") -> bytes:
+    """A one-colour image: tiny once encoded, large once decoded (a "zip bomb" shape)."""
+    out = io.BytesIO()
+    Image.new(mode, size, (30, 60, 90, 255)[: len(mode)] if mode != "L" else 90).save(out, fmt)
+    return out.getvalue()
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[int, int], str]]:
+    """Record every pixel decode (size decoded, thread name), then run it."""
+    calls: list[tuple[tuple[int, int], str]] = []
+    original = ImageFile.ImageFile.load
+
+    def recording(self: Any) -> Any:
+        if self.tile:  # (a decoded image answers again without decoding)
+            calls.append((self.size, threading.current_thread().name))
+        return original(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", recording)
+    return calls
 
 
 @pytest.fixture
@@ -104,6 +146,13 @@ def test_policies_are_hashable_and_layer_as_a_whole() -> None:
         lambda: Rendition("t", 1, 1, mode="stretch"),  # type: ignore[arg-type]
         lambda: Normalize(max_width=-1),
         lambda: UploadPolicy(image="png"),  # type: ignore[arg-type]
+        lambda: ImagePolicy(max_memory=0),
+        lambda: ImagePolicy(max_frames=0),
+        lambda: ImagePolicy(allowed_formats=("PNG", "ico")),
+        lambda: ImagePolicy(allowed_formats=("EPS",)),
+        lambda: ProcessingLimits(max_memory=0),
+        lambda: ProcessingLimits(workers=True),
+        lambda: set_processing_limits("lots"),  # type: ignore[arg-type]
     ],
 )
 def test_bad_configuration_is_refused(build: Any) -> None:
@@ -181,9 +230,15 @@ def test_pillow_decompression_bombs_are_refused_without_decoding(
 def test_max_pixels_is_checked_from_the_header_before_decoding(
     memory_backend: ObstoreBackend, no_load: list[Any]
 ) -> None:
-    with pytest.raises(InvalidImageError, match="decompression bomb"):
+    with pytest.raises(ImageTooLargeError, match="decompression bomb") as caught:
         save(memory_backend, bomb_png(8_000, 8_000), ImagePolicy())  # 64 MP > 50 MP
-    with pytest.raises(InvalidImageError, match="decompression bomb"):
+    assert (caught.value.unit, caught.value.limit, caught.value.actual) == (
+        "pixels",
+        50_000_000,
+        64_000_000,
+    )
+    assert isinstance(caught.value, InvalidImageError)
+    with pytest.raises(ImageTooLargeError, match="decompression bomb"):
         save(memory_backend, image_bytes((200, 200)), ImagePolicy(max_pixels=10_000))
     assert no_load == []
 
@@ -414,3 +469,298 @@ async def test_renditions_read_from_a_row_are_signable(memory_backend: ObstoreBa
     assert url.startswith("https://")
     assert (thumb.path or "") in url
     assert thumb.sign(expires_in=60) == url
+
+
+# -- memory: planned from the header, held process-wide -----------------------------------------
+def test_the_memory_needed_is_computed_from_the_header_before_decoding(
+    memory_backend: ObstoreBackend, no_load: list[Any]
+) -> None:
+    data = bomb_png(7_000, 7_000, color_type=6)  # 49 MP RGBA: 196 MB once decoded
+    asked = {
+        "validate": ImagePolicy(),
+        "thumbnails": ImagePolicy(renditions=(THUMB, CARD)),
+        "2048 px WebP": ImagePolicy(renditions=(THUMB,), normalize=Normalize(2048, 2048, "WEBP")),
+        "full-size WebP": ImagePolicy(normalize=Normalize(format="WEBP")),
+    }
+    needs = {}
+    for name, image in asked.items():
+        with pytest.raises(ImageTooLargeError, match=r"ImagePolicy\.max_memory") as caught:
+            save(memory_backend, data, ImagePolicy(**{**image.__dict__, "max_memory": 1}))
+        assert (caught.value.unit, caught.value.limit) == ("bytes", 1)
+        assert caught.value.backend == "memory"
+        needs[name] = caught.value.actual or 0
+    assert no_load == []  # all of it from a 100-byte header
+    assert list(memory_backend.list_objects()) == []
+    # The decoded pixels are the floor; each output adds what making it holds.
+    assert 196_000_000 < needs["validate"] < needs["thumbnails"] < needs["2048 px WebP"]
+    # The default budget takes a 49 MP PNG with thumbnails and a 2048 px WebP, not a
+    # full-size WebP re-encode (libwebp holds about 40 bytes per pixel).
+    assert needs["2048 px WebP"] <= DEFAULT_MAX_MEMORY < needs["full-size WebP"]
+    with pytest.raises(ImageTooLargeError):
+        save(memory_backend, data, asked["full-size WebP"])
+
+
+def test_jpeg_is_decoded_no_larger_than_its_outputs_need(
+    memory_backend: ObstoreBackend, decodes: list[Any]
+) -> None:
+    data = flat((4000, 3000), "RGB", "JPEG")
+    file = save(memory_backend, data, ImagePolicy(renditions=(Rendition("t", 256, 256),)))
+    assert [size for size, _ in decodes] == [(1000, 750)]  # draft(): 1/4, still 2x the output
+    assert opened(file.renditions["t"].get_content()).size == (256, 192)
+    assert file.get_content() == data
+    with pytest.raises(ImageTooLargeError) as full:
+        save(memory_backend, data, ImagePolicy(normalize=Normalize(format="JPEG"), max_memory=1))
+    with pytest.raises(ImageTooLargeError) as small:
+        save(memory_backend, data, ImagePolicy(renditions=(THUMB,), max_memory=1))
+    assert (small.value.actual or 0) * 4 < (full.value.actual or 0)
+
+
+def test_one_decode_makes_every_output(memory_backend: ObstoreBackend, decodes: list[Any]) -> None:
+    policy = ImagePolicy(
+        normalize=Normalize(max_width=300, format="WEBP"),
+        renditions=(THUMB, CARD, Rendition("big", 2000, 2000, "PNG")),
+    )
+    file = save(memory_backend, flat((900, 600)), policy)
+    assert [size for size, _ in decodes] == [(900, 600)]
+    sizes = {name: opened(r.get_content()).size for name, r in file.renditions.items()}
+    assert sizes == {"thumb": (32, 21), "card": (600, 400), "big": (900, 600)}
+    assert opened(file.get_content()).size == (300, 200)
+
+
+def test_strips_give_the_same_pixels_as_one_resample(
+    memory_backend: ObstoreBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Random colours (seeded), opaque: converted to premultiplied RGBA strip by strip.
+    pixels = random.Random(13).randbytes(900 * 700 * 3)
+    source = Image.frombytes("RGB", (900, 700), pixels).convert("RGBA")
+    out = io.BytesIO()
+    source.save(out, "PNG")
+    policy = ImagePolicy(
+        renditions=(
+            Rendition("fit", 500, 500, "PNG"),  # resampled directly
+            Rendition("cover", 300, 100, "PNG", mode="cover"),
+            Rendition("small", 60, 60, "PNG"),  # box-reduced first
+        )
+    )
+    whole = save(memory_backend, out.getvalue(), policy)  # one strip each
+    from sqlalchemy_obstore import _image_plan
+
+    monkeypatch.setattr(_image_plan, "_STRIP_BYTES", 16 * 1024)  # dozens of strips each
+    strips = save(memory_backend, out.getvalue(), policy)
+    for name in ("fit", "cover", "small"):
+        a, b = (opened(f.renditions[name].get_content()) for f in (whole, strips))
+        assert a.size == b.size
+        difference = ImageChops.difference(a, b).getextrema()
+        assert max(high for _, high in difference) <= 1, name  # (float rounding of boxes)
+
+
+def test_alpha_is_resampled_premultiplied(memory_backend: ObstoreBackend) -> None:
+    image = Image.new("RGBA", (400, 200), (0, 0, 0, 0))  # transparent black, left half
+    image.paste((255, 255, 255, 255), (200, 0, 400, 200))  # opaque white, right half
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    file = save(
+        memory_backend, out.getvalue(), ImagePolicy(renditions=(Rendition("t", 37, 37, "PNG"),))
+    )
+    small = opened(file.renditions["t"].get_content()).convert("RGBA")
+    edge = [small.getpixel((x, 9)) for x in range(small.width)]
+    assert any(0 < pixel[3] < 255 for pixel in edge)  # the edge is soft...
+    assert all(min(pixel[:3]) >= 250 for pixel in edge if pixel[3])  # ...and never grey
+
+
+def test_palette_images_are_resampled_smoothly(memory_backend: ObstoreBackend) -> None:
+    stripes = Image.new("P", (400, 400), 0)
+    stripes.putpalette([0, 0, 0, 255, 255, 255])
+    for x in range(0, 400, 2):
+        stripes.paste(1, (x, 0, x + 1, 400))
+    out = io.BytesIO()
+    stripes.save(out, "PNG")
+    file = save(
+        memory_backend, out.getvalue(), ImagePolicy(renditions=(Rendition("t", 50, 50, "PNG"),))
+    )
+    low, high = opened(file.renditions["t"].get_content()).convert("L").getextrema()
+    assert 100 < low <= high < 156  # grey, as the eye sees it (not picked black or white pixels)
+
+
+def _with_late_exif(data: bytes, orientation: int) -> bytes:
+    """`data` (a PNG) with an eXIf chunk after the pixels: Pillow finds it only by decoding."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    end = data.rindex(b"IEND") - 4
+    return data[:end] + _chunk(b"eXIf", exif.tobytes()) + data[end:]
+
+
+def test_orientation_is_read_from_the_bytes_wherever_it_is(memory_backend: ObstoreBackend) -> None:
+    data = _with_late_exif(image_bytes((80, 40)), orientation=6)
+    assert "exif" not in opened(data).info
+    policy = ImagePolicy(
+        normalize=Normalize(format="PNG"), renditions=(Rendition("t", 20, 20, "PNG"),)
+    )
+    file = save(memory_backend, data, policy)
+    assert opened(file.get_content()).size == (40, 80)
+    assert opened(file.renditions["t"].get_content()).size == (10, 20)
+
+
+def test_kept_exif_says_the_pixels_are_upright(memory_backend: ObstoreBackend) -> None:
+    data = _exif_jpeg((80, 40), orientation=6)
+    policy = ImagePolicy(normalize=Normalize(format="JPEG"), strip_exif=False)
+    with opened(save(memory_backend, data, policy, filename="p.jpg").get_content()) as image:
+        assert image.size == (40, 80)
+        assert image.getexif().get(0x010F) == "SecretCam"
+        assert image.getexif().get(0x0112, 1) == 1  # not rotated a second time by viewers
+
+
+# -- frames ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["GIF", "PNG", "WEBP", "TIFF"])
+def test_frames_are_counted_without_decoding_them(
+    memory_backend: ObstoreBackend, decodes: list[Any], fmt: str
+) -> None:
+    frames = [Image.new("RGB", (16, 16), (i * 50, 100, 0)) for i in range(5)]
+    out = io.BytesIO()
+    frames[0].save(out, fmt, save_all=True, append_images=frames[1:])
+    with pytest.raises(ImageTooLargeError, match="max_frames") as caught:
+        save(memory_backend, out.getvalue(), ImagePolicy(allowed_formats=(fmt,), max_frames=4))
+    assert (caught.value.unit, caught.value.limit, caught.value.actual) == ("frames", 4, 5)
+    assert decodes == []
+    file = save(memory_backend, out.getvalue(), ImagePolicy(allowed_formats=(fmt,), max_frames=5))
+    assert file.get_content() == out.getvalue()  # stored as uploaded, every frame
+    assert len(decodes) == 1  # the first frame only
+
+
+def _gif(frames: int) -> bytes:
+    """A GIF of `frames` 1x1 frames, written by hand (about 15 bytes a frame)."""
+    header = b"GIF89a" + struct.pack("<HHBBB", 1, 1, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+    frame = b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"
+    return header + frame * frames + b"\x3b"
+
+
+def test_frame_counting_stops_at_the_limit(memory_backend: ObstoreBackend) -> None:
+    assert opened(_gif(7)).n_frames == 7
+    policy = ImagePolicy(allowed_formats=("GIF",), max_frames=1000)
+    with pytest.raises(ImageTooLargeError) as caught:
+        save(memory_backend, _gif(300_000), policy)  # Pillow's n_frames walks all of them
+    assert caught.value.actual == 1001  # counted up to the limit, then stopped
+    assert save(memory_backend, _gif(1000), policy).size is not None
+
+
+# -- off the event loop, within the process-wide budget -----------------------------------------
+async def test_save_async_processes_in_a_worker_and_the_loop_keeps_running(
+    memory_backend: ObstoreBackend, decodes: list[Any]
+) -> None:
+    data = flat((4000, 4000))  # 70 kB of PNG, 64 MB of pixels
+    policy = UploadPolicy(
+        image=ImagePolicy(normalize=Normalize(1024, 1024, "WEBP"), renditions=(THUMB, CARD))
+    )
+    started = time.perf_counter()
+    async with LoopStallProbe() as probe:
+        file = await FileObject(filename="big.png", content=data, backend="memory").save_async(
+            policy=policy
+        )
+    took = time.perf_counter() - started
+    assert [thread.startswith(WORKER) for _, thread in decodes] == [True]
+    assert took > 0.25, "the job must be heavy enough to have stalled the loop"
+    assert probe.stall < 0.1, f"the loop stalled {probe.stall:.3f} s during a {took:.2f} s job"
+    assert opened(await file.get_content_async()).size == (1024, 1024)
+    assert opened(file.renditions["card"].get_content()).size == (600, 400)
+
+
+async def test_the_stall_probe_sees_work_done_on_the_loop() -> None:
+    async with LoopStallProbe() as probe:
+        await asyncio.sleep(0.02)
+        deadline = time.thread_time() + 0.3
+        while time.thread_time() < deadline:  # 0.3 s of CPU work on the loop's thread
+            pass
+    assert probe.stall > 0.25
+
+
+def test_save_blocks_while_an_image_worker_does_the_work(
+    memory_backend: ObstoreBackend, decodes: list[Any]
+) -> None:
+    file = save(memory_backend, image_bytes(), ImagePolicy(renditions=(THUMB,)))
+    assert [(size, thread.startswith(WORKER)) for size, thread in decodes] == [((80, 40), True)]
+    assert file.renditions["thumb"].exists()  # done when save() returns
+
+
+async def test_save_async_reports_errors_from_the_worker(
+    memory_backend: ObstoreBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = FileObject(filename="a.png", content=b"not an image", backend="memory")
+    with pytest.raises(InvalidImageError):
+        await file.save_async(policy=UploadPolicy(image=ImagePolicy()))
+    assert file.has_pending_content
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    with pytest.raises(MissingDependencyError):
+        await file.save_async(policy=UploadPolicy(image=ImagePolicy()))
+    assert list(memory_backend.list_objects()) == []
+
+
+def test_the_memory_limiter_never_holds_more_than_its_budget() -> None:
+    limiter = _MemoryLimiter(100)
+    peak = 0
+    alone: list[bool] = []
+    lock = threading.Lock()
+
+    def job(amount: int) -> None:
+        nonlocal peak
+        with limiter.hold(amount):
+            with lock:
+                peak = max(peak, limiter.used)
+                if amount > 100:
+                    alone.append(limiter.used == 100)
+            time.sleep(0.002)
+
+    threads = [threading.Thread(target=job, args=(a,)) for a in [30, 70, 150, 20, 60] * 8]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert peak == 100  # full at times, never over
+    assert alone == [True] * 8  # too large for the budget: ran alone
+    assert limiter.used == 0
+
+
+def test_the_memory_limiter_serves_first_come_first() -> None:
+    limiter = _MemoryLimiter(100)
+    order: list[str] = []
+    holding = limiter.hold(60)
+    holding.__enter__()
+
+    def job(name: str, amount: int) -> None:
+        with limiter.hold(amount):
+            order.append(name)
+
+    big = threading.Thread(target=job, args=("big", 80))
+    big.start()
+    while not limiter._queue:  # the big job waits for the 60 held
+        time.sleep(0.001)
+    small = threading.Thread(target=job, args=("small", 10))  # would fit now: must queue
+    small.start()
+    time.sleep(0.05)
+    assert order == []
+    holding.__exit__(None, None, None)
+    big.join()
+    small.join()
+    assert order == ["big", "small"]
+
+
+async def test_a_cancelled_save_async_leaves_the_budget_whole(
+    memory_backend: ObstoreBackend,
+) -> None:
+    from sqlalchemy_obstore import _offload
+
+    previous = set_processing_limits(ProcessingLimits(max_memory=64 * MIB, workers=2))
+    try:
+        with _offload.hold_memory(64 * MIB):  # the budget is taken: the job waits in a worker
+            file = FileObject(filename="a.png", content=image_bytes(), backend="memory")
+            task = asyncio.create_task(file.save_async(policy=UploadPolicy(image=ImagePolicy())))
+            while not _offload._limiter._queue:
+                await asyncio.sleep(0.001)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        while _offload._limiter._queue or _offload._limiter.used:  # the worker finishes
+            await asyncio.sleep(0.005)
+        assert list(memory_backend.list_objects()) == []
+    finally:
+        set_processing_limits(previous)
+    assert processing_limits() == previous
