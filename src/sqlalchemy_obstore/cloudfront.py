@@ -165,8 +165,8 @@ def _load_key(private_key: PrivateKey, password: bytes | None) -> Callable[[byte
         text = private_key.encode("utf-8") if isinstance(private_key, str) else bytes(private_key)
         if b"-----BEGIN" not in text:
             raise ConfigurationError(
-                "The CloudFront private key must be PEM text (it starts with '-----BEGIN'); "
-                "to use a key file, pass its contents: Path(...).read_bytes()."
+                "The CloudFront private key must be the PEM text of the key, not a file "
+                "name; to use a key file, pass its contents: Path(...).read_bytes()."
             )
         try:
             key = serialization.load_pem_private_key(text, password=password)
