@@ -37,7 +37,7 @@ SIGNING_PARAMETERS = ("Signature", "Key-Pair-Id")
 CANNED = '{{"Statement":[{{"Resource":"{url}","Condition":{{"DateLessThan":{{"AWS:EpochTime":{expires}}}}}}}]}}'  # noqa: E501
 
 
-class Refused(Exception):  # noqa: N818 - what CloudFront answers (403)
+class Refused(Exception):
     """CloudFront would answer 403; the message says why."""
 
 

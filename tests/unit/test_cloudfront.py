@@ -318,7 +318,7 @@ def test_sign_takes_any_url_and_a_resource_pattern(rsa_key: rsa.RSAPrivateKey) -
         "Hash-Algorithm",
     } == RESERVED_PARAMETERS
     with pytest.raises(ConfigurationError, match="timezone-aware"):
-        signer.sign(f"{CDN}/a.txt", expires_at=datetime(2030, 1, 1))  # noqa: DTZ001
+        signer.sign(f"{CDN}/a.txt", expires_at=datetime(2030, 1, 1))
     with pytest.raises(InvalidExpiryError, match="before it becomes valid"):
         signer.sign(f"{CDN}/a.txt", expires_at=2_000_000_000, starts_at=2_000_000_000)
 
@@ -461,9 +461,8 @@ def test_a_store_that_cannot_sign_signs_downloads_only(
     check(backend.sign("a.txt", expires_in=60), {KEY_ID: ec_key.public_key()}, now=time.time())
     with pytest.raises(UnsupportedOperationError, match="HmacUrlSigner"):
         backend.sign("a.txt", method="PUT", expires_in=60)
-    with storages.temporary(backend):
-        with pytest.raises(UnsupportedOperationError):
-            FileObject(filename="u.txt", backend="files").sign_upload(expires_in=60)
+    with storages.temporary(backend), pytest.raises(UnsupportedOperationError):
+        FileObject(filename="u.txt", backend="files").sign_upload(expires_in=60)
 
 
 def test_lifetimes_follow_the_signer_of_each_method(ec_key: ec.EllipticCurvePrivateKey) -> None:
@@ -477,7 +476,7 @@ def test_lifetimes_follow_the_signer_of_each_method(ec_key: ec.EllipticCurvePriv
     backend = ObstoreBackend("media", "s3://bucket/", read_signer=long_cdn, **s3)
     assert backend.max_sign_expiry == timedelta(days=30)  # the longer of the two
     assert backend.sign("k.txt", expires_in=timedelta(days=20)).startswith(CDN)
-    with pytest.raises(InvalidExpiryError, match="upload URL .* 604800 seconds"):
+    with pytest.raises(InvalidExpiryError, match=r"upload URL .* 604800 seconds"):
         backend.sign("k.txt", method="PUT", expires_in=timedelta(days=20))
     assert "X-Amz-Signature=" in backend.sign("k.txt", method="PUT", expires_in=timedelta(days=7))
     with pytest.raises(InvalidExpiryError):
@@ -491,7 +490,7 @@ def test_lifetimes_follow_the_signer_of_each_method(ec_key: ec.EllipticCurvePriv
         signed = upload.sign_upload(expires_in=7200)  # longer than the CDN allows: fine
         assert "X-Amz-Expires=7200" in signed.url
         stored = FileObject(backend="media", path="k.txt")
-        with pytest.raises(InvalidExpiryError, match="download URL .* 3600 seconds"):
+        with pytest.raises(InvalidExpiryError, match=r"download URL .* 3600 seconds"):
             stored.sign(expires_in=7200)
         assert stored.sign(expires_in=3600).startswith(CDN)
 
