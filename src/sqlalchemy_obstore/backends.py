@@ -1270,7 +1270,7 @@ class ObstoreBackend(Backend):
         """The signer of download (`GET` and `HEAD`) URLs in place of the store, or `None`.
 
         Assigning one (or `None`) takes effect at once, for lifetimes too: see
-        [`max_sign_expiry`][sqlalchemy_obstore.ObstoreBackend.max_sign_expiry].
+        [`max_sign_expiry`][sqlalchemy_obstore.backends.ObstoreBackend.max_sign_expiry].
 
         Raises:
             ConfigurationError: On assignment, if the value is not a

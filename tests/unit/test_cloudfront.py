@@ -500,3 +500,18 @@ def test_lifetimes_follow_the_signer_of_each_method(ec_key: ec.EllipticCurvePriv
     assert "read_signer" not in repr(backend)
     with pytest.raises(ConfigurationError, match="read_signer must be a UrlSigner"):
         backend.read_signer = "https://cdn.example.com"
+
+
+def test_memory_stand_ins_do_not_sign_for_the_real_cdn(ec_key: ec.EllipticCurvePrivateKey) -> None:
+    """Tests that replace a production backend with memory never hand out CDN URLs."""
+    from sqlalchemy_obstore.testing import memory_stand_in
+
+    cdn = CloudFrontSigner(CDN, KEY_ID, ec_key)
+    production = ObstoreBackend(
+        "media", "s3://bucket/", region="eu-west-1", skip_signature=True, read_signer=cdn
+    )
+    stand_in = memory_stand_in(production)
+    assert stand_in.read_signer is None
+    with storages.temporary(stand_in):
+        file = FileObject(filename="a.txt", content=b"hi", backend="media").save()
+        assert file.sign(expires_in=60).startswith("/_storage/media/")
