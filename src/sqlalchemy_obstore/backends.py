@@ -2157,7 +2157,8 @@ class ObstoreBackend(Backend):
         """Sign `paths` for `method`; one string for one path, a list for many.
 
         With static credentials this is pure computation (no request is made). A store
-        that cannot sign natively signs through `url_signer` when one is set.
+        that cannot sign natively signs through `url_signer` when one is set; `GET` and
+        `HEAD` URLs go through `read_signer` when one is set, on any store.
         """
         target, lifetime, signer = self._sign_args(paths, method, expires_in)
         if signer is not None:
