@@ -390,12 +390,20 @@ class SignedURL:
 
 
 class UrlSigner(Protocol):
-    """Signs URLs for a backend whose store cannot sign them itself (local files, memory).
+    """Signs URLs in place of a backend's store.
 
-    [`ObstoreBackend`][sqlalchemy_obstore.ObstoreBackend] asks its `url_signer` only when
-    the store has no native signing; S3, GCS and Azure always sign natively. The web
-    integrations provide an HMAC implementation together with the route that serves
-    the signed URLs, so that development setups sign exactly like production.
+    [`ObstoreBackend`][sqlalchemy_obstore.ObstoreBackend] takes two: its `url_signer`
+    signs every URL of a store that cannot sign itself (local files, memory); S3, GCS and
+    Azure sign natively and never ask it. Its `read_signer` signs the download (`GET`
+    and `HEAD`) URLs of any store, such as a
+    [`CloudFrontSigner`][sqlalchemy_obstore.cloudfront.CloudFrontSigner] that sends
+    downloads through a CDN while uploads stay signed by the store. The web integrations
+    provide an HMAC implementation together with the route that serves the signed URLs,
+    so that development setups sign exactly like production.
+
+    A signer that limits the lifetime of its URLs says so in a `max_expires_in`
+    attribute (a `timedelta`), as both of the library's signers do; the backend then
+    refuses a longer lifetime before asking it.
     """
 
     def sign_url(self, backend: str, path: str, *, method: str, expires_in: timedelta) -> str:
@@ -997,6 +1005,16 @@ def _store_kind(store: ObjectStore) -> str:
     raise ConfigurationError(f"Unsupported obstore store type {type(store).__name__}.")
 
 
+_READ_METHODS = frozenset({"GET", "HEAD"})
+"""The methods a backend's `read_signer` signs."""
+
+
+def _signer_limit(signer: UrlSigner) -> timedelta | None:
+    """The longest lifetime `signer` gives a URL, when it says (its `max_expires_in`)."""
+    limit = getattr(signer, "max_expires_in", None)
+    return limit if isinstance(limit, timedelta) else None
+
+
 _STATIC_CREDENTIAL_KEYS = {
     "s3": ("access_key_id", "secret_access_key"),
     "gcs": ("service_account_key",),
@@ -1082,6 +1100,11 @@ class ObstoreBackend(Backend):
         url_signer: Signs URLs when the store cannot sign natively (local files,
             memory): see [`UrlSigner`][sqlalchemy_obstore.backends.UrlSigner]. The
             Litestar plugin and the Starlette router set one for such backends.
+        read_signer: Signs download (`GET` and `HEAD`) URLs instead of the store, on any
+            store: a [`CloudFrontSigner`][sqlalchemy_obstore.cloudfront.CloudFrontSigner]
+            sends downloads through the CDN. Upload URLs are still signed by the store
+            (or by `url_signer` where the store cannot sign). `None` (the default): the
+            same signer for every method.
         **config: Passed through to obstore: `aws_*`/`google_*`/`azure_*` keys (or their
             short forms such as `region`), `client_options`, `retry_config`,
             `credential_provider`. Unknown keys fail here, not at the first request.
@@ -1115,6 +1138,7 @@ class ObstoreBackend(Backend):
         checksum_algorithm: str | None = "sha256",
         policy: UploadPolicy | None = None,
         url_signer: UrlSigner | None = None,
+        read_signer: UrlSigner | None = None,
         **config: Any,
     ) -> None:
         if not isinstance(key, str) or not key:
@@ -1179,9 +1203,10 @@ class ObstoreBackend(Backend):
         self._keeps_attributes = self.kind in {"s3", "gcs", "azure", "memory"}
         self._never_blocks = self.kind == "memory"
         self._native_signing = self._can_sign_natively()
-        self._sign_limit = _SEVEN_DAYS if self.kind in {"s3", "gcs"} else None
+        self._store_sign_limit = _SEVEN_DAYS if self.kind in {"s3", "gcs"} else None
         # validated lifetimes: expires_in → (lifetime, half of it in seconds)
         self._expiries: dict[int | timedelta, tuple[timedelta, float]] = {}
+        self.read_signer = read_signer  # (also sets _sign_limit)
 
     # -- description and capabilities -----------------------------------------------------
     def _store_config(self) -> Mapping[str, Any]:
@@ -1232,8 +1257,44 @@ class ObstoreBackend(Backend):
 
     @property
     def supports_signing(self) -> bool:
-        """Whether URLs can be signed: natively, or through a URL signer (see `_signer`)."""
-        return self.supports_native_signing or self._signer() is not None
+        """Whether URLs can be signed: natively, or through a URL signer (see `_signer`).
+
+        With a `read_signer` alone (on a store that cannot sign) download URLs can be
+        signed, upload URLs cannot: `sign(..., method="PUT")` raises
+        `UnsupportedOperationError`.
+        """
+        return self._native_signing or self._read_signer is not None or self._signer() is not None
+
+    @property
+    def read_signer(self) -> UrlSigner | None:
+        """The signer of download (`GET` and `HEAD`) URLs in place of the store, or `None`.
+
+        Assigning one (or `None`) takes effect at once, for lifetimes too: see
+        [`max_sign_expiry`][sqlalchemy_obstore.backends.ObstoreBackend.max_sign_expiry].
+
+        Raises:
+            ConfigurationError: On assignment, if the value is not a
+                [`UrlSigner`][sqlalchemy_obstore.backends.UrlSigner].
+        """
+        return self._read_signer
+
+    @read_signer.setter
+    def read_signer(self, signer: UrlSigner | None) -> None:
+        if signer is not None and not callable(getattr(signer, "sign_url", None)):
+            raise ConfigurationError(
+                "read_signer must be a UrlSigner (an object with a sign_url method), such as "
+                f"a CloudFrontSigner; got {type(signer).__name__}.",
+                backend=self.key,
+            )
+        self._read_signer = signer
+        limit = self._store_sign_limit
+        if signer is not None:
+            # Download URLs follow the read signer's limit, uploads the store's: a lifetime
+            # is checked against the longer here and against its own signer's in `sign`.
+            read_limit = _signer_limit(signer)
+            limit = None if limit is None or read_limit is None else max(limit, read_limit)
+        self._sign_limit = limit
+        self._expiries.clear()  # (lifetimes validated against the former limit)
 
     def _signer(self) -> UrlSigner | None:
         """The signer of URLs the store cannot sign: `url_signer`, else for a memory store
@@ -1257,7 +1318,14 @@ class ObstoreBackend(Backend):
 
     @property
     def max_sign_expiry(self) -> timedelta | None:
-        """Seven days on S3 (SigV4) and GCS (V4 signing); no fixed limit on Azure."""
+        """The longest lifetime a signed URL may have, or `None` for no fixed limit.
+
+        Seven days on S3 (SigV4) and GCS (V4 signing); no fixed limit on Azure, local
+        files and memory (a `url_signer` enforces its own). With a `read_signer`, download
+        URLs follow that signer's limit (its `max_expires_in`) and upload URLs the
+        store's; this is then the longer of the two, and `sign` holds each URL to the
+        limit of the signer that makes it.
+        """
         return self._sign_limit
 
     def check_expiry(self, expires_in: int | float | timedelta) -> timedelta:
@@ -1296,6 +1364,8 @@ class ObstoreBackend(Backend):
         parts = [f"key={self.key!r}", f"store={_store_repr(self.store, self.kind)}"]
         if self.prefix:
             parts.append(f"prefix={self.prefix!r}")
+        if self._read_signer is not None:
+            parts.append(f"read_signer={self._read_signer!r}")
         return f"ObstoreBackend({', '.join(parts)})"
 
     # -- error translation ------------------------------------------------------------------
@@ -2021,19 +2091,49 @@ class ObstoreBackend(Backend):
     # -- signing ------------------------------------------------------------------------
     def _sign_args(
         self, paths: str | Sequence[str], method: HttpMethod, expires_in: int | float | timedelta
-    ) -> tuple[str | list[str], timedelta]:
-        if self._native_signing:  # the usual case, decided once at construction
-            return (paths if isinstance(paths, str) else list(paths)), self.check_expiry(expires_in)
+    ) -> tuple[str | list[str], timedelta, UrlSigner | None]:
+        """The paths, the checked lifetime and the signer of a `sign` call (`None`: the store)."""
+        target = paths if isinstance(paths, str) else list(paths)
+        if self._native_signing and self._read_signer is None:  # the usual case
+            return target, self.check_expiry(expires_in), None
         single = paths if isinstance(paths, str) else None
-        if self._cannot_sign and self._signer() is None:
+        signer = self._signer_for(method, single)
+        lifetime = self.check_expiry(expires_in)
+        if self._read_signer is not None:
+            # max_sign_expiry is then the longer of two limits: hold this URL to its own.
+            limit = self._store_sign_limit if signer is None else _signer_limit(signer)
+            if limit is not None and lifetime > limit:
+                kind = "download" if method.upper() in _READ_METHODS else "upload"
+                raise InvalidExpiryError(
+                    f"A signed {kind} URL of backend {self.key!r} may live at most "
+                    f"{int(limit.total_seconds())} seconds ({limit}); "
+                    f"{lifetime.total_seconds():g} seconds were requested. Sign again when "
+                    "the URL is about to expire instead.",
+                    backend=self.key,
+                    path=single,
+                )
+        return target, lifetime, signer
+
+    def _signer_for(self, method: str, single: str | None) -> UrlSigner | None:
+        """Who signs `method` URLs: the read signer, the store (`None`) or the URL signer.
+
+        Raises:
+            UnsupportedOperationError: If no one can.
+        """
+        if self._read_signer is not None and method.upper() in _READ_METHODS:
+            return self._read_signer
+        if self._native_signing:
+            return None
+        signer = self._signer()
+        if signer is not None:
+            return signer
+        if self._cannot_sign:
             raise UnsupportedOperationError(
                 f"Signing URLs is not possible on backend {self.key!r}: {self._cannot_sign}",
                 backend=self.key,
                 path=single,
             )
-        if not self.supports_signing:
-            raise self.unsupported("Signing URLs", single)
-        return (paths if isinstance(paths, str) else list(paths)), self.check_expiry(expires_in)
+        raise self.unsupported("Signing URLs", single)
 
     @overload
     def sign(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]
@@ -2057,11 +2157,12 @@ class ObstoreBackend(Backend):
         """Sign `paths` for `method`; one string for one path, a list for many.
 
         With static credentials this is pure computation (no request is made). A store
-        that cannot sign natively signs through `url_signer` when one is set.
+        that cannot sign natively signs through `url_signer` when one is set; `GET` and
+        `HEAD` URLs go through `read_signer` when one is set, on any store.
         """
-        target, lifetime = self._sign_args(paths, method, expires_in)
-        if not self._native_signing:
-            return self._sign_elsewhere(target, method, lifetime)
+        target, lifetime, signer = self._sign_args(paths, method, expires_in)
+        if signer is not None:
+            return self._sign_elsewhere(signer, target, method, lifetime)
         try:
             signed = obs.sign(cast("SignCapableStore", self.store), method, target, lifetime)
         except BaseException as exc:
@@ -2082,7 +2183,7 @@ class ObstoreBackend(Backend):
             InvalidExpiryError: If the lifetime is not positive or exceeds the limit.
         """
         lifetime, half = self._expiries.get(expires_in) or self._lifetime(expires_in)
-        if not self._native_signing:
+        if not self._native_signing or self._read_signer is not None:
             url = self.sign(path, expires_in=lifetime)
         else:
             store: SignCapableStore = self.store  # type: ignore[assignment]  # (no cast() call)
@@ -2119,9 +2220,13 @@ class ObstoreBackend(Backend):
         through obstore's async runtime (much faster); otherwise obstore's async signer
         fetches credentials as needed.
         """
-        if self._static_credentials or not self._native_signing:
+        if (
+            self._static_credentials
+            or not self._native_signing
+            or (self._read_signer is not None and method.upper() in _READ_METHODS)
+        ):  # (a URL signer's work is computation too)
             return self.sign(paths, method=method, expires_in=expires_in)
-        target, lifetime = self._sign_args(paths, method, expires_in)
+        target, lifetime, _ = self._sign_args(paths, method, expires_in)  # (the store signs)
         with self._errors("sign", target if isinstance(target, str) else None):
             signed = await obs.sign_async(
                 cast("SignCapableStore", self.store), method, target, lifetime
@@ -2129,10 +2234,8 @@ class ObstoreBackend(Backend):
         return signed if isinstance(signed, str) else list(signed)
 
     def _sign_elsewhere(
-        self, target: str | list[str], method: HttpMethod, lifetime: timedelta
+        self, signer: UrlSigner, target: str | list[str], method: HttpMethod, lifetime: timedelta
     ) -> str | list[str]:
-        signer = self._signer()
-        assert signer is not None  # _sign_args refused the request otherwise
         if isinstance(target, str):
             return signer.sign_url(self.key, target, method=method, expires_in=lifetime)
         return [signer.sign_url(self.key, p, method=method, expires_in=lifetime) for p in target]

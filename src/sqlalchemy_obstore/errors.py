@@ -133,6 +133,10 @@ _SECRET_QUERY_NAMES = (
     "apikey",
     "api-key",
     "ticket",
+    # CloudFront signed cookies (`Signature` is covered above; in a URL, so is `Policy`:
+    # see _URL_POLICY)
+    "cloudfront-signature",
+    "cloudfront-policy",
 )
 """Query-string (and `name=value`) parameters whose values `redact` removes."""
 
@@ -151,6 +155,11 @@ _SECRET_PARAMETER = re.compile(
     r"(?i)((?<![a-z0-9_.-])(?:"
     + "|".join(re.escape(name) for name in _SECRET_QUERY_NAMES)
     + r")=)[^&\s\"'<>]+"
+)
+_URL_POLICY = re.compile(
+    # a CloudFront custom policy (it names the resource, the viewer's IP address and the
+    # validity window); matched as a query parameter only, where "policy=" is no prose
+    r"(?i)([?&]policy=)[^&\s\"'<>]+"
 )
 _CONNECTION_STRING_KEY = re.compile(
     r"(?i)((?:accountkey|sharedaccesssignature|secret[_-]?access[_-]?key)=)[^;\s\"']+"
@@ -178,7 +187,8 @@ def redact(text: str) -> str:
     made), the library's log records, and the `repr` of objects that hold signed URLs.
     It removes the `user:password@` of URLs, the values of secret-bearing parameters
     (`X-Amz-Signature`, `X-Amz-Credential`, `X-Amz-Security-Token`, `X-Goog-Signature`,
-    Azure SAS `sig`, `signature`, `token`, ... — see `_SECRET_QUERY_NAMES`), connection
+    Azure SAS `sig`, `signature`, `token`, CloudFront's `Signature` and `Policy`, ... — see
+    `_SECRET_QUERY_NAMES`), connection
     string keys, `secret_access_key: ...` style pairs and PEM private keys. Applying it
     twice changes nothing.
 
@@ -198,6 +208,7 @@ def redact(text: str) -> str:
         text = _URL_USERINFO.sub(_keep_name, text)
     if "=" in text:
         text = _SECRET_PARAMETER.sub(_keep_name, text)
+        text = _URL_POLICY.sub(_keep_name, text)
         text = _CONNECTION_STRING_KEY.sub(_keep_name, text)
     if ("=" in text or ":" in text) and any(word in text.lower() for word in _FIELD_WORDS):
         text = _SECRET_FIELD.sub(_keep_name, text)

@@ -110,6 +110,7 @@ OPERATIONS: dict[str, str] = {
     "sign.wrong_secret": "Server refuses a URL signed with a wrong secret",
     "sign.offline_verified": "Signature verified offline (GOOG4-RSA-SHA256)",
     "column.lifecycle": "Column + session lifecycle (SQLite, `AsyncSession`)",
+    "column.direct_upload": "Column lifecycle with direct uploads (ticket, signed PUT, redeem)",
 }
 
 

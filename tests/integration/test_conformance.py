@@ -6,10 +6,12 @@ storage URL plus configuration, the way users build them. A backend that cannot 
 something asserts the typed `UnsupportedOperationError`; nothing is skipped for
 capability reasons.
 
-GCS runs read-side only: obstore's GCS client writes through the XML API, which
-fake-gcs-server lacks. Objects are seeded through its JSON API, and every write asserts
-that the failure arrives as a typed `StorageError`. GCS signing is verified offline,
-cryptographically (`test_gcs_signed_url_verifies_offline`).
+On GCS the library's own writes cannot run: obstore's GCS client writes through the XML
+API, which fake-gcs-server lacks. Objects are seeded through its JSON API, and every
+library write asserts that the failure arrives as a typed `StorageError`. Bytes still
+reach fake-gcs-server through obstore's signed PUT URLs, so signed uploads (then read,
+list, delete) and the column lifecycle fed by upload tickets run there for real. GCS
+signing is verified offline, cryptographically (`test_gcs_signed_url_verifies_offline`).
 
 With `SQLALCHEMY_OBSTORE_CAPABILITIES_OUT=<path>`, the observed outcomes are written as
 JSON; `scripts/capability_table.py` turns them into `docs/backends/capabilities.md`.
@@ -56,6 +58,7 @@ from sqlalchemy_obstore import (
 from sqlalchemy_obstore._attributes import content_disposition
 from sqlalchemy_obstore.backends import HttpMethod
 from sqlalchemy_obstore.signing import development_signer
+from sqlalchemy_obstore.tickets import UploadTickets
 from tests.integration.backends import (
     BACKEND_KEY,
     BACKENDS,
@@ -594,10 +597,18 @@ async def test_signed_get_and_put(conformance_target: Target, http: httpx.Client
     await upload.refresh_async()
     assert upload.size == len(b"uploaded directly")
     assert await upload.get_content_async() == b"uploaded directly"
-    raw_put = backend.sign(target.key("signed/raw-put.bin"), method="PUT", expires_in=60)
+    raw_path = target.key("signed/raw-put.bin")
+    raw_put = backend.sign(raw_path, method="PUT", expires_in=60)
     response = http.put(raw_put, content=b"raw", headers=dict(backend.upload_headers))
     assert response.status_code in HTTP_OK, response.text
-    assert backend.get_bytes(target.key("signed/raw-put.bin")) == b"raw"
+    assert backend.get_bytes(raw_path) == b"raw"
+    # What a signed PUT wrote is an object like any other: listed, then deleted.
+    assert {upload.path, raw_path} <= {i.path for i in backend.list_objects(target.root)}
+    await upload.delete_async()
+    backend.delete(raw_path)
+    assert not backend.exists(raw_path)
+    assert not await backend.exists_async(upload.path)
+    assert {i.path for i in backend.list_objects(target.root)} == {path}
     target.record("sign.put", "supported")
 
     # Expiry bounds.
@@ -690,6 +701,68 @@ async def test_column_lifecycle_round_trip(
         assert reloaded.file.path == second.path
         assert await reloaded.file.get_content_async() == b"second version"
     target.record("column.lifecycle", "supported")
+
+
+async def test_column_lifecycle_with_direct_uploads(
+    conformance_target: Target, sqlite_async_engine: AsyncEngine, http: httpx.Client
+) -> None:
+    """Upload tickets (signed PUT, redeem) feed a column: commit, replace, delete after commit.
+
+    The bytes travel through the store's own signed URLs only, so this runs on every
+    store that signs, fake-gcs-server included (whose XML-API writes are missing).
+    `copy_on_redeem=False`: the copy would be a library write.
+    """
+    target, backend = conformance_target, conformance_target.backend
+    tickets = UploadTickets("a-ticket-secret-of-32-bytes-or-more!", copy_on_redeem=False)
+    if not target.expected.signing:
+        if target.expected.development_signing:
+            grant = tickets.issue(BACKEND_KEY, "a.pdf", method="put")
+            assert grant.url.startswith(f"/_storage/{BACKEND_KEY}/")  # the HMAC route's URL
+            target.record("column.direct_upload", "hmac")
+        else:
+            with pytest.raises(UnsupportedOperationError) as info:
+                tickets.issue(BACKEND_KEY, "a.pdf", method="put")
+            assert_translated(info.value, UnsupportedOperationError)
+            target.record("column.direct_upload", "unsupported")
+        return
+
+    async def uploaded(filename: str, data: bytes) -> FileObject:
+        grant = await tickets.issue_async(ConformanceDocument.file, filename, method="put")
+        assert grant.method == "PUT"
+        response = http.put(grant.url, content=data, headers=dict(grant.headers))
+        assert response.status_code in HTTP_OK, (response.status_code, response.text)
+        file = await tickets.redeem_async(grant.ticket)
+        assert (file.size, file.content_type) == (len(data), "application/pdf")
+        return file
+
+    pdf = b"%PDF-1.7\n" + _payload(2048, "direct")
+    async with sqlite_async_engine.begin() as conn:
+        await conn.run_sync(_Base.metadata.create_all)
+    sessions = async_sessionmaker(sqlite_async_engine, expire_on_commit=False)
+    first = await uploaded("first.pdf", pdf)
+    assert first.path is not None
+    if target.expected.attributes:  # the grant's headers reached the store
+        head = await backend.head_async(first.path)
+        assert head.attributes["Content-Disposition"].startswith("attachment;")
+    async with sessions() as session:
+        session.add(ConformanceDocument(title="direct", file=first))
+        await session.commit()
+    async with sessions() as session:
+        document = (await session.execute(select(ConformanceDocument))).scalar_one()
+        assert document.file is not None
+        assert await document.file.get_content_async() == pdf
+        second = await uploaded("second.pdf", pdf + b"v2")
+        document.file = second
+        await session.commit()
+    assert not await backend.exists_async(first.path)  # deleted after the commit
+    assert second.path is not None
+    assert await backend.get_bytes_async(second.path) == pdf + b"v2"
+    async with sessions() as session:
+        document = (await session.execute(select(ConformanceDocument))).scalar_one()
+        await session.delete(document)
+        await session.commit()
+    assert not await backend.exists_async(second.path)
+    target.record("column.direct_upload", "supported")
 
 
 # ==================================================================================================

@@ -14,6 +14,7 @@ import sqlalchemy_obstore
 PUBLIC_MODULES = [
     "sqlalchemy_obstore",
     "sqlalchemy_obstore.backends",
+    "sqlalchemy_obstore.cloudfront",
     "sqlalchemy_obstore.cli",
     "sqlalchemy_obstore.composite",
     "sqlalchemy_obstore.contrib.alembic",
