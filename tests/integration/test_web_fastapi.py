@@ -385,8 +385,8 @@ async def test_a_page_is_signed_in_one_batch(tmp_path: Path) -> None:
         assert backend.calls == [("sync", 4)]  # a list field: one batch (the file: cached)
 
 
-async def test_files_that_cannot_sign_get_a_null_url() -> None:
-    plain = ObstoreBackend("plain", "memory://")  # no signer: cannot sign
+async def test_files_that_cannot_sign_get_a_null_url(tmp_path: Path) -> None:
+    plain = ObstoreBackend("plain", tmp_path)  # local files without a signer: cannot sign
     signing = ObstoreBackend("signing", "memory://")
     signing.url_signer = HmacUrlSigner(SECRET, base_url="/_storage")
     storages.register_backend(plain)

@@ -93,6 +93,9 @@ def build(cls: type[errors.StorageError]) -> errors.StorageError:
             part_size=5, max_parts=2, size_seen=11, backend=URL, path=URL
         ),
         errors.StorageErrorGroup: lambda: cls(MESSAGE, [ValueError(MESSAGE), KeyError(URL)]),
+        errors.ImageTooLargeError: lambda: cls(
+            MESSAGE, limit=1, actual=2, unit="bytes", backend=URL, path=URL
+        ),
     }
     if cls in special:
         error: errors.StorageError = special[cls]()
