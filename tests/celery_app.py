@@ -8,10 +8,11 @@ by name and never imports it. Environment:
   (broker and result backend URLs, a key prefix unique to the test for every Redis key,
   and the test's own queue), so that test runs sharing a Redis server never meet;
 - ``S3_ENDPOINT``, ``S3_BUCKET``: the moto server; ``WORKDIR``: a folder for SQLite files;
-- ``STORE_AT``: where the app makes its start-up storage call (a put that checks the
-  bucket answers): ``import`` - at module level, so in the prefork pool's parent before
-  it forks its pool processes (the pattern that breaks), ``worker_process_init`` - in
-  each pool process after the fork (the supported pattern), or ``nowhere``.
+- ``STORE_AT``: where the app makes its start-up storage call (the deployment guide's
+  check that the bucket answers): ``import`` - at module level, so in the prefork
+  pool's parent before it forks its pool processes (the pattern that breaks),
+  ``worker_process_init`` - in each pool process after the fork (the supported
+  pattern), or ``nowhere``.
 
 Backends are registered at import time in every case: building them starts nothing.
 """
@@ -49,9 +50,9 @@ started_in: int | None = None
 
 
 def startup_check() -> None:
-    """The start-up storage call: a put that proves the bucket answers."""
+    """The start-up storage call of the deployment guide: a HEAD request to the bucket."""
     global started_in
-    storages.get_backend(KEY).put(f"startup/{os.getpid()}", b"ok")
+    storages.get_backend(KEY).exists(".startup-check")
     started_in = os.getpid()
 
 
