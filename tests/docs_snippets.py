@@ -1,0 +1,231 @@
+"""The code blocks of the README and the docs, and a runner that follows a page as a reader.
+
+One helper for every test that runs documentation code (`tests/e2e/test_readme.py`,
+`tests/e2e/test_docs_code.py`, the web pages in `tests/integration/web_apps.py`, the
+testing page in `tests/e2e/test_pytest_plugin.py`).
+
+The conventions the docs follow (also stated in `docs/how-to/index` of each page that uses
+them, where a reader sees them):
+
+- Every ```` ```python ```` block of a page runs, in order, in one namespace, as if pasted
+  into one file or a `python -m asyncio` session: a block may `await` at top level, and
+  all blocks share one event loop.
+- A page's first block is its setup (imports, a SQLite engine, a memory backend),
+  titled `title="Setup"` so a reader sees it.
+- A block whose first line is a file name comment (`# models.py`) starts that file; the
+  blocks after it go into the same file until the next file name. Such pages are run as
+  their reader would: the files are written, the scripts run with `python`, the
+  `test_*.py` files with `pytest`.
+- A block preceded by `<!-- not run: <reason> -->` is not run; the reason is required and
+  the tests count such blocks.
+
+Run `python tests/docs_snippets.py docs/<page>.md` to follow one page by hand (in a
+scratch directory: pages write files).
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import inspect
+import re
+import subprocess
+import sys
+import textwrap
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+README = ROOT / "README.md"
+
+_FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<language>[\w+-]*)[ \t]*(?P<info>.*)$")
+_HEADING = re.compile(r"^#{1,6} ")
+_NOT_RUN = re.compile(r"^\s*<!--\s*not run:\s*(?P<reason>.*?)\s*-->\s*$")
+_FILE_NAME = re.compile(r"^#\s*(?P<name>[\w/.-]+\.(?:py|ini|toml|cfg))\b")
+
+
+@dataclass(frozen=True)
+class Block:
+    """One fenced code block of a Markdown page."""
+
+    page: Path
+    line: int
+    """1-based line of the block's first line of code (the one after the fence)."""
+    language: str
+    info: str
+    """The rest of the fence's info string, e.g. `title="Setup"`."""
+    code: str
+    """The code, dedented to the fence's indentation."""
+    heading: str
+    """The nearest heading above the block (`## A complete application`), or `""`."""
+    not_run: str | None
+    """The reason given by a `<!-- not run: reason -->` comment just above the block."""
+
+    @property
+    def file_name(self) -> str | None:
+        """The file this block starts, when its first line is a comment naming one."""
+        match = _FILE_NAME.match(self.code)
+        return match.group("name") if match else None
+
+    @property
+    def where(self) -> str:
+        """`docs/page.md:line`, for messages and tracebacks."""
+        return f"{self.page.relative_to(ROOT)}:{self.line}"
+
+
+def code_blocks(page: Path | str, language: str | None = "python") -> list[Block]:
+    """The fenced code blocks of a Markdown page, in order (of one `language`, or all).
+
+    Fences indented in admonitions, tabs and lists count; their code is dedented.
+    """
+    path = page if isinstance(page, Path) else DOCS / page
+    lines = path.read_text(encoding="utf-8").splitlines()
+    found: list[Block] = []
+    heading = ""
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        fence = _FENCE.match(line)
+        if fence is None:
+            if _HEADING.match(line):
+                heading = line.strip()
+            index += 1
+            continue
+        indent = fence.group("indent")
+        end = index + 1
+        while end < len(lines) and lines[end].rstrip() != f"{indent}```":
+            end += 1
+        body = "\n".join(
+            text[len(indent) :] if text.startswith(indent) else text.lstrip()
+            for text in lines[index + 1 : end]
+        )
+        previous = lines[index - 1] if index else ""
+        not_run = _NOT_RUN.match(previous)
+        if language is None or fence.group("language") == language:
+            found.append(
+                Block(
+                    page=path,
+                    line=index + 2,
+                    language=fence.group("language"),
+                    info=fence.group("info"),
+                    code=textwrap.dedent(body) + "\n",
+                    heading=heading,
+                    not_run=not_run.group("reason") if not_run else None,
+                )
+            )
+        index = end + 1
+    return found
+
+
+def docs_snippet(page: str, heading: str, index: int = 0) -> str:
+    """The `index`-th Python block after `heading` in `docs/<page>`."""
+    blocks = code_blocks(page)
+    first = next(i for i, block in enumerate(blocks) if block.heading == heading)
+    return blocks[first + index].code
+
+
+def compile_block(block: Block) -> types.CodeType:
+    """Compile a block with its page's line numbers, top-level `await` allowed."""
+    tree = ast.parse(block.code, filename=str(block.page))
+    ast.increment_lineno(tree, block.line - 1)
+    return compile(
+        tree, str(block.page), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
+    )
+
+
+def run_blocks(blocks: list[Block], namespace: dict[str, object]) -> None:
+    """Run blocks in order in one namespace and one event loop, as a reader pastes them.
+
+    A block with top-level `await` runs to completion on the shared loop (as in
+    `python -m asyncio`); the others run as plain code, so `asyncio.run()` works in them.
+    """
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        for block in blocks:
+            code = compile_block(block)
+            if code.co_flags & inspect.CO_COROUTINE:
+                loop.run_until_complete(eval(code, namespace))  # noqa: S307
+            else:
+                exec(code, namespace)  # noqa: S102
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+@dataclass(frozen=True)
+class PageFile:
+    """A file a page tells its reader to create, from the blocks that make it up."""
+
+    name: str
+    blocks: list[Block]
+
+    @property
+    def is_test(self) -> bool:
+        """Whether the file is a pytest module (run with pytest, not python)."""
+        return Path(self.name).name.startswith("test_")
+
+
+def page_files(blocks: list[Block]) -> list[PageFile]:
+    """Group blocks into the files they name; `[]` when the page names none.
+
+    A block without a file name goes into the file of the block before it.
+    """
+    files: list[PageFile] = []
+    for block in blocks:
+        if block.file_name is not None:
+            files.append(PageFile(block.file_name, [block]))
+        elif files:
+            files[-1].blocks.append(block)
+        elif any(b.file_name for b in blocks):
+            message = f"{block.where}: a block before the page's first file name"
+            raise ValueError(message)
+    return files
+
+
+def runnable(blocks: list[Block]) -> list[Block]:
+    """The blocks that run (those without a `<!-- not run: reason -->`)."""
+    for block in blocks:
+        if block.not_run == "":
+            message = f"{block.where}: `<!-- not run: -->` needs a reason"
+            raise ValueError(message)
+    return [block for block in blocks if block.not_run is None]
+
+
+def follow_page(page: Path, directory: Path) -> None:
+    """Do what a reader of `page` does, in `directory` (the current directory).
+
+    Without file names, every runnable Python block runs in order in one `__main__`
+    namespace. With them, the files are written (configuration files in other languages
+    too, when they start with their name) and run: scripts with `python`, in the order
+    the page introduces them, then the `test_*.py` modules with `pytest`.
+    """
+    blocks = runnable(code_blocks(page, language=None))
+    python = [block for block in blocks if block.language == "python"]
+    files = page_files([b for b in blocks if b.language == "python" or b.file_name])
+    if not files:
+        main = types.ModuleType("__main__")
+        main.__file__ = str(directory / "main.py")
+        sys.modules["__main__"] = main
+        run_blocks(python, vars(main))
+        return
+    for file in files:
+        path = directory / file.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n\n".join(block.code for block in file.blocks), encoding="utf-8")
+    scripts = [f.name for f in files if f.name.endswith(".py") and not f.is_test]
+    tests = [f.name for f in files if f.name.endswith(".py") and f.is_test]
+    for script in scripts:
+        subprocess.run([sys.executable, script], cwd=directory, check=True)  # noqa: S603
+    if tests:
+        pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+        subprocess.run([*pytest, *tests], cwd=directory, check=True)  # noqa: S603
+
+
+if __name__ == "__main__":
+    # Run as `python tests/docs_snippets.py <page>`: the reader's directory comes first on
+    # sys.path (their `models.py`), this test directory not at all.
+    sys.path[0] = str(Path.cwd())
+    follow_page(Path(sys.argv[1]).resolve(), Path.cwd())
