@@ -1,26 +1,31 @@
 """The code blocks of the README and the docs, and a runner that follows a page as a reader.
 
-One helper for every test that runs documentation code (`tests/e2e/test_readme.py`,
-`tests/e2e/test_docs_code.py`, the web pages in `tests/integration/web_apps.py`, the
-testing page in `tests/e2e/test_pytest_plugin.py`).
+The one helper for every test that runs documentation code: `tests/e2e/test_docs_code.py`
+(every page), `tests/e2e/test_readme.py`, the web pages in `tests/integration/
+test_web_docs.py` and `test_web_litestar.py` (`run_in_process`), and the testing page in
+`tests/e2e/test_pytest_plugin.py`.
 
-The conventions the docs follow (also stated in `docs/how-to/index` of each page that uses
-them, where a reader sees them):
+The conventions the pages follow:
 
 - Every ```` ```python ```` block of a page runs, in order, in one namespace, as if pasted
-  into one file or a `python -m asyncio` session: a block may `await` at top level, and
-  all blocks share one event loop.
-- A page's first block is its setup (imports, a SQLite engine, a memory backend),
-  titled `title="Setup"` so a reader sees it.
-- A block whose first line is a file name comment (`# models.py`) starts that file; the
-  blocks after it go into the same file until the next file name. Such pages are run as
-  their reader would: the files are written, the scripts run with `python`, the
-  `test_*.py` files with `pytest`.
-- A block preceded by `<!-- not run: <reason> -->` is not run; the reason is required and
-  the tests count such blocks.
+  into one file or into `python -m asyncio`: a block may `await` at top level, and all
+  blocks share one event loop. A block without top-level `await` runs as plain code, so
+  `asyncio.run()` works in it.
+- What a page's examples need and do not show (imports, a SQLite database, a memory
+  backend, sample bytes) is in one visible block titled `title="Setup"`, introduced by a
+  sentence, before the first block that needs it: first on the page, or right after the
+  model a page opens with. Servers and secrets come from the environment the setup (or
+  obstore) reads, which the page names.
+- A page whose first block starts with a file name comment (`# models.py`,
+  `# pytest.ini` in an ```` ```ini ```` block) is a page of files: each block goes into the
+  file it names, or, unnamed, into the file of the block before it. The reader's scripts
+  then run with `python`, in the order the page introduces them, and its `test_*.py`
+  files with `pytest`.
+- A block just below `<!-- not run: <reason> -->` does not run; the reason is required,
+  and `test_docs_code.py` counts such blocks.
 
-Run `python tests/docs_snippets.py docs/<page>.md` to follow one page by hand (in a
-scratch directory: pages write files).
+`python tests/docs_snippets.py docs/<page>.md` follows one page by hand; run it in a
+scratch directory (pages write files there).
 """
 
 from __future__ import annotations
@@ -28,13 +33,16 @@ from __future__ import annotations
 import ast
 import asyncio
 import inspect
+import os
 import re
+import runpy
 import subprocess
 import sys
 import textwrap
 import types
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -119,13 +127,6 @@ def code_blocks(page: Path | str, language: str | None = "python") -> list[Block
     return found
 
 
-def docs_snippet(page: str, heading: str, index: int = 0) -> str:
-    """The `index`-th Python block after `heading` in `docs/<page>`."""
-    blocks = code_blocks(page)
-    first = next(i for i, block in enumerate(blocks) if block.heading == heading)
-    return blocks[first + index].code
-
-
 def compile_block(block: Block) -> types.CodeType:
     """Compile a block with its page's line numbers, top-level `await` allowed."""
     tree = ast.parse(block.code, filename=str(block.page))
@@ -153,6 +154,39 @@ def run_blocks(blocks: list[Block], namespace: dict[str, object]) -> None:
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+
+
+def run_in_process(
+    page: str, module: types.ModuleType | None = None, *, until: str | None = None
+) -> types.ModuleType:
+    """Run a page's blocks in this process, for tests that then drive what they built.
+
+    The blocks run in order in a module of their own, registered in `sys.modules` (as
+    frameworks resolving annotations expect): from the first block not yet run in
+    `module` (a fresh module when `None`) up to, not including, the first block under the
+    heading `until` (to the end when `None`). Pass the returned module back to run the
+    rest. Blocks with top-level `await` need a page of their own (`follow_page`).
+    """
+    blocks = runnable(code_blocks(page))
+    if module is None:
+        name = "docs_" + re.sub(r"\W", "_", page.removesuffix(".md"))
+        module = sys.modules[name] = types.ModuleType(name)
+    start: int = getattr(module, "__docs_next_block__", 0)
+    stop = next(
+        (i for i, block in enumerate(blocks) if i >= start and block.heading == until),
+        len(blocks),
+    )
+    if until is not None and stop == len(blocks):
+        message = f"docs/{page}: no block under {until!r} after block {start}"
+        raise ValueError(message)
+    for block in blocks[start:stop]:
+        code = compile_block(block)
+        if code.co_flags & inspect.CO_COROUTINE:
+            message = f"{block.where}: top-level await cannot run in this process"
+            raise TypeError(message)
+        exec(code, vars(module))  # noqa: S102
+    module.__docs_next_block__ = stop  # type: ignore[attr-defined]
+    return module
 
 
 @dataclass(frozen=True)
@@ -217,15 +251,37 @@ def follow_page(page: Path, directory: Path) -> None:
         path.write_text("\n\n".join(block.code for block in file.blocks), encoding="utf-8")
     scripts = [f.name for f in files if f.name.endswith(".py") and not f.is_test]
     tests = [f.name for f in files if f.name.endswith(".py") and f.is_test]
-    for script in scripts:
-        subprocess.run([sys.executable, script], cwd=directory, check=True)  # noqa: S603
-    if tests:
-        pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-        subprocess.run([*pytest, *tests], cwd=directory, check=True)  # noqa: S603
+    for script in scripts:  # `python <script>`
+        subprocess.run([sys.executable, __file__, "--script", script], cwd=directory, check=True)  # noqa: S603
+    if tests:  # `pytest <tests>`
+        subprocess.run([sys.executable, __file__, "--pytest", *tests], cwd=directory, check=True)  # noqa: S603
+
+
+def _exit(code: int) -> NoReturn:
+    """End the process without the interpreter's shutdown, as `sqlalchemy-obstore` does.
+
+    obstore's async runtime (tokio) can abort the process (SIGABRT, 134) when its threads
+    race the interpreter's finalisation after async calls; that is not the page's doing.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def main(argv: list[str]) -> NoReturn:
+    """`PAGE`, or (for the files a page writes) `--script FILE` or `--pytest FILE...`."""
+    # The reader's directory comes first on sys.path (their `models.py`), this one not at all.
+    sys.path[0] = str(Path.cwd())
+    if argv[0] == "--script":
+        runpy.run_path(argv[1], run_name="__main__")
+        _exit(0)
+    if argv[0] == "--pytest":
+        import pytest  # noqa: PLC0415
+
+        _exit(int(pytest.main(["-q", "-p", "no:cacheprovider", *argv[1:]])))
+    follow_page(Path(argv[0]).resolve(), Path.cwd())
+    _exit(0)
 
 
 if __name__ == "__main__":
-    # Run as `python tests/docs_snippets.py <page>`: the reader's directory comes first on
-    # sys.path (their `models.py`), this test directory not at all.
-    sys.path[0] = str(Path.cwd())
-    follow_page(Path(sys.argv[1]).resolve(), Path.cwd())
+    main(sys.argv[1:])
