@@ -148,9 +148,9 @@ def run_blocks(blocks: list[Block], namespace: dict[str, object]) -> None:
         for block in blocks:
             code = compile_block(block)
             if code.co_flags & inspect.CO_COROUTINE:
-                loop.run_until_complete(eval(code, namespace))  # noqa: S307
+                loop.run_until_complete(eval(code, namespace))
             else:
-                exec(code, namespace)  # noqa: S102
+                exec(code, namespace)
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
@@ -184,7 +184,7 @@ def run_in_process(
         if code.co_flags & inspect.CO_COROUTINE:
             message = f"{block.where}: top-level await cannot run in this process"
             raise TypeError(message)
-        exec(code, vars(module))  # noqa: S102
+        exec(code, vars(module))
     module.__docs_next_block__ = stop  # type: ignore[attr-defined]
     return module
 
@@ -252,9 +252,9 @@ def follow_page(page: Path, directory: Path) -> None:
     scripts = [f.name for f in files if f.name.endswith(".py") and not f.is_test]
     tests = [f.name for f in files if f.name.endswith(".py") and f.is_test]
     for script in scripts:  # `python <script>`
-        subprocess.run([sys.executable, __file__, "--script", script], cwd=directory, check=True)  # noqa: S603
+        subprocess.run([sys.executable, __file__, "--script", script], cwd=directory, check=True)
     if tests:  # `pytest <tests>`
-        subprocess.run([sys.executable, __file__, "--pytest", *tests], cwd=directory, check=True)  # noqa: S603
+        subprocess.run([sys.executable, __file__, "--pytest", *tests], cwd=directory, check=True)
 
 
 def _exit(code: int) -> NoReturn:
@@ -276,7 +276,7 @@ def main(argv: list[str]) -> NoReturn:
         runpy.run_path(argv[1], run_name="__main__")
         _exit(0)
     if argv[0] == "--pytest":
-        import pytest  # noqa: PLC0415
+        import pytest
 
         _exit(int(pytest.main(["-q", "-p", "no:cacheprovider", *argv[1:]])))
     follow_page(Path(argv[0]).resolve(), Path.cwd())

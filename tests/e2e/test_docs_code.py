@@ -32,9 +32,7 @@ RUN_ELSEWHERE = {
     "how-to/web-litestar.md": (
         "tests/integration/test_web_litestar.py::test_the_documented_application"
     ),
-    "how-to/testing.md": (
-        "tests/e2e/test_pytest_plugin.py::test_the_how_to_page_examples_run"
-    ),
+    "how-to/testing.md": "tests/e2e/test_pytest_plugin.py::test_the_how_to_page_examples_run",
 }
 """Pages whose blocks run, every one of them in order, in another test."""
 

@@ -398,12 +398,13 @@ READERS_APP = """
 
         storage = ObstorePlugin(
             ObstoreConfig(
-                backends=[ObstoreBackend("uploads", "s3://myapp/", region="eu-west-1", prefix="docs")],
+                backends=[ObstoreBackend("uploads", "s3://myapp/", prefix="docs")],
                 signing_secret="myapp-signing-secret-of-at-least-32-bytes",
                 signed_url_expires_in=300,
             )
         )
-        return Litestar([upload], plugins=[storage], dependencies={"db_session": Provide(db_session)})
+        dependencies = {"db_session": Provide(db_session)}
+        return Litestar([upload], plugins=[storage], dependencies=dependencies)
 """
 """The reader's application, as the page describes it (`create_app(sessionmaker)` registers
 `ObstoreBackend("uploads", "s3://...", prefix="docs")` and signs URLs)."""

@@ -47,8 +47,8 @@ from sqlalchemy_obstore.contrib.litestar import (
 from sqlalchemy_obstore.signing import HmacUrlSigner
 from sqlalchemy_obstore.tickets import UploadTickets
 from tests.conftest import PG_SERVER
-from tests.integration.backends import s3_backend
 from tests.docs_snippets import run_in_process
+from tests.integration.backends import s3_backend
 from tests.integration.web_apps import ERRORS
 from tests.integration.web_scenarios import (
     DATA,
