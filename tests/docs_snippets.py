@@ -131,9 +131,10 @@ def compile_block(block: Block) -> types.CodeType:
     """Compile a block with its page's line numbers, top-level `await` allowed."""
     tree = ast.parse(block.code, filename=str(block.page))
     ast.increment_lineno(tree, block.line - 1)
-    return compile(
+    code: types.CodeType = compile(
         tree, str(block.page), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
     )
+    return code
 
 
 def run_blocks(blocks: list[Block], namespace: dict[str, object]) -> None:
