@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.docs_snippets import code_blocks, page_files, runnable
+
 pytest_plugins = ["pytester"]
 
 MODELS = """
@@ -354,58 +356,107 @@ def test_a_wrong_ini_option_names_itself(pytester: pytest.Pytester, project: Pat
 
 
 # -- the how-to page's examples -------------------------------------------------------------------
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "how-to" / "testing.md"
+PAGE = "how-to/testing.md"
 
-TUTORIAL_MODELS = """
-    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+READERS_APP = """
+    from collections.abc import AsyncIterator
+    from dataclasses import dataclass
+    from typing import Annotated, Any
 
-    from sqlalchemy_obstore import FileObject, StoredObject
+    from litestar import Litestar, post
+    from litestar.datastructures import UploadFile
+    from litestar.di import NamedDependency, Provide
+    from litestar.enums import RequestEncodingType
+    from litestar.params import Body
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from myapp.models import Document
+    from sqlalchemy_obstore import FileObject, ObstoreBackend
+    from sqlalchemy_obstore.contrib.litestar import ObstoreConfig, ObstorePlugin
 
 
-    class Base(DeclarativeBase):
-        pass
+    @dataclass
+    class Upload:
+        file: UploadFile
 
 
-    class Document(Base):
-        __tablename__ = "documents"
+    @post("/documents")
+    async def upload(
+        data: Annotated[Upload, Body(media_type=RequestEncodingType.MULTI_PART)],
+        db_session: NamedDependency[AsyncSession],
+    ) -> dict[str, Any]:
+        document = Document(title=data.file.filename, file=FileObject.from_upload(data.file))
+        db_session.add(document)
+        await db_session.commit()
+        return {"id": document.id, "file": document.file}
 
-        id: Mapped[int] = mapped_column(primary_key=True)
-        title: Mapped[str]
-        file: Mapped[FileObject | None] = mapped_column(StoredObject("uploads"))
-        attachments: Mapped[list[FileObject]] = mapped_column(
-            StoredObject("uploads", multiple=True), default=list
+
+    def create_app(sessions: async_sessionmaker[AsyncSession]) -> Litestar:
+        async def db_session() -> AsyncIterator[AsyncSession]:
+            async with sessions() as session:
+                yield session
+
+        storage = ObstorePlugin(
+            ObstoreConfig(
+                backends=[ObstoreBackend("uploads", "s3://myapp/", prefix="docs")],
+                signing_secret="myapp-signing-secret-of-at-least-32-bytes",
+                signed_url_expires_in=300,
+            )
         )
+        dependencies = {"db_session": Provide(db_session)}
+        return Litestar([upload], plugins=[storage], dependencies=dependencies)
 """
+"""The reader's application, as the page describes it (`create_app(sessionmaker)` registers
+`ObstoreBackend("uploads", "s3://...", prefix="docs")` and signs URLs)."""
+
+READERS_CONFTEST_CHECKS = """
+    from sqlalchemy_obstore import ObstoreBackend, storages
 
 
-def code_blocks(language: str) -> list[str]:
-    blocks, current = [], None
-    for line in DOCS.read_text().splitlines():
-        if current is None and line.strip() == f"```{language}":
-            current = []
-        elif current is not None and line.strip() == "```":
-            blocks.append("\n".join(current) + "\n")
-            current = None
-        elif current is not None:
-            current.append(line)
-    return blocks
+    def test_the_plain_fixture(storage):
+        assert storages.get_backend("uploads") is storage
+
+
+    def test_a_temporary_registry(scratch_storage):
+        assert list(storages) == ["uploads"]
+
+
+    def test_overrides(stand_ins):
+        storages.register_backend(ObstoreBackend("media", "s3://media/"))
+        assert storages.get_backend("media").kind == "memory"
+"""
+"""Uses of the page's `conftest.py` fixtures (the page defines them, its tests do not use
+them)."""
 
 
 def test_the_how_to_page_examples_run(pytester: pytest.Pytester) -> None:
-    """Every test on docs/how-to/testing.md runs as written, with the page's configuration
-    (the test-client example needs an application: `test_pytest_plugin_apps.py` runs one)."""
-    (ini,) = code_blocks("ini")
+    """Every block of docs/how-to/testing.md runs as written, in the files the page names
+    (`tests/docs_snippets.py`), with the page's configuration, the tutorial's `models.py`
+    (the page's tests use its `Document`) and an application as the page describes."""
+    (ini,) = code_blocks(PAGE, "ini")
     pytester.makefile(
         ".ini",
-        pytest=ini + "pythonpath = .\naddopts = --strict-config --strict-markers\n"
+        pytest=ini.code + "pythonpath = .\naddopts = --strict-config --strict-markers\n"
         "filterwarnings =\n    error\n"
         "    ignore:The declarative_mixin decorator:DeprecationWarning\n",
     )
     pytester.mkpydir("myapp")
-    (pytester.path / "myapp" / "models.py").write_text(textwrap.dedent(TUTORIAL_MODELS))
-    examples = [b for b in code_blocks("python") if "def test_" in b and "client" not in b]
-    assert len(examples) == 4  # the first tests, two fault tests, the factory
-    pytester.mkdir("tests")
-    (pytester.path / "tests" / "test_docs.py").write_text("\n\n".join(examples))
+    (models,) = [b for b in code_blocks("tutorial.md") if b.file_name == "models.py"]
+    (pytester.path / "myapp" / "models.py").write_text(models.code)
+    (pytester.path / "myapp" / "app.py").write_text(textwrap.dedent(READERS_APP))
+    files = page_files(runnable(code_blocks(PAGE)))
+    assert [f.name for f in files] == [
+        "tests/test_documents.py",
+        "tests/test_app.py",
+        "tests/test_faults.py",
+        "tests/test_factories.py",
+        "conftest.py",
+    ]
+    for file in files:
+        path = pytester.path / file.name
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("\n\n".join(block.code for block in file.blocks))
+    checks = pytester.path / "tests" / "test_conftest_fixtures.py"
+    checks.write_text(textwrap.dedent(READERS_CONFTEST_CHECKS))
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=3 + 1 + 3 + 2 + 3)

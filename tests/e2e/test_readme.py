@@ -15,13 +15,12 @@ from typing import Any
 
 import pytest
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-_BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+from tests.docs_snippets import README, code_blocks
 
 
-def python_blocks(text: str) -> list[str]:
-    """The ```python blocks of a Markdown text, in order."""
-    return [match.group(1) for match in _BLOCK.finditer(text)]
+def python_blocks() -> list[str]:
+    """The README's ```python blocks, in order."""
+    return [block.code for block in code_blocks(README)]
 
 
 def run(
@@ -39,14 +38,14 @@ def run(
 
 
 def test_the_readme_has_a_quickstart() -> None:
-    blocks = python_blocks(README.read_text(encoding="utf-8"))
+    blocks = python_blocks()
     assert blocks, "no ```python block in the README"
     assert "asyncio.run(main())" in blocks[0]
 
 
-@pytest.mark.parametrize("index", range(len(python_blocks(README.read_text(encoding="utf-8")))))
+@pytest.mark.parametrize("index", range(len(python_blocks())))
 def test_every_python_block_runs_as_written(index: int, tmp_path: Path) -> None:
-    block = python_blocks(README.read_text(encoding="utf-8"))[index]
+    block = python_blocks()[index]
     result = run(block, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     if "sign_async" in block:
@@ -56,7 +55,7 @@ def test_every_python_block_runs_as_written(index: int, tmp_path: Path) -> None:
 def test_the_quickstart_runs_on_s3_with_its_production_line(
     tmp_path: Path, moto_server: Any
 ) -> None:
-    quickstart = python_blocks(README.read_text(encoding="utf-8"))[0]
+    quickstart = python_blocks()[0]
     production = re.search(r"# In production: (ObstoreBackend\(.*\))\n", quickstart)
     assert production is not None
     line = production.group(1).replace("s3://my-bucket/", f"s3://{moto_server.bucket}/")

@@ -1,9 +1,10 @@
 """The web how-to pages' code, run block by block as a reader follows each page.
 
 `docs/how-to/web-fastapi.md` and `docs/how-to/uploads-from-requests.md` (the Litestar
-page's application runs in `test_web_litestar.py`): every block runs in order in one
-module, under `filterwarnings=error` (so a deprecated way of declaring a dependency
-fails here), and the applications they build answer real requests.
+page runs in `test_web_litestar.py`; every other page in `tests/e2e/test_docs_code.py`):
+every block runs in order in one module, under `filterwarnings=error` (so a deprecated
+way of declaring a dependency fails here), and the applications they build answer real
+requests.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from sqlalchemy_obstore import storages
-from tests.integration.web_apps import run_snippet
+from tests.docs_snippets import run_in_process
 from tests.integration.web_scenarios import SECRET, asgi_lifespan
 
 BASE = "http://testserver"
@@ -31,15 +32,7 @@ async def test_the_fastapi_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
     monkeypatch.setenv("STORAGE_URL", (tmp_path / "files").as_uri())
     monkeypatch.setenv("STORAGE_SIGNING_SECRET", SECRET)
-    page_name = "how-to/web-fastapi.md"
-    page = run_snippet(page_name, "## A complete application")
-    for heading in (
-        "## The extension",
-        "## Dependencies",
-        "## Streaming downloads",
-        "## Redirects to signed URLs",
-    ):
-        run_snippet(page_name, heading, page)
+    page = run_in_process("how-to/web-fastapi.md")
 
     async with asgi_lifespan(page.app), client_of(page.app) as client:
         created = await client.post(
@@ -80,15 +73,7 @@ async def test_the_fastapi_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 async def test_the_uploads_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
-    page_name = "how-to/uploads-from-requests.md"
-    page = run_snippet(page_name, "## The model")
-    for heading in (
-        "## Starlette and FastAPI",
-        "## Litestar",
-        "## Answering refusals",
-        "## Raw request bodies: no multipart at all",
-    ):
-        run_snippet(page_name, heading, page)
+    page = run_in_process("how-to/uploads-from-requests.md")
     async with page.engine.begin() as connection:
         await connection.run_sync(page.Base.metadata.create_all)
     try:

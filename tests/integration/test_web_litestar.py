@@ -47,8 +47,9 @@ from sqlalchemy_obstore.contrib.litestar import (
 from sqlalchemy_obstore.signing import HmacUrlSigner
 from sqlalchemy_obstore.tickets import UploadTickets
 from tests.conftest import PG_SERVER
+from tests.docs_snippets import run_in_process
 from tests.integration.backends import s3_backend
-from tests.integration.web_apps import ERRORS, run_snippet
+from tests.integration.web_apps import ERRORS
 from tests.integration.web_scenarios import (
     DATA,
     FILES,
@@ -544,13 +545,15 @@ PDF = b"%PDF-1.4\n" + bytes(range(256)) * 8 + b"\n%%EOF\n"
 async def test_the_documented_application(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The page's first snippet, run as written: advanced-alchemy's SQLAlchemyPlugin and
-    ObstorePlugin together, warning-free (filterwarnings=error); then its variant without
-    advanced-alchemy."""
+    """Every block of the page, run in order as written: the application with
+    advanced-alchemy's SQLAlchemyPlugin and ObstorePlugin together, warning-free
+    (filterwarnings=error); then its variant without advanced-alchemy, with the page's
+    other handlers (the registry, a download, a redirect) registered on it."""
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("STORAGE_URL", (tmp_path / "files").as_uri())
     monkeypatch.setenv("STORAGE_SIGNING_SECRET", SECRET)
-    page = run_snippet("how-to/web-litestar.md", "## A complete application")
+    page_name = "how-to/web-litestar.md"
+    page = run_in_process(page_name, until="## Without advanced-alchemy")
     # In this event loop (not the test client's thread): the engine the plugin creates at
     # startup and disposes at shutdown lives and dies in one loop.
     try:
@@ -561,12 +564,20 @@ async def test_the_documented_application(
         # started with; a second config in one process gets another key (db_engine_1)
         await page.alchemy.config[0].get_engine().dispose()
 
-    run_snippet("how-to/web-litestar.md", "## Without advanced-alchemy", page)
+    run_in_process(page_name, page)  # the rest of the page
+    for handler in (page.backends, page.link):
+        page.app.register(handler)
     async with page.engine.begin() as connection:
         await connection.run_sync(page.Base.metadata.drop_all)
         await connection.run_sync(page.Base.metadata.create_all)
     try:  # (the module-level engine's connections live in this loop too)
         async with asgi_lifespan(page.app), in_process(page.app) as client:
+            assert (await client.get("/backends")).json() == ["uploads"]
+            created = await client.post("/documents", files={"file": ("a.pdf", PDF)})
+            link = await client.get(f"/documents/{created.json()['id']}/link")
+            assert link.status_code == 302, link.text
+            assert (await client.get(link.headers["location"])).content == PDF
+            assert (await client.delete(f"/documents/{created.json()['id']}")).status_code == 204
             await check_documented_app(client, tmp_path)
     finally:
         await page.engine.dispose()

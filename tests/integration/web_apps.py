@@ -21,12 +21,9 @@ Refused uploads answer with `error_status()` (413, 415, 409, ...) and `{"error":
 from __future__ import annotations
 
 import os
-import re
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from types import ModuleType
 from typing import Annotated, Any
 
 from fastapi import FastAPI
@@ -353,35 +350,6 @@ ERRORS: list[tuple[StorageError, int]] = [
     (InvalidFilenameError("bad name"), 422),
 ]
 """Errors a client causes, each with the status the web integrations answer it with."""
-
-
-# -- the docs' own code ---------------------------------------------------------------------------
-DOCS = Path(__file__).resolve().parents[2] / "docs"
-
-
-def docs_snippet(page: str, heading: str, index: int = 0) -> str:
-    """The `index`-th Python code block after `heading` in `docs/<page>` (run by tests)."""
-    text = (DOCS / page).read_text()
-    start = text.index(f"\n{heading}\n")
-    blocks = text[start:].split("```python\n")[1:]
-    return blocks[index].split("\n```", 1)[0]
-
-
-def run_snippet(page: str, heading: str, module: ModuleType | None = None) -> ModuleType:
-    """Run a code block of the docs, as a reader following the page would.
-
-    The code runs as a module of its own (registered in `sys.modules`, as frameworks
-    resolving annotations expect); pass the `module` of an earlier block to run the next
-    one in the same namespace.
-    """
-    if module is None:
-        name = "docs_" + re.sub(r"\W", "_", page.removesuffix(".md"))
-        module = sys.modules[name] = ModuleType(name)
-    code = compile(
-        docs_snippet(page, heading), f"docs/{page} ({heading})", "exec", dont_inherit=True
-    )
-    exec(code, vars(module))
-    return module
 
 
 # -- uvicorn entry points (subprocess) ------------------------------------------------------------
