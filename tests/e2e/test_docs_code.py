@@ -96,13 +96,27 @@ PAGE_ENVIRONMENT: dict[str, set[str]] = {
     "how-to/signed-urls-local.md": {"secrets"},
     "backends/azure.md": {"secrets"},
     "backends/gcs.md": {"gcs"},
-    "backends/s3.md": {"s3"},
+    "backends/s3.md": {"s3", "cloudfront"},
+    "how-to/cdn.md": {"s3", "cloudfront"},
 }
 """What each page is given. `s3`: obstore's environment for a local S3 server (moto) with
 the `my-bucket` the pages name; `STORAGE_URL=s3`: the page's setup reads `STORAGE_URL`
 (memory by default) and what the page shows is about S3; `secrets`: the secrets the page
 reads from the environment; `gcs`: a service-account key (a throwaway RSA key) in
-`GOOGLE_SERVICE_ACCOUNT_KEY`."""
+`GOOGLE_SERVICE_ACCOUNT_KEY`; `cloudfront`: a throwaway RSA key in `CLOUDFRONT_PRIVATE_KEY`."""
+
+
+def throwaway_rsa_pem() -> str:
+    """A fresh 2048-bit RSA private key, PEM (PKCS#8)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
 
 
 @pytest.fixture(scope="session")
@@ -127,6 +141,8 @@ def page_environment(page: str, request: pytest.FixtureRequest) -> dict[str, str
         env["STORAGE_URL"] = "s3://my-bucket/"
     if "secrets" in given:
         env.update(SECRETS)
+    if "cloudfront" in given:  # a key group's private key: a throwaway RSA key
+        env["CLOUDFRONT_PRIVATE_KEY"] = throwaway_rsa_pem()
     if "gcs" in given:  # a service-account key with a throwaway RSA key: signs locally
         env["GOOGLE_SERVICE_ACCOUNT_KEY"] = gcs_service_account_json(GCS)
     return env
