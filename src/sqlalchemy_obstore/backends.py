@@ -1944,10 +1944,14 @@ class ObstoreBackend(Backend):
             return (await result.bytes_async()).to_bytes()
 
     def iter_chunks(self, path: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
-        """Stream `path` in chunks of `chunk_size` bytes, the last one shorter (bounded
-        memory; memory and local stores, which hand over a whole object at once, are cut
-        to size too, so code tested against them meets the chunks it will meet on S3)."""
-        pieces = _Pieces(chunk_size)
+        """Stream `path` in chunks of about `chunk_size` bytes (bounded memory).
+
+        Network stores hand over what arrived, merged to at least `chunk_size`; memory
+        and local stores, which hold the whole object at once, are cut to exactly
+        `chunk_size` (the last chunk shorter), so code tested against them meets chunks
+        of the size it asked for.
+        """
+        pieces = self._pieces(chunk_size)
         with self._errors("get", path):
             checked = self._local_check(path, "get")
             result = obs.get(self.store, path)
@@ -1961,13 +1965,17 @@ class ObstoreBackend(Backend):
                 return
             yield from pieces.cut(chunk)
 
+    def _pieces(self, chunk_size: int) -> _Pieces:
+        """How chunks are handed on: cut to size for whole-object stores, else as they come."""
+        return _Pieces(chunk_size) if self.kind in {"memory", "local"} else _AS_THEY_COME
+
     async def iter_chunks_async(
         self, path: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE
     ) -> AsyncIterator[bytes]:
         """Async version of
         [`iter_chunks`][sqlalchemy_obstore.backends.ObstoreBackend.iter_chunks].
         """
-        pieces = _Pieces(chunk_size)
+        pieces = self._pieces(chunk_size)
         with self._errors("get", path):
             checked = self._local_check(path, "get")
             result = await obs.get_async(self.store, path)
@@ -2464,6 +2472,16 @@ class _Pieces:
     def rest(self) -> list[bytes]:
         held, self.held = self.held, b""
         return [held] if held else []
+
+
+class _Unchanged(_Pieces):
+    """Hands chunks on as they come (network stores: no copy, no re-cutting)."""
+
+    def cut(self, chunk: Any) -> list[bytes]:
+        return [_as_bytes(chunk)]
+
+
+_AS_THEY_COME = _Unchanged(1)
 
 
 def _check_range(start: int, length: int) -> None:
