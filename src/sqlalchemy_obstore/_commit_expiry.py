@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import InstanceState, Mapper, Session, SessionTransaction
 
-from ._compat import in_async_context
+from ._io import in_async_context
 from .types import stored_object_columns
 
 _SNAPSHOT_KEY = "sqlalchemy_obstore.committed_files"

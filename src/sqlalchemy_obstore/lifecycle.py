@@ -38,17 +38,17 @@ Tracking can be turned off per session (`disable_tracking(session)`, or
 `info={TRACKING_KEY: False}` on a sessionmaker) and per column
 (`StoredObject(..., track=False)`).
 
-All decisions are made by plain code over the session's state; only `_run` knows whether
-to call obstore synchronously or through the async bridge.
+All decisions are made by plain code over the session's state; the storage calls they
+decide on go through [`_io.run`][sqlalchemy_obstore._io.run], which awaits obstore's
+async calls (concurrently) inside an `AsyncSession` and makes the sync calls elsewhere.
 """
 
 from __future__ import annotations
 
-import asyncio
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import event, inspect, select
 from sqlalchemy.engine import Connection, Engine, ExceptionContext
@@ -56,8 +56,8 @@ from sqlalchemy.orm import InstanceState, Mapper, Session, SessionTransaction, o
 from sqlalchemy.orm.attributes import flag_modified, get_history
 from sqlalchemy.orm.base import NO_VALUE
 
-from ._compat import await_, in_async_context
 from ._content import CONSUMED, ContentCheckpoint
+from ._io import NOT_RUN, Call, Gather, run
 from ._logging import library_logger
 from .backends import Backend
 from .errors import (
@@ -94,7 +94,6 @@ DEFAULT_UPLOAD_CONCURRENCY = 8
 _STATE_KEY = "sqlalchemy_obstore.state"
 _REPLACED_KEY = "sqlalchemy_obstore.replaced"
 _NOT_LOADED = object()
-_T = TypeVar("_T")
 
 
 def disable_tracking(session: Any) -> None:
@@ -288,44 +287,6 @@ def _forget_replaced(state: InstanceState[Any], tracker: _SessionState) -> None:
             value._removed.clear()
 
 
-# -- the executor: the only place that chooses sync or async obstore calls ----------------------
-def _run(
-    sync_calls: Sequence[Callable[[], _T]],
-    async_calls: Sequence[Callable[[], Awaitable[_T]]],
-    concurrency: int,
-) -> list[_T | BaseException]:
-    """Run operations, returning each result or exception in order.
-
-    Inside an `AsyncSession` the async versions run concurrently (at most
-    `concurrency` at once) through the greenlet bridge; otherwise the sync versions run
-    one after another, stopping at the first failure (the rest are reported as not run).
-    """
-    if not sync_calls:
-        return []
-    if in_async_context():
-        return await_(_gather_bounded(async_calls, concurrency))
-    results: list[_T | BaseException] = []
-    for call in sync_calls:
-        try:
-            results.append(call())
-        except Exception as exc:
-            results.append(exc)
-            break
-    return results
-
-
-async def _gather_bounded(
-    calls: Sequence[Callable[[], Awaitable[_T]]], concurrency: int
-) -> list[_T | BaseException]:
-    semaphore = asyncio.Semaphore(max(1, concurrency))
-
-    async def limited(call: Callable[[], Awaitable[_T]]) -> _T:
-        async with semaphore:
-            return await call()
-
-    return list(await asyncio.gather(*(limited(c) for c in calls), return_exceptions=True))
-
-
 _REASONS: dict[OrphanReason, str] = {
     "after_commit": "replaced or removed, after commit",
     "rollback": "transaction rolled back",
@@ -351,14 +312,13 @@ def _report(backend: Backend, paths: list[str], reason: OrphanReason, error: Any
 def _delete_quietly(pending: dict[_Ref, Backend], reason: OrphanReason) -> None:
     """Delete objects grouped by backend; failures are logged and reported, never raised."""
     groups = _by_backend(pending)
-    results = _run(
-        [lambda b=b, p=p: b.delete(p) for b, p in groups],  # type: ignore[misc]
-        [lambda b=b, p=p: b.delete_async(p) for b, p in groups],  # type: ignore[misc]
-        DEFAULT_UPLOAD_CONCURRENCY,
-    )
-    for index, (backend, paths) in enumerate(groups):
-        outcome: object = results[index] if index < len(results) else None
-        if index >= len(results) or isinstance(outcome, BaseException):
+    if not groups:
+        return
+    calls = [Call(b.delete, b.delete_async, p) for b, p in groups]
+    outcomes = run(Gather(calls, concurrency=DEFAULT_UPLOAD_CONCURRENCY))
+    for (backend, paths), outcome in zip(groups, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            error = None if outcome is NOT_RUN else outcome
             logger.warning(
                 "Could not delete %d object(s) %s from backend %r (%s); they are orphans "
                 "now and the garbage collector will find them: %s",
@@ -366,12 +326,12 @@ def _delete_quietly(pending: dict[_Ref, Backend], reason: OrphanReason) -> None:
                 paths[:10],
                 backend.key,
                 _REASONS[reason],
-                outcome if outcome is not None else "not attempted",
-                exc_info=outcome if isinstance(outcome, BaseException) else None,
+                error if error is not None else "not attempted",
+                exc_info=error,
             )
-            _report(backend, paths, reason, outcome)
-            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
-                raise outcome
+            _report(backend, paths, reason, error)
+            if error is not None and not isinstance(error, Exception):
+                raise error
         else:
             logger.debug(
                 "Deleted %d object(s) from backend %r (%s)",
@@ -418,11 +378,8 @@ def _upload_all(session: Session, jobs: list[tuple[FileObject, SaveOptions]]) ->
             )
     snapshots = [_snapshot(file) for file, _ in jobs]
     concurrency = int(session.info.get(CONCURRENCY_KEY, DEFAULT_UPLOAD_CONCURRENCY))
-    results = _run(
-        [lambda f=f, o=o: f.save(options=o) for f, o in jobs],  # type: ignore[misc]
-        [lambda f=f, o=o: f.save_async(options=o) for f, o in jobs],  # type: ignore[misc]
-        concurrency,
-    )
+    calls = [Call(f.save, f.save_async, options=o) for f, o in jobs]
+    results = run(Gather(calls, concurrency=concurrency))
     done = [
         _Upload(
             file,
@@ -431,10 +388,10 @@ def _upload_all(session: Session, jobs: list[tuple[FileObject, SaveOptions]]) ->
             snapshot,
             tuple(r.path for r in file.renditions.values() if r.path is not None),
         )
-        for (file, _), snapshot, result in zip(jobs, snapshots, results, strict=False)
+        for (file, _), snapshot, result in zip(jobs, snapshots, results, strict=True)
         if not isinstance(result, BaseException)
     ]
-    failures = [r for r in results if isinstance(r, BaseException)]
+    failures = [r for r in results if isinstance(r, BaseException) and r is not NOT_RUN]
     if failures:
         # Nothing of this flush may stay behind: remove what did get uploaded.
         _delete_quietly(_uploaded_objects(done), "failed_flush")
