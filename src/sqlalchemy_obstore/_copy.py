@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from ._io import Call, Plan, run
-from .backends import Backend, WriteResult
+from .backends import Backend, SizedBody, WriteResult
 
 __all__ = ("copy_object", "copying")
 
@@ -57,7 +57,8 @@ def copying(
 
     # The source's stream has the colour of the put it feeds.
     def upload() -> WriteResult:
-        body = (see(chunk) for chunk in source.iter_chunks(path, chunk_size=chunk_size))
+        chunks = (see(chunk) for chunk in source.iter_chunks(path, chunk_size=chunk_size))
+        body = SizedBody(chunks, size)  # longer than a part: it streams from the start
         return destination.put(
             target, body, attributes=attributes, chunk_size=chunk_size, max_concurrency=_PARTS
         )
