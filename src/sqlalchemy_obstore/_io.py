@@ -26,7 +26,9 @@ SQLAlchemy's `AsyncSession` does with `greenlet_spawn`, see
 await the async calls (concurrently where asked), elsewhere they make the sync calls.
 Those three are the only functions of the package that ask where they run.
 
-Never an event loop run inside sync code, never a thread pool standing in for async.
+Never an event loop run inside sync code, never a thread pool standing in for async
+(a sync `Engine` handed to async code aside: see
+[`run_on_engine`][sqlalchemy_obstore._io.run_on_engine]).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ __all__ = (
     "map_concurrently",
     "run",
     "run_async",
+    "run_on_engine",
     "run_sync",
 )
 
@@ -364,3 +367,24 @@ async def bridge_bind(
     if isinstance(bind, AsyncConnection):
         return await bind.run_sync(function, *args, **kwargs)
     return await greenlet_spawn(function, bind.sync_engine, *args, **kwargs)
+
+
+async def run_on_engine(
+    engine: Engine | AsyncEngine,
+    function: Callable[Concatenate[Engine, _P], _R],
+    /,
+    *args: _P.args,
+    **kwargs: _P.kwargs,
+) -> _R:
+    """`function(sync engine, ...)` from async code, for an engine of either kind.
+
+    An `AsyncEngine` lends its sync engine and `function` runs in the greenlet bridge
+    (its database I/O is awaited). A sync `Engine` has a blocking driver that no event
+    loop can wait for: `function` then runs in a worker thread, so the loop stays free
+    (the one place a thread stands in, and only for a sync engine handed to async code).
+    """
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    if isinstance(engine, AsyncEngine):
+        return await greenlet_spawn(function, engine.sync_engine, *args, **kwargs)
+    return await asyncio.to_thread(function, engine, *args, **kwargs)

@@ -64,7 +64,6 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -87,16 +86,17 @@ from ._attributes import (
     guess_content_type,
     serves_inline,
 )
+from ._io import Call, Plan, run_async, run_on_engine, run_sync
 from ._multipart import (
     Operation,
     Target,
     credentials_now,
     credentials_now_async,
-    run_async,
-    run_sync,
     s3_target,
     store_backend,
 )
+from ._multipart import run_async as send_async
+from ._multipart import run_sync as send
 from ._s3_uploads import (
     MAX_PART_URLS,
     MAX_POST_SIZE,
@@ -523,7 +523,7 @@ class SqlReplayGuard:
     def __repr__(self) -> str:
         return f"SqlReplayGuard(table={self.table.fullname!r})"
 
-    # statements: decided here, executed by the sync or async drivers below
+    # statements: decided here, executed by the operations below
     def _insert(self, ticket_id: str, expires_at: datetime) -> Any:
         return self.table.insert().values(
             ticket_id=ticket_id,
@@ -552,124 +552,96 @@ class SqlReplayGuard:
             )
         return self.engine
 
-    def _create_table(self, connection: Any) -> None:
+    def _create_table(self, engine: Engine) -> None:
         from sqlalchemy.exc import DBAPIError
 
-        try:
-            self.table.create(connection, checkfirst=True)
-        except DBAPIError:
-            # Another instance created it between the check and the CREATE.
-            connection.rollback()
-            if not connection.dialect.has_table(
-                connection, self.table.name, schema=self.table.schema
-            ):
-                raise
-        else:
-            connection.commit()
-
-    def create_table(self) -> None:
-        """Create the table now if it does not exist (sync engine)."""
-        with self._sync_engine("create_table").connect() as connection:
-            self._create_table(connection)
+        with engine.connect() as connection:
+            try:
+                self.table.create(connection, checkfirst=True)
+            except DBAPIError:
+                # Another instance created it between the check and the CREATE.
+                connection.rollback()
+                if not connection.dialect.has_table(
+                    connection, self.table.name, schema=self.table.schema
+                ):
+                    raise
+            else:
+                connection.commit()
         self._create = False
 
-    async def create_table_async(self) -> None:
-        """Create the table now if it does not exist."""
-        from sqlalchemy.ext.asyncio import AsyncEngine
-
-        if not isinstance(self.engine, AsyncEngine):
-            await asyncio.to_thread(self.create_table)
-            return
-        async with self.engine.connect() as connection:
-            await connection.run_sync(self._create_table)
-        self._create = False
-
-    def claim(self, ticket_id: str, expires_at: datetime) -> bool:
-        """Insert `ticket_id`; `True` if no row had it (this claim won)."""
+    def _claim(self, engine: Engine, ticket_id: str, expires_at: datetime) -> bool:
         from sqlalchemy.exc import IntegrityError
 
-        engine = self._sync_engine("claim")
         if self._create:
-            self.create_table()
+            self._create_table(engine)
         try:
             with engine.begin() as connection:
                 connection.execute(self._insert(ticket_id, expires_at))
         except IntegrityError:
             return False
         if self._due_for_purge():
-            self.purge()
+            self._purge(engine)
         return True
+
+    def _release(self, engine: Engine, ticket_id: str) -> None:
+        with engine.begin() as connection:
+            connection.execute(self._delete(ticket_id))
+
+    def _is_claimed(self, engine: Engine, ticket_id: str) -> bool:
+        from sqlalchemy import select
+
+        if self._create:
+            self._create_table(engine)
+        lookup = select(self.table.c.ticket_id).where(self.table.c.ticket_id == ticket_id)
+        with engine.connect() as connection:
+            return connection.execute(lookup).first() is not None
+
+    def _purge(self, engine: Engine) -> int:
+        with engine.begin() as connection:
+            return int(connection.execute(self._expired()).rowcount)
+
+    # Each operation is written once, over a sync `Engine`. The async methods run it with
+    # `_io.run_on_engine`: an AsyncEngine's sync engine in SQLAlchemy's greenlet bridge,
+    # a sync Engine (whose driver blocks) in a worker thread.
+    def create_table(self) -> None:
+        """Create the table now if it does not exist (sync engine)."""
+        self._create_table(self._sync_engine("create_table"))
+
+    async def create_table_async(self) -> None:
+        """Create the table now if it does not exist."""
+        await run_on_engine(self.engine, self._create_table)
+
+    def claim(self, ticket_id: str, expires_at: datetime) -> bool:
+        """Insert `ticket_id`; `True` if no row had it (this claim won)."""
+        return self._claim(self._sync_engine("claim"), ticket_id, expires_at)
 
     async def claim_async(self, ticket_id: str, expires_at: datetime) -> bool:
         """Async version of `claim`."""
-        from sqlalchemy.exc import IntegrityError
-        from sqlalchemy.ext.asyncio import AsyncEngine
-
-        if not isinstance(self.engine, AsyncEngine):
-            return await asyncio.to_thread(self.claim, ticket_id, expires_at)
-        if self._create:
-            await self.create_table_async()
-        try:
-            async with self.engine.begin() as connection:
-                await connection.execute(self._insert(ticket_id, expires_at))
-        except IntegrityError:
-            return False
-        if self._due_for_purge():
-            await self.purge_async()
-        return True
+        return await run_on_engine(self.engine, self._claim, ticket_id, expires_at)
 
     def release(self, ticket_id: str) -> None:
         """Delete the claim of `ticket_id`."""
-        with self._sync_engine("release").begin() as connection:
-            connection.execute(self._delete(ticket_id))
+        self._release(self._sync_engine("release"), ticket_id)
 
     async def release_async(self, ticket_id: str) -> None:
         """Async version of `release`."""
-        from sqlalchemy.ext.asyncio import AsyncEngine
-
-        if not isinstance(self.engine, AsyncEngine):
-            await asyncio.to_thread(self.release, ticket_id)
-            return
-        async with self.engine.begin() as connection:
-            await connection.execute(self._delete(ticket_id))
-
-    def _lookup(self, ticket_id: str) -> Any:
-        from sqlalchemy import select
-
-        return select(self.table.c.ticket_id).where(self.table.c.ticket_id == ticket_id)
+        await run_on_engine(self.engine, self._release, ticket_id)
 
     def is_claimed(self, ticket_id: str) -> bool:
         """Whether a row records `ticket_id`."""
-        engine = self._sync_engine("is_claimed")
-        if self._create:
-            self.create_table()
-        with engine.connect() as connection:
-            return connection.execute(self._lookup(ticket_id)).first() is not None
+        return self._is_claimed(self._sync_engine("is_claimed"), ticket_id)
 
     async def is_claimed_async(self, ticket_id: str) -> bool:
         """Async version of `is_claimed`."""
-        from sqlalchemy.ext.asyncio import AsyncEngine
-
-        if not isinstance(self.engine, AsyncEngine):
-            return await asyncio.to_thread(self.is_claimed, ticket_id)
-        if self._create:
-            await self.create_table_async()
-        async with self.engine.connect() as connection:
-            return (await connection.execute(self._lookup(ticket_id))).first() is not None
+        return await run_on_engine(self.engine, self._is_claimed, ticket_id)
 
     def purge(self) -> int:
         """Delete the rows of tickets past their deadline; returns how many."""
-        with self._sync_engine("purge").begin() as connection:
-            return int(connection.execute(self._expired()).rowcount)
+        return self._purge(self._sync_engine("purge"))
 
     async def purge_async(self) -> int:
         """Async version of `purge`."""
-        from sqlalchemy.ext.asyncio import AsyncEngine
-
-        if not isinstance(self.engine, AsyncEngine):
-            return await asyncio.to_thread(self.purge)
-        async with self.engine.begin() as connection:
-            return int((await connection.execute(self._expired())).rowcount)
+        return await run_on_engine(self.engine, self._purge)
 
 
 # -- grants -------------------------------------------------------------------------------------
@@ -1270,21 +1242,10 @@ class UploadTickets:
             >>> grant.method, grant.path.startswith("in/"), grant.content_types
             ('PUT', True, ('application/pdf',))
         """
-        resolved, claims, lifetime, route = self._prepare(
+        prepared = self._prepare(
             target, filename, max_size, content_types, expires_in, metadata, size, method
         )
-        backend = resolved.backend
-        if route.bucket is None:
-            url = self._sign_put(backend, claims, lifetime) or backend.sign(
-                claims.source, method="PUT", expires_in=lifetime
-            )
-            return self._grant(claims, url, lifetime, backend)
-        if route.method == "post":
-            credentials = credentials_now(route.bucket)
-            return self._post_grant(claims, lifetime, backend, route, credentials, content_type)
-        upload_id = run_sync(route.bucket, self._create(claims, route, content_type))
-        started = self._started(claims, route, upload_id)
-        return self._grant(started, "", lifetime, backend, method="MULTIPART")
+        return run_sync(self._issuing(prepared, content_type))
 
     async def issue_async(
         self,
@@ -1300,19 +1261,33 @@ class UploadTickets:
         method: UploadMethod | None = None,
     ) -> UploadGrant:
         """Async version of [`issue`][sqlalchemy_obstore.tickets.UploadTickets.issue]."""
-        resolved, claims, lifetime, route = self._prepare(
+        prepared = self._prepare(
             target, filename, max_size, content_types, expires_in, metadata, size, method
         )
+        return await run_async(self._issuing(prepared, content_type))
+
+    def _issuing(
+        self, prepared: tuple[_Target, _Claims, timedelta, _Route], content_type: str | None
+    ) -> Plan[UploadGrant]:
+        """`issue` once `_prepare` decided everything: sign, or start the upload."""
+        resolved, claims, lifetime, route = prepared
         backend = resolved.backend
         if route.bucket is None:
             url = self._sign_put(backend, claims, lifetime) or (
-                await backend.sign_async(claims.source, method="PUT", expires_in=lifetime)
+                yield Call(
+                    backend.sign,
+                    backend.sign_async,
+                    claims.source,
+                    method="PUT",
+                    expires_in=lifetime,
+                )
             )
             return self._grant(claims, url, lifetime, backend)
         if route.method == "post":
-            credentials = await credentials_now_async(route.bucket)
+            credentials = yield Call(credentials_now, credentials_now_async, route.bucket)
             return self._post_grant(claims, lifetime, backend, route, credentials, content_type)
-        upload_id = await run_async(route.bucket, self._create(claims, route, content_type))
+        creating = self._create(claims, route, content_type)
+        upload_id = yield Call(send, send_async, route.bucket, creating)
         started = self._started(claims, route, upload_id)
         return self._grant(started, "", lifetime, backend, method="MULTIPART")
 
@@ -1434,30 +1409,34 @@ class UploadTickets:
             ...     print("refused")
             refused
         """
-        claims, plan, bucket = self._multipart(ticket)
-        numbers = self._part_numbers(claims, plan, part_numbers)
-        if self.is_redeemed(claims.id):
-            raise self._claim_failed(claims)
-        return self._sign_parts(claims, plan, bucket, numbers, credentials_now(bucket))
+        return run_sync(self._signing_parts(ticket, part_numbers))
 
     async def part_urls_async(
         self, ticket: str, part_numbers: Iterable[int] | None = None
     ) -> dict[int, str]:
         """Async version of [`part_urls`][sqlalchemy_obstore.tickets.UploadTickets.part_urls]."""
+        return await run_async(self._signing_parts(ticket, part_numbers))
+
+    def _signing_parts(
+        self, ticket: str, part_numbers: Iterable[int] | None
+    ) -> Plan[dict[int, str]]:
         claims, plan, bucket = self._multipart(ticket)
         numbers = self._part_numbers(claims, plan, part_numbers)
-        if await self.is_redeemed_async(claims.id):
+        if (yield from self._redeemed(claims.id)):
             raise self._claim_failed(claims)
-        credentials = await credentials_now_async(bucket)
+        credentials = yield Call(credentials_now, credentials_now_async, bucket)
         return self._sign_parts(claims, plan, bucket, numbers, credentials)
 
-    def _finish(
+    def _completing(
         self, ticket: str, parts: Mapping[int, str] | Iterable[Any] | None
-    ) -> tuple[_Claims, Target, Operation[None]]:
+    ) -> Plan[None]:
         claims, plan, bucket = self._multipart(ticket)
         assert claims.upload_id is not None
         etags = None if parts is None else _etags(parts, claims)
-        return claims, bucket, finish(bucket, claims.path, claims.upload_id, plan, etags)
+        if (yield from self._redeemed(claims.id)):
+            raise self._claim_failed(claims)
+        finishing = finish(bucket, claims.path, claims.upload_id, plan, etags)
+        yield Call(send, send_async, bucket, finishing)
 
     def complete(self, ticket: str, parts: Mapping[int, str] | Iterable[Any] | None = None) -> None:
         """Complete a multipart upload once its parts match the ticket's plan.
@@ -1488,24 +1467,18 @@ class UploadTickets:
             ObjectNotFoundError: The upload no longer exists (aborted, or collected).
             StorageError: If the store fails a request.
         """
-        claims, bucket, operation = self._finish(ticket, parts)
-        if self.is_redeemed(claims.id):
-            raise self._claim_failed(claims)
-        run_sync(bucket, operation)
+        run_sync(self._completing(ticket, parts))
 
     async def complete_async(
         self, ticket: str, parts: Mapping[int, str] | Iterable[Any] | None = None
     ) -> None:
         """Async version of [`complete`][sqlalchemy_obstore.tickets.UploadTickets.complete]."""
-        claims, bucket, operation = self._finish(ticket, parts)
-        if await self.is_redeemed_async(claims.id):
-            raise self._claim_failed(claims)
-        await run_async(bucket, operation)
+        await run_async(self._completing(ticket, parts))
 
-    def _aborting(self, ticket: str) -> tuple[Target, Operation[bool]]:
+    def _aborting(self, ticket: str) -> Call[bool]:
         claims, _, bucket = self._multipart(ticket)
         assert claims.upload_id is not None
-        return bucket, abort(bucket, claims.path, claims.upload_id)
+        return Call(send, send_async, bucket, abort(bucket, claims.path, claims.upload_id))
 
     def abort(self, ticket: str) -> bool:
         """Abort a multipart upload: the store drops its parts; nothing is kept.
@@ -1524,13 +1497,11 @@ class UploadTickets:
             ExpiredUploadTicketError: Past the ticket's redeem deadline.
             StorageError: If the store fails the request.
         """
-        bucket, operation = self._aborting(ticket)
-        return run_sync(bucket, operation)
+        return run_sync(self._aborting(ticket))
 
     async def abort_async(self, ticket: str) -> bool:
         """Async version of [`abort`][sqlalchemy_obstore.tickets.UploadTickets.abort]."""
-        bucket, operation = self._aborting(ticket)
-        return await run_async(bucket, operation)
+        return await run_async(self._aborting(ticket))
 
     # -- the token ------------------------------------------------------------------------
     @staticmethod
@@ -1626,13 +1597,23 @@ class UploadTickets:
             ConfigurationError: If the replay guard cannot answer (a custom guard
                 without `is_claimed`).
         """
-        return bool(self._guard_lookup("is_claimed")(ticket_id))
+        return run_sync(self._redeemed(ticket_id))
 
     async def is_redeemed_async(self, ticket_id: str) -> bool:
         """Async version of
         [`is_redeemed`][sqlalchemy_obstore.tickets.UploadTickets.is_redeemed].
         """
-        return bool(await self._guard_lookup("is_claimed_async")(ticket_id))
+        return await run_async(self._redeemed(ticket_id))
+
+    def _redeemed(self, ticket_id: str) -> Plan[bool]:
+        return bool((yield self._ask_guard("is_claimed", ticket_id)))
+
+    def _ask_guard(self, method: str, *args: Any) -> Call[Any]:
+        """A call of the replay guard's `method` (or `<method>_async`), looked up when made."""
+        return Call(
+            lambda: self._guard_lookup(method)(*args),
+            lambda: self._guard_lookup(f"{method}_async")(*args),
+        )
 
     def _guard_lookup(self, method: str) -> Any:
         lookup = getattr(self.replay_guard, method, None)
@@ -1792,56 +1773,38 @@ class UploadTickets:
             2
             refused
         """
+        return run_sync(self._redeeming(ticket))
+
+    async def redeem_async(self, ticket: str) -> FileObject:
+        """Async version of [`redeem`][sqlalchemy_obstore.tickets.UploadTickets.redeem]."""
+        return await run_async(self._redeeming(ticket))
+
+    def _redeeming(self, ticket: str) -> Plan[FileObject]:
         claims = self._decode(ticket)
         backend = self.registry.get_backend(claims.backend)
-        if not self.replay_guard.claim(claims.id, claims.deadline):
+        if not (yield self._ask_guard("claim", claims.id, claims.deadline)):
             raise self._claim_failed(claims)
         try:
             if claims.upload_path is not None:
-                backend.copy(claims.upload_path, claims.path, overwrite=True)
-            info = backend.head(claims.path)
+                source, path = claims.upload_path, claims.path
+                yield Call(backend.copy, backend.copy_async, source, path, overwrite=True)
+            info: ObjectInfo = yield Call(backend.head, backend.head_async, claims.path)
             violation = _size_violation(claims, info.size)
             head = None
             if violation is None and claims.sniff:
-                head = backend.get_range(claims.path, 0, SNIFF_BYTES) if info.size else b""
+                reading = Call(
+                    backend.get_range, backend.get_range_async, claims.path, 0, SNIFF_BYTES
+                )
+                head = (yield reading) if info.size else b""
         except BaseException:
-            self.replay_guard.release(claims.id)  # nothing was decided: the client may retry
+            yield self._ask_guard("release", claims.id)  # nothing was decided: the client may retry
             raise
         if violation is None:
             content_type, violation = self._verdict(claims, backend, info, head)
         garbage = self._garbage(claims, violation)
         if garbage:
             with suppress(StorageError):  # leftovers are collected by collect_garbage
-                backend.delete(garbage)
-        if violation is not None:
-            raise violation
-        return self._file(claims, info, content_type)
-
-    async def redeem_async(self, ticket: str) -> FileObject:
-        """Async version of [`redeem`][sqlalchemy_obstore.tickets.UploadTickets.redeem]."""
-        claims = self._decode(ticket)
-        backend = self.registry.get_backend(claims.backend)
-        if not await self.replay_guard.claim_async(claims.id, claims.deadline):
-            raise self._claim_failed(claims)
-        try:
-            if claims.upload_path is not None:
-                await backend.copy_async(claims.upload_path, claims.path, overwrite=True)
-            info = await backend.head_async(claims.path)
-            violation = _size_violation(claims, info.size)
-            head = None
-            if violation is None and claims.sniff:
-                head = (
-                    await backend.get_range_async(claims.path, 0, SNIFF_BYTES) if info.size else b""
-                )
-        except BaseException:
-            await self.replay_guard.release_async(claims.id)
-            raise
-        if violation is None:
-            content_type, violation = self._verdict(claims, backend, info, head)
-        garbage = self._garbage(claims, violation)
-        if garbage:
-            with suppress(StorageError):
-                await backend.delete_async(garbage)
+                yield Call(backend.delete, backend.delete_async, garbage)
         if violation is not None:
             raise violation
         return self._file(claims, info, content_type)
