@@ -133,7 +133,8 @@ def test_sync_copies_stream_through_the_wrappers_put(
     copy_object(source, wrapper, "big", size=1000, attributes=None, chunk_size=128)
     assert inner.get_bytes("big") == b"".join(_chunks(10))
     assert wrapper.routed == [("put", "big")]
-    assert len(bodies) == 1 and isinstance(bodies[0], Iterator)  # streamed, not joined
+    assert len(bodies) == 1
+    assert isinstance(bodies[0], Iterator)  # streamed, not joined
 
 
 def test_the_wrappers_keep_their_own_names_for_the_inner_backend() -> None:
