@@ -42,8 +42,8 @@ Tracking can be turned off per session (`disable_tracking(session)`, or
 (`StoredObject(..., track=False)`).
 
 All decisions are made by plain code over the session's state; the storage calls they
-decide on go through [`_io.run`][sqlalchemy_obstore._io.run], which awaits obstore's
-async calls (concurrently) inside an `AsyncSession` and makes the sync calls elsewhere.
+decide on go through one private module (`_io`), which awaits obstore's async calls
+(concurrently) inside an `AsyncSession` and makes the sync calls elsewhere.
 """
 
 from __future__ import annotations
