@@ -228,15 +228,16 @@ def run_sync(work: Step[_R] | Plan[_R]) -> _R:
     """Do `work` (a step, or a plan step by step) with the sync calls."""
     if isinstance(work, Step):
         return work.run_sync()
+    send, throw = work.send, work.throw
     try:
-        step = next(work)
+        step = send(None)
         while True:
             try:
                 outcome = step.run_sync()
             except BaseException as exc:
-                step = work.throw(exc)
+                step = throw(exc)
             else:
-                step = work.send(outcome)
+                step = send(outcome)
     except StopIteration as stop:
         result: _R = stop.value
         return result
@@ -250,15 +251,16 @@ async def run_async(work: Step[_R] | Plan[_R]) -> _R:
     """Do `work` (a step, or a plan step by step) with the async calls."""
     if isinstance(work, Step):
         return await work.run_async()
+    send, throw = work.send, work.throw
     try:
-        step = next(work)
+        step = send(None)
         while True:
             try:
                 outcome = await step.run_async()
             except BaseException as exc:
-                step = work.throw(exc)
+                step = throw(exc)
             else:
-                step = work.send(outcome)
+                step = send(outcome)
     except StopIteration as stop:
         result: _R = stop.value
         return result

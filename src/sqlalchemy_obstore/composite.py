@@ -142,6 +142,8 @@ class MirrorBackend(DelegatingBackend):
 
     def _settling(self, outcomes: Sequence[Any], path: str) -> Plan[None]:
         """After the mirrors' writes: undo everything and raise, or log lenient failures."""
+        if not any(isinstance(o, BaseException) for o in outcomes):
+            return
         failed = [
             (m, o)
             for m, o in zip(self.mirrors, outcomes, strict=True)
@@ -374,17 +376,16 @@ class OverlayBackend(DelegatingBackend):
             )
         return self.base
 
-    def _routing(self, call: Routed, path: str | None) -> Plan[Backend]:
+    def _route(self, call: Routed, path: str | None) -> Backend:
         """Reads: the backend holding `path`; everything else: the overlay."""
         if call in _LOOKUPS and path is not None:
-            return (yield from self._locating(path))
+            return run_sync(self._locating(path))
         return self.overlay
 
-    def _route(self, call: Routed, path: str | None) -> Backend:
-        return run_sync(self._routing(call, path))
-
     async def _route_async(self, call: Routed, path: str | None) -> Backend:
-        return await run_async(self._routing(call, path))
+        if call in _LOOKUPS and path is not None:
+            return await run_async(self._locating(path))
+        return self.overlay
 
     # -- writes -------------------------------------------------------------------------------
     def _putting(self, path: str, body: UploadBody, options: dict[str, Any]) -> Plan[WriteResult]:

@@ -209,11 +209,6 @@ def _tracked_columns(mapper: Mapper[Any]) -> tuple[tuple[str, StoredObject], ...
     return file_columns(mapper).tracked
 
 
-def _has_file_columns(mapper: Mapper[Any]) -> bool:
-    """Whether `mapper` has any `StoredObject` column (tracked or not)."""
-    return bool(file_columns(mapper).all)
-
-
 def _files(value: Any) -> Iterator[FileObject]:
     """The files a value holds, each followed by its renditions (they share its fate)."""
     if isinstance(value, FileObject):
@@ -421,8 +416,6 @@ def _vet_references(session: Session) -> None:
     """
     for obj in (*session.new, *session.dirty):
         state = inspect(obj)
-        if not _has_file_columns(state.mapper):
-            continue
         for key, column in file_columns(state.mapper).all:
             value = state.dict.get(key)
             if value is None:
@@ -471,15 +464,16 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
     tracker = _state(session)
     tracker.flush_doomed = {}
     plan = _FlushPlan()
-    processed: list[InstanceState[Any]] = []
+    processed: list[tuple[InstanceState[Any], tuple[tuple[str, StoredObject], ...]]] = []
     for obj in (*session.new, *session.dirty):
         if obj in session.deleted:
             continue
         state = inspect(obj)
-        if not _has_file_columns(state.mapper):
+        columns = file_columns(state.mapper)
+        if not columns.all:
             continue  # no StoredObject column: nothing to upload, remember or forget
-        processed.append(state)
-        for key, column in _tracked_columns(state.mapper):
+        processed.append((state, columns.tracked))
+        for key, column in columns.tracked:
             value = state.dict.get(key, _NOT_LOADED)
             if value is _NOT_LOADED:
                 continue  # not loaded, so not changed
@@ -492,9 +486,9 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
         uploads = _upload_all(session, plan.uploads)
         tracker.record_for(session).uploads.extend(uploads)
     holders: dict[_Ref, list[InstanceState[Any]]] = {}
-    for state in processed:
+    for state, tracked in processed:
         _forget_replaced(state, tracker)
-        for key, _column in _tracked_columns(state.mapper):
+        for key, _column in tracked:
             for file in _files(state.dict.get(key)):
                 if (ref := _ref(file)) is not None:
                     holders.setdefault(ref, []).append(state)
