@@ -8,7 +8,7 @@ after the commit.
 
 from __future__ import annotations
 
-from . import _commit_expiry  # noqa: F401  (session listeners: file columns survive commit expiry)
+from . import lifecycle
 from .backends import Backend, ObjectInfo, ObstoreBackend, SignedURL, WriteResult
 from .composite import MirrorBackend, OverlayBackend
 from .errors import (
@@ -87,6 +87,8 @@ from .types import StoredObject
 from .validation import UploadPolicy, detect_content_type
 
 __version__ = "0.1.0"
+
+lifecycle.install_listeners()  # the session integration, once (see its documentation)
 
 __all__ = (
     "Backend",

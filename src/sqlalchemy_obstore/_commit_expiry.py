@@ -20,24 +20,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
 from sqlalchemy.orm import InstanceState, Mapper, Session, SessionTransaction
 
-from ._compat import in_async_context
-from .types import stored_object_columns
+from ._file_columns import file_columns
+from ._io import in_async_context
+from ._listeners import Listener
+
+__all__ = ("LISTENERS",)
 
 _SNAPSHOT_KEY = "sqlalchemy_obstore.committed_files"
-_KEYS: dict[Mapper[Any], tuple[str, ...]] = {}
 
 
-def _file_keys(mapper: Mapper[Any]) -> tuple[str, ...]:
-    keys = _KEYS.get(mapper)
-    if keys is None:
-        keys = _KEYS[mapper] = tuple(key for key, _ in stored_object_columns(mapper))
-    return keys
-
-
-@event.listens_for(Session, "after_commit")
 def _remember_committed_files(session: Session) -> None:
     """Just before the commit expires the session's objects, note their file values."""
     if not session.expire_on_commit or session.get_nested_transaction() is not None:
@@ -46,7 +39,7 @@ def _remember_committed_files(session: Session) -> None:
         return  # a plain Session reloads expired files lazily: nothing to work around
     snapshot: dict[InstanceState[Any], dict[str, Any]] = {}
     for state in session.identity_map.all_states():
-        keys = _file_keys(state.mapper)
+        keys = file_columns(state.mapper).keys
         if not keys:
             continue
         loaded = state.dict
@@ -57,7 +50,6 @@ def _remember_committed_files(session: Session) -> None:
         session.info[_SNAPSHOT_KEY] = snapshot
 
 
-@event.listens_for(Mapper, "expire", raw=True)
 def _keep_committed_files(state: InstanceState[Any], attrs: Any) -> None:
     """Put the committed file values back into an object the commit just expired."""
     if attrs is not None:  # an explicit expire of some attributes: leave it
@@ -74,7 +66,14 @@ def _keep_committed_files(state: InstanceState[Any], attrs: Any) -> None:
         state.expired_attributes.difference_update(values)
 
 
-@event.listens_for(Session, "after_transaction_end")
 def _forget_committed_files(session: Session, transaction: SessionTransaction) -> None:
     """The commit's expiry is over: later expiries are the application's own."""
     session.info.pop(_SNAPSHOT_KEY, None)
+
+
+LISTENERS = (
+    Listener(Session, "after_commit", _remember_committed_files),
+    Listener(Mapper, "expire", _keep_committed_files, raw=True),
+    Listener(Session, "after_transaction_end", _forget_committed_files),
+)
+"""This module's listeners, installed with the session's (`lifecycle.install_listeners`)."""

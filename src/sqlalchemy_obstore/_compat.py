@@ -1,15 +1,18 @@
-"""The one place that knows SQLAlchemy's version-specific names.
+"""The one place that knows SQLAlchemy's version-specific names for its greenlet bridge.
 
 Session events are synchronous. Inside an `AsyncSession` they run in SQLAlchemy's
 greenlet bridge, where a coroutine can be awaited with `await_` (2.1; `await_only` in
 2.0) — the same mechanism SQLAlchemy uses for its async drivers. Outside it (a plain
-`Session`), `in_greenlet()` is false and the sync obstore calls are used instead.
+`Session`), `in_greenlet()` is false. Only [`_io`][sqlalchemy_obstore._io] uses these:
+it is the module that decides between sync and async calls.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+
+from sqlalchemy.util.concurrency import greenlet_spawn as _greenlet_spawn
 
 _T = TypeVar("_T")
 
@@ -23,7 +26,7 @@ try:
 except ImportError:  # pragma: no cover - very old 2.0 releases
     _in_greenlet = None  # type: ignore[assignment]
 
-__all__ = ("await_", "in_async_context")
+__all__ = ("await_", "greenlet_spawn", "in_async_context")
 
 
 def in_async_context() -> bool:
@@ -43,4 +46,10 @@ def in_async_context() -> bool:
 def await_(awaitable: Awaitable[_T]) -> _T:
     """Await `awaitable` from sync code running inside the greenlet bridge."""
     result: Any = _await(awaitable)
+    return result  # type: ignore[no-any-return]
+
+
+async def greenlet_spawn(function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """Run the sync `function` in a new greenlet whose `await_` calls await here."""
+    result: Any = await _greenlet_spawn(function, *args, **kwargs)
     return result  # type: ignore[no-any-return]

@@ -225,6 +225,8 @@ class ContentReader:
         """The first bytes of the content (up to one part), available before upload."""
         self.error: BaseException | None = None
         self._consumed = False
+        self._buffered: list[Any] = []  # the first chunks, until they exceed one part
+        self._buffered_size = 0
 
     @property
     def started(self) -> bool:
@@ -299,22 +301,38 @@ class ContentReader:
             )
         self._start()
         if self.kind == "buffer":
-            self.head = bytes(memoryview(self._source)[: self._chunk_size])
-            body = self._account(self._source)
-            self._end()
-            return body
+            return self._buffer()
         chunks, length = self._sync_chunks()
-        buffered: list[Any] = []
-        total = 0
         for chunk in chunks:
-            buffered.append(self._account(chunk))
-            total += memoryview(chunk).nbytes
-            if total > self._chunk_size:
-                self.head = _head_of(buffered, self._chunk_size)
-                stream = self._stream(buffered, chunks)
+            if self._look_ahead(chunk):
+                stream = self._stream(self._ahead(), chunks)
                 # A file's length lets the store size its parts to fit from the start.
                 return stream if length is None else SizedBody(stream, length)
-        whole = b"".join(buffered)
+        return self._whole()
+
+    # The sans-I/O half of `open` and `open_async`: the first chunks are buffered until
+    # they exceed one part (the body then streams) or the source ends (one buffer).
+    def _buffer(self) -> Any:
+        self.head = bytes(memoryview(self._source)[: self._chunk_size])
+        body = self._account(self._source)
+        self._end()
+        return body
+
+    def _look_ahead(self, chunk: Any) -> bool:
+        """Buffer `chunk`; whether more than one part is buffered now."""
+        self._buffered.append(self._account(chunk))
+        self._buffered_size += memoryview(chunk).nbytes
+        return self._buffered_size > self._chunk_size
+
+    def _ahead(self) -> list[Any]:
+        """The buffered chunks, to stream first (the head is taken from them)."""
+        self.head = _head_of(self._buffered, self._chunk_size)
+        return self._buffered
+
+    def _whole(self) -> bytes:
+        """The buffered chunks were the whole content: one buffer."""
+        whole = b"".join(self._buffered)
+        self._buffered.clear()
         self.head = whole
         self._end()
         return whole
@@ -336,18 +354,10 @@ class ContentReader:
             return self.open()
         self._start()
         chunks = aiter(self._source)
-        buffered: list[Any] = []
-        total = 0
         async for chunk in chunks:
-            buffered.append(self._account(chunk))
-            total += memoryview(chunk).nbytes
-            if total > self._chunk_size:
-                self.head = _head_of(buffered, self._chunk_size)
-                return self._stream_async(buffered, chunks)
-        whole = b"".join(buffered)
-        self.head = whole
-        self._end()
-        return whole
+            if self._look_ahead(chunk):
+                return self._stream_async(self._ahead(), chunks)
+        return self._whole()
 
     async def _stream_async(
         self, buffered: list[Any], rest: AsyncIterator[Any]

@@ -9,11 +9,9 @@ only what it does differently; everything else goes to the wrapped backend, `inn
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Any, Literal, TypeAlias
 
-from ._copy import SyncWriter, open_sync_writer
 from .backends import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_CONCURRENCY,
@@ -58,8 +56,7 @@ class DelegatingBackend(Backend):
     are the inner backend's, taken once at construction. Every operation asks `_route`
     for the backend that serves it (`inner` unless a subclass decides otherwise) when it
     is called: the coroutines ask `_route_async`, the async iterators `_route`. A put's
-    body passes through `_wrap_body`; a sync copy into the wrapper streams through the
-    routed backend's writer. `exists` is answered by `head`, as for every backend.
+    body passes through `_wrap_body`. `exists` is answered by `head`, as for every backend.
 
     Args:
         key: The key columns store.
@@ -153,12 +150,6 @@ class DelegatingBackend(Backend):
         options = put_kwargs(attributes, create_only, use_multipart, chunk_size, max_concurrency)
         backend = await self._route_async("put", path)
         return await backend.put_async(path, self._wrap_body(body, path), **options)
-
-    def _open_sync_writer(
-        self, path: str, attributes: Mapping[str, str] | None, chunk_size: int
-    ) -> AbstractContextManager[SyncWriter] | None:
-        """The inner backend's streaming writer (see `_copy.open_sync_writer`), if any."""
-        return open_sync_writer(self._route("put", path), path, attributes, chunk_size)
 
     def copy(self, source: str, destination: str, *, overwrite: bool = False) -> None:
         """Copy inside the inner backend."""

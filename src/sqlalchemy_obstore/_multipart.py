@@ -56,7 +56,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
-from ._compat import await_, in_async_context
+from . import _io
 from ._sigv4 import Credentials, encode_path, encode_query, sign_headers
 from .backends import Backend, ObstoreBackend
 from .errors import (
@@ -731,9 +731,8 @@ async def run_async(target: Target, operation: Operation[_T]) -> _T:
 
 def _run(target: Target, operation: Operation[_T]) -> _T:
     """Run with the driver that suits the caller: async inside the greenlet bridge."""
-    if in_async_context():
-        return await_(run_async(target, operation))
-    return run_sync(target, operation)
+    call: _io.Call[_T] = _io.Call(run_sync, run_async, target, operation)
+    return _io.run(call)
 
 
 def _checked_target(backend: Backend) -> Target:

@@ -24,9 +24,7 @@ import functools
 import json
 import os
 import re
-import threading
 from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -1564,18 +1562,22 @@ class ObstoreBackend(Backend):
         body that itself makes a sync obstore call (a copy from another backend's
         `iter_chunks`) panics ("Cannot start a runtime from within a runtime"). So the
         body is always read here, in the caller's thread (and greenlet, and context):
-        a body of at most `chunk_size` bytes goes up as one buffer; a longer one is
-        handed chunk by chunk to obstore's `put` running in a helper thread, which keeps
-        obstore's multipart upload, its abort when the body fails (nothing is left,
-        no pending upload) and the etag and version it reports.
+        a body of at most `chunk_size` bytes goes up as one buffer, as does any body of a
+        put that cannot be a multipart upload (`create_only`, `use_multipart=False`:
+        obstore would hold it whole anyway); a longer one (a `SizedBody` says so before it
+        is read) streams through obstore's buffered writer (`_put_streamed`).
         """
+        whole = options.get("mode") is not None or options.get("use_multipart") is False
+        count = self._part_count(path, chunk_size)
+        if not whole and (_known_length(body) or 0) > chunk_size:
+            return self._put_streamed(path, [], body, options, count)  # longer than a part
         head: list[Any] = []
         total = 0
         try:
             for chunk in body:
                 head.append(chunk)
                 total += memoryview(chunk).nbytes
-                if total > chunk_size:
+                if total > chunk_size and not whole:
                     break
             else:
                 data = head[0] if len(head) == 1 else b"".join(head)
@@ -1583,7 +1585,7 @@ class ObstoreBackend(Backend):
         except BaseException:
             _close_body(body)
             raise
-        return self._put_streamed(path, head, body, options, self._part_count(path, chunk_size))
+        return self._put_streamed(path, head, body, options, count)
 
     def _put_streamed(
         self,
@@ -1593,51 +1595,54 @@ class ObstoreBackend(Backend):
         options: dict[str, Any],
         count: _PartCount | None,
     ) -> WriteResult:
+        """Write `head` then `rest` through obstore's buffered writer (`open_writer`).
+
+        The writer sends a multipart upload of `chunk_size` parts, at most
+        `max_concurrency` in flight, so memory stays bounded whatever the size. Leaving
+        it with an exception (a size limit, a validator, the source failing) aborts the
+        multipart upload: no object, no incomplete upload is left. The writer reports no
+        etag or version; a `head` of the new object does.
+        """
         counted = _unchanged if count is None else count.add
-        channel = _Channel()
-        outcome: list[Any] = []
-
-        def upload() -> None:
-            try:
-                outcome.append(obs.put(self.store, path, iter(channel), **options))
-            except BaseException as exc:  # handed to the calling thread below
-                outcome.append(exc)
-            finally:
-                channel.close()
-
-        worker = threading.Thread(target=upload, name="sqlalchemy-obstore-put", daemon=True)
-        worker.start()
+        writer_options: dict[str, Any] = {
+            "buffer_size": options.get("chunk_size", _OBSTORE_CHUNK_SIZE),
+            "max_concurrency": options.get("max_concurrency", _OBSTORE_MAX_CONCURRENCY),
+        }
+        if "attributes" in options:
+            writer_options["attributes"] = options["attributes"]
         try:
-            for chunk in head:
-                if not channel.send(counted(chunk)):
-                    break
-            else:
+            with self._errors("put", path):
+                writer = obs.open_writer(self.store, path, **writer_options)
+            try:
+                for chunk in _drained(head):
+                    with self._errors("put", path):
+                        writer.write(counted(chunk))
                 for chunk in rest:
-                    if not channel.send(counted(chunk)):
-                        break
-            channel.finish()
-        except BaseException:
-            # The body failed (a size limit, a validator, the source): obstore sees the
-            # body fail too and aborts the upload; wait until it has.
-            channel.finish(failed=True)
-            worker.join()
+                    with self._errors("put", path):
+                        writer.write(counted(chunk))
+            except BaseException as exc:
+                self._abort(writer, path, exc)
+                raise
+            with self._errors("put", path):
+                writer.close()
+        finally:
             _close_body(rest)
-            raise
-        worker.join()
-        _close_body(rest)
-        result = outcome[0]
-        if isinstance(result, BaseException):
-            if isinstance(result, _BodyAborted):
-                raise StorageOperationError(
-                    f"put failed on backend {self.key!r}: the upload was aborted.",
-                    backend=self.key,
-                    path=path,
-                    operation="put",
-                )
-            if (error := self._translate(result, "put", path)) is not None:
-                raise error from result
-            raise result
-        return WriteResult(result.get("e_tag"), result.get("version"))
+        info = self.head(path)
+        return WriteResult(info.etag, info.version)
+
+    def _abort(self, writer: Any, path: str, exc: BaseException) -> None:
+        """Leave `writer` with `exc`: obstore aborts its multipart upload."""
+        try:
+            with self._errors("put", path):
+                writer.__exit__(type(exc), exc, exc.__traceback__)
+        except Exception as failure:  # the original error matters more; say what is left
+            _logger.warning(
+                "Could not abort the upload to %r in backend %r (%s); an incomplete "
+                "multipart upload may be left: `sqlalchemy-obstore gc` aborts it",
+                path,
+                self.key,
+                failure,
+            )
 
     @_confined_write_async
     async def put_async(
@@ -2335,6 +2340,13 @@ def _unchanged(chunk: Any) -> Any:
     return chunk
 
 
+def _drained(items: list[Any]) -> Iterator[Any]:
+    """The items of `items`, each dropped from the list once handed out."""
+    items.reverse()
+    while items:
+        yield items.pop()
+
+
 class _Abortable:
     """An upload body that can be made to fail from outside (see `_shielded`).
 
@@ -2385,58 +2397,6 @@ def _is_panic(exc: BaseException) -> bool:
 
 class _BodyAborted(Exception):
     """Raised inside obstore's `put` to make it abort: the caller's body failed."""
-
-
-class _Channel:
-    """Hands chunks from the calling thread to obstore's `put` in a helper thread.
-
-    At most one chunk waits in the channel (bounded memory). `send` returns `False`
-    once the upload has stopped taking chunks (it failed); the caller stops reading.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Condition()
-        self._items: deque[Any] = deque()
-        self._finished = False
-        self._failed = False
-        self._closed = False
-
-    def send(self, item: Any) -> bool:
-        with self._lock:
-            while self._items and not self._closed:
-                self._lock.wait()
-            if self._closed:
-                return False
-            self._items.append(item)
-            self._lock.notify_all()
-            return True
-
-    def finish(self, *, failed: bool = False) -> None:
-        with self._lock:
-            self._finished = True
-            self._failed = failed
-            if failed:
-                self._items.clear()
-            self._lock.notify_all()
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self._items.clear()
-            self._lock.notify_all()
-
-    def __iter__(self) -> Iterator[Any]:
-        while True:
-            with self._lock:
-                while not self._items and not self._finished:
-                    self._lock.wait()
-                if self._failed:
-                    raise _BodyAborted
-                if not self._items:
-                    return
-                item = self._items.popleft()
-                self._lock.notify_all()
-            yield item
 
 
 def _as_bytes(chunk: Any) -> bytes:

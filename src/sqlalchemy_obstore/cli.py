@@ -65,7 +65,7 @@ import re
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -76,7 +76,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from . import __version__, _multipart
+from . import __version__, _io, _multipart
 from ._cli_app import (
     AppLoadError,
     Runtime,
@@ -96,10 +96,8 @@ from .gc import (
     GarbageReport,
     VerificationReport,
     collect_garbage,
-    collect_garbage_async,
     find_file_columns,
     verify_references,
-    verify_references_async,
 )
 from .registry import BackendRegistry, storages
 
@@ -686,60 +684,40 @@ def _with_database(
     database: _Database,
     tables: Sequence[Table],
     work: Callable[[Engine], _T],
-    work_async: Callable[[AsyncEngine], Awaitable[_T]],
 ) -> _T:
-    """Connect (checking the tables exist), then run the sync or async work; dispose.
+    """Connect (checking the tables exist), then run the work; dispose.
 
-    The application's own engine is disposed too: its connections belong to this
-    command's event loop, which ends with the command.
+    The work is sync code over a sync `Engine`. An async database's engine lends its
+    sync engine and the work runs in SQLAlchemy's greenlet bridge on the command's loop,
+    so storage is called through obstore's async API (see `_io`). The application's own
+    engine is disposed too: its connections belong to this command's event loop, which
+    ends with the command.
     """
+
+    def connected(engine: Engine) -> _T:
+        try:
+            try:
+                with engine.connect() as connection:
+                    _check_tables(connection, tables)
+            except (DBAPIError, OSError) as exc:
+                raise _unreachable_database(database, exc) from exc
+            return work(engine)
+        finally:
+            engine.dispose()
+
     engine = _create_engine(database)
     if isinstance(engine, AsyncEngine):
-        async_engine = engine
-
-        async def go() -> _T:
-            try:
-                try:
-                    async with async_engine.connect() as connection:
-                        await connection.run_sync(_check_tables, tables)
-                except (DBAPIError, OSError) as exc:
-                    raise _unreachable_database(database, exc) from exc
-                return await work_async(async_engine)
-            finally:
-                await async_engine.dispose()
-
-        return runtime.run(go())
-    try:
-        try:
-            with engine.connect() as connection:
-                _check_tables(connection, tables)
-        except (DBAPIError, OSError) as exc:
-            raise _unreachable_database(database, exc) from exc
-        return work(engine)
-    finally:
-        engine.dispose()
+        return runtime.run(_io.bridge(connected, engine.sync_engine))
+    return connected(engine)
 
 
 # -- backend probes -------------------------------------------------------------------------------
 def _probe(backend: Backend) -> None:
-    objects = backend.list_objects(backend.prefix)
+    objects = _io.iterate(backend.list_objects, backend.list_objects_async, backend.prefix)
     try:
-        next(iter(objects), None)
+        next(objects, None)
     finally:
-        close = getattr(objects, "close", None)
-        if close is not None:
-            close()
-
-
-async def _probe_async(backend: Backend) -> None:
-    objects = backend.list_objects_async(backend.prefix)
-    try:
-        with contextlib.suppress(StopAsyncIteration):
-            await objects.__anext__()
-    finally:
-        close = getattr(objects, "aclose", None)
-        if close is not None:
-            await close()
+        objects.close()
 
 
 def _probe_error(backend: Backend, exc: BaseException) -> str:
@@ -752,14 +730,6 @@ def _check_backends(backends: Sequence[Backend]) -> None:
     for backend in backends:
         try:
             _probe(backend)
-        except Exception as exc:
-            raise _unreachable_backend(backend, exc) from exc
-
-
-async def _check_backends_async(backends: Sequence[Backend]) -> None:
-    for backend in backends:
-        try:
-            await _probe_async(backend)
         except Exception as exc:
             raise _unreachable_backend(backend, exc) from exc
 
@@ -950,13 +920,9 @@ def _cmd_gc(app: _Application, out: _Output) -> int:
         _check_backends(backends)
         return collect_garbage(engine, columns, **options)
 
-    async def work_async(engine: AsyncEngine) -> GarbageReport:
-        await _check_backends_async(backends)
-        return await collect_garbage_async(engine, columns, **options)
-
     tables = list({id(c.table): c.table for c in columns}.values())
     try:
-        report = _with_database(app.runtime, database, tables, work, work_async)
+        report = _with_database(app.runtime, database, tables, work)
     finally:
         out.progress.close()
     if report.all_errors:
@@ -1065,13 +1031,9 @@ def _cmd_verify(app: _Application, out: _Output) -> int:
         _check_backends(backends)
         return verify_references(engine, columns, **options)
 
-    async def work_async(engine: AsyncEngine) -> VerificationReport:
-        await _check_backends_async(backends)
-        return await verify_references_async(engine, columns, **options)
-
     tables = list({id(c.table): c.table for c in columns}.values())
     try:
-        report = _with_database(app.runtime, database, tables, work, work_async)
+        report = _with_database(app.runtime, database, tables, work)
     finally:
         out.progress.close()
     code = EXIT_OK if report.ok else EXIT_PROBLEMS
@@ -1159,13 +1121,9 @@ def _cmd_migrate(app: _Application, out: _Output) -> int:
         _check_backends(backends)
         return migration.migrate(engine, columns, **options)
 
-    async def work_async(engine: AsyncEngine) -> Any:
-        await _check_backends_async(backends)
-        return await migration.migrate_async(engine, columns, **options)
-
     tables = list({id(c.table): c.table for c in columns}.values())
     try:
-        report = _with_database(app.runtime, database, tables, work, work_async)
+        report = _with_database(app.runtime, database, tables, work)
     finally:
         out.progress.close()
     if args.dry_run:  # nothing is rewritten: only failures (e.g. unreadable objects) count
@@ -1260,26 +1218,7 @@ def _cmd_backends(app: _Application, out: _Output) -> int:
             entry["incomplete_uploads_rule"] = rule
         results.append(entry)
 
-    async def probe_all_async() -> None:
-        for backend in backends.values():
-            started = time.monotonic()
-            try:
-                await _probe_async(backend)
-                rule = await _lifecycle_async(backend) if args.check else None
-            except Exception as exc:
-                record(backend, exc, started)
-            else:
-                record(backend, None, started, rule)
-
-    db_result: dict[str, Any] | None = None
-    if database is not None and database.is_async:
-
-        async def go() -> dict[str, Any]:
-            await probe_all_async()
-            return await _check_database_async(database)
-
-        db_result = app.runtime.run(go())
-    else:
+    def probe_all() -> dict[str, Any] | None:
         for backend in backends.values():
             started = time.monotonic()
             try:
@@ -1289,8 +1228,12 @@ def _cmd_backends(app: _Application, out: _Output) -> int:
                 record(backend, exc, started)
             else:
                 record(backend, None, started, rule)
-        if database is not None:
-            db_result = _check_database(database)
+        return None if database is None else _check_database(database)
+
+    if database is not None and database.is_async:  # in the bridge, on the command's loop
+        db_result = app.runtime.run(_io.bridge(probe_all))
+    else:
+        db_result = probe_all()
     failed = [r for r in results if not r["ok"]]
     missing_rule = [
         r for r in results if (r.get("incomplete_uploads_rule") or {}).get("state") == "missing"
@@ -1360,22 +1303,21 @@ def _rule_error(exc: Exception) -> dict[str, Any]:
 
 def _lifecycle(backend: Backend) -> dict[str, Any]:
     try:
-        return _rule_document(_multipart.lifecycle_rule(backend))
+        rule = _io.run(
+            _io.Call(_multipart.lifecycle_rule, _multipart.lifecycle_rule_async, backend)
+        )
     except StorageError as exc:  # a store that refuses or lacks the call: reported, not fatal
         return _rule_error(exc)
-
-
-async def _lifecycle_async(backend: Backend) -> dict[str, Any]:
-    try:
-        return _rule_document(await _multipart.lifecycle_rule_async(backend))
-    except StorageError as exc:
-        return _rule_error(exc)
+    return _rule_document(rule)
 
 
 def _check_database(database: _Database) -> dict[str, Any]:
+    """Connect and `SELECT 1` (an async database's engine inside the greenlet bridge)."""
     started = time.monotonic()
     error: str | None = None
     engine = _create_engine(database)
+    if isinstance(engine, AsyncEngine):
+        engine = engine.sync_engine
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
@@ -1383,20 +1325,6 @@ def _check_database(database: _Database) -> dict[str, Any]:
         error = database.scrub(_line(exc))
     finally:
         engine.dispose()
-    return _db_result(database, error, started)
-
-
-async def _check_database_async(database: _Database) -> dict[str, Any]:
-    started = time.monotonic()
-    error: str | None = None
-    engine = _create_engine(database)
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-    except (DBAPIError, OSError) as exc:
-        error = database.scrub(_line(exc))
-    finally:
-        await engine.dispose()
     return _db_result(database, error, started)
 
 

@@ -15,15 +15,15 @@ like any backend; columns name them by key.
 
 from __future__ import annotations
 
-import asyncio
-import heapq
+from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import timedelta
 from typing import Any
 
-from ._copy import SyncWriter, copy_object, open_sync_writer
-from ._delegating import Call, DelegatingBackend, put_kwargs
+from ._copy import copying
+from ._delegating import Call as Routed
+from ._delegating import DelegatingBackend, put_kwargs
+from ._io import Call, Collect, Gather, Plan, as_call, run_async, run_sync
 from ._logging import library_logger
 from .backends import (
     DEFAULT_CHUNK_SIZE,
@@ -50,28 +50,11 @@ TOMBSTONE_PREFIX = ".overlay-tombstones"
 
 _BUFFERS = (bytes, bytearray, memoryview)
 _READS = frozenset({"GET", "HEAD"})
-_LOOKUPS: frozenset[Call] = frozenset({"head", "get"})
+_LOOKUPS: frozenset[Routed] = frozenset({"head", "get"})
 
 
 def _paths(paths: str | Sequence[str]) -> list[str]:
     return [paths] if isinstance(paths, str) else list(paths)
-
-
-async def _stream(
-    source: Backend,
-    destination: Backend,
-    path: str,
-    attributes: Mapping[str, str] | None,
-    chunk_size: int,
-    destination_path: str | None = None,
-) -> None:
-    """Async streamed copy of one object from a backend to another."""
-    await destination.put_async(
-        destination_path or path,
-        source.iter_chunks_async(path, chunk_size=chunk_size),
-        attributes=attributes,
-        chunk_size=chunk_size,
-    )
 
 
 # -- mirror -----------------------------------------------------------------------------------
@@ -147,21 +130,75 @@ class MirrorBackend(DelegatingBackend):
             "Mirror %r of backend %r failed to write %r: %s", mirror.key, self.key, path, exc
         )
 
-    def _undo(self, written: Sequence[Backend], path: str) -> None:
-        for backend in written:
-            try:
-                backend.delete(path)
-            except StorageError as exc:  # pragma: no cover - best effort
-                logger.warning("Could not remove %r from %r: %s", path, backend.key, exc)
+    def _undoing(self, written: Sequence[Backend], path: str) -> Plan[None]:
+        """Remove `path` from the stores written so far (best effort: failures are logged)."""
+        deletes = [Call(b.delete, b.delete_async, path) for b in written]
+        outcomes = yield Gather(deletes, fail_fast=False)
+        for backend, outcome in zip(written, outcomes, strict=True):
+            if isinstance(outcome, StorageError):
+                logger.warning("Could not remove %r from %r: %s", path, backend.key, outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
 
-    async def _undo_async(self, written: Sequence[Backend], path: str) -> None:
-        for backend in written:
-            try:
-                await backend.delete_async(path)
-            except StorageError as exc:  # pragma: no cover - best effort
-                logger.warning("Could not remove %r from %r: %s", path, backend.key, exc)
+    def _settling(self, outcomes: Sequence[Any], path: str) -> Plan[None]:
+        """After the mirrors' writes: undo everything and raise, or log lenient failures."""
+        if not any(isinstance(o, BaseException) for o in outcomes):
+            return
+        failed = [
+            (m, o)
+            for m, o in zip(self.mirrors, outcomes, strict=True)
+            if isinstance(o, BaseException)
+        ]
+        fatal = [e for _, e in failed if self.strict or not _storage(e)]
+        if fatal:
+            # Remove what was written, so that no store keeps an object of a failed write.
+            yield from self._undoing([self.primary, *_succeeded(self.mirrors, outcomes)], path)
+            raise fatal[0]
+        for mirror, exc in failed:
+            self._mirror_failed(mirror, path, exc)
 
     # -- writes -------------------------------------------------------------------------------
+    def _putting(self, path: str, body: UploadBody, options: dict[str, Any]) -> Plan[WriteResult]:
+        """A buffer goes to every store at once; a stream to the primary, then from it to
+        each mirror (sync code: one store after another)."""
+        primary, mirrors = self.primary, self.mirrors
+        mirror_options = {**options, "create_only": False}
+        buffer = isinstance(body, _BUFFERS)
+        if buffer and not options["create_only"]:
+            puts = [Call(primary.put, primary.put_async, path, body, **options)]
+            puts += [Call(m.put, m.put_async, path, body, **mirror_options) for m in mirrors]
+            outcomes = yield Gather(puts, fail_fast=self.strict)
+            result, mirror_outcomes = outcomes[0], outcomes[1:]
+            if isinstance(result, BaseException):
+                yield from self._undoing(_succeeded(mirrors, mirror_outcomes), path)
+                raise result
+        else:  # the primary first: it may refuse (create_only), or it consumes the body
+            result = yield Call(primary.put, primary.put_async, path, body, **options)
+            copies: list[Call[Any]]
+            if buffer:
+                copies = [Call(m.put, m.put_async, path, body, **mirror_options) for m in mirrors]
+            else:  # the body is consumed: stream the stored object across
+                stored = yield Call(primary.head, primary.head_async, path)
+                chunk_size = options["chunk_size"]
+                attributes = options["attributes"]
+                copies = [
+                    as_call(
+                        copying(
+                            primary,
+                            m,
+                            path,
+                            size=stored.size,
+                            attributes=attributes,
+                            chunk_size=chunk_size,
+                        )
+                    )
+                    for m in mirrors
+                ]
+            mirror_outcomes = yield Gather(copies, fail_fast=self.strict)
+        yield from self._settling(mirror_outcomes, path)
+        assert isinstance(result, WriteResult)
+        return result
+
     def put(
         self,
         path: str,
@@ -175,32 +212,7 @@ class MirrorBackend(DelegatingBackend):
     ) -> WriteResult:
         """Write to the primary, then to each mirror (from the primary when streamed)."""
         options = put_kwargs(attributes, create_only, use_multipart, chunk_size, max_concurrency)
-        result = self.primary.put(path, body, **options)
-        written: list[Backend] = [self.primary]
-        size: int | None = len(body) if isinstance(body, (bytes, bytearray)) else None
-        for mirror in self.mirrors:
-            try:
-                if isinstance(body, _BUFFERS):
-                    mirror.put(path, body, **{**options, "create_only": False})
-                else:  # the body is consumed: stream the stored object across
-                    if size is None:
-                        size = self.primary.head(path).size
-                    copy_object(
-                        self.primary,
-                        mirror,
-                        path,
-                        size=size,
-                        attributes=attributes,
-                        chunk_size=chunk_size,
-                    )
-            except StorageError as exc:
-                if self.strict:
-                    self._undo(written, path)
-                    raise
-                self._mirror_failed(mirror, path, exc)
-            else:
-                written.append(mirror)
-        return result
+        return run_sync(self._putting(path, body, options))
 
     async def put_async(
         self,
@@ -219,88 +231,37 @@ class MirrorBackend(DelegatingBackend):
         and is then streamed from it to the mirrors, concurrently.
         """
         options = put_kwargs(attributes, create_only, use_multipart, chunk_size, max_concurrency)
-        mirror_options = {**options, "create_only": False}
-        buffer = isinstance(body, _BUFFERS)
-        mirror_outcomes: list[Any]
-        if buffer and not create_only:
-            outcomes = await asyncio.gather(
-                self.primary.put_async(path, body, **options),
-                *(m.put_async(path, body, **mirror_options) for m in self.mirrors),
-                return_exceptions=True,
-            )
-            result, mirror_outcomes = outcomes[0], list(outcomes[1:])
-            if isinstance(result, BaseException):
-                await self._undo_async(_succeeded(self.mirrors, mirror_outcomes), path)
-                raise result
-        else:  # the primary first: it may refuse (create_only), or it consumes the body
-            result = await self.primary.put_async(path, body, **options)
-            mirror_outcomes = list(
-                await asyncio.gather(
-                    *(
-                        m.put_async(path, body, **mirror_options)
-                        if buffer
-                        else _stream(self.primary, m, path, attributes, chunk_size)
-                        for m in self.mirrors
-                    ),
-                    return_exceptions=True,
-                )
-            )
-        assert isinstance(result, WriteResult)
-        failed = [
-            (m, o)
-            for m, o in zip(self.mirrors, mirror_outcomes, strict=True)
-            if isinstance(o, BaseException)
-        ]
-        fatal = [e for _, e in failed if self.strict or not _storage(e)]
-        if fatal:
-            # Remove what was written, so that no store keeps an object of a failed put.
-            written = [self.primary, *_succeeded(self.mirrors, mirror_outcomes)]
-            await self._undo_async(written, path)
-            raise fatal[0]
-        for mirror, exc in failed:
-            self._mirror_failed(mirror, path, exc)
-        return result
+        return await run_async(self._putting(path, body, options))
 
-    def _open_sync_writer(
-        self, path: str, attributes: Mapping[str, str] | None, chunk_size: int
-    ) -> AbstractContextManager[SyncWriter] | None:
-        """A streaming writer to every store at once (for sync copies into the mirror)."""
-        writers = [
-            open_sync_writer(b, path, attributes, chunk_size) for b in [self.primary, *self.mirrors]
+    def _copying(self, source: str, destination: str, overwrite: bool) -> Plan[None]:
+        primary = self.primary
+        yield Call(primary.copy, primary.copy_async, source, destination, overwrite=overwrite)
+        copies = [
+            Call(m.copy, m.copy_async, source, destination, overwrite=True) for m in self.mirrors
         ]
-        if any(w is None for w in writers):
-            return None
-        return _all_writers([w for w in writers if w is not None])
+        outcomes = yield Gather(copies, fail_fast=self.strict)
+        yield from self._settling(outcomes, destination)
 
     def copy(self, source: str, destination: str, *, overwrite: bool = False) -> None:
         """Copy inside the primary and inside each mirror."""
-        self.primary.copy(source, destination, overwrite=overwrite)
-        written: list[Backend] = [self.primary]
-        for mirror in self.mirrors:
-            try:
-                mirror.copy(source, destination, overwrite=True)
-            except StorageError as exc:
-                if self.strict:
-                    self._undo(written, destination)
-                    raise
-                self._mirror_failed(mirror, destination, exc)
-            else:
-                written.append(mirror)
+        run_sync(self._copying(source, destination, overwrite))
 
     async def copy_async(self, source: str, destination: str, *, overwrite: bool = False) -> None:
         """Async version of [`copy`][sqlalchemy_obstore.composite.MirrorBackend.copy]."""
-        await self.primary.copy_async(source, destination, overwrite=overwrite)
-        outcomes = await asyncio.gather(
-            *(m.copy_async(source, destination, overwrite=True) for m in self.mirrors),
-            return_exceptions=True,
-        )
-        failed = [(m, o) for m, o in zip(self.mirrors, outcomes, strict=True) if o is not None]
-        if failed and (self.strict or not all(_storage(e) for _, e in failed)):
-            written = [self.primary, *_succeeded(self.mirrors, list(outcomes))]
-            await self._undo_async(written, destination)
-            raise failed[0][1]
-        for mirror, exc in failed:
-            self._mirror_failed(mirror, destination, exc)
+        await run_async(self._copying(source, destination, overwrite))
+
+    def _deleting(self, paths: str | Sequence[str]) -> Plan[None]:
+        """Every store is tried; then the primary's error is raised, or a mirror's when
+        the mirror is strict (a lenient mirror's is logged and counted)."""
+        backends = [self.primary, *self.mirrors]
+        deletes = [Call(b.delete, b.delete_async, paths) for b in backends]
+        outcomes = yield Gather(deletes, fail_fast=False)
+        errors = [(b, o) for b, o in zip(backends, outcomes, strict=True) if o is not None]
+        for backend, exc in errors:
+            if backend is self.primary or self.strict or not _storage(exc):
+                raise exc
+        for backend, exc in errors:
+            self._mirror_failed(backend, paths if isinstance(paths, str) else "...", exc)
 
     def delete(self, paths: str | Sequence[str]) -> None:
         """Delete from every store.
@@ -308,32 +269,11 @@ class MirrorBackend(DelegatingBackend):
         Every store is tried; then the primary's error is raised, or a mirror's when
         the mirror is strict (a lenient mirror's is logged and counted).
         """
-        errors: list[tuple[Backend, BaseException]] = []
-        for backend in [self.primary, *self.mirrors]:
-            try:
-                backend.delete(paths)
-            except StorageError as exc:
-                errors.append((backend, exc))
-        self._raise_delete_errors(errors, paths)
+        run_sync(self._deleting(paths))
 
     async def delete_async(self, paths: str | Sequence[str]) -> None:
         """Async version of [`delete`][sqlalchemy_obstore.composite.MirrorBackend.delete]."""
-        batch = _paths(paths)
-        backends = [self.primary, *self.mirrors]
-        outcomes = await asyncio.gather(
-            *(b.delete_async(batch) for b in backends), return_exceptions=True
-        )
-        errors = [(b, o) for b, o in zip(backends, outcomes, strict=True) if o is not None]
-        self._raise_delete_errors(errors, paths)
-
-    def _raise_delete_errors(
-        self, errors: list[tuple[Backend, BaseException]], paths: str | Sequence[str]
-    ) -> None:
-        for backend, exc in errors:
-            if backend is self.primary or self.strict or not _storage(exc):
-                raise exc
-        for backend, exc in errors:
-            self._mirror_failed(backend, paths if isinstance(paths, str) else "...", exc)
+        await run_async(self._deleting(paths))
 
 
 def _succeeded(backends: Sequence[Backend], outcomes: Sequence[Any]) -> list[Backend]:
@@ -342,21 +282,6 @@ def _succeeded(backends: Sequence[Backend], outcomes: Sequence[Any]) -> list[Bac
 
 def _storage(exc: BaseException) -> bool:
     return isinstance(exc, StorageError)
-
-
-class _Fanout:
-    def __init__(self, sinks: list[SyncWriter]) -> None:
-        self.sinks = sinks
-
-    def write(self, data: bytes) -> None:
-        for sink in self.sinks:
-            sink.write(data)
-
-
-@contextmanager
-def _all_writers(writers: list[AbstractContextManager[SyncWriter]]) -> Iterator[SyncWriter]:
-    with ExitStack() as stack:
-        yield _Fanout([stack.enter_context(w) for w in writers])
 
 
 # -- overlay ----------------------------------------------------------------------------------
@@ -438,11 +363,12 @@ class OverlayBackend(DelegatingBackend):
     def _hidden(path: str) -> bool:
         return path.startswith(TOMBSTONE_PREFIX + "/")
 
-    def _where(self, path: str) -> Backend:
+    def _locating(self, path: str) -> Plan[Backend]:
         """The backend holding `path` (raises ObjectNotFoundError when it is deleted)."""
-        if self.overlay.exists(path):
-            return self.overlay
-        if self.overlay.exists(self._tombstone(path)):
+        overlay = self.overlay
+        if (yield Call(overlay.exists, overlay.exists_async, path)):
+            return overlay
+        if (yield Call(overlay.exists, overlay.exists_async, self._tombstone(path))):
             raise ObjectNotFoundError(
                 f"No object at {path!r} in backend {self.key!r} (deleted in the overlay).",
                 backend=self.key,
@@ -450,30 +376,27 @@ class OverlayBackend(DelegatingBackend):
             )
         return self.base
 
-    async def _where_async(self, path: str) -> Backend:
-        if await self.overlay.exists_async(path):
-            return self.overlay
-        if await self.overlay.exists_async(self._tombstone(path)):
-            raise ObjectNotFoundError(
-                f"No object at {path!r} in backend {self.key!r} (deleted in the overlay).",
-                backend=self.key,
-                path=path,
-            )
-        return self.base
-
-    def _route(self, call: Call, path: str | None) -> Backend:
+    def _route(self, call: Routed, path: str | None) -> Backend:
         """Reads: the backend holding `path`; everything else: the overlay."""
         if call in _LOOKUPS and path is not None:
-            return self._where(path)
+            return run_sync(self._locating(path))
         return self.overlay
 
-    async def _route_async(self, call: Call, path: str | None) -> Backend:
-        """Async version of `_route`."""
+    async def _route_async(self, call: Routed, path: str | None) -> Backend:
         if call in _LOOKUPS and path is not None:
-            return await self._where_async(path)
+            return await run_async(self._locating(path))
         return self.overlay
 
     # -- writes -------------------------------------------------------------------------------
+    def _putting(self, path: str, body: UploadBody, options: dict[str, Any]) -> Plan[WriteResult]:
+        overlay = self.overlay
+        if options["create_only"]:
+            exists = yield Call(self.exists, self.exists_async, path)
+            self._refuse_existing(path, False, exists)
+        result = yield Call(overlay.put, overlay.put_async, path, body, **options)
+        yield Call(overlay.delete, overlay.delete_async, self._tombstone(path))
+        return result  # type: ignore[no-any-return]
+
     def put(
         self,
         path: str,
@@ -490,11 +413,7 @@ class OverlayBackend(DelegatingBackend):
         With `create_only`, an object visible in the base counts as existing.
         """
         options = put_kwargs(attributes, create_only, use_multipart, chunk_size, max_concurrency)
-        if create_only:
-            self._refuse_existing(path, False, self.exists(path))
-        result = self.overlay.put(path, body, **options)
-        self.overlay.delete(self._tombstone(path))
-        return result
+        return run_sync(self._putting(path, body, options))
 
     async def put_async(
         self,
@@ -509,27 +428,7 @@ class OverlayBackend(DelegatingBackend):
     ) -> WriteResult:
         """Async version of [`put`][sqlalchemy_obstore.composite.OverlayBackend.put]."""
         options = put_kwargs(attributes, create_only, use_multipart, chunk_size, max_concurrency)
-        if create_only:
-            self._refuse_existing(path, False, await self.exists_async(path))
-        result = await self.overlay.put_async(path, body, **options)
-        await self.overlay.delete_async(self._tombstone(path))
-        return result
-
-    def _open_sync_writer(
-        self, path: str, attributes: Mapping[str, str] | None, chunk_size: int
-    ) -> AbstractContextManager[SyncWriter] | None:
-        writer = open_sync_writer(self.overlay, path, attributes, chunk_size)
-        if writer is None:
-            return None
-        return self._lifting(writer, path)
-
-    @contextmanager
-    def _lifting(
-        self, writer: AbstractContextManager[SyncWriter], path: str
-    ) -> Iterator[SyncWriter]:
-        with writer as sink:
-            yield sink
-        self.overlay.delete(self._tombstone(path))
+        return await run_async(self._putting(path, body, options))
 
     def _refuse_existing(self, destination: str, overwrite: bool, exists: bool) -> None:
         if exists and not overwrite:
@@ -540,72 +439,74 @@ class OverlayBackend(DelegatingBackend):
                 path=destination,
             )
 
-    def copy(self, source: str, destination: str, *, overwrite: bool = False) -> None:
-        """Copy into the overlay (a base object is streamed across)."""
-        holder = self._where(source)
-        if holder is self.overlay:
-            self.overlay.copy(source, destination, overwrite=overwrite)
-        else:
-            self._refuse_existing(destination, overwrite, self.exists(destination))
-            info = self.base.head(source)
-            copy_object(
+    def _copying(self, source: str, destination: str, overwrite: bool) -> Plan[None]:
+        overlay = self.overlay
+        holder = yield from self._locating(source)
+        if holder is overlay:
+            yield Call(overlay.copy, overlay.copy_async, source, destination, overwrite=overwrite)
+        else:  # a base object is streamed across
+            exists = yield Call(self.exists, self.exists_async, destination)
+            self._refuse_existing(destination, overwrite, exists)
+            info = yield Call(self.base.head, self.base.head_async, source)
+            yield from copying(
                 self.base,
-                self.overlay,
+                overlay,
                 source,
                 size=info.size,
                 attributes=_attributes_of(info),
                 chunk_size=DEFAULT_CHUNK_SIZE,
                 destination_path=destination,
             )
-        self.overlay.delete(self._tombstone(destination))
+        yield Call(overlay.delete, overlay.delete_async, self._tombstone(destination))
+
+    def copy(self, source: str, destination: str, *, overwrite: bool = False) -> None:
+        """Copy into the overlay (a base object is streamed across)."""
+        run_sync(self._copying(source, destination, overwrite))
 
     async def copy_async(self, source: str, destination: str, *, overwrite: bool = False) -> None:
         """Async version of [`copy`][sqlalchemy_obstore.composite.OverlayBackend.copy]."""
-        holder = await self._where_async(source)
-        if holder is self.overlay:
-            await self.overlay.copy_async(source, destination, overwrite=overwrite)
-        else:
-            exists = await self.exists_async(destination)
-            self._refuse_existing(destination, overwrite, exists)
-            info = await self.base.head_async(source)
-            await _stream(
-                self.base,
-                self.overlay,
-                source,
-                _attributes_of(info),
-                DEFAULT_CHUNK_SIZE,
-                destination_path=destination,
-            )
-        await self.overlay.delete_async(self._tombstone(destination))
+        await run_async(self._copying(source, destination, overwrite))
+
+    def _deleting(self, paths: str | Sequence[str]) -> Plan[None]:
+        overlay, batch = self.overlay, _paths(paths)
+        yield Call(overlay.delete, overlay.delete_async, batch)
+        for path in batch:
+            if (yield Call(self.base.exists, self.base.exists_async, path)):
+                tombstone = self._tombstone(path)
+                yield Call(overlay.put, overlay.put_async, tombstone, b"", use_multipart=False)
 
     def delete(self, paths: str | Sequence[str]) -> None:
         """Delete from the overlay; base objects get a tombstone instead."""
-        batch = _paths(paths)
-        self.overlay.delete(batch)
-        for path in batch:
-            if self.base.exists(path):
-                self.overlay.put(self._tombstone(path), b"", use_multipart=False)
+        run_sync(self._deleting(paths))
 
     async def delete_async(self, paths: str | Sequence[str]) -> None:
         """Async version of [`delete`][sqlalchemy_obstore.composite.OverlayBackend.delete]."""
-        batch = _paths(paths)
-        await self.overlay.delete_async(batch)
-        for path in batch:
-            if await self.base.exists_async(path):
-                await self.overlay.put_async(self._tombstone(path), b"", use_multipart=False)
+        await run_async(self._deleting(paths))
 
     # -- reads --------------------------------------------------------------------------------
     def iter_chunks(self, path: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
         """Stream from the overlay, else from the base unless deleted."""
-        yield from self._where(path).iter_chunks(path, chunk_size=chunk_size)
+        yield from self._route("get", path).iter_chunks(path, chunk_size=chunk_size)
 
     async def iter_chunks_async(
         self, path: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE
     ) -> AsyncIterator[bytes]:
         """Async version of `iter_chunks`."""
-        holder = await self._where_async(path)
+        holder = await self._route_async("get", path)
         async for chunk in holder.iter_chunks_async(path, chunk_size=chunk_size):
             yield chunk
+
+    def _listing(self, prefix: str | None, offset: str | None) -> Plan[_Merge]:
+        """The overlay's objects and tombstones under `prefix`, ready to merge with the base.
+
+        (They are held in memory: an overlay is a sandbox's changes; the base streams.)
+        """
+        overlay = self.overlay
+        own = yield Collect(overlay.list_objects, overlay.list_objects_async, prefix, offset=offset)
+        tombstones = _tombstone_prefix(prefix)
+        dead = yield Collect(overlay.list_objects, overlay.list_objects_async, tombstones)
+        visible = sorted((i for i in own if not self._hidden(i.path)), key=_path_of)
+        return _Merge(visible, {i.path[len(TOMBSTONE_PREFIX) + 1 :] for i in dead})
 
     def list_objects(
         self, prefix: str | None = None, *, offset: str | None = None
@@ -616,48 +517,36 @@ class OverlayBackend(DelegatingBackend):
         overlay is a sandbox's changes); the base is streamed. The result is in key
         order when the base lists in key order.
         """
-        own = sorted(
-            (
-                i
-                for i in self.overlay.list_objects(prefix, offset=offset)
-                if not self._hidden(i.path)
-            ),
-            key=lambda i: i.path,
-        )
-        gone = {
-            i.path[len(TOMBSTONE_PREFIX) + 1 :]
-            for i in self.overlay.list_objects(_tombstone_prefix(prefix))
-        }
-        yield from _merged(own, self.base.list_objects(prefix, offset=offset), gone)
+        merge = run_sync(self._listing(prefix, offset))
+        for info in self.base.list_objects(prefix, offset=offset):
+            yield from merge.feed(info)
+        yield from merge.rest()
 
     async def list_objects_async(
         self, prefix: str | None = None, *, offset: str | None = None
     ) -> AsyncIterator[ObjectInfo]:
         """Async version of `list_objects`."""
-        own = sorted(
-            [
-                i
-                async for i in self.overlay.list_objects_async(prefix, offset=offset)
-                if not self._hidden(i.path)
-            ],
-            key=lambda i: i.path,
-        )
-        gone = {
-            i.path[len(TOMBSTONE_PREFIX) + 1 :]
-            async for i in self.overlay.list_objects_async(_tombstone_prefix(prefix))
-        }
-        seen = {i.path for i in own}
-        pending = list(own)
+        merge = await run_async(self._listing(prefix, offset))
         async for info in self.base.list_objects_async(prefix, offset=offset):
-            if info.path in gone or info.path in seen:
-                continue
-            while pending and pending[0].path < info.path:
-                yield pending.pop(0)
-            yield info
-        for info in pending:
-            yield info
+            for item in merge.feed(info):
+                yield item
+        for item in merge.rest():
+            yield item
 
     # -- signing ------------------------------------------------------------------------------
+    def _signing(
+        self, paths: str | Sequence[str], method: HttpMethod, expires_in: int | float | timedelta
+    ) -> Plan[str | list[str]]:
+        """Each URL from the store holding its object; PUT and DELETE from the overlay."""
+        signed: list[str] = []
+        for path in _paths(paths):
+            holder = (yield from self._locating(path)) if method in _READS else self.overlay
+            url = yield Call(
+                holder.sign, holder.sign_async, path, method=method, expires_in=expires_in
+            )
+            signed.append(url)
+        return signed[0] if isinstance(paths, str) else signed
+
     def sign(  # type: ignore[override]
         self,
         paths: str | Sequence[str],
@@ -669,14 +558,7 @@ class OverlayBackend(DelegatingBackend):
 
         (A signed write is never made for the base.)
         """
-        batch = _paths(paths)
-        signed = [
-            (self._where(p) if method in _READS else self.overlay).sign(
-                p, method=method, expires_in=expires_in
-            )
-            for p in batch
-        ]
-        return signed[0] if isinstance(paths, str) else signed
+        return run_sync(self._signing(paths, method, expires_in))
 
     async def sign_async(  # type: ignore[override]
         self,
@@ -686,11 +568,7 @@ class OverlayBackend(DelegatingBackend):
         expires_in: int | float | timedelta = 3600,
     ) -> str | list[str]:
         """Async version of [`sign`][sqlalchemy_obstore.composite.OverlayBackend.sign]."""
-        signed = []
-        for p in _paths(paths):
-            holder = await self._where_async(p) if method in _READS else self.overlay
-            signed.append(await holder.sign_async(p, method=method, expires_in=expires_in))
-        return signed[0] if isinstance(paths, str) else signed
+        return await run_async(self._signing(paths, method, expires_in))
 
 
 def _tombstone_prefix(prefix: str | None) -> str:
@@ -704,9 +582,32 @@ def _attributes_of(info: ObjectInfo) -> dict[str, str] | None:
     return attributes or None
 
 
-def _merged(
-    own: list[ObjectInfo], base: Iterator[ObjectInfo], gone: set[str]
-) -> Iterator[ObjectInfo]:
-    seen = {i.path for i in own}
-    visible = (i for i in base if i.path not in gone and i.path not in seen)
-    yield from heapq.merge(own, visible, key=lambda i: i.path)
+def _path_of(info: ObjectInfo) -> str:
+    return info.path
+
+
+class _Merge:
+    """Merges the overlay's objects (sorted, in memory) into the base's listing, as it
+    streams by: overlay objects hide base objects at the same path, tombstones hide
+    deleted base objects. The result is in key order when the base lists in key order."""
+
+    def __init__(self, own: list[ObjectInfo], gone: set[str]) -> None:
+        self._pending = deque(own)
+        self._seen = {info.path for info in own}
+        self._gone = gone
+
+    def feed(self, info: ObjectInfo) -> list[ObjectInfo]:
+        """What to yield now that the base listed `info`."""
+        if info.path in self._gone or info.path in self._seen:
+            return []
+        out = []
+        pending = self._pending
+        while pending and pending[0].path < info.path:
+            out.append(pending.popleft())
+        out.append(info)
+        return out
+
+    def rest(self) -> list[ObjectInfo]:
+        """The overlay's objects after the base's last."""
+        rest, self._pending = list(self._pending), deque()
+        return rest

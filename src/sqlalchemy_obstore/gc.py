@@ -51,14 +51,15 @@ before the cutoff that received no part since (dry run: only reports them). Othe
 stores: see [`IncompleteUploads.note`][sqlalchemy_obstore.gc.IncompleteUploads].
 
 All decisions are plain code over a sync `Connection`; the async entry points run the
-same code through `AsyncConnection.run_sync`, where storage calls use obstore's async
-API through SQLAlchemy's greenlet bridge (as the session lifecycle does).
+same code in SQLAlchemy's greenlet bridge (on the `AsyncEngine`'s sync engine, or
+through `AsyncConnection.run_sync`), where the storage calls use obstore's async API
+(as the session lifecycle does).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, TypeAlias
@@ -81,7 +82,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import _multipart
-from ._compat import await_, in_async_context
+from ._io import Call, bridge_bind, iterate, run
 from ._logging import library_logger
 from .backends import Backend, ObjectInfo
 from .errors import (
@@ -324,44 +325,6 @@ def _iter_references(
             batch = []
     if batch:
         yield batch
-
-
-# -- executing storage calls (sync, or async through the greenlet bridge) ----------------------
-def _list_objects(backend: Backend, prefix: str | None) -> Generator[ObjectInfo, None, None]:
-    if not in_async_context():
-        yield from backend.list_objects(prefix)
-        return
-    objects = backend.list_objects_async(prefix)
-    try:
-        while True:
-            try:
-                info = await_(objects.__anext__())
-            except StopAsyncIteration:
-                return
-            yield info
-    finally:
-        close = getattr(objects, "aclose", None)
-        if close is not None:
-            await_(close())
-
-
-def _delete(backend: Backend, paths: list[str]) -> None:
-    if in_async_context():
-        await_(backend.delete_async(paths))
-    else:
-        backend.delete(paths)
-
-
-def _head(backend: Backend, path: str) -> ObjectInfo:
-    if in_async_context():
-        return await_(backend.head_async(path))
-    return backend.head(path)
-
-
-def _verify(file: FileObject) -> bool:
-    if in_async_context():
-        return await_(file.verify_async())
-    return file.verify()
 
 
 # -- garbage collection -----------------------------------------------------------------------
@@ -644,7 +607,7 @@ class _Collector:
         # the file columns, so once per page would cost (pages x rows) on a large table.
         candidates: list[ObjectInfo] = []
         recheck_size = max(self.batch_size, _RECHECK_SIZE)
-        objects = _list_objects(backend, backend.prefix)
+        objects = iterate(backend.list_objects, backend.list_objects_async, backend.prefix)
         try:
             for info in objects:
                 page.append(info)
@@ -767,7 +730,7 @@ class _Collector:
     def _delete(self, backend: Backend, result: BackendGarbage, orphans: list[ObjectInfo]) -> None:
         paths = [info.path for info in orphans]
         try:
-            _delete(backend, paths)
+            run(Call(backend.delete, backend.delete_async, paths))
         except StorageError as exc:
             result.errors.append(f"deleting {len(paths)} orphan(s) failed: {exc}")
             logger.warning(
@@ -954,28 +917,20 @@ async def collect_garbage_async(
         ...     engine = create_async_engine("sqlite+aiosqlite:///app.db")
         ...     return await collect_garbage_async(engine, Base, dry_run=False)
     """
-    _check_options(grace_period, batch_size, dry_run, allow_unsafe_grace_period)
-    columns = _columns(target)
-
-    def run(connection: Connection, owns: bool) -> GarbageReport:
-        return _Collector(
-            connection,
-            columns,
-            backends=backends,
-            registry=registry,
-            grace_period=grace_period,
-            dry_run=dry_run,
-            batch_size=batch_size,
-            report_limit=report_limit,
-            owns_connection=owns,
-            progress=progress,
-            clock=clock,
-        ).run()
-
-    if isinstance(engine_or_connection, AsyncConnection):
-        return await engine_or_connection.run_sync(run, False)
-    async with engine_or_connection.connect() as connection:
-        return await connection.run_sync(run, True)
+    return await bridge_bind(
+        engine_or_connection,
+        collect_garbage,
+        target,
+        backends=backends,
+        registry=registry,
+        grace_period=grace_period,
+        dry_run=dry_run,
+        batch_size=batch_size,
+        report_limit=report_limit,
+        progress=progress,
+        allow_unsafe_grace_period=allow_unsafe_grace_period,
+        clock=clock,
+    )
 
 
 # -- verification -----------------------------------------------------------------------------
@@ -1041,7 +996,7 @@ def _check_entry(
     except BackendNotFoundError as exc:
         return "unknown_backend", str(exc)
     try:
-        info = _head(backend, path)
+        info = run(Call(backend.head, backend.head_async, path))
     except ObjectNotFoundError:
         return "missing", "the object does not exist"
     except StorageError as exc:
@@ -1058,7 +1013,8 @@ def _check_entry(
     resolver = BackendRegistry()  # resolves to the very backend checked above
     resolver.register_backend(backend)
     try:
-        _verify(FileObject.from_dict(stripped, default_backend=backend.key, registry=resolver))
+        file = FileObject.from_dict(stripped, default_backend=backend.key, registry=resolver)
+        run(Call(file.verify, file.verify_async))
     except ChecksumMismatchError as exc:
         return "checksum_mismatch", str(exc)
     except ObjectNotFoundError:
@@ -1174,14 +1130,12 @@ async def verify_references_async(
         ...     report = await verify_references_async(engine, Base, check_checksums=True)
         ...     return [f"{f.table} {f.primary_key}: {f.problem}" for f in report.findings]
     """
-    if batch_size < 1:
-        raise ConfigurationError("batch_size must be at least 1.")
-    columns = _columns(target)
-
-    def run(connection: Connection) -> VerificationReport:
-        return _verify_all(connection, columns, registry, check_checksums, batch_size, progress)
-
-    if isinstance(engine_or_connection, AsyncConnection):
-        return await engine_or_connection.run_sync(run)
-    async with engine_or_connection.connect() as connection:
-        return await connection.run_sync(run)
+    return await bridge_bind(
+        engine_or_connection,
+        verify_references,
+        target,
+        check_checksums=check_checksums,
+        registry=registry,
+        batch_size=batch_size,
+        progress=progress,
+    )

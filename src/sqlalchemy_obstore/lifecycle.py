@@ -1,8 +1,11 @@
 """Files follow the transaction: the session integration.
 
-Importing `sqlalchemy_obstore` installs a handful of listeners on SQLAlchemy's `Session`
-class (and so on every `Session`, `sessionmaker`, `AsyncSession` and
-`async_sessionmaker` session). They implement the consistency model:
+Importing `sqlalchemy_obstore` installs a handful of listeners on SQLAlchemy's `Session`,
+`Mapper` and `Engine` classes (and so on every `Session`, `sessionmaker`, `AsyncSession`
+and `async_sessionmaker` session), once, in one place:
+[`install_listeners`][sqlalchemy_obstore.lifecycle.install_listeners];
+[`installed_listeners`][sqlalchemy_obstore.lifecycle.installed_listeners] lists those in
+place. They implement the consistency model:
 
 1. **Upload before the row.** In `before_flush`, pending content of new and changed rows
    is uploaded under fresh keys, concurrently and with bounded concurrency (obstore's
@@ -38,17 +41,17 @@ Tracking can be turned off per session (`disable_tracking(session)`, or
 `info={TRACKING_KEY: False}` on a sessionmaker) and per column
 (`StoredObject(..., track=False)`).
 
-All decisions are made by plain code over the session's state; only `_run` knows whether
-to call obstore synchronously or through the async bridge.
+All decisions are made by plain code over the session's state; the storage calls they
+decide on go through one private module (`_io`), which awaits obstore's async calls
+(concurrently) inside an `AsyncSession` and makes the sync calls elsewhere.
 """
 
 from __future__ import annotations
 
-import asyncio
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal
 
 from sqlalchemy import event, inspect, select
 from sqlalchemy.engine import Connection, Engine, ExceptionContext
@@ -56,8 +59,12 @@ from sqlalchemy.orm import InstanceState, Mapper, Session, SessionTransaction, o
 from sqlalchemy.orm.attributes import flag_modified, get_history
 from sqlalchemy.orm.base import NO_VALUE
 
-from ._compat import await_, in_async_context
+from ._commit_expiry import LISTENERS as commit_expiry_listeners
 from ._content import CONSUMED, ContentCheckpoint
+from ._file_columns import file_columns
+from ._file_columns import forget as forget_file_columns
+from ._io import NOT_RUN, Call, Gather, run
+from ._listeners import Listener
 from ._logging import library_logger
 from .backends import Backend
 from .errors import (
@@ -81,6 +88,8 @@ __all__ = (
     "TRACKING_KEY",
     "disable_tracking",
     "enable_tracking",
+    "install_listeners",
+    "installed_listeners",
     "is_tracking",
 )
 
@@ -94,7 +103,6 @@ DEFAULT_UPLOAD_CONCURRENCY = 8
 _STATE_KEY = "sqlalchemy_obstore.state"
 _REPLACED_KEY = "sqlalchemy_obstore.replaced"
 _NOT_LOADED = object()
-_T = TypeVar("_T")
 
 
 def disable_tracking(session: Any) -> None:
@@ -151,6 +159,13 @@ class _Record:
         self.deletes.update(other.deletes)
         self.unscheduled.extend(other.unscheduled)
 
+    def undo(self) -> dict[_Ref, Backend]:
+        """The transaction rolled back: schedule again the deletes it cancelled in
+        enclosing transactions, and return the objects it uploaded (to delete)."""
+        for origin, ref, backend in self.unscheduled:
+            origin.deletes[ref] = backend
+        return _uploaded_objects(self.uploads)
+
 
 @dataclass(slots=True)
 class _SessionState:
@@ -190,27 +205,8 @@ def _state(session: Session) -> _SessionState:
     return state
 
 
-_COLUMNS: dict[Mapper[Any], list[tuple[str, StoredObject]]] = {}
-
-
-def _tracked_columns(mapper: Mapper[Any]) -> list[tuple[str, StoredObject]]:
-    columns = _COLUMNS.get(mapper)
-    if columns is None:
-        columns = _COLUMNS[mapper] = [
-            (key, col) for key, col in stored_object_columns(mapper) if col.track
-        ]
-    return columns
-
-
-_HAS_FILES: dict[Mapper[Any], bool] = {}
-
-
-def _has_file_columns(mapper: Mapper[Any]) -> bool:
-    """Whether `mapper` has any `StoredObject` column (tracked or not); cached."""
-    found = _HAS_FILES.get(mapper)
-    if found is None:
-        found = _HAS_FILES[mapper] = bool(stored_object_columns(mapper))
-    return found
+def _tracked_columns(mapper: Mapper[Any]) -> tuple[tuple[str, StoredObject], ...]:
+    return file_columns(mapper).tracked
 
 
 def _files(value: Any) -> Iterator[FileObject]:
@@ -265,7 +261,6 @@ def _remember_replaced(key: str) -> Callable[[Any, Any], None]:
     return remember
 
 
-@event.listens_for(Mapper, "mapper_configured")
 def _watch_flag_modified(mapper: Mapper[Any], class_: type) -> None:
     for key, column in stored_object_columns(mapper):
         if column.track and not column.keep_replaced:
@@ -286,44 +281,6 @@ def _forget_replaced(state: InstanceState[Any], tracker: _SessionState) -> None:
         value = state.dict.get(key)
         if isinstance(value, FileObjectList):
             value._removed.clear()
-
-
-# -- the executor: the only place that chooses sync or async obstore calls ----------------------
-def _run(
-    sync_calls: Sequence[Callable[[], _T]],
-    async_calls: Sequence[Callable[[], Awaitable[_T]]],
-    concurrency: int,
-) -> list[_T | BaseException]:
-    """Run operations, returning each result or exception in order.
-
-    Inside an `AsyncSession` the async versions run concurrently (at most
-    `concurrency` at once) through the greenlet bridge; otherwise the sync versions run
-    one after another, stopping at the first failure (the rest are reported as not run).
-    """
-    if not sync_calls:
-        return []
-    if in_async_context():
-        return await_(_gather_bounded(async_calls, concurrency))
-    results: list[_T | BaseException] = []
-    for call in sync_calls:
-        try:
-            results.append(call())
-        except Exception as exc:
-            results.append(exc)
-            break
-    return results
-
-
-async def _gather_bounded(
-    calls: Sequence[Callable[[], Awaitable[_T]]], concurrency: int
-) -> list[_T | BaseException]:
-    semaphore = asyncio.Semaphore(max(1, concurrency))
-
-    async def limited(call: Callable[[], Awaitable[_T]]) -> _T:
-        async with semaphore:
-            return await call()
-
-    return list(await asyncio.gather(*(limited(c) for c in calls), return_exceptions=True))
 
 
 _REASONS: dict[OrphanReason, str] = {
@@ -351,14 +308,13 @@ def _report(backend: Backend, paths: list[str], reason: OrphanReason, error: Any
 def _delete_quietly(pending: dict[_Ref, Backend], reason: OrphanReason) -> None:
     """Delete objects grouped by backend; failures are logged and reported, never raised."""
     groups = _by_backend(pending)
-    results = _run(
-        [lambda b=b, p=p: b.delete(p) for b, p in groups],  # type: ignore[misc]
-        [lambda b=b, p=p: b.delete_async(p) for b, p in groups],  # type: ignore[misc]
-        DEFAULT_UPLOAD_CONCURRENCY,
-    )
-    for index, (backend, paths) in enumerate(groups):
-        outcome: object = results[index] if index < len(results) else None
-        if index >= len(results) or isinstance(outcome, BaseException):
+    if not groups:
+        return
+    calls = [Call(b.delete, b.delete_async, p) for b, p in groups]
+    outcomes = run(Gather(calls, concurrency=DEFAULT_UPLOAD_CONCURRENCY))
+    for (backend, paths), outcome in zip(groups, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            error = None if outcome is NOT_RUN else outcome
             logger.warning(
                 "Could not delete %d object(s) %s from backend %r (%s); they are orphans "
                 "now and the garbage collector will find them: %s",
@@ -366,12 +322,12 @@ def _delete_quietly(pending: dict[_Ref, Backend], reason: OrphanReason) -> None:
                 paths[:10],
                 backend.key,
                 _REASONS[reason],
-                outcome if outcome is not None else "not attempted",
-                exc_info=outcome if isinstance(outcome, BaseException) else None,
+                error if error is not None else "not attempted",
+                exc_info=error,
             )
-            _report(backend, paths, reason, outcome)
-            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
-                raise outcome
+            _report(backend, paths, reason, error)
+            if error is not None and not isinstance(error, Exception):
+                raise error
         else:
             logger.debug(
                 "Deleted %d object(s) from backend %r (%s)",
@@ -418,11 +374,8 @@ def _upload_all(session: Session, jobs: list[tuple[FileObject, SaveOptions]]) ->
             )
     snapshots = [_snapshot(file) for file, _ in jobs]
     concurrency = int(session.info.get(CONCURRENCY_KEY, DEFAULT_UPLOAD_CONCURRENCY))
-    results = _run(
-        [lambda f=f, o=o: f.save(options=o) for f, o in jobs],  # type: ignore[misc]
-        [lambda f=f, o=o: f.save_async(options=o) for f, o in jobs],  # type: ignore[misc]
-        concurrency,
-    )
+    calls = [Call(f.save, f.save_async, options=o) for f, o in jobs]
+    results = run(Gather(calls, concurrency=concurrency))
     done = [
         _Upload(
             file,
@@ -431,10 +384,10 @@ def _upload_all(session: Session, jobs: list[tuple[FileObject, SaveOptions]]) ->
             snapshot,
             tuple(r.path for r in file.renditions.values() if r.path is not None),
         )
-        for (file, _), snapshot, result in zip(jobs, snapshots, results, strict=False)
+        for (file, _), snapshot, result in zip(jobs, snapshots, results, strict=True)
         if not isinstance(result, BaseException)
     ]
-    failures = [r for r in results if isinstance(r, BaseException)]
+    failures = [r for r in results if isinstance(r, BaseException) and r is not NOT_RUN]
     if failures:
         # Nothing of this flush may stay behind: remove what did get uploaded.
         _delete_quietly(_uploaded_objects(done), "failed_flush")
@@ -463,9 +416,7 @@ def _vet_references(session: Session) -> None:
     """
     for obj in (*session.new, *session.dirty):
         state = inspect(obj)
-        if not _has_file_columns(state.mapper):
-            continue
-        for key, column in stored_object_columns(state.mapper):
+        for key, column in file_columns(state.mapper).all:
             value = state.dict.get(key)
             if value is None:
                 continue
@@ -506,64 +457,81 @@ def _accept_echoes(obj: Any, key: str, value: Any, untrusted: list[FileObject]) 
 
 
 # -- listeners ------------------------------------------------------------------------------------
-@event.listens_for(Session, "before_flush")
 def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
     _vet_references(session)
     if not is_tracking(session):
         return
     tracker = _state(session)
     tracker.flush_doomed = {}
-    jobs: list[tuple[FileObject, SaveOptions]] = []
-    pending: set[int] = set()  # the same FileObject may sit in several places
-    replaced: dict[_Ref, Backend] = {}
-    current: set[_Ref] = set()
-    processed: list[InstanceState[Any]] = []
+    plan = _FlushPlan()
+    processed: list[tuple[InstanceState[Any], tuple[tuple[str, StoredObject], ...]]] = []
     for obj in (*session.new, *session.dirty):
         if obj in session.deleted:
             continue
         state = inspect(obj)
-        if not _has_file_columns(state.mapper):
+        columns = file_columns(state.mapper)
+        if not columns.all:
             continue  # no StoredObject column: nothing to upload, remember or forget
-        processed.append(state)
-        for key, column in _tracked_columns(state.mapper):
+        processed.append((state, columns.tracked))
+        for key, column in columns.tracked:
             value = state.dict.get(key, _NOT_LOADED)
             if value is _NOT_LOADED:
                 continue  # not loaded, so not changed
             _apply_column_defaults(column, value)
-            for file in _files(value):
-                if file.has_pending_content:
-                    if id(file) not in pending:
-                        pending.add(id(file))
-                        jobs.append((file, column.save_options))
-                elif (ref := _ref(file)) is not None:
-                    current.add(ref)
-                elif file.path is None:
-                    raise NoContentError(
-                        f"{type(obj).__name__}.{key} holds {file!r}, which has neither "
-                        "content to upload nor a stored object (no path), so there is "
-                        "nothing to write. Give it content (FileObject(content=...)), or "
-                        "assign a stored file.",
-                        backend=file.backend,
-                    )
+            plan.take(value, column.save_options, obj, key)
             if state.persistent and not column.keep_replaced:
-                replaced.update(_old_files(obj, key, value))
-    if jobs:
+                plan.replaced.update(_no_longer_held(_previous_values(obj, key), value))
+    if plan.uploads:
         # If this raises, what was replaced stays remembered for the retry.
-        uploads = _upload_all(session, jobs)
+        uploads = _upload_all(session, plan.uploads)
         tracker.record_for(session).uploads.extend(uploads)
     holders: dict[_Ref, list[InstanceState[Any]]] = {}
-    for state in processed:
+    for state, tracked in processed:
         _forget_replaced(state, tracker)
-        for key, _column in _tracked_columns(state.mapper):
+        for key, _column in tracked:
             for file in _files(state.dict.get(key)):
                 if (ref := _ref(file)) is not None:
                     holders.setdefault(ref, []).append(state)
     tracker.flush_holders = holders
     record = tracker.record_for(session)
-    tracker.unschedule(current, record)
-    for ref in current:
-        replaced.pop(ref, None)
-    record.deletes.update(replaced)
+    tracker.unschedule(plan.kept, record)
+    record.deletes.update(plan.deletes())
+
+
+@dataclass(slots=True)
+class _FlushPlan:
+    """What a flush does to storage, decided from the values of the rows it writes."""
+
+    uploads: list[tuple[FileObject, SaveOptions]] = field(default_factory=list)
+    kept: set[_Ref] = field(default_factory=set)  # stored files rows hold: never deleted
+    replaced: dict[_Ref, Backend] = field(default_factory=dict)  # stored files rows let go
+    _seen: set[int] = field(default_factory=set)  # one FileObject may sit in several places
+
+    def take(self, value: Any, options: SaveOptions, obj: object, key: str) -> None:
+        """Note the files `obj.key` holds: upload those with content (once), keep the others.
+
+        Raises:
+            NoContentError: For a file with neither content nor a stored object.
+        """
+        for file in _files(value):
+            if file.has_pending_content:
+                if id(file) not in self._seen:
+                    self._seen.add(id(file))
+                    self.uploads.append((file, options))
+            elif (ref := _ref(file)) is not None:
+                self.kept.add(ref)
+            elif file.path is None:
+                raise NoContentError(
+                    f"{type(obj).__name__}.{key} holds {file!r}, which has neither "
+                    "content to upload nor a stored object (no path), so there is "
+                    "nothing to write. Give it content (FileObject(content=...)), or "
+                    "assign a stored file.",
+                    backend=file.backend,
+                )
+
+    def deletes(self) -> dict[_Ref, Backend]:
+        """What to delete once the transaction commits: let go of, and held nowhere."""
+        return {ref: backend for ref, backend in self.replaced.items() if ref not in self.kept}
 
 
 def _previous_values(obj: Any, key: str) -> list[Any]:
@@ -594,19 +562,22 @@ def _committed_value(state: InstanceState[Any], key: str) -> Any:
     return session.execute(statement, execution_options={"autoflush": False}).scalar()
 
 
-def _old_files(obj: Any, key: str, value: Any) -> dict[_Ref, Backend]:
-    """Stored files that `obj.key` referenced before this change and no longer does."""
-    old = [f for v in (*_previous_values(obj, key), value) for f in _files_ever_in(v)]
+def _no_longer_held(previous: Iterable[Any], value: Any) -> dict[_Ref, Backend]:
+    """Stored files that the `previous` values of an attribute held and `value` does not.
+
+    A list's files include those removed from it since the last flush; every file
+    includes its renditions.
+    """
     keep = {ref for f in _files(value) if (ref := _ref(f)) is not None}
     result: dict[_Ref, Backend] = {}
-    for file in old:
-        ref = _ref(file)
-        if ref is not None and ref not in keep:
-            result[ref] = file._backend()
+    for old in (*previous, value):
+        for file in _files_ever_in(old):
+            ref = _ref(file)
+            if ref is not None and ref not in keep:
+                result[ref] = file._backend()
     return result
 
 
-@event.listens_for(Mapper, "before_delete")
 def _before_delete(mapper: Mapper[Any], connection: Any, target: Any) -> None:
     session = object_session(target)
     if session is None or not is_tracking(session):
@@ -623,7 +594,6 @@ def _before_delete(mapper: Mapper[Any], connection: Any, target: Any) -> None:
     _forget_replaced(inspect(target), tracker)
 
 
-@event.listens_for(Session, "after_flush_postexec")
 def _after_flush_postexec(session: Session, flush_context: Any) -> None:
     """Schedule the files of deleted rows, except those rows written by the flush hold."""
     tracker: _SessionState | None = session.info.get(_STATE_KEY)
@@ -640,7 +610,6 @@ def _after_flush_postexec(session: Session, flush_context: Any) -> None:
         tracker.record_for(session).deletes.update(doomed)
 
 
-@event.listens_for(Session, "after_transaction_create")
 def _after_transaction_create(session: Session, transaction: SessionTransaction) -> None:
     state = session.info.get(_STATE_KEY)
     if state is None or transaction.parent is not None:
@@ -674,13 +643,11 @@ class _CommitAttempt:
 _COMMITTERS: weakref.WeakKeyDictionary[Connection, _SessionState] = weakref.WeakKeyDictionary()
 
 
-@event.listens_for(Session, "after_begin")
 def _after_begin(session: Session, transaction: SessionTransaction, connection: Connection) -> None:
     if is_tracking(session):
         _COMMITTERS[connection] = _state(session)
 
 
-@event.listens_for(Engine, "commit")
 def _on_commit(connection: Connection) -> None:
     tracker = _COMMITTERS.get(connection)
     if tracker is not None:
@@ -695,13 +662,11 @@ def _open_attempt(connection: Connection | None) -> _CommitAttempt | None:
     return attempt if attempt.connection is connection and not attempt.settled else None
 
 
-@event.listens_for(Engine, "rollback")
 def _on_rollback(connection: Connection) -> None:
     if (attempt := _open_attempt(connection)) is not None:
         attempt.settled = True  # whatever fails from here on is not the COMMIT
 
 
-@event.listens_for(Engine, "handle_error")
 def _on_error(context: ExceptionContext) -> None:
     if (attempt := _open_attempt(context.connection)) is not None:
         attempt.settled = True
@@ -773,7 +738,6 @@ def _keep_in_doubt(record: _Record, why: str, error: BaseException | None) -> No
         _revert(upload)  # the session rolled back: a retry uploads again, under a new key
 
 
-@event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
     state = session.info.get(_STATE_KEY)
     if state is None:
@@ -783,7 +747,6 @@ def _after_commit(session: Session) -> None:
         state.committed.add(transaction)
 
 
-@event.listens_for(Session, "after_transaction_end")
 def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
     state: _SessionState | None = session.info.get(_STATE_KEY)
     if state is None:
@@ -812,19 +775,70 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
     if in_doubt is not None:
         _keep_in_doubt(record, in_doubt, commits[-1].error)
         return
-    if committed or not (parent is None or transaction.nested):
-        # A committed SAVEPOINT (or a flush sub-transaction) hands its work to the
-        # enclosing transaction; a committed root transaction finishes it.
-        if parent is not None:
-            state.records.setdefault(parent, _Record()).merge(record)
-        elif record.deletes:
+    ending = _ending(committed=committed, root=parent is None, nested=transaction.nested)
+    if ending == "hand_up":
+        assert parent is not None
+        state.records.setdefault(parent, _Record()).merge(record)
+    elif ending == "finish":
+        if record.deletes:
             _delete_quietly(record.deletes, "after_commit")
-        return
-    # Rolled back, or closed without commit: undo this transaction's uploads, and what it
-    # cancelled in enclosing transactions.
-    for origin, ref, backend in record.unscheduled:
-        origin.deletes[ref] = backend
-    if record.uploads:
-        _delete_quietly(_uploaded_objects(record.uploads), "rollback")
-        for upload in record.uploads:
-            _revert(upload)
+    else:
+        uploaded = record.undo()
+        if uploaded:
+            _delete_quietly(uploaded, "rollback")
+            for upload in record.uploads:
+                _revert(upload)
+
+
+def _ending(*, committed: bool, root: bool, nested: bool) -> Literal["hand_up", "finish", "undo"]:
+    """What the end of a transaction (or SAVEPOINT) means for its files.
+
+    A committed SAVEPOINT, and a flush's sub-transaction whatever its outcome, hand their
+    work to the enclosing transaction (`"hand_up"`); a committed root transaction
+    deletes what it replaced (`"finish"`); a root or SAVEPOINT that rolled back (or was
+    closed without commit) undoes its uploads (`"undo"`).
+    """
+    if committed or not (root or nested):
+        return "finish" if root else "hand_up"
+    return "undo"
+
+
+# -- installing the listeners ----------------------------------------------------------------------
+_LISTENERS = (
+    Listener(Mapper, "mapper_configured", forget_file_columns),
+    *commit_expiry_listeners,
+    Listener(Mapper, "mapper_configured", _watch_flag_modified),
+    Listener(Session, "before_flush", _before_flush),
+    Listener(Mapper, "before_delete", _before_delete),
+    Listener(Session, "after_flush_postexec", _after_flush_postexec),
+    Listener(Session, "after_transaction_create", _after_transaction_create),
+    Listener(Session, "after_begin", _after_begin),
+    Listener(Engine, "commit", _on_commit),
+    Listener(Engine, "rollback", _on_rollback),
+    Listener(Engine, "handle_error", _on_error),
+    Listener(Session, "after_commit", _after_commit),
+    Listener(Session, "after_transaction_end", _after_transaction_end),
+)
+
+
+def install_listeners() -> None:
+    """Install the session, mapper and engine listeners of the consistency model.
+
+    `import sqlalchemy_obstore` calls it: an application never needs to. Calling it
+    again installs nothing twice (a listener removed with `sqlalchemy.event.remove` is
+    installed again).
+    """
+    for listener in _LISTENERS:
+        listener.install()
+
+
+def installed_listeners() -> list[str]:
+    """The package's global listeners SQLAlchemy calls now, as `Target.event -> function`.
+
+    Example:
+        >>> "Session.before_flush -> sqlalchemy_obstore.lifecycle._before_flush" in (
+        ...     installed_listeners()
+        ... )
+        True
+    """
+    return [str(listener) for listener in _LISTENERS if listener.installed]

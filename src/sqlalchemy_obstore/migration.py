@@ -36,21 +36,21 @@ recorded) and is looked up once more in the live tables right before the delete,
 object some row still references in `source` is never deleted.
 
 All decisions are plain code over a sync `Connection`; the async entry point runs the
-same code through `AsyncConnection.run_sync`, where storage calls use obstore's async API
-through SQLAlchemy's greenlet bridge and up to `concurrency` copies run at once. The sync
+same code in SQLAlchemy's greenlet bridge (on the `AsyncEngine`'s sync engine, or through
+`AsyncConnection.run_sync`), where storage calls use obstore's async API and up to
+`concurrency` copies run at once. The sync
 entry point copies one object at a time (a large object is still uploaded in parallel
 parts by obstore).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias, TypedDict
 
 from sqlalchemy import (
     Column,
@@ -69,11 +69,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.util.concurrency import greenlet_spawn
 
 from ._attributes import object_attributes
-from ._compat import await_, in_async_context
 from ._copy import copy_object
+from ._io import Call, bridge_bind, iterate, map_concurrently, run
 from ._logging import library_logger
 from .backends import DEFAULT_CHUNK_SIZE, Backend, ObjectInfo
 from .errors import ConfigurationError, ObjectNotFoundError, StorageError
@@ -95,8 +94,6 @@ logger = library_logger("sqlalchemy_obstore.migration")
 Phase: TypeAlias = Literal["copy", "delete"]
 """What a migration is doing when it reports progress."""
 
-_T = TypeVar("_T")
-_R = TypeVar("_R")
 
 DEFAULT_MAX_PASSES = 5
 """Passes over the tables before the migration gives up on rows that keep changing."""
@@ -346,39 +343,26 @@ def _hasher(checksum: str | None) -> tuple[str, Any] | None:
         return None
 
 
-# -- executing storage calls (sync, or async through the greenlet bridge) ----------------------
+# -- storage calls (sync, or async through the greenlet bridge: see `_io`) ---------------------
 def _head(backend: Backend, path: str) -> ObjectInfo | None:
     try:
-        if in_async_context():
-            return await_(backend.head_async(path))
-        return backend.head(path)
+        return run(Call(backend.head, backend.head_async, path))
     except ObjectNotFoundError:
         return None
 
 
 def _delete(backend: Backend, paths: list[str]) -> None:
-    if in_async_context():
-        await_(backend.delete_async(paths))
-    else:
-        backend.delete(paths)
+    run(Call(backend.delete, backend.delete_async, paths))
 
 
 def _digest(backend: Backend, path: str, hasher: Any, chunk_size: int) -> tuple[str, int]:
     """Hash a stored object (streamed); returns the hex digest and the size read."""
     size = 0
-    if in_async_context():
-        chunks = backend.iter_chunks_async(path, chunk_size=chunk_size)
-        while True:
-            try:
-                chunk = await_(chunks.__anext__())
-            except StopAsyncIteration:
-                break
-            hasher.update(chunk)
-            size += len(chunk)
-    else:
-        for chunk in backend.iter_chunks(path, chunk_size=chunk_size):
-            hasher.update(chunk)
-            size += len(chunk)
+    for chunk in iterate(
+        backend.iter_chunks, backend.iter_chunks_async, path, chunk_size=chunk_size
+    ):
+        hasher.update(chunk)
+        size += len(chunk)
     return hasher.hexdigest(), size
 
 
@@ -396,37 +380,9 @@ class _Tally:
         return chunk
 
 
-def _run_all(function: Callable[[_T], _R], items: Sequence[_T], concurrency: int) -> list[_R]:
-    """`[function(item) for item in items]`; concurrently inside the greenlet bridge.
-
-    In async mode each call runs in its own greenlet (so its storage calls can await)
-    and at most `concurrency` run at once. `function` must not raise.
-    """
-    if not in_async_context() or len(items) < 2 or concurrency < 2:
-        return [function(item) for item in items]
-    limit = asyncio.Semaphore(concurrency)
-
-    async def one(item: _T) -> _R:
-        async with limit:
-            result: _R = await greenlet_spawn(function, item)
-            return result
-
-    async def every() -> list[_R]:
-        tasks = [asyncio.ensure_future(one(item)) for item in items]
-        try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
-            for task in tasks:  # nothing keeps running once the caller has given up
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
-
-    return await_(every())
-
-
 # -- the migration ------------------------------------------------------------------------------
 class _Migration:
-    """The migration's plan over one sync connection (sync, or async through run_sync)."""
+    """The migration's plan over one sync connection (its storage calls go through `_io`)."""
 
     def __init__(
         self,
@@ -542,10 +498,7 @@ class _Migration:
         the copies): write a probe to the source and look for it at the destination."""
         # (under the source's prefix: a backend deletes nothing outside it)
         probe = join_key(self.source.prefix, _PROBE_PREFIX, uuid.uuid4().hex)
-        if in_async_context():
-            await_(self.source.put_async(probe, b"probe"))
-        else:
-            self.source.put(probe, b"probe")
+        run(Call(self.source.put, self.source.put_async, probe, b"probe"))
         try:
             shared = _head(self.destination, probe) is not None
         finally:
@@ -639,7 +592,9 @@ class _Migration:
             found += len(rows)
             if not rows:
                 continue
-            results = _run_all(self._bring, list(jobs.values()), self.concurrency)
+            results = map_concurrently(
+                self._bring, list(jobs.values()), concurrency=self.concurrency
+            )
             outcomes = dict(zip(jobs, results, strict=True))
             for outcome in results:
                 if outcome.status == "skipped":
@@ -790,7 +745,9 @@ class _Migration:
             if not jobs:
                 continue
             candidates = list(jobs.values())
-            verdicts = _run_all(self._deletable, [job for *_, job in candidates], self.concurrency)
+            verdicts = map_concurrently(
+                self._deletable, [job for *_, job in candidates], concurrency=self.concurrency
+            )
             chosen = []
             for (column, key, job), verdict in zip(candidates, verdicts, strict=True):
                 if verdict is None:
@@ -900,45 +857,17 @@ def _prepare(
     return registry.get_backend(source), registry.get_backend(destination)
 
 
-def _runner(
-    target: Any,
-    *,
-    source: str,
-    destination: str,
-    registry: BackendRegistry,
-    delete_source: bool,
-    dry_run: bool,
-    concurrency: int,
-    batch_size: int,
-    progress: Callable[[MigrationProgress], object] | None,
-    max_passes: int,
-    chunk_size: int,
-    report_limit: int,
-) -> Callable[[Connection, bool], MigrationReport]:
-    """Check the arguments once; return what runs a migration on a sync connection."""
-    backends = _prepare(
-        registry, source, destination, concurrency, batch_size, max_passes, chunk_size
-    )
-    columns = _columns(target)
+class _Options(TypedDict):
+    """What a migration does, as `migrate` was asked."""
 
-    def run(connection: Connection, owns: bool) -> MigrationReport:
-        return _Migration(
-            connection,
-            columns,
-            source=backends[0],
-            destination=backends[1],
-            delete_source=delete_source,
-            dry_run=dry_run,
-            concurrency=concurrency,
-            batch_size=batch_size,
-            max_passes=max_passes,
-            chunk_size=chunk_size,
-            report_limit=report_limit,
-            progress=progress,
-            owns_connection=owns,
-        ).run()
-
-    return run
+    delete_source: bool
+    dry_run: bool
+    concurrency: int
+    batch_size: int
+    max_passes: int
+    chunk_size: int
+    report_limit: int
+    progress: Callable[[MigrationProgress], object] | None
 
 
 def migrate(
@@ -1020,20 +949,30 @@ def migrate(
         (True, 1, 'new', b'hello')
         >>> engine.dispose()
     """
-    run = _runner(
-        target,
-        source=source,
-        destination=destination,
-        registry=registry,
-        delete_source=delete_source,
-        dry_run=dry_run,
-        concurrency=concurrency,
-        batch_size=batch_size,
-        progress=progress,
-        max_passes=max_passes,
-        chunk_size=chunk_size,
-        report_limit=report_limit,
+    source_backend, destination_backend = _prepare(
+        registry, source, destination, concurrency, batch_size, max_passes, chunk_size
     )
+    columns = _columns(target)
+    options: _Options = {
+        "delete_source": delete_source,
+        "dry_run": dry_run,
+        "concurrency": concurrency,
+        "batch_size": batch_size,
+        "max_passes": max_passes,
+        "chunk_size": chunk_size,
+        "report_limit": report_limit,
+        "progress": progress,
+    }
+
+    def run(connection: Connection, owns: bool) -> MigrationReport:
+        return _Migration(
+            connection,
+            columns,
+            source=source_backend,
+            destination=destination_backend,
+            owns_connection=owns,
+            **options,
+        ).run()
 
     if isinstance(bind, Connection):
         return run(bind, False)
@@ -1069,7 +1008,9 @@ async def migrate_async(
         ...     )
         ...     assert report.ok, report.as_dict()
     """
-    run = _runner(
+    return await bridge_bind(
+        bind,
+        migrate,
         target,
         source=source,
         destination=destination,
@@ -1083,8 +1024,3 @@ async def migrate_async(
         chunk_size=chunk_size,
         report_limit=report_limit,
     )
-
-    if isinstance(bind, AsyncConnection):
-        return await bind.run_sync(run, False)
-    async with bind.connect() as connection:
-        return await connection.run_sync(run, True)

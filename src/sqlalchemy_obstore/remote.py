@@ -46,6 +46,7 @@ import re
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import unquote
@@ -574,38 +575,31 @@ class RemoteSource:
             raise self._error(fetch.url, "cannot resolve the host", exc) from exc
         return host, _origin(fetch.url)[2]
 
-    def _resolve(self, fetch: _Fetch) -> None:
-        lookup = self._lookup(fetch)
-        if lookup is None:
-            return
+    @contextmanager
+    def _resolving(self, fetch: _Fetch) -> Iterator[None]:
+        """A host lookup's failures as this module's typed errors."""
         hc = _import_httpcore()
         try:
-            fetch.deadline.clamp(self.timeout, hc.ConnectTimeout)
-            # The system resolver has its own timeouts; a sync lookup cannot be cut short,
-            # so the deadline is checked again right after it.
-            infos = socket.getaddrinfo(*lookup, type=socket.SOCK_STREAM)
-            fetch.deadline.clamp(self.timeout, hc.ConnectTimeout)
-        except hc.TimeoutException as exc:
-            raise self._failure(fetch, "resolving the host", exc) from exc
-        except (OSError, UnicodeError) as exc:
-            raise self._error(fetch.url, "cannot resolve the host", exc) from exc
-        fetch.addresses = self._vet(fetch.url, infos)
-
-    async def _resolve_async(self, fetch: _Fetch) -> None:
-        lookup = self._lookup(fetch)
-        if lookup is None:
-            return
-        hc = _import_httpcore()
-        loop = asyncio.get_running_loop()
-        try:
-            limit = fetch.deadline.clamp(self.timeout, hc.ConnectTimeout)
-            infos = await asyncio.wait_for(
-                loop.getaddrinfo(*lookup, type=socket.SOCK_STREAM), limit
-            )
+            yield
         except (hc.TimeoutException, asyncio.TimeoutError) as exc:
             raise self._failure(fetch, "resolving the host", exc) from exc
         except (OSError, UnicodeError) as exc:
             raise self._error(fetch.url, "cannot resolve the host", exc) from exc
+
+    def _resolve(self, fetch: _Fetch, lookup: tuple[str, int]) -> None:
+        with self._resolving(fetch):
+            # The system resolver has its own timeouts; a sync lookup cannot be cut short,
+            # so the deadline is checked again right after it.
+            fetch.deadline.clamp(self.timeout, _import_httpcore().ConnectTimeout)
+            infos = socket.getaddrinfo(*lookup, type=socket.SOCK_STREAM)
+            fetch.deadline.clamp(self.timeout, _import_httpcore().ConnectTimeout)
+        fetch.addresses = self._vet(fetch.url, infos)
+
+    async def _resolve_async(self, fetch: _Fetch, lookup: tuple[str, int]) -> None:
+        with self._resolving(fetch):
+            limit = fetch.deadline.clamp(self.timeout, _import_httpcore().ConnectTimeout)
+            resolving = asyncio.get_running_loop().getaddrinfo(*lookup, type=socket.SOCK_STREAM)
+            infos = await asyncio.wait_for(resolving, limit)
         fetch.addresses = self._vet(fetch.url, infos)
 
     # -- errors -------------------------------------------------------------------------------
@@ -767,7 +761,8 @@ class RemoteSource:
         context = _ssl_context(self._verify)
         with hc.ConnectionPool(ssl_context=context, network_backend=backend) as pool:
             while True:
-                self._resolve(fetch)
+                if (lookup := self._lookup(fetch)) is not None:
+                    self._resolve(fetch, lookup)
                 response = self._send_sync(pool, fetch)
                 try:
                     final = self._answered(fetch, response)
@@ -859,7 +854,8 @@ class RemoteSource:
         context = _ssl_context(self._verify)
         async with hc.AsyncConnectionPool(ssl_context=context, network_backend=backend) as pool:
             while True:
-                await self._resolve_async(fetch)
+                if (lookup := self._lookup(fetch)) is not None:
+                    await self._resolve_async(fetch, lookup)
                 response = await self._send_async(pool, fetch)
                 try:
                     final = self._answered(fetch, response)

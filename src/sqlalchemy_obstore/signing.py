@@ -42,10 +42,6 @@ Example:
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import json
 import math
 import re
@@ -56,6 +52,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
+from ._hmac import MIN_SECRET_BYTES, b64encode, derive_key, matches_any, sign, signature_bytes
 from .errors import (
     ConfigurationError,
     ExpiredSignatureError,
@@ -79,38 +76,15 @@ __all__ = (
 
 DEFAULT_BASE_URL = "/_storage"
 """Where the web integrations mount the route serving signed URLs by default."""
-MIN_SECRET_BYTES = 32
-"""The shortest secret accepted (256 bits, the HMAC-SHA256 key size)."""
 DEFAULT_MAX_EXPIRES_IN = timedelta(days=7)
 """The longest lifetime a signed URL may have by default (the same as S3 and GCS)."""
 
 _METHODS = frozenset({"GET", "PUT", "HEAD", "DELETE"})
-_CONTEXT = b"sqlalchemy-obstore signed URL v1"
+_CONTEXT = b"sqlalchemy-obstore signed URL v1"  # (the key of signed URLs is theirs only)
 _SIGNED_PARAMETERS = ("expires", "signature", "max_size", "ticket")
 # The one spelling of each value the signer writes (ASCII only, whatever `re` allows).
 _CANONICAL_NUMBER = re.compile(r"0|[1-9][0-9]{0,17}", re.ASCII)
-_CANONICAL_SIGNATURE = re.compile(r"[A-Za-z0-9_-]{43}", re.ASCII)
 _CANONICAL_TICKET = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
-
-
-def _secret_bytes(secret: str | bytes, name: str) -> bytes:
-    if isinstance(secret, str):
-        secret = secret.encode("utf-8")
-    if not isinstance(secret, (bytes, bytearray)):
-        raise ConfigurationError(f"The {name} must be str or bytes, not {type(secret).__name__}.")
-    if len(secret) < MIN_SECRET_BYTES:
-        raise ConfigurationError(
-            f"The {name} is {len(secret)} bytes long; use at least {MIN_SECRET_BYTES} random "
-            "bytes, such as `secrets.token_urlsafe(32)`, kept in your secret store (never "
-            "in code)."
-        )
-    # A key derived for this purpose only: the same application secret may also sign
-    # upload tickets or sessions without a signature of one kind passing for the other.
-    return hmac.new(bytes(secret), _CONTEXT, hashlib.sha256).digest()
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 class HmacUrlSigner:
@@ -162,8 +136,8 @@ class HmacUrlSigner:
                 f"such as {DEFAULT_BASE_URL!r}; got {base_url!r}."
             )
         self._keys: tuple[bytes, ...] = (
-            _secret_bytes(secret, "signing secret"),
-            *(_secret_bytes(s, "previous signing secret") for s in previous_secrets),
+            derive_key(secret, "signing secret", _CONTEXT),
+            *(derive_key(s, "previous signing secret", _CONTEXT) for s in previous_secrets),
         )
         self.base_url = base_url.rstrip("/")
         self.max_expires_in = max_expires_in
@@ -209,7 +183,7 @@ class HmacUrlSigner:
             ticket: The id of the upload ticket the URL belongs to, if any.
         """
         message = self._message(method, backend, path, expires, max_size, ticket)
-        return _b64(hmac.new(self._keys[0], message, hashlib.sha256).digest())
+        return b64encode(sign(self._keys[0], message))
 
     def url_for(
         self,
@@ -357,19 +331,6 @@ class HmacUrlSigner:
             raise ValueError(name)
         return value
 
-    @staticmethod
-    def _signature_bytes(signature: str) -> bytes:
-        """The digest of a canonically spelled signature (43 base64url characters)."""
-        if not isinstance(signature, str) or not _CANONICAL_SIGNATURE.fullmatch(signature):
-            raise ValueError("signature")
-        try:
-            given = base64.urlsafe_b64decode(signature + "=")
-        except (binascii.Error, ValueError):  # pragma: no cover - the pattern excludes it
-            raise ValueError("signature") from None
-        if _b64(given) != signature:  # unused low bits set: another spelling
-            raise ValueError("signature")
-        return given
-
     def verify(
         self,
         backend: str,
@@ -431,7 +392,7 @@ class HmacUrlSigner:
             ):
                 raise ValueError("ticket")
             validate_key(path)
-            given = self._signature_bytes(signature)
+            given = signature_bytes(signature)
         except (ValueError, ConfigurationError, TypeError):
             raise InvalidSignatureError(
                 "The signed URL is malformed (bad 'expires', 'signature', 'max_size', "
@@ -441,12 +402,7 @@ class HmacUrlSigner:
             ) from None
         assert deadline is not None
         message = self._message(method, backend, path, deadline, limit, ticket)
-        # Every key is tried (no early exit), so timing says nothing about which matched.
-        matched = False
-        for key in self._keys:
-            expected = hmac.new(key, message, hashlib.sha256).digest()
-            matched |= hmac.compare_digest(expected, given)
-        if not matched:
+        if not matches_any(self._keys, message, given):
             raise InvalidSignatureError(
                 "The URL's signature is not valid for this request: it was made for another "
                 "method, object or expiry, or with another secret.",

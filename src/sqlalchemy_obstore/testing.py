@@ -33,13 +33,12 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
 from obstore.store import MemoryStore
 
-from ._copy import SyncWriter
 from ._delegating import DelegatingBackend
 from .backends import Backend, ObstoreBackend, UploadBody, UrlSigner
 from .errors import StorageOperationError
@@ -404,12 +403,6 @@ class FaultInjectingBackend(DelegatingBackend):
         if isinstance(body, AsyncIterator):
             return self._parts_async(body, path)
         return body
-
-    def _open_sync_writer(
-        self, path: str, attributes: Mapping[str, str] | None, chunk_size: int
-    ) -> AbstractContextManager[SyncWriter] | None:
-        """None: a sync copy into the wrapper arrives as one `put`, where faults apply."""
-        return None
 
     # -- description ------------------------------------------------------------------------------
     def describe(self) -> str:

@@ -64,22 +64,19 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import binascii
-import hashlib
 import heapq
-import hmac
-import json
 import math
 import re
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypeAlias, runtime_checkable
+
+import msgspec
 
 from ._attributes import (
     DEFAULT_CONTENT_TYPE,
@@ -87,16 +84,25 @@ from ._attributes import (
     guess_content_type,
     serves_inline,
 )
+from ._hmac import (
+    b64decode,
+    b64encode,
+    derive_key,
+    matches_any,
+    sign,
+    signature_bytes,
+)
+from ._io import Call, Plan, run_async, run_on_engine, run_sync
 from ._multipart import (
     Operation,
     Target,
     credentials_now,
     credentials_now_async,
-    run_async,
-    run_sync,
     s3_target,
     store_backend,
 )
+from ._multipart import run_async as send_async
+from ._multipart import run_sync as send
 from ._s3_uploads import (
     MAX_PART_URLS,
     MAX_POST_SIZE,
@@ -157,12 +163,11 @@ Objects left there by uploads never redeemed are collected by
 [`collect_garbage`][sqlalchemy_obstore.gc.collect_garbage] like any unreferenced object.
 """
 
-MIN_SECRET_BYTES = 32
 _MAX_TICKET_CHARS = 16384  # refuse absurd input before decoding anything
 _KEY_CONTEXT = b"sqlalchemy-obstore/upload-ticket/v1"
 _GENERIC_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
-_SIGNATURE_CHARS = 43  # an HMAC-SHA256 digest in unpadded base64url
+_LAST_SECOND = 253402300799  # 9999-12-31T23:59:59Z, the last second a datetime holds
 
 Clock = Callable[[], datetime]
 S3Method: TypeAlias = Literal["auto", "post", "put"]
@@ -176,29 +181,6 @@ _MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _secret_bytes(secret: object, name: str) -> bytes:
-    if isinstance(secret, str):
-        secret = secret.encode("utf-8")
-    if not isinstance(secret, (bytes, bytearray)):
-        raise ConfigurationError(f"{name} must be str or bytes, not {type(secret).__name__}.")
-    if len(secret) < MIN_SECRET_BYTES:
-        raise ConfigurationError(
-            f"{name} is {len(secret)} bytes long; use at least {MIN_SECRET_BYTES} random "
-            "bytes, e.g. secrets.token_urlsafe(32), kept out of source control."
-        )
-    # Derive a key for this purpose only: the same application secret used elsewhere
-    # (for example for signed URLs) never yields signatures that are valid here.
-    return hmac.new(bytes(secret), _KEY_CONTEXT, hashlib.sha256).digest()
 
 
 def _duration(value: int | float | timedelta, name: str, *, allow_zero: bool = False) -> timedelta:
@@ -221,95 +203,78 @@ def _naive_utc(moment: datetime) -> datetime:
 
 
 # -- the ticket ---------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class _Claims:
-    """What a ticket says; built by `issue`, read back by `redeem`."""
+_Seconds = Annotated[int, msgspec.Meta(ge=0, le=_LAST_SECOND)]  # a Unix time datetime can hold
 
-    id: str
-    backend: str
-    path: str  # the key the file gets
-    filename: str
-    deadline: datetime
-    upload_path: str | None = None  # where the client uploads, when it is not `path`
-    max_size: int | None = None
-    min_size: int | None = None
-    content_types: tuple[tuple[str, ...], ...] = ()  # every list must allow the type
-    sniff: bool = False
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    size: int | None = None  # the size the client declared: the object must have it
-    upload_id: str | None = None  # a presigned multipart upload's id
-    part_size: int | None = None  # ... and its part size (the plan follows from `size`)
-    upload_until: datetime | None = None  # part URLs are signed until then
+
+class _Version(msgspec.Struct):
+    """The version field alone, read before anything else of a payload."""
+
+    v: object = None
+
+
+class _Claims(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What a ticket says, and its payload's JSON form (short keys): built by `issue`,
+    read back (strictly: every field of its type) by `redeem`."""
+
+    v: int
+    id: str = msgspec.field(name="i")
+    backend: str = msgspec.field(name="b")
+    path: str = msgspec.field(name="p")  # the key the file gets
+    filename: str = msgspec.field(name="n")
+    expires: _Seconds = msgspec.field(name="x")  # the redeem deadline
+    # where the client uploads, when it is not `path`
+    upload_path: str | None = msgspec.field(default=None, name="u")
+    max_size: int | None = msgspec.field(default=None, name="M")
+    min_size: int | None = msgspec.field(default=None, name="m")
+    # every list must allow the type
+    content_types: tuple[tuple[str, ...], ...] = msgspec.field(default=(), name="t")
+    sniffs: int = msgspec.field(default=0, name="s")  # 1: sniff the bytes at redeem
+    metadata: dict[str, str] = msgspec.field(default_factory=dict, name="d")
+    # the size the client declared: the object must have it
+    size: int | None = msgspec.field(default=None, name="z")
+    upload_id: str | None = msgspec.field(default=None, name="U")  # a multipart upload's id
+    # ... and its part size (the plan follows from `size`)
+    part_size: int | None = msgspec.field(default=None, name="P")
+    upload_expires: _Seconds | None = msgspec.field(default=None, name="w")  # part URLs' end
 
     def to_json(self) -> bytes:
-        data: dict[str, Any] = {
-            "v": TICKET_VERSION,
-            "i": self.id,
-            "b": self.backend,
-            "p": self.path,
-            "n": self.filename,
-            **({"u": self.upload_path} if self.upload_path is not None else {}),
-            "x": int(self.deadline.timestamp()),
-        }
-        if self.max_size is not None:
-            data["M"] = self.max_size
-        if self.min_size is not None:
-            data["m"] = self.min_size
-        if self.content_types:
-            data["t"] = [list(types) for types in self.content_types]
-        if self.sniff:
-            data["s"] = 1
-        if self.metadata:
-            data["d"] = dict(self.metadata)
-        if self.size is not None:
-            data["z"] = self.size
-        if self.upload_id is not None and self.part_size is not None:
-            data["U"] = self.upload_id
-            data["P"] = self.part_size
-        if self.upload_until is not None:
-            data["w"] = int(self.upload_until.timestamp())
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return msgspec.json.encode(self)
 
     @classmethod
     def from_json(cls, raw: bytes) -> _Claims:
         """Parse a payload whose signature was already verified (shape still checked)."""
         try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
+            version = msgspec.json.decode(raw, type=_Version).v
+        except msgspec.ValidationError as exc:
+            raise InvalidUploadTicketError("The upload ticket's payload is not an object.") from exc
+        except msgspec.DecodeError as exc:
             raise InvalidUploadTicketError("The upload ticket's payload is not JSON.") from exc
-        if not isinstance(data, dict):
-            raise InvalidUploadTicketError("The upload ticket's payload is not an object.")
-        if data.get("v") != TICKET_VERSION:
+        if version != TICKET_VERSION:
             raise InvalidUploadTicketError(
-                f"Unsupported upload ticket version {data.get('v')!r} (this library reads "
+                f"Unsupported upload ticket version {version!r} (this library reads "
                 f"version {TICKET_VERSION}); issue a new ticket."
             )
         try:
-            return cls(
-                id=_field(data, "i", str),
-                backend=_field(data, "b", str),
-                path=_field(data, "p", str),
-                upload_path=_field(data, "u", str, optional=True),
-                filename=_field(data, "n", str),
-                deadline=datetime.fromtimestamp(_field(data, "x", int), timezone.utc),
-                max_size=_field(data, "M", int, optional=True),
-                min_size=_field(data, "m", int, optional=True),
-                content_types=tuple(
-                    tuple(_strings(types)) for types in _field(data, "t", list, optional=True) or ()
-                ),
-                sniff=bool(data.get("s")),
-                metadata=dict(_field(data, "d", dict, optional=True) or {}),
-                size=_field(data, "z", int, optional=True),
-                upload_id=_field(data, "U", str, optional=True),
-                part_size=_field(data, "P", int, optional=True),
-                upload_until=(
-                    None
-                    if data.get("w") is None
-                    else datetime.fromtimestamp(_field(data, "w", int), timezone.utc)
-                ),
-            )
-        except (TypeError, ValueError, OverflowError, OSError) as exc:
+            return msgspec.json.decode(raw, type=cls)
+        except msgspec.ValidationError as exc:
             raise InvalidUploadTicketError(f"Malformed upload ticket: {exc}") from exc
+
+    @property
+    def deadline(self) -> datetime:
+        """When the ticket can no longer be redeemed."""
+        return datetime.fromtimestamp(self.expires, timezone.utc)
+
+    @property
+    def upload_until(self) -> datetime | None:
+        """Until when the part URLs of a multipart ticket are signed."""
+        if self.upload_expires is None:
+            return None
+        return datetime.fromtimestamp(self.upload_expires, timezone.utc)
+
+    @property
+    def sniff(self) -> bool:
+        """Whether redeem sniffs the first bytes."""
+        return bool(self.sniffs)
 
     @property
     def source(self) -> str:
@@ -325,21 +290,6 @@ class _Claims:
         if self.upload_id is None or self.part_size is None or self.size is None:
             return None
         return PartPlan(self.size, self.part_size)
-
-
-def _field(data: Mapping[str, Any], key: str, kind: type, *, optional: bool = False) -> Any:
-    value = data.get(key)
-    if value is None and optional:
-        return None
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise TypeError(f"field {key!r} must be {kind.__name__}")
-    return value
-
-
-def _strings(values: object) -> list[str]:
-    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise TypeError("content types must be lists of strings")
-    return values
 
 
 # -- replay guards ------------------------------------------------------------------------------
@@ -523,7 +473,7 @@ class SqlReplayGuard:
     def __repr__(self) -> str:
         return f"SqlReplayGuard(table={self.table.fullname!r})"
 
-    # statements: decided here, executed by the sync or async drivers below
+    # statements: decided here, executed by the operations below
     def _insert(self, ticket_id: str, expires_at: datetime) -> Any:
         return self.table.insert().values(
             ticket_id=ticket_id,
@@ -552,124 +502,96 @@ class SqlReplayGuard:
             )
         return self.engine
 
-    def _create_table(self, connection: Any) -> None:
+    def _create_table(self, engine: Engine) -> None:
         from sqlalchemy.exc import DBAPIError
 
-        try:
-            self.table.create(connection, checkfirst=True)
-        except DBAPIError:
-            # Another instance created it between the check and the CREATE.
-            connection.rollback()
-            if not connection.dialect.has_table(
-                connection, self.table.name, schema=self.table.schema
-            ):
-                raise
-        else:
-            connection.commit()
-
-    def create_table(self) -> None:
-        """Create the table now if it does not exist (sync engine)."""
-        with self._sync_engine("create_table").connect() as connection:
-            self._create_table(connection)
+        with engine.connect() as connection:
+            try:
+                self.table.create(connection, checkfirst=True)
+            except DBAPIError:
+                # Another instance created it between the check and the CREATE.
+                connection.rollback()
+                if not connection.dialect.has_table(
+                    connection, self.table.name, schema=self.table.schema
+                ):
+                    raise
+            else:
+                connection.commit()
         self._create = False
 
-    async def create_table_async(self) -> None:
-        """Create the table now if it does not exist."""
-        from sqlalchemy.ext.asyncio import AsyncEngine
-
-        if not isinstance(self.engine, AsyncEngine):
-            await asyncio.to_thread(self.create_table)
-            return
-        async with self.engine.connect() as connection:
-            await connection.run_sync(self._create_table)
-        self._create = False
-
-    def claim(self, ticket_id: str, expires_at: datetime) -> bool:
-        """Insert `ticket_id`; `True` if no row had it (this claim won)."""
+    def _claim(self, engine: Engine, ticket_id: str, expires_at: datetime) -> bool:
         from sqlalchemy.exc import IntegrityError
 
-        engine = self._sync_engine("claim")
         if self._create:
-            self.create_table()
+            self._create_table(engine)
         try:
             with engine.begin() as connection:
                 connection.execute(self._insert(ticket_id, expires_at))
         except IntegrityError:
             return False
         if self._due_for_purge():
-            self.purge()
+            self._purge(engine)
         return True
+
+    def _release(self, engine: Engine, ticket_id: str) -> None:
+        with engine.begin() as connection:
+            connection.execute(self._delete(ticket_id))
+
+    def _is_claimed(self, engine: Engine, ticket_id: str) -> bool:
+        from sqlalchemy import select
+
+        if self._create:
+            self._create_table(engine)
+        lookup = select(self.table.c.ticket_id).where(self.table.c.ticket_id == ticket_id)
+        with engine.connect() as connection:
+            return connection.execute(lookup).first() is not None
+
+    def _purge(self, engine: Engine) -> int:
+        with engine.begin() as connection:
+            return int(connection.execute(self._expired()).rowcount)
+
+    # Each operation is written once, over a sync `Engine`. The async methods run it with
+    # `_io.run_on_engine`: an AsyncEngine's sync engine in SQLAlchemy's greenlet bridge,
+    # a sync Engine (whose driver blocks) in a worker thread.
+    def create_table(self) -> None:
+        """Create the table now if it does not exist (sync engine)."""
+        self._create_table(self._sync_engine("create_table"))
+
+    async def create_table_async(self) -> None:
+        """Create the table now if it does not exist."""
+        await run_on_engine(self.engine, self._create_table)
+
+    def claim(self, ticket_id: str, expires_at: datetime) -> bool:
+        """Insert `ticket_id`; `True` if no row had it (this claim won)."""
+        return self._claim(self._sync_engine("claim"), ticket_id, expires_at)
 
     async def claim_async(self, ticket_id: str, expires_at: datetime) -> bool:
         """Async version of `claim`."""
-        from sqlalchemy.exc import IntegrityError
-        from sqlalchemy.ext.asyncio import AsyncEngine
-
-        if not isinstance(self.engine, AsyncEngine):
-            return await asyncio.to_thread(self.claim, ticket_id, expires_at)
-        if self._create:
-            await self.create_table_async()
-        try:
-            async with self.engine.begin() as connection:
-                await connection.execute(self._insert(ticket_id, expires_at))
-        except IntegrityError:
-            return False
-        if self._due_for_purge():
-            await self.purge_async()
-        return True
+        return await run_on_engine(self.engine, self._claim, ticket_id, expires_at)
 
     def release(self, ticket_id: str) -> None:
         """Delete the claim of `ticket_id`."""
-        with self._sync_engine("release").begin() as connection:
-            connection.execute(self._delete(ticket_id))
+        self._release(self._sync_engine("release"), ticket_id)
 
     async def release_async(self, ticket_id: str) -> None:
         """Async version of `release`."""
-        from sqlalchemy.ext.asyncio import AsyncEngine
-
-        if not isinstance(self.engine, AsyncEngine):
-            await asyncio.to_thread(self.release, ticket_id)
-            return
-        async with self.engine.begin() as connection:
-            await connection.execute(self._delete(ticket_id))
-
-    def _lookup(self, ticket_id: str) -> Any:
-        from sqlalchemy import select
-
-        return select(self.table.c.ticket_id).where(self.table.c.ticket_id == ticket_id)
+        await run_on_engine(self.engine, self._release, ticket_id)
 
     def is_claimed(self, ticket_id: str) -> bool:
         """Whether a row records `ticket_id`."""
-        engine = self._sync_engine("is_claimed")
-        if self._create:
-            self.create_table()
-        with engine.connect() as connection:
-            return connection.execute(self._lookup(ticket_id)).first() is not None
+        return self._is_claimed(self._sync_engine("is_claimed"), ticket_id)
 
     async def is_claimed_async(self, ticket_id: str) -> bool:
         """Async version of `is_claimed`."""
-        from sqlalchemy.ext.asyncio import AsyncEngine
-
-        if not isinstance(self.engine, AsyncEngine):
-            return await asyncio.to_thread(self.is_claimed, ticket_id)
-        if self._create:
-            await self.create_table_async()
-        async with self.engine.connect() as connection:
-            return (await connection.execute(self._lookup(ticket_id))).first() is not None
+        return await run_on_engine(self.engine, self._is_claimed, ticket_id)
 
     def purge(self) -> int:
         """Delete the rows of tickets past their deadline; returns how many."""
-        with self._sync_engine("purge").begin() as connection:
-            return int(connection.execute(self._expired()).rowcount)
+        return self._purge(self._sync_engine("purge"))
 
     async def purge_async(self) -> int:
         """Async version of `purge`."""
-        from sqlalchemy.ext.asyncio import AsyncEngine
-
-        if not isinstance(self.engine, AsyncEngine):
-            return await asyncio.to_thread(self.purge)
-        async with self.engine.begin() as connection:
-            return int((await connection.execute(self._expired())).rowcount)
+        return await run_on_engine(self.engine, self._purge)
 
 
 # -- grants -------------------------------------------------------------------------------------
@@ -866,7 +788,7 @@ class UploadTickets:
         multipart_expires_in: int | float | timedelta = timedelta(hours=6),
         clock: Clock | None = None,
     ) -> None:
-        self._key = _secret_bytes(secret, "secret")
+        self._key = derive_key(secret, "secret", _KEY_CONTEXT)
         self.copy_on_redeem = copy_on_redeem
         if s3_method not in ("auto", "post", "put"):
             raise ConfigurationError(
@@ -876,7 +798,7 @@ class UploadTickets:
         self.multipart_threshold = _byte_count(multipart_threshold, "multipart_threshold")
         self.part_size = _byte_count(part_size, "part_size")
         self.multipart_expires_in = _duration(multipart_expires_in, "multipart_expires_in")
-        older = [_secret_bytes(old, "previous_secrets item") for old in previous_secrets]
+        older = [derive_key(old, "previous_secrets item", _KEY_CONTEXT) for old in previous_secrets]
         self._verify_keys = (self._key, *older)
         self.registry = registry
         self._clock = clock or _utcnow
@@ -983,15 +905,16 @@ class UploadTickets:
             key_function=resolved.key_function or backend.key_function,
         )
         claims = _Claims(
-            id=_b64encode(secrets.token_bytes(16)),
+            v=TICKET_VERSION,
+            id=b64encode(secrets.token_bytes(16)),
             backend=backend.key,
             path=path,
             filename=filename,
-            deadline=self._clock(),  # set below, once the lifetime is known
+            expires=0,  # set below, once the lifetime is known
             max_size=min(sizes) if sizes else None,
             min_size=policy.min_size if policy is not None else None,
             content_types=type_lists,
-            sniff=sniff,
+            sniffs=int(sniff),
             metadata=dict(metadata or {}),
             size=size,
         )
@@ -1004,15 +927,15 @@ class UploadTickets:
         lifetime = backend.check_expiry(default if expires_in is None else expires_in)
         now = self._clock()
         # whole seconds: what the ticket records, so grant and ticket agree
-        claims = replace(
+        claims = msgspec.structs.replace(
             claims,
-            deadline=(now + lifetime + self.redeem_grace).replace(microsecond=0),
+            expires=int((now + lifetime + self.redeem_grace).timestamp()),
             upload_path=(
                 build_key(filename, prefix=join_key(backend.prefix, INCOMING_PREFIX))
                 if self.copy_on_redeem and route.method != "multipart"
                 else None
             ),
-            upload_until=(now + lifetime).replace(microsecond=0)
+            upload_expires=int((now + lifetime).timestamp())
             if route.method == "multipart"
             else None,
         )
@@ -1191,7 +1114,7 @@ class UploadTickets:
 
     def _started(self, claims: _Claims, route: _Route, upload_id: str) -> _Claims:
         assert route.plan is not None
-        return replace(claims, upload_id=upload_id, part_size=route.plan.part_size)
+        return msgspec.structs.replace(claims, upload_id=upload_id, part_size=route.plan.part_size)
 
     def issue(
         self,
@@ -1270,21 +1193,10 @@ class UploadTickets:
             >>> grant.method, grant.path.startswith("in/"), grant.content_types
             ('PUT', True, ('application/pdf',))
         """
-        resolved, claims, lifetime, route = self._prepare(
+        prepared = self._prepare(
             target, filename, max_size, content_types, expires_in, metadata, size, method
         )
-        backend = resolved.backend
-        if route.bucket is None:
-            url = self._sign_put(backend, claims, lifetime) or backend.sign(
-                claims.source, method="PUT", expires_in=lifetime
-            )
-            return self._grant(claims, url, lifetime, backend)
-        if route.method == "post":
-            credentials = credentials_now(route.bucket)
-            return self._post_grant(claims, lifetime, backend, route, credentials, content_type)
-        upload_id = run_sync(route.bucket, self._create(claims, route, content_type))
-        started = self._started(claims, route, upload_id)
-        return self._grant(started, "", lifetime, backend, method="MULTIPART")
+        return run_sync(self._issuing(prepared, content_type))
 
     async def issue_async(
         self,
@@ -1300,19 +1212,33 @@ class UploadTickets:
         method: UploadMethod | None = None,
     ) -> UploadGrant:
         """Async version of [`issue`][sqlalchemy_obstore.tickets.UploadTickets.issue]."""
-        resolved, claims, lifetime, route = self._prepare(
+        prepared = self._prepare(
             target, filename, max_size, content_types, expires_in, metadata, size, method
         )
+        return await run_async(self._issuing(prepared, content_type))
+
+    def _issuing(
+        self, prepared: tuple[_Target, _Claims, timedelta, _Route], content_type: str | None
+    ) -> Plan[UploadGrant]:
+        """`issue` once `_prepare` decided everything: sign, or start the upload."""
+        resolved, claims, lifetime, route = prepared
         backend = resolved.backend
         if route.bucket is None:
             url = self._sign_put(backend, claims, lifetime) or (
-                await backend.sign_async(claims.source, method="PUT", expires_in=lifetime)
+                yield Call(
+                    backend.sign,
+                    backend.sign_async,
+                    claims.source,
+                    method="PUT",
+                    expires_in=lifetime,
+                )
             )
             return self._grant(claims, url, lifetime, backend)
         if route.method == "post":
-            credentials = await credentials_now_async(route.bucket)
+            credentials = yield Call(credentials_now, credentials_now_async, route.bucket)
             return self._post_grant(claims, lifetime, backend, route, credentials, content_type)
-        upload_id = await run_async(route.bucket, self._create(claims, route, content_type))
+        creating = self._create(claims, route, content_type)
+        upload_id = yield Call(send, send_async, route.bucket, creating)
         started = self._started(claims, route, upload_id)
         return self._grant(started, "", lifetime, backend, method="MULTIPART")
 
@@ -1434,30 +1360,34 @@ class UploadTickets:
             ...     print("refused")
             refused
         """
-        claims, plan, bucket = self._multipart(ticket)
-        numbers = self._part_numbers(claims, plan, part_numbers)
-        if self.is_redeemed(claims.id):
-            raise self._claim_failed(claims)
-        return self._sign_parts(claims, plan, bucket, numbers, credentials_now(bucket))
+        return run_sync(self._signing_parts(ticket, part_numbers))
 
     async def part_urls_async(
         self, ticket: str, part_numbers: Iterable[int] | None = None
     ) -> dict[int, str]:
         """Async version of [`part_urls`][sqlalchemy_obstore.tickets.UploadTickets.part_urls]."""
+        return await run_async(self._signing_parts(ticket, part_numbers))
+
+    def _signing_parts(
+        self, ticket: str, part_numbers: Iterable[int] | None
+    ) -> Plan[dict[int, str]]:
         claims, plan, bucket = self._multipart(ticket)
         numbers = self._part_numbers(claims, plan, part_numbers)
-        if await self.is_redeemed_async(claims.id):
+        if (yield from self._redeemed(claims.id)):
             raise self._claim_failed(claims)
-        credentials = await credentials_now_async(bucket)
+        credentials = yield Call(credentials_now, credentials_now_async, bucket)
         return self._sign_parts(claims, plan, bucket, numbers, credentials)
 
-    def _finish(
+    def _completing(
         self, ticket: str, parts: Mapping[int, str] | Iterable[Any] | None
-    ) -> tuple[_Claims, Target, Operation[None]]:
+    ) -> Plan[None]:
         claims, plan, bucket = self._multipart(ticket)
         assert claims.upload_id is not None
         etags = None if parts is None else _etags(parts, claims)
-        return claims, bucket, finish(bucket, claims.path, claims.upload_id, plan, etags)
+        if (yield from self._redeemed(claims.id)):
+            raise self._claim_failed(claims)
+        finishing = finish(bucket, claims.path, claims.upload_id, plan, etags)
+        yield Call(send, send_async, bucket, finishing)
 
     def complete(self, ticket: str, parts: Mapping[int, str] | Iterable[Any] | None = None) -> None:
         """Complete a multipart upload once its parts match the ticket's plan.
@@ -1488,24 +1418,18 @@ class UploadTickets:
             ObjectNotFoundError: The upload no longer exists (aborted, or collected).
             StorageError: If the store fails a request.
         """
-        claims, bucket, operation = self._finish(ticket, parts)
-        if self.is_redeemed(claims.id):
-            raise self._claim_failed(claims)
-        run_sync(bucket, operation)
+        run_sync(self._completing(ticket, parts))
 
     async def complete_async(
         self, ticket: str, parts: Mapping[int, str] | Iterable[Any] | None = None
     ) -> None:
         """Async version of [`complete`][sqlalchemy_obstore.tickets.UploadTickets.complete]."""
-        claims, bucket, operation = self._finish(ticket, parts)
-        if await self.is_redeemed_async(claims.id):
-            raise self._claim_failed(claims)
-        await run_async(bucket, operation)
+        await run_async(self._completing(ticket, parts))
 
-    def _aborting(self, ticket: str) -> tuple[Target, Operation[bool]]:
+    def _aborting(self, ticket: str) -> Call[bool]:
         claims, _, bucket = self._multipart(ticket)
         assert claims.upload_id is not None
-        return bucket, abort(bucket, claims.path, claims.upload_id)
+        return Call(send, send_async, bucket, abort(bucket, claims.path, claims.upload_id))
 
     def abort(self, ticket: str) -> bool:
         """Abort a multipart upload: the store drops its parts; nothing is kept.
@@ -1524,50 +1448,36 @@ class UploadTickets:
             ExpiredUploadTicketError: Past the ticket's redeem deadline.
             StorageError: If the store fails the request.
         """
-        bucket, operation = self._aborting(ticket)
-        return run_sync(bucket, operation)
+        return run_sync(self._aborting(ticket))
 
     async def abort_async(self, ticket: str) -> bool:
         """Async version of [`abort`][sqlalchemy_obstore.tickets.UploadTickets.abort]."""
-        bucket, operation = self._aborting(ticket)
-        return await run_async(bucket, operation)
+        return await run_async(self._aborting(ticket))
 
     # -- the token ------------------------------------------------------------------------
     @staticmethod
     def _signature(key: bytes, payload: str) -> bytes:
-        return hmac.new(key, payload.encode("ascii"), hashlib.sha256).digest()
+        return sign(key, payload.encode("ascii"))
 
     def _encode(self, claims: _Claims) -> str:
-        payload = _b64encode(claims.to_json())
-        return f"{payload}.{_b64encode(self._signature(self._key, payload))}"
+        payload = b64encode(claims.to_json())
+        return f"{payload}.{b64encode(self._signature(self._key, payload))}"
 
     def _decode(self, ticket: object) -> _Claims:
         """Verify the signature and deadline and return the claims."""
         if not isinstance(ticket, str) or len(ticket) > _MAX_TICKET_CHARS:
             raise InvalidUploadTicketError("An upload ticket is a string issued by this server.")
         payload, dot, signature = ticket.partition(".")
-        # Strictly base64url: the decoder would skip other characters, letting many
-        # spellings of one ticket through.
-        if (
-            not dot
-            or not _B64URL.fullmatch(payload)
-            or not _B64URL.fullmatch(signature)
-            or len(signature) != _SIGNATURE_CHARS
-        ):
-            raise InvalidUploadTicketError("The upload ticket is malformed.")
+        # Strictly base64url, and only the issuer's spelling of the signature: the
+        # decoder would skip other characters, letting many spellings of one ticket through.
         try:
-            given = _b64decode(signature)
-            raw = _b64decode(payload)
+            if not dot or not _B64URL.fullmatch(payload):
+                raise ValueError("payload")
+            given = signature_bytes(signature)
+            raw = b64decode(payload)
         except (binascii.Error, ValueError):
             raise InvalidUploadTicketError("The upload ticket is malformed.") from None
-        if _b64encode(given) != signature:
-            # Unused low bits set in the last character: another spelling of the same
-            # signature. Only the spelling the issuer produced is accepted.
-            raise InvalidUploadTicketError("The upload ticket is malformed.")
-        valid = False
-        for key in self._verify_keys:  # every key is tried: no timing hint which matched
-            valid |= hmac.compare_digest(self._signature(key, payload), given)
-        if not valid:
+        if not matches_any(self._verify_keys, payload.encode("ascii"), given):
             raise InvalidUploadTicketError(
                 "The upload ticket's signature is not valid: it was changed, or issued with "
                 "another secret. Ask the server for a new ticket."
@@ -1626,13 +1536,23 @@ class UploadTickets:
             ConfigurationError: If the replay guard cannot answer (a custom guard
                 without `is_claimed`).
         """
-        return bool(self._guard_lookup("is_claimed")(ticket_id))
+        return run_sync(self._redeemed(ticket_id))
 
     async def is_redeemed_async(self, ticket_id: str) -> bool:
         """Async version of
         [`is_redeemed`][sqlalchemy_obstore.tickets.UploadTickets.is_redeemed].
         """
-        return bool(await self._guard_lookup("is_claimed_async")(ticket_id))
+        return await run_async(self._redeemed(ticket_id))
+
+    def _redeemed(self, ticket_id: str) -> Plan[bool]:
+        return bool((yield self._ask_guard("is_claimed", ticket_id)))
+
+    def _ask_guard(self, method: str, *args: Any) -> Call[Any]:
+        """A call of the replay guard's `method` (or `<method>_async`), looked up when made."""
+        return Call(
+            lambda: self._guard_lookup(method)(*args),
+            lambda: self._guard_lookup(f"{method}_async")(*args),
+        )
 
     def _guard_lookup(self, method: str) -> Any:
         lookup = getattr(self.replay_guard, method, None)
@@ -1792,56 +1712,38 @@ class UploadTickets:
             2
             refused
         """
+        return run_sync(self._redeeming(ticket))
+
+    async def redeem_async(self, ticket: str) -> FileObject:
+        """Async version of [`redeem`][sqlalchemy_obstore.tickets.UploadTickets.redeem]."""
+        return await run_async(self._redeeming(ticket))
+
+    def _redeeming(self, ticket: str) -> Plan[FileObject]:
         claims = self._decode(ticket)
         backend = self.registry.get_backend(claims.backend)
-        if not self.replay_guard.claim(claims.id, claims.deadline):
+        if not (yield self._ask_guard("claim", claims.id, claims.deadline)):
             raise self._claim_failed(claims)
         try:
             if claims.upload_path is not None:
-                backend.copy(claims.upload_path, claims.path, overwrite=True)
-            info = backend.head(claims.path)
+                source, path = claims.upload_path, claims.path
+                yield Call(backend.copy, backend.copy_async, source, path, overwrite=True)
+            info: ObjectInfo = yield Call(backend.head, backend.head_async, claims.path)
             violation = _size_violation(claims, info.size)
             head = None
             if violation is None and claims.sniff:
-                head = backend.get_range(claims.path, 0, SNIFF_BYTES) if info.size else b""
+                reading = Call(
+                    backend.get_range, backend.get_range_async, claims.path, 0, SNIFF_BYTES
+                )
+                head = (yield reading) if info.size else b""
         except BaseException:
-            self.replay_guard.release(claims.id)  # nothing was decided: the client may retry
+            yield self._ask_guard("release", claims.id)  # nothing was decided: the client may retry
             raise
         if violation is None:
             content_type, violation = self._verdict(claims, backend, info, head)
         garbage = self._garbage(claims, violation)
         if garbage:
             with suppress(StorageError):  # leftovers are collected by collect_garbage
-                backend.delete(garbage)
-        if violation is not None:
-            raise violation
-        return self._file(claims, info, content_type)
-
-    async def redeem_async(self, ticket: str) -> FileObject:
-        """Async version of [`redeem`][sqlalchemy_obstore.tickets.UploadTickets.redeem]."""
-        claims = self._decode(ticket)
-        backend = self.registry.get_backend(claims.backend)
-        if not await self.replay_guard.claim_async(claims.id, claims.deadline):
-            raise self._claim_failed(claims)
-        try:
-            if claims.upload_path is not None:
-                await backend.copy_async(claims.upload_path, claims.path, overwrite=True)
-            info = await backend.head_async(claims.path)
-            violation = _size_violation(claims, info.size)
-            head = None
-            if violation is None and claims.sniff:
-                head = (
-                    await backend.get_range_async(claims.path, 0, SNIFF_BYTES) if info.size else b""
-                )
-        except BaseException:
-            await self.replay_guard.release_async(claims.id)
-            raise
-        if violation is None:
-            content_type, violation = self._verdict(claims, backend, info, head)
-        garbage = self._garbage(claims, violation)
-        if garbage:
-            with suppress(StorageError):
-                await backend.delete_async(garbage)
+                yield Call(backend.delete, backend.delete_async, garbage)
         if violation is not None:
             raise violation
         return self._file(claims, info, content_type)

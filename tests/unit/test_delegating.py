@@ -16,10 +16,10 @@ from sqlalchemy_obstore import (
     OverlayBackend,
     storages,
 )
-from sqlalchemy_obstore._copy import copy_object, open_sync_writer
+from sqlalchemy_obstore._copy import copy_object
 from sqlalchemy_obstore._delegating import Call, DelegatingBackend
 from sqlalchemy_obstore.backends import Backend
-from sqlalchemy_obstore.testing import FaultInjectingBackend
+from sqlalchemy_obstore.testing import FaultInjectingBackend, InjectedFault
 from sqlalchemy_obstore.validation import UploadPolicy
 
 
@@ -123,15 +123,18 @@ def _chunks(count: int) -> Iterator[bytes]:
         yield bytes([i]) * 100
 
 
-def test_sync_copies_stream_through_the_inner_backends_writer(
+def test_sync_copies_stream_through_the_wrappers_put(
     inner: ObstoreBackend, wrapper: Recording
 ) -> None:
-    assert open_sync_writer(wrapper, "x", None, 128) is not None
+    bodies: list[object] = []
+    wrapper._wrap_body = lambda body, path: bodies.append(body) or body  # type: ignore[method-assign]
     source = ObstoreBackend("source", "memory://")
     source.put("big", _chunks(10), chunk_size=128)
     copy_object(source, wrapper, "big", size=1000, attributes=None, chunk_size=128)
     assert inner.get_bytes("big") == b"".join(_chunks(10))
-    assert wrapper.routed == [("put", "x"), ("put", "big")]
+    assert wrapper.routed == [("put", "big")]
+    assert len(bodies) == 1
+    assert isinstance(bodies[0], Iterator)  # streamed, not joined
 
 
 def test_the_wrappers_keep_their_own_names_for_the_inner_backend() -> None:
@@ -146,10 +149,17 @@ def test_the_wrappers_keep_their_own_names_for_the_inner_backend() -> None:
     assert overlaid.public_base_url is None
 
 
-def test_the_fault_injecting_wrapper_offers_no_writer(inner: ObstoreBackend) -> None:
+def test_a_sync_copy_into_the_fault_injecting_wrapper_meets_its_part_faults(
+    inner: ObstoreBackend,
+) -> None:
     flaky = FaultInjectingBackend(inner)
-    assert open_sync_writer(flaky, "x", None, 128) is None  # copies arrive as one put
-    assert flaky.calls == {}
+    flaky.fail("part", nth=3)
+    source = ObstoreBackend("source", "memory://")
+    source.put("big", _chunks(10), chunk_size=128)
+    with pytest.raises(InjectedFault):
+        copy_object(source, flaky, "big", size=1000, attributes=None, chunk_size=128)
+    assert flaky.calls["put"] == 1
+    assert not inner.exists("big")  # the streamed upload was aborted: nothing stored
 
 
 def test_the_fault_injecting_wrapper_keeps_the_inner_policy(inner: ObstoreBackend) -> None:

@@ -347,6 +347,56 @@ def test_unknown_version_is_refused(docs: ObstoreBackend, tickets: UploadTickets
         tickets.redeem(f"{raw}.{signature.decode()}")
 
 
+def _signed(tickets: UploadTickets, raw: bytes) -> str:
+    """A ticket with this exact payload, signed with the issuer's key."""
+    payload = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    signature = base64.urlsafe_b64encode(tickets._signature(tickets._key, payload)).rstrip(b"=")
+    return f"{payload}.{signature.decode()}"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"M": "10"}, "Malformed"),  # a limit as a string
+        ({"M": True}, "Malformed"),  # a boolean is not a number
+        ({"x": 2**63}, "Malformed"),  # past the last moment a datetime holds
+        ({"x": -1}, "Malformed"),
+        ({"t": [["text/plain", 3]]}, "Malformed"),
+        ({"d": {"k": 1}}, "Malformed"),  # metadata maps str to str
+        ({"i": None}, "Malformed"),
+    ],
+)
+def test_claims_are_decoded_strictly(
+    docs: ObstoreBackend, tickets: UploadTickets, change: dict[str, Any], message: str
+) -> None:
+    """A genuine signature over a payload of the wrong shape is still refused, typed."""
+    grant = tickets.issue("docs", "a.txt")
+    payload = json.loads(tickets._decode(grant.ticket).to_json())
+    with pytest.raises(InvalidUploadTicketError, match=message):
+        tickets.redeem(_signed(tickets, json.dumps({**payload, **change}).encode()))
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [(b"[1, 2]", "not an object"), (b"{not json", "not JSON"), (b"\xff\xfe", "not JSON")],
+)
+def test_a_payload_that_is_no_json_object_is_refused(
+    tickets: UploadTickets, raw: bytes, message: str
+) -> None:
+    with pytest.raises(InvalidUploadTicketError, match=message):
+        tickets.redeem(_signed(tickets, raw))
+
+
+def test_unknown_payload_fields_are_ignored(docs: ObstoreBackend, tickets: UploadTickets) -> None:
+    """A later version of the issuer may add fields; this one reads what it knows."""
+    grant = tickets.issue("docs", "a.txt")
+    upload(docs, grant, b"data")
+    payload = json.loads(tickets._decode(grant.ticket).to_json())
+    extended = _signed(tickets, json.dumps({**payload, "future": [1, {"x": 2}]}).encode())
+    assert tickets.inspect(extended) == tickets.inspect(grant.ticket)
+    assert tickets.redeem(extended).size == 4
+
+
 def test_expired_ticket_is_refused(
     docs: ObstoreBackend, tickets: UploadTickets, clock: Clock
 ) -> None:

@@ -55,6 +55,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, Union, get_args, get_origin
@@ -197,27 +198,22 @@ def _by_backend(files: list[FileObject]) -> dict[str | None, list[FileObject]]:
     return groups
 
 
+# A backend that cannot sign (or is unknown) leaves its files without URLs; the others
+# are signed in one batch each, their URLs cached on the files.
+_CANNOT_SIGN = (UnsupportedOperationError, BackendNotFoundError)
+
+
 def _sign_all(files: list[FileObject], expires_in: int | timedelta) -> None:
     """Sign `files` in one batch per backend (caching the URLs); skip those that cannot."""
-    try:
-        sign_files(files, expires_in=expires_in)
-    except (UnsupportedOperationError, BackendNotFoundError):
-        for group in _by_backend(files).values():
-            try:
-                sign_files(group, expires_in=expires_in)
-            except (UnsupportedOperationError, BackendNotFoundError):
-                continue
+    for group in _by_backend(files).values():
+        with suppress(*_CANNOT_SIGN):
+            sign_files(group, expires_in=expires_in)
 
 
 async def _sign_all_async(files: list[FileObject], expires_in: int | timedelta) -> None:
-    try:
-        await sign_files_async(files, expires_in=expires_in)
-    except (UnsupportedOperationError, BackendNotFoundError):
-        for group in _by_backend(files).values():
-            try:
-                await sign_files_async(group, expires_in=expires_in)
-            except (UnsupportedOperationError, BackendNotFoundError):
-                continue
+    for group in _by_backend(files).values():
+        with suppress(*_CANNOT_SIGN):
+            await sign_files_async(group, expires_in=expires_in)
 
 
 @dataclass(frozen=True)
