@@ -191,6 +191,44 @@ def _file_chunks(handle: IO[bytes], chunk_size: int, *, close: bool) -> Iterator
             handle.close()
 
 
+class _Stream(Iterator[Any]):
+    """The buffered first chunks, then the rest of the source, each counted by `reader`.
+
+    Unlike a generator, closing it closes the source even before the first chunk was
+    pulled: a body refused up front (too many parts) lets go of its file at once.
+    """
+
+    __slots__ = ("_buffered", "_reader", "_rest")
+
+    def __init__(self, reader: ContentReader, buffered: list[Any], rest: Iterator[Any]) -> None:
+        self._reader = reader
+        self._buffered: list[Any] | None = buffered[::-1]  # popped from the end
+        self._rest = rest
+        buffered.clear()
+
+    def __iter__(self) -> _Stream:
+        return self
+
+    def __next__(self) -> Any:
+        buffered = self._buffered
+        if buffered:
+            return buffered.pop()
+        self._buffered = None
+        try:
+            chunk = next(self._rest)
+        except StopIteration:
+            self._reader._end()
+            raise
+        return self._reader._account(chunk)
+
+    def close(self) -> None:
+        """Drop what is buffered and close the source (its file, if any)."""
+        self._buffered = None
+        close = getattr(self._rest, "close", None)
+        if close is not None:
+            close()
+
+
 class ContentReader:
     """Reads one content source exactly once, counting, hashing and observing it.
 
@@ -338,11 +376,7 @@ class ContentReader:
         return whole
 
     def _stream(self, buffered: list[Any], rest: Iterator[Any]) -> Iterator[Any]:
-        yield from buffered
-        buffered.clear()
-        for chunk in rest:
-            yield self._account(chunk)
-        self._end()
+        return _Stream(self, buffered, rest)
 
     async def open_async(self) -> Any:
         """Async version of `open`; the only one that accepts async iterators.

@@ -30,7 +30,6 @@ from collections.abc import (
     AsyncIterator,
     Callable,
     Coroutine,
-    Generator,
     Iterable,
     Iterator,
     Mapping,
@@ -2260,7 +2259,7 @@ def _close_body(body: object) -> None:
     # cleanup runs; one still running in obstore's runtime cannot be closed and is left.
     if isinstance(body, SizedBody):
         body.close()
-    elif isinstance(body, Generator):
+    elif isinstance(body, Iterator) and callable(getattr(body, "close", None)):
         with suppress(ValueError):  # "generator already executing"
             body.close()
 

@@ -9,6 +9,8 @@ measured as no object and no multipart upload in progress under the test's prefi
 
 from __future__ import annotations
 
+import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -148,6 +150,16 @@ async def test_a_stream_of_unknown_length_stops_at_the_part_limit(
     assert stored.size == 10 * MIB
 
 
+def open_files() -> set[str]:
+    """The paths this process holds open (Linux)."""
+    fds = Path("/proc/self/fd")
+    found = set()
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            found.add(os.readlink(fd))
+    return found
+
+
 def test_a_known_length_that_cannot_fit_is_refused_before_anything_is_sent(
     s3: tuple[ObstoreBackend, S3Server], two_parts: PartLimits, tmp_path: Path
 ) -> None:
@@ -160,6 +172,7 @@ def test_a_known_length_that_cannot_fit_is_refused_before_anything_is_sent(
     assert info.value.limit == 16 * MIB
     assert "split the content" in str(info.value)
     assert nothing_under(backend)  # no multipart upload was even started
+    assert str(source) not in open_files()  # the refused body let go of its file at once
     with pytest.raises(TooManyPartsError):
         backend.put(f"{backend.prefix}/big.bin", bytes(17 * MIB))
     assert nothing_under(backend)
