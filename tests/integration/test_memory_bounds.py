@@ -36,12 +36,15 @@ pytestmark = [
 
 MIB = 1024 * 1024
 SIZES_MIB = (64, 256)
-BOUND_MIB = 48
+BOUND_MIB = 60
 """Largest peak-RSS growth allowed for any transfer, whatever its size.
 
 The default multipart settings keep at most 4 parts of 5 MiB in flight, and a streamed
-download holds about one 5 MiB chunk at a time; obstore's buffers and the HTTP client add
-some more. 48 MiB is under a fifth of the 256 MiB file and below the 64 MiB one.
+download holds about one 5 MiB chunk at a time; obstore's buffers, the HTTP client and
+the allocator's per-thread arenas of obstore's runtime add some more: a streamed S3
+download measured 15-32 MiB on a quiet machine and up to 50 MiB on a loaded one. 60 MiB
+is still under the 64 MiB file and under a quarter of the 256 MiB one, so holding either
+whole fails the test.
 """
 BLOCK = 1 * MIB
 KEY = "bounds"
