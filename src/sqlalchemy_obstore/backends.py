@@ -2259,9 +2259,11 @@ def _close_body(body: object) -> None:
     # cleanup runs; one still running in obstore's runtime cannot be closed and is left.
     if isinstance(body, SizedBody):
         body.close()
-    elif isinstance(body, Iterator) and callable(getattr(body, "close", None)):
-        with suppress(ValueError):  # "generator already executing"
-            body.close()
+    elif isinstance(body, Iterator):
+        close = getattr(body, "close", None)
+        if callable(close):
+            with suppress(ValueError):  # "generator already executing"
+                close()
 
 
 _END = object()
