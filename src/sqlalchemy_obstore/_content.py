@@ -22,7 +22,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from pathlib import Path
 from typing import IO, Any, Literal, TypeAlias
 
-from .backends import SizedBody
+from ._body import SizedBody
 from .errors import InvalidFileObjectError, NoContentError
 
 __all__ = (

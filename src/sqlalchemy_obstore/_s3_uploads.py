@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from xml.sax.saxutils import escape
 
+from ._body import PART_LIMITS, PartLimits, part_size
 from ._multipart import (
     IncompleteUpload,
     Operation,
@@ -45,7 +46,6 @@ from ._multipart import (
     parse_xml,
 )
 from ._sigv4 import Credentials, post_policy_fields, presign_url
-from .backends import PART_LIMITS, PartLimits, part_size
 from .errors import (
     FileTooLargeError,
     ObjectNotFoundError,

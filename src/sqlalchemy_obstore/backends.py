@@ -30,7 +30,6 @@ from collections.abc import (
     AsyncIterator,
     Callable,
     Coroutine,
-    Iterable,
     Iterator,
     Mapping,
     Sequence,
@@ -64,9 +63,19 @@ from obstore.store import (
     from_url,
 )
 
+from ._body import (
+    PART_LIMITS,
+    PartCount,
+    PartLimits,
+    SizedBody,
+    close_body,
+    known_length,
+    part_size,
+)
 from ._fork import obs  # obstore's functions; refused in a forked child
 from ._local import LocalRoot, inode_of
 from ._logging import library_logger
+from ._url_signer import development_signer
 from .errors import (
     ConfigurationError,
     InvalidExpiryError,
@@ -116,174 +125,6 @@ own default of 12 costs about 60 MiB). Raise it per save or column for more thro
 on high-latency links.
 """
 _logger = library_logger("sqlalchemy_obstore.backends")
-_MIB = 1024 * 1024
-_GIB = 1024 * _MIB
-
-
-@dataclass(frozen=True, slots=True)
-class PartLimits:
-    """What one multipart upload of a store may hold.
-
-    Attributes:
-        max_parts: The most parts (blocks) one upload may have.
-        max_part_size: The largest part.
-        min_part_size: The smallest part but the last (S3 and GCS refuse smaller ones
-            when the upload completes).
-    """
-
-    max_parts: int
-    max_part_size: int
-    min_part_size: int = 1
-
-
-PART_LIMITS: dict[str, PartLimits] = {
-    # https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html
-    "s3": PartLimits(max_parts=10_000, max_part_size=5 * _GIB, min_part_size=5 * _MIB),
-    # https://cloud.google.com/storage/quotas#requests (XML API multipart uploads)
-    "gcs": PartLimits(max_parts=10_000, max_part_size=5 * _GIB, min_part_size=5 * _MIB),
-    # https://learn.microsoft.com/rest/api/storageservices/put-block-list (block blobs)
-    "azure": PartLimits(max_parts=50_000, max_part_size=4000 * _MIB),
-}
-"""The multipart limits of each kind of store (`ObstoreBackend.kind`).
-
-Stores not listed (local files, memory) put no limit on parts. Uploads read this table
-when they start, so a test may change it (`monkeypatch.setitem`) to reach a limit with
-little data.
-"""
-
-
-def part_size(
-    total: int | None,
-    chunk_size: int,
-    limits: PartLimits | None,
-    *,
-    backend: str | None = None,
-    path: str | None = None,
-) -> int:
-    """The part size of a multipart upload of `total` bytes (`None`: unknown length).
-
-    `chunk_size` is the preferred size. When the length is known and `chunk_size`
-    parts would be more than the store allows, parts grow (to whole MiB) until the
-    upload fits: 5 MiB parts hold about 48 GiB in S3's 10,000 parts; a 100 GiB file
-    goes up in 11 MiB parts. Every part in flight is held in memory, so larger parts
-    cost memory (`part size x max_concurrency`).
-
-    Args:
-        total: The content's length, when known.
-        chunk_size: The preferred part size.
-        limits: The store's limits (`PART_LIMITS[kind]`); `None`: no limit.
-        backend: For the error.
-        path: For the error.
-
-    Returns:
-        The part size: `chunk_size`, or larger when needed.
-
-    Raises:
-        TooManyPartsError: When `total` does not fit even in parts of the largest size
-            the store takes (before anything is uploaded).
-
-    Example:
-        >>> s3 = PART_LIMITS["s3"]
-        >>> part_size(1024**3, 5 * 1024**2, s3) // 1024**2  # 1 GiB: the preferred size fits
-        5
-        >>> part_size(100 * 1024**3, 5 * 1024**2, s3) // 1024**2
-        11
-    """
-    size = max(1, chunk_size)
-    if limits is None or total is None or total <= size * limits.max_parts:
-        return size
-    needed = -(-total // limits.max_parts)
-    grown = min(-(-needed // _MIB) * _MIB, limits.max_part_size)
-    if grown < needed:
-        raise TooManyPartsError(
-            part_size=limits.max_part_size,
-            max_parts=limits.max_parts,
-            size_seen=total,
-            known=True,
-            backend=backend,
-            path=path,
-        )
-    return max(size, grown)
-
-
-class SizedBody(Iterator[Any]):
-    """An upload body of buffers whose total length is known before it is read.
-
-    Hand one to [`Backend.put`][sqlalchemy_obstore.backends.Backend.put] when the bytes
-    stream but their length is known (a file on disk, a declared size): the store's
-    part limit is then met by sizing the parts from the start, instead of failing at
-    the limit (see [`part_size`][sqlalchemy_obstore.backends.part_size]). Content from
-    a `pathlib.Path` or a regular file reaches the backend this way. The length is a
-    plan, not a promise: a body that turns out longer is still counted part by part.
-
-    Args:
-        chunks: The buffers.
-        size: Their total length in bytes.
-
-    Example:
-        >>> body = SizedBody([b"ab", b"c"], 3)
-        >>> body.size, b"".join(body)
-        (3, b'abc')
-    """
-
-    __slots__ = ("_chunks", "size")
-
-    def __init__(self, chunks: Iterable[Any], size: int) -> None:
-        self._chunks: Iterator[Any] = iter(chunks)
-        self.size = size
-
-    def __iter__(self) -> SizedBody:
-        return self
-
-    def __next__(self) -> Any:
-        return next(self._chunks)
-
-    def close(self) -> None:
-        """Close the underlying iterator (a generator's cleanup runs now)."""
-        _close_body(self._chunks)
-
-
-def _known_length(body: object) -> int | None:
-    if isinstance(body, (bytes, bytearray, memoryview)):
-        return memoryview(body).nbytes
-    if isinstance(body, SizedBody):
-        return body.size
-    return None
-
-
-class _PartCount:
-    """Counts the bytes of a streamed multipart upload; refuses the part past the limit.
-
-    obstore cuts the stream into parts of exactly `part_size` bytes (the last one
-    shorter), so `max_parts x part_size` bytes are what the upload can hold: the chunk
-    that goes beyond raises `TooManyPartsError` before obstore could start another
-    part, and the failing body makes obstore abort the upload.
-    """
-
-    __slots__ = ("backend", "error", "limits", "part_size", "path", "seen")
-
-    def __init__(self, limits: PartLimits, part_size: int, backend: str, path: str) -> None:
-        self.limits = limits
-        self.part_size = part_size
-        self.backend = backend
-        self.path = path
-        self.seen = 0
-        self.error: TooManyPartsError | None = None
-
-    def add(self, chunk: Any) -> Any:
-        self.seen += memoryview(chunk).nbytes
-        if self.seen > self.part_size * self.limits.max_parts:
-            self.error = TooManyPartsError(
-                part_size=self.part_size,
-                max_parts=self.limits.max_parts,
-                size_seen=self.seen,
-                backend=self.backend,
-                path=self.path,
-            )
-            raise self.error
-        return chunk
-
-
 _OBSTORE_CHUNK_SIZE = 5 * 1024 * 1024  # obstore's own defaults for put
 _OBSTORE_MAX_CONCURRENCY = 12
 
@@ -1299,8 +1140,6 @@ class ObstoreBackend(Backend):
         per-process secret serves it; see `signing.development_signer`)."""
         if self.url_signer is not None or self.kind != "memory":
             return self.url_signer
-        from .signing import development_signer  # (signing imports nothing from here)
-
         return development_signer()
 
     @property
@@ -1499,23 +1338,23 @@ class ObstoreBackend(Backend):
         """
         try:
             return part_size(
-                _known_length(body), chunk_size, self.part_limits, backend=self.key, path=path
+                known_length(body), chunk_size, self.part_limits, backend=self.key, path=path
             )
         except TooManyPartsError:
-            _close_body(body)
+            close_body(body)
             raise
 
-    def _part_count(self, path: str, chunk_size: int) -> _PartCount | None:
+    def _part_count(self, path: str, chunk_size: int) -> PartCount | None:
         """A counter for a stream of unknown length, where the store limits parts."""
         limits = self.part_limits
-        return None if limits is None else _PartCount(limits, chunk_size, self.key, path)
+        return None if limits is None else PartCount(limits, chunk_size, self.key, path)
 
     def _put_now(self, path: str, body: UploadBody, options: dict[str, Any]) -> WriteResult:
         """obstore's sync `put`, with errors translated (the body is closed on failure)."""
         try:
             result = obs.put(self.store, path, body, **options)  # type: ignore[arg-type]
         except BaseException as exc:
-            _close_body(body)
+            close_body(body)
             if (error := self._translate(exc, "put", path)) is not None:
                 raise error from exc
             raise
@@ -1568,7 +1407,7 @@ class ObstoreBackend(Backend):
         """
         whole = options.get("mode") is not None or options.get("use_multipart") is False
         count = self._part_count(path, chunk_size)
-        if not whole and (_known_length(body) or 0) > chunk_size:
+        if not whole and (known_length(body) or 0) > chunk_size:
             return self._put_streamed(path, [], body, options, count)  # longer than a part
         head: list[Any] = []
         total = 0
@@ -1582,7 +1421,7 @@ class ObstoreBackend(Backend):
                 data = head[0] if len(head) == 1 else b"".join(head)
                 return self._put_now(path, data, options)
         except BaseException:
-            _close_body(body)
+            close_body(body)
             raise
         return self._put_streamed(path, head, body, options, count)
 
@@ -1592,7 +1431,7 @@ class ObstoreBackend(Backend):
         head: list[Any],
         rest: Iterator[Any],
         options: dict[str, Any],
-        count: _PartCount | None,
+        count: PartCount | None,
     ) -> WriteResult:
         """Write `head` then `rest` through obstore's buffered writer (`open_writer`).
 
@@ -1625,7 +1464,7 @@ class ObstoreBackend(Backend):
             with self._errors("put", path):
                 writer.close()
         finally:
-            _close_body(rest)
+            close_body(rest)
         info = self.head(path)
         return WriteResult(info.etag, info.version)
 
@@ -1675,7 +1514,7 @@ class ObstoreBackend(Backend):
             pulled = _PulledInAThread(body)
             body = pulled.chunks()
         guard: _Abortable | None = None
-        count: _PartCount | None = None
+        count: PartCount | None = None
         if _multipart_possible(body, options, chunk_size):
             if not isinstance(source, (bytes, bytearray, memoryview)):
                 count = self._part_count(path, chunk_size)  # streamed: count every part
@@ -1694,7 +1533,7 @@ class ObstoreBackend(Backend):
                 if isinstance(generator, AsyncGenerator):
                     with suppress(RuntimeError):  # still running in obstore's runtime
                         await generator.aclose()
-            _close_body(source)
+            close_body(source)
             if count is not None and count.error is not None:
                 raise count.error from None  # obstore may have wrapped it
             if (error := self._translate(exc, "put", path)) is not None:
@@ -2253,19 +2092,6 @@ class ObstoreBackend(Backend):
         return [signer.sign_url(self.key, p, method=method, expires_in=lifetime) for p in target]
 
 
-def _close_body(body: object) -> None:
-    # obstore can keep a failed upload's body iterator alive indefinitely, and with it
-    # whatever the iterator holds open (the file of a Path source). Close it now so its
-    # cleanup runs; one still running in obstore's runtime cannot be closed and is left.
-    if isinstance(body, SizedBody):
-        body.close()
-    elif isinstance(body, Iterator):
-        close = getattr(body, "close", None)
-        if callable(close):
-            with suppress(ValueError):  # "generator already executing"
-                close()
-
-
 _END = object()
 
 
@@ -2284,7 +2110,7 @@ class _PulledInAThread:
     def _step(self) -> Any:
         chunk = next(self._body, _END)
         if self._closed:
-            _close_body(self._body)
+            close_body(self._body)
         return chunk
 
     async def chunks(self) -> AsyncIterator[Any]:
@@ -2300,7 +2126,7 @@ class _PulledInAThread:
 
     def close(self) -> None:
         self._closed = True
-        _close_body(self._body)
+        close_body(self._body)
 
 
 _ABORT_WAIT_SECONDS = 30
@@ -2322,7 +2148,7 @@ def _multipart_possible(body: Any, options: Mapping[str, Any], chunk_size: int) 
 
 
 async def _async_chunks(
-    body: Any, chunk_size: int, count: _PartCount | None = None
+    body: Any, chunk_size: int, count: PartCount | None = None
 ) -> AsyncIterator[Any]:
     """`body` as an async iterator (a buffer is cut into `chunk_size` views, not copied).
 

@@ -51,6 +51,12 @@ from ._content import (
     content_kind,
     format_checksum,
 )
+from ._form_upload import form_upload
+from ._guard import Guard as _Guard
+from ._image_job import Derived as _Derived
+from ._image_job import Processed as _Processed
+from ._image_job import process_image as _process_image
+from ._image_job import process_image_async as _process_image_async
 from .backends import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_CONCURRENCY,
@@ -75,16 +81,9 @@ from .keys import (
     join_key,
     sanitize_filename,
 )
-from .processing import (
-    ImagePolicy,
-    _Derived,
-    _process_image,
-    _process_image_async,
-    _Processed,
-    rendition_path,
-)
+from .processing import ImagePolicy, rendition_path
 from .registry import BackendRegistry, storages
-from .validation import UploadPolicy, _Guard, effective_policy
+from .validation import UploadPolicy, effective_policy
 
 if TYPE_CHECKING:
     from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
@@ -975,15 +974,14 @@ class FileObject(Mutable):
             >>> FileObject.from_upload(upload).size
             2
         """
-        from .uploads import file_from_upload
-
-        return file_from_upload(
-            upload,
+        parts = form_upload(upload, filename=filename, content_type=content_type)
+        return cls(
+            filename=parts.filename,
+            content=parts.content,
+            content_type=parts.content_type,
+            size=parts.size,
             backend=backend,
-            filename=filename,
-            content_type=content_type,
             metadata=metadata,
-            file_class=cls,
         )
 
     # -- equality, repr, pickling ------------------------------------------------------------

@@ -49,22 +49,17 @@ Example:
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Literal
 
-from ._image_work import inspect_image, mime, open_image, pil, render
 from ._offload import (
     DEFAULT_PROCESSING_MEMORY,
     DEFAULT_PROCESSING_WORKERS,
     ProcessingLimits,
-    hold_memory,
     processing_limits,
-    run_in_worker,
-    run_in_worker_async,
     set_processing_limits,
 )
-from .errors import ConfigurationError, ImageTooLargeError, InvalidImageError, StorageError
+from .errors import ConfigurationError
 
 __all__ = (
     "DEFAULT_MAX_BYTES",
@@ -302,21 +297,6 @@ class ImagePolicy:
             raise ConfigurationError(f"normalize takes a Normalize, not {self.normalize!r}.")
 
 
-# -- processing (internal) ---------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class _Derived:
-    rendition: Rendition
-    data: bytes
-    content_type: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Processed:
-    data: bytes  # what to store as the original (the input itself when not normalised)
-    content_type: str
-    renditions: tuple[_Derived, ...]
-
-
 def rendition_path(original: str, rendition: Rendition) -> str:
     """The object key of `rendition` of the object stored at `original`.
 
@@ -325,61 +305,3 @@ def rendition_path(original: str, rendition: Rendition) -> str:
         'uploads/1b2c/cat.png.renditions/thumb.webp'
     """
     return f"{original}.renditions/{rendition.name}.{rendition.extension}"
-
-
-def _process_image(
-    data: bytes, policy: ImagePolicy, *, backend: str | None = None, path: str | None = None
-) -> _Processed:
-    """Validate `data` against `policy`, normalise it and build its renditions.
-
-    Blocks until done; the work runs on an image worker thread (see `ProcessingLimits`).
-    Raises `InvalidImageError` (`ImageTooLargeError` for resource limits, from the
-    header, before any pixel is decoded) and `MissingDependencyError` without Pillow.
-    """
-    return run_in_worker(functools.partial(_process, data, policy, backend, path))
-
-
-async def _process_image_async(
-    data: bytes, policy: ImagePolicy, *, backend: str | None = None, path: str | None = None
-) -> _Processed:
-    """`_process_image`, awaited: the event loop keeps running meanwhile."""
-    return await run_in_worker_async(functools.partial(_process, data, policy, backend, path))
-
-
-def _process(data: bytes, policy: ImagePolicy, backend: str | None, path: str | None) -> _Processed:
-    """The image job, on an image worker thread: reserve the memory it plans, then work."""
-    Image = pil()
-    try:
-        job = inspect_image(
-            open_image(data, policy, backend=backend, path=path),
-            data,
-            policy,
-            backend=backend,
-            path=path,
-        )
-        # (The job is closed first, then the reservation goes back to the budget.)
-        with hold_memory(job.estimate), job:
-            outputs = render(job, backend=backend, path=path)
-    except (StorageError, MemoryError):
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLargeError(
-            f"The image is too large to decode safely: {exc}",
-            limit=policy.max_pixels,
-            actual=None,
-            unit="pixels",
-            backend=backend,
-            path=path,
-        ) from exc
-    except Exception as exc:  # whatever Pillow raises on malformed input
-        raise InvalidImageError(
-            f"The content is not a readable image: {exc}", backend=backend, path=path
-        ) from exc
-    stored, content_type = data, mime(job.source.format)
-    derived = []
-    for target, encoded in outputs:
-        if target.rendition is None:
-            stored, content_type = encoded, mime(target.format)
-        else:
-            derived.append(_Derived(target.rendition, encoded, mime(target.format)))
-    return _Processed(stored, content_type, tuple(derived))

@@ -84,6 +84,7 @@ from ._attributes import (
     guess_content_type,
     serves_inline,
 )
+from ._guard import refine
 from ._hmac import (
     b64decode,
     b64encode,
@@ -134,7 +135,7 @@ from .file_object import FileObject
 from .keys import KeyFunction, build_key, check_filename, join_key
 from .registry import BackendRegistry, storages
 from .signing import HmacUrlSigner
-from .validation import SNIFF_BYTES, UploadPolicy, _refine, detect_content_type, effective_policy
+from .validation import SNIFF_BYTES, UploadPolicy, detect_content_type, effective_policy
 
 if TYPE_CHECKING:
     from sqlalchemy import MetaData, Table
@@ -1589,7 +1590,7 @@ class UploadTickets:
                     )
             return declared, None
         detected = detect_content_type(head)
-        stored = _refine(detected, declared)
+        stored = refine(detected, declared)
         for policy in policies:
             if not policy.allows_content_type(stored):
                 allowed = ", ".join(policy.allowed_content_types or ())

@@ -35,11 +35,16 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
-from typing import IO, TYPE_CHECKING, Any
+from collections.abc import AsyncIterable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
+from ._form_upload import (
+    GENERIC_TYPES,
+    UPLOAD_CHUNK_SIZE,
+    UploadContent,
+    display_name,
+    form_upload,
+)
 from .errors import (
     ExpiredUploadTicketError,
     FileTooLargeError,
@@ -49,16 +54,15 @@ from .errors import (
     InvalidFileObjectError,
     InvalidImageError,
     InvalidUploadTicketError,
-    NoContentError,
     ObjectNotFoundError,
     ReplayedUploadTicketError,
     UntrustedReferenceError,
     UploadPartsError,
     ValidationError,
 )
+from .file_object import FileObject
 
 if TYPE_CHECKING:
-    from .file_object import FileObject
     from .registry import BackendRegistry
 
 __all__ = (
@@ -68,138 +72,6 @@ __all__ = (
     "file_from_stream",
     "file_from_upload",
 )
-
-UPLOAD_CHUNK_SIZE = 1024 * 1024
-"""Bytes read from an upload's spooled file at a time."""
-
-_GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
-
-
-def _display_name(name: object) -> str | None:
-    """The last segment of a client-supplied name (some browsers send a full path)."""
-    if not isinstance(name, str):
-        return None
-    leaf = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    return leaf or None
-
-
-def _header(headers: object, name: str) -> str | None:
-    """A header from a Starlette `Headers` or a plain dict (any case)."""
-    if headers is None:
-        return None
-    getter = getattr(headers, "get", None)
-    if getter is None:
-        return None
-    value = getter(name)
-    if value is None and isinstance(headers, Mapping):
-        for key, candidate in headers.items():
-            if isinstance(key, str) and key.lower() == name:
-                value = candidate
-                break
-    return value if isinstance(value, str) else None
-
-
-def _declared_type(upload: Any) -> str | None:
-    """The content type the client declared for the part, or `None` when it declared none.
-
-    Litestar fills in `text/plain` for a part without a `Content-Type` header, so the
-    part's headers are asked first; a generic `application/octet-stream` also counts as
-    "not declared" (the filename's extension is a better guess).
-    """
-    headers = getattr(upload, "headers", None)
-    if headers is not None:  # the part's own headers: the truth
-        value = _header(headers, "content-type")
-    else:
-        value = getattr(upload, "content_type", None)
-    if not isinstance(value, str) or value.split(";", 1)[0].strip().lower() in _GENERIC_TYPES:
-        return None
-    return value
-
-
-def _remaining_size(handle: IO[bytes]) -> int | None:
-    """Bytes from the current position to the end of a seekable file, without reading."""
-    try:
-        if not handle.seekable():
-            return None
-        position = handle.tell()
-        end = handle.seek(0, 2)
-        handle.seek(position)
-    except (AttributeError, OSError, ValueError):
-        return None
-    return max(0, end - position)
-
-
-class UploadContent:
-    """The content of a framework upload, readable by both `save` and `save_async`.
-
-    Sync saves read the spooled file directly (short local reads). Async saves iterate
-    it with `async for`, which uses the framework's own `await upload.read(n)` when it
-    has one (Starlette and Litestar run the read in a worker thread once the file has
-    rolled over to disk) so the event loop is never blocked by disk I/O. Seeking is
-    passed through, so a failed or rolled-back upload can rewind and be retried.
-
-    Args:
-        upload: The framework's upload object (`.file`, optionally an async `.read`).
-        chunk_size: Bytes per read.
-    """
-
-    def __init__(self, upload: Any, *, chunk_size: int = UPLOAD_CHUNK_SIZE) -> None:
-        handle = getattr(upload, "file", None)
-        if handle is None or not callable(getattr(handle, "read", None)):
-            raise InvalidFileObjectError(
-                f"Expected an upload with a binary .file (Starlette/FastAPI or Litestar "
-                f"UploadFile), got {type(upload).__name__}."
-            )
-        self._upload = upload
-        self._file: IO[bytes] = handle
-        self._chunk_size = max(1, chunk_size)
-        read = getattr(upload, "read", None)
-        self._async_read = read if inspect.iscoroutinefunction(read) else None
-
-    def __repr__(self) -> str:
-        return f"UploadContent({getattr(self._upload, 'filename', None)!r})"
-
-    def _check_open(self) -> None:
-        if getattr(self._file, "closed", False):
-            raise NoContentError(
-                "The upload's temporary file is closed: frameworks close it when the request "
-                "ends (or when the form is closed). Save the file, or commit the session that "
-                "holds it, inside the request handler."
-            )
-
-    def read(self, size: int = -1) -> bytes:
-        """Read from the spooled file (sync)."""
-        self._check_open()
-        return self._file.read(size)
-
-    def seekable(self) -> bool:
-        """Whether the spooled file can rewind (it can, while it is open)."""
-        seekable = getattr(self._file, "seekable", None)
-        if not callable(seekable) or getattr(self._file, "closed", False):
-            return False
-        return bool(seekable())
-
-    def tell(self) -> int:
-        """The position in the spooled file."""
-        self._check_open()
-        return self._file.tell()
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        """Move in the spooled file."""
-        self._check_open()
-        return self._file.seek(offset, whence)
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        self._check_open()
-        read = self._async_read
-        while True:
-            if read is not None:
-                chunk = await read(self._chunk_size)
-            else:
-                chunk = await asyncio.to_thread(self._file.read, self._chunk_size)
-            if not chunk:
-                return
-            yield chunk
 
 
 def file_from_upload(
@@ -250,24 +122,12 @@ def file_from_upload(
         >>> f.filename, f.content_type, f.size, f.has_pending_content
         ('cv.pdf', 'application/pdf', 8, True)
     """
-    from .file_object import FileObject
-
-    content = UploadContent(upload, chunk_size=chunk_size)
-    size = getattr(upload, "size", None)
-    if not isinstance(size, int) or isinstance(size, bool):
-        size = None
-    remaining = _remaining_size(content._file)
-    if remaining is not None and (size is None or size != remaining):
-        # The spooled file is the truth (e.g. part of it was already read).
-        size = remaining
-    cls = file_class or FileObject
-    return cls(
-        filename=filename
-        if filename is not None
-        else _display_name(getattr(upload, "filename", None)) or "file",
-        content=content,
-        content_type=content_type or _declared_type(upload),
-        size=size,
+    parts = form_upload(upload, filename=filename, content_type=content_type, chunk_size=chunk_size)
+    return (file_class or FileObject)(
+        filename=parts.filename,
+        content=parts.content,
+        content_type=parts.content_type,
+        size=parts.size,
         backend=backend,
         metadata=metadata,
         registry=registry,
@@ -318,8 +178,6 @@ def file_from_stream(
         >>> f.filename, f.content_type, f.size
         ('hi.txt', 'text/plain', 11)
     """
-    from .file_object import FileObject
-
     if isinstance(stream, (bytes, bytearray, memoryview, str)) or not isinstance(
         stream, (AsyncIterable, Iterable)
     ):
@@ -328,11 +186,11 @@ def file_from_stream(
             f"request.stream(), not {type(stream).__name__}."
         )
     if content_type is not None and content_type.split(";", 1)[0].strip().lower() in (
-        _GENERIC_TYPES
+        GENERIC_TYPES
     ):
         content_type = None
     return FileObject(
-        filename=_display_name(filename) or "file",
+        filename=display_name(filename) or "file",
         content=stream,
         content_type=content_type,
         size=size,
