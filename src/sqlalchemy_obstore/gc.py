@@ -82,6 +82,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import _multipart
+from ._file_columns import FileColumn, find_file_columns, target_columns
 from ._io import Call, bridge_bind, iterate, run
 from ._logging import library_logger
 from .backends import Backend, ObjectInfo
@@ -98,7 +99,6 @@ from .errors import (
 )
 from .file_object import FileObject
 from .registry import BackendRegistry, storages
-from .types import StoredObject
 
 __all__ = (
     "DEFAULT_GRACE_PERIOD",
@@ -192,94 +192,6 @@ class Progress:
 
 ProgressCallback: TypeAlias = Callable[[Progress], None]
 """A callable receiving [`Progress`][sqlalchemy_obstore.gc.Progress] updates."""
-
-
-# -- discovery --------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True, eq=False)
-class FileColumn:
-    """A `StoredObject` column found in a target.
-
-    Attributes:
-        table: The table holding the column.
-        column: The column.
-        stored_type: Its `StoredObject` type (backend, `multiple`, registry).
-    """
-
-    table: Table
-    column: Column[Any]
-    stored_type: StoredObject
-
-    @property
-    def name(self) -> str:
-        """`table.column`, as used in reports."""
-        return f"{self.table.fullname}.{self.column.name}"
-
-    def __eq__(self, other: object) -> bool:
-        # (SQLAlchemy overloads == on columns: compare by identity.)
-        if not isinstance(other, FileColumn):
-            return NotImplemented
-        return self.table is other.table and self.column is other.column
-
-    def __hash__(self) -> int:
-        return hash((id(self.table), id(self.column)))
-
-
-def _metadatas(target: Any) -> Iterator[MetaData]:
-    if isinstance(target, MetaData):
-        yield target
-    elif isinstance(getattr(target, "metadata", None), MetaData):
-        yield target.metadata
-    elif isinstance(target, Sequence) and not isinstance(target, (str, bytes)):
-        for item in target:
-            yield from _metadatas(item)
-    else:
-        raise ConfigurationError(
-            "Expected a MetaData, a declarative base class or a sequence of them, "
-            f"not {type(target).__name__}."
-        )
-
-
-def find_file_columns(target: Any) -> list[FileColumn]:
-    """Every `StoredObject` column (single-file and `multiple=True`) of a target.
-
-    Args:
-        target: A `MetaData`, a declarative base class (or any class with a `metadata`
-            attribute), or a sequence of them. Tables shared by several targets are
-            listed once.
-
-    Returns:
-        The columns, table by table in dependency order.
-
-    Raises:
-        ConfigurationError: If `target` is none of the above.
-
-    Example:
-        >>> from sqlalchemy import Column, Integer, MetaData, Table
-        >>> from sqlalchemy_obstore import StoredObject
-        >>> metadata = MetaData()
-        >>> _ = Table("docs", metadata, Column("id", Integer, primary_key=True),
-        ...           Column("file", StoredObject("uploads")))
-        >>> columns = find_file_columns(metadata)
-        >>> len(columns), columns[0].name, columns[0].stored_type.backend
-        (1, 'docs.file', 'uploads')
-    """
-    found: list[FileColumn] = []
-    seen: set[tuple[int, str]] = set()
-    for metadata in _metadatas(target):
-        for table in metadata.sorted_tables:
-            for column in table.columns:
-                if isinstance(column.type, StoredObject) and (id(table), column.key) not in seen:
-                    seen.add((id(table), column.key))
-                    found.append(FileColumn(table, column, column.type))
-    return found
-
-
-def _columns(target: Any) -> list[FileColumn]:
-    if isinstance(target, FileColumn):
-        return [target]
-    if isinstance(target, Sequence) and target and all(isinstance(t, FileColumn) for t in target):
-        return list(target)
-    return find_file_columns(target)
 
 
 # -- references in stored values --------------------------------------------------------------
@@ -884,7 +796,7 @@ def collect_garbage(
         "progress": progress,
         "clock": clock,
     }
-    columns = _columns(target)
+    columns = target_columns(target)
     if isinstance(engine_or_connection, Connection):
         return _Collector(engine_or_connection, columns, owns_connection=False, **options).run()
     with engine_or_connection.connect() as connection:
@@ -1105,7 +1017,7 @@ def verify_references(
     """
     if batch_size < 1:
         raise ConfigurationError("batch_size must be at least 1.")
-    columns = _columns(target)
+    columns = target_columns(target)
     if isinstance(engine_or_connection, Connection):
         return _verify_all(
             engine_or_connection, columns, registry, check_checksums, batch_size, progress

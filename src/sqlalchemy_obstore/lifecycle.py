@@ -59,6 +59,7 @@ from sqlalchemy.orm import InstanceState, Mapper, Session, SessionTransaction, o
 from sqlalchemy.orm.attributes import flag_modified, get_history
 from sqlalchemy.orm.base import NO_VALUE
 
+from ._column_defaults import apply_column_defaults
 from ._commit_expiry import LISTENERS as commit_expiry_listeners
 from ._content import CONSUMED, ContentCheckpoint
 from ._file_columns import file_columns
@@ -78,7 +79,6 @@ from .registry import OrphanReason, OrphanReport, report_orphans
 from .types import (
     UNKNOWN_OLD_VALUE_KEY,
     StoredObject,
-    _apply_column_defaults,
     stored_object_columns,
 )
 
@@ -423,7 +423,7 @@ def _vet_references(session: Session) -> None:
             items = value if isinstance(value, list) else (value,)
             untrusted = [f for f in items if isinstance(f, FileObject) and f.__dict__["_untrusted"]]
             if untrusted:
-                _apply_column_defaults(column, value)
+                apply_column_defaults(column, value)
                 _accept_echoes(obj, key, value, untrusted)
 
 
@@ -477,7 +477,7 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
             value = state.dict.get(key, _NOT_LOADED)
             if value is _NOT_LOADED:
                 continue  # not loaded, so not changed
-            _apply_column_defaults(column, value)
+            apply_column_defaults(column, value)
             plan.take(value, column.save_options, obj, key)
             if state.persistent and not column.keep_replaced:
                 plan.replaced.update(_no_longer_held(_previous_values(obj, key), value))

@@ -72,11 +72,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ._attributes import object_attributes
 from ._copy import copy_object
+from ._file_columns import FileColumn, target_columns
 from ._io import Call, bridge_bind, iterate, map_concurrently, run
 from ._logging import library_logger
 from .backends import DEFAULT_CHUNK_SIZE, Backend, ObjectInfo
 from .errors import ConfigurationError, ObjectNotFoundError, StorageError
-from .gc import FileColumn, _columns
 from .keys import join_key
 from .registry import BackendRegistry, storages
 
@@ -952,7 +952,7 @@ def migrate(
     source_backend, destination_backend = _prepare(
         registry, source, destination, concurrency, batch_size, max_passes, chunk_size
     )
-    columns = _columns(target)
+    columns = target_columns(target)
     options: _Options = {
         "delete_source": delete_source,
         "dry_run": dry_run,

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Mapper
 from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.types import TypeDecorator
 
+from ._column_defaults import apply_column_defaults
 from .errors import ConfigurationError, InvalidFileObjectError, UntrustedReferenceError
 from .file_object import (
     FileObject,
@@ -367,21 +368,13 @@ def _track_mutations(mapper: Mapper[Any], class_: type) -> None:
         event.listen(attribute, "set", _column_defaults_setter(column_type, key), retval=True)
 
 
-def _apply_column_defaults(column_type: StoredObject, value: Any) -> None:
-    """Give files without a backend (or registry) the column's."""
-    files = value if isinstance(value, list) else [value]
-    for file in files:
-        if isinstance(file, FileObject):
-            file._adopt(column_type.backend, column_type.registry)
-
-
 UNKNOWN_OLD_VALUE_KEY = "sqlalchemy_obstore.unknown_old_value"
 """`InstanceState.info` key: attributes of a stored row replaced while not loaded."""
 
 
 def _column_defaults_setter(column_type: StoredObject, key: str) -> Any:
     def set_defaults(target: Any, value: Any, oldvalue: Any, initiator: Any) -> Any:
-        _apply_column_defaults(column_type, value)
+        apply_column_defaults(column_type, value)
         if oldvalue is NO_VALUE:
             state = inspect(target)
             if state.key is not None:

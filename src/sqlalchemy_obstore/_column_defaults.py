@@ -1,0 +1,35 @@
+"""Files assigned to a `StoredObject` column take the column's backend and registry.
+
+A file built without a backend (or a registry) gets its column's when it is assigned
+(the attribute's `set` event, in `types`) and again before a flush uploads it (in
+`lifecycle`, for values the event did not see, such as items appended to a list).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .file_object import FileObject
+
+if TYPE_CHECKING:
+    from .registry import BackendRegistry
+
+__all__ = ("ColumnDefaults", "apply_column_defaults")
+
+
+class ColumnDefaults(Protocol):
+    """What a column gives its files (a `StoredObject`): a backend key and a registry."""
+
+    @property
+    def backend(self) -> str: ...
+
+    @property
+    def registry(self) -> BackendRegistry | None: ...
+
+
+def apply_column_defaults(column_type: ColumnDefaults, value: Any) -> None:
+    """Give files without a backend (or registry) the column's."""
+    files = value if isinstance(value, list) else [value]
+    for file in files:
+        if isinstance(file, FileObject):
+            file._adopt(column_type.backend, column_type.registry)
