@@ -318,19 +318,8 @@ class UploadTickets:
             >>> grant.method, grant.path.startswith("in/"), grant.content_types
             ('PUT', True, ('application/pdf',))
         """
-        return run_sync(
-            self._issuing(
-                target,
-                filename,
-                max_size,
-                content_types,
-                expires_in,
-                metadata,
-                size,
-                method,
-                content_type,
-            ),
-        )
+        request = (target, filename, max_size, content_types, expires_in, metadata, size, method)
+        return run_sync(self._issuing(content_type, *request))
 
     async def issue_async(
         self,
@@ -346,22 +335,12 @@ class UploadTickets:
         method: UploadMethod | None = None,
     ) -> UploadGrant:
         """Async version of [`issue`][sqlalchemy_obstore.tickets.UploadTickets.issue]."""
-        return await run_async(
-            self._issuing(
-                target,
-                filename,
-                max_size,
-                content_types,
-                expires_in,
-                metadata,
-                size,
-                method,
-                content_type,
-            ),
-        )
+        request = (target, filename, max_size, content_types, expires_in, metadata, size, method)
+        return await run_async(self._issuing(content_type, *request))
 
     def _issuing(
         self,
+        content_type: str | None,
         target: object,
         filename: str,
         max_size: int | None,
@@ -370,7 +349,6 @@ class UploadTickets:
         metadata: Mapping[str, str] | None,
         size: int | None,
         method: UploadMethod | None,
-        content_type: str | None,
     ) -> Plan[UploadGrant]:
         """`issue`: decide everything (no I/O), then sign, or start the upload."""
         check_request(filename, size, method)
