@@ -48,9 +48,15 @@ import ssl
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias
-from urllib.parse import unquote
+from typing import TYPE_CHECKING, Any
 
+from ._remote_address import BLOCKED_NETWORKS, IPAddress, IPNetwork, check_address
+from ._remote_response import (
+    RemoteResponse,
+    filename_from_content_disposition,
+    mime_type,
+    url_filename,
+)
 from .errors import (
     FileTooLargeError,
     ForbiddenAddressError,
@@ -60,7 +66,6 @@ from .errors import (
     redact,
     redact_url,
 )
-from .keys import sanitize_filename
 
 if TYPE_CHECKING:
     import httpcore
@@ -79,8 +84,6 @@ __all__ = (
     "filename_from_content_disposition",
 )
 
-IPAddress: TypeAlias = "ipaddress.IPv4Address | ipaddress.IPv6Address"
-IPNetwork: TypeAlias = "ipaddress.IPv4Network | ipaddress.IPv6Network"
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds allowed for resolving, for connecting, and for each wait for more data."""
@@ -105,47 +108,6 @@ _MANAGED_HEADERS = frozenset(
 """Request headers the fetch sets itself; a caller's values for them are ignored."""
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _ALLOWED_SCHEMES = ("http", "https")
-
-BLOCKED_NETWORKS: tuple[IPNetwork, ...] = tuple(
-    ipaddress.ip_network(network)
-    for network in (
-        "0.0.0.0/8",  # "this network", unspecified
-        "10.0.0.0/8",  # private
-        "100.64.0.0/10",  # carrier-grade NAT
-        "127.0.0.0/8",  # loopback
-        "169.254.0.0/16",  # link-local, cloud metadata (169.254.169.254)
-        "172.16.0.0/12",  # private
-        "192.0.0.0/24",  # IETF protocol assignments
-        "192.0.2.0/24",  # documentation
-        "192.88.99.0/24",  # 6to4 relay anycast
-        "192.168.0.0/16",  # private
-        "198.18.0.0/15",  # benchmarking
-        "198.51.100.0/24",  # documentation
-        "203.0.113.0/24",  # documentation
-        "224.0.0.0/4",  # multicast
-        "240.0.0.0/4",  # reserved, broadcast
-        "::/128",  # unspecified
-        "::1/128",  # loopback
-        "::/96",  # IPv4-compatible (deprecated)
-        "64:ff9b:1::/48",  # local-use NAT64
-        "100::/64",  # discard-only
-        "2001::/23",  # IETF protocol assignments (Teredo, ORCHID, ...)
-        "2001:db8::/32",  # documentation
-        "fc00::/7",  # unique local (private)
-        "fe80::/10",  # link-local
-        "fec0::/10",  # site-local (deprecated)
-        "ff00::/8",  # multicast
-    )
-)
-"""Networks a fetch may not reach unless explicitly allowed.
-
-Addresses outside these that Python's `ipaddress` still reports as private, reserved,
-loopback, link-local, multicast, unspecified or not global are refused too, and so are
-IPv4-mapped (`::ffff:a.b.c.d`), 6to4 (`2002::/16`) and NAT64 (`64:ff9b::/96`) addresses
-whose embedded IPv4 address is refused.
-"""
-
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 def _import_httpx() -> Any:
@@ -181,177 +143,10 @@ def _ssl_context(verify: ssl.SSLContext | bool) -> ssl.SSLContext:
     return context
 
 
-# -- URL and address checks ---------------------------------------------------------------
+# -- URL checks -----------------------------------------------------------------------------
 def _display_url(url: object) -> str:
     """The URL for messages: no credentials, no fragment, query values redacted."""
     return redact_url(url)
-
-
-def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address in _NAT64:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
-
-
-def _forbidden_reason(address: IPAddress) -> str | None:
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = _embedded_ipv4(address)
-        if embedded is not None:
-            reason = _forbidden_reason(embedded)
-            return f"it embeds the IPv4 address {embedded}, {reason}" if reason else None
-    for network in BLOCKED_NETWORKS:
-        if address.version == network.version and address in network:
-            return f"it is in the blocked network {network}"
-    flags = ("loopback", "private", "link_local", "multicast", "reserved", "unspecified")
-    for flag in flags:
-        if getattr(address, f"is_{flag}"):
-            return f"it is a {flag.replace('_', '-')} address"
-    if not address.is_global:
-        return "it is not a globally routable address"
-    return None
-
-
-def check_address(
-    address: str | IPAddress,
-    *,
-    allow_private: bool = False,
-    allow_networks: Iterable[str | IPNetwork] = (),
-) -> None:
-    """Refuse an IP address that a fetch must not connect to.
-
-    Args:
-        address: An IPv4 or IPv6 address (an IPv6 zone suffix such as `%eth0` is ignored).
-        allow_private: Allow every address.
-        allow_networks: Networks allowed even though they are blocked by default.
-
-    Raises:
-        ForbiddenAddressError: If the address is blocked (see `BLOCKED_NETWORKS`).
-
-    Example:
-        >>> check_address("93.184.215.14")
-        >>> check_address("169.254.169.254")
-        Traceback (most recent call last):
-        ...
-        sqlalchemy_obstore.errors.ForbiddenAddressError: the address 169.254.169.254 is blocked: it is in the blocked network 169.254.0.0/16. Pass allow_private=True or allow_networks=[...] to allow it.
-        >>> check_address("127.0.0.1", allow_networks=["127.0.0.0/8"])
-    """  # noqa: E501
-    if allow_private:
-        return
-    ip = ipaddress.ip_address(address.split("%", 1)[0]) if isinstance(address, str) else address
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # the same host as far as a dual-stack socket is concerned
-    for network in allow_networks:
-        net = ipaddress.ip_network(network, strict=False) if isinstance(network, str) else network
-        if ip.version == net.version and ip in net:
-            return
-    reason = _forbidden_reason(ip)
-    if reason is not None:
-        raise ForbiddenAddressError(
-            f"the address {ip} is blocked: {reason}. Pass allow_private=True or "
-            "allow_networks=[...] to allow it.",
-            address=str(ip),
-        )
-
-
-# -- response metadata ----------------------------------------------------------------------
-_DISPOSITION_PARAM = re.compile(
-    r";\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*=\s*(\"(?:[^\"\\]|\\.)*\"|[^;]*)"
-)
-_MIME_TYPE = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+/[!#$%&'*+.^_`|~0-9a-z-]+$")
-
-
-def _last_segment(name: str) -> str:
-    return name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].strip()
-
-
-def filename_from_content_disposition(value: str | None) -> str | None:
-    """The filename a `Content-Disposition` header suggests (RFC 6266), if any.
-
-    `filename*` (RFC 5987, percent-encoded with a charset) wins over `filename`.
-    The server is not trusted: the name is reduced with
-    [`sanitize_filename`][sqlalchemy_obstore.keys.sanitize_filename] (no directories,
-    control or bidi characters, lone surrogates or NUL; bounded length). It is display
-    data only (object keys are built from a key-safe form of it).
-
-    Args:
-        value: The header value.
-
-    Returns:
-        The filename, or `None` when the header names none.
-
-    Example:
-        >>> filename_from_content_disposition('attachment; filename="a.txt"')
-        'a.txt'
-        >>> filename_from_content_disposition(
-        ...     "attachment; filename=x.txt; filename*=UTF-8''%E2%82%AC%20rates.txt"
-        ... )
-        '€ rates.txt'
-    """
-    if not value:
-        return None
-    params: dict[str, str] = {}
-    for name, raw in _DISPOSITION_PARAM.findall(";" + value.split(";", 1)[-1]):
-        text = raw.strip()
-        if text.startswith('"') and text.endswith('"') and len(text) >= 2:
-            text = re.sub(r"\\(.)", r"\1", text[1:-1])
-        params.setdefault(name.lower(), text)
-    extended = params.get("filename*")
-    if extended is not None and extended.count("'") >= 2:
-        charset, _language, encoded = extended.split("'", 2)
-        try:
-            name = unquote(encoded, encoding=charset or "utf-8", errors="replace")
-        except LookupError:  # unknown charset
-            name = unquote(encoded, errors="replace")
-        if _last_segment(name):
-            return _display_name(name)
-    plain = params.get("filename")
-    return _display_name(plain) if plain else None
-
-
-def _display_name(name: str) -> str | None:
-    """A name suggested by the server, made safe to show and store (`None` if empty)."""
-    leaf = _last_segment(name)
-    return sanitize_filename(leaf) if leaf else None
-
-
-def _mime_type(value: str | None) -> str | None:
-    if not value:
-        return None
-    mime = value.split(";", 1)[0].strip().lower()
-    return mime if _MIME_TYPE.match(mime) else None
-
-
-def _url_filename(url: httpx.URL) -> str | None:
-    return _display_name(url.path)
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteResponse:
-    """What the server said about the body being downloaded.
-
-    Attributes:
-        url: The final URL (after redirects), in display form (no credentials, query
-            values redacted).
-        status: The HTTP status code.
-        content_type: The MIME type from `Content-Type`, without parameters.
-        content_length: The declared `Content-Length`, if any.
-        filename: The name from `Content-Disposition`, else the final URL's last path
-            segment, else `None`; sanitised (see `filename_from_content_disposition`).
-
-    Example:
-        >>> RemoteResponse("https://example.com/a.txt", 200, "text/plain", 2, "a.txt").filename
-        'a.txt'
-    """
-
-    url: str
-    status: int
-    content_type: str | None
-    content_length: int | None
-    filename: str | None
 
 
 # -- one fetch ----------------------------------------------------------------------------------
@@ -502,7 +297,7 @@ class RemoteSource:
     @property
     def filename(self) -> str | None:
         """The last segment of the URL's path (percent-decoded, sanitised), or `None`."""
-        return _url_filename(self._url)
+        return url_filename(self._url)
 
     def __repr__(self) -> str:
         return f"RemoteSource({self.url!r})"
@@ -718,10 +513,10 @@ class RemoteSource:
         info = RemoteResponse(
             url=_display_url(url),
             status=status,
-            content_type=_mime_type(_header(headers, b"content-type")),
+            content_type=mime_type(_header(headers, b"content-type")),
             content_length=length,
             filename=filename_from_content_disposition(_header(headers, b"content-disposition"))
-            or _url_filename(url),
+            or url_filename(url),
         )
         if (
             self.max_size is not None
