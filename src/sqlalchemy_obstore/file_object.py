@@ -20,7 +20,6 @@ import asyncio
 import hashlib
 import time
 import weakref
-from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -31,17 +30,12 @@ from typing import (
     Annotated,
     Any,
     ClassVar,
-    SupportsIndex,
     TypeGuard,
     TypeVar,
     cast,
-    overload,
 )
 
 import msgspec
-from sqlalchemy import event, inspect
-from sqlalchemy.ext.mutable import Mutable, MutableList
-from sqlalchemy.orm.attributes import flag_modified
 
 from ._attributes import content_disposition, guess_content_type, object_attributes
 from ._content import (
@@ -57,6 +51,7 @@ from ._image_job import Derived as _Derived
 from ._image_job import Processed as _Processed
 from ._image_job import process_image as _process_image
 from ._image_job import process_image_async as _process_image_async
+from ._mutable import MutableItemList, MutableValue, notify_holders, set_quietly
 from .backends import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_CONCURRENCY,
@@ -132,8 +127,9 @@ _TRACKED_FIELDS = frozenset(
         "last_modified",
     }
 )
+_NOTIFYING = _TRACKED_FIELDS | {"_metadata"}
+"""Attributes whose assignment marks the holders dirty (and drops the signed URLs)."""
 _T = TypeVar("_T")
-_UNPICKLED = frozenset({"_parents", "_parent", "_parent_key", "_more_parents", "_containers"})
 _NOTHING: Mapping[Any, Any] = MappingProxyType({})
 """Shared, read-only and empty: what a new file holds as its unknown fields, renditions,
 signed-URL cache and containers until one is written (then it gets its own dict).
@@ -168,129 +164,6 @@ class SaveOptions:
 
 
 _DEFAULT_SAVE_OPTIONS = SaveOptions()
-
-
-def _flag_holders(value: Mutable) -> None:
-    """Flag the rows whose attribute currently holds `value` as modified.
-
-    Like `Mutable.changed`, but a row whose attribute no longer holds this value (it
-    was reassigned, or expired by a commit or rollback and not loaded again) is left
-    alone: the value does not belong to it anymore, and SQLAlchemy would refuse to flag
-    an attribute that is not loaded.
-    """
-    if isinstance(value, FileObject):
-        d = value.__dict__
-        if d.get("_parent") is None and not d.get("_more_parents"):
-            return  # never held by a row
-        holders = value._parents.items()
-    else:
-        parents = value.__dict__.get("_parents")  # created on first use: none yet, no holder
-        if not parents:
-            return
-        holders = list(parents.items())
-    for state, key in holders:
-        holder = state.obj()
-        if holder is not None and state.dict.get(key) is value:
-            flag_modified(holder, key)
-
-
-class _Parents:
-    """The rows holding a file: `InstanceState` → attribute key, the states held weakly.
-
-    What `Mutable._parents` (a `WeakKeyDictionary`) does, for the operations SQLAlchemy
-    and this package use (`[state] = key`, `pop`, `get`, `items`, ...), without a
-    container per file: the first holder is kept in the file's own `__dict__` (one
-    weak reference and its key), further ones in a dict created only when a file is
-    held by several rows at once. A file is built for every row loaded, so this keeps
-    loading cheap. This object is only a view, created on each `file._parents` access.
-    """
-
-    __slots__ = ("_d",)
-
-    def __init__(self, d: dict[str, Any]) -> None:
-        self._d = d
-
-    def __setitem__(self, state: Any, key: Any) -> None:
-        d = self._d
-        first = d.get("_parent")
-        holder = first() if first is not None else None
-        if holder is None or holder is state:
-            d["_parent"] = weakref.ref(state)
-            d["_parent_key"] = key
-            return
-        more: dict[int, tuple[weakref.ref[Any], Any]] | None = d.get("_more_parents")
-        if more is None:
-            more = d["_more_parents"] = {}
-        elif len(more) >= 8:
-            for ident in [i for i, (ref, _) in more.items() if ref() is None]:
-                del more[ident]
-        more[id(state)] = (weakref.ref(state), key)
-
-    def _find(self, state: Any) -> tuple[bool, Any]:
-        d = self._d
-        first = d.get("_parent")
-        if first is not None and first() is state:
-            return True, d["_parent_key"]
-        more = d.get("_more_parents")
-        entry = more.get(id(state)) if more else None
-        if entry is not None and entry[0]() is state:
-            return True, entry[1]
-        return False, None
-
-    def __getitem__(self, state: Any) -> Any:
-        found, key = self._find(state)
-        if not found:
-            raise KeyError(state)
-        return key
-
-    def get(self, state: Any, default: Any = None) -> Any:
-        found, key = self._find(state)
-        return key if found else default
-
-    def pop(self, state: Any, *default: Any) -> Any:
-        d = self._d
-        first = d.get("_parent")
-        if first is not None and first() is state:
-            key = d["_parent_key"]
-            d["_parent"] = d["_parent_key"] = None
-            return key
-        more = d.get("_more_parents")
-        entry = more.get(id(state)) if more else None
-        if more and entry is not None and entry[0]() is state:
-            del more[id(state)]
-            return entry[1]
-        if default:
-            return default[0]
-        raise KeyError(state)
-
-    def __delitem__(self, state: Any) -> None:
-        self.pop(state)
-
-    def __contains__(self, state: object) -> bool:
-        return self._find(state)[0]
-
-    def items(self) -> list[tuple[Any, Any]]:
-        d = self._d
-        found: list[tuple[Any, Any]] = []
-        first = d.get("_parent")
-        if first is not None and (state := first()) is not None:
-            found.append((state, d["_parent_key"]))
-        more = d.get("_more_parents")
-        if more:
-            found.extend((s, key) for ref, key in more.values() if (s := ref()) is not None)
-        return found
-
-    def keys(self) -> list[Any]:
-        return [state for state, _ in self.items()]
-
-    def values(self) -> list[Any]:
-        return [key for _, key in self.items()]
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.keys())
-
-    def __len__(self) -> int:
-        return len(self.items())
 
 
 class _Metadata(dict[str, str]):
@@ -423,7 +296,7 @@ class _PendingUpload:
     derived: tuple[_Derived, ...] = ()  # renditions to store with the original
 
 
-class FileObject(Mutable):
+class FileObject(MutableValue):
     """A file stored, or about to be stored, in an object store.
 
     Build one with content to upload, or with the backend and path of an existing
@@ -473,10 +346,6 @@ class FileObject(Mutable):
 
     __hash__: ClassVar[None]  # type: ignore[assignment]  # mutable: not hashable
 
-    @property
-    def _parents(self) -> _Parents:  # type: ignore[override]  # rows holding it: see _Parents
-        return _Parents(self.__dict__)
-
     def __init__(
         self,
         *,
@@ -510,7 +379,6 @@ class FileObject(Mutable):
         # Written straight into the instance dict: a new file has no holder to notify.
         # (Exact-type checks first; anything else goes through the full validation.)
         d = self.__dict__
-        d["_ready"] = False
         d["_content"] = content
         d["_registry"] = registry
         d["_sign_cache"] = _NOTHING
@@ -544,7 +412,6 @@ class FileObject(Mutable):
             if last_modified is None or last_modified.__class__ is datetime
             else _parse_datetime(last_modified)
         )
-        d["_ready"] = True
 
     # -- state ----------------------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
@@ -555,7 +422,7 @@ class FileObject(Mutable):
             value = _Metadata(self, value)
             name = "_metadata"
         object.__setattr__(self, name, value)
-        if (name in _TRACKED_FIELDS or name == "_metadata") and self.__dict__.get("_ready"):
+        if name in _NOTIFYING:  # (`set_quietly` is the way around this)
             self.__dict__["_sign_cache"] = _NOTHING
             self.changed()
 
@@ -609,22 +476,15 @@ class FileObject(Mutable):
 
     def changed(self) -> None:
         """Mark every row (and list) holding this file as modified."""
-        _flag_holders(self)
-        containers = self.__dict__["_containers"]
-        if not containers:
-            return
-        for ref in list(containers.values()):
-            container = ref()
-            if container is not None:
-                container.changed()
+        notify_holders(self)
 
     def _adopt(self, backend: str, registry: BackendRegistry | None) -> None:
         # Column defaults are not user changes: set them without marking anything dirty.
         d = self.__dict__
         if d["backend"] is None:
-            d["backend"] = backend
+            set_quietly(self, backend=backend)
         if d["_registry"] is None and registry is not None:
-            d["_registry"] = registry
+            set_quietly(self, _registry=registry)
 
     def _take_stored_facts(self, source: FileObject) -> None:
         """Become the trusted `source` object again, keeping only this file's filename.
@@ -633,25 +493,16 @@ class FileObject(Mutable):
         row held (see `from_dict`): what the store holds is described by the row, not by
         the request body.
         """
-        d, facts = self.__dict__, source.__dict__
-        for name in _TRACKED_FIELDS - {"filename"}:
-            d[name] = facts[name]
-        d["_metadata"] = _Metadata(self, facts["_metadata"]) if facts["_metadata"] else None
-        d["_extra"] = dict(facts["_extra"]) if facts["_extra"] else _NOTHING
-        d["_renditions"] = dict(facts["_renditions"]) if facts["_renditions"] else _NOTHING
-        d["_sign_cache"] = _NOTHING
-        d["_untrusted"] = False
-
-    def _attach(self, container: FileObjectList) -> None:
-        d = self.__dict__
-        if d["_containers"] is _NOTHING:
-            d["_containers"] = {}
-        d["_containers"][id(container)] = weakref.ref(container)
-
-    def _detach(self, container: FileObjectList) -> None:
-        containers = self.__dict__["_containers"]
-        if containers:
-            containers.pop(id(container), None)
+        facts = source.__dict__
+        set_quietly(
+            self,
+            **{name: facts[name] for name in _TRACKED_FIELDS - {"filename"}},
+            _metadata=_Metadata(self, facts["_metadata"]) if facts["_metadata"] else None,
+            _extra=dict(facts["_extra"]) if facts["_extra"] else _NOTHING,
+            _renditions=dict(facts["_renditions"]) if facts["_renditions"] else _NOTHING,
+            _sign_cache=_NOTHING,
+            _untrusted=False,
+        )
 
     # -- column shape ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -923,11 +774,13 @@ class FileObject(Mutable):
             if file is None:
                 return
             # Set without marking rows dirty: the save that is running does that.
-            d = file.__dict__
             if filename is None and response.filename:
-                d["filename"] = response.filename
+                set_quietly(file, filename=response.filename)
             if content_type is None:
-                d["content_type"] = response.content_type or guess_content_type(d["filename"])
+                set_quietly(
+                    file,
+                    content_type=response.content_type or guess_content_type(file.filename),
+                )
 
         source = RemoteSource(
             url,
@@ -1006,7 +859,7 @@ class FileObject(Mutable):
         return f"FileObject({', '.join(fields)})"
 
     def __getstate__(self) -> dict[str, Any]:
-        state = {k: v for k, v in self.__dict__.items() if k not in _UNPICKLED}
+        state = super().__getstate__()
         state["_sign_cache"] = {}
         state["_metadata"] = dict(self.__dict__["_metadata"] or ())
         state["_extra"] = dict(state.get("_extra") or ())
@@ -1022,11 +875,10 @@ class FileObject(Mutable):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         metadata = state.pop("_metadata", {})
-        self.__dict__.update(state)
-        self.__dict__["_containers"] = {}
-        self.__dict__.setdefault("_renditions", {})
-        self.__dict__.setdefault("_untrusted", False)
-        self.__dict__["_metadata"] = _Metadata(self, metadata)
+        state.setdefault("_renditions", {})
+        state.setdefault("_untrusted", False)
+        super().__setstate__(state)
+        set_quietly(self, _metadata=_Metadata(self, metadata))
 
     # -- Mutable contract -------------------------------------------------------------------
     @classmethod
@@ -1040,77 +892,6 @@ class FileObject(Mutable):
             f"Attribute {key!r} accepts a FileObject, a dict in the column shape or None, "
             f"not {type(value).__name__}."
         )
-
-    @classmethod
-    def _listen_on_attribute(cls, attribute: Any, coerce: bool, parent_cls: Any) -> None:
-        """Wire in-place change tracking for one mapped attribute (SQLAlchemy's hook).
-
-        Does what `Mutable` does (coerce values, remember the row that holds each file
-        so `changed()` can flag it), with a load listener made for the hot path: a
-        file just built from a row is bound to that row in two dictionary stores, with
-        no coercion call and no parents view. Everything else behaves as in `Mutable`.
-        """
-        key = attribute.key
-        if parent_cls is not attribute.class_:
-            return
-        parent_cls = attribute.class_
-        listen_keys = cls._get_listen_keys(attribute)
-        ref = weakref.ref
-
-        def load(state: Any, *args: Any) -> None:
-            holder = state.obj()  # (what `state.dict` does, without its property call)
-            if holder is None:
-                return
-            value: Any = holder.__dict__.get(key)
-            if value is None:
-                return
-            if value.__class__ is not FileObject:
-                value = cls.coerce(key, value) if coerce else value
-                if coerce:
-                    state.dict[key] = value
-            d = value.__dict__
-            first = d.get("_parent")
-            if first is None or first() is None:
-                d["_parent"] = ref(state)
-                d["_parent_key"] = key
-            else:
-                value._parents[state] = key
-
-        def load_attrs(state: Any, context: Any, attrs: Any) -> None:
-            if not attrs or listen_keys.intersection(attrs):
-                load(state)
-
-        def set_(target: Any, value: Any, oldvalue: Any, initiator: Any) -> Any:
-            if value is oldvalue:
-                return value
-            if not isinstance(value, cls):
-                value = cls.coerce(key, value)
-            if value is not None:
-                value._parents[target] = key
-            if isinstance(oldvalue, cls):
-                oldvalue._parents.pop(inspect(target), None)
-            return value
-
-        def pickle(state: Any, state_dict: dict[str, Any]) -> None:
-            value = state.dict.get(key)
-            if value is not None:
-                state_dict.setdefault("ext.mutable.values", defaultdict(list))[key].append(value)
-
-        def unpickle(state: Any, state_dict: dict[str, Any]) -> None:
-            values = state_dict.get("ext.mutable.values")
-            if values is None:
-                return
-            for value in values if isinstance(values, list) else values[key]:
-                value._parents[state] = key
-
-        listen = event.listen
-        listen(parent_cls, "_sa_event_merge_wo_load", load, raw=True, propagate=True)
-        listen(parent_cls, "load", load, raw=True, propagate=True)
-        listen(parent_cls, "refresh", load_attrs, raw=True, propagate=True)
-        listen(parent_cls, "refresh_flush", load_attrs, raw=True, propagate=True)
-        listen(attribute, "set", set_, raw=True, retval=True, propagate=True)
-        listen(parent_cls, "pickle", pickle, raw=True, propagate=True)
-        listen(parent_cls, "unpickle", unpickle, raw=True, propagate=True)
 
     # -- helpers ------------------------------------------------------------------------------
     def _backend(self) -> Backend:
@@ -1370,23 +1151,21 @@ class FileObject(Mutable):
         result: WriteResult,
         renditions: dict[str, FileObject] | None = None,
     ) -> None:
-        d = self.__dict__
-        d["_ready"] = False
-        try:
-            d["_renditions"] = renditions or {}
-            self.path = upload.path
-            self.size = upload.reader.size
-            self.checksum = upload.reader.checksum
-            self.etag = result.etag
-            self.version = result.version
-            self.last_modified = datetime.now(timezone.utc)
-            if upload.content_type is not None:
-                self.content_type = upload.content_type
-            d["_content"] = None
-            d["_sign_cache"] = _NOTHING
-        finally:
-            d["_ready"] = True
-        self.changed()
+        facts = {
+            "path": upload.path,
+            "size": upload.reader.size,
+            "checksum": upload.reader.checksum,
+            "etag": result.etag,
+            "version": result.version,
+            "last_modified": datetime.now(timezone.utc),
+        }
+        if upload.content_type is not None:
+            facts["content_type"] = upload.content_type
+        checked = {name: _FIELD_CHECKS[name](value) for name, value in facts.items()}
+        set_quietly(
+            self, **checked, _renditions=renditions or {}, _content=None, _sign_cache=_NOTHING
+        )
+        self.changed()  # once, for all of it
 
     def _upload_failed(self, upload: _PendingUpload, exc: BaseException) -> None:
         # Give the content back rewound, or mark a one-shot stream as used up: a retry
@@ -2208,7 +1987,7 @@ def _default_filename(content: object, path: str | None) -> str:
     return "file"
 
 
-class FileObjectList(MutableList[FileObject]):
+class FileObjectList(MutableItemList[FileObject]):
     """The list value of a `StoredObject(multiple=True)` column.
 
     Every list operation (`append`, `extend`, `insert`, `remove`, `pop`, `clear`,
@@ -2216,16 +1995,6 @@ class FileObjectList(MutableList[FileObject]):
     so do in-place changes to the files in it. Items removed since the row was loaded
     are remembered so the session can delete their objects after commit.
     """
-
-    def __init__(self, items: Iterable[Any] = ()) -> None:
-        super().__init__(_coerce_item(i) for i in items)
-        self._removed: list[FileObject] = []
-        for item in self:
-            item._attach(self)
-
-    def changed(self) -> None:
-        """Mark the row holding this list as modified."""
-        _flag_holders(self)
 
     @classmethod
     def coerce(cls, key: str, value: Any) -> FileObjectList | None:
@@ -2247,98 +2016,18 @@ class FileObjectList(MutableList[FileObject]):
         """Files removed from this list since it was loaded or last committed."""
         return tuple(self._removed)
 
-    def _added(self, items: Iterable[FileObject]) -> None:
-        for item in items:
-            item._attach(self)
+    def _coerce_item(self, value: Any) -> FileObject:
+        if isinstance(value, FileObject):
+            return value
+        if isinstance(value, Mapping):
+            return FileObject.from_dict(value)
+        raise InvalidFileObjectError(
+            "A list column holds FileObjects (or dicts in the column shape), "
+            f"not {type(value).__name__}."
+        )
 
-    def _dropped(self, items: Iterable[FileObject]) -> None:
-        for item in items:
-            item._detach(self)
-            if item.path is not None and not any(item is kept for kept in self):
-                self._removed.append(item)
-
-    def __setitem__(self, index: Any, value: Any) -> None:
-        old = self[index]
-        if isinstance(index, slice):
-            new = [_coerce_item(v) for v in value]
-            super().__setitem__(index, new)
-            self._dropped(old)
-            self._added(new)
-        else:
-            item = _coerce_item(value)
-            super().__setitem__(index, item)
-            self._dropped([old])
-            self._added([item])
-
-    def __delitem__(self, index: SupportsIndex | slice) -> None:
-        old = self[index]
-        super().__delitem__(index)
-        self._dropped(old if isinstance(old, list) else [old])
-
-    def pop(self, *arg: SupportsIndex) -> FileObject:
-        item = super().pop(*arg)
-        self._dropped([item])
-        return item
-
-    def append(self, x: Any) -> None:
-        item = _coerce_item(x)
-        super().append(item)
-        self._added([item])
-
-    def extend(self, x: Iterable[Any]) -> None:
-        items = [_coerce_item(i) for i in x]
-        super().extend(items)
-        self._added(items)
-
-    def __iadd__(self, x: Iterable[Any]) -> Self:  # type: ignore[override,misc]
-        self.extend(x)
-        return self
-
-    def insert(self, i: SupportsIndex, x: Any) -> None:
-        item = _coerce_item(x)
-        super().insert(i, item)
-        self._added([item])
-
-    def remove(self, i: Any) -> None:
-        for index, item in enumerate(self):
-            if item is i or item == i:
-                del self[index]
-                return
-        raise ValueError(f"{i!r} is not in the list")
-
-    def clear(self) -> None:
-        old = list(self)
-        super().clear()
-        self._dropped(old)
-
-    def __getstate__(self) -> Any:
-        return (list(self), list(self._removed))
-
-    def __setstate__(self, state: Any) -> None:
-        items, removed = state if isinstance(state, tuple) else (state, [])
-        self[:] = items
-        self._removed = list(removed)
-
-    def __reduce_ex__(self, protocol: SupportsIndex) -> Any:
-        return (FileObjectList, (list(self),), None)
+    def _remember_removed(self, item: FileObject) -> bool:
+        return item.path is not None  # a pending file has no object to delete
 
     def __repr__(self) -> str:
         return f"FileObjectList({list.__repr__(self)})"
-
-    @overload
-    def __getitem__(self, index: SupportsIndex) -> FileObject: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[FileObject]: ...
-    def __getitem__(self, index: SupportsIndex | slice) -> FileObject | list[FileObject]:
-        return list.__getitem__(self, index)
-
-
-def _coerce_item(value: Any) -> FileObject:
-    if isinstance(value, FileObject):
-        return value
-    if isinstance(value, Mapping):
-        return FileObject.from_dict(value)
-    raise InvalidFileObjectError(
-        "A list column holds FileObjects (or dicts in the column shape), "
-        f"not {type(value).__name__}."
-    )

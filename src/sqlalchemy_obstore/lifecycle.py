@@ -67,6 +67,7 @@ from ._file_columns import forget as forget_file_columns
 from ._io import NOT_RUN, Call, Gather, run
 from ._listeners import Listener
 from ._logging import library_logger
+from ._mutable import set_quietly
 from .backends import Backend
 from .errors import (
     NoContentError,
@@ -353,15 +354,13 @@ def _revert(upload: _Upload) -> None:
     file, snapshot = upload.file, upload.snapshot
     if file.path != upload.path:
         return  # the application changed the file since; leave it alone
-    d = file.__dict__
-    d["_ready"] = False
-    try:
-        for name in _SNAPSHOT_FIELDS:
-            setattr(file, name, snapshot[name])
-        d["_content"] = snapshot["_checkpoint"].restore()
-        d["_renditions"] = snapshot["_renditions"]
-    finally:
-        d["_ready"] = True
+    # Undoing the upload is no edit of the file: its holders are not told again.
+    set_quietly(
+        file,
+        **{name: snapshot[name] for name in _SNAPSHOT_FIELDS},
+        _content=snapshot["_checkpoint"].restore(),
+        _renditions=snapshot["_renditions"],
+    )
 
 
 def _upload_all(session: Session, jobs: list[tuple[FileObject, SaveOptions]]) -> list[_Upload]:
