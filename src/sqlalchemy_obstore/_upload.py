@@ -241,6 +241,7 @@ class BufferedUpload(tuple[Any, ...], Step[F]):
 
     def _stored(self, data: bytes | bytearray, result: WriteResult) -> F:
         """Record what was written (what `_finish` does for a plan, directly)."""
+        file: F
         file, backend, path, _, _, file_class = self
         d = file.__dict__
         algorithm = backend.checksum_algorithm
@@ -262,8 +263,7 @@ class BufferedUpload(tuple[Any, ...], Step[F]):
             or d["_containers"]
         ):
             file.changed()  # (a file no row or list holds has nobody to tell)
-        file_: F = file
-        return file_
+        return file
 
 
 # -- the upload plan -------------------------------------------------------------------------------
@@ -294,8 +294,9 @@ def uploading(file: F, options: SaveOptions, file_class: type[Any]) -> Plan[F]:
     backend, path = upload.backend, upload.path
     try:
         body = yield Call(upload.reader.open, upload.reader.open_async)
-        if upload.guard is not None:  # sniffing and validators, on the first part
-            upload.content_type = upload.guard.check_head(file, upload.reader.head)  # type: ignore[arg-type]
+        if (guard := upload.guard) is not None:  # sniffing and validators, on the first part
+            head = upload.reader.head
+            upload.content_type = guard.check_head(file, head)  # type: ignore[arg-type]
         if upload.image is not None:
             data = yield Call(_collect, _collect_async, body)
             processed = yield Call(
