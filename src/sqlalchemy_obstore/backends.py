@@ -1621,7 +1621,7 @@ class ObstoreBackend(Backend):
         if self._never_blocks:
             # A memory store never waits: its sync call is the same work without the
             # round trip through obstore's async runtime.
-            return self.put_buffer(path, data, attributes, use_multipart)
+            return ObstoreBackend.put_buffer(self, path, data, attributes, use_multipart)
         options = self._buffer_options(attributes, use_multipart)
         try:
             result = await obs.put_async(self.store, path, data, **options)
