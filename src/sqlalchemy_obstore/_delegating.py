@@ -56,7 +56,8 @@ class DelegatingBackend(Backend):
     are the inner backend's, taken once at construction. Every operation asks `_route`
     for the backend that serves it (`inner` unless a subclass decides otherwise) when it
     is called: the coroutines ask `_route_async`, the async iterators `_route`. A put's
-    body passes through `_wrap_body`. `exists` is answered by `head`, as for every backend.
+    body passes through `_wrap_body`; `put_buffer` is routed as a `"put"` and its buffer
+    passed on as it is. `exists` is answered by `head`, as for every backend.
 
     Args:
         key: The key columns store.
@@ -150,6 +151,27 @@ class DelegatingBackend(Backend):
         options = put_kwargs(attributes, create_only, use_multipart, chunk_size, max_concurrency)
         backend = await self._route_async("put", path)
         return await backend.put_async(path, self._wrap_body(body, path), **options)
+
+    def put_buffer(
+        self,
+        path: str,
+        data: bytes | bytearray,
+        attributes: Mapping[str, str] | None = None,
+        use_multipart: bool | None = None,
+    ) -> WriteResult:
+        """Write a buffer with the inner backend's `put_buffer` (routed as a `put`)."""
+        return self._route("put", path).put_buffer(path, data, attributes, use_multipart)
+
+    async def put_buffer_async(
+        self,
+        path: str,
+        data: bytes | bytearray,
+        attributes: Mapping[str, str] | None = None,
+        use_multipart: bool | None = None,
+    ) -> WriteResult:
+        """Async version of `put_buffer`."""
+        backend = await self._route_async("put", path)
+        return await backend.put_buffer_async(path, data, attributes, use_multipart)
 
     def copy(self, source: str, destination: str, *, overwrite: bool = False) -> None:
         """Copy inside the inner backend."""

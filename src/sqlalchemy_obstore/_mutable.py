@@ -74,7 +74,7 @@ def _flag(value: object, holders: Iterable[tuple[Any, str]]) -> None:
             flag_modified(holder, key)
 
 
-def notify_holders(value: MutableValue) -> None:
+def notify_holders(value: object) -> None:
     """Mark every row and list holding `value` as modified (what `changed()` does)."""
     d = value.__dict__
     if d.get("_parent") is not None or d.get("_more_parents"):

@@ -61,13 +61,14 @@ def _paths(paths: str | Sequence[str]) -> list[str]:
 class MirrorBackend(DelegatingBackend):
     """Writes to a primary backend and every mirror; reads from the primary.
 
-    Puts and copies go to the primary and then to each mirror (concurrently in async
-    code); deletes go to all of them; reads, `head`, listing and signing use the
-    primary only (a URL signed for PUT writes to the primary only). With `strict=True`
-    (the default) a failed mirror write fails the put and removes what was written, so
-    the session lifecycle's guarantees hold for every store: a committed row's object
-    exists in all of them. With `strict=False` a mirror failure is logged and counted in
-    `mirror_failures`, and the put succeeds.
+    Puts (a `put_buffer` too: it is a create-only `put`) and copies go to the primary
+    and then to each mirror (concurrently in async code); deletes go to all of them;
+    reads, `head`, listing and signing use the primary only (a URL signed for PUT
+    writes to the primary only). With `strict=True` (the default) a failed mirror
+    write fails the put and removes what was written, so the session lifecycle's
+    guarantees hold for every store: a committed row's object exists in all of them.
+    With `strict=False` a mirror failure is logged and counted in `mirror_failures`,
+    and the put succeeds.
 
     Capabilities, prefix, key layout, checksum algorithm, policy and URL signer are the
     primary's.
@@ -293,8 +294,8 @@ class OverlayBackend(DelegatingBackend):
     `.overlay-tombstones/<path>` in the overlay store: from then on `head` and the reads
     raise `ObjectNotFoundError` and listings skip it, also after a restart (the
     tombstones live in the store). Writing the path again removes its tombstone. The
-    base backend is never written to. Reads come from the overlay when it holds the
-    object, else from the base.
+    base backend is never written to (a `put_buffer` is a create-only `put` to the
+    overlay). Reads come from the overlay when it holds the object, else from the base.
 
     New keys are made with the overlay's prefix, key layout and checksum algorithm.
 

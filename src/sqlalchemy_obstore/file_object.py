@@ -17,11 +17,10 @@ native obstore operation.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from types import MappingProxyType
@@ -37,21 +36,15 @@ from typing import (
 
 import msgspec
 
-from ._attributes import content_disposition, guess_content_type, object_attributes
+from ._attributes import guess_content_type
 from ._content import (
-    ContentCheckpoint,
-    ContentReader,
     ContentSource,
     content_kind,
-    format_checksum,
 )
 from ._form_upload import form_upload
-from ._guard import Guard as _Guard
-from ._image_job import Derived as _Derived
-from ._image_job import Processed as _Processed
-from ._image_job import process_image as _process_image
-from ._image_job import process_image_async as _process_image_async
+from ._io import bridge
 from ._mutable import MutableItemList, MutableValue, notify_holders, set_quietly
+from ._upload import SaveOptions, default_filename, save_options, saving, verify_stored
 from .backends import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_CONCURRENCY,
@@ -59,26 +52,17 @@ from .backends import (
     HttpMethod,
     ObstoreBackend,
     SignedURL,
-    WriteResult,
 )
-from .errors import (
-    ChecksumMismatchError,
-    FileObjectError,
-    InvalidFileObjectError,
-    NoContentError,
-)
+from .errors import FileObjectError, InvalidFileObjectError, NoContentError
 from .keys import (
     KeyFunction,
-    _default_key,
     build_key,
     check_filename,
     check_object_path,
-    join_key,
     sanitize_filename,
 )
-from .processing import ImagePolicy, rendition_path
 from .registry import BackendRegistry, storages
-from .validation import UploadPolicy, effective_policy
+from .validation import UploadPolicy
 
 if TYPE_CHECKING:
     from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
@@ -134,36 +118,6 @@ _NOTHING: Mapping[Any, Any] = MappingProxyType({})
 """Shared, read-only and empty: what a new file holds as its unknown fields, renditions,
 signed-URL cache and containers until one is written (then it gets its own dict).
 Fewer objects per file make loading many rows cheaper (less for the GC to traverse)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SaveOptions:
-    """How new content is uploaded: key layout and multipart tuning.
-
-    Columns carry one of these (built from their arguments); `FileObject.save` builds
-    one from its keyword arguments.
-
-    Attributes:
-        key_prefix: Extra prefix after the backend's prefix.
-        key_function: Layout of the key below the prefixes (default `<uuid>/<name>`).
-        use_multipart: Force (`True`) or forbid (`False`) multipart uploads.
-        chunk_size: Multipart part size; content up to this size is one PUT.
-        max_concurrency: Parts uploaded at once.
-        cache_control: `Cache-Control` stored with the object.
-        policy: [`UploadPolicy`][sqlalchemy_obstore.validation.UploadPolicy] layered on
-            the backend's default policy (field by field) for this upload.
-    """
-
-    key_prefix: str | None = None
-    key_function: KeyFunction | None = None
-    use_multipart: bool | None = None
-    chunk_size: int = DEFAULT_CHUNK_SIZE
-    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
-    cache_control: str | None = None
-    policy: UploadPolicy | None = None
-
-
-_DEFAULT_SAVE_OPTIONS = SaveOptions()
 
 
 class _Metadata(dict[str, str]):
@@ -283,19 +237,6 @@ _FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
 """What assigning each field checks (and converts): the same as the constructor."""
 
 
-@dataclass(slots=True)
-class _PendingUpload:
-    backend: Backend
-    path: str
-    reader: ContentReader
-    options: SaveOptions
-    checkpoint: ContentCheckpoint
-    guard: _Guard | None = None
-    content_type: str | None = field(default=None)  # the sniffed type, when it differs
-    image: ImagePolicy | None = None
-    derived: tuple[_Derived, ...] = ()  # renditions to store with the original
-
-
 class FileObject(MutableValue):
     """A file stored, or about to be stored, in an object store.
 
@@ -370,7 +311,7 @@ class FileObject(MutableValue):
             if content.__class__ is not bytes:
                 content_kind(content)  # validate early
         if filename is None:
-            filename = _default_filename(content, path)
+            filename = default_filename(content, path)
         elif not isinstance(filename, str):
             raise InvalidFileObjectError(
                 f"filename must be a string, not {type(filename).__name__}."
@@ -911,272 +852,6 @@ class FileObject(MutableValue):
         return self._backend(), self.path
 
     # -- saving ---------------------------------------------------------------------------------
-    def _plan_buffer(self, options: SaveOptions) -> tuple[Backend, str, dict[str, str]] | None:
-        """`(backend, path, attributes)` when the upload can skip the streaming machinery.
-
-        That is bytes content that fits in one part, with no policy anywhere (so no
-        validator, sniffing or image processing) and no declared size to enforce: the
-        body goes to the store as it is, one PUT that refuses to overwrite, and the
-        checksum is one hash call. Everything else returns `None` and streams.
-        """
-        d = self.__dict__
-        content = d["_content"]
-        kind = content.__class__
-        if (
-            (kind is not bytes and kind is not bytearray)
-            or d["size"] is not None
-            or options.policy is not None
-            or options.use_multipart is True
-            or len(content) > options.chunk_size
-        ):
-            return None
-        backend = self._backend()
-        if getattr(backend, "policy", None) is not None:
-            return None
-        filename = d["filename"]
-        prefix = backend.prefix
-        if options.key_prefix:
-            prefix = join_key(prefix, options.key_prefix)
-        key_function = options.key_function or backend.key_function
-        path = (
-            _default_key(filename, prefix)
-            if key_function is None
-            else build_key(filename, prefix=prefix, key_function=key_function)
-        )
-        metadata = d["_metadata"]
-        if metadata or options.cache_control:
-            attributes = object_attributes(
-                filename=filename,
-                content_type=d["content_type"],
-                metadata=metadata or {},
-                cache_control=options.cache_control,
-                include_metadata=getattr(backend, "write_metadata", True),
-            )
-        else:
-            content_type = d["content_type"]
-            attributes = {
-                "Content-Type": content_type,
-                "Content-Disposition": content_disposition(filename, content_type),
-            }
-        return backend, path, attributes
-
-    def _finish_buffer(self, backend: Backend, path: str, result: WriteResult) -> None:
-        """Record a finished `_plan_buffer` upload (what `_finish_upload` does, directly)."""
-        d = self.__dict__
-        content = d["_content"]
-        algorithm = backend.checksum_algorithm
-        d["path"] = path
-        d["size"] = len(content)
-        d["checksum"] = (
-            f"{algorithm}:{_hash(algorithm, content)}" if algorithm is not None else None
-        )
-        d["etag"] = result.etag
-        d["version"] = result.version
-        d["last_modified"] = datetime.now(timezone.utc)
-        d["_content"] = None
-        d["_renditions"] = _NOTHING
-        d["_sign_cache"] = _NOTHING
-        if (
-            self.__class__ is not FileObject
-            or d.get("_parent") is not None
-            or d.get("_more_parents")
-            or d["_containers"]
-        ):
-            self.changed()  # (a file no row or list holds has nobody to tell)
-
-    def _begin_upload(self, options: SaveOptions) -> _PendingUpload | None:
-        content = self.__dict__["_content"]
-        if content is None:
-            if self.path is None:
-                raise NoContentError(f"{self!r} has no content to save.", backend=self.backend)
-            return None
-        backend = self._backend()
-        path = build_key(
-            self.filename,
-            prefix=join_key(backend.prefix, options.key_prefix),
-            key_function=options.key_function or backend.key_function,
-        )
-        guard = _Guard(
-            effective_policy(getattr(backend, "policy", None), options.policy),
-            declared_size=self.size,
-            backend=backend.key,
-            path=path,
-        )
-        guard.check_name(self.filename)  # before a single byte is read
-        checkpoint = ContentCheckpoint(content)
-        reader = ContentReader(
-            content,
-            chunk_size=options.chunk_size,
-            checksum_algorithm=backend.checksum_algorithm,
-            observers=[guard.observe] if guard.active else (),
-            end_observers=[guard.finish] if guard.active else (),
-        )
-        image = guard.policy.image if guard.policy is not None else None
-        return _PendingUpload(backend, path, reader, options, checkpoint, guard, image=image)
-
-    def _check_head(self, upload: _PendingUpload) -> None:
-        """Sniff the type and run custom validators on the first part, before uploading."""
-        if upload.guard is not None:
-            upload.content_type = upload.guard.check_head(self, upload.reader.head)
-
-    def _process(self, upload: _PendingUpload, data: bytes) -> bytes:
-        """Validate and normalise an image held whole; remember its renditions."""
-        assert upload.image is not None
-        result = _process_image(data, upload.image, backend=upload.backend.key, path=upload.path)
-        return self._processed(upload, data, result)
-
-    async def _process_async(self, upload: _PendingUpload, data: bytes) -> bytes:
-        """`_process` with the decoding and encoding in a worker thread, off the loop."""
-        assert upload.image is not None
-        result = await _process_image_async(
-            data, upload.image, backend=upload.backend.key, path=upload.path
-        )
-        return self._processed(upload, data, result)
-
-    def _processed(self, upload: _PendingUpload, data: bytes, result: _Processed) -> bytes:
-        upload.content_type = result.content_type
-        upload.derived = result.renditions
-        if result.data is not data:
-            # Normalised: size and checksum are those of the bytes stored.
-            upload.reader = ContentReader(
-                result.data,
-                chunk_size=upload.options.chunk_size,
-                checksum_algorithm=upload.backend.checksum_algorithm,
-            )
-            return bytes(upload.reader.open())
-        return data
-
-    def _rendition_uploads(
-        self, upload: _PendingUpload
-    ) -> list[tuple[str, _Derived, dict[str, Any]]]:
-        """`(path, rendition, put arguments)` of each rendition to store."""
-        jobs = []
-        for derived in upload.derived:
-            attributes = object_attributes(
-                filename=self._rendition_filename(derived),
-                content_type=derived.content_type,
-                metadata={},
-                cache_control=upload.options.cache_control,
-                include_metadata=False,
-            )
-            arguments = {"attributes": attributes, "create_only": True}
-            jobs.append((rendition_path(upload.path, derived.rendition), derived, arguments))
-        return jobs
-
-    def _rendition_filename(self, derived: _Derived) -> str:
-        stem = self.filename.rsplit(".", 1)[0] if "." in self.filename else self.filename
-        return f"{stem}.{derived.rendition.name}.{derived.rendition.extension}"
-
-    def _rendition_file(
-        self, upload: _PendingUpload, path: str, derived: _Derived, result: WriteResult
-    ) -> FileObject:
-        algorithm = upload.backend.checksum_algorithm
-        return FileObject(
-            backend=upload.backend.key,
-            path=path,
-            filename=self._rendition_filename(derived),
-            content_type=derived.content_type,
-            size=len(derived.data),
-            checksum=format_checksum(algorithm, hashlib.new(algorithm, derived.data).hexdigest())
-            if algorithm
-            else None,
-            etag=result.etag,
-            version=result.version,
-            last_modified=datetime.now(timezone.utc),
-            registry=self.__dict__["_registry"],
-        )
-
-    def _put_renditions(self, upload: _PendingUpload) -> dict[str, FileObject]:
-        done: dict[str, FileObject] = {}
-        try:
-            for path, derived, arguments in self._rendition_uploads(upload):
-                result = upload.backend.put(path, derived.data, **arguments)
-                done[derived.rendition.name] = self._rendition_file(upload, path, derived, result)
-        except BaseException:
-            for stored in (upload.path, *(r.path for r in done.values() if r.path)):
-                upload.backend.delete(stored)
-            raise
-        return done
-
-    async def _put_renditions_async(self, upload: _PendingUpload) -> dict[str, FileObject]:
-        done: dict[str, FileObject] = {}
-        try:
-            for path, derived, arguments in self._rendition_uploads(upload):
-                result = await upload.backend.put_async(path, derived.data, **arguments)
-                done[derived.rendition.name] = self._rendition_file(upload, path, derived, result)
-        except BaseException:
-            for stored in (upload.path, *(r.path for r in done.values() if r.path)):
-                await upload.backend.delete_async(stored)
-            raise
-        return done
-
-    def _late_error(self, upload: _PendingUpload) -> BaseException | None:
-        """End checks a store skipped (it stopped reading early): the object must go."""
-        guard = upload.guard
-        if guard is None or not guard.active or guard.finished:
-            return None
-        try:
-            guard.finish(upload.reader.size)
-        except Exception as exc:
-            return exc
-        return None
-
-    def _put_arguments(self, upload: _PendingUpload, body: Any) -> dict[str, Any]:
-        backend = upload.backend
-        # obstore ignores multipart in "create" mode, so refuse-to-overwrite is only asked
-        # for content that goes up in one PUT anyway (it fits in one part).
-        single_part = (
-            not isinstance(body, (Iterator, AsyncIterator))
-            and memoryview(body).nbytes <= upload.options.chunk_size
-        )
-        attributes = object_attributes(
-            filename=self.filename,
-            content_type=upload.content_type or self.content_type,
-            metadata=self.metadata,
-            cache_control=upload.options.cache_control,
-            include_metadata=getattr(backend, "write_metadata", True),
-        )
-        return {
-            "attributes": attributes,
-            # A fresh key never exists; refuse to overwrite anyway (custom key functions).
-            "create_only": single_part and upload.options.use_multipart is not True,
-            "use_multipart": upload.options.use_multipart,
-            "chunk_size": upload.options.chunk_size,
-            "max_concurrency": upload.options.max_concurrency,
-        }
-
-    def _finish_upload(
-        self,
-        upload: _PendingUpload,
-        result: WriteResult,
-        renditions: dict[str, FileObject] | None = None,
-    ) -> None:
-        facts = {
-            "path": upload.path,
-            "size": upload.reader.size,
-            "checksum": upload.reader.checksum,
-            "etag": result.etag,
-            "version": result.version,
-            "last_modified": datetime.now(timezone.utc),
-        }
-        if upload.content_type is not None:
-            facts["content_type"] = upload.content_type
-        checked = {name: _FIELD_CHECKS[name](value) for name, value in facts.items()}
-        set_quietly(
-            self, **checked, _renditions=renditions or {}, _content=None, _sign_cache=_NOTHING
-        )
-        self.changed()  # once, for all of it
-
-    def _upload_failed(self, upload: _PendingUpload, exc: BaseException) -> None:
-        # Give the content back rewound, or mark a one-shot stream as used up: a retry
-        # must never store only what is left of it.
-        if upload.reader.started:
-            self.__dict__["_content"] = upload.checkpoint.restore()
-        # A validator that stopped the stream is the real cause; obstore may have
-        # re-raised it or wrapped it.
-        if upload.reader.error is not None and upload.reader.error is not exc:
-            raise upload.reader.error from None
-
     def save(
         self,
         *,
@@ -1222,39 +897,10 @@ class FileObject(MutableValue):
             ...     f.save(policy=UploadPolicy(max_size=1024)).size
             2
         """
-        options = _with_policy(
-            options
-            or _save_options(key_prefix, key_function, use_multipart, chunk_size, max_concurrency),
-            policy,
+        options = save_options(
+            options, policy, key_prefix, key_function, use_multipart, chunk_size, max_concurrency
         )
-        plan = self._plan_buffer(options)
-        if plan is not None:
-            backend, path, attributes = plan
-            content = self.__dict__["_content"]
-            if backend.__class__ is ObstoreBackend:  # (the same put, fewer layers)
-                result = backend._put_new(path, content, attributes, options.use_multipart)
-            else:
-                result = backend.put(path, content, **_buffer_put_arguments(attributes, options))
-            self._finish_buffer(backend, path, result)
-            return self
-        upload = self._begin_upload(options)
-        if upload is None:
-            return self
-        try:
-            body = upload.reader.open()
-            self._check_head(upload)
-            if upload.image is not None:
-                body = self._process(upload, _collect(body))
-            result = upload.backend.put(upload.path, body, **self._put_arguments(upload, body))
-            if (late := self._late_error(upload)) is not None:
-                upload.backend.delete(upload.path)
-                raise late
-            renditions = self._put_renditions(upload)
-        except BaseException as exc:
-            self._upload_failed(upload, exc)
-            raise
-        self._finish_upload(upload, result, renditions)
-        return self
+        return saving(self, options, FileObject).run_sync()
 
     async def save_async(
         self,
@@ -1271,39 +917,10 @@ class FileObject(MutableValue):
 
         Also accepts async iterators as content.
         """
-        options = _with_policy(
-            options
-            or _save_options(key_prefix, key_function, use_multipart, chunk_size, max_concurrency),
-            policy,
+        options = save_options(
+            options, policy, key_prefix, key_function, use_multipart, chunk_size, max_concurrency
         )
-        plan = self._plan_buffer(options)
-        if plan is not None:
-            backend, path, attributes = plan
-            result = await backend.put_async(
-                path, self.__dict__["_content"], **_buffer_put_arguments(attributes, options)
-            )
-            self._finish_buffer(backend, path, result)
-            return self
-        upload = self._begin_upload(options)
-        if upload is None:
-            return self
-        try:
-            body = await upload.reader.open_async()
-            self._check_head(upload)
-            if upload.image is not None:
-                body = await self._process_async(upload, await _collect_async(body))
-            result = await upload.backend.put_async(
-                upload.path, body, **self._put_arguments(upload, body)
-            )
-            if (late := self._late_error(upload)) is not None:
-                await upload.backend.delete_async(upload.path)
-                raise late
-            renditions = await self._put_renditions_async(upload)
-        except BaseException as exc:
-            self._upload_failed(upload, exc)
-            raise
-        self._finish_upload(upload, result, renditions)
-        return self
+        return await saving(self, options, FileObject).run_async()
 
     # -- reading ----------------------------------------------------------------------------------
     def get_content(self) -> bytes:
@@ -1362,41 +979,6 @@ class FileObject(MutableValue):
         backend, path = self._stored()
         return await backend.exists_async(path)
 
-    def _verifier(self) -> tuple[Backend, str, Any]:
-        backend, path = self._stored()
-        algorithm, _, digest = (self.checksum or "").partition(":")
-        if not algorithm or not digest:
-            raise FileObjectError(
-                f"{self!r} has no checksum recorded, so it cannot be verified: it was stored "
-                "by a backend with checksum_algorithm=None or created from a bare path.",
-                backend=self.backend,
-                path=self.path,
-            )
-        try:
-            hasher = hashlib.new(algorithm)
-        except ValueError as exc:
-            raise FileObjectError(
-                f"Cannot verify {self!r}: unknown checksum algorithm {algorithm!r}.",
-                backend=self.backend,
-                path=self.path,
-            ) from exc
-        return backend, path, hasher
-
-    def _verified(self, backend: Backend, path: str, hasher: Any, size: int) -> bool:
-        expected = self.checksum or ""
-        algorithm = expected.partition(":")[0]
-        actual = f"{algorithm}:{hasher.hexdigest()}"
-        if actual.lower() != expected.lower() or (self.size is not None and size != self.size):
-            raise ChecksumMismatchError(
-                expected=expected,
-                actual=actual,
-                expected_size=self.size,
-                actual_size=size,
-                backend=backend.key,
-                path=path,
-            )
-        return True
-
     def verify(self, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> bool:
         """Re-read the stored object and check it against the recorded checksum and size.
 
@@ -1418,21 +1000,12 @@ class FileObject(MutableValue):
             ...     FileObject(filename="a.txt", content=b"hi", backend="uploads").save().verify()
             True
         """
-        backend, path, hasher = self._verifier()
-        size = 0
-        for chunk in backend.iter_chunks(path, chunk_size=chunk_size):
-            hasher.update(chunk)
-            size += len(chunk)
-        return self._verified(backend, path, hasher, size)
+        backend, path = self._stored()
+        return verify_stored(self, backend, path, chunk_size)
 
     async def verify_async(self, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> bool:
         """Async version of [`verify`][sqlalchemy_obstore.file_object.FileObject.verify]."""
-        backend, path, hasher = self._verifier()
-        size = 0
-        async for chunk in backend.iter_chunks_async(path, chunk_size=chunk_size):
-            hasher.update(chunk)
-            size += len(chunk)
-        return self._verified(backend, path, hasher, size)
+        return await bridge(self.verify, chunk_size=chunk_size)
 
     def _apply_info(self, info: Any) -> None:
         self.size = info.size
@@ -1811,64 +1384,6 @@ def _is_renditions(value: object) -> TypeGuard[Mapping[str, Mapping[str, Any]]]:
     )
 
 
-def _collect(body: Any) -> bytes:
-    """The whole upload body in memory (bounded by the policy's limits while it is read)."""
-    if isinstance(body, Iterator):
-        return b"".join(body)
-    return bytes(body)
-
-
-async def _collect_async(body: Any) -> bytes:
-    if isinstance(body, AsyncIterator):
-        return b"".join([chunk async for chunk in body])
-    return _collect(body)
-
-
-def _save_options(
-    key_prefix: str | None,
-    key_function: KeyFunction | None,
-    use_multipart: bool | None,
-    chunk_size: int,
-    max_concurrency: int,
-) -> SaveOptions:
-    """The `SaveOptions` of `save()`'s keywords (the shared default when none is set)."""
-    if (
-        key_prefix is None
-        and key_function is None
-        and use_multipart is None
-        and chunk_size == DEFAULT_CHUNK_SIZE
-        and max_concurrency == DEFAULT_MAX_CONCURRENCY
-    ):
-        return _DEFAULT_SAVE_OPTIONS
-    return SaveOptions(key_prefix, key_function, use_multipart, chunk_size, max_concurrency)
-
-
-def _buffer_put_arguments(attributes: dict[str, str], options: SaveOptions) -> dict[str, Any]:
-    """`Backend.put` keywords for a `_plan_buffer` upload."""
-    return {
-        "attributes": attributes,
-        "create_only": True,  # a fresh key never exists; refuse to overwrite anyway
-        "use_multipart": options.use_multipart,
-        "chunk_size": options.chunk_size,
-        "max_concurrency": options.max_concurrency,
-    }
-
-
-_HASHERS: dict[str, Any] = {}
-
-
-def _hash(algorithm: str, data: bytes | bytearray) -> str:
-    """The hex digest of `data` with the `hashlib` algorithm `algorithm` (one call)."""
-    make = _HASHERS.get(algorithm)
-    if make is None:
-        make = getattr(hashlib, algorithm, None)
-        if not callable(make) or algorithm not in hashlib.algorithms_guaranteed:
-            make = partial(hashlib.new, algorithm)
-        _HASHERS[algorithm] = make
-    digest: str = make(data).hexdigest()
-    return digest
-
-
 _LOADED_INTERNALS: dict[str, Any] = {
     "_ready": True,
     "_content": None,
@@ -1963,28 +1478,6 @@ def _file_from_row(
     if row.metadata:
         d["_metadata"] = _Metadata(file, row.metadata)
     return file
-
-
-def _with_policy(options: SaveOptions, policy: UploadPolicy | None) -> SaveOptions:
-    """`options` with `policy` layered on its own policy."""
-    if policy is None:
-        return options
-    if not isinstance(policy, UploadPolicy):
-        raise InvalidFileObjectError(f"policy must be an UploadPolicy, not {policy!r}.")
-    return replace(options, policy=effective_policy(options.policy, policy))
-
-
-def _default_filename(content: object, path: str | None) -> str:
-    from pathlib import Path
-
-    if isinstance(content, Path):
-        return content.name
-    name = getattr(content, "name", None) if content is not None else None
-    if isinstance(name, str) and name:
-        return name.replace("\\", "/").rsplit("/", 1)[-1]
-    if isinstance(path, str) and path:  # a non-str path is refused by __init__ right after
-        return path.rsplit("/", 1)[-1]
-    return "file"
 
 
 class FileObjectList(MutableItemList[FileObject]):

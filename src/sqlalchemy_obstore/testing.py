@@ -292,8 +292,11 @@ class FaultInjectingBackend(DelegatingBackend):
     Register it in place of the real backend (it takes the wrapped backend's key by
     default), or let [`inject_faults`][sqlalchemy_obstore.testing.inject_faults] do it.
     Calls are counted per operation in `calls`; every injected failure is appended to
-    `injected`. Its URL signer is the wrapped backend's: setting one on the wrapper (as
-    `attach_signer` does) sets it on the wrapped backend, which signs.
+    `injected`. A `put_buffer` (the one-request write of a small `FileObject.save`)
+    counts and fails as a `put`, and reaches the wrapped backend's own `put_buffer`, so
+    a fault meets the write production makes. Its URL signer is the wrapped backend's:
+    setting one on the wrapper (as `attach_signer` does) sets it on the wrapped backend,
+    which signs.
 
     Args:
         inner: The backend that does the real work.

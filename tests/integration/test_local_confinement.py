@@ -141,9 +141,10 @@ async def test_writes_through_a_link_are_refused(
         ),
         (lambda: local.put(key, iter(big)), lambda: local.put_async(key, iter(big))),
         (  # what FileObject.save calls
-            lambda: local._put_new(key, b"data", {"Content-Type": "text/plain"}, None),
-            lambda: local.put_async(key, stream(big)),
+            lambda: local.put_buffer(key, b"data", {"Content-Type": "text/plain"}, None),
+            lambda: local.put_buffer_async(key, b"data", {"Content-Type": "text/plain"}, None),
         ),
+        (lambda: local.put(key, iter(big)), lambda: local.put_async(key, stream(big))),
     ]
     for sync, async_ in writes:
         with pytest.raises(PathEscapeError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,7 @@ from sqlalchemy_obstore import (
     FileTooLargeError,
     InvalidExpiryError,
     MirrorBackend,
+    ObjectExistsError,
     ObjectNotFoundError,
     ObstoreBackend,
     OverlayBackend,
@@ -172,3 +174,113 @@ def test_the_fault_injecting_wrapper_keeps_the_inner_policy(inner: ObstoreBacken
     with pytest.raises(FileTooLargeError):
         FileObject(filename="big.bin", content=b"x" * 11, backend=flaky.key).save()
     assert flaky.calls["put"] == 0  # refused before anything reached the store
+
+
+# -- put_buffer: the buffered, create-only write of the backend contract ---------------------------
+def test_put_buffer_is_forwarded_and_routed_as_a_put(
+    inner: ObstoreBackend, wrapper: Recording
+) -> None:
+    wrapper.put_buffer("p/a", b"hello", {"Content-Type": "text/plain"})
+    assert inner.get_bytes("p/a") == b"hello"
+    assert inner.head("p/a").content_type == "text/plain"
+    with pytest.raises(ObjectExistsError):  # create-only
+        wrapper.put_buffer("p/a", b"again")
+    assert wrapper.routed == [("put", "p/a"), ("put", "p/a")]
+
+
+async def test_put_buffer_async_is_forwarded_and_routed_as_a_put(
+    inner: ObstoreBackend, wrapper: Recording
+) -> None:
+    await wrapper.put_buffer_async("p/a", b"hello")
+    assert inner.get_bytes("p/a") == b"hello"
+    with pytest.raises(ObjectExistsError):
+        await wrapper.put_buffer_async("p/a", b"again")
+    assert wrapper.routed == [("put", "p/a"), ("put", "p/a")]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_buffered_save_through_the_fault_injecting_wrapper_takes_put_buffer(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Faults meet the same write as production: the inner backend's put_buffer."""
+    inner = ObstoreBackend("buffered", "memory://")
+    flaky = FaultInjectingBackend(inner)
+    storages.register_backend(flaky)
+    written: list[str] = []
+    monkeypatch.setattr(inner, "put", None)  # the buffered save never falls back to put
+    monkeypatch.setattr(inner, "put_async", None)
+    for name in ("put_buffer", "put_buffer_async"):
+        real = getattr(inner, name)
+
+        def spy(path: str, *args: Any, real: Any = real, name: str = name) -> Any:
+            written.append(name)
+            return real(path, *args)
+
+        monkeypatch.setattr(inner, name, spy)
+
+    async def save(file: FileObject) -> FileObject:
+        return file.save() if mode == "sync" else await file.save_async()
+
+    file = await save(FileObject(filename="a.txt", content=b"hi", backend="buffered"))
+    assert inner.get_bytes(file.path or "") == b"hi"
+    assert written[0] == ("put_buffer" if mode == "sync" else "put_buffer_async")
+    flaky.fail("put")
+    failing = FileObject(filename="b.txt", content=b"hi", backend="buffered")
+    with pytest.raises(InjectedFault):
+        await save(failing)
+    assert failing.has_pending_content
+    assert flaky.calls["put"] == 2
+    assert [o.path for o in inner.list_objects()] == [file.path]
+
+
+async def test_a_backend_that_overrides_put_writes_buffers_through_it() -> None:
+    """`put_buffer` defaults to `put` for a class that changes `put` and not it."""
+
+    class Counting(ObstoreBackend):
+        puts: list[tuple[str, bool]]
+
+        def put(self, path: str, body: Any, **kwargs: Any) -> Any:
+            self.puts.append(("put", kwargs["create_only"]))
+            return super().put(path, body, **kwargs)
+
+        async def put_async(self, path: str, body: Any, **kwargs: Any) -> Any:
+            self.puts.append(("put_async", kwargs["create_only"]))
+            return await super().put_async(path, body, **kwargs)
+
+    class Wrapped(FaultInjectingBackend):
+        puts: list[str]
+
+        def put(self, path: str, body: Any, **kwargs: Any) -> Any:
+            self.puts.append("put")
+            return super().put(path, body, **kwargs)
+
+    counting = Counting("counting", "memory://")
+    counting.puts = []
+    storages.register_backend(counting)
+    FileObject(filename="a.txt", content=b"hi", backend="counting").save()
+    await FileObject(filename="a.txt", content=b"hi", backend="counting").save_async()
+    assert counting.puts == [("put", True), ("put_async", True)]
+    with pytest.raises(ObjectExistsError):
+        counting.put_buffer(next(iter(counting.list_objects())).path, b"again")
+
+    wrapped = Wrapped(ObstoreBackend("wrapped", "memory://"))
+    wrapped.puts = []
+    storages.register_backend(wrapped)
+    FileObject(filename="a.txt", content=b"hi", backend="wrapped").save()
+    await FileObject(filename="a.txt", content=b"hi", backend="wrapped").save_async()
+    assert wrapped.puts == ["put"]  # put_async is not overridden: forwarded as put_buffer
+    assert wrapped.calls["put"] == 2
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_composites_write_a_buffered_save_through_their_put(mode: str) -> None:
+    primary, mirror = ObstoreBackend("p", "memory://"), ObstoreBackend("m", "memory://")
+    storages.register_backend(MirrorBackend("mirrored", primary, [mirror]))
+    base, top = ObstoreBackend("base", "memory://"), ObstoreBackend("top", "memory://")
+    storages.register_backend(OverlayBackend("overlaid", base, top))
+    for key in ("mirrored", "overlaid"):
+        file = FileObject(filename="a.txt", content=b"hi", backend=key)
+        path = (file.save() if mode == "sync" else await file.save_async()).path or ""
+        stores = [primary, mirror] if key == "mirrored" else [top]
+        assert [s.get_bytes(path) for s in stores] == [b"hi"] * len(stores)
+    assert list(base.list_objects()) == []
