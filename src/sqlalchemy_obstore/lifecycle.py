@@ -59,6 +59,7 @@ from sqlalchemy.orm import InstanceState, Mapper, Session, SessionTransaction, o
 from sqlalchemy.orm.attributes import flag_modified, get_history
 from sqlalchemy.orm.base import NO_VALUE
 
+from ._column import UPLOAD_FACTS
 from ._commit_expiry import LISTENERS as commit_expiry_listeners
 from ._content import CONSUMED, ContentCheckpoint
 from ._file_columns import file_columns
@@ -338,11 +339,8 @@ def _delete_quietly(pending: dict[_Ref, Backend], reason: OrphanReason) -> None:
 
 
 # -- uploads ------------------------------------------------------------------------------------
-_SNAPSHOT_FIELDS = ("path", "size", "checksum", "etag", "version", "last_modified")
-
-
 def _snapshot(file: FileObject) -> dict[str, Any]:
-    snapshot: dict[str, Any] = {name: file.__dict__.get(name) for name in _SNAPSHOT_FIELDS}
+    snapshot: dict[str, Any] = {name: file.__dict__.get(name) for name in UPLOAD_FACTS}
     snapshot["_checkpoint"] = ContentCheckpoint(file.__dict__["_content"])
     snapshot["_renditions"] = file.__dict__["_renditions"]
     return snapshot
@@ -356,7 +354,7 @@ def _revert(upload: _Upload) -> None:
     d = file.__dict__
     d["_ready"] = False
     try:
-        for name in _SNAPSHOT_FIELDS:
+        for name in UPLOAD_FACTS:  # what the save wrote
             setattr(file, name, snapshot[name])
         d["_content"] = snapshot["_checkpoint"].restore()
         d["_renditions"] = snapshot["_renditions"]
