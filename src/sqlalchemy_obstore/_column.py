@@ -21,16 +21,13 @@ import copy
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from functools import cache
-from typing import TYPE_CHECKING, Annotated, Any, Generic, Protocol, TypeGuard, TypeVar
+from typing import Annotated, Any, Generic, Protocol, TypeGuard, TypeVar
 
 import msgspec
 
 from ._attributes import guess_content_type
 from .errors import InvalidFileObjectError
 from .keys import check_filename, check_object_path
-
-if TYPE_CHECKING:
-    from .registry import BackendRegistry
 
 __all__ = (
     "ATTRIBUTES",
@@ -267,7 +264,7 @@ class FileCodec(Generic[_F]):
         self,
         row: ColumnRow,
         default_backend: str | None,
-        registry: BackendRegistry | None,
+        registry: object,
         untrusted: bool = False,
     ) -> _F | None:
         """A file filled in directly from a checked row.
@@ -309,7 +306,7 @@ class FileCodec(Generic[_F]):
         return file
 
     def from_json(
-        self, text: str | bytes, default_backend: str | None, registry: BackendRegistry | None
+        self, text: str | bytes, default_backend: str | None, registry: object
     ) -> _F | None:
         """A loaded file straight from column text in the format, else `None`.
 
@@ -326,7 +323,7 @@ class FileCodec(Generic[_F]):
         self,
         data: Mapping[str, Any],
         default_backend: str | None,
-        registry: BackendRegistry | None,
+        registry: object,
         untrusted: bool = False,
     ) -> _F | None:
         """A file from a decoded mapping in the format (checked in C), else `None`."""
@@ -340,7 +337,7 @@ class FileCodec(Generic[_F]):
         self,
         data: Mapping[str, Any],
         default_backend: str | None,
-        registry: BackendRegistry | None,
+        registry: object,
         trusted: bool,
         construct: Callable[..., _F],
         fast: bool,
