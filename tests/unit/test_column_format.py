@@ -93,7 +93,8 @@ def test_derived_field_lists() -> None:
     assert set(FIELDS) == KNOWN_KEYS
     assert set(ATTRIBUTES) < KNOWN_KEYS
     assert set(UPLOAD_FACTS) < set(ATTRIBUTES)
-    assert "path" in UPLOAD_FACTS and "filename" not in UPLOAD_FACTS
+    assert "path" in UPLOAD_FACTS
+    assert "filename" not in UPLOAD_FACTS
 
 
 @pytest.mark.parametrize("name", FIELDS)
@@ -111,7 +112,8 @@ def test_fast_and_general_decoders_agree() -> None:
     processor = StoredObject(backend="uploads").result_processor(postgresql.dialect(), None)
     fast_text = FileObject._codec.from_json(text, "uploads", None)
     fast_dict = FileObject._codec.from_builtins(FULL, "uploads", None)
-    assert fast_text is not None and fast_dict is not None  # the usual shape is fast
+    assert fast_text is not None
+    assert fast_dict is not None
     for file in (
         fast_text,
         fast_dict,
@@ -152,7 +154,9 @@ def test_every_attribute_is_a_checked_constructor_keyword_that_marks_changes() -
     annotations = typing.get_type_hints(FileObject)
     checks = file_object_module._FIELD_CHECKS
     for name in ATTRIBUTES:
-        assert name in parameters and name in annotations and name in checks, name
+        assert name in parameters, name
+        assert name in annotations, name
+        assert name in checks, name
     assert "metadata" in parameters
 
     file = FileObject.from_dict(FULL, trusted=True)
