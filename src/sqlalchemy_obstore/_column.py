@@ -25,7 +25,6 @@ from typing import Annotated, Any, Generic, Protocol, TypeGuard, TypeVar
 
 import msgspec
 
-from ._attributes import guess_content_type
 from .errors import InvalidFileObjectError
 from .keys import check_filename, check_object_path
 
@@ -76,10 +75,11 @@ class ColumnRow(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     msgspec decodes and type-checks column text (or the driver's dict) into this in C.
     A value that does not fit (an unknown field, a field of another type, a rendition
-    of another shape) fails to decode, and the caller takes the general path, which
-    keeps unknown fields and reports malformed ones. Reading is lenient: only `path` is
-    required; a missing `filename` is the last segment of `path`, a missing
-    `content_type` is guessed from the filename.
+    of another shape, no `content_type`) fails to decode, and the caller takes the
+    general path, which keeps unknown fields, checks the path, and reports malformed
+    values. That path is lenient: only `path` is required there; a missing `filename`
+    is the last segment of `path`, a missing `content_type` is guessed from the
+    filename.
 
     Attributes:
         v: Format version (`COLUMN_FORMAT_VERSION`).
@@ -103,7 +103,7 @@ class ColumnRow(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     backend: str | None = None
     path: Annotated[str, msgspec.Meta(min_length=1), _UPLOADED]
     filename: str | None = None
-    content_type: str | None = None
+    content_type: Annotated[str, msgspec.Meta(min_length=1)]
     size: Annotated[int | None, _UPLOADED] = None
     etag: Annotated[str | None, _UPLOADED] = None
     version: Annotated[str | None, _UPLOADED] = None
@@ -157,6 +157,7 @@ def _schema() -> dict[str, Any]:
     schema["title"] = "FileObject"
     schema["description"] = "A file stored in an object store (sqlalchemy-obstore column format)."
     schema["additionalProperties"] = True  # unknown fields are preserved, not refused
+    schema["required"] = ["path"]  # the general path reads older, sparser values too
     return schema
 
 
@@ -283,8 +284,8 @@ class FileCodec(Generic[_F]):
         d["backend"] = backend = row.backend or default_backend
         d["path"] = path
         filename = row.filename
-        d["filename"] = filename = check_filename(filename) if filename else path.rsplit("/", 1)[-1]
-        d["content_type"] = row.content_type or guess_content_type(filename)
+        d["filename"] = check_filename(filename) if filename else path.rsplit("/", 1)[-1]
+        d["content_type"] = row.content_type
         d["size"] = row.size
         d["etag"] = row.etag
         d["version"] = row.version

@@ -126,10 +126,13 @@ def test_fast_and_general_decoders_agree() -> None:
         assert set(file.renditions) == {"thumb"}
 
 
-def test_unknown_fields_are_kept_by_the_general_path() -> None:
+def test_other_shapes_take_the_general_path() -> None:
     data = {**FULL, "future": {"x": 1}}
     assert FileObject._codec.from_builtins(data, None, None) is None
-    assert FileObject.from_dict(data).to_dict() == data
+    assert FileObject.from_dict(data).to_dict() == data  # unknown fields are kept
+    # What to_dict never writes (here: no content type) is checked by the general path.
+    assert FileObject._codec.from_builtins({"path": "k/a.txt"}, None, None) is None
+    assert FileObject.from_dict({"path": "k/a.txt"}).content_type == "text/plain"
 
 
 def test_json_schema_describes_every_field() -> None:
