@@ -114,8 +114,8 @@ class ColumnRow(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 def _marked(role: _Role) -> tuple[str, ...]:
-    hints = msgspec.structs.fields(ColumnRow)
-    return tuple(f.name for f in hints if role in getattr(f.type, "__metadata__", ()))
+    fields = msgspec.structs.fields(ColumnRow)
+    return tuple(f.name for f in fields if role in getattr(f.type, "__metadata__", ()))
 
 
 FIELDS: tuple[str, ...] = ColumnRow.__struct_fields__
