@@ -26,17 +26,21 @@ from functools import partial
 from types import MappingProxyType
 from typing import (
     TYPE_CHECKING,
-    Annotated,
     Any,
     ClassVar,
-    TypeGuard,
     TypeVar,
     cast,
 )
 
-import msgspec
-
 from ._attributes import guess_content_type
+from ._column import (
+    ATTRIBUTES,
+    COLUMN_FORMAT_VERSION,
+    FileCodec,
+    column_json_schema,
+    column_value,
+)
+from ._column import to_dict as column_to_dict
 from ._content import (
     ContentSource,
     content_kind,
@@ -80,37 +84,7 @@ __all__ = (
     "sign_files_async",
 )
 
-COLUMN_FORMAT_VERSION = 1
-"""Version of the JSON shape written by `FileObject.to_dict()` (the `"v"` field)."""
-
-_KNOWN_KEYS = frozenset(
-    {
-        "v",
-        "backend",
-        "path",
-        "filename",
-        "content_type",
-        "size",
-        "etag",
-        "version",
-        "checksum",
-        "last_modified",
-        "metadata",
-    }
-)
-_TRACKED_FIELDS = frozenset(
-    {
-        "backend",
-        "path",
-        "filename",
-        "content_type",
-        "size",
-        "etag",
-        "version",
-        "checksum",
-        "last_modified",
-    }
-)
+_TRACKED_FIELDS = frozenset(ATTRIBUTES)  # assigning one marks the holders dirty
 _NOTIFYING = _TRACKED_FIELDS | {"_metadata"}
 """Attributes whose assignment marks the holders dirty (and drops the signed URLs)."""
 _T = TypeVar("_T")
@@ -286,6 +260,7 @@ class FileObject(MutableValue):
     last_modified: datetime | None
 
     __hash__: ClassVar[None]  # type: ignore[assignment]  # mutable: not hashable
+    _codec: ClassVar[FileCodec[FileObject]]  # builds files from column values (set below)
 
     def __init__(
         self,
@@ -455,26 +430,7 @@ class FileObject(MutableValue):
             >>> FileObject(backend="b", path="k/a.txt", size=1).to_dict()["path"]
             'k/a.txt'
         """
-        data: dict[str, Any] = dict(self.__dict__["_extra"])
-        data.update(
-            {
-                "v": COLUMN_FORMAT_VERSION,
-                "backend": self.backend,
-                "path": self.path,
-                "filename": self.filename,
-                "content_type": self.content_type,
-                "size": self.size,
-                "etag": self.etag,
-                "version": self.version,
-                "checksum": self.checksum,
-                "last_modified": self.last_modified.isoformat() if self.last_modified else None,
-                "metadata": dict(self.__dict__["_metadata"] or ()),
-            }
-        )
-        renditions: dict[str, FileObject] = self.__dict__["_renditions"]
-        if renditions:
-            data["renditions"] = {name: r.to_dict() for name, r in renditions.items()}
-        return data
+        return column_to_dict(self.__dict__)
 
     @classmethod
     def from_dict(
@@ -518,54 +474,8 @@ class FileObject(MutableValue):
             >>> FileObject.from_dict({"backend": "b", "path": "k/a.txt"}, trusted=True).is_trusted
             True
         """
-        if not isinstance(data, Mapping):
-            raise InvalidFileObjectError(f"Expected a JSON object, got {type(data).__name__}.")
-        path = data.get("path")
-        if not isinstance(path, str) or not path:
-            raise InvalidFileObjectError(f"A stored file needs a non-empty 'path', got {path!r}.")
-        check_object_path(path)
-        if cls is FileObject and (file := _usual_shape(data, default_backend, registry)):
-            file.__dict__["_untrusted"] = not trusted
-            return file
-        try:
-            file = cls(
-                backend=data.get("backend") or default_backend,
-                path=path,
-                filename=data.get("filename") or path.rsplit("/", 1)[-1],
-                content_type=data.get("content_type"),
-                size=data.get("size"),
-                etag=data.get("etag"),
-                version=data.get("version"),
-                checksum=data.get("checksum"),
-                last_modified=data.get("last_modified"),
-                metadata=data.get("metadata") or {},
-                registry=registry,
-            )
-        except (InvalidFileObjectError, ValueError, TypeError) as exc:
-            raise InvalidFileObjectError(f"Malformed stored file {dict(data)!r}: {exc}") from exc
-        file.__dict__["_untrusted"] = not trusted
-        if data.keys() <= _KNOWN_KEYS:  # the usual case: nothing unknown to keep
-            return file
-        file.__dict__["_extra"] = {k: v for k, v in data.items() if k not in _KNOWN_KEYS}
-        renditions = data.get("renditions")
-        if _is_renditions(renditions):
-            # (A "renditions" field of another shape is kept as an unknown field.)
-            extra = file.__dict__["_extra"]
-            del extra["renditions"]
-            parsed = {}
-            for name, item in renditions.items():
-                rendition = cls.from_dict(
-                    item, default_backend=file.backend, registry=registry, trusted=trusted
-                )
-                if rendition.backend != file.backend:
-                    raise InvalidFileObjectError(
-                        f"Rendition {name!r} of {path!r} names backend {rendition.backend!r}, "
-                        f"but renditions are stored beside their original, in backend "
-                        f"{file.backend!r}."
-                    )
-                parsed[name] = rendition
-            file.__dict__["_renditions"] = parsed
-        return file
+        fast = cls is FileObject  # (a subclass is built by its own constructor)
+        return cls._codec.from_mapping(data, default_backend, registry, trusted, cls, fast)
 
     @property
     def is_trusted(self) -> bool:
@@ -1322,70 +1232,13 @@ async def sign_files_async(
 
 
 def _serialize(value: FileObject) -> dict[str, Any]:
-    """The column shape of a saved file, for serialisers (Pydantic, msgspec)."""
+    """The column shape of a saved file, for Pydantic (which may hand over anything)."""
     if not isinstance(value, FileObject):
         raise InvalidFileObjectError(f"Expected a FileObject, got {type(value).__name__}.")
-    if not value.is_saved:
-        raise InvalidFileObjectError(
-            f"{value!r} has not been saved, so it has no column shape to serialise (its "
-            "'path' would be null and could not be read back). Save it, or commit the "
-            "session that uploads it, before serialising."
-        )
-    return value.to_dict()
-
-
-_NULLABLE_STRING: dict[str, Any] = {"anyOf": [{"type": "string"}, {"type": "null"}]}
-
-
-def column_json_schema() -> dict[str, Any]:
-    """The JSON schema of the column shape written by `FileObject.to_dict()`.
-
-    Only `path` is required (reading is lenient); unknown fields are allowed, as the
-    column format preserves them.
-
-    Example:
-        >>> from sqlalchemy_obstore.file_object import column_json_schema
-        >>> schema = column_json_schema()
-        >>> schema["required"] == ["path"]
-        True
-        >>> "last_modified" in schema["properties"]
-        True
-    """
-    return {
-        "title": "FileObject",
-        "description": "A file stored in an object store (sqlalchemy-obstore column format).",
-        "type": "object",
-        "properties": {
-            "v": {"type": "integer", "const": COLUMN_FORMAT_VERSION},
-            "backend": dict(_NULLABLE_STRING),
-            "path": {"type": "string", "minLength": 1},
-            "filename": {"type": "string"},
-            "content_type": {"type": "string"},
-            "size": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
-            "etag": dict(_NULLABLE_STRING),
-            "version": dict(_NULLABLE_STRING),
-            "checksum": dict(_NULLABLE_STRING),
-            "last_modified": {
-                "anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]
-            },
-            "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
-            "renditions": {"type": "object", "additionalProperties": {"type": "object"}},
-        },
-        "required": ["path"],
-        "additionalProperties": True,
-    }
-
-
-def _is_renditions(value: object) -> TypeGuard[Mapping[str, Mapping[str, Any]]]:
-    """Whether `value` is the column shape of renditions: name → stored file."""
-    return isinstance(value, Mapping) and all(
-        isinstance(name, str) and isinstance(item, Mapping) and isinstance(item.get("path"), str)
-        for name, item in value.items()
-    )
+    return column_value(value)
 
 
 _LOADED_INTERNALS: dict[str, Any] = {
-    "_ready": True,
     "_content": None,
     "_registry": None,
     "_sign_cache": _NOTHING,
@@ -1397,87 +1250,7 @@ _LOADED_INTERNALS: dict[str, Any] = {
 }
 """Internals of a file loaded from a row (shared empties are replaced on first write)."""
 
-
-def _usual_shape(
-    data: Mapping[str, Any], default_backend: str | None, registry: BackendRegistry | None
-) -> FileObject | None:
-    """`from_dict` for the shape `to_dict` writes, built without a detour through `__init__`.
-
-    Rows are read far more often than anything else: msgspec checks the mapping against
-    `_ColumnRow` in C and the file is filled in directly. Anything else (unknown fields,
-    renditions, other types) returns `None`, and the caller takes the general, fully
-    validating path.
-    """
-    try:
-        row = msgspec.convert(data, _ColumnRow)
-    except msgspec.ValidationError:
-        return None
-    return _file_from_row(row, default_backend, registry)
-
-
-class _ColumnRow(msgspec.Struct, forbid_unknown_fields=True):
-    """The usual column shape, as msgspec decodes and type-checks it (in C, from the text).
-
-    Any other shape (unknown fields, renditions, other types) fails to decode into it;
-    the caller then takes the general, fully validating path, which keeps unknown fields.
-    """
-
-    path: Annotated[str, msgspec.Meta(min_length=1)]
-    content_type: Annotated[str, msgspec.Meta(min_length=1)]
-    v: int = COLUMN_FORMAT_VERSION
-    backend: str | None = None
-    filename: str | None = None
-    size: int | None = None
-    etag: str | None = None
-    version: str | None = None
-    checksum: str | None = None
-    last_modified: datetime | None = None
-    metadata: dict[str, str] = {}
-
-
-_decode_row = msgspec.json.Decoder(_ColumnRow).decode
-
-
-def _file_from_json(
-    text: str | bytes, default_backend: str | None, registry: BackendRegistry | None
-) -> FileObject | None:
-    """The fast constructor for column text in the usual shape, else `None`.
-
-    Decoding the driver's text straight into `_ColumnRow` type-checks every field and
-    parses the timestamp in one C call, and costs less than `json.loads` alone.
-    """
-    try:
-        row = _decode_row(text)
-    except msgspec.DecodeError:  # (ValidationError is a DecodeError)
-        return None
-    return _file_from_row(row, default_backend, registry)
-
-
-def _file_from_row(
-    row: _ColumnRow, default_backend: str | None, registry: BackendRegistry | None
-) -> FileObject:
-    """A loaded `FileObject` filled in directly from a checked `_ColumnRow`."""
-    file: FileObject = FileObject.__new__(FileObject)
-    d = file.__dict__  # (filled in place: faster than assigning a new __dict__)
-    d.update(_LOADED_INTERNALS)  # one C call for the internals every loaded file shares
-    if registry is not None:
-        d["_registry"] = registry
-    path = row.path
-    d["backend"] = row.backend or default_backend
-    d["path"] = path
-    d["filename"] = check_filename(row.filename) if row.filename else path.rsplit("/", 1)[-1]
-    d["content_type"] = row.content_type
-    d["size"] = row.size
-    d["etag"] = row.etag
-    d["version"] = row.version
-    d["checksum"] = row.checksum
-    modified = row.last_modified
-    if modified is not None and modified.tzinfo is None:
-        modified = modified.replace(tzinfo=timezone.utc)
-    d["last_modified"] = modified
-    if row.metadata:
-        d["_metadata"] = _Metadata(file, row.metadata)
-    return file
+FileObject._codec = FileCodec(partial(FileObject.__new__, FileObject), _LOADED_INTERNALS, _Metadata)
 
 
 class FileObjectList(MutableItemList[FileObject]):

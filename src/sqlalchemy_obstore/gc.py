@@ -82,6 +82,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import _multipart
+from ._column import stored_files, without_renditions
 from ._file_columns import FileColumn, find_file_columns, target_columns
 from ._io import Call, bridge_bind, iterate, run
 from ._logging import library_logger
@@ -195,28 +196,6 @@ ProgressCallback: TypeAlias = Callable[[Progress], None]
 
 
 # -- references in stored values --------------------------------------------------------------
-def _file_entries(
-    data: Any, default_backend: str | None
-) -> Iterator[tuple[Mapping[str, Any], str]]:
-    """Each stored file of a raw JSON document, renditions included, with its backend."""
-    if not isinstance(data, Mapping):
-        return
-    backend = data.get("backend") or default_backend
-    path = data.get("path")
-    if isinstance(path, str) and path and isinstance(backend, str):
-        yield data, backend
-    renditions = data.get("renditions")
-    if isinstance(renditions, Mapping):
-        for item in renditions.values():
-            yield from _file_entries(item, backend if isinstance(backend, str) else None)
-
-
-def _entries(value: Any, default_backend: str) -> Iterator[tuple[Mapping[str, Any], str]]:
-    """Each stored file of a column value (a file or a list of files)."""
-    for item in value if isinstance(value, list) else [value]:
-        yield from _file_entries(item, default_backend)
-
-
 def _raw(column: FileColumn) -> Any:
     """The column as plain JSON (no `FileObject`s built, malformed values tolerated)."""
     return type_coerce(column.column, JSON(none_as_null=True)).label("value")
@@ -230,7 +209,7 @@ def _iter_references(
     batch: list[tuple[str, str]] = []
     for partition in connection.execute(stmt).partitions():
         for row in partition:
-            for data, backend in _entries(row[0], column.stored_type.backend):
+            for data, backend in stored_files(row[0], column.stored_type.backend):
                 batch.append((backend, data["path"]))
         if len(batch) >= batch_size:
             yield batch
@@ -921,7 +900,7 @@ def _check_entry(
     if not data.get("checksum"):
         report.unverified += 1
         return None
-    stripped = {k: v for k, v in data.items() if k != "renditions"}
+    stripped = without_renditions(data)
     resolver = BackendRegistry()  # resolves to the very backend checked above
     resolver.register_backend(backend)
     try:
@@ -950,7 +929,7 @@ def _verify_all(
         stmt = select(*keys, _raw(column)).execution_options(yield_per=batch_size)
         for partition in connection.execute(stmt).partitions():
             for row in partition:
-                for data, backend_key in _entries(row[-1], column.stored_type.backend):
+                for data, backend_key in stored_files(row[-1], column.stored_type.backend):
                     report.checked += 1
                     problem = _check_entry(
                         data, backend_key, column, registry, check_checksums, report

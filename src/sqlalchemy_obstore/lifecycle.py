@@ -59,6 +59,7 @@ from sqlalchemy.orm import InstanceState, Mapper, Session, SessionTransaction, o
 from sqlalchemy.orm.attributes import flag_modified, get_history
 from sqlalchemy.orm.base import NO_VALUE
 
+from ._column import UPLOAD_FACTS
 from ._column_defaults import apply_column_defaults
 from ._commit_expiry import LISTENERS as commit_expiry_listeners
 from ._content import CONSUMED, ContentCheckpoint
@@ -339,11 +340,8 @@ def _delete_quietly(pending: dict[_Ref, Backend], reason: OrphanReason) -> None:
 
 
 # -- uploads ------------------------------------------------------------------------------------
-_SNAPSHOT_FIELDS = ("path", "size", "checksum", "etag", "version", "last_modified")
-
-
 def _snapshot(file: FileObject) -> dict[str, Any]:
-    snapshot: dict[str, Any] = {name: file.__dict__.get(name) for name in _SNAPSHOT_FIELDS}
+    snapshot: dict[str, Any] = {name: file.__dict__.get(name) for name in UPLOAD_FACTS}
     snapshot["_checkpoint"] = ContentCheckpoint(file.__dict__["_content"])
     snapshot["_renditions"] = file.__dict__["_renditions"]
     return snapshot
@@ -357,7 +355,7 @@ def _revert(upload: _Upload) -> None:
     # Undoing the upload is no edit of the file: its holders are not told again.
     set_quietly(
         file,
-        **{name: snapshot[name] for name in _SNAPSHOT_FIELDS},
+        **{name: snapshot[name] for name in UPLOAD_FACTS},
         _content=snapshot["_checkpoint"].restore(),
         _renditions=snapshot["_renditions"],
     )

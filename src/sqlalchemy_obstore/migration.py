@@ -71,6 +71,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ._attributes import object_attributes
+from ._column import retarget, rewrite_stored_files, stored_files
 from ._copy import copy_object
 from ._file_columns import FileColumn, target_columns
 from ._io import Call, bridge_bind, iterate, map_concurrently, run
@@ -262,21 +263,7 @@ def _source_entries(
     data: Any, default_backend: str | None, source: str
 ) -> Iterator[Mapping[str, Any]]:
     """Each stored file of a raw document that lives in `source`, renditions included."""
-    for item in data if isinstance(data, list) else [data]:
-        yield from _entries_in(item, default_backend, source)
-
-
-def _entries_in(data: Any, default_backend: str | None, wanted: str) -> Iterator[Mapping[str, Any]]:
-    if not isinstance(data, Mapping):
-        return
-    backend = data.get("backend") or default_backend
-    path = data.get("path")
-    if isinstance(path, str) and path and backend == wanted:
-        yield data
-    renditions = data.get("renditions")
-    if isinstance(renditions, Mapping):
-        for item in renditions.values():
-            yield from _entries_in(item, backend if isinstance(backend, str) else None, wanted)
+    return (entry for entry, backend in stored_files(data, default_backend) if backend == source)
 
 
 def _rewritten(
@@ -287,28 +274,12 @@ def _rewritten(
     infos: Mapping[str, ObjectInfo | None],
 ) -> Any:
     """A copy of a raw document with every `source` file pointing at `destination`."""
-    if isinstance(data, list):
-        return [_rewritten(item, default_backend, source, destination, infos) for item in data]
-    if not isinstance(data, Mapping):
-        return data
-    new = dict(data)
-    backend = data.get("backend") or default_backend
-    path = data.get("path")
-    if isinstance(path, str) and path and backend == source:
-        new["backend"] = destination
-        info = infos.get(path)
-        if info is not None:  # the destination's own etag / version / time
-            new["etag"] = info.etag
-            new["version"] = info.version
-            new["last_modified"] = info.last_modified.isoformat()
-    renditions = data.get("renditions")
-    if isinstance(renditions, Mapping):
-        parent = backend if isinstance(backend, str) else None
-        new["renditions"] = {
-            name: _rewritten(item, parent, source, destination, infos)
-            for name, item in renditions.items()
-        }
-    return new
+
+    def move(entry: dict[str, Any], backend: str) -> None:
+        if backend == source:
+            retarget(entry, destination, infos.get(entry["path"]))
+
+    return rewrite_stored_files(data, default_backend, move)
 
 
 def _job(data: Mapping[str, Any], column: FileColumn) -> _Job:

@@ -23,13 +23,7 @@ from sqlalchemy.types import TypeDecorator
 
 from ._column_defaults import apply_column_defaults
 from .errors import ConfigurationError, InvalidFileObjectError, UntrustedReferenceError
-from .file_object import (
-    FileObject,
-    FileObjectList,
-    SaveOptions,
-    _file_from_json,
-    _usual_shape,
-)
+from .file_object import FileObject, FileObjectList, SaveOptions
 from .keys import KeyFunction
 from .registry import BackendRegistry
 from .validation import UploadPolicy
@@ -239,7 +233,7 @@ class StoredObject(TypeDecorator[Any]):
     def _load(self, data: Any) -> FileObject:
         if data.__class__ is dict and (path := data.get("path")).__class__ is str and path:
             # The shape to_dict() wrote, as the driver decoded it: the fast constructor.
-            file = _usual_shape(data, self.backend, self.registry)
+            file = FileObject._codec.from_builtins(data, self.backend, self.registry)
             if file is not None:
                 return file
         try:
@@ -268,6 +262,8 @@ class StoredObject(TypeDecorator[Any]):
         registry = self.registry
         slow = self.process_result_value
         decode_json = self._decode_json
+        from_json = FileObject._codec.from_json
+        from_builtins = FileObject._codec.from_builtins
 
         if self.multiple:
 
@@ -282,12 +278,12 @@ class StoredObject(TypeDecorator[Any]):
             if value is None:
                 return None
             if value.__class__ is str or value.__class__ is bytes:
-                file = _file_from_json(value, backend, registry)
+                file = from_json(value, backend, registry)
                 if file is not None:
                     return file
                 value = decode_json(value)
             elif value.__class__ is dict and (path := value.get("path")).__class__ is str and path:
-                file = _usual_shape(value, backend, registry)
+                file = from_builtins(value, backend, registry)
                 if file is not None:
                     return file
             return slow(value, dialect)

@@ -86,9 +86,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
     raise MissingDependencyError("litestar", "litestar") from exc
 
+from .._column import column_value
 from ..backends import Backend
 from ..errors import ConfigurationError, StorageError
-from ..file_object import FileObject, FileObjectList, _serialize, column_json_schema
+from ..file_object import FileObject, FileObjectList, column_json_schema
 from ..registry import BackendRegistry, storages
 from ..signing import DEFAULT_BASE_URL, HmacUrlSigner, attach_signer, detach_signer
 from ._errors import error_body, error_classes_to_handle
@@ -512,7 +513,7 @@ class ObstorePlugin(InitPlugin, OpenAPISchemaPlugin, CLIPluginProtocol):
         Raises:
             InvalidFileObjectError: If the file is not saved.
         """
-        data = _serialize(file)
+        data = column_value(file)
         expires_in = self.config.signed_url_expires_in
         if expires_in is not None:
             try:

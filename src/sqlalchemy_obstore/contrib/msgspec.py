@@ -34,8 +34,9 @@ from typing import Any
 
 from typing_extensions import NotRequired, Required, TypedDict
 
+from .._column import column_value
 from ..errors import InvalidFileObjectError
-from ..file_object import FileObject, FileObjectList, _serialize, column_json_schema
+from ..file_object import FileObject, FileObjectList, column_json_schema
 
 __all__ = ("FileObjectDict", "dec_hook", "enc_hook", "schema_hook")
 
@@ -86,7 +87,7 @@ def enc_hook(obj: Any) -> Any:
         'k/a.txt'
     """
     if isinstance(obj, FileObject):
-        return _serialize(obj)
+        return column_value(obj)
     if isinstance(obj, FileObjectList):
         return list(obj)
     raise NotImplementedError(f"Objects of type {type(obj).__name__} are not supported")
