@@ -706,6 +706,45 @@ class Backend(ABC):
         """Async version of [`sign`][sqlalchemy_obstore.backends.Backend.sign]."""
         raise self.unsupported("Signing URLs", paths if isinstance(paths, str) else None)
 
+    def sign_download(
+        self, path: str, expires_in: int | float | timedelta
+    ) -> tuple[str, timedelta]:
+        """Sign one download (GET) URL: the URL and its lifetime, checked.
+
+        The per-file step of [`FileObject.sign`][sqlalchemy_obstore.FileObject.sign]
+        (which caches the URL for half of that lifetime). The same URL as
+        `sign(path, expires_in=check_expiry(expires_in))`, which is what this default
+        does; a backend may do it with less work (`ObstoreBackend` does), and wrappers
+        forward it. A subclass overriding `sign` or `sign_async` but neither of these
+        two gets this default, so its `sign` signs every URL.
+
+        Raises:
+            UnsupportedOperationError: If the store cannot sign (local, memory).
+            InvalidExpiryError: If the lifetime is not positive or exceeds the limit.
+        """
+        lifetime = self.check_expiry(expires_in)
+        return self.sign(path, expires_in=lifetime), lifetime
+
+    async def sign_download_async(
+        self, path: str, expires_in: int | float | timedelta
+    ) -> tuple[str, timedelta]:
+        """Async version of
+        [`sign_download`][sqlalchemy_obstore.backends.Backend.sign_download].
+        """
+        lifetime = self.check_expiry(expires_in)
+        return await self.sign_async(path, expires_in=lifetime), lifetime
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A subclass that signs its own way without saying how it signs one download
+        # signs downloads with its own `sign` too (not with its parent's shortcut).
+        own = cls.__dict__
+        if ("sign" in own or "sign_async" in own) and not (
+            "sign_download" in own or "sign_download_async" in own
+        ):
+            setattr(cls, "sign_download", Backend.sign_download)  # noqa: B010
+            setattr(cls, "sign_download_async", Backend.sign_download_async)  # noqa: B010
+
 
 def _info(meta: ObjectMeta, attributes: Mapping[str, str] | None = None) -> ObjectInfo:
     attrs = dict(attributes or {})
@@ -1202,7 +1241,7 @@ class ObstoreBackend(Backend):
         self._native_signing = self._can_sign_natively()
         self._store_sign_limit = _SEVEN_DAYS if self.kind in {"s3", "gcs"} else None
         # validated lifetimes: expires_in → (lifetime, half of it in seconds)
-        self._expiries: dict[int | timedelta, tuple[timedelta, float]] = {}
+        self._expiries: dict[int | timedelta, timedelta] = {}
         self.read_signer = read_signer  # (also sets _sign_limit)
 
     # -- description and capabilities -----------------------------------------------------
@@ -1336,17 +1375,12 @@ class ObstoreBackend(Backend):
         kind = expires_in.__class__
         if kind is not int and kind is not timedelta:  # floats, bools, invalid types
             return super().check_expiry(expires_in)
-        return self._lifetime(expires_in)[0]  # type: ignore[arg-type]
-
-    def _lifetime(self, expires_in: int | timedelta) -> tuple[timedelta, float]:
-        """`check_expiry` of an int or timedelta, and half the lifetime in seconds (cached)."""
-        known = self._expiries.get(expires_in)
-        if known is None:
+        lifetime = self._expiries.get(expires_in)  # type: ignore[arg-type]
+        if lifetime is None:
             lifetime = super().check_expiry(expires_in)
-            known = (lifetime, lifetime.total_seconds() / 2)
             if len(self._expiries) < 64:
-                self._expiries[expires_in] = known
-        return known
+                self._expiries[expires_in] = lifetime  # type: ignore[index]
+        return lifetime
 
     @property
     def upload_headers(self) -> Mapping[str, str]:
@@ -2184,28 +2218,45 @@ class ObstoreBackend(Backend):
             raise
         return signed if isinstance(signed, str) else list(signed)
 
-    def _sign_get(self, path: str, expires_in: int | timedelta) -> tuple[str, float]:
-        """A file's download URL, and half its lifetime in seconds.
+    def sign_download(
+        self, path: str, expires_in: int | float | timedelta
+    ) -> tuple[str, timedelta]:
+        """Sign one download URL: the URL and its lifetime.
 
-        The per-file hot path of `FileObject.sign`: the same work as
-        `sign(path, expires_in=...)`, with the lifetime checked once per backend. The
-        file's URL cache hands the URL out again only during that first half.
+        See [`Backend.sign_download`][sqlalchemy_obstore.backends.Backend.sign_download]:
+        the same URL as `sign(path, expires_in=...)`, signed straight by the store when
+        it signs natively and no `read_signer` is set.
 
         Raises:
+            UnsupportedOperationError: If the store cannot sign (local, memory).
             InvalidExpiryError: If the lifetime is not positive or exceeds the limit.
         """
-        lifetime, half = self._expiries.get(expires_in) or self._lifetime(expires_in)
+        lifetime = self.check_expiry(expires_in)
         if not self._native_signing or self._read_signer is not None:
-            url = self.sign(path, expires_in=lifetime)
-        else:
-            store: SignCapableStore = self.store  # type: ignore[assignment]  # (no cast() call)
-            try:
-                url = obs.sign(store, "GET", path, lifetime)
-            except BaseException as exc:
-                if (error := self._translate(exc, "sign", path)) is not None:
-                    raise error from exc
-                raise
-        return url, half
+            return self.sign(path, expires_in=lifetime), lifetime
+        store: SignCapableStore = self.store  # type: ignore[assignment]  # (no cast() call)
+        try:
+            return obs.sign(store, "GET", path, lifetime), lifetime
+        except BaseException as exc:
+            if (error := self._translate(exc, "sign", path)) is not None:
+                raise error from exc
+            raise
+
+    async def sign_download_async(
+        self, path: str, expires_in: int | float | timedelta
+    ) -> tuple[str, timedelta]:
+        """Async version of
+        [`sign_download`][sqlalchemy_obstore.backends.ObstoreBackend.sign_download].
+
+        Inline (no trip through obstore's runtime) when signing needs no I/O, as in
+        [`sign_async`][sqlalchemy_obstore.backends.ObstoreBackend.sign_async].
+        """
+        if self._static_credentials or not self._native_signing or self._read_signer is not None:
+            return self.sign_download(path, expires_in)
+        lifetime = self.check_expiry(expires_in)
+        with self._errors("sign", path):
+            url = await obs.sign_async(cast("SignCapableStore", self.store), "GET", path, lifetime)
+        return url, lifetime
 
     @overload
     async def sign_async(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]
