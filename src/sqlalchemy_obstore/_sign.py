@@ -256,10 +256,10 @@ def signing_files(
         for outcome in signed:  # (nothing is cached when a batch failed)
             if isinstance(outcome, BaseException):
                 raise outcome
-        now = now()
+        signed_at = now()
         cacheable = expires_in.__class__ is int or expires_in.__class__ is timedelta
         for batch, batch_urls in zip(batches.values(), signed, strict=True):
-            reuse_until = now + batch.lifetime.total_seconds() / 2
+            reuse_until = signed_at + batch.lifetime.total_seconds() / 2
             for state, index, url in zip(batch.states, batch.indexes, batch_urls, strict=True):
                 urls[index] = url
                 if cacheable:

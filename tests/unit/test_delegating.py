@@ -175,7 +175,7 @@ def test_the_fault_injecting_wrapper_keeps_the_inner_policy(inner: ObstoreBacken
     assert flaky.calls["put"] == 0  # refused before anything reached the store
 
 
-# -- signing one file: `Backend.sign_download`, forwarded -------------------------------------------
+# -- signing one file: `Backend.sign_download`, forwarded ------------------------------------------
 def _s3(key: str) -> ObstoreBackend:
     return ObstoreBackend(
         key,
