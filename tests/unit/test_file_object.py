@@ -9,7 +9,6 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -67,7 +66,7 @@ def azure() -> ObstoreBackend:
 
 
 class FakeClock:
-    """Stands in for the `time` module of the URL cache (`sqlalchemy_obstore._sign`)."""
+    """Stands in for the clock of the URL cache (`sqlalchemy_obstore._sign.now`)."""
 
     def __init__(self, now: float = 1_700_000_000.0) -> None:
         self.now = now
@@ -79,7 +78,7 @@ class FakeClock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    monkeypatch.setattr(sign_module, "time", SimpleNamespace(time=fake.time))
+    monkeypatch.setattr(sign_module, "now", fake.time)
     return fake
 
 
