@@ -25,7 +25,7 @@ from datetime import datetime, timedelta, timezone
 from time import time as now
 from typing import Any, Protocol
 
-from ._io import Call, Gather, Plan, Step, as_call
+from ._io import Call, Gather, Plan
 from .backends import Backend, SignedURL
 from .errors import FileObjectError, InvalidFileObjectError, NoContentError
 from .keys import build_key
@@ -34,9 +34,11 @@ from .registry import BackendRegistry, storages
 __all__ = (
     "SignableFile",
     "cached_url",
+    "signed_download",
+    "signed_download_async",
     "signed_upload",
-    "signing",
     "signing_files",
+    "signing_upload",
 )
 
 
@@ -73,20 +75,19 @@ def cached_url(state: dict[str, Any], expires_in: object) -> str | None:
     return None
 
 
-def _remember(state: dict[str, Any], expires_in: object, url: str, lifetime: timedelta) -> str:
-    """Cache `url` (valid for `lifetime`) in the file whose state dict is `state`."""
+def _remember(
+    state: dict[str, Any], expires_in: object, url: str, seconds: float, signed_at: float
+) -> str:
+    """Cache `url`, valid for `seconds` from `signed_at`, on the file whose state is `state`."""
     kind = expires_in.__class__
     if kind is int or kind is timedelta:
-        _store(state, expires_in, url, now() + lifetime.total_seconds() / 2)
+        entry = (url, signed_at + seconds / 2)  # handed out during the first half only
+        cache = state["_sign_cache"]
+        if cache.__class__ is dict:
+            cache[expires_in] = entry
+        else:  # (the shared empty mapping of a file that has cached nothing since it changed)
+            state["_sign_cache"] = {expires_in: entry}
     return url
-
-
-def _store(state: dict[str, Any], expires_in: object, url: str, reuse_until: float) -> None:
-    cache = state["_sign_cache"]
-    if cache.__class__ is dict:
-        cache[expires_in] = (url, reuse_until)
-    else:  # (the shared empty mapping of a file that has cached nothing since it changed)
-        state["_sign_cache"] = {expires_in: (url, reuse_until)}
 
 
 # -- where a file is signed ------------------------------------------------------------------------
@@ -111,7 +112,8 @@ def _stored(file: SignableFile, state: dict[str, Any]) -> tuple[Backend, str]:
         )
     if key is None:
         raise _no_backend(file)
-    return _registry(state).get_backend(key), path
+    registry = state["_registry"]
+    return (storages if registry is None else registry).get_backend(key), path
 
 
 def _no_backend(file: SignableFile) -> FileObjectError:
@@ -121,49 +123,37 @@ def _no_backend(file: SignableFile) -> FileObjectError:
 
 
 # -- one file --------------------------------------------------------------------------------------
-class _Download(Step[str]):
-    """A stored file's download URL, signed by its backend and cached on the file."""
-
-    __slots__ = ("_backend", "_expires_in", "_path", "_state")
-
-    def __init__(
-        self, state: dict[str, Any], expires_in: int | timedelta, backend: Backend, path: str
-    ) -> None:
-        self._state = state
-        self._expires_in = expires_in
-        self._backend = backend
-        self._path = path
-
-    def run_sync(self) -> str:
-        """Sign with the backend's sync call."""
-        url, lifetime = self._backend.sign_download(self._path, self._expires_in)
-        return _remember(self._state, self._expires_in, url, lifetime)
-
-    async def run_async(self) -> str:
-        """Sign with the backend's async call."""
-        url, lifetime = await self._backend.sign_download_async(self._path, self._expires_in)
-        return _remember(self._state, self._expires_in, url, lifetime)
-
-
-def signing(file: SignableFile, expires_in: int | timedelta, for_upload: bool) -> Step[str]:
-    """What `file.sign(expires_in=..., for_upload=...)` does, once the URL cache missed.
-
-    A download is signed by the file's backend (`Backend.sign_download`) and cached; an
-    upload gets a fresh key, recorded as the file's path once the PUT URL is signed.
+# The two executors of signing one file: the sync or async call of its backend between
+# the shared steps (`FileObject.sign` asks the URL cache first).
+def signed_download(file: SignableFile, expires_in: int | timedelta) -> str:
+    """A stored file's download URL, signed by its backend (`sign_download`) and cached.
 
     Raises:
-        NoContentError: A download of a file not saved yet.
-        FileObjectError: No backend, or an upload for a file that is stored or pending.
-        UnsupportedOperationError: An upload on a store that cannot sign.
+        NoContentError: If the file has not been saved.
+        FileObjectError: If it has no backend key.
     """
-    if for_upload:
-        return as_call(_uploading(file, expires_in))
     state = file.__dict__
     backend, path = _stored(file, state)
-    return _Download(state, expires_in, backend, path)
+    url, seconds = backend.sign_download(path, expires_in)
+    return _remember(state, expires_in, url, seconds, now())
 
 
-def _uploading(file: SignableFile, expires_in: int | timedelta) -> Plan[str]:
+async def signed_download_async(file: SignableFile, expires_in: int | timedelta) -> str:
+    """Async version of `signed_download`."""
+    state = file.__dict__
+    backend, path = _stored(file, state)
+    url, seconds = await backend.sign_download_async(path, expires_in)
+    return _remember(state, expires_in, url, seconds, now())
+
+
+def signing_upload(file: SignableFile, expires_in: int | timedelta) -> Plan[str]:
+    """What `file.sign(for_upload=True)` does: a fresh key, its PUT URL, then the key recorded.
+
+    Raises:
+        FileObjectError: If the file is stored or has pending content (stored keys are
+            immutable), or has no backend key.
+        UnsupportedOperationError: If the store cannot sign.
+    """
     if file.path is not None or file.has_pending_content:
         raise FileObjectError(
             f"Refusing to sign an upload to {file!r}: stored keys are immutable. Sign the "
@@ -257,11 +247,8 @@ def signing_files(
             if isinstance(outcome, BaseException):
                 raise outcome
         signed_at = now()
-        cacheable = expires_in.__class__ is int or expires_in.__class__ is timedelta
         for batch, batch_urls in zip(batches.values(), signed, strict=True):
-            reuse_until = signed_at + batch.lifetime.total_seconds() / 2
+            seconds = batch.lifetime.total_seconds()
             for state, index, url in zip(batch.states, batch.indexes, batch_urls, strict=True):
-                urls[index] = url
-                if cacheable:
-                    _store(state, expires_in, url, reuse_until)
+                urls[index] = _remember(state, expires_in, url, seconds, signed_at)
     return urls  # type: ignore[return-value]  # (every index is filled)

@@ -706,10 +706,8 @@ class Backend(ABC):
         """Async version of [`sign`][sqlalchemy_obstore.backends.Backend.sign]."""
         raise self.unsupported("Signing URLs", paths if isinstance(paths, str) else None)
 
-    def sign_download(
-        self, path: str, expires_in: int | float | timedelta
-    ) -> tuple[str, timedelta]:
-        """Sign one download (GET) URL: the URL and its lifetime, checked.
+    def sign_download(self, path: str, expires_in: int | float | timedelta) -> tuple[str, float]:
+        """Sign one download (GET) URL: the URL and its lifetime in seconds, checked.
 
         The per-file step of [`FileObject.sign`][sqlalchemy_obstore.FileObject.sign]
         (which caches the URL for half of that lifetime). The same URL as
@@ -723,16 +721,16 @@ class Backend(ABC):
             InvalidExpiryError: If the lifetime is not positive or exceeds the limit.
         """
         lifetime = self.check_expiry(expires_in)
-        return self.sign(path, expires_in=lifetime), lifetime
+        return self.sign(path, expires_in=lifetime), lifetime.total_seconds()
 
     async def sign_download_async(
         self, path: str, expires_in: int | float | timedelta
-    ) -> tuple[str, timedelta]:
+    ) -> tuple[str, float]:
         """Async version of
         [`sign_download`][sqlalchemy_obstore.backends.Backend.sign_download].
         """
         lifetime = self.check_expiry(expires_in)
-        return await self.sign_async(path, expires_in=lifetime), lifetime
+        return await self.sign_async(path, expires_in=lifetime), lifetime.total_seconds()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -1241,7 +1239,7 @@ class ObstoreBackend(Backend):
         self._native_signing = self._can_sign_natively()
         self._store_sign_limit = _SEVEN_DAYS if self.kind in {"s3", "gcs"} else None
         # validated lifetimes: expires_in → (lifetime, half of it in seconds)
-        self._expiries: dict[int | timedelta, timedelta] = {}
+        self._expiries: dict[int | timedelta, tuple[timedelta, float]] = {}
         self.read_signer = read_signer  # (also sets _sign_limit)
 
     # -- description and capabilities -----------------------------------------------------
@@ -1372,15 +1370,21 @@ class ObstoreBackend(Backend):
         Raises:
             InvalidExpiryError: If it is not positive or exceeds `max_sign_expiry`.
         """
+        return self._lifetime(expires_in)[0]
+
+    def _lifetime(self, expires_in: int | float | timedelta) -> tuple[timedelta, float]:
+        """`check_expiry`, and the lifetime in seconds (cached for ints and timedeltas)."""
         kind = expires_in.__class__
         if kind is not int and kind is not timedelta:  # floats, bools, invalid types
-            return super().check_expiry(expires_in)
-        lifetime = self._expiries.get(expires_in)  # type: ignore[arg-type]
-        if lifetime is None:
             lifetime = super().check_expiry(expires_in)
+            return lifetime, lifetime.total_seconds()
+        known = self._expiries.get(expires_in)  # type: ignore[arg-type]
+        if known is None:
+            lifetime = super().check_expiry(expires_in)
+            known = (lifetime, lifetime.total_seconds())
             if len(self._expiries) < 64:
-                self._expiries[expires_in] = lifetime  # type: ignore[index]
-        return lifetime
+                self._expiries[expires_in] = known  # type: ignore[index]
+        return known
 
     @property
     def upload_headers(self) -> Mapping[str, str]:
@@ -2218,10 +2222,8 @@ class ObstoreBackend(Backend):
             raise
         return signed if isinstance(signed, str) else list(signed)
 
-    def sign_download(
-        self, path: str, expires_in: int | float | timedelta
-    ) -> tuple[str, timedelta]:
-        """Sign one download URL: the URL and its lifetime.
+    def sign_download(self, path: str, expires_in: int | float | timedelta) -> tuple[str, float]:
+        """Sign one download URL: the URL and its lifetime in seconds.
 
         See [`Backend.sign_download`][sqlalchemy_obstore.backends.Backend.sign_download]:
         the same URL as `sign(path, expires_in=...)`, signed straight by the store when
@@ -2231,12 +2233,12 @@ class ObstoreBackend(Backend):
             UnsupportedOperationError: If the store cannot sign (local, memory).
             InvalidExpiryError: If the lifetime is not positive or exceeds the limit.
         """
-        lifetime = self.check_expiry(expires_in)
+        lifetime, seconds = self._lifetime(expires_in)
         if not self._native_signing or self._read_signer is not None:
-            return self.sign(path, expires_in=lifetime), lifetime
+            return self.sign(path, expires_in=lifetime), seconds
         store: SignCapableStore = self.store  # type: ignore[assignment]  # (no cast() call)
         try:
-            return obs.sign(store, "GET", path, lifetime), lifetime
+            return obs.sign(store, "GET", path, lifetime), seconds
         except BaseException as exc:
             if (error := self._translate(exc, "sign", path)) is not None:
                 raise error from exc
@@ -2244,7 +2246,7 @@ class ObstoreBackend(Backend):
 
     async def sign_download_async(
         self, path: str, expires_in: int | float | timedelta
-    ) -> tuple[str, timedelta]:
+    ) -> tuple[str, float]:
         """Async version of
         [`sign_download`][sqlalchemy_obstore.backends.ObstoreBackend.sign_download].
 
@@ -2253,10 +2255,10 @@ class ObstoreBackend(Backend):
         """
         if self._static_credentials or not self._native_signing or self._read_signer is not None:
             return self.sign_download(path, expires_in)
-        lifetime = self.check_expiry(expires_in)
+        lifetime, seconds = self._lifetime(expires_in)
         with self._errors("sign", path):
             url = await obs.sign_async(cast("SignCapableStore", self.store), "GET", path, lifetime)
-        return url, lifetime
+        return url, seconds
 
     @overload
     async def sign_async(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]

@@ -572,21 +572,19 @@ class OverlayBackend(DelegatingBackend):
 
     def _signing_download(
         self, path: str, expires_in: int | float | timedelta
-    ) -> Plan[tuple[str, timedelta]]:
+    ) -> Plan[tuple[str, float]]:
         lifetime = self.check_expiry(expires_in)  # (within both stores' limits, as `sign`)
         holder = yield from self._locating(path)
         signed = yield Call(holder.sign_download, holder.sign_download_async, path, lifetime)
         return signed  # type: ignore[no-any-return]
 
-    def sign_download(
-        self, path: str, expires_in: int | float | timedelta
-    ) -> tuple[str, timedelta]:
+    def sign_download(self, path: str, expires_in: int | float | timedelta) -> tuple[str, float]:
         """Sign one download with the store holding the object, as `sign` does."""
         return run_sync(self._signing_download(path, expires_in))
 
     async def sign_download_async(
         self, path: str, expires_in: int | float | timedelta
-    ) -> tuple[str, timedelta]:
+    ) -> tuple[str, float]:
         """Async version of
         [`sign_download`][sqlalchemy_obstore.composite.OverlayBackend.sign_download].
         """

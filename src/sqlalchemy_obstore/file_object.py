@@ -49,7 +49,14 @@ from ._content import (
     format_checksum,
 )
 from ._io import run_async, run_sync
-from ._sign import cached_url, signed_upload, signing, signing_files
+from ._sign import (
+    cached_url,
+    signed_download,
+    signed_download_async,
+    signed_upload,
+    signing_files,
+    signing_upload,
+)
 from .backends import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_CONCURRENCY,
@@ -1714,17 +1721,21 @@ class FileObject(Mutable):
             InvalidExpiryError: If the lifetime is not positive or exceeds the store's
                 limit (7 days on S3 and GCS).
         """
-        if not for_upload and (url := cached_url(self.__dict__, expires_in)) is not None:
+        if for_upload:
+            return run_sync(signing_upload(self, expires_in))
+        if (url := cached_url(self.__dict__, expires_in)) is not None:
             return url
-        return signing(self, expires_in, for_upload).run_sync()
+        return signed_download(self, expires_in)
 
     async def sign_async(
         self, *, expires_in: int | timedelta = 3600, for_upload: bool = False
     ) -> str:
         """Async version of [`sign`][sqlalchemy_obstore.file_object.FileObject.sign]."""
-        if not for_upload and (url := cached_url(self.__dict__, expires_in)) is not None:
+        if for_upload:
+            return await run_async(signing_upload(self, expires_in))
+        if (url := cached_url(self.__dict__, expires_in)) is not None:
             return url
-        return await signing(self, expires_in, for_upload).run_async()
+        return await signed_download_async(self, expires_in)
 
     def sign_upload(self, *, expires_in: int | timedelta = 300) -> SignedURL:
         """Like `sign(for_upload=True)`, returning the URL with the headers to send."""
