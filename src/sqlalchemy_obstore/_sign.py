@@ -92,8 +92,9 @@ def _remember(
 
 # -- where a file is signed ------------------------------------------------------------------------
 def _registry(state: dict[str, Any]) -> BackendRegistry:
-    registry: BackendRegistry | None = state["_registry"]
-    return storages if registry is None else registry
+    # (as `FileObject` resolves its backend for every other operation)
+    registry: BackendRegistry = state["_registry"] or storages
+    return registry
 
 
 def _stored(file: SignableFile, state: dict[str, Any]) -> tuple[Backend, str]:
@@ -112,8 +113,8 @@ def _stored(file: SignableFile, state: dict[str, Any]) -> tuple[Backend, str]:
         )
     if key is None:
         raise _no_backend(file)
-    registry = state["_registry"]
-    return (storages if registry is None else registry).get_backend(key), path
+    registry: BackendRegistry = state["_registry"] or storages
+    return registry.get_backend(key), path
 
 
 def _no_backend(file: SignableFile) -> FileObjectError:

@@ -709,7 +709,7 @@ class Backend(ABC):
     def sign_download(self, path: str, expires_in: int | float | timedelta) -> tuple[str, float]:
         """Sign one download (GET) URL: the URL and its lifetime in seconds, checked.
 
-        The per-file step of [`FileObject.sign`][sqlalchemy_obstore.FileObject.sign]
+        The per-file step of [`FileObject.sign`][sqlalchemy_obstore.file_object.FileObject.sign]
         (which caches the URL for half of that lifetime). The same URL as
         `sign(path, expires_in=check_expiry(expires_in))`, which is what this default
         does; a backend may do it with less work (`ObstoreBackend` does), and wrappers
@@ -2233,7 +2233,11 @@ class ObstoreBackend(Backend):
             UnsupportedOperationError: If the store cannot sign (local, memory).
             InvalidExpiryError: If the lifetime is not positive or exceeds the limit.
         """
-        lifetime, seconds = self._lifetime(expires_in)
+        kind = expires_in.__class__
+        known = None
+        if kind is int or kind is timedelta:  # (one lookup: FileObject.sign's hot path)
+            known = self._expiries.get(expires_in)  # type: ignore[arg-type]
+        lifetime, seconds = known or self._lifetime(expires_in)
         if not self._native_signing or self._read_signer is not None:
             return self.sign(path, expires_in=lifetime), seconds
         store: SignCapableStore = self.store  # type: ignore[assignment]  # (no cast() call)
