@@ -419,6 +419,10 @@ def _expiry_seconds(expires_in: int | float | timedelta) -> float:
     return float(seconds)
 
 
+_SIGNING_METHODS = ("sign", "sign_async", "check_expiry")
+"""What `Backend.sign_download` is built on: overriding one resets it to the default."""
+
+
 class Backend(ABC):
     """The interface of every backend; see [`ObstoreBackend`][sqlalchemy_obstore.ObstoreBackend].
 
@@ -713,8 +717,8 @@ class Backend(ABC):
         (which caches the URL for half of that lifetime). The same URL as
         `sign(path, expires_in=check_expiry(expires_in))`, which is what this default
         does; a backend may do it with less work (`ObstoreBackend` does), and wrappers
-        forward it. A subclass overriding `sign` or `sign_async` but neither of these
-        two gets this default, so its `sign` signs every URL.
+        forward it. A subclass overriding `sign`, `sign_async` or `check_expiry` but
+        neither of these two gets this default, so its own methods sign every URL.
 
         Raises:
             UnsupportedOperationError: If the store cannot sign (local, memory).
@@ -734,10 +738,11 @@ class Backend(ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # A subclass that signs its own way without saying how it signs one download
-        # signs downloads with its own `sign` too (not with its parent's shortcut).
+        # A subclass that signs or checks lifetimes its own way, without saying how it
+        # signs one download, signs downloads with its own methods too (not with a
+        # parent's shortcut that would bypass them).
         own = cls.__dict__
-        if ("sign" in own or "sign_async" in own) and not (
+        if any(name in own for name in _SIGNING_METHODS) and not (
             "sign_download" in own or "sign_download_async" in own
         ):
             setattr(cls, "sign_download", Backend.sign_download)  # noqa: B010

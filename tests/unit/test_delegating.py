@@ -248,3 +248,16 @@ async def test_an_overlay_signs_a_file_with_the_store_holding_it(use_async: bool
     assert (await sign(new)).startswith("https://top.example/top/b.txt?")
     with pytest.raises(InvalidExpiryError):  # the limit of the store that signs
         await sign(FileObject(backend="o", path="b.txt"), 120)
+
+
+def test_a_backend_that_checks_lifetimes_its_own_way_signs_files_with_that_check() -> None:
+    class Strict(ObstoreBackend):
+        def check_expiry(self, expires_in: int | float | timedelta) -> timedelta:
+            if expires_in not in (60, timedelta(seconds=60)):
+                raise InvalidExpiryError("only one minute")
+            return super().check_expiry(expires_in)
+
+    storages.register_backend(Strict("s3", "s3://bucket/", region="eu-west-1"))
+    assert "X-Amz-Expires=60&" in FileObject(backend="s3", path="k").sign(expires_in=60)
+    with pytest.raises(InvalidExpiryError, match="one minute"):
+        FileObject(backend="s3", path="k").sign(expires_in=120)
