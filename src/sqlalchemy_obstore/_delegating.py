@@ -259,3 +259,14 @@ class DelegatingBackend(Backend):
         """Async version of `sign`."""
         backend = await self._route_async("sign", _single(paths))
         return await backend.sign_async(paths, method=method, expires_in=expires_in)
+
+    def sign_download(self, path: str, expires_in: int | float | timedelta) -> tuple[str, float]:
+        """Sign one download with the inner backend (routed as `sign`)."""
+        return self._route("sign", path).sign_download(path, expires_in)
+
+    async def sign_download_async(
+        self, path: str, expires_in: int | float | timedelta
+    ) -> tuple[str, float]:
+        """Async version of `sign_download`."""
+        backend = await self._route_async("sign", path)
+        return await backend.sign_download_async(path, expires_in)

@@ -260,6 +260,17 @@ def _expiry_seconds(expires_in: int | float | timedelta) -> float:
     return float(seconds)
 
 
+_SIGNING_METHODS = ("sign", "sign_async", "check_expiry")
+"""What `Backend.sign_download` is built on: overriding one resets it to the default."""
+_SHORTCUTS = (
+    ("put_buffer", ("put",)),
+    ("put_buffer_async", ("put_async",)),
+    ("sign_download", _SIGNING_METHODS),
+    ("sign_download_async", _SIGNING_METHODS),
+)
+"""Each shortcut of the backend contract, and the methods whose override resets it."""
+
+
 class Backend(ABC):
     """The interface of every backend; see [`ObstoreBackend`][sqlalchemy_obstore.ObstoreBackend].
 
@@ -460,14 +471,6 @@ class Backend(ABC):
             chunk_size=max(len(data), DEFAULT_CHUNK_SIZE),
         )
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        # A class that changes how `put` writes writes buffers through it too, unless it
-        # also says how to write a buffer (see `put_buffer`).
-        for put, buffered in (("put", "put_buffer"), ("put_async", "put_buffer_async")):
-            if put in cls.__dict__ and buffered not in cls.__dict__:
-                setattr(cls, buffered, getattr(Backend, buffered))
-
     @abstractmethod
     def copy(self, source: str, destination: str, *, overwrite: bool = False) -> None:
         """Copy an object within the store; refuses to overwrite unless told to."""
@@ -606,6 +609,42 @@ class Backend(ABC):
     ) -> str | list[str]:
         """Async version of [`sign`][sqlalchemy_obstore.backends.Backend.sign]."""
         raise self.unsupported("Signing URLs", paths if isinstance(paths, str) else None)
+
+    def sign_download(self, path: str, expires_in: int | float | timedelta) -> tuple[str, float]:
+        """Sign one download (GET) URL: the URL and its lifetime in seconds, checked.
+
+        The per-file step of [`FileObject.sign`][sqlalchemy_obstore.file_object.FileObject.sign]
+        (which caches the URL for half of that lifetime). The same URL as
+        `sign(path, expires_in=check_expiry(expires_in))`, which is what this default
+        does; a backend may do it with less work (`ObstoreBackend` does), and wrappers
+        forward it. A subclass overriding `sign`, `sign_async` or `check_expiry` but
+        neither of these two gets this default, so its own methods sign every URL.
+
+        Raises:
+            UnsupportedOperationError: If the store cannot sign (local, memory).
+            InvalidExpiryError: If the lifetime is not positive or exceeds the limit.
+        """
+        lifetime = self.check_expiry(expires_in)
+        return self.sign(path, expires_in=lifetime), lifetime.total_seconds()
+
+    async def sign_download_async(
+        self, path: str, expires_in: int | float | timedelta
+    ) -> tuple[str, float]:
+        """Async version of
+        [`sign_download`][sqlalchemy_obstore.backends.Backend.sign_download].
+        """
+        lifetime = self.check_expiry(expires_in)
+        return await self.sign_async(path, expires_in=lifetime), lifetime.total_seconds()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A subclass that writes, signs or checks lifetimes its own way, without saying
+        # how it takes the matching shortcut (`put_buffer`, `sign_download`), takes the
+        # shortcut through its own methods (not a parent's that would bypass them).
+        own = cls.__dict__
+        for shortcut, methods in _SHORTCUTS:
+            if shortcut not in own and any(name in own for name in methods):
+                setattr(cls, shortcut, getattr(Backend, shortcut))
 
 
 def _info(meta: ObjectMeta, attributes: Mapping[str, str] | None = None) -> ObjectInfo:
@@ -1232,19 +1271,20 @@ class ObstoreBackend(Backend):
         Raises:
             InvalidExpiryError: If it is not positive or exceeds `max_sign_expiry`.
         """
+        return self._lifetime(expires_in)[0]
+
+    def _lifetime(self, expires_in: int | float | timedelta) -> tuple[timedelta, float]:
+        """`check_expiry`, and the lifetime in seconds (cached for ints and timedeltas)."""
         kind = expires_in.__class__
         if kind is not int and kind is not timedelta:  # floats, bools, invalid types
-            return super().check_expiry(expires_in)
-        return self._lifetime(expires_in)[0]  # type: ignore[arg-type]
-
-    def _lifetime(self, expires_in: int | timedelta) -> tuple[timedelta, float]:
-        """`check_expiry` of an int or timedelta, and half the lifetime in seconds (cached)."""
-        known = self._expiries.get(expires_in)
+            lifetime = super().check_expiry(expires_in)
+            return lifetime, lifetime.total_seconds()
+        known = self._expiries.get(expires_in)  # type: ignore[arg-type]
         if known is None:
             lifetime = super().check_expiry(expires_in)
-            known = (lifetime, lifetime.total_seconds() / 2)
+            known = (lifetime, lifetime.total_seconds())
             if len(self._expiries) < 64:
-                self._expiries[expires_in] = known
+                self._expiries[expires_in] = known  # type: ignore[index]
         return known
 
     @property
@@ -2113,28 +2153,47 @@ class ObstoreBackend(Backend):
             raise
         return signed if isinstance(signed, str) else list(signed)
 
-    def _sign_get(self, path: str, expires_in: int | timedelta) -> tuple[str, float]:
-        """A file's download URL, and half its lifetime in seconds.
+    def sign_download(self, path: str, expires_in: int | float | timedelta) -> tuple[str, float]:
+        """Sign one download URL: the URL and its lifetime in seconds.
 
-        The per-file hot path of `FileObject.sign`: the same work as
-        `sign(path, expires_in=...)`, with the lifetime checked once per backend. The
-        file's URL cache hands the URL out again only during that first half.
+        See [`Backend.sign_download`][sqlalchemy_obstore.backends.Backend.sign_download]:
+        the same URL as `sign(path, expires_in=...)`, signed straight by the store when
+        it signs natively and no `read_signer` is set.
 
         Raises:
+            UnsupportedOperationError: If the store cannot sign (local, memory).
             InvalidExpiryError: If the lifetime is not positive or exceeds the limit.
         """
-        lifetime, half = self._expiries.get(expires_in) or self._lifetime(expires_in)
+        kind = expires_in.__class__
+        known = None
+        if kind is int or kind is timedelta:  # (one lookup: FileObject.sign's hot path)
+            known = self._expiries.get(expires_in)  # type: ignore[arg-type]
+        lifetime, seconds = known or self._lifetime(expires_in)
         if not self._native_signing or self._read_signer is not None:
-            url = self.sign(path, expires_in=lifetime)
-        else:
-            store: SignCapableStore = self.store  # type: ignore[assignment]  # (no cast() call)
-            try:
-                url = obs.sign(store, "GET", path, lifetime)
-            except BaseException as exc:
-                if (error := self._translate(exc, "sign", path)) is not None:
-                    raise error from exc
-                raise
-        return url, half
+            return self.sign(path, expires_in=lifetime), seconds
+        store: SignCapableStore = self.store  # type: ignore[assignment]  # (no cast() call)
+        try:
+            return obs.sign(store, "GET", path, lifetime), seconds
+        except BaseException as exc:
+            if (error := self._translate(exc, "sign", path)) is not None:
+                raise error from exc
+            raise
+
+    async def sign_download_async(
+        self, path: str, expires_in: int | float | timedelta
+    ) -> tuple[str, float]:
+        """Async version of
+        [`sign_download`][sqlalchemy_obstore.backends.ObstoreBackend.sign_download].
+
+        Inline (no trip through obstore's runtime) when signing needs no I/O, as in
+        [`sign_async`][sqlalchemy_obstore.backends.ObstoreBackend.sign_async].
+        """
+        if self._static_credentials or not self._native_signing or self._read_signer is not None:
+            return self.sign_download(path, expires_in)
+        lifetime, seconds = self._lifetime(expires_in)
+        with self._errors("sign", path):
+            url = await obs.sign_async(cast("SignCapableStore", self.store), "GET", path, lifetime)
+        return url, seconds
 
     @overload
     async def sign_async(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]

@@ -571,6 +571,26 @@ class OverlayBackend(DelegatingBackend):
         """Async version of [`sign`][sqlalchemy_obstore.composite.OverlayBackend.sign]."""
         return await run_async(self._signing(paths, method, expires_in))
 
+    def _signing_download(
+        self, path: str, expires_in: int | float | timedelta
+    ) -> Plan[tuple[str, float]]:
+        lifetime = self.check_expiry(expires_in)  # (within both stores' limits, as `sign`)
+        holder = yield from self._locating(path)
+        signed = yield Call(holder.sign_download, holder.sign_download_async, path, lifetime)
+        return signed  # type: ignore[no-any-return]
+
+    def sign_download(self, path: str, expires_in: int | float | timedelta) -> tuple[str, float]:
+        """Sign one download with the store holding the object, as `sign` does."""
+        return run_sync(self._signing_download(path, expires_in))
+
+    async def sign_download_async(
+        self, path: str, expires_in: int | float | timedelta
+    ) -> tuple[str, float]:
+        """Async version of
+        [`sign_download`][sqlalchemy_obstore.composite.OverlayBackend.sign_download].
+        """
+        return await run_async(self._signing_download(path, expires_in))
+
 
 def _tombstone_prefix(prefix: str | None) -> str:
     return f"{TOMBSTONE_PREFIX}/{prefix.strip('/')}" if prefix else TOMBSTONE_PREFIX

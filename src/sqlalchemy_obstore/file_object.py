@@ -16,11 +16,8 @@ native obstore operation.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from types import MappingProxyType
@@ -29,7 +26,6 @@ from typing import (
     Any,
     ClassVar,
     TypeVar,
-    cast,
 )
 
 from ._attributes import guess_content_type
@@ -46,21 +42,26 @@ from ._content import (
     content_kind,
 )
 from ._form_upload import form_upload
-from ._io import bridge
+from ._io import bridge, run_async, run_sync
 from ._mutable import MutableItemList, MutableValue, notify_holders, set_quietly
+from ._sign import (
+    cached_url,
+    signed_download,
+    signed_download_async,
+    signed_upload,
+    signing_files,
+    signing_upload,
+)
 from ._upload import SaveOptions, default_filename, save_options, saving, verify_stored
 from .backends import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_CONCURRENCY,
     Backend,
-    HttpMethod,
-    ObstoreBackend,
     SignedURL,
 )
 from .errors import FileObjectError, InvalidFileObjectError, NoContentError
 from .keys import (
     KeyFunction,
-    build_key,
     check_filename,
     check_object_path,
     sanitize_filename,
@@ -957,47 +958,6 @@ class FileObject(MutableValue):
         await backend.delete_async(path)
 
     # -- signing ----------------------------------------------------------------------------------
-    def _sign_target(self, for_upload: bool) -> tuple[Backend, str]:
-        if not for_upload:
-            return self._stored()
-        if self.path is not None or self.has_pending_content:
-            raise FileObjectError(
-                f"Refusing to sign an upload to {self!r}: stored keys are immutable. Sign the "
-                "upload on a new FileObject(filename=...) without content; it gets a fresh key.",
-                backend=self.backend,
-                path=self.path,
-            )
-        backend = self._backend()
-        if not backend.supports_signing:
-            raise backend.unsupported("Signing URLs")
-        # The fresh key is recorded only once signing succeeded (see `sign`), so a refused
-        # expiry or a signing failure leaves the file unchanged and retryable.
-        return backend, build_key(
-            self.filename, prefix=backend.prefix, key_function=backend.key_function
-        )
-
-    def _cached_url(self, expires_in: object) -> str | None:
-        """A cached download URL signed for this exact `expires_in`, while still fresh.
-
-        Checked before anything else in `sign`: the cache only ever holds URLs whose
-        lifetime was validated, and it is emptied whenever the file changes.
-        """
-        kind = expires_in.__class__
-        if kind is not int and kind is not timedelta:
-            return None  # (floats, bools and anything invalid take the full path)
-        entry = self.__dict__["_sign_cache"].get(expires_in)
-        if entry is not None and time.time() < entry[1]:
-            url: str = entry[0]
-            return url
-        return None
-
-    def _remember_url(self, expires_in: object, url: str, lifetime: timedelta) -> None:
-        # Hand a cached URL out only while more than half of its lifetime remains.
-        kind = expires_in.__class__
-        if kind is int or kind is timedelta:
-            until = time.time() + lifetime.total_seconds() / 2
-            _cache_url(self.__dict__, expires_in, (url, until))
-
     def sign(self, *, expires_in: int | timedelta = 3600, for_upload: bool = False) -> str:
         """Return a signed URL for downloading (GET) or, with `for_upload`, uploading (PUT).
 
@@ -1017,166 +977,33 @@ class FileObject(MutableValue):
             InvalidExpiryError: If the lifetime is not positive or exceeds the store's
                 limit (7 days on S3 and GCS).
         """
-        kind = expires_in.__class__
-        if (kind is int or kind is timedelta) and not for_upload:
-            # The URL cache first (inlined: this is the hot path of cached signing).
-            d = self.__dict__
-            entry = d["_sign_cache"].get(expires_in)
-            if entry is not None and time.time() < entry[1]:
-                cached: str = entry[0]
-                return cached
-            # A stored file on a plain ObstoreBackend (inlined: signing fresh files).
-            path = d["path"]
-            name = d["backend"]
-            if path is not None and name is not None:
-                registry = d["_registry"] or storages
-                backend = registry._backends.get(name) or registry.get_backend(name)
-                if backend.__class__ is ObstoreBackend:
-                    url, half = backend._sign_get(path, expires_in)
-                    entry = (url, time.time() + half)  # reused during the first half
-                    cache = d["_sign_cache"]
-                    if cache is _NOTHING:
-                        d["_sign_cache"] = {expires_in: entry}
-                    else:
-                        cache[expires_in] = entry
-                    return url
-        backend, path = self._sign_target(for_upload)
-        lifetime = backend.check_expiry(expires_in)
-        method: HttpMethod = "PUT" if for_upload else "GET"
-        url = backend.sign(path, method=method, expires_in=lifetime)
         if for_upload:
-            self.path = path
-        else:
-            self._remember_url(expires_in, url, lifetime)
-        return url
+            return run_sync(signing_upload(self, expires_in))
+        if (url := cached_url(self.__dict__, expires_in)) is not None:
+            return url
+        return signed_download(self, expires_in)
 
     async def sign_async(
         self, *, expires_in: int | timedelta = 3600, for_upload: bool = False
     ) -> str:
         """Async version of [`sign`][sqlalchemy_obstore.file_object.FileObject.sign]."""
-        if not for_upload and (cached := self._cached_url(expires_in)) is not None:
-            return cached
-        backend, path = self._sign_target(for_upload)
-        lifetime = backend.check_expiry(expires_in)
-        method: HttpMethod = "PUT" if for_upload else "GET"
-        url = await backend.sign_async(path, method=method, expires_in=lifetime)
         if for_upload:
-            self.path = path
-        else:
-            self._remember_url(expires_in, url, lifetime)
-        return url
+            return await run_async(signing_upload(self, expires_in))
+        if (url := cached_url(self.__dict__, expires_in)) is not None:
+            return url
+        return await signed_download_async(self, expires_in)
 
     def sign_upload(self, *, expires_in: int | timedelta = 300) -> SignedURL:
         """Like `sign(for_upload=True)`, returning the URL with the headers to send."""
         url = self.sign(expires_in=expires_in, for_upload=True)
-        return self._signed_upload(url, expires_in)
+        return signed_upload(self, url, expires_in)
 
     async def sign_upload_async(self, *, expires_in: int | timedelta = 300) -> SignedURL:
         """Async version of
         [`sign_upload`][sqlalchemy_obstore.file_object.FileObject.sign_upload].
         """
         url = await self.sign_async(expires_in=expires_in, for_upload=True)
-        return self._signed_upload(url, expires_in)
-
-    def _signed_upload(self, url: str, expires_in: int | timedelta) -> SignedURL:
-        backend = self._backend()
-        lifetime = backend.check_expiry(expires_in)
-        return SignedURL(
-            url=url,
-            method="PUT",
-            headers=dict(backend.upload_headers),
-            expires_at=datetime.now(timezone.utc) + lifetime,
-        )
-
-
-@dataclass(slots=True)
-class _SigningBatch:
-    """The files of one backend that `sign_files` signs in one call."""
-
-    backend: Backend
-    lifetime: timedelta
-    paths: list[str] = field(default_factory=list)
-    files: list[FileObject] = field(default_factory=list)
-    indexes: list[int] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _SigningPlan:
-    """What `sign_files` has to do: cached URLs in place, one batch per backend for the rest.
-
-    The sans-I/O half of `sign_files` / `sign_files_async`: both build this plan, run
-    its batches with the backend's sync or async `sign`, and hand the URLs back to
-    `finish`, which also records them in each file's URL cache (as `sign()` does,
-    inlined: this runs once per file of a page).
-    """
-
-    expires_in: int | timedelta
-    urls: list[str | None]
-    batches: dict[int, _SigningBatch]
-
-    @classmethod
-    def of(cls, files: Iterable[FileObject], expires_in: int | timedelta) -> _SigningPlan:
-        files = list(files)
-        plan = cls(expires_in, [None] * len(files), {})
-        kind = expires_in.__class__
-        cacheable = kind is int or kind is timedelta  # (as in `sign`)
-        now = time.time()
-        batches = plan.batches
-        for index, file in enumerate(files):
-            if file.__class__ is not FileObject and not isinstance(file, FileObject):
-                raise InvalidFileObjectError(
-                    f"sign_files() signs FileObjects, not {type(file).__name__}."
-                )
-            d = file.__dict__
-            if cacheable:
-                entry = d["_sign_cache"].get(expires_in)
-                if entry is not None and now < entry[1]:
-                    plan.urls[index] = entry[0]
-                    continue
-            path, name = d["path"], d["backend"]
-            if path is None or name is None:
-                backend, path = file._stored()  # (raises: not saved, or no backend)
-            else:
-                registry = d["_registry"] or storages
-                backend = registry._backends.get(name) or registry.get_backend(name)
-            batch = batches.get(id(backend))
-            if batch is None:
-                if not backend.supports_signing:  # (refused before anything is signed)
-                    raise backend.unsupported("Signing URLs", path)
-                batch = batches[id(backend)] = _SigningBatch(
-                    backend, backend.check_expiry(expires_in)
-                )
-            batch.paths.append(path)
-            batch.files.append(file)
-            batch.indexes.append(index)
-        return plan
-
-    def requests(self) -> list[tuple[Backend, list[str], timedelta]]:
-        """`(backend, paths, lifetime)` of each batch to sign, in `finish`'s order."""
-        return [(b.backend, b.paths, b.lifetime) for b in self.batches.values()]
-
-    def finish(self, signed: list[list[str]]) -> list[str]:
-        """Place each batch's URLs, cache them on their files, and return all URLs."""
-        expires_in = self.expires_in
-        kind = expires_in.__class__
-        cacheable = kind is int or kind is timedelta
-        now = time.time()
-        for batch, urls in zip(self.batches.values(), signed, strict=True):
-            until = now + batch.lifetime.total_seconds() / 2  # reused during the first half
-            for file, index, url in zip(batch.files, batch.indexes, urls, strict=True):
-                self.urls[index] = url
-                if cacheable:
-                    _cache_url(file.__dict__, expires_in, (url, until))
-        return cast("list[str]", self.urls)
-
-
-def _cache_url(d: dict[str, Any], expires_in: object, entry: tuple[str, float]) -> None:
-    """Record a signed URL in a file's URL cache (its `__dict__` is `d`)."""
-    cache = d["_sign_cache"]
-    if cache is _NOTHING:
-        d["_sign_cache"] = {expires_in: entry}
-    else:
-        cache[expires_in] = entry
+        return signed_upload(self, url, expires_in)
 
 
 def sign_files(files: Iterable[FileObject], *, expires_in: int | timedelta = 3600) -> list[str]:
@@ -1208,10 +1035,7 @@ def sign_files(files: Iterable[FileObject], *, expires_in: int | timedelta = 360
         https://example.com/files/uploads/k/a.txt
         https://example.com/files/uploads/k/b.txt
     """
-    plan = _SigningPlan.of(files, expires_in)
-    return plan.finish(
-        [backend.sign(paths, expires_in=lifetime) for backend, paths, lifetime in plan.requests()]
-    )
+    return run_sync(signing_files(files, expires_in, FileObject))
 
 
 async def sign_files_async(
@@ -1221,14 +1045,7 @@ async def sign_files_async(
 
     The batches of different backends are signed concurrently.
     """
-    plan = _SigningPlan.of(files, expires_in)
-    signed = await asyncio.gather(
-        *(
-            backend.sign_async(paths, expires_in=lifetime)
-            for backend, paths, lifetime in plan.requests()
-        )
-    )
-    return plan.finish(list(signed))
+    return await run_async(signing_files(files, expires_in, FileObject))
 
 
 def _serialize(value: FileObject) -> dict[str, Any]:

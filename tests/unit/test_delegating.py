@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -284,3 +285,99 @@ async def test_composites_write_a_buffered_save_through_their_put(mode: str) -> 
         stores = [primary, mirror] if key == "mirrored" else [top]
         assert [s.get_bytes(path) for s in stores] == [b"hi"] * len(stores)
     assert list(base.list_objects()) == []
+
+
+# -- signing one file: `Backend.sign_download`, forwarded ------------------------------------------
+def _s3(key: str) -> ObstoreBackend:
+    return ObstoreBackend(
+        key,
+        "s3://bucket/",
+        region="eu-west-1",
+        access_key_id="AKIAFAKEKEYID0000001",
+        secret_access_key="s" * 40,
+    )
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+async def test_a_wrapped_backend_signs_files_through_the_wrapper(use_async: bool) -> None:
+    """`FileObject.sign` takes the same path through a wrapper as through the store."""
+    flaky = FaultInjectingBackend(_s3("s3"))
+    storages.register_backend(flaky)
+    file = FileObject(backend="s3", path="k/a.txt")
+
+    async def sign() -> str:
+        return await file.sign_async(expires_in=60) if use_async else file.sign(expires_in=60)
+
+    flaky.fail("sign")
+    with pytest.raises(InjectedFault):
+        await sign()
+    url = await sign()
+    assert url.startswith("https://s3.eu-west-1.amazonaws.com/bucket/k/a.txt?")
+    assert "X-Amz-Expires=60&" in url
+    assert await sign() == url  # cached on the file: not signed again
+    assert flaky.calls["sign"] == 2
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+async def test_a_backend_that_overrides_sign_signs_every_file_with_it(use_async: bool) -> None:
+    """Without its own `sign_download`, a subclass's `sign` is not bypassed."""
+
+    class Rewriting(ObstoreBackend):
+        def sign(self, paths, **kwargs):  # type: ignore[no-untyped-def,override]
+            return "https://cdn.example/" + paths if isinstance(paths, str) else paths
+
+        async def sign_async(self, paths, **kwargs):  # type: ignore[no-untyped-def,override]
+            return self.sign(paths, **kwargs)
+
+    storages.register_backend(Rewriting("s3", "s3://bucket/", region="eu-west-1"))
+    file = FileObject(backend="s3", path="k/a.txt")
+    url = await file.sign_async() if use_async else file.sign()
+    assert url == "https://cdn.example/k/a.txt"
+    assert Rewriting.sign_download is Backend.sign_download
+    assert ObstoreBackend.sign_download is not Backend.sign_download
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+async def test_an_overlay_signs_a_file_with_the_store_holding_it(use_async: bool) -> None:
+    from sqlalchemy_obstore.signing import HmacUrlSigner
+
+    base, top = ObstoreBackend("base", "memory://"), ObstoreBackend("top", "memory://")
+    base.url_signer = HmacUrlSigner("b" * 32, base_url="https://base.example")
+    top.url_signer = HmacUrlSigner(
+        "t" * 32, base_url="https://top.example", max_expires_in=timedelta(seconds=60)
+    )
+    base.put("a.txt", b"old")
+    top.put("b.txt", b"new")
+    storages.register_backend(OverlayBackend("o", base, top))
+    old, new = FileObject(backend="o", path="a.txt"), FileObject(backend="o", path="b.txt")
+
+    async def sign(file: FileObject, expires_in: int = 30) -> str:
+        if use_async:
+            return await file.sign_async(expires_in=expires_in)
+        return file.sign(expires_in=expires_in)
+
+    assert (await sign(old)).startswith("https://base.example/base/a.txt?")
+    assert (await sign(new)).startswith("https://top.example/top/b.txt?")
+    with pytest.raises(InvalidExpiryError):  # the limit of the store that signs
+        await sign(FileObject(backend="o", path="b.txt"), 120)
+
+
+def test_a_backend_that_checks_lifetimes_its_own_way_signs_files_with_that_check() -> None:
+    class Strict(ObstoreBackend):
+        def check_expiry(self, expires_in: int | float | timedelta) -> timedelta:
+            if expires_in not in (60, timedelta(seconds=60)):
+                raise InvalidExpiryError("only one minute")
+            return super().check_expiry(expires_in)
+
+    storages.register_backend(
+        Strict(
+            "s3",
+            "s3://bucket/",
+            region="eu-west-1",
+            access_key_id="AKIAFAKEKEYID0000001",
+            secret_access_key="s" * 40,
+        )
+    )
+    assert "X-Amz-Expires=60&" in FileObject(backend="s3", path="k").sign(expires_in=60)
+    with pytest.raises(InvalidExpiryError, match="one minute"):
+        FileObject(backend="s3", path="k").sign(expires_in=120)

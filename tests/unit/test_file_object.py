@@ -9,14 +9,13 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-import sqlalchemy_obstore.file_object as file_object_module
+import sqlalchemy_obstore._sign as sign_module
 from sqlalchemy_obstore import (
     BackendNotFoundError,
     BackendRegistry,
@@ -67,7 +66,7 @@ def azure() -> ObstoreBackend:
 
 
 class FakeClock:
-    """Stands in for the `time` module inside `sqlalchemy_obstore.file_object`."""
+    """Stands in for the clock of the URL cache (`sqlalchemy_obstore._sign.now`)."""
 
     def __init__(self, now: float = 1_700_000_000.0) -> None:
         self.now = now
@@ -79,7 +78,7 @@ class FakeClock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    monkeypatch.setattr(file_object_module, "time", SimpleNamespace(time=fake.time))
+    monkeypatch.setattr(sign_module, "now", fake.time)
     return fake
 
 
