@@ -30,6 +30,7 @@ from .errors import (
     InvalidFilenameError,
     InvalidFileObjectError,
     InvalidImageError,
+    InvalidKeySegmentError,
     InvalidObjectPathError,
     InvalidSignatureError,
     InvalidUploadTicketError,
@@ -67,7 +68,7 @@ from .gc import (
     verify_references,
     verify_references_async,
 )
-from .keys import KeyFunction, sanitize_filename
+from .keys import KeyContext, KeyFunction, sanitize_filename
 from .lifecycle import (
     CONCURRENCY_KEY,
     TRACKING_KEY,
@@ -115,10 +116,12 @@ __all__ = (
     "InvalidExpiryError",
     "InvalidExtensionError",
     "InvalidImageError",
+    "InvalidKeySegmentError",
     "InvalidObjectPathError",
     "InvalidSignatureError",
     "InvalidFileObjectError",
     "InvalidFilenameError",
+    "KeyContext",
     "KeyFunction",
     "MigrationFailure",
     "MigrationProgress",

@@ -80,6 +80,7 @@ __all__ = (
     "InvalidFileObjectError",
     "InvalidFilenameError",
     "InvalidImageError",
+    "InvalidKeySegmentError",
     "InvalidObjectPathError",
     "InvalidSignatureError",
     "MissingDependencyError",
@@ -363,6 +364,17 @@ class InvalidFilenameError(InvalidFileObjectError):
     [`check_filename`][sqlalchemy_obstore.keys.check_filename]).
 
     A `ValueError` (and an `InvalidFileObjectError`): answer it with 400.
+    """
+
+
+class InvalidKeySegmentError(InvalidFileObjectError):
+    """A value taken from a row cannot be a segment of an object key.
+
+    Raised by the flush for a column whose key prefix is derived from the row
+    (`StoredObject(key_prefix=function)`) when the function returns `None`, an empty
+    string, `..`, a value holding `/`, or anything else
+    [`key_segment`][sqlalchemy_obstore.keys.key_segment] refuses. Nothing is uploaded
+    and nothing is written. A `ValueError` (and an `InvalidFileObjectError`: 422).
     """
 
 

@@ -16,6 +16,14 @@ Object keys are generated fresh for every save, `<prefix>/<uuid>/<safe name>` by
 default, so two files with the same name never collide and nothing is overwritten in
 place. A custom [`KeyFunction`][sqlalchemy_obstore.keys.KeyFunction] can be set per
 backend or per column.
+
+A column can also take part of its key from the row it is saved with
+(`StoredObject(key_prefix=function)`, a
+[`KeyPrefixFunction`][sqlalchemy_obstore.keys.KeyPrefixFunction] given a
+[`KeyContext`][sqlalchemy_obstore.keys.KeyContext]): `<prefix>/tenants/42/<uuid>/<name>`.
+Row values are untrusted, so each one is one key segment, checked by
+[`key_segment`][sqlalchemy_obstore.keys.key_segment]: a value that is not already a
+plain, safe segment is refused, never rewritten.
 """
 
 from __future__ import annotations
@@ -23,20 +31,34 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
-from .errors import ConfigurationError, InvalidFilenameError, InvalidObjectPathError
+from .errors import (
+    ConfigurationError,
+    InvalidFilenameError,
+    InvalidKeySegmentError,
+    InvalidObjectPathError,
+)
 
 __all__ = (
     "DEFAULT_FILENAME",
     "MAX_FILENAME_BYTES",
+    "MAX_SEGMENT_BYTES",
+    "KeyContext",
     "KeyFunction",
+    "KeyPrefixFunction",
+    "KeySegment",
     "build_key",
     "check_filename",
     "check_object_path",
     "join_key",
     "key_safe_name",
+    "key_segment",
+    "row_key_prefix",
     "sanitize_filename",
     "uuid_key",
     "validate_key",
@@ -47,6 +69,56 @@ KeyFunction = Callable[[str], str]
 
 It receives the key-safe leaf name (see [`key_safe_name`][sqlalchemy_obstore.keys.key_safe_name])
 and must return a fresh, relative key (`a/b/name.ext`) every time it is called.
+"""
+
+KeySegment = str | int | uuid.UUID
+"""A value a [`KeyPrefixFunction`][sqlalchemy_obstore.keys.KeyPrefixFunction] may put in
+a key: each one becomes exactly one segment (see
+[`key_segment`][sqlalchemy_obstore.keys.key_segment])."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyContext:
+    """What a column's key prefix function is given when the session uploads a file.
+
+    Built once per row and column at flush (so every file of a `multiple=True` list,
+    and every rendition, lands under the same prefix), and only for a row that has
+    something to upload.
+
+    Attributes:
+        instance: The mapped object being flushed. Values the application set are there;
+            values the database assigns (an autoincrement primary key, a server or
+            Python-side column `default=`) are not yet: the upload comes before the
+            INSERT.
+        attribute: The name of the mapped attribute (`"file"`).
+        column: The column's [`StoredObject`][sqlalchemy_obstore.types.StoredObject].
+
+    Example:
+        >>> def by_tenant(ctx: KeyContext) -> tuple[object, ...]:
+        ...     return ("tenants", ctx.instance.tenant_id, ctx.attribute)
+    """
+
+    instance: Any
+    attribute: str
+    column: Any
+
+
+KeyPrefixFunction = Callable[[KeyContext], KeySegment | Sequence[KeySegment]]
+"""Derives the key prefix of a column's new files from the row:
+`StoredObject(key_prefix=function)`.
+
+It receives a [`KeyContext`][sqlalchemy_obstore.keys.KeyContext] and returns the prefix
+as segments: a tuple or list of strings, integers and UUIDs (`("tenants", 42)` gives
+`tenants/42`), or a single one. Each is checked by
+[`key_segment`][sqlalchemy_obstore.keys.key_segment], so a value holding `/` can never add
+segments, and `..`, an empty string or `None` raise
+[`InvalidKeySegmentError`][sqlalchemy_obstore.errors.InvalidKeySegmentError]. The key
+goes on below the prefix as usual (`<uuid>/<name>`, or the column's `key_function`): the
+row chooses the folder, never the object.
+
+It runs inside the session's flush, so it must not do I/O (inside an `AsyncSession` it
+runs in SQLAlchemy's greenlet bridge): read values already on the row, or relationships
+already loaded.
 """
 
 DEFAULT_FILENAME = "file"
@@ -385,3 +457,127 @@ def build_key(
     # Validate the key function's own result first: join_key would strip a leading "/".
     relative = validate_key((key_function or uuid_key)(leaf))
     return validate_key(join_key(prefix, relative))
+
+
+MAX_SEGMENT_BYTES = 128
+"""Upper bound, in UTF-8 bytes, for one key segment taken from a row."""
+
+_SEGMENT = re.compile(r"[\w.\-()+@~]+")
+"""The characters of [`key_safe_name`][sqlalchemy_obstore.keys.key_safe_name]'s output."""
+
+
+def key_segment(value: object) -> str:
+    """Return `value` as one object-key segment, or refuse it.
+
+    Strings (subclasses such as `StrEnum` members included, by their value), integers
+    and UUIDs are accepted. The text must already be a safe segment: letters, digits
+    and `-_.()+@~`, no leading `.`, no Windows device name (`CON`, `NUL`, ...), Unicode
+    in NFC form, at most `MAX_SEGMENT_BYTES` UTF-8 bytes. Nothing is rewritten: two
+    different values never share a segment (and so a folder). To accept any text, pass
+    it through [`key_safe_name`][sqlalchemy_obstore.keys.key_safe_name] first, knowing
+    that different names may then meet.
+
+    Raises:
+        InvalidKeySegmentError: For `None`, a `bool`, any other type, or text that is
+            not a safe segment (empty, `.`, `..`, holding `/`, `\\`, spaces, controls,
+            ...).
+
+    Example:
+        >>> key_segment(42), key_segment("acme-corp")
+        ('42', 'acme-corp')
+        >>> from sqlalchemy_obstore import InvalidKeySegmentError
+        >>> try:
+        ...     key_segment("../admin")
+        ... except InvalidKeySegmentError:
+        ...     print("refused")
+        refused
+    """
+    if isinstance(value, str):
+        text = str.__str__(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        text = int.__repr__(value)
+    elif isinstance(value, uuid.UUID):
+        text = str(value)
+    else:
+        hint = (
+            " (a value the database assigns at INSERT, such as an autoincrement id or a "
+            "column default, is not there yet when the file is uploaded)"
+            if value is None
+            else ""
+        )
+        raise InvalidKeySegmentError(
+            f"{_describe(value)} cannot be an object-key segment: a segment is a string, an "
+            f"integer or a UUID{hint}."
+        )
+    problem = _segment_problem(text)
+    if problem is not None:
+        raise InvalidKeySegmentError(
+            f"{text!r:.80} cannot be an object-key segment: {problem}. Segments taken from "
+            "a row are never rewritten; validate the value when it is set, or pass it "
+            "through key_safe_name() in the key prefix function."
+        )
+    return text
+
+
+def _describe(value: object) -> str:
+    return "None" if value is None else f"A {type(value).__name__} ({value!r:.60})"
+
+
+def _segment_problem(text: str) -> str | None:
+    if not text:
+        return "it is empty"
+    if text in {".", ".."}:
+        return "'.' and '..' name no folder of their own"
+    if not _SEGMENT.fullmatch(text):
+        return "only letters, digits and '-_.()+@~' are allowed (no '/', '\\', space or control)"
+    if text.startswith("."):
+        return "it starts with '.'"
+    if len(text.encode("utf-8")) > MAX_SEGMENT_BYTES:
+        return f"it is longer than {MAX_SEGMENT_BYTES} bytes"
+    if not unicodedata.is_normalized("NFC", text):
+        return "it is not in Unicode NFC form"
+    if text.split(".", 1)[0].upper() in _WINDOWS_RESERVED:
+        return "it is a Windows device name"
+    return None
+
+
+def row_key_prefix(function: KeyPrefixFunction, context: KeyContext) -> str:
+    """The key prefix `function` derives for a row: its segments, each checked, joined.
+
+    What the session does at flush for a column with `key_prefix=function`; the result
+    goes after the backend's prefix. An empty sequence gives `""` (no extra prefix).
+
+    Raises:
+        InvalidKeySegmentError: If the function returns something other than segments,
+            or a segment [`key_segment`][sqlalchemy_obstore.keys.key_segment] refuses;
+            the message names the class and attribute.
+
+    Example:
+        >>> class Invoice:
+        ...     tenant_id = 42
+        >>> row_key_prefix(
+        ...     lambda ctx: ("tenants", ctx.instance.tenant_id), KeyContext(Invoice(), "pdf", None)
+        ... )
+        'tenants/42'
+    """
+    result = function(context)
+    values: Sequence[object]
+    values = result if isinstance(result, (list, tuple)) else (result,)
+    try:
+        return "/".join([key_segment(value) for value in values])
+    except InvalidKeySegmentError as exc:
+        where = f"{type(context.instance).__name__}.{context.attribute}"
+        hint = (
+            " Return the prefix as a tuple of segments, e.g. ('tenants', row.tenant_id): "
+            "each value is one segment, so a value holding '/' cannot add folders."
+            if isinstance(result, str) and "/" in result
+            else ""
+        )
+        raise InvalidKeySegmentError(
+            f"The key prefix function of {where} returned {_shown(result)}: {exc}{hint}"
+        ) from None
+
+
+def _shown(result: object) -> str:
+    text = repr(result)
+    return text if len(text) <= 120 else text[:117] + "..."

@@ -475,7 +475,7 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
             if value is _NOT_LOADED:
                 continue  # not loaded, so not changed
             apply_column_defaults(column, value)
-            plan.take(value, column.save_options, obj, key)
+            plan.take(value, column, obj, key)
             if state.persistent and not column.keep_replaced:
                 plan.replaced.update(_no_longer_held(_previous_values(obj, key), value))
     if plan.uploads:
@@ -504,15 +504,22 @@ class _FlushPlan:
     replaced: dict[_Ref, Backend] = field(default_factory=dict)  # stored files rows let go
     _seen: set[int] = field(default_factory=set)  # one FileObject may sit in several places
 
-    def take(self, value: Any, options: SaveOptions, obj: object, key: str) -> None:
+    def take(self, value: Any, column: StoredObject, obj: object, key: str) -> None:
         """Note the files `obj.key` holds: upload those with content (once), keep the others.
+
+        The column's save options are worked out once per row, and only for a row with
+        something to upload (a key prefix derived from the row is read from it then).
 
         Raises:
             NoContentError: For a file with neither content nor a stored object.
+            InvalidKeySegmentError: For a row a key prefix cannot be derived from.
         """
+        options: SaveOptions | None = None
         for file in _files(value):
             if file.has_pending_content:
                 if id(file) not in self._seen:
+                    if options is None:
+                        options = column.save_options_for(obj, key)
                     self._seen.add(id(file))
                     self.uploads.append((file, options))
             elif (ref := _ref(file)) is not None:

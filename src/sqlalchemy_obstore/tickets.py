@@ -693,6 +693,14 @@ def _resolve(registry: BackendRegistry, target: object) -> IssueTarget:
                 f"{column_type!r} resolves backends in its own registry; create "
                 "UploadTickets(registry=...) with that registry to issue tickets for it."
             )
+        if column_type.key_prefix is not None and not isinstance(column_type.key_prefix, str):
+            raise ConfigurationError(
+                f"{column_type!r} derives its key prefix from the row, and a ticket is "
+                "issued before there is one. Upload through the application "
+                "(FileObject.from_upload) for this column, or issue tickets for the backend "
+                "and keep the row's prefix out of the key.",
+                backend=column_type.backend,
+            )
         backend = registry.get_backend(column_type.backend)
         return IssueTarget(
             backend,

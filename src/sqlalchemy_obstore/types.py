@@ -24,7 +24,7 @@ from sqlalchemy.types import TypeDecorator
 from ._column_defaults import apply_column_defaults
 from .errors import ConfigurationError, InvalidFileObjectError, UntrustedReferenceError
 from .file_object import FileObject, FileObjectList, SaveOptions
-from .keys import KeyFunction
+from .keys import KeyContext, KeyFunction, KeyPrefixFunction, row_key_prefix
 from .registry import BackendRegistry
 from .validation import UploadPolicy
 
@@ -42,7 +42,11 @@ class StoredObject(TypeDecorator[Any]):
         backend: Key of the backend new files in this column go to (and the default
             backend of stored values that name none).
         multiple: Store a list of files (`FileObjectList`) instead of one file.
-        key_prefix: Extra key prefix for new files of this column, after the backend's.
+        key_prefix: Extra key prefix for new files of this column, after the backend's:
+            a string, or a [`KeyPrefixFunction`][sqlalchemy_obstore.keys.KeyPrefixFunction]
+            that derives it from the row at flush
+            (`lambda ctx: ("tenants", ctx.instance.tenant_id)`), each value checked as
+            one key segment. See [Keys from the row](../how-to/keys-from-row.md).
         key_function: Custom key layout for new files of this column.
         keep_replaced: Keep the objects of replaced or removed files instead of deleting
             them after commit (audit trails, versioning).
@@ -83,7 +87,7 @@ class StoredObject(TypeDecorator[Any]):
         backend: str,
         *,
         multiple: bool = False,
-        key_prefix: str | None = None,
+        key_prefix: str | KeyPrefixFunction | None = None,
         key_function: KeyFunction | None = None,
         keep_replaced: bool = False,
         track: bool = True,
@@ -102,6 +106,11 @@ class StoredObject(TypeDecorator[Any]):
         if policy is not None and not isinstance(policy, UploadPolicy):
             raise ConfigurationError(
                 f"StoredObject(policy=...) takes an UploadPolicy, not {type(policy).__name__}."
+            )
+        if key_prefix is not None and not isinstance(key_prefix, str) and not callable(key_prefix):
+            raise ConfigurationError(
+                "StoredObject(key_prefix=...) takes a string or a function of the row "
+                f"(a KeyPrefixFunction), not {type(key_prefix).__name__}."
             )
         if not isinstance(backend, str) or not backend:
             raise ConfigurationError(
@@ -123,9 +132,49 @@ class StoredObject(TypeDecorator[Any]):
 
     @property
     def save_options(self) -> SaveOptions:
-        """How the session uploads new files of this column."""
+        """How the session uploads new files of this column.
+
+        Raises:
+            ConfigurationError: If the key prefix is derived from the row: use
+                [`save_options_for`][sqlalchemy_obstore.types.StoredObject.save_options_for].
+        """
+        key_prefix = self.key_prefix
+        if key_prefix is not None and not isinstance(key_prefix, str):
+            raise ConfigurationError(
+                f"{self!r} derives its key prefix from the row: ask for "
+                "save_options_for(instance, attribute) instead."
+            )
+        return self._options(key_prefix)
+
+    def save_options_for(self, instance: object, attribute: str) -> SaveOptions:
+        """How the session uploads new files of this column for the row `instance`.
+
+        With a [`KeyPrefixFunction`][sqlalchemy_obstore.keys.KeyPrefixFunction] as
+        `key_prefix`, the function is called with a
+        [`KeyContext`][sqlalchemy_obstore.keys.KeyContext] and its segments are checked;
+        otherwise this is [`save_options`][sqlalchemy_obstore.types.StoredObject.save_options].
+
+        Args:
+            instance: The mapped object the files belong to.
+            attribute: The name of this column's attribute on it.
+
+        Raises:
+            InvalidKeySegmentError: If a value the function returns cannot be a key
+                segment.
+
+        Example:
+            >>> column = StoredObject("uploads", key_prefix=lambda ctx: ("tenants", 7))
+            >>> column.save_options_for(object(), "file").key_prefix
+            'tenants/7'
+        """
+        key_prefix = self.key_prefix
+        if key_prefix is not None and not isinstance(key_prefix, str):
+            key_prefix = row_key_prefix(key_prefix, KeyContext(instance, attribute, self)) or None
+        return self._options(key_prefix)
+
+    def _options(self, key_prefix: str | None) -> SaveOptions:
         options = SaveOptions(
-            key_prefix=self.key_prefix,
+            key_prefix=key_prefix,
             key_function=self.key_function,
             cache_control=self.cache_control,
             policy=self.policy,
@@ -325,8 +374,11 @@ class StoredObject(TypeDecorator[Any]):
         args = [repr(self.backend)]
         if self.multiple:
             args.append("multiple=True")
-        if self.key_prefix is not None:
+        if isinstance(self.key_prefix, str):
             args.append(f"key_prefix={self.key_prefix!r}")
+        elif self.key_prefix is not None:
+            name = getattr(self.key_prefix, "__qualname__", type(self.key_prefix).__name__)
+            args.append(f"key_prefix={name}")
         if self.keep_replaced:
             args.append("keep_replaced=True")
         if not self.track:

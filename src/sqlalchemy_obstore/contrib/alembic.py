@@ -21,11 +21,11 @@ Already have a `render_item` of your own? Combine both with
 
 The database column is JSON (JSONB on PostgreSQL) whatever the arguments are: they only
 steer the ORM (where files go, how they are checked). Arguments that cannot be written as
-Python source (a `registry` object, a `key_function` that is a lambda or a local
-function, an `UploadPolicy` with `validators` or an `image` policy) are therefore left
-out, and a comment in the rendered call names each one, so the migration is always valid
-Python and creates the same column. A `key_function` that is a module-level function is
-rendered by its import path.
+Python source (a `registry` object, a `key_function` or a `key_prefix` function that is
+a lambda or a local function, an `UploadPolicy` with `validators` or an `image` policy)
+are therefore left out, and a comment in the rendered call names each one, so the
+migration is always valid Python and creates the same column. A `key_function` or
+`key_prefix` function that is a module-level function is rendered by its import path.
 
 Alembic is not imported at runtime by this module.
 """
@@ -104,16 +104,22 @@ def render_stored_object(column_type: StoredObject, imports: set[str] | None = N
     omitted: list[str] = []
     if column_type.multiple:
         args.append("multiple=True")
-    if column_type.key_prefix is not None:
-        args.append(f"key_prefix={column_type.key_prefix!r}")
-    if column_type.key_function is not None:
-        path = _import_path(column_type.key_function)
+    for argument, function in (
+        ("key_prefix", column_type.key_prefix),
+        ("key_function", column_type.key_function),
+    ):
+        if function is None:
+            continue
+        if isinstance(function, str):
+            args.append(f"{argument}={function!r}")
+            continue
+        path = _import_path(function)
         if path is None:
-            omitted.append(f"key_function={_describe(column_type.key_function)}")
+            omitted.append(f"{argument}={_describe(function)}")
         else:
             module, name = path
             imports.add(f"import {module}")
-            args.append(f"key_function={module}.{name}")
+            args.append(f"{argument}={module}.{name}")
     if column_type.keep_replaced:
         args.append("keep_replaced=True")
     if not column_type.track:

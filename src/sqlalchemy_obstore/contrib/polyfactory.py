@@ -179,4 +179,4 @@ def save_pending_files(instance: object) -> None:
         files = value if isinstance(value, list) else [value]
         for file in files:
             if isinstance(file, FileObject) and file.has_pending_content:
-                file.save(options=column_type.save_options)
+                file.save(options=column_type.save_options_for(instance, key))
