@@ -22,14 +22,14 @@ from sqlalchemy_obstore import (
     FileObjectList,
     NoContentError,
     ObstoreBackend,
-    SaveOptions,
     StoredObject,
 )
 from sqlalchemy_obstore import lifecycle as lc
 from sqlalchemy_obstore.lifecycle import install_listeners, installed_listeners
 from sqlalchemy_obstore.testing import memory_backends
 
-OPTIONS = SaveOptions()
+COLUMN = StoredObject("mem")
+OPTIONS = COLUMN.save_options
 
 
 @pytest.fixture
@@ -62,15 +62,15 @@ def test_a_flush_uploads_each_pending_file_once_and_keeps_the_stored_ones(
 ) -> None:
     new, kept = pending(), stored("k/kept.png", thumb="k/kept.thumb.png")
     plan = lc._FlushPlan()
-    plan.take([new, kept, new], OPTIONS, Row(), "pages")
-    plan.take(new, OPTIONS, Row(), "file")  # the same file in another column
+    plan.take([new, kept, new], COLUMN, Row(), "pages")
+    plan.take(new, COLUMN, Row(), "file")  # the same file in another column
     assert plan.uploads == [(new, OPTIONS)]
     assert plan.kept == {("mem", "k/kept.png"), ("mem", "k/kept.thumb.png")}
 
 
 def test_a_file_with_neither_content_nor_an_object_is_refused(backend: ObstoreBackend) -> None:
     with pytest.raises(NoContentError, match=r"Row\.file holds"):
-        lc._FlushPlan().take(FileObject(filename="x.txt", backend="mem"), OPTIONS, Row(), "file")
+        lc._FlushPlan().take(FileObject(filename="x.txt", backend="mem"), COLUMN, Row(), "file")
 
 
 # -- what is scheduled for deletion ---------------------------------------------------------------
@@ -99,7 +99,7 @@ def test_a_file_kept_anywhere_in_the_flush_is_not_deleted(backend: ObstoreBacken
     moved = stored("k/moved.png")
     plan = lc._FlushPlan()
     plan.replaced.update(lc._no_longer_held([moved], None))
-    plan.take(moved, OPTIONS, Row(), "file")
+    plan.take(moved, COLUMN, Row(), "file")
     assert plan.replaced
     assert plan.deletes() == {}
 
