@@ -68,7 +68,8 @@ class SaveOptions:
     one from its keyword arguments.
 
     Attributes:
-        key_prefix: Extra prefix after the backend's prefix.
+        key_prefix: Extra prefix after the backend's prefix (for a column whose prefix
+            is derived from the row, the one derived for the row being flushed).
         key_function: Layout of the key below the prefixes (default `<uuid>/<name>`).
         use_multipart: Force (`True`) or forbid (`False`) multipart uploads.
         chunk_size: Multipart part size; content up to this size is one PUT.
