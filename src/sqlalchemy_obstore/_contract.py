@@ -183,6 +183,18 @@ def _expiry_seconds(expires_in: int | float | timedelta) -> float:
     return float(seconds)
 
 
+def _one_part(
+    data: bytes | bytearray, attributes: Mapping[str, str] | None, use_multipart: bool | None
+) -> dict[str, Any]:
+    """The `put` keywords of a `put_buffer`: `data` as one create-only part."""
+    return {
+        "attributes": attributes,
+        "create_only": True,
+        "use_multipart": use_multipart,
+        "chunk_size": max(len(data), DEFAULT_CHUNK_SIZE),
+    }
+
+
 _SIGNING_METHODS = ("sign", "sign_async", "check_expiry")
 """What `Backend.sign_download` is built on: overriding one resets it to the default."""
 _SHORTCUTS = (
@@ -368,14 +380,7 @@ class Backend(ABC):
         Raises:
             ObjectExistsError: If an object exists at `path`.
         """
-        return self.put(
-            path,
-            data,
-            attributes=attributes,
-            create_only=True,
-            use_multipart=use_multipart,
-            chunk_size=max(len(data), DEFAULT_CHUNK_SIZE),
-        )
+        return self.put(path, data, **_one_part(data, attributes, use_multipart))
 
     async def put_buffer_async(
         self,
@@ -385,14 +390,7 @@ class Backend(ABC):
         use_multipart: bool | None = None,
     ) -> WriteResult:
         """Async version of [`put_buffer`][sqlalchemy_obstore.backends.Backend.put_buffer]."""
-        return await self.put_async(
-            path,
-            data,
-            attributes=attributes,
-            create_only=True,
-            use_multipart=use_multipart,
-            chunk_size=max(len(data), DEFAULT_CHUNK_SIZE),
-        )
+        return await self.put_async(path, data, **_one_part(data, attributes, use_multipart))
 
     @abstractmethod
     def copy(self, source: str, destination: str, *, overwrite: bool = False) -> None:

@@ -8,6 +8,12 @@ sync call, the async twin obstore's native async call; neither runs an event loo
 thread pool. obstore's errors are translated into this package's
 [errors][sqlalchemy_obstore.errors] at this boundary, with the original as `__cause__`.
 
+This module is the public home of the backend API. `ObstoreBackend` is defined here;
+the contract it implements (`Backend` and the values its operations exchange) lives in
+`_contract`, store construction from a URL and keywords in `_stores`, the translation
+of obstore's errors in `_store_errors`, and the upload and download body helpers in
+`_streams`; import every public name from here.
+
 Example:
     >>> from sqlalchemy_obstore import ObstoreBackend
     >>> backend = ObstoreBackend("uploads", "memory://")
