@@ -1,4 +1,4 @@
-"""Upload and download bodies, as obstore takes and gives them (sans-I/O but for threads).
+"""Upload and download bodies: what obstore is given to send, and what it hands back.
 
 Uploads: [`PulledInAThread`][] turns a sync iterator into an async one pulled outside
 obstore's runtime; [`async_chunks`][] cuts a buffer into part-sized views and counts the
