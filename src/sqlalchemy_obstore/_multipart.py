@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 from . import _io
 from ._sigv4 import Credentials, encode_path, encode_query, sign_headers
+from ._stores import truthy
 from .backends import Backend, ObstoreBackend
 from .errors import (
     MissingDependencyError,
@@ -265,10 +266,6 @@ def _env(*names: str) -> str | None:
     return None
 
 
-def _truthy(value: object) -> bool:
-    return value is True or (isinstance(value, str) and value.strip().lower() in {"true", "1"})
-
-
 _DURATION_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Zµ]*)")
 _UNITS = {
     "ns": 1e-9, "nsec": 1e-9, "us": 1e-6, "µs": 1e-6, "usec": 1e-6, "ms": 1e-3, "msec": 1e-3,
@@ -316,7 +313,7 @@ def s3_target(backend: ObstoreBackend) -> Target | str:
     endpoint = config.get("endpoint") or _env(
         "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"
     )
-    virtual = _truthy(config.get("virtual_hosted_style_request"))
+    virtual = truthy(config.get("virtual_hosted_style_request"))
     if endpoint:
         # obstore's rule: a virtual-hosted endpoint already names the bucket.
         bucket_url = (
@@ -338,7 +335,7 @@ def s3_target(backend: ObstoreBackend) -> Target | str:
         credentials=credentials,
         timeout=_seconds(options.get("timeout"), _DEFAULT_TIMEOUT),
         connect_timeout=_seconds(options.get("connect_timeout"), _DEFAULT_CONNECT_TIMEOUT),
-        verify=not _truthy(options.get("allow_invalid_certificates")),
+        verify=not truthy(options.get("allow_invalid_certificates")),
         proxy=str(options["proxy_url"]) if options.get("proxy_url") else None,
     )
 
@@ -346,7 +343,7 @@ def s3_target(backend: ObstoreBackend) -> Target | str:
 def _credentials(
     store: Any, config: Mapping[str, Any]
 ) -> Callable[[], Credentials | Awaitable[Credentials] | None] | str:
-    if _truthy(config.get("skip_signature")):
+    if truthy(config.get("skip_signature")):
         return lambda: None  # a public bucket: unsigned requests
     provider = getattr(store, "credential_provider", None)
     if provider is not None:

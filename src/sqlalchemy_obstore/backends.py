@@ -8,6 +8,12 @@ sync call, the async twin obstore's native async call; neither runs an event loo
 thread pool. obstore's errors are translated into this package's
 [errors][sqlalchemy_obstore.errors] at this boundary, with the original as `__cause__`.
 
+This module is the public home of the backend API. `ObstoreBackend` is defined here;
+the contract it implements (`Backend` and the values its operations exchange) lives in
+`_contract`, store construction from a URL and keywords in `_stores`, the translation
+of obstore's errors in `_store_errors`, and the upload and download body helpers in
+`_streams`; import every public name from here.
+
 Example:
     >>> from sqlalchemy_obstore import ObstoreBackend
     >>> backend = ObstoreBackend("uploads", "memory://")
@@ -21,10 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
-import os
 import re
-from abc import ABC, abstractmethod
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -34,34 +37,20 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from contextlib import suppress
+from datetime import timedelta
 from pathlib import Path
 from typing import (
     TYPE_CHECKING,
     Any,
     Concatenate,
-    Literal,
-    NamedTuple,
     ParamSpec,
-    Protocol,
     TypeAlias,
     cast,
     overload,
 )
-from urllib.parse import quote, urlsplit
 
 from obstore import exceptions as obs_errors
-from obstore.store import (
-    AzureStore,
-    GCSStore,
-    HTTPStore,
-    LocalStore,
-    MemoryStore,
-    S3Store,
-    from_url,
-)
 
 from ._body import (
     PART_LIMITS,
@@ -72,24 +61,50 @@ from ._body import (
     known_length,
     part_size,
 )
+from ._contract import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_MAX_CONCURRENCY,
+    Backend,
+    ObjectInfo,
+    SignedURL,
+    UploadBody,
+    UrlSigner,
+    WriteResult,
+)
+from ._contract import HttpMethod as HttpMethod  # public here too, as before
 from ._fork import obs  # obstore's functions; refused in a forked child
 from ._local import LocalRoot, inode_of
 from ._logging import library_logger
+from ._store_errors import translate, translated
+from ._stores import (
+    has_static_credentials,
+    open_store,
+    signing_obstacle,
+    signs_natively,
+    store_config,
+    store_kind,
+    store_repr,
+)
+from ._streams import (
+    ABORT_WAIT_SECONDS,
+    AS_THEY_COME,
+    Abortable,
+    Pieces,
+    PulledInAThread,
+    async_chunks,
+    drained,
+    multipart_possible,
+    retrieve,
+    unchanged,
+)
 from ._url_signer import development_signer
 from .errors import (
     ConfigurationError,
     InvalidExpiryError,
     InvalidObjectPathError,
-    ObjectExistsError,
     ObjectNotFoundError,
-    StorageError,
-    StorageOperationError,
-    StoragePermissionError,
     TooManyPartsError,
     UnsupportedOperationError,
-    UnsupportedSchemeError,
-    redact,
-    redact_url,
 )
 from .keys import KeyFunction, check_object_path, join_key
 from .validation import UploadPolicy
@@ -114,537 +129,9 @@ __all__ = (
     "part_size",
 )
 
-DEFAULT_CHUNK_SIZE = 5 * 1024 * 1024
-"""Default multipart part size and streaming read size (5 MiB, the S3 minimum part)."""
-DEFAULT_MAX_CONCURRENCY = 4
-"""Default number of multipart parts uploaded at once.
-
-Each part in flight is held in memory (`chunk_size`, 5 MiB by default), so this bounds a
-streamed upload's memory: 4 parts keep it near 20 MiB whatever the file's size (obstore's
-own default of 12 costs about 60 MiB). Raise it per save or column for more throughput
-on high-latency links.
-"""
 _logger = library_logger("sqlalchemy_obstore.backends")
 _OBSTORE_CHUNK_SIZE = 5 * 1024 * 1024  # obstore's own defaults for put
 _OBSTORE_MAX_CONCURRENCY = 12
-
-HttpMethod: TypeAlias = Literal["GET", "PUT", "HEAD", "DELETE"]
-UploadBody: TypeAlias = "bytes | bytearray | memoryview | Iterator[Any] | AsyncIterator[Any]"
-"""What a backend `put` accepts: a buffer, or a (sync or async) iterator of buffers."""
-
-_SIGNING_STORES = "S3 (and S3-compatible), GCS and Azure"
-_ATTRIBUTE_KEYS = frozenset(
-    {
-        "Content-Type",
-        "Content-Disposition",
-        "Content-Encoding",
-        "Content-Language",
-        "Cache-Control",
-        "Storage-Class",
-    }
-)
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectInfo:
-    """What a store knows about one object.
-
-    Attributes:
-        path: The object key.
-        size: Size in bytes.
-        last_modified: When the store last wrote the object.
-        etag: The store's entity tag, if it reports one.
-        version: The store's version id, if versioning is on.
-        content_type: The stored `Content-Type`, when the store keeps attributes and the
-            information was requested (`head` does; `list_objects` does not).
-        attributes: Every other stored attribute and user metadata entry.
-    """
-
-    path: str
-    size: int
-    last_modified: datetime
-    etag: str | None = None
-    version: str | None = None
-    content_type: str | None = None
-    attributes: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        """User metadata: the attributes that are not standard HTTP object attributes."""
-        return {k: v for k, v in self.attributes.items() if k not in _ATTRIBUTE_KEYS}
-
-
-class WriteResult(NamedTuple):
-    """The outcome of a successful put (immutable; a named tuple, cheap to build per put).
-
-    Attributes:
-        etag: The entity tag the store assigned, if any.
-        version: The version id the store assigned, if any.
-    """
-
-    etag: str | None
-    version: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class SignedURL:
-    """A signed URL together with what a client must send along with it.
-
-    `str()` is the URL itself (to hand to the client); `repr()` shows it with its
-    signature, credential and token values redacted, so logging the object leaks nothing.
-
-    Attributes:
-        url: The signed URL.
-        method: The HTTP method the URL is valid for.
-        headers: Headers the client must send (for example Azure's `x-ms-blob-type` on
-            a signed PUT).
-        expires_at: When the signature stops being accepted.
-
-    Example:
-        >>> from datetime import datetime, timezone
-        >>> signed = SignedURL(
-        ...     "https://b.s3.amazonaws.com/k?X-Amz-Signature=abc", "PUT", {},
-        ...     datetime(2030, 1, 1, tzinfo=timezone.utc),
-        ... )
-        >>> signed
-        SignedURL(method='PUT', url='https://b.s3.amazonaws.com/k?X-Amz-Signature=<redacted>', expires_at='2030-01-01T00:00:00+00:00')
-    """  # noqa: E501
-
-    url: str
-    method: str
-    headers: Mapping[str, str]
-    expires_at: datetime
-
-    def __str__(self) -> str:
-        return self.url
-
-    def __repr__(self) -> str:
-        # Every query value goes (signature, credential, security token, SAS fields): the
-        # URL is a bearer credential until it expires.
-        return (
-            f"SignedURL(method={self.method!r}, url={redact_url(self.url)!r}, "
-            f"expires_at={self.expires_at.isoformat()!r})"
-        )
-
-
-class UrlSigner(Protocol):
-    """Signs URLs in place of a backend's store.
-
-    [`ObstoreBackend`][sqlalchemy_obstore.ObstoreBackend] takes two: its `url_signer`
-    signs every URL of a store that cannot sign itself (local files, memory); S3, GCS and
-    Azure sign natively and never ask it. Its `read_signer` signs the download (`GET`
-    and `HEAD`) URLs of any store, such as a
-    [`CloudFrontSigner`][sqlalchemy_obstore.cloudfront.CloudFrontSigner] that sends
-    downloads through a CDN while uploads stay signed by the store. The web integrations
-    provide an HMAC implementation together with the route that serves the signed URLs,
-    so that development setups sign exactly like production.
-
-    A signer that limits the lifetime of its URLs says so in a `max_expires_in`
-    attribute (a `timedelta`), as both of the library's signers do; the backend then
-    refuses a longer lifetime before asking it.
-    """
-
-    def sign_url(self, backend: str, path: str, *, method: str, expires_in: timedelta) -> str:
-        """Return a URL that lets its holder do `method` on `path` until it expires."""
-        ...
-
-
-def _expiry_seconds(expires_in: int | float | timedelta) -> float:
-    seconds = expires_in.total_seconds() if isinstance(expires_in, timedelta) else expires_in
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-        raise InvalidExpiryError(
-            f"expires_in must be seconds or a timedelta, not {type(expires_in).__name__}."
-        )
-    if seconds <= 0:
-        raise InvalidExpiryError(f"expires_in must be positive, got {seconds:g} seconds.")
-    return float(seconds)
-
-
-_SIGNING_METHODS = ("sign", "sign_async", "check_expiry")
-"""What `Backend.sign_download` is built on: overriding one resets it to the default."""
-_SHORTCUTS = (
-    ("put_buffer", ("put",)),
-    ("put_buffer_async", ("put_async",)),
-    ("sign_download", _SIGNING_METHODS),
-    ("sign_download_async", _SIGNING_METHODS),
-)
-"""Each shortcut of the backend contract, and the methods whose override resets it."""
-
-
-class Backend(ABC):
-    """The interface of every backend; see [`ObstoreBackend`][sqlalchemy_obstore.ObstoreBackend].
-
-    Subclasses implement the abstract operations; the non-abstract methods here are
-    shared conveniences built on them. Custom backends (mirrors, overlays, wrappers
-    for fault injection) subclass this.
-
-    Attributes:
-        key: The name columns store to find this backend.
-        prefix: Key prefix under which this backend creates new objects.
-        public_base_url: Base URL under which objects are publicly readable, if any.
-        key_function: How new keys are laid out below the prefix.
-        checksum_algorithm: `hashlib` algorithm for content checksums, or `None`.
-        policy: The default upload policy of this backend (columns and `save(policy=)`
-            layer theirs on top, field by field), or `None`.
-        url_signer: Signs URLs where the store cannot (local files, memory), or `None`.
-    """
-
-    key: str
-    prefix: str | None
-    public_base_url: str | None
-    key_function: KeyFunction | None
-    checksum_algorithm: str | None
-    policy: UploadPolicy | None = None
-    url_signer: UrlSigner | None = None
-
-    # -- capabilities -------------------------------------------------------------------
-    @property
-    @abstractmethod
-    def supports_signing(self) -> bool:
-        """Whether the store can create signed URLs."""
-
-    @property
-    def supports_native_signing(self) -> bool:
-        """Whether the store itself signs URLs (S3, GCS, Azure); else a URL signer does."""
-        return False
-
-    @property
-    @abstractmethod
-    def supports_attributes(self) -> bool:
-        """Whether the store keeps content type, disposition and user metadata."""
-
-    @property
-    def max_sign_expiry(self) -> timedelta | None:
-        """The longest lifetime a signed URL may have, or `None` for no limit."""
-        return None
-
-    @property
-    def upload_headers(self) -> Mapping[str, str]:
-        """Headers a client must send with a signed PUT request."""
-        return {}
-
-    def describe(self) -> str:
-        """A one-line, secret-free description of the store (for logs and CLIs)."""
-        return type(self).__name__
-
-    def public_url(self, path: str) -> str | None:
-        """The public URL of `path`, when `public_base_url` is set; else `None`."""
-        if not self.public_base_url:
-            return None
-        return self.public_base_url.rstrip("/") + "/" + quote(path, safe="/~")
-
-    def check_expiry(self, expires_in: int | float | timedelta) -> timedelta:
-        """Validate a signed-URL lifetime against this store's limit.
-
-        Raises:
-            InvalidExpiryError: If it is not positive or exceeds `max_sign_expiry`.
-        """
-        seconds = _expiry_seconds(expires_in)
-        limit = self.max_sign_expiry
-        if limit is not None and seconds > limit.total_seconds():
-            raise InvalidExpiryError(
-                f"A signed URL of backend {self.key!r} may live at most "
-                f"{int(limit.total_seconds())} seconds ({limit}); {seconds:g} seconds were "
-                "requested. Sign again when the URL is about to expire instead.",
-                backend=self.key,
-            )
-        return timedelta(seconds=seconds)
-
-    def unsupported(self, operation: str, path: str | None = None) -> UnsupportedOperationError:
-        """Build the error for an operation this store cannot do."""
-        hint = ""
-        if operation == "Signing URLs":
-            hint = (
-                " Local files sign through an HmacUrlSigner served by the library's route: "
-                "give the web integration a signing_secret (Litestar ObstoreConfig, "
-                "Starlette storage_routes), or pass url_signer=HmacUrlSigner(secret) to "
-                "the backend."
-            )
-        return UnsupportedOperationError(
-            f"{operation} is not supported by {self.describe()}; "
-            f"stores that can: {_SIGNING_STORES}.{hint}",
-            backend=self.key,
-            path=path,
-        )
-
-    # -- writes -------------------------------------------------------------------------
-    @abstractmethod
-    def put(
-        self,
-        path: str,
-        body: UploadBody,
-        *,
-        attributes: Mapping[str, str] | None = None,
-        create_only: bool = False,
-        use_multipart: bool | None = None,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-    ) -> WriteResult:
-        """Write `body` to `path`.
-
-        Args:
-            path: The object key.
-            body: A buffer, or an iterator of buffers (streamed as a multipart upload).
-            attributes: Content type, disposition, cache control and user metadata;
-                silently dropped where the store keeps none (local files).
-            create_only: Fail with `ObjectExistsError` instead of overwriting.
-            use_multipart: Force or forbid a multipart upload; by default large buffers
-                and every iterator use one.
-            chunk_size: Multipart part size (preferred: stores with a limit on parts
-                get larger parts when the body's known length needs them, see
-                [`part_size`][sqlalchemy_obstore.backends.part_size]).
-            max_concurrency: Parts uploaded at once.
-
-        Raises:
-            TooManyPartsError: If the body does not fit in one multipart upload of the
-                store: before anything is sent when its length is known (a buffer, a
-                [`SizedBody`][sqlalchemy_obstore.backends.SizedBody]), else when the
-                stream passes the limit (the upload is aborted).
-        """
-
-    @abstractmethod
-    async def put_async(
-        self,
-        path: str,
-        body: UploadBody,
-        *,
-        attributes: Mapping[str, str] | None = None,
-        create_only: bool = False,
-        use_multipart: bool | None = None,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-    ) -> WriteResult:
-        """Async version of [`put`][sqlalchemy_obstore.backends.Backend.put].
-
-        Also takes async iterators.
-        """
-
-    def put_buffer(
-        self,
-        path: str,
-        data: bytes | bytearray,
-        attributes: Mapping[str, str] | None = None,
-        use_multipart: bool | None = None,
-    ) -> WriteResult:
-        """Write a buffer that goes up in one request to a new `path`, never overwriting.
-
-        What `FileObject.save` calls for content of one part that needs no checks while
-        it is read (no upload policy, no declared size): the same as
-        `put(path, data, attributes=attributes, create_only=True, use_multipart=...)`
-        with the whole buffer as one part, which is what this default does. A backend
-        may do it in fewer steps (`ObstoreBackend` does). A subclass that overrides
-        `put` but not `put_buffer` gets this default, so its `put` sees every write
-        (and likewise for `put_async` and `put_buffer_async`).
-
-        Args:
-            path: The object key.
-            data: The content, at most one part.
-            attributes: As for `put`.
-            use_multipart: As for `put` (a create-only put is one request anyway).
-
-        Raises:
-            ObjectExistsError: If an object exists at `path`.
-        """
-        return self.put(
-            path,
-            data,
-            attributes=attributes,
-            create_only=True,
-            use_multipart=use_multipart,
-            chunk_size=max(len(data), DEFAULT_CHUNK_SIZE),
-        )
-
-    async def put_buffer_async(
-        self,
-        path: str,
-        data: bytes | bytearray,
-        attributes: Mapping[str, str] | None = None,
-        use_multipart: bool | None = None,
-    ) -> WriteResult:
-        """Async version of [`put_buffer`][sqlalchemy_obstore.backends.Backend.put_buffer]."""
-        return await self.put_async(
-            path,
-            data,
-            attributes=attributes,
-            create_only=True,
-            use_multipart=use_multipart,
-            chunk_size=max(len(data), DEFAULT_CHUNK_SIZE),
-        )
-
-    @abstractmethod
-    def copy(self, source: str, destination: str, *, overwrite: bool = False) -> None:
-        """Copy an object within the store; refuses to overwrite unless told to."""
-
-    @abstractmethod
-    async def copy_async(self, source: str, destination: str, *, overwrite: bool = False) -> None:
-        """Async version of [`copy`][sqlalchemy_obstore.backends.Backend.copy]."""
-
-    @abstractmethod
-    def delete(self, paths: str | Sequence[str]) -> None:
-        """Delete one object or many. Deleting a missing object is not an error."""
-
-    @abstractmethod
-    async def delete_async(self, paths: str | Sequence[str]) -> None:
-        """Async version of [`delete`][sqlalchemy_obstore.backends.Backend.delete]."""
-
-    # -- reads --------------------------------------------------------------------------
-    @abstractmethod
-    def head(self, path: str) -> ObjectInfo:
-        """Return the object's metadata and attributes.
-
-        Raises:
-            ObjectNotFoundError: If the object does not exist.
-        """
-
-    @abstractmethod
-    async def head_async(self, path: str) -> ObjectInfo:
-        """Async version of [`head`][sqlalchemy_obstore.backends.Backend.head]."""
-
-    def exists(self, path: str) -> bool:
-        """Whether an object exists at `path`."""
-        try:
-            self.head(path)
-        except ObjectNotFoundError:
-            return False
-        return True
-
-    async def exists_async(self, path: str) -> bool:
-        """Async version of [`exists`][sqlalchemy_obstore.backends.Backend.exists]."""
-        try:
-            await self.head_async(path)
-        except ObjectNotFoundError:
-            return False
-        return True
-
-    @abstractmethod
-    def get_bytes(self, path: str) -> bytes:
-        """Read a whole object into memory."""
-
-    @abstractmethod
-    async def get_bytes_async(self, path: str) -> bytes:
-        """Async version of [`get_bytes`][sqlalchemy_obstore.backends.Backend.get_bytes]."""
-
-    @abstractmethod
-    def get_range(self, path: str, start: int, length: int) -> bytes:
-        """Read `length` bytes starting at `start` (fewer at the end of the object)."""
-
-    @abstractmethod
-    async def get_range_async(self, path: str, start: int, length: int) -> bytes:
-        """Async version of [`get_range`][sqlalchemy_obstore.backends.Backend.get_range]."""
-
-    @abstractmethod
-    def iter_chunks(self, path: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
-        """Stream an object in chunks of about `chunk_size` bytes; memory stays bounded."""
-
-    @abstractmethod
-    def iter_chunks_async(
-        self, path: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE
-    ) -> AsyncIterator[bytes]:
-        """Async version of [`iter_chunks`][sqlalchemy_obstore.backends.Backend.iter_chunks]."""
-
-    @abstractmethod
-    def list_objects(
-        self, prefix: str | None = None, *, offset: str | None = None
-    ) -> Iterator[ObjectInfo]:
-        """List objects under `prefix`, page by page, in key order where the store sorts.
-
-        Args:
-            prefix: Only keys under this prefix (a directory-like prefix; `a/b` matches
-                `a/b/c` but not `a/bc`).
-            offset: Only keys that sort after this one.
-        """
-
-    @abstractmethod
-    def list_objects_async(
-        self, prefix: str | None = None, *, offset: str | None = None
-    ) -> AsyncIterator[ObjectInfo]:
-        """Async version of [`list_objects`][sqlalchemy_obstore.backends.Backend.list_objects]."""
-
-    # -- signing ------------------------------------------------------------------------
-    @overload
-    def sign(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]
-        self, paths: str, *, method: HttpMethod = ..., expires_in: int | float | timedelta = ...
-    ) -> str: ...
-    @overload
-    def sign(
-        self,
-        paths: Sequence[str],
-        *,
-        method: HttpMethod = ...,
-        expires_in: int | float | timedelta = ...,
-    ) -> list[str]: ...
-    def sign(
-        self,
-        paths: str | Sequence[str],
-        *,
-        method: HttpMethod = "GET",
-        expires_in: int | float | timedelta = 3600,
-    ) -> str | list[str]:
-        """Create signed URLs for one path or many in one call.
-
-        Raises:
-            UnsupportedOperationError: If the store cannot sign (local, memory).
-            InvalidExpiryError: If `expires_in` exceeds the store's limit.
-        """
-        raise self.unsupported("Signing URLs", paths if isinstance(paths, str) else None)
-
-    @overload
-    async def sign_async(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]
-        self, paths: str, *, method: HttpMethod = ..., expires_in: int | float | timedelta = ...
-    ) -> str: ...
-    @overload
-    async def sign_async(
-        self,
-        paths: Sequence[str],
-        *,
-        method: HttpMethod = ...,
-        expires_in: int | float | timedelta = ...,
-    ) -> list[str]: ...
-    async def sign_async(
-        self,
-        paths: str | Sequence[str],
-        *,
-        method: HttpMethod = "GET",
-        expires_in: int | float | timedelta = 3600,
-    ) -> str | list[str]:
-        """Async version of [`sign`][sqlalchemy_obstore.backends.Backend.sign]."""
-        raise self.unsupported("Signing URLs", paths if isinstance(paths, str) else None)
-
-    def sign_download(self, path: str, expires_in: int | float | timedelta) -> tuple[str, float]:
-        """Sign one download (GET) URL: the URL and its lifetime in seconds, checked.
-
-        The per-file step of [`FileObject.sign`][sqlalchemy_obstore.file_object.FileObject.sign]
-        (which caches the URL for half of that lifetime). The same URL as
-        `sign(path, expires_in=check_expiry(expires_in))`, which is what this default
-        does; a backend may do it with less work (`ObstoreBackend` does), and wrappers
-        forward it. A subclass overriding `sign`, `sign_async` or `check_expiry` but
-        neither of these two gets this default, so its own methods sign every URL.
-
-        Raises:
-            UnsupportedOperationError: If the store cannot sign (local, memory).
-            InvalidExpiryError: If the lifetime is not positive or exceeds the limit.
-        """
-        lifetime = self.check_expiry(expires_in)
-        return self.sign(path, expires_in=lifetime), lifetime.total_seconds()
-
-    async def sign_download_async(
-        self, path: str, expires_in: int | float | timedelta
-    ) -> tuple[str, float]:
-        """Async version of
-        [`sign_download`][sqlalchemy_obstore.backends.Backend.sign_download].
-        """
-        lifetime = self.check_expiry(expires_in)
-        return await self.sign_async(path, expires_in=lifetime), lifetime.total_seconds()
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        # A subclass that writes, signs or checks lifetimes its own way, without saying
-        # how it takes the matching shortcut (`put_buffer`, `sign_download`), takes the
-        # shortcut through its own methods (not a parent's that would bypass them).
-        own = cls.__dict__
-        for shortcut, methods in _SHORTCUTS:
-            if shortcut not in own and any(name in own for name in methods):
-                setattr(cls, shortcut, getattr(Backend, shortcut))
 
 
 def _info(meta: ObjectMeta, attributes: Mapping[str, str] | None = None) -> ObjectInfo:
@@ -661,287 +148,6 @@ def _info(meta: ObjectMeta, attributes: Mapping[str, str] | None = None) -> Obje
     )
 
 
-def _plain_path(url_path: str) -> str:
-    return url_path if url_path.startswith("/") else os.path.abspath(url_path)
-
-
-# Environment variables obstore reads for a custom endpoint, by URL scheme family.
-_ENDPOINT_ENV = {
-    "s3": ("AWS_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"),
-    "gs": ("GOOGLE_BASE_URL",),
-    "az": ("AZURE_STORAGE_ENDPOINT", "AZURE_ENDPOINT", "AZURITE_BLOB_STORAGE_URL"),
-}
-
-
-def _wants_http(config: Mapping[str, Any], scheme: str) -> bool:
-    """Whether the endpoint, from the config or the environment, is plain http://."""
-    for name, value in config.items():
-        if (
-            isinstance(value, str)
-            and value.startswith("http://")
-            and ("endpoint" in name or "url" in name)
-        ):
-            return True
-    family = "s3" if scheme in {"s3", "s3a"} else "az" if scheme in _AZURE_SCHEMES else scheme
-    return any(
-        os.environ.get(name, "").startswith("http://") for name in _ENDPOINT_ENV.get(family, ())
-    )
-
-
-_AZURE_SCHEMES = frozenset({"az", "azure", "abfs", "abfss", "adl"})
-_KNOWN_SCHEMES = (
-    "s3://bucket/, gs://bucket/, az://container/ (or azure/abfs/abfss/adl), "
-    "https://<account>.blob.core.windows.net/<container>, file:///abs/dir/, memory://"
-)
-
-
-# The request knobs a web application tunes, as plain keywords; each is folded into
-# obstore's nested `client_options` / `retry_config`. (name → (nested dict, obstore key))
-_REQUEST_KNOBS: dict[str, tuple[str, str]] = {
-    "timeout": ("client_options", "timeout"),
-    "connect_timeout": ("client_options", "connect_timeout"),
-    "max_retries": ("retry_config", "max_retries"),
-    "retry_timeout": ("retry_config", "retry_timeout"),
-}
-
-
-def _knob_duration(name: str, value: object) -> timedelta:
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise ConfigurationError(
-            f"{name} must be a number of seconds or a timedelta, not {type(value).__name__}."
-        )
-    if not seconds > 0:
-        raise ConfigurationError(f"{name} must be positive, got {seconds:g} seconds.")
-    return timedelta(seconds=seconds)
-
-
-def _fold_request_knobs(config: dict[str, Any]) -> None:
-    """Move `timeout`, `connect_timeout`, `max_retries`, `retry_timeout` into obstore's dicts.
-
-    Raises:
-        ConfigurationError: For a bad value, or a knob also set in the nested dict.
-    """
-    for name, (group, key) in _REQUEST_KNOBS.items():
-        if name not in config:
-            continue
-        value = config.pop(name)
-        if name == "max_retries":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigurationError(f"max_retries must be a whole number >= 0, got {value!r}.")
-            folded: object = value
-        else:
-            folded = _knob_duration(name, value)
-        nested = dict(config.get(group) or {})
-        if key in nested:
-            raise ConfigurationError(
-                f"{name} is given twice: as a keyword and in {group}[{key!r}]; keep one."
-            )
-        nested[key] = folded
-        config[group] = nested
-
-
-_CLIENT_OPTIONS = frozenset(
-    {
-        "allow_http",
-        "allow_invalid_certificates",
-        "connect_timeout",
-        "default_content_type",
-        "default_headers",
-        "http1_only",
-        "http2_keep_alive_interval",
-        "http2_keep_alive_timeout",
-        "http2_keep_alive_while_idle",
-        "http2_only",
-        "pool_idle_timeout",
-        "pool_max_idle_per_host",
-        "proxy_url",
-        "proxy_ca_certificate",
-        "proxy_excludes",
-        "randomize_addresses",
-        "timeout",
-        "user_agent",
-    }
-)
-"""obstore's HTTP client options (`client_options=`), also accepted as plain keywords."""
-_PROVIDER_PREFIXES = ("aws_", "google_", "azure_")
-
-
-def _fold_client_options(config: dict[str, Any]) -> None:
-    """Move HTTP client options given as plain keywords into `client_options`.
-
-    `allow_http=True` (or `aws_allow_http=True`, a natural guess) is a client option in
-    obstore, which expects it inside `client_options` and panics when it meets it among
-    the store's own keys.
-    """
-    for name in list(config):
-        bare = name
-        for prefix in _PROVIDER_PREFIXES:
-            if name.startswith(prefix) and name[len(prefix) :] in _CLIENT_OPTIONS:
-                bare = name[len(prefix) :]
-        if bare not in _CLIENT_OPTIONS:
-            continue
-        options = dict(config.get("client_options") or {})
-        if bare in options:
-            raise ConfigurationError(
-                f"{name} is given twice: as a keyword and in client_options[{bare!r}]; keep one."
-            )
-        options[bare] = config.pop(name)
-        config["client_options"] = options
-
-
-def _build_store(fs: str | Path, config: dict[str, Any]) -> ObjectStore:
-    if isinstance(fs, Path):
-        fs.mkdir(parents=True, exist_ok=True)
-        return LocalStore(fs.resolve(), mkdir=True, automatic_cleanup=True)
-    if not isinstance(fs, str):
-        raise ConfigurationError(
-            f"fs must be a storage URL or an obstore store, not {type(fs).__name__}."
-        )
-    scheme = urlsplit(fs).scheme.lower()
-    if scheme == "memory":
-        if config:
-            raise ConfigurationError(f"memory:// takes no configuration, got {sorted(config)}.")
-        return MemoryStore()
-    if scheme == "file":
-        if config:
-            raise ConfigurationError(f"file:// takes no configuration, got {sorted(config)}.")
-        directory = Path(_plain_path(fs[len("file://") :] or "/"))
-        directory.mkdir(parents=True, exist_ok=True)
-        return LocalStore(directory, mkdir=True, automatic_cleanup=True)
-    if scheme not in {"s3", "s3a", "gs", "https", "http"} | _AZURE_SCHEMES:
-        raise UnsupportedSchemeError(
-            f"Unsupported storage URL scheme {scheme or '(none)'!r} in {redact(fs)!r}; "
-            f"use one of: {_KNOWN_SCHEMES}."
-        )
-    _fold_request_knobs(config)
-    _fold_client_options(config)
-    if scheme in {"s3", "s3a"}:
-        # Copies that must not overwrite need this on S3; AWS and the usual
-        # S3-compatible servers support it.
-        config.setdefault("copy_if_not_exists", "multipart")
-    if scheme in _AZURE_SCHEMES:
-        _azure_emulator_endpoint(config)
-    if _wants_http(config, scheme):
-        options = dict(config.get("client_options") or {})
-        options.setdefault("allow_http", True)
-        config["client_options"] = options
-    store: ObjectStore = from_url(fs, **config)
-    return store
-
-
-_AZURE_EMULATOR_ACCOUNT = "devstoreaccount1"
-# The documented, public account key of every Azure storage emulator (Azurite); not a secret.
-_AZURE_EMULATOR_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
-_AZURE_EMULATOR_FLAGS = ("use_emulator", "azure_storage_use_emulator", "azure_use_emulator")
-_AZURE_ENDPOINTS = ("endpoint", "azure_storage_endpoint", "azure_endpoint")
-_AZURE_ACCOUNTS = ("account_name", "azure_storage_account_name")
-_AZURE_CREDENTIALS = (
-    "account_key",
-    "access_key",
-    "master_key",
-    "azure_storage_account_key",
-    "azure_storage_access_key",
-    "azure_storage_master_key",
-    "bearer_token",
-    "token",
-    "azure_storage_token",
-    "sas_key",
-    "sas_token",
-    "azure_storage_sas_key",
-    "azure_storage_sas_token",
-    "credential_provider",
-)
-
-
-def _azure_emulator_endpoint(config: dict[str, Any]) -> None:
-    """Make `use_emulator=True` honour an explicit `endpoint`.
-
-    In emulator mode obstore ignores `endpoint` and reads `AZURITE_BLOB_STORAGE_URL`
-    (default `http://127.0.0.1:10000`), so an emulator on another host or port would be
-    missed silently. Given an endpoint, configure the emulator's well-known account on
-    that endpoint explicitly instead (Azurite serves it under `/<account>`).
-    """
-    flag = next((k for k in _AZURE_EMULATOR_FLAGS if k in config), None)
-    endpoint_key = next((k for k in _AZURE_ENDPOINTS if config.get(k)), None)
-    if flag is None or endpoint_key is None or not _truthy(config[flag]):
-        return
-    del config[flag]
-    account = next((str(config[k]) for k in _AZURE_ACCOUNTS if config.get(k)), None)
-    if account is None:
-        account = config["account_name"] = _AZURE_EMULATOR_ACCOUNT
-    if not any(config.get(k) for k in _AZURE_CREDENTIALS):
-        config["account_key"] = _AZURE_EMULATOR_KEY
-    endpoint = str(config[endpoint_key]).rstrip("/")
-    if urlsplit(endpoint).path in {"", "/"}:
-        endpoint = f"{endpoint}/{account}"
-    config[endpoint_key] = endpoint
-
-
-def _gcs_oauth_disabled(config: Mapping[str, Any]) -> bool:
-    """Whether a GCS service account sets `disable_oauth` (emulator setups do).
-
-    obstore then has no private key and signs through the IAM signBlob API over the
-    network, so such a backend must not claim it can sign.
-    """
-    text = config.get("service_account_key")
-    if not text and config.get("service_account"):
-        try:
-            text = Path(str(config["service_account"])).read_text(encoding="utf-8")
-        except OSError:
-            return False
-    if not isinstance(text, str) or not text:
-        return False
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return False
-    return isinstance(data, dict) and _truthy(data.get("disable_oauth"))
-
-
-def _store_repr(store: ObjectStore, kind: str) -> str:
-    if kind == "memory":
-        return "MemoryStore()"  # obstore's own repr is the default <object at 0x...>
-    if kind != "azure":
-        # obstore's reprs show the URL as configured (an HTTPStore's may hold user:pw@).
-        return redact(repr(store))
-    # obstore's AzureStore repr panics (a pyo3 PanicException, not an Exception, with a
-    # Rust backtrace on stderr) when the config has no account name, as with
-    # use_emulator=True; describe Azure stores from their configuration instead.
-    config = getattr(store, "config", None)
-    config = config if isinstance(config, Mapping) else {}
-    container = config.get("container_name", "?")
-    account = config.get("account_name") or (
-        _AZURE_EMULATOR_ACCOUNT if _truthy(config.get("use_emulator")) else "?"
-    )
-    return f'AzureStore(container_name="{container}", account_name="{account}")'
-
-
-def _truthy(value: object) -> bool:
-    return value is True or (isinstance(value, str) and value.strip().lower() in {"true", "1"})
-
-
-def _store_kind(store: ObjectStore) -> str:
-    if isinstance(store, S3Store):
-        return "s3"
-    if isinstance(store, GCSStore):
-        return "gcs"
-    if isinstance(store, AzureStore):
-        return "azure"
-    if isinstance(store, LocalStore):
-        return "local"
-    if isinstance(store, MemoryStore):
-        return "memory"
-    if isinstance(store, HTTPStore):
-        return "http"
-    raise ConfigurationError(f"Unsupported obstore store type {type(store).__name__}.")
-
-
 _READ_METHODS = frozenset({"GET", "HEAD"})
 """The methods a backend's `read_signer` signs."""
 
@@ -952,11 +158,6 @@ def _signer_limit(signer: UrlSigner) -> timedelta | None:
     return limit if isinstance(limit, timedelta) else None
 
 
-_STATIC_CREDENTIAL_KEYS = {
-    "s3": ("access_key_id", "secret_access_key"),
-    "gcs": ("service_account_key",),
-    "azure": ("account_key",),  # obstore normalises access_key/azure_storage_account_key
-}
 _SEVEN_DAYS = timedelta(days=7)
 
 
@@ -986,10 +187,10 @@ def _confined_write(method: _Write[_P]) -> _Write[_P]:
         local = self._local
         if local is None:
             return method(self, path, *args, **kwargs)
-        with self._errors("put", path):
+        with translated(self, "put", path):
             local.check(path, "put")
         result = method(self, path, *args, **kwargs)
-        with self._errors("put", path):
+        with translated(self, "put", path):
             local.written(path, "put", inode_of(result.etag))
         return result
 
@@ -1006,10 +207,10 @@ def _confined_write_async(method: _AsyncWrite[_P]) -> _AsyncWrite[_P]:
         local = self._local
         if local is None:
             return await method(self, path, *args, **kwargs)
-        with self._errors("put", path):
+        with translated(self, "put", path):
             local.check(path, "put")
         result = await method(self, path, *args, **kwargs)
-        with self._errors("put", path):
+        with translated(self, "put", path):
             local.written(path, "put", inode_of(result.etag))
         return result
 
@@ -1100,25 +301,7 @@ class ObstoreBackend(Backend):
                     f"Unknown checksum algorithm {checksum_algorithm!r}.", backend=key
                 )
         if isinstance(fs, (str, Path)):
-            try:
-                self.store: ObjectStore = _build_store(fs, dict(config))
-            except StorageError:
-                raise
-            except (obs_errors.BaseError, ValueError, TypeError, OSError) as exc:
-                raise ConfigurationError(
-                    f"Invalid configuration for backend {key!r}: {redact(str(exc))}", backend=key
-                ) from exc
-            except BaseException as exc:
-                if not _is_panic(exc):
-                    raise
-                # obstore panics (a BaseException) on some configurations it cannot parse;
-                # never let one out of the library.
-                raise ConfigurationError(
-                    f"Invalid configuration for backend {key!r}: obstore refused it "
-                    f"({redact(_first_line(exc))}). Check the configuration keys against "
-                    "the backend's documentation.",
-                    backend=key,
-                ) from None
+            self.store: ObjectStore = open_store(key, fs, dict(config))
         else:
             if config:
                 raise ConfigurationError(
@@ -1127,66 +310,25 @@ class ObstoreBackend(Backend):
                     backend=key,
                 )
             self.store = fs
-        self.kind = _store_kind(self.store)
+        self.kind = store_kind(self.store)
         # A local-files store is confined to its root: no symbolic link is followed.
         self._local = (
             LocalRoot(getattr(self.store, "prefix", None) or "/", key)
             if self.kind == "local"
             else None
         )
-        self._static_credentials = self._has_static_credentials()
-        self._cannot_sign = self._signing_obstacle()
+        self._static_credentials = has_static_credentials(self.kind, self.store)
+        self._cannot_sign = signing_obstacle(self.kind, self.store)
         # Fixed by the store's type and configuration: computed once.
         self._keeps_attributes = self.kind in {"s3", "gcs", "azure", "memory"}
         self._never_blocks = self.kind == "memory"
-        self._native_signing = self._can_sign_natively()
+        self._native_signing = signs_natively(self.kind, self.store, self._cannot_sign)
         self._store_sign_limit = _SEVEN_DAYS if self.kind in {"s3", "gcs"} else None
         # validated lifetimes: expires_in → (lifetime, half of it in seconds)
         self._expiries: dict[int | timedelta, tuple[timedelta, float]] = {}
         self.read_signer = read_signer  # (also sets _sign_limit)
 
     # -- description and capabilities -----------------------------------------------------
-    def _store_config(self) -> Mapping[str, Any]:
-        config = getattr(self.store, "config", None)
-        return config if isinstance(config, Mapping) else {}
-
-    def _signing_obstacle(self) -> str | None:
-        """Why a signing-capable store type cannot sign with this configuration."""
-        config = self._store_config()
-        if self.kind == "gcs" and _gcs_oauth_disabled(config):
-            # obstore would ask Google's IAM signBlob API to sign: a call to the internet
-            # from what should be local computation, failing after retries.
-            return (
-                "its GCS service account sets disable_oauth, so there is no private key to "
-                "sign with. Use a service account key that includes its private key."
-            )
-        if (
-            self.kind == "azure"
-            and config.get("sas_key")
-            and not any(config.get(k) for k in ("account_key", "token", "client_id"))
-            and getattr(self.store, "credential_provider", None) is None
-        ):
-            return (
-                "it authenticates with a SAS token, from which no new SAS can be made. "
-                "Configure the account key (or Entra ID credentials) to sign."
-            )
-        return None
-
-    def _has_static_credentials(self) -> bool:
-        needed = _STATIC_CREDENTIAL_KEYS.get(self.kind)
-        if not needed or getattr(self.store, "credential_provider", None) is not None:
-            return False
-        config = self._store_config()
-        return all(config.get(k) for k in needed) or bool(
-            self.kind == "azure" and _truthy(config.get("use_emulator"))
-        )
-
-    def _can_sign_natively(self) -> bool:
-        if self.kind not in {"s3", "gcs", "azure"} or self._cannot_sign:
-            return False
-        # obstore keeps config values as strings: skip_signature=False reads back "false".
-        return not _truthy(self._store_config().get("skip_signature"))
-
     @property
     def supports_native_signing(self) -> bool:
         """Whether the store itself can create signed URLs (S3, GCS and Azure can)."""
@@ -1294,89 +436,15 @@ class ObstoreBackend(Backend):
 
     def describe(self) -> str:
         """The store type and bucket/container, never credentials."""
-        return f"the {self.kind} store {_store_repr(self.store, self.kind)}"
+        return f"the {self.kind} store {store_repr(self.store, self.kind)}"
 
     def __repr__(self) -> str:
-        parts = [f"key={self.key!r}", f"store={_store_repr(self.store, self.kind)}"]
+        parts = [f"key={self.key!r}", f"store={store_repr(self.store, self.kind)}"]
         if self.prefix:
             parts.append(f"prefix={self.prefix!r}")
         if self._read_signer is not None:
             parts.append(f"read_signer={self._read_signer!r}")
         return f"ObstoreBackend({', '.join(parts)})"
-
-    # -- error translation ------------------------------------------------------------------
-    @contextmanager
-    def _errors(
-        self, operation: str, path: str | None, *, destination: str | None = None
-    ) -> Iterator[None]:
-        try:
-            yield
-        except BaseException as exc:
-            error = self._translate(exc, operation, path, destination)
-            if error is None:
-                raise
-            raise error from exc
-
-    def _translate(
-        self, exc: BaseException, operation: str, path: str | None, destination: str | None = None
-    ) -> StorageError | None:
-        """This package's error for an obstore (or OS) error; `None` to let it through."""
-        if not isinstance(exc, Exception):
-            if _is_panic(exc):
-                # A Rust panic in obstore is a BaseException; never let one reach the user.
-                return StorageOperationError(
-                    f"{operation} failed on backend {self.key!r}: obstore stopped with an "
-                    f"internal error ({redact(_first_line(exc))}). This happens when a sync "
-                    "obstore call runs inside another one, e.g. a sync iterator or file body "
-                    "that reads from a store while an async upload consumes it: pass bytes, "
-                    "use the async API on both sides (iter_chunks_async with put_async), or "
-                    "read the source first.",
-                    backend=self.key,
-                    path=path,
-                    operation=operation,
-                )
-            return None
-        if isinstance(exc, StorageError):
-            return None
-        if isinstance(exc, (ValueError, TypeError)) and path is not None:
-            # obstore refuses a malformed path with a plain ValueError/TypeError
-            try:
-                check_object_path(path)
-            except InvalidObjectPathError as invalid:
-                return invalid
-        if isinstance(exc, (FileNotFoundError, obs_errors.NotFoundError)):
-            return ObjectNotFoundError(
-                f"No object at {path!r} in backend {self.key!r}.", backend=self.key, path=path
-            )
-        if isinstance(exc, obs_errors.AlreadyExistsError):
-            existing = destination or path
-            return ObjectExistsError(
-                f"An object already exists at {existing!r} in backend {self.key!r}; "
-                "it was not overwritten.",
-                backend=self.key,
-                path=existing,
-            )
-        if isinstance(exc, (obs_errors.PermissionDeniedError, obs_errors.UnauthenticatedError)):
-            return StoragePermissionError(
-                f"The store refused {operation} on backend {self.key!r}: "
-                f"{redact(_first_line(exc))}. Check the backend's credentials and rights.",
-                backend=self.key,
-                path=path,
-            )
-        if isinstance(exc, (obs_errors.NotSupportedError, NotImplementedError)):
-            return UnsupportedOperationError(
-                f"{operation} is not supported by {self.describe()}: {redact(_first_line(exc))}",
-                backend=self.key,
-                path=path,
-            )
-        if isinstance(exc, (obs_errors.BaseError, OSError)):
-            return StorageOperationError(
-                f"{operation} failed on backend {self.key!r}: {redact(_first_line(exc))}",
-                backend=self.key,
-                path=path,
-                operation=operation,
-            )
-        return None
 
     # -- writes -------------------------------------------------------------------------
     def _put_options(
@@ -1455,7 +523,7 @@ class ObstoreBackend(Backend):
             result = obs.put(self.store, path, body, **options)  # type: ignore[arg-type]
         except BaseException as exc:
             close_body(body)
-            if (error := self._translate(exc, "put", path)) is not None:
+            if (error := translate(self, exc, "put", path)) is not None:
                 raise error from exc
             raise
         return WriteResult(result.get("e_tag"), result.get("version"))
@@ -1480,7 +548,7 @@ class ObstoreBackend(Backend):
             try:
                 result = obs.put(self.store, path, data, mode="create", attributes=attributes)
             except BaseException as exc:
-                if (error := self._translate(exc, "put", path)) is not None:
+                if (error := translate(self, exc, "put", path)) is not None:
                     raise error from exc
                 raise
             return WriteResult(result.get("e_tag"), result.get("version"))
@@ -1505,7 +573,7 @@ class ObstoreBackend(Backend):
         try:
             result = await obs.put_async(self.store, path, data, **options)
         except BaseException as exc:
-            if (error := self._translate(exc, "put", path)) is not None:
+            if (error := translate(self, exc, "put", path)) is not None:
                 raise error from exc
             raise
         return WriteResult(result.get("e_tag"), result.get("version"))
@@ -1571,7 +639,7 @@ class ObstoreBackend(Backend):
         multipart upload: no object, no incomplete upload is left. The writer reports no
         etag or version; a `head` of the new object does.
         """
-        counted = _unchanged if count is None else count.add
+        counted = unchanged if count is None else count.add
         writer_options: dict[str, Any] = {
             "buffer_size": options.get("chunk_size", _OBSTORE_CHUNK_SIZE),
             "max_concurrency": options.get("max_concurrency", _OBSTORE_MAX_CONCURRENCY),
@@ -1579,19 +647,19 @@ class ObstoreBackend(Backend):
         if "attributes" in options:
             writer_options["attributes"] = options["attributes"]
         try:
-            with self._errors("put", path):
+            with translated(self, "put", path):
                 writer = obs.open_writer(self.store, path, **writer_options)
             try:
-                for chunk in _drained(head):
-                    with self._errors("put", path):
+                for chunk in drained(head):
+                    with translated(self, "put", path):
                         writer.write(counted(chunk))
                 for chunk in rest:
-                    with self._errors("put", path):
+                    with translated(self, "put", path):
                         writer.write(counted(chunk))
             except BaseException as exc:
                 self._abort(writer, path, exc)
                 raise
-            with self._errors("put", path):
+            with translated(self, "put", path):
                 writer.close()
         finally:
             close_body(rest)
@@ -1601,7 +669,7 @@ class ObstoreBackend(Backend):
     def _abort(self, writer: Any, path: str, exc: BaseException) -> None:
         """Leave `writer` with `exc`: obstore aborts its multipart upload."""
         try:
-            with self._errors("put", path):
+            with translated(self, "put", path):
                 writer.__exit__(type(exc), exc, exc.__traceback__)
         except Exception as failure:  # the original error matters more; say what is left
             _logger.warning(
@@ -1641,14 +709,14 @@ class ObstoreBackend(Backend):
         if type(body) is not bytes and isinstance(body, Iterator):
             # obstore would pull a sync iterator inside its runtime, where a body that
             # makes a sync obstore call (another backend's iter_chunks) panics.
-            pulled = _PulledInAThread(body)
+            pulled = PulledInAThread(body)
             body = pulled.chunks()
-        guard: _Abortable | None = None
+        guard: Abortable | None = None
         count: PartCount | None = None
-        if _multipart_possible(body, options, chunk_size):
+        if multipart_possible(body, options, chunk_size):
             if not isinstance(source, (bytes, bytearray, memoryview)):
                 count = self._part_count(path, chunk_size)  # streamed: count every part
-            guard = _Abortable(_async_chunks(body, chunk_size, count))
+            guard = Abortable(async_chunks(body, chunk_size, count))
             body = guard.chunks()
         try:
             upload = obs.put_async(self.store, path, body, **options)
@@ -1666,12 +734,12 @@ class ObstoreBackend(Backend):
             close_body(source)
             if count is not None and count.error is not None:
                 raise count.error from None  # obstore may have wrapped it
-            if (error := self._translate(exc, "put", path)) is not None:
+            if (error := translate(self, exc, "put", path)) is not None:
                 raise error from exc
             raise
         return WriteResult(result.get("e_tag"), result.get("version"))
 
-    async def _shielded(self, upload: Any, guard: _Abortable, path: str) -> Any:
+    async def _shielded(self, upload: Any, guard: Abortable, path: str) -> Any:
         """Await obstore's multipart `put_async`; when cancelled, abort the upload first.
 
         Cancelling the task that awaits obstore's upload would drop it mid-way without
@@ -1683,12 +751,12 @@ class ObstoreBackend(Backend):
         deleted: the caller never learns its key.
         """
         task = asyncio.ensure_future(upload)
-        task.add_done_callback(_retrieve)  # an outcome nobody awaits is no "never retrieved"
+        task.add_done_callback(retrieve)  # an outcome nobody awaits is no "never retrieved"
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             guard.abort()
-            done, _ = await asyncio.wait({task}, timeout=_ABORT_WAIT_SECONDS)
+            done, _ = await asyncio.wait({task}, timeout=ABORT_WAIT_SECONDS)
             if not done:
                 _logger.warning(
                     "A cancelled upload to %r in backend %r was still running after %d s; "
@@ -1696,7 +764,7 @@ class ObstoreBackend(Backend):
                     "aborts it",
                     path,
                     self.key,
-                    _ABORT_WAIT_SECONDS,
+                    ABORT_WAIT_SECONDS,
                 )
             elif not task.cancelled() and task.exception() is None:
                 with suppress(Exception):
@@ -1709,7 +777,9 @@ class ObstoreBackend(Backend):
         # destination with UploadPartCopy, which drops Content-Type, Content-Disposition,
         # Cache-Control and user metadata. A plain server-side copy onto the destination
         # just created restores them; the first copy already refused to overwrite.
-        return self.kind == "s3" and self._store_config().get("copy_if_not_exists") == "multipart"
+        return (
+            self.kind == "s3" and store_config(self.store).get("copy_if_not_exists") == "multipart"
+        )
 
     def copy(self, source: str, destination: str, *, overwrite: bool = False) -> None:
         """Copy `source` to `destination` inside the store, attributes included.
@@ -1718,7 +788,7 @@ class ObstoreBackend(Backend):
             ObjectExistsError: If `destination` exists and `overwrite` is false.
             ObjectNotFoundError: If `source` does not exist.
         """
-        with self._errors("copy", source, destination=destination):
+        with translated(self, "copy", source, destination=destination):
             checked = self._local_copy_check(source, destination)
             obs.copy(self.store, source, destination, overwrite=overwrite)
             if not overwrite and self._copy_drops_attributes:
@@ -1728,7 +798,7 @@ class ObstoreBackend(Backend):
 
     async def copy_async(self, source: str, destination: str, *, overwrite: bool = False) -> None:
         """Async version of [`copy`][sqlalchemy_obstore.backends.ObstoreBackend.copy]."""
-        with self._errors("copy", source, destination=destination):
+        with translated(self, "copy", source, destination=destination):
             checked = self._local_copy_check(source, destination)
             await obs.copy_async(self.store, source, destination, overwrite=overwrite)
             if not overwrite and self._copy_drops_attributes:
@@ -1768,14 +838,14 @@ class ObstoreBackend(Backend):
             self._delete_local(batch)
             return
         try:
-            with self._errors("delete", batch[0] if len(batch) == 1 else None):
+            with translated(self, "delete", batch[0] if len(batch) == 1 else None):
                 obs.delete(self.store, batch)
         except ObjectNotFoundError:
             # Local, Azure and GCS report missing objects; S3 and memory do not. Make
             # every store idempotent by retrying one by one.
             for path in batch:
                 try:
-                    with self._errors("delete", path):
+                    with translated(self, "delete", path):
                         obs.delete(self.store, path)
                 except ObjectNotFoundError:
                     pass
@@ -1792,12 +862,12 @@ class ObstoreBackend(Backend):
         if not batch:
             return
         try:
-            with self._errors("delete", batch[0] if len(batch) == 1 else None):
+            with translated(self, "delete", batch[0] if len(batch) == 1 else None):
                 await obs.delete_async(self.store, batch)
         except ObjectNotFoundError:
             for path in batch:
                 try:
-                    with self._errors("delete", path):
+                    with translated(self, "delete", path):
                         await obs.delete_async(self.store, path)
                 except ObjectNotFoundError:
                     pass
@@ -1805,7 +875,7 @@ class ObstoreBackend(Backend):
     # -- reads --------------------------------------------------------------------------
     def head(self, path: str) -> ObjectInfo:
         """Metadata and attributes of `path` in one request (a head-style GET)."""
-        with self._errors("head", path):
+        with translated(self, "head", path):
             checked = self._local_check(path, "head")
             result = obs.get(self.store, path, options={"head": True})
             self._local_opened(path, "head", result.meta, checked)
@@ -1813,7 +883,7 @@ class ObstoreBackend(Backend):
 
     async def head_async(self, path: str) -> ObjectInfo:
         """Async version of [`head`][sqlalchemy_obstore.backends.ObstoreBackend.head]."""
-        with self._errors("head", path):
+        with translated(self, "head", path):
             checked = self._local_check(path, "head")
             result = await obs.get_async(self.store, path, options={"head": True})
             self._local_opened(path, "head", result.meta, checked)
@@ -1821,7 +891,7 @@ class ObstoreBackend(Backend):
 
     def get_bytes(self, path: str) -> bytes:
         """Read the whole object at `path`."""
-        with self._errors("get", path):
+        with translated(self, "get", path):
             checked = self._local_check(path, "get")
             result = obs.get(self.store, path)
             self._local_opened(path, "get", result.meta, checked)
@@ -1829,7 +899,7 @@ class ObstoreBackend(Backend):
 
     async def get_bytes_async(self, path: str) -> bytes:
         """Async version of [`get_bytes`][sqlalchemy_obstore.backends.ObstoreBackend.get_bytes]."""
-        with self._errors("get", path):
+        with translated(self, "get", path):
             checked = self._local_check(path, "get")
             result = await obs.get_async(self.store, path)
             self._local_opened(path, "get", result.meta, checked)
@@ -1840,7 +910,7 @@ class ObstoreBackend(Backend):
         _check_range(start, length)
         if length == 0:
             return b""
-        with self._errors("get_range", path):
+        with translated(self, "get_range", path):
             checked = self._local_check(path, "get_range")
             try:
                 result = obs.get(self.store, path, options={"range": (start, start + length)})
@@ -1860,7 +930,7 @@ class ObstoreBackend(Backend):
         _check_range(start, length)
         if length == 0:
             return b""
-        with self._errors("get_range", path):
+        with translated(self, "get_range", path):
             checked = self._local_check(path, "get_range")
             try:
                 result = await obs.get_async(
@@ -1897,7 +967,7 @@ class ObstoreBackend(Backend):
         options = self._suffix_options(path, length)
         if options is None:
             return b""
-        with self._errors("get_suffix", path):
+        with translated(self, "get_suffix", path):
             checked = self._local_check(path, "get_suffix")
             result = obs.get(self.store, path, options=options)
             self._local_opened(path, "get_suffix", result.meta, checked)
@@ -1910,7 +980,7 @@ class ObstoreBackend(Backend):
         options = self._suffix_options(path, length)
         if options is None:
             return b""
-        with self._errors("get_suffix", path):
+        with translated(self, "get_suffix", path):
             checked = self._local_check(path, "get_suffix")
             result = await obs.get_async(self.store, path, options=options)
             self._local_opened(path, "get_suffix", result.meta, checked)
@@ -1925,22 +995,22 @@ class ObstoreBackend(Backend):
         of the size it asked for.
         """
         pieces = self._pieces(chunk_size)
-        with self._errors("get", path):
+        with translated(self, "get", path):
             checked = self._local_check(path, "get")
             result = obs.get(self.store, path)
             self._local_opened(path, "get", result.meta, checked)
             stream = result.stream(min_chunk_size=chunk_size)
         while True:
-            with self._errors("get", path):
+            with translated(self, "get", path):
                 chunk = next(stream, None)
             if chunk is None:
                 yield from pieces.rest()
                 return
             yield from pieces.cut(chunk)
 
-    def _pieces(self, chunk_size: int) -> _Pieces:
+    def _pieces(self, chunk_size: int) -> Pieces:
         """How chunks are handed on: cut to size for whole-object stores, else as they come."""
-        return _Pieces(chunk_size) if self.kind in {"memory", "local"} else _AS_THEY_COME
+        return Pieces(chunk_size) if self.kind in {"memory", "local"} else AS_THEY_COME
 
     async def iter_chunks_async(
         self, path: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -1949,13 +1019,13 @@ class ObstoreBackend(Backend):
         [`iter_chunks`][sqlalchemy_obstore.backends.ObstoreBackend.iter_chunks].
         """
         pieces = self._pieces(chunk_size)
-        with self._errors("get", path):
+        with translated(self, "get", path):
             checked = self._local_check(path, "get")
             result = await obs.get_async(self.store, path)
             self._local_opened(path, "get", result.meta, checked)
             stream = result.stream(min_chunk_size=chunk_size)
         while True:
-            with self._errors("get", path):
+            with translated(self, "get", path):
                 try:
                     chunk = await stream.__anext__()
                 except StopAsyncIteration:
@@ -1976,10 +1046,10 @@ class ObstoreBackend(Backend):
         if self._local is not None:
             yield from self._list_local(prefix, offset)
             return
-        with self._errors("list", prefix):
+        with translated(self, "list", prefix):
             pages = obs.list(self.store, prefix, offset=offset, chunk_size=1000)
         while True:
-            with self._errors("list", prefix):
+            with translated(self, "list", prefix):
                 page = next(pages, None)
             if page is None:
                 return
@@ -1999,10 +1069,10 @@ class ObstoreBackend(Backend):
             async for info in self._list_local_async(prefix, offset):
                 yield info
             return
-        with self._errors("list", prefix):
+        with translated(self, "list", prefix):
             pages = obs.list(self.store, prefix, offset=offset, chunk_size=1000)
         while True:
-            with self._errors("list", prefix):
+            with translated(self, "list", prefix):
                 try:
                     page = await pages.__anext__()
                 except StopAsyncIteration:
@@ -2033,17 +1103,17 @@ class ObstoreBackend(Backend):
         local = self._local
         assert local is not None
         for path in batch:
-            with self._errors("delete", path):
+            with translated(self, "delete", path):
                 local.delete(path)
 
     def _local_files(self, prefix: str | None, offset: str | None) -> Iterator[tuple[str, int]]:
         """The local tree below `prefix`, walked without following links (see `_local`)."""
         local = self._local
         assert local is not None
-        with self._errors("list", prefix):
+        with translated(self, "list", prefix):
             files = local.files(prefix)
         while True:
-            with self._errors("list", prefix):
+            with translated(self, "list", prefix):
                 found = next(files, None)
             if found is None:
                 return
@@ -2054,7 +1124,7 @@ class ObstoreBackend(Backend):
     def _list_local(self, prefix: str | None, offset: str | None) -> Iterator[ObjectInfo]:
         for path, inode in self._local_files(prefix, offset):
             meta = None
-            with self._errors("list", path), suppress(*_VANISHED):
+            with translated(self, "list", path), suppress(*_VANISHED):
                 meta = obs.head(self.store, path)
             if meta is not None and inode_of(meta.get("e_tag")) in {inode, None}:
                 yield _info(meta)  # (another inode: the file was replaced meanwhile)
@@ -2064,7 +1134,7 @@ class ObstoreBackend(Backend):
     ) -> AsyncIterator[ObjectInfo]:
         for path, inode in self._local_files(prefix, offset):
             meta = None
-            with self._errors("list", path), suppress(*_VANISHED):
+            with translated(self, "list", path), suppress(*_VANISHED):
                 meta = await obs.head_async(self.store, path)
             if meta is not None and inode_of(meta.get("e_tag")) in {inode, None}:
                 yield _info(meta)
@@ -2148,7 +1218,7 @@ class ObstoreBackend(Backend):
             signed = obs.sign(cast("SignCapableStore", self.store), method, target, lifetime)
         except BaseException as exc:
             path = target if isinstance(target, str) else None
-            if (error := self._translate(exc, "sign", path)) is not None:
+            if (error := translate(self, exc, "sign", path)) is not None:
                 raise error from exc
             raise
         return signed if isinstance(signed, str) else list(signed)
@@ -2175,7 +1245,7 @@ class ObstoreBackend(Backend):
         try:
             return obs.sign(store, "GET", path, lifetime), seconds
         except BaseException as exc:
-            if (error := self._translate(exc, "sign", path)) is not None:
+            if (error := translate(self, exc, "sign", path)) is not None:
                 raise error from exc
             raise
 
@@ -2191,7 +1261,7 @@ class ObstoreBackend(Backend):
         if self._static_credentials or not self._native_signing or self._read_signer is not None:
             return self.sign_download(path, expires_in)
         lifetime, seconds = self._lifetime(expires_in)
-        with self._errors("sign", path):
+        with translated(self, "sign", path):
             url = await obs.sign_async(cast("SignCapableStore", self.store), "GET", path, lifetime)
         return url, seconds
 
@@ -2227,7 +1297,7 @@ class ObstoreBackend(Backend):
         ):  # (a URL signer's work is computation too)
             return self.sign(paths, method=method, expires_in=expires_in)
         target, lifetime, _ = self._sign_args(paths, method, expires_in)  # (the store signs)
-        with self._errors("sign", target if isinstance(target, str) else None):
+        with translated(self, "sign", target if isinstance(target, str) else None):
             signed = await obs.sign_async(
                 cast("SignCapableStore", self.store), method, target, lifetime
             )
@@ -2241,190 +1311,6 @@ class ObstoreBackend(Backend):
         return [signer.sign_url(self.key, p, method=method, expires_in=lifetime) for p in target]
 
 
-_END = object()
-
-
-class _PulledInAThread:
-    """A sync iterator as an async one, each item pulled in a worker thread.
-
-    The worker thread is outside obstore's runtime (a sync obstore call there works)
-    and the event loop does not wait on the iterator's reads. `close` closes the
-    iterator now, or right after the pull in progress when one is running.
-    """
-
-    def __init__(self, body: Iterator[Any]) -> None:
-        self._body = body
-        self._closed = False
-
-    def _step(self) -> Any:
-        chunk = next(self._body, _END)
-        if self._closed:
-            close_body(self._body)
-        return chunk
-
-    async def chunks(self) -> AsyncIterator[Any]:
-        loop = asyncio.get_running_loop()
-        try:
-            while not self._closed:
-                chunk = await loop.run_in_executor(None, self._step)
-                if chunk is _END:
-                    return
-                yield chunk
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        self._closed = True
-        close_body(self._body)
-
-
-_ABORT_WAIT_SECONDS = 30
-"""How long a cancelled `put_async` waits for obstore to abort its multipart upload."""
-
-
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
-
-
-def _multipart_possible(body: Any, options: Mapping[str, Any], chunk_size: int) -> bool:
-    """Whether obstore may run `body` as a multipart upload with these put options."""
-    if options.get("mode") is not None or options.get("use_multipart") is False:
-        return False  # a conditional put is always a single request
-    if isinstance(body, (bytes, bytearray, memoryview)):
-        return options.get("use_multipart") is True or memoryview(body).nbytes > chunk_size
-    return True  # obstore sends every iterator body as a multipart upload
-
-
-async def _async_chunks(
-    body: Any, chunk_size: int, count: PartCount | None = None
-) -> AsyncIterator[Any]:
-    """`body` as an async iterator (a buffer is cut into `chunk_size` views, not copied).
-
-    With `count`, every chunk is counted against the store's part limit first.
-    """
-    if isinstance(body, (bytes, bytearray, memoryview)):
-        view = memoryview(body).cast("B")
-        for start in range(0, view.nbytes, chunk_size):
-            yield view[start : start + chunk_size]
-        return
-    async for chunk in body:
-        yield chunk if count is None else count.add(chunk)
-
-
-def _unchanged(chunk: Any) -> Any:
-    return chunk
-
-
-def _drained(items: list[Any]) -> Iterator[Any]:
-    """The items of `items`, each dropped from the list once handed out."""
-    items.reverse()
-    while items:
-        yield items.pop()
-
-
-class _Abortable:
-    """An upload body that can be made to fail from outside (see `_shielded`).
-
-    `abort` makes the next pull raise `_BodyAborted`; a pull in progress (waiting for
-    the caller's source: a request body, a file read) is interrupted at once by
-    cancelling the task obstore runs it in.
-    """
-
-    def __init__(self, source: AsyncIterator[Any]) -> None:
-        self._source = source
-        self._aborted = False
-        self._pulling: asyncio.Task[Any] | None = None
-
-    async def chunks(self) -> AsyncIterator[Any]:
-        try:
-            while True:
-                if self._aborted:
-                    raise _BodyAborted
-                self._pulling = asyncio.current_task()
-                try:
-                    chunk = await self._source.__anext__()
-                except StopAsyncIteration:
-                    return
-                except asyncio.CancelledError:
-                    if self._aborted:
-                        raise _BodyAborted from None
-                    raise
-                finally:
-                    self._pulling = None
-                yield chunk
-        finally:
-            close = getattr(self._source, "aclose", None)
-            if close is not None:
-                with suppress(RuntimeError):
-                    await close()
-
-    def abort(self) -> None:
-        self._aborted = True
-        if self._pulling is not None:
-            self._pulling.cancel()
-
-
-def _is_panic(exc: BaseException) -> bool:
-    # pyo3's PanicException derives from BaseException and cannot be imported by name.
-    kind = type(exc)
-    return kind.__name__ == "PanicException" and kind.__module__ == "pyo3_runtime"
-
-
-class _BodyAborted(Exception):
-    """Raised inside obstore's `put` to make it abort: the caller's body failed."""
-
-
-def _as_bytes(chunk: Any) -> bytes:
-    return chunk if type(chunk) is bytes else bytes(chunk)
-
-
-class _Pieces:
-    """Cuts a stream of buffers into pieces of exactly `size` bytes (the last shorter).
-
-    The sans-I/O half of `iter_chunks`/`iter_chunks_async`: obstore merges network
-    chunks up to `min_chunk_size` but hands over a memory or local object whole.
-    """
-
-    __slots__ = ("held", "size")
-
-    def __init__(self, size: int) -> None:
-        self.size = max(1, size)
-        self.held = b""
-
-    def cut(self, chunk: Any) -> list[bytes]:
-        size = self.size
-        data = _as_bytes(chunk)
-        if self.held:
-            data = self.held + data
-            self.held = b""
-        if len(data) == size:
-            return [data]
-        whole = len(data) - len(data) % size
-        self.held = data[whole:]
-        view = memoryview(data)
-        return [bytes(view[i : i + size]) for i in range(0, whole, size)]
-
-    def rest(self) -> list[bytes]:
-        held, self.held = self.held, b""
-        return [held] if held else []
-
-
-class _Unchanged(_Pieces):
-    """Hands chunks on as they come (network stores: no copy, no re-cutting)."""
-
-    def cut(self, chunk: Any) -> list[bytes]:
-        return [_as_bytes(chunk)]
-
-
-_AS_THEY_COME = _Unchanged(1)
-
-
 def _check_range(start: int, length: int) -> None:
     if start < 0 or length < 0:
         raise ValueError(f"A range needs start >= 0 and length >= 0, got {start}, {length}.")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -26,6 +26,7 @@ from sqlalchemy_obstore import (
     UploadPolicy,
     storages,
 )
+from sqlalchemy_obstore._store_errors import translate
 from tests.integration.test_upload_policy import _empty, _memory_target, _moto_target
 
 MIB = 1024 * 1024
@@ -160,4 +161,4 @@ def test_a_rust_panic_is_a_typed_storage_error(tmp_path: Path) -> None:
     with pytest.raises(StorageOperationError, match="async API"):
         target.put("y.bin", Reader())  # type: ignore[arg-type]
     assert list(target.list_objects()) == []
-    assert target._translate(KeyboardInterrupt(), "put", "x.bin") is None
+    assert translate(target, KeyboardInterrupt(), "put", "x.bin") is None

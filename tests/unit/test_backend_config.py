@@ -670,6 +670,6 @@ def test_no_obstore_panic_leaves_the_constructor(monkeypatch: pytest.MonkeyPatch
     def build(fs: object, config: object) -> None:
         raise panic("Expected config prefix to start with aws_")
 
-    monkeypatch.setattr("sqlalchemy_obstore.backends._build_store", build)
+    monkeypatch.setattr("sqlalchemy_obstore._stores.build_store", build)
     with pytest.raises(ConfigurationError, match="obstore refused it"):
         ObstoreBackend("s3", "s3://bucket/", region="us-east-1")
