@@ -211,6 +211,7 @@ class _Target:
 
     column: FileColumn
     policy: ImagePolicy
+    registry: BackendRegistry  # the column's own, else the one `reprocess` was given
 
 
 @dataclass(slots=True)
@@ -249,8 +250,8 @@ def _spec(rendition: Mapping[str, Any] | None) -> Any:
     return facts.get("spec") if isinstance(facts, Mapping) else None
 
 
-def _needs(target: _Target, index: int | None, entry: Any, default: str | None) -> _Work | None:
-    """The work `entry` (a raw stored file) needs under `target`'s policy, if any."""
+def _image_backend(entry: Any, default: str | None) -> str | None:
+    """The backend of `entry` when it is a raw stored image (else `None`)."""
     if not isinstance(entry, Mapping) or not isinstance(entry.get("path"), str):
         return None
     backend = entry.get("backend") or default
@@ -259,6 +260,13 @@ def _needs(target: _Target, index: int | None, entry: Any, default: str | None) 
         isinstance(content_type, str) and not content_type.startswith("image/")
     ):
         return None
+    return backend
+
+
+def _needs(
+    target: _Target, index: int | None, entry: Mapping[str, Any], backend: str
+) -> _Work | None:
+    """The work a raw stored image needs under `target`'s policy, if any."""
     held = entry.get("renditions") or {}
     if not is_renditions(held):
         held = {}
@@ -298,7 +306,6 @@ class _Reprocessing:
         connection: Connection,
         targets: list[_Target],
         *,
-        registry: BackendRegistry,
         owns_connection: bool,
         dry_run: bool,
         batch_size: int,
@@ -311,7 +318,6 @@ class _Reprocessing:
     ) -> None:
         self.conn = connection
         self.targets = targets
-        self.registry = registry
         self.owns = owns_connection
         self.dry_run = dry_run
         self.batch_size = batch_size
@@ -389,14 +395,16 @@ class _Reprocessing:
                 for target, raw, data in values:
                     default = target.column.stored_type.backend
                     items = list(enumerate(data)) if isinstance(data, list) else [(None, data)]
-                    found = [
-                        w
-                        for i, item in items
-                        if (w := _needs(target, i, item, default)) is not None
-                    ]
-                    self.report.images_up_to_date += sum(
-                        1 for _, item in items if isinstance(item, Mapping)
-                    ) - len(found)
+                    found = []
+                    for index, item in items:
+                        backend = _image_backend(item, default)
+                        if backend is None:
+                            continue
+                        needed = _needs(target, index, item, backend)
+                        if needed is None:
+                            self.report.images_up_to_date += 1
+                        else:
+                            found.append(needed)
                     if found:
                         row.append((target, raw, data, found))
                         works.extend(found)
@@ -420,7 +428,7 @@ class _Reprocessing:
         """Read, process and store what `work` needs; a failure is recorded on it."""
         backend: Backend | None = None
         try:
-            backend = self.registry.get_backend(work.backend)
+            backend = work.target.registry.get_backend(work.backend)
             self._make(work, backend)
         except (StorageError, OSError) as exc:
             work.error = str(exc) or type(exc).__name__
@@ -521,13 +529,13 @@ class _Reprocessing:
         table: Table,
         keys: list[Column[Any]],
         planned: list[tuple[tuple[Any, ...], list[tuple[_Target, str, Any, list[_Work]]]]],
-    ) -> list[tuple[str, str]]:
+    ) -> list[tuple[Backend, str]]:
         """Rewrite each row whose work succeeded; the `(backend, path)`s it replaced."""
-        replaced: list[tuple[str, str]] = []
+        replaced: list[tuple[Backend, str]] = []
         for key, row in planned:
             conditions = [k == v for k, v in zip(keys, key, strict=True)]
             values: dict[Any, Any] = {}
-            old: list[tuple[str, str]] = []
+            old: list[tuple[Backend, str]] = []
             done: list[_Work] = []
             for target, raw, data, works in row:
                 new = data
@@ -536,7 +544,7 @@ class _Reprocessing:
                         self._fail(table, key, work)
                         continue
                     new, gone = _applied(new, work)
-                    old.extend(gone)
+                    old.extend((target.registry.get_backend(b), p) for b, p in gone)
                     done.append(work)
                 if new is data:
                     continue
@@ -560,24 +568,29 @@ class _Reprocessing:
                     key,
                     table.fullname,
                 )
+                made = [
+                    (w.target.registry.get_backend(w.backend), r["path"])
+                    for w in done
+                    for r in w.renditions.values()
+                ]
                 self._delete(
-                    [(w.backend, r["path"]) for w in done for r in w.renditions.values()],
+                    made,
                     after_commit=True,  # never referenced by any row: safe now
                 )
         return replaced
 
-    def _delete(self, paths: list[tuple[str, str]], *, after_commit: bool) -> None:
+    def _delete(self, paths: list[tuple[Backend, str]], *, after_commit: bool) -> None:
         if not paths:
             return
         if not after_commit:
             self.report.objects_left += len(paths)
             return
-        by_backend: dict[str, list[str]] = {}
+        by_backend: dict[int, tuple[Backend, list[str]]] = {}
         for backend, path in paths:
-            by_backend.setdefault(backend, []).append(path)
-        for name, group in by_backend.items():
+            by_backend.setdefault(id(backend), (backend, []))[1].append(path)
+        for store, group in by_backend.values():
+            name = store.key
             try:
-                store = self.registry.get_backend(name)
                 run(Call(store.delete, store.delete_async, group))
             except Exception:
                 # The rows are committed: a failed delete leaves orphans for gc, no error.
@@ -685,7 +698,7 @@ def _targets(
         if image is None:
             report.columns_skipped.append(column.name)
         else:
-            targets.append(_Target(column, image))
+            targets.append(_Target(column, image, column.stored_type.registry or registry))
     return targets
 
 
@@ -792,7 +805,6 @@ def reprocess(
         return _Reprocessing(
             connection,
             targets,
-            registry=registry,
             owns_connection=owns,
             dry_run=dry_run,
             batch_size=batch_size,
