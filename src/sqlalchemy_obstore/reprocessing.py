@@ -34,7 +34,7 @@ time (keyset pagination, each batch in its own short transaction). For each batc
 Every batch is committed on its own, and a row already up to date costs no storage
 call, so an interrupted run is resumed by running it again; `start_after` (fed from
 `ReprocessProgress.last_key`) skips the rows already walked. A crash between an upload
-and its commit leaves orphans that [garbage collection](../how-to/gc.md) removes.
+and its commit leaves orphans that [garbage collection](../how-to/operations.md) removes.
 Given a `Connection` instead of an `Engine`, everything runs inside the caller's
 transaction, which is left open; the replaced renditions are then not deleted (the
 caller's commit is not known here): garbage collection removes them.
