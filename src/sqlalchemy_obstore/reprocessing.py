@@ -477,7 +477,9 @@ class _Reprocessing:
         )
         del data
         work.image = processed.facts
-        filename = work.entry.get("filename") or work.path.rsplit("/", 1)[-1]
+        filename = work.entry.get("filename")
+        if not isinstance(filename, str) or not filename:
+            filename = work.path.rsplit("/", 1)[-1]
         algorithm = backend.checksum_algorithm
         for derived in processed.renditions:
             rendition = derived.rendition
