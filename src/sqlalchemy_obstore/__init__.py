@@ -84,6 +84,13 @@ from .migration import (
     migrate_async,
 )
 from .registry import BackendRegistry, OrphanReport, storages
+from .reprocessing import (
+    ReprocessFailure,
+    ReprocessProgress,
+    ReprocessReport,
+    reprocess,
+    reprocess_async,
+)
 from .types import StoredObject
 from .validation import UploadPolicy, detect_content_type
 
@@ -157,6 +164,9 @@ __all__ = (
     "ExpiredUploadTicketError",
     "InvalidUploadTicketError",
     "ReplayedUploadTicketError",
+    "ReprocessFailure",
+    "ReprocessProgress",
+    "ReprocessReport",
     "ValidationError",
     "VerificationReport",
     "WriteResult",
@@ -170,6 +180,8 @@ __all__ = (
     "is_tracking",
     "migrate",
     "migrate_async",
+    "reprocess",
+    "reprocess_async",
     "sanitize_filename",
     "sign_files",
     "sign_files_async",

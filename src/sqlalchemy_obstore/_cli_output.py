@@ -115,6 +115,12 @@ class ProgressLine:
         extra = ""
         if hasattr(update, "done"):  # gc.Progress
             done = int(update.done)
+        elif hasattr(update, "renditions_built"):  # reprocessing.ReprocessProgress
+            done = int(update.rows_scanned)
+            extra = (
+                f" rows, {int(update.rows_updated):,} updated, "
+                f"{int(update.renditions_built):,} renditions built"
+            )
         elif phase == "delete":  # migrate.MigrationProgress
             done = int(getattr(update, "objects_deleted", 0))
         else:

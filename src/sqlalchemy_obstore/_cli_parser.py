@@ -234,6 +234,52 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="rows per batch; each batch is committed (default %(default)s)",
     )
 
+    reprocess = sub.add_parser(
+        "reprocess",
+        parents=[common],
+        help="build missing or changed renditions and record image sizes of stored files",
+        description="Bring the images stored in columns with an image policy up to it: "
+        "build the renditions a row lacks or holds made to another spec, record missing "
+        "widths and heights. Rows are rewritten with compare-and-swap, in committed "
+        "batches; run it again to resume.",
+        epilog=_EPILOG,
+    )
+    reprocess.add_argument(
+        "--column",
+        action="append",
+        default=None,
+        metavar="TABLE.COLUMN",
+        help="reprocess this column only (repeatable; default: every column with an image policy)",
+    )
+    reprocess.add_argument(
+        "--yes", action="store_true", help="confirm (renditions are stored, rows rewritten)"
+    )
+    reprocess.add_argument(
+        "--dry-run", action="store_true", help="only count what would be done (reads no image)"
+    )
+    reprocess.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=4,
+        metavar="N",
+        help="images processed at once with an async database (default %(default)s)",
+    )
+    reprocess.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=100,
+        metavar="N",
+        help="rows per batch; each batch is committed (default %(default)s)",
+    )
+    reprocess.add_argument(
+        "--start-after",
+        action="append",
+        default=None,
+        metavar="TABLE=KEY",
+        help="skip the rows of TABLE up to this primary key (JSON; a list for a composite "
+        "key), as a progress line or an earlier run reported (repeatable)",
+    )
+
     backends = sub.add_parser(
         "backends",
         parents=[common],

@@ -36,6 +36,7 @@ __all__ = (
     "UPLOAD_FACTS",
     "ColumnRow",
     "FileCodec",
+    "ImageFacts",
     "ObjectFacts",
     "Serializable",
     "column_json_schema",
@@ -68,6 +69,40 @@ _UPLOADED = _Role("written by an upload")
 """Marks the facts a save records about the object it wrote (see `UPLOAD_FACTS`)."""
 
 _Timestamp = Annotated[datetime, msgspec.Meta(extra_json_schema={"format": "date-time"})]
+_Pixels = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class ImageFacts(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """What an image policy learnt of a stored image: its size, and what made it.
+
+    Recorded in a column value's `image` field when an
+    [`ImagePolicy`][sqlalchemy_obstore.processing.ImagePolicy] processed the upload (for
+    the original and for each rendition), and by
+    [`reprocess`][sqlalchemy_obstore.reprocessing.reprocess] for files stored before.
+
+    Attributes:
+        width: Width in pixels, as displayed (the EXIF orientation applied).
+        height: Height in pixels, as displayed.
+        spec: For a rendition, the
+            [`Rendition.spec`][sqlalchemy_obstore.processing.Rendition.spec] it was made
+            to; `reprocess` rebuilds a rendition whose spec differs from the policy's.
+            `None` for an original.
+
+    Example:
+        >>> ImageFacts(width=640, height=480).width
+        640
+    """
+
+    width: _Pixels
+    height: _Pixels
+    spec: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The facts in the column shape (`spec` only when there is one)."""
+        data: dict[str, Any] = {"width": self.width, "height": self.height}
+        if self.spec is not None:
+            data["spec"] = self.spec
+        return data
 
 
 class ColumnRow(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -95,6 +130,8 @@ class ColumnRow(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         metadata: Custom str→str metadata.
         renditions: Derived files stored beside this one, by name (written only when
             there are some; `UNSET` when absent, which costs no dict per decoded row).
+        image: The image's size (and a rendition's spec), when an image policy
+            processed it (see `ImageFacts`; written only then).
     """
 
     v: Annotated[int, msgspec.Meta(extra_json_schema={"const": COLUMN_FORMAT_VERSION})] = (
@@ -111,6 +148,7 @@ class ColumnRow(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     last_modified: Annotated[_Timestamp | None, _UPLOADED] = None
     metadata: dict[str, str] = {}
     renditions: dict[str, ColumnRow] | msgspec.UnsetType = msgspec.UNSET
+    image: ImageFacts | msgspec.UnsetType = msgspec.UNSET
 
 
 def _marked(role: _Role) -> tuple[str, ...]:
@@ -124,18 +162,19 @@ FIELDS: tuple[str, ...] = ColumnRow.__struct_fields__
 KNOWN_KEYS = frozenset(FIELDS)
 """The keys a column value may hold besides unknown (preserved) ones."""
 
-_CONTAINERS = ("metadata", "renditions")
-"""Fields a `FileObject` holds in containers of its own (`_metadata`, `_renditions`)."""
+_CONTAINERS = ("metadata", "renditions", "image")
+"""Fields a `FileObject` holds in internals of its own (`_metadata`, `_renditions`,
+`_image`)."""
 
 ATTRIBUTES: tuple[str, ...] = tuple(n for n in FIELDS if n != "v" and n not in _CONTAINERS)
 """The fields a `FileObject` holds as plain attributes (assigning one marks the row
-dirty); the rest are the format version and the two containers."""
+dirty); the rest are the format version and the containers."""
 
 UPLOAD_FACTS: tuple[str, ...] = _marked(_UPLOADED)
 """The fields a save records about the object it wrote: what a session restores when it
 undoes the upload (the content type stays, it describes the content)."""
 
-_FLAT_KEYS = KNOWN_KEYS - {"renditions"}
+_FLAT_KEYS = KNOWN_KEYS - {"renditions", "image"}
 
 
 # -- JSON schema --------------------------------------------------------------------------------
@@ -196,6 +235,9 @@ def to_dict(d: Mapping[str, Any]) -> dict[str, Any]:
     renditions = d["_renditions"]
     if renditions:
         data["renditions"] = {name: r.to_dict() for name, r in renditions.items()}
+    image = d["_image"]
+    if image is not None:
+        data["image"] = image.to_dict()
     return data
 
 
@@ -245,7 +287,7 @@ class FileCodec(Generic[_F]):
         new: Makes an empty file (without running `__init__`).
         loaded: The state every file loaded from a column starts with; the codec then
             writes the fields (`ATTRIBUTES`) and `_registry`, `_untrusted`,
-            `_metadata`, `_renditions` and `_extra`.
+            `_metadata`, `_renditions`, `_image` and `_extra`.
         metadata: Wraps a loaded file's metadata dict: `metadata(file, data)`.
     """
 
@@ -304,6 +346,8 @@ class FileCodec(Generic[_F]):
                     return None
                 renditions[name] = rendition
             d["_renditions"] = renditions
+        if row.image:
+            d["_image"] = row.image
         return file
 
     def from_json(
@@ -376,7 +420,13 @@ class FileCodec(Generic[_F]):
         renditions = data.get("renditions")
         if not is_renditions(renditions):
             renditions = None  # (a "renditions" field of another shape is kept as unknown)
-        known = _FLAT_KEYS if renditions is None else KNOWN_KEYS
+        image = _image_facts(data.get("image"))  # (one of another shape is kept as unknown)
+        known = _FLAT_KEYS
+        if renditions is not None:
+            known = known | {"renditions"}
+        if image is not None:
+            known = known | {"image"}
+            d["_image"] = image
         if not data.keys() <= known:
             d["_extra"] = {k: v for k, v in data.items() if k not in known}
         if renditions is not None:
@@ -393,6 +443,16 @@ class FileCodec(Generic[_F]):
                 parsed[name] = rendition
             d["_renditions"] = parsed
         return file
+
+
+def _image_facts(value: object) -> ImageFacts | None:
+    """`value` as image facts, or `None` when it is absent or of another shape."""
+    if value is None:
+        return None
+    try:
+        return msgspec.convert(value, ImageFacts)
+    except msgspec.ValidationError:
+        return None
 
 
 # -- raw column JSON (garbage collection, migration) --------------------------------------------

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .processing import ImagePolicy, Rendition
 
 __all__ = (
+    "SWAPPING",
     "Band",
     "Layout",
     "Reduction",
@@ -70,7 +71,8 @@ _REDUCING_GAP = 2.0
 _STRIP_BYTES = 4 * _MIB
 """About how much of the source a strip holds (rows converted, reduced or resampled at a
 time)."""
-_SWAPPING = (5, 6, 7, 8)
+SWAPPING = (5, 6, 7, 8)
+"""The EXIF orientations that turn the image by a quarter: width and height swap."""
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
@@ -464,7 +466,7 @@ def encoding_modes(mode: str, format: str) -> tuple[str, ...]:
 def steps_for(
     policy: ImagePolicy, stored: tuple[int, int], source_format: str, orientation: int
 ) -> list[Step]:
-    swap = orientation in _SWAPPING
+    swap = orientation in SWAPPING
     shown = (stored[1], stored[0]) if swap else stored
     return _steps(_targets(policy, shown, source_format), stored, swap)
 

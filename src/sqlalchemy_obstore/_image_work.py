@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._image_plan import (
+    SWAPPING,
     Layout,
     Source,
     Target,
@@ -254,6 +255,12 @@ class Job:
     policy: ImagePolicy
     source: Source
     estimate: int
+
+    @property
+    def shown(self) -> tuple[int, int]:
+        """The image's width and height as displayed (its EXIF orientation applied)."""
+        width, height = self.source.size
+        return (height, width) if self.source.orientation in SWAPPING else (width, height)
 
     def close(self) -> None:
         """Close and drop the image."""

@@ -31,9 +31,16 @@ from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from ._attributes import content_disposition, object_attributes
+from ._column import ImageFacts
 from ._content import ContentCheckpoint, ContentReader, format_checksum
 from ._guard import Guard
-from ._image_job import Derived, Processed, process_image, process_image_async
+from ._image_job import (
+    Derived,
+    Processed,
+    process_image,
+    process_image_async,
+    rendition_filename,
+)
 from ._io import Call, Plan, Step, as_call, iterate
 from ._mutable import notify_holders, set_quietly
 from .backends import (
@@ -250,6 +257,8 @@ class BufferedUpload(tuple[Any, ...], Step[F]):
         )
         if d["_renditions"]:  # (a new file keeps the shared empty mappings it holds)
             d["_renditions"] = {}
+        if d["_image"] is not None:  # (facts of the content this one replaced)
+            d["_image"] = None
         if d["_sign_cache"]:
             d["_sign_cache"] = {}
         if file.__class__ is file_class:
@@ -273,6 +282,7 @@ class Upload:
     content_type: str | None = None  # the sniffed type, when it differs
     image: ImagePolicy | None = None
     derived: tuple[Derived, ...] = ()  # renditions to store with the original
+    facts: ImageFacts | None = None  # the original's size, when an image policy ran
 
 
 def uploading(file: F, options: SaveOptions, file_class: type[Any]) -> Plan[F]:
@@ -364,6 +374,7 @@ def _processed(upload: Upload, data: bytes, result: Processed) -> bytes:
     """The image to store, validated and normalised; its renditions remembered."""
     upload.content_type = result.content_type
     upload.derived = result.renditions
+    upload.facts = result.facts
     if result.data is not data:
         # Normalised: size and checksum are those of the bytes stored.
         upload.reader = ContentReader(
@@ -422,7 +433,7 @@ def _putting_renditions(
     try:
         for derived in upload.derived:
             path = rendition_path(upload.path, derived.rendition)
-            filename = _rendition_filename(file.filename, derived)
+            filename = rendition_filename(file.filename, derived.rendition)
             attributes = object_attributes(
                 filename=filename,
                 content_type=derived.content_type,
@@ -439,7 +450,7 @@ def _putting_renditions(
                 create_only=True,
             )
             algorithm = backend.checksum_algorithm
-            done[derived.rendition.name] = file_class(
+            done[derived.rendition.name] = rendition = file_class(
                 backend=backend.key,
                 path=path,
                 filename=filename,
@@ -453,16 +464,12 @@ def _putting_renditions(
                 last_modified=datetime.now(timezone.utc),
                 registry=file.__dict__["_registry"],
             )
+            rendition.__dict__["_image"] = derived.facts  # (a new file: no holder to tell)
     except BaseException:
         for stored in (upload.path, *(r.path for r in done.values() if r.path)):
             yield Call(backend.delete, backend.delete_async, stored)
         raise
     return done
-
-
-def _rendition_filename(filename: str, derived: Derived) -> str:
-    stem = filename.rsplit(".", 1)[0] if "." in filename else filename
-    return f"{stem}.{derived.rendition.name}.{derived.rendition.extension}"
 
 
 def _finish(
@@ -479,7 +486,14 @@ def _finish(
     if upload.content_type is not None:
         facts["content_type"] = upload.content_type
     # What the store and the reader report, recorded at once; the holders are told once.
-    set_quietly(file, **facts, _renditions=renditions or {}, _content=None, _sign_cache={})
+    set_quietly(
+        file,
+        **facts,
+        _renditions=renditions or {},
+        _image=upload.facts,
+        _content=None,
+        _sign_cache={},
+    )
     file.changed()
 
 

@@ -4,6 +4,7 @@
 sqlalchemy-obstore gc       --app myapp.models [--delete --yes] [--grace-period 24h]
 sqlalchemy-obstore verify   --app myapp.models [--checksums]
 sqlalchemy-obstore migrate  --app myapp.models --from local --to s3 --yes
+sqlalchemy-obstore reprocess --app myapp.models [--dry-run | --yes] [--column photos.image]
 sqlalchemy-obstore backends --app myapp.models [--check]
 ```
 
@@ -38,7 +39,8 @@ Exit codes:
 - `0`: success; nothing wrong found.
 - `1`: problems found: broken references (`verify`), orphans (or stale incomplete
   multipart uploads) in a dry run with `--fail-on-orphans` (`gc`), an incomplete
-  migration (`migrate`), a bucket without a rule that aborts incomplete multipart
+  migration (`migrate`), images left behind (`reprocess`: failures, rows the
+  application changed meanwhile), a bucket without a rule that aborts incomplete multipart
   uploads (`backends --check`).
 - `2`: usage or configuration error: a bad option, a missing `--yes`, a module that
   cannot be imported, an application whose startup fails, a backend that is not
@@ -85,6 +87,7 @@ from ._cli_output import (
     error_line,
 )
 from ._cli_parser import build_parser, parse_duration
+from ._cli_reprocess import reprocess_command
 from ._cli_resources import Application
 from .errors import ConfigurationError, StorageError, redact
 
@@ -104,6 +107,7 @@ _COMMANDS: dict[str, Callable[[Application, Output], int]] = {
     "gc": gc_command,
     "verify": verify_command,
     "migrate": migrate_command,
+    "reprocess": reprocess_command,
     "backends": backends_command,
 }
 

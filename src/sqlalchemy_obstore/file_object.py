@@ -33,6 +33,7 @@ from ._column import (
     ATTRIBUTES,
     COLUMN_FORMAT_VERSION,
     FileCodec,
+    ImageFacts,
     column_json_schema,
     column_value,
 )
@@ -302,6 +303,7 @@ class FileObject(MutableValue):
         d["_containers"] = _NOTHING
         d["_extra"] = _NOTHING
         d["_renditions"] = _NOTHING
+        d["_image"] = None
         d["_metadata"] = _Metadata(self, metadata) if metadata else None
         d["_untrusted"] = False  # built by the application's own code
         d["backend"] = (
@@ -370,6 +372,29 @@ class FileObject(MutableValue):
         return renditions if renditions is _NOTHING else MappingProxyType(renditions)
 
     @property
+    def image(self) -> ImageFacts | None:
+        """What the image policy recorded of this image (size, a rendition's spec), if any.
+
+        Example:
+            >>> FileObject(backend="b", path="k/a.png").image is None
+            True
+        """
+        facts: ImageFacts | None = self.__dict__["_image"]
+        return facts
+
+    @property
+    def width(self) -> int | None:
+        """The image's width in pixels as displayed, when an image policy recorded it."""
+        facts: ImageFacts | None = self.__dict__["_image"]
+        return None if facts is None else facts.width
+
+    @property
+    def height(self) -> int | None:
+        """The image's height in pixels as displayed, when an image policy recorded it."""
+        facts: ImageFacts | None = self.__dict__["_image"]
+        return None if facts is None else facts.height
+
+    @property
     def has_pending_content(self) -> bool:
         """Whether there is content waiting to be uploaded."""
         return self.__dict__["_content"] is not None
@@ -417,6 +442,7 @@ class FileObject(MutableValue):
             _metadata=_Metadata(self, facts["_metadata"]) if facts["_metadata"] else None,
             _extra=dict(facts["_extra"]) if facts["_extra"] else _NOTHING,
             _renditions=dict(facts["_renditions"]) if facts["_renditions"] else _NOTHING,
+            _image=facts["_image"],
             _sign_cache=_NOTHING,
             _untrusted=False,
         )
@@ -728,6 +754,7 @@ class FileObject(MutableValue):
     def __setstate__(self, state: dict[str, Any]) -> None:
         metadata = state.pop("_metadata", {})
         state.setdefault("_renditions", {})
+        state.setdefault("_image", None)
         state.setdefault("_untrusted", False)
         super().__setstate__(state)
         set_quietly(self, _metadata=_Metadata(self, metadata))
@@ -1062,6 +1089,7 @@ _LOADED_INTERNALS: dict[str, Any] = {
     "_containers": _NOTHING,
     "_extra": _NOTHING,
     "_renditions": _NOTHING,
+    "_image": None,
     "_metadata": None,
     "_untrusted": False,
 }

@@ -344,6 +344,7 @@ def _snapshot(file: FileObject) -> dict[str, Any]:
     snapshot: dict[str, Any] = {name: file.__dict__.get(name) for name in UPLOAD_FACTS}
     snapshot["_checkpoint"] = ContentCheckpoint(file.__dict__["_content"])
     snapshot["_renditions"] = file.__dict__["_renditions"]
+    snapshot["_image"] = file.__dict__.get("_image")  # the image facts an upload records
     return snapshot
 
 
@@ -358,6 +359,7 @@ def _revert(upload: _Upload) -> None:
         **{name: snapshot[name] for name in UPLOAD_FACTS},
         _content=snapshot["_checkpoint"].restore(),
         _renditions=snapshot["_renditions"],
+        _image=snapshot["_image"],
     )
 
 

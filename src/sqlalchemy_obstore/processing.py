@@ -52,6 +52,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ._column import ImageFacts
 from ._offload import (
     DEFAULT_PROCESSING_MEMORY,
     DEFAULT_PROCESSING_WORKERS,
@@ -68,6 +69,7 @@ __all__ = (
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_PROCESSING_MEMORY",
     "DEFAULT_PROCESSING_WORKERS",
+    "ImageFacts",
     "ImagePolicy",
     "Normalize",
     "ProcessingLimits",
@@ -164,6 +166,20 @@ class Rendition:
             'jpg'
         """
         return _EXTENSIONS.get(self.format, self.format.lower())
+
+    @property
+    def spec(self) -> str:
+        """What the rendition is made to, in one string (its name left out).
+
+        Recorded with each stored rendition (`file.renditions[name].image.spec`);
+        [`reprocess`][sqlalchemy_obstore.reprocessing.reprocess] rebuilds the stored
+        renditions whose spec is not the policy's.
+
+        Example:
+            >>> Rendition("thumb", 256, 256).spec
+            'fit 256x256 WEBP q80'
+        """
+        return f"{self.mode} {self.width}x{self.height} {self.format} q{self.quality}"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ imported, configured by the environment:
   each entry becomes an `ObstoreBackend` registered in `storages`.
 * `SQLO_CLI_TABLE`: the table name (tests sharing one PostgreSQL database use their own).
 * `SQLO_CLI_COLUMN_BACKEND`: the backend key of the columns (default `files`).
+* `SQLO_CLI_RENDITIONS`: JSON `[[name, width, height], ...]`: the `file` column gets an
+  image policy making these renditions (an application that added one later).
 * `SQLO_CLI_INTERRUPT=1`: every backend is wrapped so that listing it delivers a real
   SIGINT to the process (what Ctrl-C does in the middle of a run).
 * `SQLO_CLI_SEED`: for a memory backend, which lives only in this process: JSON
@@ -36,8 +38,10 @@ from sqlalchemy_obstore import (
     ObjectInfo,
     ObstoreBackend,
     StoredObject,
+    UploadPolicy,
     storages,
 )
+from sqlalchemy_obstore.processing import ImagePolicy, Rendition
 from sqlalchemy_obstore.testing import FaultInjectingBackend
 
 BACKENDS_ENV = "SQLO_CLI_BACKENDS"
@@ -45,6 +49,7 @@ TABLE_ENV = "SQLO_CLI_TABLE"
 COLUMN_BACKEND_ENV = "SQLO_CLI_COLUMN_BACKEND"
 SEED_ENV = "SQLO_CLI_SEED"
 INTERRUPT_ENV = "SQLO_CLI_INTERRUPT"
+RENDITIONS_ENV = "SQLO_CLI_RENDITIONS"
 
 _SYNC_DRIVERS = {"sqlite+aiosqlite": "sqlite", "postgresql+asyncpg": "postgresql+psycopg"}
 
@@ -77,8 +82,14 @@ class CtrlCOnList(FaultInjectingBackend):
         return super().list_objects_async(prefix, offset=offset)
 
 
-def make_models(table: str, backend: str = "files") -> tuple[type[DeclarativeBase], Any]:
+def make_models(
+    table: str, backend: str = "files", renditions: list[list[Any]] | None = None
+) -> tuple[type[DeclarativeBase], Any]:
     """A declarative base with one document model: a file and a list of files."""
+    policy = None
+    if renditions:
+        made = tuple(Rendition(name, width, height) for name, width, height in renditions)
+        policy = UploadPolicy(image=ImagePolicy(renditions=made))
 
     class Base(DeclarativeBase):
         pass
@@ -87,7 +98,7 @@ def make_models(table: str, backend: str = "files") -> tuple[type[DeclarativeBas
         __tablename__ = table
         id: Mapped[int] = mapped_column(primary_key=True)
         title: Mapped[str]
-        file: Mapped[FileObject | None] = mapped_column(StoredObject(backend))
+        file: Mapped[FileObject | None] = mapped_column(StoredObject(backend, policy=policy))
         pages: Mapped[list[FileObject]] = mapped_column(
             StoredObject(backend, multiple=True), default=list
         )
@@ -123,7 +134,9 @@ def _seed(Base: Any, Document: Any, backend: ObstoreBackend, rows: int, orphans:
 
 
 Base, Document = make_models(
-    os.environ.get(TABLE_ENV, "cli_documents"), os.environ.get(COLUMN_BACKEND_ENV, "files")
+    os.environ.get(TABLE_ENV, "cli_documents"),
+    os.environ.get(COLUMN_BACKEND_ENV, "files"),
+    json.loads(os.environ.get(RENDITIONS_ENV, "null")),
 )
 for _backend in build_backends(json.loads(os.environ.get(BACKENDS_ENV, "{}"))):
     _registered: Backend = CtrlCOnList(_backend) if os.environ.get(INTERRUPT_ENV) else _backend

@@ -10,6 +10,7 @@ the command did to the database and the store.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
@@ -89,6 +90,8 @@ class CliApp:
             "SQLO_CLI_BACKENDS": json.dumps(self.spec),
             "SQLO_CLI_TABLE": self.table,
         }
+        if "PYTHONPATH" in os.environ:  # the code under test, in a checkout not installed
+            self.env["PYTHONPATH"] = os.environ["PYTHONPATH"]
 
     def run(self, *args: str, module: bool = False, **env: str) -> Result:
         command = [sys.executable, "-m", "sqlalchemy_obstore"] if module else [str(SCRIPT)]
@@ -424,6 +427,58 @@ def test_migrate_end_to_end(
     again = app.run("migrate", "--from", "files", "--to", "archive", "--yes")
     assert again.code == EXIT_OK, again  # idempotent
     assert "rows rewritten" in again.stdout
+    assert app.run("verify", "--checksums").code == EXIT_OK
+
+
+# -- reprocess ----------------------------------------------------------------------------------
+def png(size: tuple[int, int]) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", size, (9, 99, 199)).save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("database", "store"), [("sqlite", "local"), ("pg-async", "s3")])
+def test_reprocess_end_to_end(make_app: Callable[..., CliApp], database: str, store: str) -> None:
+    app = make_app(database, files=store)
+    with Session(app.engine) as session:  # stored before the column had an image policy
+        for i, size in enumerate([(80, 40), (30, 60)]):
+            file = FileObject(filename=f"p{i}.png", content=png(size))
+            session.add(app.Document(title=f"photo {i}", file=file))
+        session.add(app.Document(title="text", file=FileObject(filename="a.txt", content=b"a")))
+        session.commit()
+    policy = {"SQLO_CLI_RENDITIONS": json.dumps([["thumb", 16, 16]])}
+
+    refused = app.run("reprocess", **policy)
+    assert refused.code == EXIT_USAGE, refused
+    assert "--yes" in refused.stderr
+    no_policy = app.run("reprocess", "--dry-run")
+    assert no_policy.code == EXIT_USAGE, no_policy
+    assert "image policy" in no_policy.stderr
+
+    dry = app.run("reprocess", "--dry-run", "--json", **policy)
+    assert dry.code == EXIT_OK, dry
+    assert (dry.json()["renditions_built"], dry.json()["facts_recorded"]) == (2, 2)
+    assert all(not files[0].renditions for files in app.referenced().values())
+
+    done = app.run(
+        "reprocess", "--yes", "--json", "--batch-size", "1", "--column", f"{app.table}.file",
+        **policy,
+    )  # fmt: skip
+    assert done.code == EXIT_OK, done
+    report = done.json()
+    assert (report["rows_updated"], report["renditions_built"], report["ok"]) == (2, 2, True)
+    files = [files[0] for files in app.referenced().values()]
+    assert [(f.width, f.height) for f in files] == [(80, 40), (30, 60), (None, None)]
+    thumbs = [f.renditions["thumb"] for f in files[:2]]
+    assert [(t.width, t.height) for t in thumbs] == [(16, 8), (8, 16)]
+    assert [t.size for t in thumbs] == [len(t.get_content()) for t in thumbs]
+    assert_no_secret(done)
+
+    again = app.run("reprocess", "--yes", **policy)
+    assert again.code == EXIT_OK, again
+    assert "images up to date" in again.stdout
     assert app.run("verify", "--checksums").code == EXIT_OK
 
 

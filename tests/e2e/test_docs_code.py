@@ -162,6 +162,8 @@ def test_the_page_runs_as_written(
         "PYTHONWARNINGS": WARNINGS,
         **page_environment(page, request),
     }
+    if "PYTHONPATH" in os.environ:  # the code under test, in a checkout not installed
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     result = subprocess.run(
         [sys.executable, str(RUNNER), str(DOCS / page)],
         cwd=tmp_path,

@@ -50,6 +50,7 @@ RENDITION = {
     "checksum": "sha256:" + "1" * 64,
     "last_modified": "2024-05-06T07:08:09+00:00",
     "metadata": {"role": "thumbnail"},
+    "image": {"width": 4, "height": 3, "spec": "fit 4x4 PNG q80"},
 }
 FULL = {
     "v": 1,
@@ -64,6 +65,7 @@ FULL = {
     "last_modified": "2024-01-02T03:04:05+00:00",
     "metadata": {"k": "v"},
     "renditions": {"thumb": RENDITION},
+    "image": {"width": 40, "height": 30},
 }
 """A column value with a non-default value in every field of the format."""
 

@@ -31,6 +31,7 @@ PUBLIC_MODULES = [
     "sqlalchemy_obstore.registry",
     "sqlalchemy_obstore.signing",
     "sqlalchemy_obstore.remote",
+    "sqlalchemy_obstore.reprocessing",
     "sqlalchemy_obstore.testing",
     "sqlalchemy_obstore.tickets",
     "sqlalchemy_obstore.types",

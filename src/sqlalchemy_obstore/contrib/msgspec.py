@@ -38,7 +38,21 @@ from .._column import column_value
 from ..errors import InvalidFileObjectError
 from ..file_object import FileObject, FileObjectList, column_json_schema
 
-__all__ = ("FileObjectDict", "dec_hook", "enc_hook", "schema_hook")
+__all__ = ("FileObjectDict", "ImageFactsDict", "dec_hook", "enc_hook", "schema_hook")
+
+
+class ImageFactsDict(TypedDict, total=False):
+    """The `image` field of the column shape: an image's size, a rendition's spec.
+
+    Example:
+        >>> import msgspec
+        >>> msgspec.convert({"width": 64, "height": 48}, ImageFactsDict)
+        {'width': 64, 'height': 48}
+    """
+
+    width: Required[int]
+    height: Required[int]
+    spec: str
 
 
 class FileObjectDict(TypedDict, total=False):
@@ -66,6 +80,7 @@ class FileObjectDict(TypedDict, total=False):
     last_modified: str | None
     metadata: dict[str, str]
     renditions: NotRequired[dict[str, FileObjectDict]]
+    image: NotRequired[ImageFactsDict]
 
 
 def enc_hook(obj: Any) -> Any:
