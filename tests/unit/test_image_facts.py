@@ -7,8 +7,10 @@ import pickle
 
 import pytest
 from PIL import Image
+from sqlalchemy import create_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from sqlalchemy_obstore import FileObject, ObstoreBackend, UploadPolicy, storages
+from sqlalchemy_obstore import FileObject, ObstoreBackend, StoredObject, UploadPolicy, storages
 from sqlalchemy_obstore.processing import ImageFacts, ImagePolicy, Normalize, Rendition
 
 ROW = {"backend": "b", "path": "k/a.png", "content_type": "image/png", "size": 3}
@@ -86,3 +88,30 @@ def test_the_size_is_the_displayed_one() -> None:
         file = FileObject(filename="a.jpg", content=jpeg_turned((60, 20)), backend="b")
         file.save(policy=policy)
     assert (file.width, file.height) == (20, 60)
+
+
+def test_a_rolled_back_upload_gives_the_image_facts_back() -> None:
+    storages.register_backend(ObstoreBackend("facts-undo", "memory://"), replace=True)
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Photo(Base):
+        __tablename__ = "photos"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        file: Mapped[FileObject] = mapped_column(
+            StoredObject("facts-undo", policy=UploadPolicy(image=ImagePolicy()))
+        )
+
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    file = FileObject(filename="a.png", content=png((5, 4)))
+    with Session(engine) as session:
+        session.add(Photo(file=file))
+        session.flush()
+        assert (file.width, file.height) == (5, 4)
+        session.rollback()
+    assert file.has_pending_content
+    assert file.path is None
+    assert (file.image, file.width, file.height) == (None, None, None)
+    engine.dispose()
