@@ -16,32 +16,33 @@ native obstore operation.
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from datetime import datetime, timedelta, timezone
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from datetime import datetime, timedelta
 from functools import partial
 from types import MappingProxyType
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    ClassVar,
-    TypeVar,
-)
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from . import _pydantic
 from ._attributes import guess_content_type
-from ._column import (
-    ATTRIBUTES,
-    COLUMN_FORMAT_VERSION,
-    FileCodec,
-    column_json_schema,
-    column_value,
-)
+from ._column import COLUMN_FORMAT_VERSION, FileCodec, column_json_schema
 from ._column import to_dict as column_to_dict
-from ._content import (
-    ContentSource,
-    content_kind,
+from ._content import ContentSource, content_kind
+from ._fields import (
+    FIELD_CHECKS,
+    LOADED_INTERNALS,
+    NOTHING,
+    NOTIFYING,
+    Metadata,
+    apply_info,
+    check_optional,
+    describe,
+    parse_datetime,
+    pickled_state,
+    restored_state,
+    stored_facts,
 )
 from ._form_upload import form_upload
+from ._from_url import remote_content
 from ._io import bridge, run_async, run_sync
 from ._mutable import MutableItemList, MutableValue, notify_holders, set_quietly
 from ._sign import (
@@ -53,19 +54,9 @@ from ._sign import (
     signing_upload,
 )
 from ._upload import SaveOptions, default_filename, save_options, saving, verify_stored
-from .backends import (
-    DEFAULT_CHUNK_SIZE,
-    DEFAULT_MAX_CONCURRENCY,
-    Backend,
-    SignedURL,
-)
+from .backends import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CONCURRENCY, Backend, SignedURL
 from .errors import FileObjectError, InvalidFileObjectError, NoContentError
-from .keys import (
-    KeyFunction,
-    check_filename,
-    check_object_path,
-    sanitize_filename,
-)
+from .keys import KeyFunction, check_filename, check_object_path, sanitize_filename
 from .registry import BackendRegistry, storages
 from .validation import UploadPolicy
 
@@ -84,132 +75,6 @@ __all__ = (
     "sign_files",
     "sign_files_async",
 )
-
-_TRACKED_FIELDS = frozenset(ATTRIBUTES)  # assigning one marks the holders dirty
-_NOTIFYING = _TRACKED_FIELDS | {"_metadata"}
-"""Attributes whose assignment marks the holders dirty (and drops the signed URLs)."""
-_T = TypeVar("_T")
-_NOTHING: Mapping[Any, Any] = MappingProxyType({})
-"""Shared, read-only and empty: what a new file holds as its unknown fields, renditions,
-signed-URL cache and containers until one is written (then it gets its own dict).
-Fewer objects per file make loading many rows cheaper (less for the GC to traverse)."""
-
-
-class _Metadata(dict[str, str]):
-    """A str→str dict that tells its `FileObject` when it changes."""
-
-    __slots__ = ("_owner",)
-
-    def __init__(self, owner: FileObject, data: Mapping[str, str] | None):
-        if data:
-            super().__init__(_check_metadata(data))
-        self._owner = weakref.ref(owner)
-
-    def _changed(self) -> None:
-        owner = self._owner()
-        if owner is not None:
-            owner.changed()
-
-    def __setitem__(self, key: str, value: str) -> None:
-        super().__setitem__(*_check_metadata_item(key, value))
-        self._changed()
-
-    def __delitem__(self, key: str) -> None:
-        super().__delitem__(key)
-        self._changed()
-
-    def clear(self) -> None:
-        super().clear()
-        self._changed()
-
-    def pop(self, key: str, *default: Any) -> Any:
-        value = super().pop(key, *default)
-        self._changed()
-        return value
-
-    def popitem(self) -> tuple[str, str]:
-        item = super().popitem()
-        self._changed()
-        return item
-
-    def setdefault(self, key: str, default: str = "") -> str:
-        if key not in self:
-            self[key] = default
-        return self[key]
-
-    def update(self, *args: Any, **kwargs: str) -> None:
-        super().update(_check_metadata(dict(*args, **kwargs)))
-        self._changed()
-
-    def __ior__(self, other: Any) -> Self:  # type: ignore[override,misc]
-        self.update(other)
-        return self
-
-    def __reduce__(self) -> Any:
-        return (dict, (dict(self),))
-
-
-def _check_metadata_item(key: object, value: object) -> tuple[str, str]:
-    if not isinstance(key, str) or not isinstance(value, str):
-        raise InvalidFileObjectError(
-            f"metadata maps str to str; got {type(key).__name__} → {type(value).__name__}. "
-            "Encode other values (for example as JSON) first."
-        )
-    return key, value
-
-
-def _check_metadata(data: Mapping[str, str] | None) -> dict[str, str]:
-    if data is None:
-        return {}
-    if not isinstance(data, Mapping):
-        raise InvalidFileObjectError(f"metadata must be a mapping, not {type(data).__name__}.")
-    return dict(_check_metadata_item(k, v) for k, v in data.items())
-
-
-def _parse_datetime(value: object) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
-        except ValueError as exc:
-            raise InvalidFileObjectError(
-                f"last_modified must be an ISO 8601 timestamp, not {value!r}."
-            ) from exc
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-    raise InvalidFileObjectError(f"last_modified must be a datetime or ISO string, not {value!r}.")
-
-
-def _optional(value: object, kind: type[_T], name: str) -> _T | None:
-    if value is None or (isinstance(value, kind) and not isinstance(value, bool)):
-        return value
-    raise InvalidFileObjectError(f"{name} must be {kind.__name__} or None, not {value!r}.")
-
-
-def _check_filename(value: object) -> str:
-    if not isinstance(value, str):
-        raise InvalidFileObjectError(f"filename must be a string, not {type(value).__name__}.")
-    return check_filename(value)
-
-
-def _check_content_type(value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidFileObjectError(f"content_type must be a non-empty string, not {value!r}.")
-    return value
-
-
-_FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
-    "filename": _check_filename,
-    "backend": partial(_optional, kind=str, name="backend"),
-    "path": lambda value: None if value is None else check_object_path(value),
-    "content_type": _check_content_type,
-    "size": partial(_optional, kind=int, name="size"),
-    "etag": partial(_optional, kind=str, name="etag"),
-    "version": partial(_optional, kind=str, name="version"),
-    "checksum": partial(_optional, kind=str, name="checksum"),
-    "last_modified": _parse_datetime,
-}
-"""What assigning each field checks (and converts): the same as the constructor."""
 
 
 class FileObject(MutableValue):
@@ -298,58 +163,62 @@ class FileObject(MutableValue):
         d = self.__dict__
         d["_content"] = content
         d["_registry"] = registry
-        d["_sign_cache"] = _NOTHING
-        d["_containers"] = _NOTHING
-        d["_extra"] = _NOTHING
-        d["_renditions"] = _NOTHING
-        d["_metadata"] = _Metadata(self, metadata) if metadata else None
+        d["_sign_cache"] = NOTHING
+        d["_containers"] = NOTHING
+        d["_extra"] = NOTHING
+        d["_renditions"] = NOTHING
+        d["_metadata"] = Metadata(self, metadata) if metadata else None
         d["_untrusted"] = False  # built by the application's own code
         d["backend"] = (
             backend
             if backend is None or backend.__class__ is str
-            else _optional(backend, str, "backend")
+            else check_optional(backend, str, "backend")
         )
         d["path"] = None if path is None else check_object_path(path)
         d["filename"] = filename
         d["content_type"] = content_type or guess_content_type(filename)
-        d["size"] = size if size is None or size.__class__ is int else _optional(size, int, "size")
-        d["etag"] = etag if etag is None or etag.__class__ is str else _optional(etag, str, "etag")
+        d["size"] = (
+            size if size is None or size.__class__ is int else check_optional(size, int, "size")
+        )
+        d["etag"] = (
+            etag if etag is None or etag.__class__ is str else check_optional(etag, str, "etag")
+        )
         d["version"] = (
             version
             if version is None or version.__class__ is str
-            else _optional(version, str, "version")
+            else check_optional(version, str, "version")
         )
         d["checksum"] = (
             checksum
             if checksum is None or checksum.__class__ is str
-            else _optional(checksum, str, "checksum")
+            else check_optional(checksum, str, "checksum")
         )
         d["last_modified"] = (
             last_modified
             if last_modified is None or last_modified.__class__ is datetime
-            else _parse_datetime(last_modified)
+            else parse_datetime(last_modified)
         )
 
     # -- state ----------------------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
-        check = _FIELD_CHECKS.get(name)
+        check = FIELD_CHECKS.get(name)
         if check is not None:  # a field is checked as the constructor checks it
             value = check(value)
         if name == "metadata":
-            value = _Metadata(self, value)
+            value = Metadata(self, value)
             name = "_metadata"
         object.__setattr__(self, name, value)
-        if name in _NOTIFYING:  # (`set_quietly` is the way around this)
-            self.__dict__["_sign_cache"] = _NOTHING
+        if name in NOTIFYING:  # (`set_quietly` is the way around this)
+            set_quietly(self, _sign_cache=NOTHING)  # signed URLs name the old value
             self.changed()
 
     @property
     def metadata(self) -> dict[str, str]:
         """Custom str→str metadata; in-place changes mark the owning row dirty."""
-        d = self.__dict__
-        metadata: _Metadata | None = d["_metadata"]
-        if metadata is None:  # created on first use
-            metadata = d["_metadata"] = _Metadata(self, None)
+        metadata: Metadata | None = self.__dict__["_metadata"]
+        if metadata is None:  # created on first use, which is not a change
+            metadata = Metadata(self, None)
+            set_quietly(self, _metadata=metadata)
         return metadata
 
     @property
@@ -367,7 +236,7 @@ class FileObject(MutableValue):
             mappingproxy({})
         """
         renditions: Mapping[str, FileObject] = self.__dict__["_renditions"]
-        return renditions if renditions is _NOTHING else MappingProxyType(renditions)
+        return renditions if renditions is NOTHING else MappingProxyType(renditions)
 
     @property
     def has_pending_content(self) -> bool:
@@ -410,16 +279,7 @@ class FileObject(MutableValue):
         row held (see `from_dict`): what the store holds is described by the row, not by
         the request body.
         """
-        facts = source.__dict__
-        set_quietly(
-            self,
-            **{name: facts[name] for name in _TRACKED_FIELDS - {"filename"}},
-            _metadata=_Metadata(self, facts["_metadata"]) if facts["_metadata"] else None,
-            _extra=dict(facts["_extra"]) if facts["_extra"] else _NOTHING,
-            _renditions=dict(facts["_renditions"]) if facts["_renditions"] else _NOTHING,
-            _sign_cache=_NOTHING,
-            _untrusted=False,
-        )
+        set_quietly(self, **stored_facts(self, source.__dict__))
 
     # -- column shape ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -513,24 +373,7 @@ class FileObject(MutableValue):
             >>> dumped["file"].get("filename")
             'a.txt'
         """
-        from pydantic_core import core_schema
-
-        def validate(value: Any) -> FileObject:
-            if isinstance(value, cls):
-                return value
-            if isinstance(value, Mapping):
-                return cls.from_dict(value)
-            kind = type(value).__name__
-            raise InvalidFileObjectError(
-                f"Expected a FileObject or a column-shape dict, not {kind}."
-            )
-
-        return core_schema.no_info_plain_validator_function(
-            validate,
-            serialization=core_schema.plain_serializer_function_ser_schema(
-                _serialize, when_used="always"
-            ),
-        )
+        return _pydantic.core_schema(cls, FileObject)
 
     @classmethod
     def __get_pydantic_json_schema__(
@@ -617,25 +460,10 @@ class FileObject(MutableValue):
             >>> f.filename, f.content_type, f.has_pending_content
             ('report.pdf', 'application/pdf', True)
         """
-        from .remote import RemoteResponse, RemoteSource
-
-        holder: list[weakref.ref[FileObject]] = []
-
-        def on_response(response: RemoteResponse) -> None:
-            file = holder[0]() if holder else None
-            if file is None:
-                return
-            # Set without marking rows dirty: the save that is running does that.
-            if filename is None and response.filename:
-                set_quietly(file, filename=response.filename)
-            if content_type is None:
-                set_quietly(
-                    file,
-                    content_type=response.content_type or guess_content_type(file.filename),
-                )
-
-        source = RemoteSource(
+        source, name, attach = remote_content(
             url,
+            filename,
+            content_type,
             timeout=timeout,
             deadline=deadline,
             max_size=max_size,
@@ -644,16 +472,15 @@ class FileObject(MutableValue):
             allow_networks=allow_networks,
             headers=headers,
             forward_headers=forward_headers,
-            on_response=on_response,
         )
         file = cls(
-            filename=filename if filename is not None else source.filename or "file",
+            filename=name,
             content=source,
             content_type=content_type,
             metadata=metadata,
             backend=backend,
         )
-        holder.append(weakref.ref(file))
+        attach(file)
         return file
 
     @classmethod
@@ -680,14 +507,7 @@ class FileObject(MutableValue):
             2
         """
         parts = form_upload(upload, filename=filename, content_type=content_type)
-        return cls(
-            filename=parts.filename,
-            content=parts.content,
-            content_type=parts.content_type,
-            size=parts.size,
-            backend=backend,
-            metadata=metadata,
-        )
+        return cls(**parts._asdict(), backend=backend, metadata=metadata)
 
     # -- equality, repr, pickling ------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
@@ -698,39 +518,15 @@ class FileObject(MutableValue):
         return (self.backend, self.path) == (other.backend, other.path)
 
     def __repr__(self) -> str:
-        fields = [f"filename={self.filename!r}"]
-        if self.backend is not None:
-            fields.append(f"backend={self.backend!r}")
-        if self.path is not None:
-            fields.append(f"path={self.path!r}")
-        if self.size is not None:
-            fields.append(f"size={self.size}")
-        fields.append(f"content_type={self.content_type!r}")
-        if self.has_pending_content:
-            fields.append("pending=True")
-        return f"FileObject({', '.join(fields)})"
+        return describe("FileObject", self.__dict__)
 
     def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state["_sign_cache"] = {}
-        state["_metadata"] = dict(self.__dict__["_metadata"] or ())
-        state["_extra"] = dict(state.get("_extra") or ())
-        state["_renditions"] = dict(state.get("_renditions") or ())
-        content = state.get("_content")
-        if content is not None and content_kind(content) not in {"buffer", "path"}:
-            raise FileObjectError(
-                "A FileObject whose pending content is a stream cannot be pickled; save it first."
-            )
-        if isinstance(content, memoryview):
-            state["_content"] = bytes(content)
-        return state
+        return pickled_state(super().__getstate__())
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        metadata = state.pop("_metadata", {})
-        state.setdefault("_renditions", {})
-        state.setdefault("_untrusted", False)
+        state, metadata = restored_state(state)
         super().__setstate__(state)
-        set_quietly(self, _metadata=_Metadata(self, metadata))
+        set_quietly(self, _metadata=Metadata(self, metadata))
 
     # -- Mutable contract -------------------------------------------------------------------
     @classmethod
@@ -918,14 +714,6 @@ class FileObject(MutableValue):
         """Async version of [`verify`][sqlalchemy_obstore.file_object.FileObject.verify]."""
         return await bridge(self.verify, chunk_size=chunk_size)
 
-    def _apply_info(self, info: Any) -> None:
-        self.size = info.size
-        self.etag = info.etag
-        self.version = info.version
-        self.last_modified = info.last_modified
-        if info.content_type:
-            self.content_type = info.content_type
-
     def refresh(self) -> Self:
         """Reload size, etag, version, last-modified and content type from the store.
 
@@ -933,13 +721,13 @@ class FileObject(MutableValue):
             ObjectNotFoundError: If the object is missing.
         """
         backend, path = self._stored()
-        self._apply_info(backend.head(path))
+        apply_info(self, backend.head(path))
         return self
 
     async def refresh_async(self) -> Self:
         """Async version of [`refresh`][sqlalchemy_obstore.file_object.FileObject.refresh]."""
         backend, path = self._stored()
-        self._apply_info(await backend.head_async(path))
+        apply_info(self, await backend.head_async(path))
         return self
 
     def delete(self) -> None:
@@ -1048,26 +836,7 @@ async def sign_files_async(
     return await run_async(signing_files(files, expires_in, FileObject))
 
 
-def _serialize(value: FileObject) -> dict[str, Any]:
-    """The column shape of a saved file, for Pydantic (which may hand over anything)."""
-    if not isinstance(value, FileObject):
-        raise InvalidFileObjectError(f"Expected a FileObject, got {type(value).__name__}.")
-    return column_value(value)
-
-
-_LOADED_INTERNALS: dict[str, Any] = {
-    "_content": None,
-    "_registry": None,
-    "_sign_cache": _NOTHING,
-    "_containers": _NOTHING,
-    "_extra": _NOTHING,
-    "_renditions": _NOTHING,
-    "_metadata": None,
-    "_untrusted": False,
-}
-"""Internals of a file loaded from a row (shared empties are replaced on first write)."""
-
-FileObject._codec = FileCodec(partial(FileObject.__new__, FileObject), _LOADED_INTERNALS, _Metadata)
+FileObject._codec = FileCodec(partial(FileObject.__new__, FileObject), LOADED_INTERNALS, Metadata)
 
 
 class FileObjectList(MutableItemList[FileObject]):
