@@ -31,9 +31,11 @@ __all__ = (
     "LOADED_INTERNALS",
     "NOTHING",
     "NOTIFYING",
+    "STORED_FACTS",
     "TRACKED_FIELDS",
     "Metadata",
     "apply_info",
+    "check_fields",
     "check_optional",
     "describe",
     "parse_datetime",
@@ -188,6 +190,15 @@ FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "last_modified": parse_datetime,
 }
 """What assigning each field checks (and converts): the same as the constructor."""
+
+STORED_FACTS = ("backend", "size", "etag", "version", "checksum", "last_modified")
+"""The fields the constructor takes as given when `None` or of their exact type."""
+
+
+def check_fields(d: dict[str, Any], names: tuple[str, ...]) -> None:
+    """Check (and convert) the fields `names` of the `__dict__` `d` in place."""
+    for name in names:
+        d[name] = FIELD_CHECKS[name](d[name])
 
 
 def stored_facts(file: _Owner, source: Mapping[str, Any]) -> dict[str, Any]:

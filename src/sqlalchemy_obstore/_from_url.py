@@ -1,7 +1,7 @@
 """The content and naming of a file downloaded from a URL (`FileObject.from_url`).
 
-`remote_content` builds the `RemoteSource` and the filename to construct the file with,
-and hands back `attach(file)`: once attached, the final response names the file (its
+`remote_content` gives the constructor's `content`, `filename` and `content_type` for
+the URL, and `attach(file)`: once attached, the final response names the file (its
 `Content-Disposition` and `Content-Type`) where the caller gave no name or type.
 """
 
@@ -15,7 +15,7 @@ from ._attributes import guess_content_type
 from ._mutable import set_quietly
 
 if TYPE_CHECKING:
-    from .remote import RemoteResponse, RemoteSource
+    from .remote import RemoteResponse
 
 __all__ = ("remote_content",)
 
@@ -47,16 +47,16 @@ class _Naming:
 
 def remote_content(
     url: str, filename: str | None, content_type: str | None, **fetch: Any
-) -> tuple[RemoteSource, str, Callable[[object], None]]:
-    """The source downloading `url`, the filename to start with, and `attach(file)`.
+) -> tuple[dict[str, Any], Callable[[object], None]]:
+    """The constructor keywords of a file downloading `url`, and `attach(file)`.
 
-    `fetch` holds `RemoteSource`'s keywords. The starting filename is `filename`, else
-    the URL's last path segment, else `"file"`; call `attach` with the file built from
-    them, so that the response can name it.
+    `fetch` holds `RemoteSource`'s keywords. The filename is `filename`, else the URL's
+    last path segment, else `"file"`. Call `attach` with the file built, so that the
+    response can name it.
     """
     from .remote import RemoteSource  # (only files from URLs need the HTTP machinery)
 
     naming = _Naming(filename, content_type)
     source = RemoteSource(url, on_response=naming, **fetch)
     name = filename if filename is not None else source.filename or "file"
-    return source, name, naming.attach
+    return {"filename": name, "content": source, "content_type": content_type}, naming.attach

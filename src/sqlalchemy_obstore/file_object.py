@@ -32,11 +32,12 @@ from ._fields import (
     LOADED_INTERNALS,
     NOTHING,
     NOTIFYING,
+    STORED_FACTS,
     Metadata,
     apply_info,
-    check_optional,
+    check_fields,
+    check_filename,
     describe,
-    parse_datetime,
     pickled_state,
     restored_state,
     stored_facts,
@@ -56,7 +57,8 @@ from ._sign import (
 from ._upload import SaveOptions, default_filename, save_options, saving, verify_stored
 from .backends import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CONCURRENCY, Backend, SignedURL
 from .errors import FileObjectError, InvalidFileObjectError, NoContentError
-from .keys import KeyFunction, check_filename, check_object_path, sanitize_filename
+from .keys import KeyFunction, check_object_path, sanitize_filename
+from .keys import check_filename as check_filename_text
 from .registry import BackendRegistry, storages
 from .validation import UploadPolicy
 
@@ -153,13 +155,11 @@ class FileObject(MutableValue):
                 content_kind(content)  # validate early
         if filename is None:
             filename = default_filename(content, path)
-        elif not isinstance(filename, str):
-            raise InvalidFileObjectError(
-                f"filename must be a string, not {type(filename).__name__}."
-            )
-        check_filename(filename)  # no NUL, no lone surrogate: storable and sendable
+        elif filename.__class__ is not str:
+            check_filename(filename)  # a str (or a subclass)
+        check_filename_text(filename)  # no NUL, no lone surrogate: storable and sendable
         # Written straight into the instance dict: a new file has no holder to notify.
-        # (Exact-type checks first; anything else goes through the full validation.)
+        # (Values of the exact types are taken as given; others are checked after.)
         d = self.__dict__
         d["_content"] = content
         d["_registry"] = registry
@@ -169,35 +169,24 @@ class FileObject(MutableValue):
         d["_renditions"] = NOTHING
         d["_metadata"] = Metadata(self, metadata) if metadata else None
         d["_untrusted"] = False  # built by the application's own code
-        d["backend"] = (
-            backend
-            if backend is None or backend.__class__ is str
-            else check_optional(backend, str, "backend")
-        )
+        d["backend"] = backend
         d["path"] = None if path is None else check_object_path(path)
         d["filename"] = filename
         d["content_type"] = content_type or guess_content_type(filename)
-        d["size"] = (
-            size if size is None or size.__class__ is int else check_optional(size, int, "size")
-        )
-        d["etag"] = (
-            etag if etag is None or etag.__class__ is str else check_optional(etag, str, "etag")
-        )
-        d["version"] = (
-            version
-            if version is None or version.__class__ is str
-            else check_optional(version, str, "version")
-        )
-        d["checksum"] = (
-            checksum
-            if checksum is None or checksum.__class__ is str
-            else check_optional(checksum, str, "checksum")
-        )
-        d["last_modified"] = (
-            last_modified
-            if last_modified is None or last_modified.__class__ is datetime
-            else parse_datetime(last_modified)
-        )
+        d["size"] = size
+        d["etag"] = etag
+        d["version"] = version
+        d["checksum"] = checksum
+        d["last_modified"] = last_modified
+        if not (
+            (backend is None or backend.__class__ is str)
+            and (size is None or size.__class__ is int)
+            and (etag is None or etag.__class__ is str)
+            and (version is None or version.__class__ is str)
+            and (checksum is None or checksum.__class__ is str)
+            and (last_modified is None or last_modified.__class__ is datetime)
+        ):
+            check_fields(d, STORED_FACTS)  # a subclass, a bool, a string date, or wrong
 
     # -- state ----------------------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
@@ -225,10 +214,9 @@ class FileObject(MutableValue):
     def renditions(self) -> Mapping[str, FileObject]:
         """The stored renditions of this image, by name (read-only; empty if none).
 
-        Generated on save from the policy's
-        [`ImagePolicy.renditions`][sqlalchemy_obstore.processing.ImagePolicy], recorded
-        in the column value and deleted together with the original. Each one is a
-        stored `FileObject`: read, stream or sign it like any file.
+        Made on save from the policy's
+        [`ImagePolicy.renditions`][sqlalchemy_obstore.processing.ImagePolicy], recorded in
+        the column and deleted with the original; each is a stored `FileObject`.
 
         Example:
             >>> from sqlalchemy_obstore import FileObject
@@ -273,19 +261,15 @@ class FileObject(MutableValue):
             set_quietly(self, _registry=registry)
 
     def _take_stored_facts(self, source: FileObject) -> None:
-        """Become the trusted `source` object again, keeping only this file's filename.
+        """Become the trusted `source` again but for the filename (the echo of a row's file).
 
-        The session calls this for an untrusted file accepted as the echo of what its
-        row held (see `from_dict`): what the store holds is described by the row, not by
-        the request body.
+        What the store holds is described by the row, not by the request body.
         """
         set_quietly(self, **stored_facts(self, source.__dict__))
 
     # -- column shape ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """The JSON shape stored in the column (see the column format docs).
-
-        Unknown fields read from a newer column format are written back unchanged.
+        """The JSON shape stored in the column; unknown fields read are written back.
 
         Example:
             >>> FileObject(backend="b", path="k/a.txt", size=1).to_dict()["path"]
@@ -304,17 +288,13 @@ class FileObject(MutableValue):
     ) -> FileObject:
         """Rebuild a `FileObject` from its column shape.
 
-        A column-shape dict names an object by backend and path, so where it comes from
-        matters (see [the threat model](../explanation/security.md)). By default the
-        result is **untrusted**: a session refuses to write it into a row
-        (`UntrustedReferenceError`) unless the same row and column already hold that very
-        object, the round trip of an edit form, and then the stored facts (size,
-        checksum, type, metadata, renditions) are kept from the row, only `filename`
-        from the dict. Pydantic validation, msgspec's `dec_hook` and assigning a dict to
-        a column build untrusted files the same way.
-
-        Pass `trusted=True` only for data the application itself vouches for (its own
-        rows, a migration, an admin tool), never for a request body.
+        The dict names an object, so where it comes from matters (see
+        [the threat model](../explanation/security.md)). The result is **untrusted**
+        unless `trusted=True`: a session refuses to write it into a row
+        (`UntrustedReferenceError`) unless that row and column already hold that very
+        object (an edit form's round trip); then only `filename` is taken from the dict,
+        the stored facts from the row. Pass `trusted=True` only for data the application
+        vouches for (its own rows, a migration), never for a request body.
 
         Args:
             data: A mapping as produced by `to_dict`.
@@ -323,9 +303,8 @@ class FileObject(MutableValue):
             trusted: Whether the application vouches for `data` (see above).
 
         Raises:
-            InvalidFileObjectError: If `data` is not a valid column value (including a
-                malformed `path`, see
-                [`check_object_path`][sqlalchemy_obstore.keys.check_object_path], or a
+            InvalidFileObjectError: If `data` is not a valid column value (a malformed
+                [`path`][sqlalchemy_obstore.keys.check_object_path] included, or a
                 rendition on another backend than its original).
 
         Example:
@@ -342,28 +321,18 @@ class FileObject(MutableValue):
     def is_trusted(self) -> bool:
         """Whether the application vouches for this file's reference (backend and path).
 
-        `False` for a file decoded from outside data (`from_dict` without
-        `trusted=True`, Pydantic validation, msgspec's `dec_hook`, a dict assigned to a
-        column) until a session accepted it as the echo of what its row already held.
-        Files built with the constructor, loaded from rows, saved or redeemed from an
-        upload ticket are trusted. See `from_dict`.
+        `False` for a file decoded from outside data (`from_dict`, Pydantic, msgspec, a
+        dict assigned to a column) until a session accepted it as its row's echo.
         """
         return not self.__dict__["_untrusted"]
 
     # -- pydantic --------------------------------------------------------------------------------
     @classmethod
-    def __get_pydantic_core_schema__(
-        cls, source_type: Any, handler: GetCoreSchemaHandler
-    ) -> CoreSchema:
-        """Let `FileObject` be a field type in Pydantic v2 models.
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        """Let `FileObject` be a Pydantic v2 field type (Pydantic stays optional).
 
-        Validation accepts a `FileObject` (passed through unchanged) or a dict in the
-        column shape (rebuilt with `from_dict`). Serialisation gives `to_dict()`, in
-        Python and JSON mode alike. A file that is not saved yet (pending content, no
-        stored object) is refused with `InvalidFileObjectError`: its dict would have no
-        `path` and could not be validated back.
-
-        Pydantic is imported only here, so it stays an optional dependency.
+        Validation takes a `FileObject` or a column-shape dict (`from_dict`);
+        serialisation gives `to_dict()`, and refuses a file not saved yet.
 
         Example:
             >>> from pydantic import BaseModel
@@ -379,13 +348,7 @@ class FileObject(MutableValue):
     def __get_pydantic_json_schema__(
         cls, schema: CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
-        """The JSON schema of the column shape (`path` required, unknown fields allowed).
-
-        Example:
-            >>> from pydantic import TypeAdapter
-            >>> TypeAdapter(FileObject).json_schema()["required"] == ["path"]
-            True
-        """
+        """The JSON schema of the column shape (`path` required, unknown fields allowed)."""
         return column_json_schema()
 
     @classmethod
@@ -408,23 +371,13 @@ class FileObject(MutableValue):
     ) -> FileObject:
         """A pending file whose content is downloaded from `url` when it is saved.
 
-        Nothing is fetched here: the download happens in `save()` (with `httpx.Client`)
-        or `save_async()` / an `AsyncSession` flush (with `httpx.AsyncClient`), and the
-        body streams into storage chunk by chunk with bounded memory. A failed or
-        rolled-back upload leaves the file pending: the next save downloads it again.
-
-        Fetching is guarded against server-side request forgery: only http(s) URLs
-        without credentials; the host is resolved and refused if any address is
-        loopback, private, link-local (cloud metadata), CGNAT, multicast, reserved or
-        a mapped form of those; the connection goes to the vetted address; redirects
-        are re-checked hop by hop. See
-        [`sqlalchemy_obstore.remote`][sqlalchemy_obstore.remote].
-
-        When the response arrives, a `filename` not given here is taken from its
-        `Content-Disposition` (else the final URL's last path segment) and a
-        `content_type` not given here from its `Content-Type`. The object key is
-        built before the download starts, from the name known then (the one given, or
-        the URL's last path segment).
+        Nothing is fetched here: `save()`, `save_async()` or a flush streams the body
+        into storage with bounded memory (a failed upload leaves the file pending). The
+        fetch is guarded against server-side request forgery: see
+        [`RemoteSource`][sqlalchemy_obstore.remote.RemoteSource], which documents the
+        fetch options below in full. A `filename` or `content_type` not given is taken
+        from the response (`Content-Disposition`, `Content-Type`); the object key is
+        built before the download, from the name given or the URL's last segment.
 
         Args:
             url: The `http://` or `https://` URL to download.
@@ -433,24 +386,19 @@ class FileObject(MutableValue):
             metadata: Custom str→str metadata.
             backend: Backend key (or leave it to the column).
             timeout: Seconds for resolving, for connecting, and for each wait for data.
-            deadline: Seconds for the whole fetch, redirects and body included
-                (`RemoteTimeoutError` beyond it); `None` turns it off.
-            max_size: Largest body accepted, in bytes (`FileTooLargeError` beyond it,
-                checked against `Content-Length` and over the decoded bytes while
-                streaming).
+            deadline: Seconds for the whole fetch; `None` turns it off.
+            max_size: Largest body accepted, in bytes.
             max_redirects: Redirects to follow, each checked like the first URL.
             allow_private: Allow loopback, private and other blocked addresses.
             allow_networks: Blocked networks to allow anyway, e.g. `("10.1.0.0/16",)`.
             headers: Extra request headers, sent to the URL's origin only.
-            forward_headers: Names of `headers` that may follow a redirect to another
-                origin (never credentials).
+            forward_headers: Names of `headers` that may follow a redirect elsewhere.
 
         Raises:
             MissingDependencyError: If httpx is not installed (the `http` extra).
             ForbiddenAddressError: Now, for a URL that is not http(s), has credentials
                 or names a blocked IP literal; at save time for blocked hosts and hops.
-            RemoteTimeoutError: At save time, when a wait passes `timeout` or the whole
-                fetch its `deadline`.
+            RemoteTimeoutError: At save time, past `timeout` or `deadline`.
             RemoteFetchError: At save time, for a non-2xx answer, too many redirects,
                 an undecodable body or a network failure.
             FileTooLargeError: At save time, when the body passes `max_size`.
@@ -460,7 +408,7 @@ class FileObject(MutableValue):
             >>> f.filename, f.content_type, f.has_pending_content
             ('report.pdf', 'application/pdf', True)
         """
-        source, name, attach = remote_content(
+        fields, attach = remote_content(
             url,
             filename,
             content_type,
@@ -473,13 +421,7 @@ class FileObject(MutableValue):
             headers=headers,
             forward_headers=forward_headers,
         )
-        file = cls(
-            filename=name,
-            content=source,
-            content_type=content_type,
-            metadata=metadata,
-            backend=backend,
-        )
+        file = cls(**fields, metadata=metadata, backend=backend)
         attach(file)
         return file
 
@@ -495,8 +437,7 @@ class FileObject(MutableValue):
     ) -> FileObject:
         """A pending file streamed from a Starlette/FastAPI or Litestar `UploadFile`.
 
-        Nothing is read here; saving streams from the framework's spooled temporary
-        file, and the column's upload policy applies as for any content. See
+        Nothing is read here; saving streams from the framework's spooled file. See
         [`file_from_upload`][sqlalchemy_obstore.uploads.file_from_upload].
 
         Example:
@@ -572,9 +513,8 @@ class FileObject(MutableValue):
     ) -> Self:
         """Upload pending content under a fresh key and record what the store reports.
 
-        Content up to `chunk_size` goes up in one PUT (refused if the key exists);
-        longer content streams as a multipart upload with bounded memory. A file with
-        nothing pending that is already stored is left as it is.
+        Content up to `chunk_size` goes up in one PUT, longer content as a multipart
+        upload with bounded memory. A stored file with nothing pending is left as it is.
 
         Args:
             use_multipart: Force or forbid multipart; by default decided by size.
@@ -592,13 +532,11 @@ class FileObject(MutableValue):
         Raises:
             NoContentError: If there is neither content nor a stored object.
             BackendNotFoundError: If the backend key is not registered.
-            ValidationError: If the policy refuses the content (nothing is stored; the
-                file keeps its content, rewound where possible).
+            ValidationError: If the policy refuses the content (nothing is stored).
             StorageError: If the store refuses or fails the upload.
 
         Example:
-            >>> from sqlalchemy_obstore import FileObject, ObstoreBackend, storages
-            >>> from sqlalchemy_obstore.validation import UploadPolicy
+            >>> from sqlalchemy_obstore import FileObject, ObstoreBackend, UploadPolicy, storages
             >>> with storages.temporary(ObstoreBackend("uploads", "memory://")):
             ...     f = FileObject(filename="a.txt", content=b"hi", backend="uploads")
             ...     f.save(policy=UploadPolicy(max_size=1024)).size
@@ -648,10 +586,7 @@ class FileObject(MutableValue):
         return await backend.get_bytes_async(path)
 
     def iter_chunks(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
-        """Stream the stored object in chunks of about `chunk_size` bytes.
-
-        Memory stays bounded by the chunk size, whatever the object's size.
-        """
+        """Stream the stored object in chunks of about `chunk_size` bytes (bounded memory)."""
         backend, path = self._stored()
         return backend.iter_chunks(path, chunk_size=chunk_size)
 
@@ -687,10 +622,7 @@ class FileObject(MutableValue):
         return await backend.exists_async(path)
 
     def verify(self, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> bool:
-        """Re-read the stored object and check it against the recorded checksum and size.
-
-        The object is streamed (memory stays bounded by `chunk_size`) and hashed with
-        the algorithm recorded in `checksum`.
+        """Stream the stored object and check it against the recorded checksum and size.
 
         Returns:
             `True` when the object matches.
@@ -733,9 +665,8 @@ class FileObject(MutableValue):
     def delete(self) -> None:
         """Delete the stored object now (missing objects are not an error).
 
-        This acts immediately and outside any transaction. To remove a file from a row,
-        assign `None` (or remove it from the list) and commit: the session deletes the
-        object only after the commit succeeded.
+        This acts outside any transaction. To remove a file from a row, assign `None`
+        (or remove it from the list): the session deletes it after the commit.
         """
         backend, path = self._stored()
         backend.delete(path)
@@ -749,12 +680,9 @@ class FileObject(MutableValue):
     def sign(self, *, expires_in: int | timedelta = 3600, for_upload: bool = False) -> str:
         """Return a signed URL for downloading (GET) or, with `for_upload`, uploading (PUT).
 
-        Download URLs are cached on the object and reused while more than half of
-        their lifetime remains, so a URL is never handed out nearly expired.
-
-        An upload URL is only issued for a file that has no stored object yet: it gets a
-        fresh key, the client PUTs the bytes there (sending
-        `backend.upload_headers`), and `refresh()` then records size and etag.
+        Download URLs are cached and reused while more than half their lifetime remains.
+        An upload URL is issued only for a file with no stored object yet: it gets a fresh
+        key, the client PUTs there (with `backend.upload_headers`), `refresh()` records it.
 
         Args:
             expires_in: Lifetime in seconds or as a timedelta.
