@@ -252,14 +252,6 @@ class FileObject(MutableValue):
         """Mark every row (and list) holding this file as modified."""
         notify_holders(self)
 
-    def _adopt(self, backend: str, registry: BackendRegistry | None) -> None:
-        # Column defaults are not user changes: set them without marking anything dirty.
-        d = self.__dict__
-        if d["backend"] is None:
-            set_quietly(self, backend=backend)
-        if d["_registry"] is None and registry is not None:
-            set_quietly(self, _registry=registry)
-
     def _take_stored_facts(self, source: FileObject) -> None:
         """Become the trusted `source` again but for the filename (the echo of a row's file).
 
