@@ -24,6 +24,15 @@ def core_schema(cls: Any, base: type[Any]) -> CoreSchema:
 
     A file that is not saved yet is refused when serialised (`InvalidFileObjectError`):
     its dict would have no `path` and could not be validated back.
+
+    Example:
+        >>> from pydantic import BaseModel
+        >>> from sqlalchemy_obstore import FileObject
+        >>> class Out(BaseModel):
+        ...     file: FileObject
+        >>> dumped = Out(file={"backend": "b", "path": "k/a.txt"}).model_dump()
+        >>> dumped["file"].get("filename")
+        'a.txt'
     """
     from pydantic_core import core_schema
 

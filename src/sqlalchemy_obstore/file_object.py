@@ -321,18 +321,10 @@ class FileObject(MutableValue):
     # -- pydantic --------------------------------------------------------------------------------
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
-        """Let `FileObject` be a Pydantic v2 field type (Pydantic stays optional).
+        """Let `FileObject` be a Pydantic v2 field type ([how-to](../how-to/serialization.md)).
 
-        Validation takes a `FileObject` or a column-shape dict (`from_dict`);
+        Validation takes a `FileObject` or a column-shape dict (`from_dict`, untrusted);
         serialisation gives `to_dict()`, and refuses a file not saved yet.
-
-        Example:
-            >>> from pydantic import BaseModel
-            >>> class Out(BaseModel):
-            ...     file: FileObject
-            >>> dumped = Out(file={"backend": "b", "path": "k/a.txt"}).model_dump()
-            >>> dumped["file"].get("filename")
-            'a.txt'
         """
         return _pydantic.core_schema(cls, FileObject)
 
