@@ -198,7 +198,7 @@ class FileObject(MutableValue):
             name = "_metadata"
         object.__setattr__(self, name, value)
         if name in NOTIFYING:  # (`set_quietly` is the way around this)
-            set_quietly(self, _sign_cache=NOTHING)  # signed URLs name the old value
+            self.__dict__["_sign_cache"] = NOTHING  # (part of this change, not a quiet set)
             self.changed()
 
     @property
