@@ -38,6 +38,7 @@ __all__ = (
     "check_fields",
     "check_optional",
     "describe",
+    "field_check",
     "parse_datetime",
     "pickled_state",
     "restored_state",
@@ -190,6 +191,8 @@ FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "last_modified": parse_datetime,
 }
 """What assigning each field checks (and converts): the same as the constructor."""
+field_check = FIELD_CHECKS.get
+"""The check of an attribute name, `None` for a name that is not a field."""
 
 STORED_FACTS = ("backend", "size", "etag", "version", "checksum", "last_modified")
 """The fields the constructor takes as given when `None` or of their exact type."""

@@ -28,7 +28,6 @@ from ._column import COLUMN_FORMAT_VERSION, FileCodec, column_json_schema
 from ._column import to_dict as column_to_dict
 from ._content import ContentSource, content_kind
 from ._fields import (
-    FIELD_CHECKS,
     LOADED_INTERNALS,
     NOTHING,
     NOTIFYING,
@@ -38,6 +37,7 @@ from ._fields import (
     check_fields,
     check_filename,
     describe,
+    field_check,
     pickled_state,
     restored_state,
     stored_facts,
@@ -190,7 +190,7 @@ class FileObject(MutableValue):
 
     # -- state ----------------------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
-        check = FIELD_CHECKS.get(name)
+        check = field_check(name)
         if check is not None:  # a field is checked as the constructor checks it
             value = check(value)
         if name == "metadata":
