@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ._mutable import set_quietly
 from .file_object import FileObject
 
 if TYPE_CHECKING:
@@ -28,8 +29,15 @@ class ColumnDefaults(Protocol):
 
 
 def apply_column_defaults(column_type: ColumnDefaults, value: Any) -> None:
-    """Give files without a backend (or registry) the column's."""
+    """Give files without a backend (or registry) the column's.
+
+    These are not user changes: they are set without marking anything dirty.
+    """
     files = value if isinstance(value, list) else [value]
     for file in files:
         if isinstance(file, FileObject):
-            file._adopt(column_type.backend, column_type.registry)
+            d = file.__dict__
+            if d["backend"] is None:
+                set_quietly(file, backend=column_type.backend)
+            if d["_registry"] is None and column_type.registry is not None:
+                set_quietly(file, _registry=column_type.registry)

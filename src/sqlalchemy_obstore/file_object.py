@@ -16,33 +16,34 @@ native obstore operation.
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from datetime import datetime, timedelta, timezone
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from datetime import datetime, timedelta
 from functools import partial
 from types import MappingProxyType
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    ClassVar,
-    TypeVar,
-)
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from . import _pydantic
 from ._attributes import guess_content_type
-from ._column import (
-    ATTRIBUTES,
-    COLUMN_FORMAT_VERSION,
-    FileCodec,
-    ImageFacts,
-    column_json_schema,
-    column_value,
-)
+from ._column import COLUMN_FORMAT_VERSION, FileCodec, ImageFacts, column_json_schema
 from ._column import to_dict as column_to_dict
-from ._content import (
-    ContentSource,
-    content_kind,
+from ._content import ContentSource, content_kind
+from ._fields import (
+    LOADED_INTERNALS,
+    NOTHING,
+    NOTIFYING,
+    STORED_FACTS,
+    Metadata,
+    apply_info,
+    check_fields,
+    check_filename,
+    describe,
+    field_check,
+    pickled_state,
+    restored_state,
+    stored_facts,
 )
 from ._form_upload import form_upload
+from ._from_url import remote_content
 from ._io import bridge, run_async, run_sync
 from ._mutable import MutableItemList, MutableValue, notify_holders, set_quietly
 from ._sign import (
@@ -54,19 +55,10 @@ from ._sign import (
     signing_upload,
 )
 from ._upload import SaveOptions, default_filename, save_options, saving, verify_stored
-from .backends import (
-    DEFAULT_CHUNK_SIZE,
-    DEFAULT_MAX_CONCURRENCY,
-    Backend,
-    SignedURL,
-)
+from .backends import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CONCURRENCY, Backend, SignedURL
 from .errors import FileObjectError, InvalidFileObjectError, NoContentError
-from .keys import (
-    KeyFunction,
-    check_filename,
-    check_object_path,
-    sanitize_filename,
-)
+from .keys import KeyFunction, check_object_path, sanitize_filename
+from .keys import check_filename as check_filename_text
 from .registry import BackendRegistry, storages
 from .validation import UploadPolicy
 
@@ -85,132 +77,6 @@ __all__ = (
     "sign_files",
     "sign_files_async",
 )
-
-_TRACKED_FIELDS = frozenset(ATTRIBUTES)  # assigning one marks the holders dirty
-_NOTIFYING = _TRACKED_FIELDS | {"_metadata"}
-"""Attributes whose assignment marks the holders dirty (and drops the signed URLs)."""
-_T = TypeVar("_T")
-_NOTHING: Mapping[Any, Any] = MappingProxyType({})
-"""Shared, read-only and empty: what a new file holds as its unknown fields, renditions,
-signed-URL cache and containers until one is written (then it gets its own dict).
-Fewer objects per file make loading many rows cheaper (less for the GC to traverse)."""
-
-
-class _Metadata(dict[str, str]):
-    """A str→str dict that tells its `FileObject` when it changes."""
-
-    __slots__ = ("_owner",)
-
-    def __init__(self, owner: FileObject, data: Mapping[str, str] | None):
-        if data:
-            super().__init__(_check_metadata(data))
-        self._owner = weakref.ref(owner)
-
-    def _changed(self) -> None:
-        owner = self._owner()
-        if owner is not None:
-            owner.changed()
-
-    def __setitem__(self, key: str, value: str) -> None:
-        super().__setitem__(*_check_metadata_item(key, value))
-        self._changed()
-
-    def __delitem__(self, key: str) -> None:
-        super().__delitem__(key)
-        self._changed()
-
-    def clear(self) -> None:
-        super().clear()
-        self._changed()
-
-    def pop(self, key: str, *default: Any) -> Any:
-        value = super().pop(key, *default)
-        self._changed()
-        return value
-
-    def popitem(self) -> tuple[str, str]:
-        item = super().popitem()
-        self._changed()
-        return item
-
-    def setdefault(self, key: str, default: str = "") -> str:
-        if key not in self:
-            self[key] = default
-        return self[key]
-
-    def update(self, *args: Any, **kwargs: str) -> None:
-        super().update(_check_metadata(dict(*args, **kwargs)))
-        self._changed()
-
-    def __ior__(self, other: Any) -> Self:  # type: ignore[override,misc]
-        self.update(other)
-        return self
-
-    def __reduce__(self) -> Any:
-        return (dict, (dict(self),))
-
-
-def _check_metadata_item(key: object, value: object) -> tuple[str, str]:
-    if not isinstance(key, str) or not isinstance(value, str):
-        raise InvalidFileObjectError(
-            f"metadata maps str to str; got {type(key).__name__} → {type(value).__name__}. "
-            "Encode other values (for example as JSON) first."
-        )
-    return key, value
-
-
-def _check_metadata(data: Mapping[str, str] | None) -> dict[str, str]:
-    if data is None:
-        return {}
-    if not isinstance(data, Mapping):
-        raise InvalidFileObjectError(f"metadata must be a mapping, not {type(data).__name__}.")
-    return dict(_check_metadata_item(k, v) for k, v in data.items())
-
-
-def _parse_datetime(value: object) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
-        except ValueError as exc:
-            raise InvalidFileObjectError(
-                f"last_modified must be an ISO 8601 timestamp, not {value!r}."
-            ) from exc
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-    raise InvalidFileObjectError(f"last_modified must be a datetime or ISO string, not {value!r}.")
-
-
-def _optional(value: object, kind: type[_T], name: str) -> _T | None:
-    if value is None or (isinstance(value, kind) and not isinstance(value, bool)):
-        return value
-    raise InvalidFileObjectError(f"{name} must be {kind.__name__} or None, not {value!r}.")
-
-
-def _check_filename(value: object) -> str:
-    if not isinstance(value, str):
-        raise InvalidFileObjectError(f"filename must be a string, not {type(value).__name__}.")
-    return check_filename(value)
-
-
-def _check_content_type(value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidFileObjectError(f"content_type must be a non-empty string, not {value!r}.")
-    return value
-
-
-_FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
-    "filename": _check_filename,
-    "backend": partial(_optional, kind=str, name="backend"),
-    "path": lambda value: None if value is None else check_object_path(value),
-    "content_type": _check_content_type,
-    "size": partial(_optional, kind=int, name="size"),
-    "etag": partial(_optional, kind=str, name="etag"),
-    "version": partial(_optional, kind=str, name="version"),
-    "checksum": partial(_optional, kind=str, name="checksum"),
-    "last_modified": _parse_datetime,
-}
-"""What assigning each field checks (and converts): the same as the constructor."""
 
 
 class FileObject(MutableValue):
@@ -289,79 +155,69 @@ class FileObject(MutableValue):
                 content_kind(content)  # validate early
         if filename is None:
             filename = default_filename(content, path)
-        elif not isinstance(filename, str):
-            raise InvalidFileObjectError(
-                f"filename must be a string, not {type(filename).__name__}."
-            )
-        check_filename(filename)  # no NUL, no lone surrogate: storable and sendable
+        elif filename.__class__ is not str:
+            check_filename(filename)  # a str (or a subclass)
+        check_filename_text(filename)  # no NUL, no lone surrogate: storable and sendable
         # Written straight into the instance dict: a new file has no holder to notify.
-        # (Exact-type checks first; anything else goes through the full validation.)
+        # (Values of the exact types are taken as given; others are checked after.)
         d = self.__dict__
         d["_content"] = content
         d["_registry"] = registry
-        d["_sign_cache"] = _NOTHING
-        d["_containers"] = _NOTHING
-        d["_extra"] = _NOTHING
-        d["_renditions"] = _NOTHING
+        d["_sign_cache"] = NOTHING
+        d["_containers"] = NOTHING
+        d["_extra"] = NOTHING
+        d["_renditions"] = NOTHING
         d["_image"] = None
-        d["_metadata"] = _Metadata(self, metadata) if metadata else None
+        d["_metadata"] = Metadata(self, metadata) if metadata else None
         d["_untrusted"] = False  # built by the application's own code
-        d["backend"] = (
-            backend
-            if backend is None or backend.__class__ is str
-            else _optional(backend, str, "backend")
-        )
+        d["backend"] = backend
         d["path"] = None if path is None else check_object_path(path)
         d["filename"] = filename
         d["content_type"] = content_type or guess_content_type(filename)
-        d["size"] = size if size is None or size.__class__ is int else _optional(size, int, "size")
-        d["etag"] = etag if etag is None or etag.__class__ is str else _optional(etag, str, "etag")
-        d["version"] = (
-            version
-            if version is None or version.__class__ is str
-            else _optional(version, str, "version")
-        )
-        d["checksum"] = (
-            checksum
-            if checksum is None or checksum.__class__ is str
-            else _optional(checksum, str, "checksum")
-        )
-        d["last_modified"] = (
-            last_modified
-            if last_modified is None or last_modified.__class__ is datetime
-            else _parse_datetime(last_modified)
-        )
+        d["size"] = size
+        d["etag"] = etag
+        d["version"] = version
+        d["checksum"] = checksum
+        d["last_modified"] = last_modified
+        if not (
+            (backend is None or backend.__class__ is str)
+            and (size is None or size.__class__ is int)
+            and (etag is None or etag.__class__ is str)
+            and (version is None or version.__class__ is str)
+            and (checksum is None or checksum.__class__ is str)
+            and (last_modified is None or last_modified.__class__ is datetime)
+        ):
+            check_fields(d, STORED_FACTS)  # a subclass, a bool, a string date, or wrong
 
     # -- state ----------------------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
-        check = _FIELD_CHECKS.get(name)
+        check = field_check(name)
         if check is not None:  # a field is checked as the constructor checks it
             value = check(value)
         if name == "metadata":
-            value = _Metadata(self, value)
+            value = Metadata(self, value)
             name = "_metadata"
         object.__setattr__(self, name, value)
-        if name in _NOTIFYING:  # (`set_quietly` is the way around this)
-            self.__dict__["_sign_cache"] = _NOTHING
+        if name in NOTIFYING:  # (`set_quietly` is the way around this)
+            self.__dict__["_sign_cache"] = NOTHING  # (part of this change, not a quiet set)
             self.changed()
 
     @property
     def metadata(self) -> dict[str, str]:
         """Custom str→str metadata; in-place changes mark the owning row dirty."""
-        d = self.__dict__
-        metadata: _Metadata | None = d["_metadata"]
-        if metadata is None:  # created on first use
-            metadata = d["_metadata"] = _Metadata(self, None)
+        metadata: Metadata | None = self.__dict__["_metadata"]
+        if metadata is None:  # created on first use, which is not a change
+            metadata = Metadata(self, None)
+            set_quietly(self, _metadata=metadata)
         return metadata
 
     @property
     def renditions(self) -> Mapping[str, FileObject]:
         """The stored renditions of this image, by name (read-only; empty if none).
 
-        Generated on save from the policy's
-        [`ImagePolicy.renditions`][sqlalchemy_obstore.processing.ImagePolicy], recorded
-        in the column value and deleted together with the original. Each one is a
-        stored `FileObject`: read, stream or sign it like any file.
+        Made on save from the policy's
+        [`ImagePolicy.renditions`][sqlalchemy_obstore.processing.ImagePolicy], recorded in
+        the column and deleted with the original; each is a stored `FileObject`.
 
         Example:
             >>> from sqlalchemy_obstore import FileObject
@@ -369,7 +225,7 @@ class FileObject(MutableValue):
             mappingproxy({})
         """
         renditions: Mapping[str, FileObject] = self.__dict__["_renditions"]
-        return renditions if renditions is _NOTHING else MappingProxyType(renditions)
+        return renditions if renditions is NOTHING else MappingProxyType(renditions)
 
     @property
     def image(self) -> ImageFacts | None:
@@ -420,38 +276,16 @@ class FileObject(MutableValue):
         """Mark every row (and list) holding this file as modified."""
         notify_holders(self)
 
-    def _adopt(self, backend: str, registry: BackendRegistry | None) -> None:
-        # Column defaults are not user changes: set them without marking anything dirty.
-        d = self.__dict__
-        if d["backend"] is None:
-            set_quietly(self, backend=backend)
-        if d["_registry"] is None and registry is not None:
-            set_quietly(self, _registry=registry)
-
     def _take_stored_facts(self, source: FileObject) -> None:
-        """Become the trusted `source` object again, keeping only this file's filename.
+        """Become the trusted `source` again but for the filename (the echo of a row's file).
 
-        The session calls this for an untrusted file accepted as the echo of what its
-        row held (see `from_dict`): what the store holds is described by the row, not by
-        the request body.
+        What the store holds is described by the row, not by the request body.
         """
-        facts = source.__dict__
-        set_quietly(
-            self,
-            **{name: facts[name] for name in _TRACKED_FIELDS - {"filename"}},
-            _metadata=_Metadata(self, facts["_metadata"]) if facts["_metadata"] else None,
-            _extra=dict(facts["_extra"]) if facts["_extra"] else _NOTHING,
-            _renditions=dict(facts["_renditions"]) if facts["_renditions"] else _NOTHING,
-            _image=facts["_image"],
-            _sign_cache=_NOTHING,
-            _untrusted=False,
-        )
+        set_quietly(self, **stored_facts(self, source.__dict__))
 
     # -- column shape ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """The JSON shape stored in the column (see the column format docs).
-
-        Unknown fields read from a newer column format are written back unchanged.
+        """The JSON shape stored in the column; unknown fields read are written back.
 
         Example:
             >>> FileObject(backend="b", path="k/a.txt", size=1).to_dict()["path"]
@@ -470,17 +304,13 @@ class FileObject(MutableValue):
     ) -> FileObject:
         """Rebuild a `FileObject` from its column shape.
 
-        A column-shape dict names an object by backend and path, so where it comes from
-        matters (see [the threat model](../explanation/security.md)). By default the
-        result is **untrusted**: a session refuses to write it into a row
-        (`UntrustedReferenceError`) unless the same row and column already hold that very
-        object, the round trip of an edit form, and then the stored facts (size,
-        checksum, type, metadata, renditions) are kept from the row, only `filename`
-        from the dict. Pydantic validation, msgspec's `dec_hook` and assigning a dict to
-        a column build untrusted files the same way.
-
-        Pass `trusted=True` only for data the application itself vouches for (its own
-        rows, a migration, an admin tool), never for a request body.
+        The dict names an object, so where it comes from matters (see
+        [the threat model](../explanation/security.md)). The result is **untrusted**
+        unless `trusted=True`: a session refuses to write it into a row
+        (`UntrustedReferenceError`) unless that row and column already hold that very
+        object (an edit form's round trip); then only `filename` is taken from the dict,
+        the stored facts from the row. Pass `trusted=True` only for data the application
+        vouches for (its own rows, a migration), never for a request body.
 
         Args:
             data: A mapping as produced by `to_dict`.
@@ -489,9 +319,8 @@ class FileObject(MutableValue):
             trusted: Whether the application vouches for `data` (see above).
 
         Raises:
-            InvalidFileObjectError: If `data` is not a valid column value (including a
-                malformed `path`, see
-                [`check_object_path`][sqlalchemy_obstore.keys.check_object_path], or a
+            InvalidFileObjectError: If `data` is not a valid column value (a malformed
+                [`path`][sqlalchemy_obstore.keys.check_object_path] included, or a
                 rendition on another backend than its original).
 
         Example:
@@ -508,67 +337,26 @@ class FileObject(MutableValue):
     def is_trusted(self) -> bool:
         """Whether the application vouches for this file's reference (backend and path).
 
-        `False` for a file decoded from outside data (`from_dict` without
-        `trusted=True`, Pydantic validation, msgspec's `dec_hook`, a dict assigned to a
-        column) until a session accepted it as the echo of what its row already held.
-        Files built with the constructor, loaded from rows, saved or redeemed from an
-        upload ticket are trusted. See `from_dict`.
+        `False` for a file decoded from outside data (`from_dict`, Pydantic, msgspec, a
+        dict assigned to a column) until a session accepted it as its row's echo.
         """
         return not self.__dict__["_untrusted"]
 
     # -- pydantic --------------------------------------------------------------------------------
     @classmethod
-    def __get_pydantic_core_schema__(
-        cls, source_type: Any, handler: GetCoreSchemaHandler
-    ) -> CoreSchema:
-        """Let `FileObject` be a field type in Pydantic v2 models.
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        """Let `FileObject` be a Pydantic v2 field type ([how-to](../how-to/serialization.md)).
 
-        Validation accepts a `FileObject` (passed through unchanged) or a dict in the
-        column shape (rebuilt with `from_dict`). Serialisation gives `to_dict()`, in
-        Python and JSON mode alike. A file that is not saved yet (pending content, no
-        stored object) is refused with `InvalidFileObjectError`: its dict would have no
-        `path` and could not be validated back.
-
-        Pydantic is imported only here, so it stays an optional dependency.
-
-        Example:
-            >>> from pydantic import BaseModel
-            >>> class Out(BaseModel):
-            ...     file: FileObject
-            >>> dumped = Out(file={"backend": "b", "path": "k/a.txt"}).model_dump()
-            >>> dumped["file"].get("filename")
-            'a.txt'
+        Validation takes a `FileObject` or a column-shape dict (`from_dict`, untrusted);
+        serialisation gives `to_dict()`, and refuses a file not saved yet.
         """
-        from pydantic_core import core_schema
-
-        def validate(value: Any) -> FileObject:
-            if isinstance(value, cls):
-                return value
-            if isinstance(value, Mapping):
-                return cls.from_dict(value)
-            kind = type(value).__name__
-            raise InvalidFileObjectError(
-                f"Expected a FileObject or a column-shape dict, not {kind}."
-            )
-
-        return core_schema.no_info_plain_validator_function(
-            validate,
-            serialization=core_schema.plain_serializer_function_ser_schema(
-                _serialize, when_used="always"
-            ),
-        )
+        return _pydantic.core_schema(cls, FileObject)
 
     @classmethod
     def __get_pydantic_json_schema__(
         cls, schema: CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
-        """The JSON schema of the column shape (`path` required, unknown fields allowed).
-
-        Example:
-            >>> from pydantic import TypeAdapter
-            >>> TypeAdapter(FileObject).json_schema()["required"] == ["path"]
-            True
-        """
+        """The JSON schema of the column shape (`path` required, unknown fields allowed)."""
         return column_json_schema()
 
     @classmethod
@@ -591,23 +379,13 @@ class FileObject(MutableValue):
     ) -> FileObject:
         """A pending file whose content is downloaded from `url` when it is saved.
 
-        Nothing is fetched here: the download happens in `save()` (with `httpx.Client`)
-        or `save_async()` / an `AsyncSession` flush (with `httpx.AsyncClient`), and the
-        body streams into storage chunk by chunk with bounded memory. A failed or
-        rolled-back upload leaves the file pending: the next save downloads it again.
-
-        Fetching is guarded against server-side request forgery: only http(s) URLs
-        without credentials; the host is resolved and refused if any address is
-        loopback, private, link-local (cloud metadata), CGNAT, multicast, reserved or
-        a mapped form of those; the connection goes to the vetted address; redirects
-        are re-checked hop by hop. See
-        [`sqlalchemy_obstore.remote`][sqlalchemy_obstore.remote].
-
-        When the response arrives, a `filename` not given here is taken from its
-        `Content-Disposition` (else the final URL's last path segment) and a
-        `content_type` not given here from its `Content-Type`. The object key is
-        built before the download starts, from the name known then (the one given, or
-        the URL's last path segment).
+        Nothing is fetched here: `save()`, `save_async()` or a flush streams the body
+        into storage with bounded memory (a failed upload leaves the file pending). The
+        fetch is guarded against server-side request forgery: see
+        [`RemoteSource`][sqlalchemy_obstore.remote.RemoteSource], which documents the
+        fetch options below in full. A `filename` or `content_type` not given is taken
+        from the response (`Content-Disposition`, `Content-Type`); the object key is
+        built before the download, from the name given or the URL's last segment.
 
         Args:
             url: The `http://` or `https://` URL to download.
@@ -616,24 +394,19 @@ class FileObject(MutableValue):
             metadata: Custom str→str metadata.
             backend: Backend key (or leave it to the column).
             timeout: Seconds for resolving, for connecting, and for each wait for data.
-            deadline: Seconds for the whole fetch, redirects and body included
-                (`RemoteTimeoutError` beyond it); `None` turns it off.
-            max_size: Largest body accepted, in bytes (`FileTooLargeError` beyond it,
-                checked against `Content-Length` and over the decoded bytes while
-                streaming).
+            deadline: Seconds for the whole fetch; `None` turns it off.
+            max_size: Largest body accepted, in bytes.
             max_redirects: Redirects to follow, each checked like the first URL.
             allow_private: Allow loopback, private and other blocked addresses.
             allow_networks: Blocked networks to allow anyway, e.g. `("10.1.0.0/16",)`.
             headers: Extra request headers, sent to the URL's origin only.
-            forward_headers: Names of `headers` that may follow a redirect to another
-                origin (never credentials).
+            forward_headers: Names of `headers` that may follow a redirect elsewhere.
 
         Raises:
             MissingDependencyError: If httpx is not installed (the `http` extra).
             ForbiddenAddressError: Now, for a URL that is not http(s), has credentials
                 or names a blocked IP literal; at save time for blocked hosts and hops.
-            RemoteTimeoutError: At save time, when a wait passes `timeout` or the whole
-                fetch its `deadline`.
+            RemoteTimeoutError: At save time, past `timeout` or `deadline`.
             RemoteFetchError: At save time, for a non-2xx answer, too many redirects,
                 an undecodable body or a network failure.
             FileTooLargeError: At save time, when the body passes `max_size`.
@@ -643,25 +416,10 @@ class FileObject(MutableValue):
             >>> f.filename, f.content_type, f.has_pending_content
             ('report.pdf', 'application/pdf', True)
         """
-        from .remote import RemoteResponse, RemoteSource
-
-        holder: list[weakref.ref[FileObject]] = []
-
-        def on_response(response: RemoteResponse) -> None:
-            file = holder[0]() if holder else None
-            if file is None:
-                return
-            # Set without marking rows dirty: the save that is running does that.
-            if filename is None and response.filename:
-                set_quietly(file, filename=response.filename)
-            if content_type is None:
-                set_quietly(
-                    file,
-                    content_type=response.content_type or guess_content_type(file.filename),
-                )
-
-        source = RemoteSource(
+        fields, attach = remote_content(
             url,
+            filename,
+            content_type,
             timeout=timeout,
             deadline=deadline,
             max_size=max_size,
@@ -670,16 +428,9 @@ class FileObject(MutableValue):
             allow_networks=allow_networks,
             headers=headers,
             forward_headers=forward_headers,
-            on_response=on_response,
         )
-        file = cls(
-            filename=filename if filename is not None else source.filename or "file",
-            content=source,
-            content_type=content_type,
-            metadata=metadata,
-            backend=backend,
-        )
-        holder.append(weakref.ref(file))
+        file = cls(**fields, metadata=metadata, backend=backend)
+        attach(file)
         return file
 
     @classmethod
@@ -694,8 +445,7 @@ class FileObject(MutableValue):
     ) -> FileObject:
         """A pending file streamed from a Starlette/FastAPI or Litestar `UploadFile`.
 
-        Nothing is read here; saving streams from the framework's spooled temporary
-        file, and the column's upload policy applies as for any content. See
+        Nothing is read here; saving streams from the framework's spooled file. See
         [`file_from_upload`][sqlalchemy_obstore.uploads.file_from_upload].
 
         Example:
@@ -706,14 +456,7 @@ class FileObject(MutableValue):
             2
         """
         parts = form_upload(upload, filename=filename, content_type=content_type)
-        return cls(
-            filename=parts.filename,
-            content=parts.content,
-            content_type=parts.content_type,
-            size=parts.size,
-            backend=backend,
-            metadata=metadata,
-        )
+        return cls(**parts._asdict(), backend=backend, metadata=metadata)
 
     # -- equality, repr, pickling ------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
@@ -724,40 +467,15 @@ class FileObject(MutableValue):
         return (self.backend, self.path) == (other.backend, other.path)
 
     def __repr__(self) -> str:
-        fields = [f"filename={self.filename!r}"]
-        if self.backend is not None:
-            fields.append(f"backend={self.backend!r}")
-        if self.path is not None:
-            fields.append(f"path={self.path!r}")
-        if self.size is not None:
-            fields.append(f"size={self.size}")
-        fields.append(f"content_type={self.content_type!r}")
-        if self.has_pending_content:
-            fields.append("pending=True")
-        return f"FileObject({', '.join(fields)})"
+        return describe("FileObject", self.__dict__)
 
     def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state["_sign_cache"] = {}
-        state["_metadata"] = dict(self.__dict__["_metadata"] or ())
-        state["_extra"] = dict(state.get("_extra") or ())
-        state["_renditions"] = dict(state.get("_renditions") or ())
-        content = state.get("_content")
-        if content is not None and content_kind(content) not in {"buffer", "path"}:
-            raise FileObjectError(
-                "A FileObject whose pending content is a stream cannot be pickled; save it first."
-            )
-        if isinstance(content, memoryview):
-            state["_content"] = bytes(content)
-        return state
+        return pickled_state(super().__getstate__())
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        metadata = state.pop("_metadata", {})
-        state.setdefault("_renditions", {})
-        state.setdefault("_image", None)
-        state.setdefault("_untrusted", False)
+        state, metadata = restored_state(state)
         super().__setstate__(state)
-        set_quietly(self, _metadata=_Metadata(self, metadata))
+        set_quietly(self, _metadata=Metadata(self, metadata))
 
     # -- Mutable contract -------------------------------------------------------------------
     @classmethod
@@ -803,9 +521,8 @@ class FileObject(MutableValue):
     ) -> Self:
         """Upload pending content under a fresh key and record what the store reports.
 
-        Content up to `chunk_size` goes up in one PUT (refused if the key exists);
-        longer content streams as a multipart upload with bounded memory. A file with
-        nothing pending that is already stored is left as it is.
+        Content up to `chunk_size` goes up in one PUT, longer content as a multipart
+        upload with bounded memory. A stored file with nothing pending is left as it is.
 
         Args:
             use_multipart: Force or forbid multipart; by default decided by size.
@@ -823,13 +540,11 @@ class FileObject(MutableValue):
         Raises:
             NoContentError: If there is neither content nor a stored object.
             BackendNotFoundError: If the backend key is not registered.
-            ValidationError: If the policy refuses the content (nothing is stored; the
-                file keeps its content, rewound where possible).
+            ValidationError: If the policy refuses the content (nothing is stored).
             StorageError: If the store refuses or fails the upload.
 
         Example:
-            >>> from sqlalchemy_obstore import FileObject, ObstoreBackend, storages
-            >>> from sqlalchemy_obstore.validation import UploadPolicy
+            >>> from sqlalchemy_obstore import FileObject, ObstoreBackend, UploadPolicy, storages
             >>> with storages.temporary(ObstoreBackend("uploads", "memory://")):
             ...     f = FileObject(filename="a.txt", content=b"hi", backend="uploads")
             ...     f.save(policy=UploadPolicy(max_size=1024)).size
@@ -879,10 +594,7 @@ class FileObject(MutableValue):
         return await backend.get_bytes_async(path)
 
     def iter_chunks(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
-        """Stream the stored object in chunks of about `chunk_size` bytes.
-
-        Memory stays bounded by the chunk size, whatever the object's size.
-        """
+        """Stream the stored object in chunks of about `chunk_size` bytes (bounded memory)."""
         backend, path = self._stored()
         return backend.iter_chunks(path, chunk_size=chunk_size)
 
@@ -918,10 +630,7 @@ class FileObject(MutableValue):
         return await backend.exists_async(path)
 
     def verify(self, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> bool:
-        """Re-read the stored object and check it against the recorded checksum and size.
-
-        The object is streamed (memory stays bounded by `chunk_size`) and hashed with
-        the algorithm recorded in `checksum`.
+        """Stream the stored object and check it against the recorded checksum and size.
 
         Returns:
             `True` when the object matches.
@@ -945,14 +654,6 @@ class FileObject(MutableValue):
         """Async version of [`verify`][sqlalchemy_obstore.file_object.FileObject.verify]."""
         return await bridge(self.verify, chunk_size=chunk_size)
 
-    def _apply_info(self, info: Any) -> None:
-        self.size = info.size
-        self.etag = info.etag
-        self.version = info.version
-        self.last_modified = info.last_modified
-        if info.content_type:
-            self.content_type = info.content_type
-
     def refresh(self) -> Self:
         """Reload size, etag, version, last-modified and content type from the store.
 
@@ -960,21 +661,20 @@ class FileObject(MutableValue):
             ObjectNotFoundError: If the object is missing.
         """
         backend, path = self._stored()
-        self._apply_info(backend.head(path))
+        apply_info(self, backend.head(path))
         return self
 
     async def refresh_async(self) -> Self:
         """Async version of [`refresh`][sqlalchemy_obstore.file_object.FileObject.refresh]."""
         backend, path = self._stored()
-        self._apply_info(await backend.head_async(path))
+        apply_info(self, await backend.head_async(path))
         return self
 
     def delete(self) -> None:
         """Delete the stored object now (missing objects are not an error).
 
-        This acts immediately and outside any transaction. To remove a file from a row,
-        assign `None` (or remove it from the list) and commit: the session deletes the
-        object only after the commit succeeded.
+        This acts outside any transaction. To remove a file from a row, assign `None`
+        (or remove it from the list): the session deletes it after the commit.
         """
         backend, path = self._stored()
         backend.delete(path)
@@ -988,12 +688,9 @@ class FileObject(MutableValue):
     def sign(self, *, expires_in: int | timedelta = 3600, for_upload: bool = False) -> str:
         """Return a signed URL for downloading (GET) or, with `for_upload`, uploading (PUT).
 
-        Download URLs are cached on the object and reused while more than half of
-        their lifetime remains, so a URL is never handed out nearly expired.
-
-        An upload URL is only issued for a file that has no stored object yet: it gets a
-        fresh key, the client PUTs the bytes there (sending
-        `backend.upload_headers`), and `refresh()` then records size and etag.
+        Download URLs are cached and reused while more than half their lifetime remains.
+        An upload URL is issued only for a file with no stored object yet: it gets a fresh
+        key, the client PUTs there (with `backend.upload_headers`), `refresh()` records it.
 
         Args:
             expires_in: Lifetime in seconds or as a timedelta.
@@ -1075,27 +772,7 @@ async def sign_files_async(
     return await run_async(signing_files(files, expires_in, FileObject))
 
 
-def _serialize(value: FileObject) -> dict[str, Any]:
-    """The column shape of a saved file, for Pydantic (which may hand over anything)."""
-    if not isinstance(value, FileObject):
-        raise InvalidFileObjectError(f"Expected a FileObject, got {type(value).__name__}.")
-    return column_value(value)
-
-
-_LOADED_INTERNALS: dict[str, Any] = {
-    "_content": None,
-    "_registry": None,
-    "_sign_cache": _NOTHING,
-    "_containers": _NOTHING,
-    "_extra": _NOTHING,
-    "_renditions": _NOTHING,
-    "_image": None,
-    "_metadata": None,
-    "_untrusted": False,
-}
-"""Internals of a file loaded from a row (shared empties are replaced on first write)."""
-
-FileObject._codec = FileCodec(partial(FileObject.__new__, FileObject), _LOADED_INTERNALS, _Metadata)
+FileObject._codec = FileCodec(partial(FileObject.__new__, FileObject), LOADED_INTERNALS, Metadata)
 
 
 class FileObjectList(MutableItemList[FileObject]):

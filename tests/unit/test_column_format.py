@@ -22,7 +22,6 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, Table
 from sqlalchemy.dialects import postgresql
 
-import sqlalchemy_obstore.file_object as file_object_module
 from sqlalchemy_obstore import FileObject, ObstoreBackend, StoredObject, storages
 from sqlalchemy_obstore._column import (
     ATTRIBUTES,
@@ -33,6 +32,7 @@ from sqlalchemy_obstore._column import (
     column_json_schema,
     stored_files,
 )
+from sqlalchemy_obstore._fields import FIELD_CHECKS
 from sqlalchemy_obstore.contrib.msgspec import FileObjectDict
 from sqlalchemy_obstore.gc import FileColumn
 from sqlalchemy_obstore.lifecycle import _snapshot
@@ -157,7 +157,7 @@ def test_msgspec_typed_dict_has_every_field() -> None:
 def test_every_attribute_is_a_checked_constructor_keyword_that_marks_changes() -> None:
     parameters = inspect.signature(FileObject.__init__).parameters
     annotations = typing.get_type_hints(FileObject)
-    checks = file_object_module._FIELD_CHECKS
+    checks = FIELD_CHECKS
     for name in ATTRIBUTES:
         assert name in parameters, name
         assert name in annotations, name
