@@ -182,6 +182,8 @@ def saving(file: F, options: SaveOptions, file_class: type[Any]) -> Step[F]:
     ):
         return as_call(uploading(file, options, file_class))
     backend = file._backend()
+    if d["backend"] is None:  # the default backend: its key is recorded, as in `_begin`
+        set_quietly(file, backend=backend.key)
     if getattr(backend, "policy", None) is not None:
         return as_call(uploading(file, options, file_class))
     filename = d["filename"]
@@ -321,6 +323,10 @@ def _begin(file: PendingFile, options: SaveOptions) -> Upload | None:
             raise NoContentError(f"{file!r} has no content to save.", backend=d["backend"])
         return None
     backend = file._backend()
+    if d["backend"] is None:
+        # A file naming no backend goes to the registry's default, and records its key:
+        # the row keeps pointing there when the default changes later.
+        set_quietly(file, backend=backend.key)
     filename = d["filename"]
     path = build_key(
         filename,

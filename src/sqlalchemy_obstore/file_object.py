@@ -41,6 +41,7 @@ from ._content import (
     ContentSource,
     content_kind,
 )
+from ._file_backend import file_backend
 from ._form_upload import form_upload
 from ._io import bridge, run_async, run_sync
 from ._mutable import MutableItemList, MutableValue, notify_holders, set_quietly
@@ -395,7 +396,7 @@ class FileObject(MutableValue):
         """Mark every row (and list) holding this file as modified."""
         notify_holders(self)
 
-    def _adopt(self, backend: str, registry: BackendRegistry | None) -> None:
+    def _adopt(self, backend: str | None, registry: BackendRegistry | None) -> None:
         # Column defaults are not user changes: set them without marking anything dirty.
         d = self.__dict__
         if d["backend"] is None:
@@ -747,12 +748,7 @@ class FileObject(MutableValue):
 
     # -- helpers ------------------------------------------------------------------------------
     def _backend(self) -> Backend:
-        if self.backend is None:
-            raise FileObjectError(
-                f"{self!r} has no backend: pass backend= or assign it to a StoredObject column."
-            )
-        registry: BackendRegistry = self.__dict__["_registry"] or storages
-        return registry.get_backend(self.backend)
+        return file_backend(self.__dict__)  # its own key, else the registry's default
 
     def _stored(self) -> tuple[Backend, str]:
         if self.path is None:
