@@ -26,7 +26,7 @@ from .errors import ConfigurationError, InvalidFileObjectError, UntrustedReferen
 from .file_object import FileObject, FileObjectList, SaveOptions
 from .keys import KeyFunction
 from .registry import BackendRegistry, storages
-from .validation import UploadPolicy
+from .validation import UploadPolicy, parse_size
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Dialect
@@ -64,7 +64,8 @@ class StoredObject(TypeDecorator[Any]):
             allows (S3: 10,000); a stream of unknown length holds at most
             `10,000 x chunk_size` on S3 (about 48 GiB by default), so give columns that
             take larger streams a larger `chunk_size`. Each part in flight is held in
-            memory.
+            memory. A size string such as `"8 MiB"` is read with
+            [`parse_size`][sqlalchemy_obstore.validation.parse_size].
 
     Example:
         >>> from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -94,8 +95,10 @@ class StoredObject(TypeDecorator[Any]):
         cache_control: str | None = None,
         registry: BackendRegistry | None = None,
         policy: UploadPolicy | None = None,
-        chunk_size: int | None = None,
+        chunk_size: int | str | None = None,
     ) -> None:
+        if isinstance(chunk_size, str):
+            chunk_size = parse_size(chunk_size)
         if chunk_size is not None and (
             isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
         ):
