@@ -40,6 +40,7 @@ from ._column import to_dict as column_to_dict
 from ._content import (
     ContentSource,
     content_kind,
+    text_content,
 )
 from ._file_backend import file_backend
 from ._form_upload import form_upload
@@ -224,7 +225,10 @@ class FileObject(MutableValue):
             `filename`; only a sanitised form appears in object keys. Defaults to the
             name of a `Path` or file object, else the last segment of `path`.
         content: Content to upload: bytes, bytearray, memoryview, `pathlib.Path`, a
-            binary file object, or a sync or async iterator of bytes.
+            binary file object, or a sync or async iterator of bytes; or `str`, stored
+            as UTF-8 with a content type that says so (`text/plain; charset=utf-8`
+            unless the filename or `content_type` says otherwise; `charset=utf-8` is
+            added to a textual type without one).
         backend: Backend key; a file assigned to a column without one takes the
             column's backend.
         path: Key of an existing object (when there is no `content`).
@@ -239,8 +243,8 @@ class FileObject(MutableValue):
         registry: The registry that resolves `backend` (default: `storages`).
 
     Raises:
-        InvalidFileObjectError: For unusable arguments (for example `str` content, or
-            both `content` and `path`).
+        InvalidFileObjectError: For unusable arguments (for example both `content` and
+            `path`, or `str` content with a content type declaring another charset).
 
     Example:
         >>> from sqlalchemy_obstore import FileObject, ObstoreBackend, storages
@@ -285,7 +289,7 @@ class FileObject(MutableValue):
                 raise InvalidFileObjectError(
                     "Pass either content= (to upload) or path= (an existing object), not both."
                 )
-            if content.__class__ is not bytes:
+            if content.__class__ is not bytes and not isinstance(content, str):
                 content_kind(content)  # validate early
         if filename is None:
             filename = default_filename(content, path)
@@ -294,6 +298,9 @@ class FileObject(MutableValue):
                 f"filename must be a string, not {type(filename).__name__}."
             )
         check_filename(filename)  # no NUL, no lone surrogate: storable and sendable
+        if content.__class__ is not bytes and isinstance(content, str):  # text, as UTF-8
+            guessed = guess_content_type(filename)
+            content, content_type = text_content(content, content_type, guessed)
         # Written straight into the instance dict: a new file has no holder to notify.
         # (Exact-type checks first; anything else goes through the full validation.)
         d = self.__dict__
