@@ -92,7 +92,9 @@ class ColumnRow(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         version: Version id the store reported.
         checksum: `"<algorithm>:<hex>"` of the content.
         last_modified: When the object was written.
-        metadata: Custom str→str metadata.
+        metadata: Custom str→str metadata (also sent to the store as object metadata).
+        info: Row-only JSON values, nested ones included (never sent to the store;
+            written only when there are some; `UNSET` when absent).
         renditions: Derived files stored beside this one, by name (written only when
             there are some; `UNSET` when absent, which costs no dict per decoded row).
     """
@@ -110,6 +112,7 @@ class ColumnRow(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     checksum: Annotated[str | None, _UPLOADED] = None
     last_modified: Annotated[_Timestamp | None, _UPLOADED] = None
     metadata: dict[str, str] = {}
+    info: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
     renditions: dict[str, ColumnRow] | msgspec.UnsetType = msgspec.UNSET
 
 
@@ -124,18 +127,23 @@ FIELDS: tuple[str, ...] = ColumnRow.__struct_fields__
 KNOWN_KEYS = frozenset(FIELDS)
 """The keys a column value may hold besides unknown (preserved) ones."""
 
-_CONTAINERS = ("metadata", "renditions")
-"""Fields a `FileObject` holds in containers of its own (`_metadata`, `_renditions`)."""
+_CONTAINERS = ("metadata", "info", "renditions")
+"""Fields a `FileObject` holds in containers of its own (`_metadata`, `_info`,
+`_renditions`)."""
 
 ATTRIBUTES: tuple[str, ...] = tuple(n for n in FIELDS if n != "v" and n not in _CONTAINERS)
 """The fields a `FileObject` holds as plain attributes (assigning one marks the row
-dirty); the rest are the format version and the two containers."""
+dirty); the rest are the format version and the containers."""
 
 UPLOAD_FACTS: tuple[str, ...] = _marked(_UPLOADED)
 """The fields a save records about the object it wrote: what a session restores when it
 undoes the upload (the content type stays, it describes the content)."""
 
 _FLAT_KEYS = KNOWN_KEYS - {"renditions"}
+_JSON_SCHEMA_NOTES = {
+    "metadata": "Custom str→str metadata, also sent to the object store as object metadata.",
+    "info": "Row-only JSON values (nested allowed), never sent to the object store.",
+}
 
 
 # -- JSON schema --------------------------------------------------------------------------------
@@ -158,6 +166,8 @@ def _schema() -> dict[str, Any]:
     schema["description"] = "A file stored in an object store (sqlalchemy-obstore column format)."
     schema["additionalProperties"] = True  # unknown fields are preserved, not refused
     schema["required"] = ["path"]  # the general path reads older, sparser values too
+    for name, note in _JSON_SCHEMA_NOTES.items():
+        schema["properties"][name].setdefault("description", note)
     return schema
 
 
@@ -193,6 +203,9 @@ def to_dict(d: Mapping[str, Any]) -> dict[str, Any]:
     if modified is not None:
         data["last_modified"] = modified.isoformat()
     data["metadata"] = dict(d["_metadata"] or ())
+    info = d["_info"]
+    if info:
+        data["info"] = copy.deepcopy(dict(info))  # (a copy: the caller may keep it)
     renditions = d["_renditions"]
     if renditions:
         data["renditions"] = {name: r.to_dict() for name, r in renditions.items()}
@@ -245,21 +258,24 @@ class FileCodec(Generic[_F]):
         new: Makes an empty file (without running `__init__`).
         loaded: The state every file loaded from a column starts with; the codec then
             writes the fields (`ATTRIBUTES`) and `_registry`, `_untrusted`,
-            `_metadata`, `_renditions` and `_extra`.
+            `_metadata`, `_info`, `_renditions` and `_extra`.
         metadata: Wraps a loaded file's metadata dict: `metadata(file, data)`.
+        info: Wraps a loaded file's info dict (checking it): `info(file, data)`.
     """
 
-    __slots__ = ("_loaded", "_metadata", "_new")
+    __slots__ = ("_info", "_loaded", "_metadata", "_new")
 
     def __init__(
         self,
         new: Callable[[], _F],
         loaded: Mapping[str, Any],
         metadata: Callable[[_F, dict[str, str]], Any],
+        info: Callable[[_F, dict[str, Any]], Any],
     ) -> None:
         self._new = new
         self._loaded = loaded
         self._metadata = metadata
+        self._info = info
 
     def from_row(
         self,
@@ -296,6 +312,8 @@ class FileCodec(Generic[_F]):
         d["last_modified"] = modified
         if row.metadata:
             d["_metadata"] = self._metadata(file, row.metadata)
+        if row.info:  # (checked and copied by the wrapper: a dict may come from anywhere)
+            d["_info"] = self._info(file, row.info)
         if row.renditions:
             renditions = {}
             for name, item in row.renditions.items():
@@ -367,6 +385,7 @@ class FileCodec(Generic[_F]):
         fields["backend"] = fields["backend"] or default_backend
         fields["filename"] = fields["filename"] or path.rsplit("/", 1)[-1]
         fields["metadata"] = data.get("metadata") or {}
+        fields["info"] = data.get("info") or None
         try:
             file = construct(**fields, registry=registry)
         except (InvalidFileObjectError, ValueError, TypeError) as exc:

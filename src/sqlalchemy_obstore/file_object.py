@@ -44,6 +44,7 @@ from ._content import (
 )
 from ._file_backend import file_backend
 from ._form_upload import form_upload
+from ._info import InfoDict
 from ._io import bridge, run_async, run_sync
 from ._mutable import MutableItemList, MutableValue, notify_holders, set_quietly
 from ._sign import (
@@ -88,7 +89,7 @@ __all__ = (
 )
 
 _TRACKED_FIELDS = frozenset(ATTRIBUTES)  # assigning one marks the holders dirty
-_NOTIFYING = _TRACKED_FIELDS | {"_metadata"}
+_NOTIFYING = _TRACKED_FIELDS | {"_metadata", "_info"}
 """Attributes whose assignment marks the holders dirty (and drops the signed URLs)."""
 _T = TypeVar("_T")
 _NOTHING: Mapping[Any, Any] = MappingProxyType({})
@@ -240,6 +241,8 @@ class FileObject(MutableValue):
         last_modified: Last-modified time, for an existing object.
         metadata: Custom str→str metadata, stored in the column and, where the store
             supports it, as object user metadata.
+        info: JSON values stored in the column only (nested dicts and lists allowed;
+            never sent to the store). See `info`.
         registry: The registry that resolves `backend` (default: `storages`).
 
     Raises:
@@ -283,6 +286,7 @@ class FileObject(MutableValue):
         last_modified: datetime | str | None = None,
         metadata: Mapping[str, str] | None = None,
         registry: BackendRegistry | None = None,
+        info: Mapping[str, Any] | None = None,
     ) -> None:
         if content is not None:
             if path is not None:
@@ -311,6 +315,7 @@ class FileObject(MutableValue):
         d["_extra"] = _NOTHING
         d["_renditions"] = _NOTHING
         d["_metadata"] = _Metadata(self, metadata) if metadata else None
+        d["_info"] = InfoDict(self, info) if info else None
         d["_untrusted"] = False  # built by the application's own code
         d["backend"] = (
             backend
@@ -346,6 +351,9 @@ class FileObject(MutableValue):
         if name == "metadata":
             value = _Metadata(self, value)
             name = "_metadata"
+        elif name == "info":
+            value = InfoDict(self, value)
+            name = "_info"
         object.__setattr__(self, name, value)
         if name in _NOTIFYING:  # (`set_quietly` is the way around this)
             self.__dict__["_sign_cache"] = _NOTHING
@@ -359,6 +367,29 @@ class FileObject(MutableValue):
         if metadata is None:  # created on first use
             metadata = d["_metadata"] = _Metadata(self, None)
         return metadata
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """JSON values of this file kept in the row only (nested values allowed).
+
+        Unlike `metadata` (str→str, sent to the store as object metadata), `info` is
+        never sent to the store: use it for what the application wants beside the file
+        (dimensions, a parsed summary, tags). Only JSON values are accepted. Changing a
+        top-level key marks the row dirty; after changing a nested value in place, call
+        `changed()` (or assign the key again).
+
+        Example:
+            >>> from sqlalchemy_obstore import FileObject
+            >>> f = FileObject(backend="b", path="k/a.pdf", info={"pages": 3})
+            >>> f.info["toc"] = [{"title": "Intro", "page": 1}]
+            >>> f.to_dict()["info"]
+            {'pages': 3, 'toc': [{'title': 'Intro', 'page': 1}]}
+        """
+        d = self.__dict__
+        info: InfoDict | None = d["_info"]
+        if info is None:  # created on first use
+            info = d["_info"] = InfoDict(self, None)
+        return info
 
     @property
     def renditions(self) -> Mapping[str, FileObject]:
@@ -423,6 +454,7 @@ class FileObject(MutableValue):
             self,
             **{name: facts[name] for name in _TRACKED_FIELDS - {"filename"}},
             _metadata=_Metadata(self, facts["_metadata"]) if facts["_metadata"] else None,
+            _info=InfoDict(self, facts["_info"]) if facts["_info"] else None,
             _extra=dict(facts["_extra"]) if facts["_extra"] else _NOTHING,
             _renditions=dict(facts["_renditions"]) if facts["_renditions"] else _NOTHING,
             _sign_cache=_NOTHING,
@@ -722,6 +754,7 @@ class FileObject(MutableValue):
         state = super().__getstate__()
         state["_sign_cache"] = {}
         state["_metadata"] = dict(self.__dict__["_metadata"] or ())
+        state["_info"] = dict(self.__dict__.get("_info") or ())
         state["_extra"] = dict(state.get("_extra") or ())
         state["_renditions"] = dict(state.get("_renditions") or ())
         content = state.get("_content")
@@ -735,10 +768,12 @@ class FileObject(MutableValue):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         metadata = state.pop("_metadata", {})
+        info = state.pop("_info", None)
         state.setdefault("_renditions", {})
         state.setdefault("_untrusted", False)
         super().__setstate__(state)
         set_quietly(self, _metadata=_Metadata(self, metadata))
+        set_quietly(self, _info=InfoDict(self, info, checked=True) if info else None)
 
     # -- Mutable contract -------------------------------------------------------------------
     @classmethod
@@ -1066,11 +1101,14 @@ _LOADED_INTERNALS: dict[str, Any] = {
     "_extra": _NOTHING,
     "_renditions": _NOTHING,
     "_metadata": None,
+    "_info": None,
     "_untrusted": False,
 }
 """Internals of a file loaded from a row (shared empties are replaced on first write)."""
 
-FileObject._codec = FileCodec(partial(FileObject.__new__, FileObject), _LOADED_INTERNALS, _Metadata)
+FileObject._codec = FileCodec(
+    partial(FileObject.__new__, FileObject), _LOADED_INTERNALS, _Metadata, InfoDict
+)
 
 
 class FileObjectList(MutableItemList[FileObject]):

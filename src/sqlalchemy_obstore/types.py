@@ -22,7 +22,12 @@ from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.types import TypeDecorator
 
 from ._column_defaults import apply_column_defaults
-from .errors import ConfigurationError, InvalidFileObjectError, UntrustedReferenceError
+from .errors import (
+    ConfigurationError,
+    InvalidFileObjectError,
+    InvalidSizeError,
+    UntrustedReferenceError,
+)
 from .file_object import FileObject, FileObjectList, SaveOptions
 from .keys import KeyFunction
 from .registry import BackendRegistry, storages
@@ -98,7 +103,10 @@ class StoredObject(TypeDecorator[Any]):
         chunk_size: int | str | None = None,
     ) -> None:
         if isinstance(chunk_size, str):
-            chunk_size = parse_size(chunk_size)
+            try:
+                chunk_size = parse_size(chunk_size)
+            except InvalidSizeError as exc:
+                raise InvalidSizeError(f"StoredObject(chunk_size=...): {exc}") from None
         if chunk_size is not None and (
             isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
         ):

@@ -50,6 +50,7 @@ RENDITION = {
     "checksum": "sha256:" + "1" * 64,
     "last_modified": "2024-05-06T07:08:09+00:00",
     "metadata": {"role": "thumbnail"},
+    "info": {"crop": [0, 0, 10, 10]},
 }
 FULL = {
     "v": 1,
@@ -63,6 +64,7 @@ FULL = {
     "checksum": "sha256:" + "0" * 64,
     "last_modified": "2024-01-02T03:04:05+00:00",
     "metadata": {"k": "v"},
+    "info": {"pages": 3, "toc": [{"title": "Intro", "page": 1}], "ok": True, "x": None},
     "renditions": {"thumb": RENDITION},
 }
 """A column value with a non-default value in every field of the format."""

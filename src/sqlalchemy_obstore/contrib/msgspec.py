@@ -65,6 +65,7 @@ class FileObjectDict(TypedDict, total=False):
     checksum: str | None
     last_modified: str | None
     metadata: dict[str, str]
+    info: NotRequired[dict[str, Any]]
     renditions: NotRequired[dict[str, FileObjectDict]]
 
 
