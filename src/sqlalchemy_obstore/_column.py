@@ -87,7 +87,10 @@ class ColumnRow(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         path: Object key in the backend.
         filename: Display name, as uploaded.
         content_type: MIME type.
-        size: Size in bytes.
+        content_encoding: `"gzip"` when the object is stored compressed (see
+            `SaveOptions.compress`); `size` and `checksum` then describe the stored,
+            compressed bytes. Written only when set.
+        size: Size in bytes (of the bytes stored).
         etag: Entity tag the store reported.
         version: Version id the store reported.
         checksum: `"<algorithm>:<hex>"` of the content.
@@ -106,6 +109,7 @@ class ColumnRow(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     path: Annotated[str, msgspec.Meta(min_length=1), _UPLOADED]
     filename: str | None = None
     content_type: Annotated[str, msgspec.Meta(min_length=1)]
+    content_encoding: Annotated[str | None, _UPLOADED] = None
     size: Annotated[int | None, _UPLOADED] = None
     etag: Annotated[str | None, _UPLOADED] = None
     version: Annotated[str | None, _UPLOADED] = None
@@ -140,6 +144,8 @@ UPLOAD_FACTS: tuple[str, ...] = _marked(_UPLOADED)
 undoes the upload (the content type stays, it describes the content)."""
 
 _FLAT_KEYS = KNOWN_KEYS - {"renditions"}
+_WRITTEN = tuple(name for name in ATTRIBUTES if name != "content_encoding")
+"""The attributes `to_dict` always writes (`content_encoding` only when set)."""
 _JSON_SCHEMA_NOTES = {
     "metadata": "Custom str→str metadata, also sent to the object store as object metadata.",
     "info": "Row-only JSON values (nested allowed), never sent to the object store.",
@@ -197,8 +203,11 @@ def to_dict(d: Mapping[str, Any]) -> dict[str, Any]:
     """
     data: dict[str, Any] = dict(d["_extra"])
     data["v"] = COLUMN_FORMAT_VERSION
-    for name in ATTRIBUTES:
+    for name in _WRITTEN:
         data[name] = d[name]
+    encoding = d["content_encoding"]
+    if encoding is not None:  # (written only when set: other rows stay as they were)
+        data["content_encoding"] = encoding
     modified = d["last_modified"]
     if modified is not None:
         data["last_modified"] = modified.isoformat()
@@ -302,6 +311,7 @@ class FileCodec(Generic[_F]):
         filename = row.filename
         d["filename"] = check_filename(filename) if filename else path.rsplit("/", 1)[-1]
         d["content_type"] = row.content_type
+        d["content_encoding"] = row.content_encoding
         d["size"] = row.size
         d["etag"] = row.etag
         d["version"] = row.version

@@ -206,6 +206,7 @@ _FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "backend": partial(_optional, kind=str, name="backend"),
     "path": lambda value: None if value is None else check_object_path(value),
     "content_type": _check_content_type,
+    "content_encoding": partial(_optional, kind=str, name="content_encoding"),
     "size": partial(_optional, kind=int, name="size"),
     "etag": partial(_optional, kind=str, name="etag"),
     "version": partial(_optional, kind=str, name="version"),
@@ -243,6 +244,8 @@ class FileObject(MutableValue):
             supports it, as object user metadata.
         info: JSON values stored in the column only (nested dicts and lists allowed;
             never sent to the store). See `info`.
+        content_encoding: `"gzip"` for an existing object stored compressed (a save
+            with `SaveOptions(compress=True)` sets it).
         registry: The registry that resolves `backend` (default: `storages`).
 
     Raises:
@@ -262,6 +265,7 @@ class FileObject(MutableValue):
     path: str | None
     filename: str
     content_type: str
+    content_encoding: str | None
     size: int | None
     etag: str | None
     version: str | None
@@ -287,6 +291,7 @@ class FileObject(MutableValue):
         metadata: Mapping[str, str] | None = None,
         registry: BackendRegistry | None = None,
         info: Mapping[str, Any] | None = None,
+        content_encoding: str | None = None,
     ) -> None:
         if content is not None:
             if path is not None:
@@ -325,6 +330,9 @@ class FileObject(MutableValue):
         d["path"] = None if path is None else check_object_path(path)
         d["filename"] = filename
         d["content_type"] = content_type or guess_content_type(filename)
+        d["content_encoding"] = (
+            None if content_encoding is None else _optional(content_encoding, str, "content_encoding")
+        )
         d["size"] = size if size is None or size.__class__ is int else _optional(size, int, "size")
         d["etag"] = etag if etag is None or etag.__class__ is str else _optional(etag, str, "etag")
         d["version"] = (

@@ -71,6 +71,11 @@ class StoredObject(TypeDecorator[Any]):
             take larger streams a larger `chunk_size`. Each part in flight is held in
             memory. A size string such as `"8 MiB"` is read with
             [`parse_size`][sqlalchemy_obstore.validation.parse_size].
+        compress: Store new files of a textual type gzip-compressed with
+            `Content-Encoding: gzip` (see
+            [`SaveOptions.compress`][sqlalchemy_obstore.file_object.SaveOptions]):
+            `size`, `checksum` and the library's reads are those of the stored gzip
+            bytes; signed URLs serve them to browsers, which decode them.
 
     Example:
         >>> from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -101,6 +106,7 @@ class StoredObject(TypeDecorator[Any]):
         registry: BackendRegistry | None = None,
         policy: UploadPolicy | None = None,
         chunk_size: int | str | None = None,
+        compress: bool = False,
     ) -> None:
         if isinstance(chunk_size, str):
             try:
@@ -137,6 +143,7 @@ class StoredObject(TypeDecorator[Any]):
         self.registry = registry
         self.policy = policy
         self.chunk_size = chunk_size
+        self.compress = compress
         self._columns: list[str] = []
 
     @property  # type: ignore[override]
@@ -173,6 +180,8 @@ class StoredObject(TypeDecorator[Any]):
             cache_control=self.cache_control,
             policy=self.policy,
         )
+        if self.compress:
+            options = replace(options, compress=True)
         return options if self.chunk_size is None else replace(options, chunk_size=self.chunk_size)
 
     @property
@@ -384,6 +393,8 @@ class StoredObject(TypeDecorator[Any]):
             args.append(f"policy={self.policy!r}")
         if self.chunk_size is not None:
             args.append(f"chunk_size={self.chunk_size}")
+        if self.compress:
+            args.append("compress=True")
         return f"StoredObject({', '.join(args)})"
 
 

@@ -59,6 +59,7 @@ class FileObjectDict(TypedDict, total=False):
     path: Required[str]
     filename: str
     content_type: str
+    content_encoding: NotRequired[str | None]
     size: int | None
     etag: str | None
     version: str | None
