@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from ._file_backend import file_backend, file_backend_key
 from ._io import Call, Gather, Plan
+from ._mutable import set_quietly
 from .backends import Backend, SignedURL
 from .errors import FileObjectError, InvalidFileObjectError, NoContentError
 from .keys import build_key
@@ -169,8 +170,8 @@ def signing_upload(file: SignableFile, expires_in: int | timedelta) -> Plan[str]
     url: str = yield Call(backend.sign, backend.sign_async, path, method="PUT", expires_in=lifetime)
     # Recorded only now: a refused lifetime or a failed signing leaves the file unchanged
     # and retryable.
-    if file.backend is None:
-        file.backend = key
+    if file.backend is None:  # (the default backend's key; the path's assignment notifies)
+        set_quietly(file, backend=key)
     file.path = path
     return url
 

@@ -69,7 +69,7 @@ from .keys import (
     check_object_path,
     sanitize_filename,
 )
-from .registry import BackendRegistry, storages
+from .registry import BackendRegistry
 from .validation import UploadPolicy
 
 if TYPE_CHECKING:
@@ -331,7 +331,9 @@ class FileObject(MutableValue):
         d["filename"] = filename
         d["content_type"] = content_type or guess_content_type(filename)
         d["content_encoding"] = (
-            None if content_encoding is None else _optional(content_encoding, str, "content_encoding")
+            None
+            if content_encoding is None
+            else _optional(content_encoding, str, "content_encoding")
         )
         d["size"] = size if size is None or size.__class__ is int else _optional(size, int, "size")
         d["etag"] = etag if etag is None or etag.__class__ is str else _optional(etag, str, "etag")

@@ -12,9 +12,8 @@ needs isolation (multi-tenant apps, parallel tests) can create its own
 Reads are lock-free (a lookup reads an immutable snapshot); writes take a lock and
 publish a new snapshot, so the registry is safe to use from several threads.
 
-A registry may name a **default backend**
-([`register_backend(..., default=True)`][sqlalchemy_obstore.registry.BackendRegistry.register_backend]
-or [`set_default`][sqlalchemy_obstore.registry.BackendRegistry.set_default]): a
+A registry may name a **default backend** (`register_backend(..., default=True)` or
+[`set_default`][sqlalchemy_obstore.registry.BackendRegistry.set_default]): a
 `StoredObject()` column or a `FileObject` that names no backend uses it, and records its
 key. There is no implicit default (not the first backend registered): a file that names
 no backend in a registry without a default raises

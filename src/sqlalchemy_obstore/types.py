@@ -146,7 +146,7 @@ class StoredObject(TypeDecorator[Any]):
         self.compress = compress
         self._columns: list[str] = []
 
-    @property  # type: ignore[override]
+    @property
     def backend(self) -> str:
         """The key of the backend new files of this column go to.
 
@@ -235,9 +235,7 @@ class StoredObject(TypeDecorator[Any]):
     # -- bind ---------------------------------------------------------------------------------
     def _dump(self, value: Any) -> dict[str, Any]:
         if isinstance(value, Mapping):  # a dict in the application's own SQL statement
-            value = FileObject.from_dict(
-                value, default_backend=self.resolved_backend, trusted=True
-            )
+            value = FileObject.from_dict(value, default_backend=self.resolved_backend, trusted=True)
         if not isinstance(value, FileObject):
             raise InvalidFileObjectError(
                 f"{self._column_label()} stores FileObjects, not {type(value).__name__}."

@@ -35,8 +35,8 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Callable, Iterable
-from decimal import Decimal
 from dataclasses import dataclass, field, fields
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ._attributes import ACTIVE_CONTENT_TYPES
