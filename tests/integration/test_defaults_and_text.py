@@ -34,6 +34,7 @@ from sqlalchemy_obstore import (
 from sqlalchemy_obstore.errors import FileTooLargeError
 from sqlalchemy_obstore.file_object import SaveOptions
 from tests.integration.backends import s3_backend
+from tests.integration.web_scenarios import asgi_lifespan
 from tests.servers import S3Server
 
 TEXT = "Grüße, " + "lorem ipsum dolor sit amet " * 400  # compressible, not ASCII
@@ -204,3 +205,53 @@ def test_gzip_is_skipped_where_no_header_could_say_so(local_backend: ObstoreBack
     file = FileObject(filename="a.txt", content=TEXT).save(options=SaveOptions(compress=True))
     assert file.content_encoding is None
     assert file.get_content() == TEXT.encode()
+
+
+async def test_gzip_through_the_librarys_own_routes_is_decoded_by_the_client() -> None:
+    """`file_response` and the HMAC-signed route send `Content-Encoding: gzip`."""
+    from contextlib import asynccontextmanager
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Mount, Route
+
+    from sqlalchemy_obstore.contrib.starlette import (
+        file_response,
+        storage_lifespan,
+        storage_routes,
+    )
+
+    secret = "s" * 32
+    memory = ObstoreBackend("uploads", "memory://")
+    files: dict[str, FileObject] = {}
+
+    async def download(request: Request) -> Response:
+        return file_response(files["report"], request)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+        async with storage_lifespan([memory], signing_secret=secret):
+            yield
+
+    app = Starlette(
+        routes=[
+            Route("/report", download),
+            Mount("/_storage", app=storage_routes(signing_secret=secret)),
+        ],
+        lifespan=lifespan,
+    )
+    async with asgi_lifespan(app):
+        storages.set_default("uploads")
+        report = FileObject(filename="report.csv", content=TEXT)
+        await report.save_async(options=SaveOptions(compress=True))
+        assert report.content_encoding == "gzip"
+        files["report"] = report
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            streamed = await client.get("/report")
+            signed = await client.get(await report.sign_async())
+    for response in (streamed, signed):
+        assert response.status_code == 200
+        assert response.headers["content-encoding"] == "gzip"
+        assert response.text == TEXT
