@@ -122,12 +122,17 @@ class ColumnRow(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         path: Object key in the backend.
         filename: Display name, as uploaded.
         content_type: MIME type.
-        size: Size in bytes.
+        content_encoding: `"gzip"` when the object is stored compressed (see
+            `SaveOptions.compress`); `size` and `checksum` then describe the stored,
+            compressed bytes. Written only when set.
+        size: Size in bytes (of the bytes stored).
         etag: Entity tag the store reported.
         version: Version id the store reported.
         checksum: `"<algorithm>:<hex>"` of the content.
         last_modified: When the object was written.
-        metadata: Custom str→str metadata.
+        metadata: Custom str→str metadata (also sent to the store as object metadata).
+        info: Row-only JSON values, nested ones included (never sent to the store;
+            written only when there are some; `UNSET` when absent).
         renditions: Derived files stored beside this one, by name (written only when
             there are some; `UNSET` when absent, which costs no dict per decoded row).
         image: The image's size (and a rendition's spec), when an image policy
@@ -141,12 +146,14 @@ class ColumnRow(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     path: Annotated[str, msgspec.Meta(min_length=1), _UPLOADED]
     filename: str | None = None
     content_type: Annotated[str, msgspec.Meta(min_length=1)]
+    content_encoding: Annotated[str | None, _UPLOADED] = None
     size: Annotated[int | None, _UPLOADED] = None
     etag: Annotated[str | None, _UPLOADED] = None
     version: Annotated[str | None, _UPLOADED] = None
     checksum: Annotated[str | None, _UPLOADED] = None
     last_modified: Annotated[_Timestamp | None, _UPLOADED] = None
     metadata: dict[str, str] = {}
+    info: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
     renditions: dict[str, ColumnRow] | msgspec.UnsetType = msgspec.UNSET
     image: ImageFacts | msgspec.UnsetType = msgspec.UNSET
 
@@ -162,9 +169,9 @@ FIELDS: tuple[str, ...] = ColumnRow.__struct_fields__
 KNOWN_KEYS = frozenset(FIELDS)
 """The keys a column value may hold besides unknown (preserved) ones."""
 
-_CONTAINERS = ("metadata", "renditions", "image")
-"""Fields a `FileObject` holds in internals of its own (`_metadata`, `_renditions`,
-`_image`)."""
+_CONTAINERS = ("metadata", "info", "renditions", "image")
+"""Fields a `FileObject` holds in internals of its own (`_metadata`, `_info`,
+`_renditions`, `_image`)."""
 
 ATTRIBUTES: tuple[str, ...] = tuple(n for n in FIELDS if n != "v" and n not in _CONTAINERS)
 """The fields a `FileObject` holds as plain attributes (assigning one marks the row
@@ -175,6 +182,12 @@ UPLOAD_FACTS: tuple[str, ...] = _marked(_UPLOADED)
 undoes the upload (the content type stays, it describes the content)."""
 
 _FLAT_KEYS = KNOWN_KEYS - {"renditions", "image"}
+_WRITTEN = tuple(name for name in ATTRIBUTES if name != "content_encoding")
+"""The attributes `to_dict` always writes (`content_encoding` only when set)."""
+_JSON_SCHEMA_NOTES = {
+    "metadata": "Custom str→str metadata, also sent to the object store as object metadata.",
+    "info": "Row-only JSON values (nested allowed), never sent to the object store.",
+}
 
 
 # -- JSON schema --------------------------------------------------------------------------------
@@ -197,6 +210,8 @@ def _schema() -> dict[str, Any]:
     schema["description"] = "A file stored in an object store (sqlalchemy-obstore column format)."
     schema["additionalProperties"] = True  # unknown fields are preserved, not refused
     schema["required"] = ["path"]  # the general path reads older, sparser values too
+    for name, note in _JSON_SCHEMA_NOTES.items():
+        schema["properties"][name].setdefault("description", note)
     return schema
 
 
@@ -226,12 +241,18 @@ def to_dict(d: Mapping[str, Any]) -> dict[str, Any]:
     """
     data: dict[str, Any] = dict(d["_extra"])
     data["v"] = COLUMN_FORMAT_VERSION
-    for name in ATTRIBUTES:
+    for name in _WRITTEN:
         data[name] = d[name]
+    encoding = d["content_encoding"]
+    if encoding is not None:  # (written only when set: other rows stay as they were)
+        data["content_encoding"] = encoding
     modified = d["last_modified"]
     if modified is not None:
         data["last_modified"] = modified.isoformat()
     data["metadata"] = dict(d["_metadata"] or ())
+    info = d["_info"]
+    if info:
+        data["info"] = copy.deepcopy(dict(info))  # (a copy: the caller may keep it)
     renditions = d["_renditions"]
     if renditions:
         data["renditions"] = {name: r.to_dict() for name, r in renditions.items()}
@@ -287,21 +308,24 @@ class FileCodec(Generic[_F]):
         new: Makes an empty file (without running `__init__`).
         loaded: The state every file loaded from a column starts with; the codec then
             writes the fields (`ATTRIBUTES`) and `_registry`, `_untrusted`,
-            `_metadata`, `_renditions`, `_image` and `_extra`.
+            `_metadata`, `_info`, `_renditions`, `_image` and `_extra`.
         metadata: Wraps a loaded file's metadata dict: `metadata(file, data)`.
+        info: Wraps a loaded file's info dict (checking it): `info(file, data)`.
     """
 
-    __slots__ = ("_loaded", "_metadata", "_new")
+    __slots__ = ("_info", "_loaded", "_metadata", "_new")
 
     def __init__(
         self,
         new: Callable[[], _F],
         loaded: Mapping[str, Any],
         metadata: Callable[[_F, dict[str, str]], Any],
+        info: Callable[[_F, dict[str, Any]], Any],
     ) -> None:
         self._new = new
         self._loaded = loaded
         self._metadata = metadata
+        self._info = info
 
     def from_row(
         self,
@@ -328,6 +352,7 @@ class FileCodec(Generic[_F]):
         filename = row.filename
         d["filename"] = check_filename(filename) if filename else path.rsplit("/", 1)[-1]
         d["content_type"] = row.content_type
+        d["content_encoding"] = row.content_encoding
         d["size"] = row.size
         d["etag"] = row.etag
         d["version"] = row.version
@@ -338,6 +363,8 @@ class FileCodec(Generic[_F]):
         d["last_modified"] = modified
         if row.metadata:
             d["_metadata"] = self._metadata(file, row.metadata)
+        if row.info:  # (checked and copied by the wrapper: a dict may come from anywhere)
+            d["_info"] = self._info(file, row.info)
         if row.renditions:
             renditions = {}
             for name, item in row.renditions.items():
@@ -411,6 +438,7 @@ class FileCodec(Generic[_F]):
         fields["backend"] = fields["backend"] or default_backend
         fields["filename"] = fields["filename"] or path.rsplit("/", 1)[-1]
         fields["metadata"] = data.get("metadata") or {}
+        fields["info"] = data.get("info") or None
         try:
             file = construct(**fields, registry=registry)
         except (InvalidFileObjectError, ValueError, TypeError) as exc:

@@ -2,7 +2,10 @@
 
 A file built without a backend (or a registry) gets its column's when it is assigned
 (the attribute's `set` event, in `types`) and again before a flush uploads it (in
-`lifecycle`, for values the event did not see, such as items appended to a list).
+`lifecycle`, for values the event did not see, such as items appended to a list). A
+column without a backend key of its own gives the registry's default backend as it is
+then; with no default yet, the file keeps none and the save resolves it (or raises
+`NoDefaultBackendError`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ class ColumnDefaults(Protocol):
     """What a column gives its files (a `StoredObject`): a backend key and a registry."""
 
     @property
-    def backend(self) -> str: ...
+    def resolved_backend(self) -> str | None: ...
 
     @property
     def registry(self) -> BackendRegistry | None: ...
@@ -38,6 +41,6 @@ def apply_column_defaults(column_type: ColumnDefaults, value: Any) -> None:
         if isinstance(file, FileObject):
             d = file.__dict__
             if d["backend"] is None:
-                set_quietly(file, backend=column_type.backend)
+                set_quietly(file, backend=column_type.resolved_backend)
             if d["_registry"] is None and column_type.registry is not None:
                 set_quietly(file, _registry=column_type.registry)

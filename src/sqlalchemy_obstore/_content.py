@@ -17,11 +17,13 @@ import hashlib
 import inspect
 import io
 import os
+import re
 import stat
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, Literal, TypeAlias
 
+from ._attributes import DEFAULT_CONTENT_TYPE
 from ._body import SizedBody
 from .errors import InvalidFileObjectError, NoContentError
 
@@ -35,9 +37,11 @@ __all__ = (
 )
 
 ContentSource: TypeAlias = (
-    "bytes | bytearray | memoryview | Path | IO[bytes] | Iterable[bytes] | AsyncIterable[bytes]"
+    "bytes | bytearray | memoryview | str | Path | IO[bytes] | Iterable[bytes] "
+    "| AsyncIterable[bytes]"
 )
-"""Everything `FileObject(content=...)` accepts."""
+"""Everything `FileObject(content=...)` accepts (`str` is stored as UTF-8, see
+`text_content`)."""
 
 ContentKind: TypeAlias = Literal["buffer", "path", "file", "iter", "aiter"]
 ChunkObserver: TypeAlias = Callable[[memoryview, int], None]
@@ -68,10 +72,10 @@ def content_kind(source: object) -> ContentKind:
         return "buffer"
     if isinstance(source, Path):
         return "path"
-    if isinstance(source, str):
+    if isinstance(source, str):  # (`FileObject` encodes text content when it is given)
         raise InvalidFileObjectError(
-            "content must be bytes, a pathlib.Path, a binary file object or an iterator of "
-            "bytes, not str: encode text first, or wrap a filesystem path in pathlib.Path."
+            "content must be bytes, str, a pathlib.Path, a binary file object or an "
+            "iterator of bytes; a str given here is not encoded: encode text first."
         )
     if hasattr(source, "read"):
         if isinstance(source, io.TextIOBase):
@@ -87,6 +91,72 @@ def content_kind(source: object) -> ContentKind:
         f"Unsupported content type {type(source).__name__}: pass bytes, memoryview, "
         "pathlib.Path, a binary file object, or a sync or async iterator of bytes."
     )
+
+
+_TEXTUAL_APPLICATION_TYPES = frozenset(
+    {
+        "application/json",
+        "application/xml",
+        "application/javascript",
+        "application/ecmascript",
+        "application/x-javascript",
+        "application/yaml",
+        "application/x-yaml",
+        "application/toml",
+        "application/sql",
+        "application/graphql",
+        "application/x-sh",
+        "application/x-httpd-php",
+        "image/svg+xml",
+    }
+)
+
+
+def is_textual(content_type: str) -> bool:
+    """Whether a content type is text that a `charset` parameter applies to.
+
+    `text/*`, the `+json` and `+xml` structured types, and a few textual `application/`
+    types (JSON, XML, JavaScript, YAML, TOML, SQL, GraphQL, shell).
+    """
+    base = content_type.split(";", 1)[0].strip().lower()
+    return (
+        base.startswith("text/")
+        or base.endswith(("+json", "+xml"))
+        or base in _TEXTUAL_APPLICATION_TYPES
+    )
+
+
+_CHARSET = re.compile(r";\s*charset\s*=\s*\"?([^\s;\"]+)", re.IGNORECASE)
+
+
+def text_content(text: str, content_type: str | None, guessed: str) -> tuple[bytes, str]:
+    """`str` content as stored: its UTF-8 bytes, and the content type that says so.
+
+    The content type is `content_type` when given, else `guessed` (from the filename),
+    else `text/plain`; when it is textual (`is_textual`) and has no `charset`,
+    `; charset=utf-8` is added.
+
+    Raises:
+        InvalidFileObjectError: If `content_type` declares another charset (text is
+            stored as UTF-8: encode it yourself for another one), or `text` cannot be
+            encoded (a lone surrogate).
+    """
+    chosen = content_type or (guessed if guessed != DEFAULT_CONTENT_TYPE else "text/plain")
+    declared = _CHARSET.search(chosen)
+    if declared is not None:
+        charset = declared.group(1).lower()
+        if charset not in {"utf-8", "utf8"}:
+            raise InvalidFileObjectError(
+                f"str content is stored as UTF-8, but content_type {chosen!r} declares "
+                f"charset {declared.group(1)!r}: encode the text yourself and pass bytes."
+            )
+    elif is_textual(chosen):
+        chosen = f"{chosen}; charset=utf-8"
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidFileObjectError(f"str content cannot be stored as UTF-8: {exc}.") from exc
+    return data, chosen
 
 
 def _replayable(content: Any) -> bool:

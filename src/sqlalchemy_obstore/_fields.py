@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ._column import ATTRIBUTES
 from ._content import content_kind
+from ._info import InfoDict
 from .errors import FileObjectError, InvalidFileObjectError
 from .keys import check_filename as check_filename_text
 from .keys import check_object_path
@@ -49,7 +50,7 @@ _T = TypeVar("_T")
 
 TRACKED_FIELDS = frozenset(ATTRIBUTES)
 """The fields (`ATTRIBUTES`); assigning one marks the holders dirty."""
-NOTIFYING = TRACKED_FIELDS | {"_metadata"}
+NOTIFYING = TRACKED_FIELDS | {"_metadata", "_info"}
 """Attributes whose assignment marks the holders dirty (and drops the signed URLs)."""
 NOTHING: Mapping[Any, Any] = MappingProxyType({})
 """Shared, read-only and empty: what a new file holds as its unknown fields, renditions,
@@ -64,6 +65,7 @@ LOADED_INTERNALS: dict[str, Any] = {  # (a plain dict: copied into every loaded 
     "_renditions": NOTHING,
     "_image": None,
     "_metadata": None,
+    "_info": None,
     "_untrusted": False,
 }
 """Internals of a file loaded from a row (shared empties are replaced on first write)."""
@@ -185,6 +187,7 @@ FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "backend": partial(check_optional, kind=str, name="backend"),
     "path": lambda value: None if value is None else check_object_path(value),
     "content_type": _check_content_type,
+    "content_encoding": partial(check_optional, kind=str, name="content_encoding"),
     "size": partial(check_optional, kind=int, name="size"),
     "etag": partial(check_optional, kind=str, name="etag"),
     "version": partial(check_optional, kind=str, name="version"),
@@ -195,7 +198,15 @@ FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
 field_check = FIELD_CHECKS.get
 """The check of an attribute name, `None` for a name that is not a field."""
 
-STORED_FACTS = ("backend", "size", "etag", "version", "checksum", "last_modified")
+STORED_FACTS = (
+    "backend",
+    "content_encoding",
+    "size",
+    "etag",
+    "version",
+    "checksum",
+    "last_modified",
+)
 """The fields the constructor takes as given when `None` or of their exact type."""
 
 
@@ -217,6 +228,7 @@ def stored_facts(file: _Owner, source: Mapping[str, Any]) -> dict[str, Any]:
         "_extra": dict(source["_extra"]) if source["_extra"] else NOTHING,
         "_renditions": dict(source["_renditions"]) if source["_renditions"] else NOTHING,
         "_image": source["_image"],
+        "_info": InfoDict(file, source["_info"]) if source.get("_info") else None,
         "_sign_cache": NOTHING,
         "_untrusted": False,
     }
@@ -255,6 +267,7 @@ def pickled_state(state: dict[str, Any]) -> dict[str, Any]:
     """
     state["_sign_cache"] = {}
     state["_metadata"] = dict(state.get("_metadata") or ())
+    state["_info"] = dict(state.get("_info") or ())
     state["_extra"] = dict(state.get("_extra") or ())
     state["_renditions"] = dict(state.get("_renditions") or ())
     content = state.get("_content")

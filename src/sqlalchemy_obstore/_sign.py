@@ -25,7 +25,9 @@ from datetime import datetime, timedelta, timezone
 from time import time as now
 from typing import Any, Protocol
 
+from ._file_backend import file_backend, file_backend_key
 from ._io import Call, Gather, Plan
+from ._mutable import set_quietly
 from .backends import Backend, SignedURL
 from .errors import FileObjectError, InvalidFileObjectError, NoContentError
 from .keys import build_key
@@ -111,10 +113,7 @@ def _stored(file: SignableFile, state: dict[str, Any]) -> tuple[Backend, str]:
             f"{file!r} has not been saved yet: save it (or commit the session) first.",
             backend=key,
         )
-    if key is None:
-        raise _no_backend(file)
-    registry: BackendRegistry = state["_registry"] or storages
-    return registry.get_backend(key), path
+    return file_backend(state), path
 
 
 def _no_backend(file: SignableFile) -> FileObjectError:
@@ -162,9 +161,8 @@ def signing_upload(file: SignableFile, expires_in: int | timedelta) -> Plan[str]
             backend=file.backend,
             path=file.path,
         )
-    if file.backend is None:
-        raise _no_backend(file)
-    backend = _registry(file.__dict__).get_backend(file.backend)
+    key = file_backend_key(file.__dict__)  # (the default backend's, when it names none)
+    backend = _registry(file.__dict__).get_backend(key)
     if not backend.supports_signing:
         raise backend.unsupported("Signing URLs")
     path = build_key(file.filename, prefix=backend.prefix, key_function=backend.key_function)
@@ -172,6 +170,8 @@ def signing_upload(file: SignableFile, expires_in: int | timedelta) -> Plan[str]
     url: str = yield Call(backend.sign, backend.sign_async, path, method="PUT", expires_in=lifetime)
     # Recorded only now: a refused lifetime or a failed signing leaves the file unchanged
     # and retryable.
+    if file.backend is None:  # (the default backend's key; the path's assignment notifies)
+        set_quietly(file, backend=key)
     file.path = path
     return url
 

@@ -23,6 +23,8 @@ It works on the file's own state (its `__dict__`, see
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import hashlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
@@ -32,7 +34,7 @@ from typing import Any, Protocol, TypeVar
 
 from ._attributes import content_disposition, object_attributes
 from ._column import ImageFacts
-from ._content import ContentCheckpoint, ContentReader, format_checksum
+from ._content import ContentCheckpoint, ContentReader, format_checksum, is_textual
 from ._guard import Guard
 from ._image_job import (
     Derived,
@@ -84,6 +86,15 @@ class SaveOptions:
         cache_control: `Cache-Control` stored with the object.
         policy: [`UploadPolicy`][sqlalchemy_obstore.validation.UploadPolicy] layered on
             the backend's default policy (field by field) for this upload.
+        compress: Store content of a compressible (textual) type gzip-compressed, with
+            `Content-Encoding: gzip`, and record `content_encoding="gzip"` in the file.
+            `size` and `checksum` then describe the stored, compressed bytes, and so do
+            the library's reads (`get_content()` returns the gzip stream); a signed URL
+            serves it with `Content-Encoding: gzip`, which browsers and HTTP clients
+            decode. The policy's size limits apply to the original content. The
+            content is compressed in memory. Binary types, images processed by an
+            image policy, and stores that keep no object attributes (local files: no
+            header could say so) are stored as they are.
     """
 
     key_prefix: str | None = None
@@ -93,6 +104,7 @@ class SaveOptions:
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     cache_control: str | None = None
     policy: UploadPolicy | None = None
+    compress: bool = False
 
 
 _DEFAULT_SAVE_OPTIONS = SaveOptions()
@@ -186,10 +198,13 @@ def saving(file: F, options: SaveOptions, file_class: type[Any]) -> Step[F]:
         or d["size"] is not None
         or options.policy is not None
         or options.use_multipart is True
+        or options.compress
         or len(content) > options.chunk_size
     ):
         return as_call(uploading(file, options, file_class))
     backend = file._backend()
+    if d["backend"] is None:  # the default backend: its key is recorded, as in `_begin`
+        set_quietly(file, backend=backend.key)
     if getattr(backend, "policy", None) is not None:
         return as_call(uploading(file, options, file_class))
     filename = d["filename"]
@@ -283,6 +298,7 @@ class Upload:
     image: ImagePolicy | None = None
     derived: tuple[Derived, ...] = ()  # renditions to store with the original
     facts: ImageFacts | None = None  # the original's size, when an image policy ran
+    content_encoding: str | None = None  # "gzip" once the body is compressed
 
 
 def uploading(file: F, options: SaveOptions, file_class: type[Any]) -> Plan[F]:
@@ -311,6 +327,10 @@ def uploading(file: F, options: SaveOptions, file_class: type[Any]) -> Plan[F]:
                 path=path,
             )
             body = _processed(upload, data, processed)
+        elif options.compress and _compressible(upload, file.content_type):
+            data = yield Call(_collect, _collect_async, body)
+            compressed = yield Call(_gzip, _gzip_async, data)
+            body = _compressed(upload, compressed)
         arguments = _put_arguments(file, upload, body)
         result = yield Call(backend.put, backend.put_async, path, body, **arguments)
         if (late := _late_error(upload)) is not None:
@@ -332,6 +352,10 @@ def _begin(file: PendingFile, options: SaveOptions) -> Upload | None:
             raise NoContentError(f"{file!r} has no content to save.", backend=d["backend"])
         return None
     backend = file._backend()
+    if d["backend"] is None:
+        # A file naming no backend goes to the registry's default, and records its key:
+        # the row keeps pointing there when the default changes later.
+        set_quietly(file, backend=backend.key)
     filename = d["filename"]
     path = build_key(
         filename,
@@ -386,6 +410,35 @@ def _processed(upload: Upload, data: bytes, result: Processed) -> bytes:
     return data
 
 
+def _compressible(upload: Upload, content_type: str) -> bool:
+    """Whether to store gzip: a textual type, and a store that keeps `Content-Encoding`.
+
+    A store without object attributes (local files) could not say the bytes are
+    compressed: its content stays as it is.
+    """
+    return is_textual(upload.content_type or content_type) and upload.backend.supports_attributes
+
+
+def _gzip(data: bytes) -> bytes:
+    # (mtime=0: the same content compresses to the same bytes, and so the same checksum)
+    return gzip.compress(data, mtime=0)
+
+
+async def _gzip_async(data: bytes) -> bytes:
+    return await asyncio.to_thread(_gzip, data)  # (CPU work: off the event loop)
+
+
+def _compressed(upload: Upload, data: bytes) -> bytes:
+    """The gzip body to store; size and checksum become those of the stored bytes."""
+    upload.content_encoding = "gzip"
+    upload.reader = ContentReader(
+        data,
+        chunk_size=upload.options.chunk_size,
+        checksum_algorithm=upload.backend.checksum_algorithm,
+    )
+    return bytes(upload.reader.open())
+
+
 def _put_arguments(file: PendingFile, upload: Upload, body: Any) -> dict[str, Any]:
     d = file.__dict__
     options = upload.options
@@ -402,6 +455,8 @@ def _put_arguments(file: PendingFile, upload: Upload, body: Any) -> dict[str, An
         cache_control=options.cache_control,
         include_metadata=getattr(upload.backend, "write_metadata", True),
     )
+    if upload.content_encoding is not None:
+        attributes["Content-Encoding"] = upload.content_encoding
     return {
         "attributes": attributes,
         # A fresh key never exists; refuse to overwrite anyway (custom key functions).
@@ -482,6 +537,7 @@ def _finish(
         "etag": result.etag,
         "version": result.version,
         "last_modified": datetime.now(timezone.utc),
+        "content_encoding": upload.content_encoding,
     }
     if upload.content_type is not None:
         facts["content_type"] = upload.content_type

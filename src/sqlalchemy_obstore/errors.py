@@ -9,7 +9,9 @@ matches, also derives from the builtin a caller would naturally catch
 StorageError
 ├── ConfigurationError
 │   ├── BackendNotFoundError (LookupError)
+│   ├── NoDefaultBackendError (LookupError)
 │   ├── BackendAlreadyRegisteredError (ValueError)
+│   ├── InvalidSizeError (ValueError)
 │   ├── UnsupportedSchemeError (ValueError)
 │   └── MissingDependencyError (ImportError)
 ├── FileObjectError
@@ -83,8 +85,10 @@ __all__ = (
     "InvalidKeySegmentError",
     "InvalidObjectPathError",
     "InvalidSignatureError",
+    "InvalidSizeError",
     "MissingDependencyError",
     "NoContentError",
+    "NoDefaultBackendError",
     "ObjectExistsError",
     "ObjectNotFoundError",
     "PathEscapeError",
@@ -291,6 +295,24 @@ class BackendNotFoundError(ConfigurationError, LookupError):
 
     def __str__(self) -> str:
         return Exception.__str__(self)
+
+
+class NoDefaultBackendError(ConfigurationError, LookupError):
+    """A file or column names no backend, and its registry has no default backend."""
+
+    def __init__(self, *, registered: Sequence[str] = ()):
+        known = ", ".join(repr(k) for k in sorted(registered)) or "none"
+        super().__init__(
+            "No backend was named and the registry has no default backend "
+            f"(registered: {known}). Name the backend (StoredObject('key'), "
+            "FileObject(..., backend='key')), or choose a default at start-up: "
+            "storages.register_backend(backend, default=True) or storages.set_default('key')."
+        )
+        self.registered = tuple(registered)
+
+
+class InvalidSizeError(ConfigurationError, ValueError):
+    """A size given as text (`"5 MiB"`) is not a whole number of bytes in a known unit."""
 
 
 class BackendAlreadyRegisteredError(ConfigurationError, ValueError):

@@ -26,7 +26,7 @@ from . import _pydantic
 from ._attributes import guess_content_type
 from ._column import COLUMN_FORMAT_VERSION, FileCodec, ImageFacts, column_json_schema
 from ._column import to_dict as column_to_dict
-from ._content import ContentSource, content_kind
+from ._content import ContentSource, content_kind, text_content
 from ._fields import (
     LOADED_INTERNALS,
     NOTHING,
@@ -42,8 +42,10 @@ from ._fields import (
     restored_state,
     stored_facts,
 )
+from ._file_backend import file_backend
 from ._form_upload import form_upload
 from ._from_url import remote_content
+from ._info import InfoDict
 from ._io import bridge, run_async, run_sync
 from ._mutable import MutableItemList, MutableValue, notify_holders, set_quietly
 from ._sign import (
@@ -56,10 +58,10 @@ from ._sign import (
 )
 from ._upload import SaveOptions, default_filename, save_options, saving, verify_stored
 from .backends import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CONCURRENCY, Backend, SignedURL
-from .errors import FileObjectError, InvalidFileObjectError, NoContentError
+from .errors import InvalidFileObjectError, NoContentError
 from .keys import KeyFunction, check_object_path, sanitize_filename
 from .keys import check_filename as check_filename_text
-from .registry import BackendRegistry, storages
+from .registry import BackendRegistry
 from .validation import UploadPolicy
 
 if TYPE_CHECKING:
@@ -90,7 +92,10 @@ class FileObject(MutableValue):
             `filename`; only a sanitised form appears in object keys. Defaults to the
             name of a `Path` or file object, else the last segment of `path`.
         content: Content to upload: bytes, bytearray, memoryview, `pathlib.Path`, a
-            binary file object, or a sync or async iterator of bytes.
+            binary file object, or a sync or async iterator of bytes; or `str`, stored
+            as UTF-8 with a content type that says so (`text/plain; charset=utf-8`
+            unless the filename or `content_type` says otherwise; `charset=utf-8` is
+            added to a textual type without one).
         backend: Backend key; a file assigned to a column without one takes the
             column's backend.
         path: Key of an existing object (when there is no `content`).
@@ -102,11 +107,15 @@ class FileObject(MutableValue):
         last_modified: Last-modified time, for an existing object.
         metadata: Custom str→str metadata, stored in the column and, where the store
             supports it, as object user metadata.
+        info: JSON values stored in the column only (nested dicts and lists allowed;
+            never sent to the store). See `info`.
+        content_encoding: `"gzip"` for an existing object stored compressed (a save
+            with `SaveOptions(compress=True)` sets it).
         registry: The registry that resolves `backend` (default: `storages`).
 
     Raises:
-        InvalidFileObjectError: For unusable arguments (for example `str` content, or
-            both `content` and `path`).
+        InvalidFileObjectError: For unusable arguments (for example both `content` and
+            `path`, or `str` content with a content type declaring another charset).
 
     Example:
         >>> from sqlalchemy_obstore import FileObject, ObstoreBackend, storages
@@ -121,6 +130,7 @@ class FileObject(MutableValue):
     path: str | None
     filename: str
     content_type: str
+    content_encoding: str | None
     size: int | None
     etag: str | None
     version: str | None
@@ -145,19 +155,24 @@ class FileObject(MutableValue):
         last_modified: datetime | str | None = None,
         metadata: Mapping[str, str] | None = None,
         registry: BackendRegistry | None = None,
+        info: Mapping[str, Any] | None = None,
+        content_encoding: str | None = None,
     ) -> None:
         if content is not None:
             if path is not None:
                 raise InvalidFileObjectError(
                     "Pass either content= (to upload) or path= (an existing object), not both."
                 )
-            if content.__class__ is not bytes:
+            if content.__class__ is not bytes and not isinstance(content, str):
                 content_kind(content)  # validate early
         if filename is None:
             filename = default_filename(content, path)
         elif filename.__class__ is not str:
             check_filename(filename)  # a str (or a subclass)
         check_filename_text(filename)  # no NUL, no lone surrogate: storable and sendable
+        if content.__class__ is not bytes and isinstance(content, str):  # text, as UTF-8
+            guessed = guess_content_type(filename)
+            content, content_type = text_content(content, content_type, guessed)
         # Written straight into the instance dict: a new file has no holder to notify.
         # (Values of the exact types are taken as given; others are checked after.)
         d = self.__dict__
@@ -169,11 +184,13 @@ class FileObject(MutableValue):
         d["_renditions"] = NOTHING
         d["_image"] = None
         d["_metadata"] = Metadata(self, metadata) if metadata else None
+        d["_info"] = InfoDict(self, info) if info else None
         d["_untrusted"] = False  # built by the application's own code
         d["backend"] = backend
         d["path"] = None if path is None else check_object_path(path)
         d["filename"] = filename
         d["content_type"] = content_type or guess_content_type(filename)
+        d["content_encoding"] = content_encoding
         d["size"] = size
         d["etag"] = etag
         d["version"] = version
@@ -181,6 +198,7 @@ class FileObject(MutableValue):
         d["last_modified"] = last_modified
         if not (
             (backend is None or backend.__class__ is str)
+            and (content_encoding is None or content_encoding.__class__ is str)
             and (size is None or size.__class__ is int)
             and (etag is None or etag.__class__ is str)
             and (version is None or version.__class__ is str)
@@ -197,6 +215,9 @@ class FileObject(MutableValue):
         if name == "metadata":
             value = Metadata(self, value)
             name = "_metadata"
+        elif name == "info":
+            value = InfoDict(self, value)
+            name = "_info"
         object.__setattr__(self, name, value)
         if name in NOTIFYING:  # (`set_quietly` is the way around this)
             self.__dict__["_sign_cache"] = NOTHING  # (part of this change, not a quiet set)
@@ -210,6 +231,29 @@ class FileObject(MutableValue):
             metadata = Metadata(self, None)
             set_quietly(self, _metadata=metadata)
         return metadata
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """JSON values of this file kept in the row only (nested values allowed).
+
+        Unlike `metadata` (str→str, sent to the store as object metadata), `info` is
+        never sent to the store: use it for what the application wants beside the file
+        (dimensions, a parsed summary, tags). Only JSON values are accepted. Changing a
+        top-level key marks the row dirty; after changing a nested value in place, call
+        `changed()` (or assign the key again).
+
+        Example:
+            >>> from sqlalchemy_obstore import FileObject
+            >>> f = FileObject(backend="b", path="k/a.pdf", info={"pages": 3})
+            >>> f.info["toc"] = [{"title": "Intro", "page": 1}]
+            >>> f.to_dict()["info"]
+            {'pages': 3, 'toc': [{'title': 'Intro', 'page': 1}]}
+        """
+        d = self.__dict__
+        info: InfoDict | None = d["_info"]
+        if info is None:  # created on first use
+            info = d["_info"] = InfoDict(self, None)
+        return info
 
     @property
     def renditions(self) -> Mapping[str, FileObject]:
@@ -474,8 +518,13 @@ class FileObject(MutableValue):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state, metadata = restored_state(state)
+        info = state.pop("_info", None)
         super().__setstate__(state)
-        set_quietly(self, _metadata=Metadata(self, metadata))
+        set_quietly(
+            self,
+            _metadata=Metadata(self, metadata),
+            _info=InfoDict(self, info, checked=True) if info else None,
+        )
 
     # -- Mutable contract -------------------------------------------------------------------
     @classmethod
@@ -492,12 +541,7 @@ class FileObject(MutableValue):
 
     # -- helpers ------------------------------------------------------------------------------
     def _backend(self) -> Backend:
-        if self.backend is None:
-            raise FileObjectError(
-                f"{self!r} has no backend: pass backend= or assign it to a StoredObject column."
-            )
-        registry: BackendRegistry = self.__dict__["_registry"] or storages
-        return registry.get_backend(self.backend)
+        return file_backend(self.__dict__)  # its own key, else the registry's default
 
     def _stored(self) -> tuple[Backend, str]:
         if self.path is None:
@@ -772,7 +816,9 @@ async def sign_files_async(
     return await run_async(signing_files(files, expires_in, FileObject))
 
 
-FileObject._codec = FileCodec(partial(FileObject.__new__, FileObject), LOADED_INTERNALS, Metadata)
+FileObject._codec = FileCodec(
+    partial(FileObject.__new__, FileObject), LOADED_INTERNALS, Metadata, InfoDict
+)
 
 
 class FileObjectList(MutableItemList[FileObject]):

@@ -12,6 +12,13 @@ needs isolation (multi-tenant apps, parallel tests) can create its own
 Reads are lock-free (a lookup reads an immutable snapshot); writes take a lock and
 publish a new snapshot, so the registry is safe to use from several threads.
 
+A registry may name a **default backend** (`register_backend(..., default=True)` or
+[`set_default`][sqlalchemy_obstore.registry.BackendRegistry.set_default]): a
+`StoredObject()` column or a `FileObject` that names no backend uses it, and records its
+key. There is no implicit default (not the first backend registered): a file that names
+no backend in a registry without a default raises
+[`NoDefaultBackendError`][sqlalchemy_obstore.errors.NoDefaultBackendError].
+
 A registry also tells the application about objects the session lifecycle left behind
 in its backends (a delete that failed after a commit or a rollback, a commit whose
 outcome is unknown): see
@@ -29,7 +36,12 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from ._logging import library_logger
-from .errors import BackendAlreadyRegisteredError, BackendNotFoundError, ConfigurationError
+from .errors import (
+    BackendAlreadyRegisteredError,
+    BackendNotFoundError,
+    ConfigurationError,
+    NoDefaultBackendError,
+)
 
 if TYPE_CHECKING:
     from .backends import Backend
@@ -123,6 +135,7 @@ class BackendRegistry:
     __slots__ = (
         "__weakref__",
         "_backends",
+        "_default",
         "_displaced",
         "_lock",
         "_orphan_listeners",
@@ -132,6 +145,7 @@ class BackendRegistry:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._backends: Mapping[str, Backend] = MappingProxyType({})
+        self._default: str | None = None
         self._orphan_listeners: tuple[OrphanListener, ...] = ()
         _REGISTRIES.add(self)
         # Active `override` blocks, innermost last, and what the code under test registered
@@ -139,12 +153,16 @@ class BackendRegistry:
         self._overrides: tuple[_Override, ...] = ()
         self._displaced: Mapping[str, Backend] = MappingProxyType({})
 
-    def register_backend(self, backend: Backend, *, replace: bool = False) -> None:
+    def register_backend(
+        self, backend: Backend, *, replace: bool = False, default: bool = False
+    ) -> None:
         """Register `backend` under its key.
 
         Args:
             backend: The backend to register.
             replace: Replace a backend already registered under the same key.
+            default: Also make its key the registry's default backend (see
+                [`set_default`][sqlalchemy_obstore.registry.BackendRegistry.set_default]).
 
         Inside an [`override`][sqlalchemy_obstore.registry.BackendRegistry.override] block
         that catches the key, the override stays in place instead (see there).
@@ -156,16 +174,64 @@ class BackendRegistry:
             override = self._catching(backend.key)
             if override is not None:
                 self._displace(override, backend)
-                return
-            if backend.key in self._backends and not replace:
+            elif backend.key in self._backends and not replace:
                 raise BackendAlreadyRegisteredError(backend.key)
-            self._backends = MappingProxyType({**self._backends, backend.key: backend})
+            else:
+                self._backends = MappingProxyType({**self._backends, backend.key: backend})
+            if default:
+                self._default = backend.key
+
+    def set_default(self, key: str | None) -> None:
+        """Make `key` the default backend: what files and columns naming none use.
+
+        A `StoredObject()` column without a backend key and a `FileObject` built
+        without `backend=` resolve to this key when they are saved (or signed, or read),
+        and the file records the key: rows written then keep pointing at this backend
+        when the default changes later. There is no implicit default; `None` removes it.
+
+        Args:
+            key: The key of a registered backend, or `None`.
+
+        Raises:
+            BackendNotFoundError: If no backend is registered under `key`.
+
+        Example:
+            >>> from sqlalchemy_obstore import BackendRegistry, ObstoreBackend
+            >>> registry = BackendRegistry()
+            >>> registry.register_backend(ObstoreBackend("uploads", "memory://"))
+            >>> registry.set_default("uploads")
+            >>> registry.default
+            'uploads'
+        """
+        with self._lock:
+            if key is not None and key not in self._backends:
+                raise BackendNotFoundError(key, registered=list(self._backends))
+            self._default = key
+
+    @property
+    def default(self) -> str | None:
+        """The default backend's key, or `None` when there is none."""
+        return self._default
+
+    def resolve_key(self, key: str | None) -> str:
+        """`key` itself, or the default backend's key when `key` is `None`.
+
+        Raises:
+            NoDefaultBackendError: If `key` is `None` and there is no default backend.
+        """
+        if key is not None:
+            return key
+        default = self._default
+        if default is None:
+            raise NoDefaultBackendError(registered=list(self._backends))
+        return default
 
     def unregister_backend(self, key: str) -> Backend:
         """Remove and return the backend registered under `key`.
 
         Inside an `override` block that catches the key, this removes what the code under
-        test registered under it (and returns that); the override stays.
+        test registered under it (and returns that); the override stays. Removing the
+        default backend leaves the registry without a default.
 
         Raises:
             BackendNotFoundError: If no backend has that key.
@@ -183,6 +249,8 @@ class BackendRegistry:
             backends = dict(self._backends)
             backend = backends.pop(key)
             self._backends = MappingProxyType(backends)
+            if self._default == key:
+                self._default = None
             return backend
 
     def get_backend(self, key: str) -> Backend:
@@ -212,22 +280,32 @@ class BackendRegistry:
         return self._displaced
 
     def clear(self) -> None:
-        """Unregister every backend (keys an `override` block catches keep their override)."""
+        """Unregister every backend and the default (keys an `override` block catches keep
+        their override)."""
         with self._lock:
+            self._default = None
             kept = {k: b for k, b in self._backends.items() if self._catching(k) is not None}
             self._backends = MappingProxyType(kept)
             self._displaced = MappingProxyType({})
 
     @contextmanager
-    def temporary(self, *backends: Backend, clear: bool = False) -> Iterator[BackendRegistry]:
+    def temporary(
+        self, *backends: Backend, clear: bool = False, default: str | None = None
+    ) -> Iterator[BackendRegistry]:
         """Register `backends` for the duration of a `with` block, then restore.
 
         Backends registered under the same keys are replaced inside the block and come
-        back afterwards; anything registered or unregistered inside the block is undone.
+        back afterwards; anything registered or unregistered inside the block is undone,
+        and so is a change of the default backend.
 
         Args:
             *backends: Backends to register inside the block.
-            clear: Start the block with no other backend registered.
+            clear: Start the block with no other backend registered (and no default).
+            default: The default backend's key inside the block (a key registered
+                before it or given in `backends`).
+
+        Raises:
+            BackendNotFoundError: If `default` is not registered in the block.
 
         Example:
             >>> from sqlalchemy_obstore import ObstoreBackend, storages
@@ -236,15 +314,19 @@ class BackendRegistry:
             True
         """
         with self._lock:
-            saved = self._backends
-            start = {} if clear else dict(saved)
+            saved = self._backends, self._default
+            start = {} if clear else dict(self._backends)
             start.update({b.key: b for b in backends})
+            if default is not None and default not in start:
+                raise BackendNotFoundError(default, registered=list(start))
             self._backends = MappingProxyType(start)
+            if clear or default is not None:
+                self._default = default
         try:
             yield self
         finally:
             with self._lock:
-                self._backends = saved
+                self._backends, self._default = saved
 
     # -- orphans ----------------------------------------------------------------------------
     def add_orphan_listener(self, listener: OrphanListener) -> OrphanListener:
@@ -309,6 +391,11 @@ class BackendRegistry:
         [`temporary`][sqlalchemy_obstore.registry.BackendRegistry.temporary] (which itself
         ignores overrides: use it to register a real backend deliberately).
 
+        The default backend is a key, so an override leaves it alone: when the code under
+        test makes a caught key the default (`register_backend(..., default=True)`,
+        `set_default`), files that name no backend go to what the key resolves to inside
+        the block, the override. A default chosen inside the block is undone on exit.
+
         Blocks nest; the innermost block that catches a key decides for it.
 
         Args:
@@ -341,7 +428,7 @@ class BackendRegistry:
         pinned = {b.key: b for b in backends}
         override = _Override(frozenset(pinned), stand_in, every_key)
         with self._lock:
-            saved = (self._backends, self._overrides, self._displaced)
+            saved = (self._backends, self._overrides, self._displaced, self._default)
             sources = {key: self._source(key) for key in (*self._backends, *self._displaced)}
             start = {**self._backends, **pinned}
             displaced = dict(self._displaced)
@@ -358,7 +445,7 @@ class BackendRegistry:
             yield self
         finally:
             with self._lock:
-                self._backends, self._overrides, self._displaced = saved
+                self._backends, self._overrides, self._displaced, self._default = saved
 
     def _catching(self, key: str) -> _Override | None:
         """The innermost active override that catches `key`, if any."""
@@ -404,7 +491,8 @@ class BackendRegistry:
         return len(self._backends)
 
     def __repr__(self) -> str:
-        return f"BackendRegistry(keys={sorted(self._backends)!r})"
+        default = "" if self._default is None else f", default={self._default!r}"
+        return f"BackendRegistry(keys={sorted(self._backends)!r}{default})"
 
 
 def report_orphans(backend: Backend, report: OrphanReport) -> None:

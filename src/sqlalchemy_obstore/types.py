@@ -22,11 +22,16 @@ from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.types import TypeDecorator
 
 from ._column_defaults import apply_column_defaults
-from .errors import ConfigurationError, InvalidFileObjectError, UntrustedReferenceError
+from .errors import (
+    ConfigurationError,
+    InvalidFileObjectError,
+    InvalidSizeError,
+    UntrustedReferenceError,
+)
 from .file_object import FileObject, FileObjectList, SaveOptions
 from .keys import KeyContext, KeyFunction, KeyPrefixFunction, row_key_prefix
-from .registry import BackendRegistry
-from .validation import UploadPolicy
+from .registry import BackendRegistry, storages
+from .validation import UploadPolicy, parse_size
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Dialect
@@ -40,7 +45,11 @@ class StoredObject(TypeDecorator[Any]):
 
     Args:
         backend: Key of the backend new files in this column go to (and the default
-            backend of stored values that name none).
+            backend of stored values that name none). Leave it out to use the
+            registry's default backend
+            ([`set_default`][sqlalchemy_obstore.registry.BackendRegistry.set_default]),
+            resolved when a file is assigned or saved; each row records the key it
+            resolved to, so changing the default later does not move existing rows.
         multiple: Store a list of files (`FileObjectList`) instead of one file.
         key_prefix: Extra key prefix for new files of this column, after the backend's:
             a string, or a [`KeyPrefixFunction`][sqlalchemy_obstore.keys.KeyPrefixFunction]
@@ -64,7 +73,13 @@ class StoredObject(TypeDecorator[Any]):
             allows (S3: 10,000); a stream of unknown length holds at most
             `10,000 x chunk_size` on S3 (about 48 GiB by default), so give columns that
             take larger streams a larger `chunk_size`. Each part in flight is held in
-            memory.
+            memory. A size string such as `"8 MiB"` is read with
+            [`parse_size`][sqlalchemy_obstore.validation.parse_size].
+        compress: Store new files of a textual type gzip-compressed with
+            `Content-Encoding: gzip` (see
+            [`SaveOptions.compress`][sqlalchemy_obstore.file_object.SaveOptions]):
+            `size`, `checksum` and the library's reads are those of the stored gzip
+            bytes; signed URLs serve them to browsers, which decode them.
 
     Example:
         >>> from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -84,7 +99,7 @@ class StoredObject(TypeDecorator[Any]):
 
     def __init__(
         self,
-        backend: str,
+        backend: str | None = None,
         *,
         multiple: bool = False,
         key_prefix: str | KeyPrefixFunction | None = None,
@@ -94,8 +109,14 @@ class StoredObject(TypeDecorator[Any]):
         cache_control: str | None = None,
         registry: BackendRegistry | None = None,
         policy: UploadPolicy | None = None,
-        chunk_size: int | None = None,
+        chunk_size: int | str | None = None,
+        compress: bool = False,
     ) -> None:
+        if isinstance(chunk_size, str):
+            try:
+                chunk_size = parse_size(chunk_size)
+            except InvalidSizeError as exc:
+                raise InvalidSizeError(f"StoredObject(chunk_size=...): {exc}") from None
         if chunk_size is not None and (
             isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
         ):
@@ -112,13 +133,16 @@ class StoredObject(TypeDecorator[Any]):
                 "StoredObject(key_prefix=...) takes a string or a function of the row "
                 f"(a KeyPrefixFunction), not {type(key_prefix).__name__}."
             )
-        if not isinstance(backend, str) or not backend:
+        if backend is not None and (not isinstance(backend, str) or not backend):
             raise ConfigurationError(
-                "StoredObject(backend=...) takes the key of a registered backend (a string); "
-                "refer to backends by key, never by object."
+                "StoredObject(backend=...) takes the key of a registered backend (a string), "
+                "or nothing for the registry's default backend; refer to backends by key, "
+                "never by object."
             )
         super().__init__()
-        self.backend = backend
+        # (in the instance dict, under the constructor's name: SQLAlchemy's cache key of a
+        # type is made of those; the `backend` property resolves the default)
+        self.__dict__["backend"] = backend
         self.multiple = multiple
         self.key_prefix = key_prefix
         self.key_function = key_function
@@ -128,7 +152,33 @@ class StoredObject(TypeDecorator[Any]):
         self.registry = registry
         self.policy = policy
         self.chunk_size = chunk_size
+        self.compress = compress
         self._columns: list[str] = []
+
+    @property
+    def backend(self) -> str:
+        """The key of the backend new files of this column go to.
+
+        The key given to the constructor, else the registry's default backend now.
+
+        Raises:
+            NoDefaultBackendError: If the column names no backend and the registry has
+                no default.
+        """
+        key: str | None = self.__dict__["backend"]
+        return key if key is not None else (self.registry or storages).resolve_key(None)
+
+    @property
+    def backend_key(self) -> str | None:
+        """The backend key given to the constructor; `None` for the registry's default."""
+        key: str | None = self.__dict__["backend"]
+        return key
+
+    @property
+    def resolved_backend(self) -> str | None:
+        """The column's backend key now: its own, else the registry's default, else `None`."""
+        key: str | None = self.__dict__["backend"]
+        return key if key is not None else (self.registry or storages).default
 
     @property
     def save_options(self) -> SaveOptions:
@@ -179,6 +229,8 @@ class StoredObject(TypeDecorator[Any]):
             cache_control=self.cache_control,
             policy=self.policy,
         )
+        if self.compress:
+            options = replace(options, compress=True)
         return options if self.chunk_size is None else replace(options, chunk_size=self.chunk_size)
 
     @property
@@ -232,7 +284,7 @@ class StoredObject(TypeDecorator[Any]):
     # -- bind ---------------------------------------------------------------------------------
     def _dump(self, value: Any) -> dict[str, Any]:
         if isinstance(value, Mapping):  # a dict in the application's own SQL statement
-            value = FileObject.from_dict(value, default_backend=self.backend, trusted=True)
+            value = FileObject.from_dict(value, default_backend=self.resolved_backend, trusted=True)
         if not isinstance(value, FileObject):
             raise InvalidFileObjectError(
                 f"{self._column_label()} stores FileObjects, not {type(value).__name__}."
@@ -262,7 +314,7 @@ class StoredObject(TypeDecorator[Any]):
                 f"{value!r} in {self._column_label()} has not been saved: {reason}."
             )
         data = value.to_dict()
-        if data["backend"] is None:
+        if data["backend"] is None:  # (the row records the key: the default may change)
             data["backend"] = self.backend
         return data
 
@@ -282,12 +334,12 @@ class StoredObject(TypeDecorator[Any]):
     def _load(self, data: Any) -> FileObject:
         if data.__class__ is dict and (path := data.get("path")).__class__ is str and path:
             # The shape to_dict() wrote, as the driver decoded it: the fast constructor.
-            file = FileObject._codec.from_builtins(data, self.backend, self.registry)
+            file = FileObject._codec.from_builtins(data, self.resolved_backend, self.registry)
             if file is not None:
                 return file
         try:
             return FileObject.from_dict(
-                data, default_backend=self.backend, registry=self.registry, trusted=True
+                data, default_backend=self.resolved_backend, registry=self.registry, trusted=True
             )
         except InvalidFileObjectError as exc:
             raise InvalidFileObjectError(
@@ -307,8 +359,9 @@ class StoredObject(TypeDecorator[Any]):
         """
         if not self._reads_text():
             return super().result_processor(dialect, coltype)
-        backend = self.backend
+        backend = self.backend_key
         registry = self.registry
+        defaults = registry or storages  # (for a column without a key of its own)
         slow = self.process_result_value
         decode_json = self._decode_json
         from_json = FileObject._codec.from_json
@@ -327,12 +380,12 @@ class StoredObject(TypeDecorator[Any]):
             if value is None:
                 return None
             if value.__class__ is str or value.__class__ is bytes:
-                file = from_json(value, backend, registry)
+                file = from_json(value, backend or defaults.default, registry)
                 if file is not None:
                     return file
                 value = decode_json(value)
             elif value.__class__ is dict and (path := value.get("path")).__class__ is str and path:
-                file = from_builtins(value, backend, registry)
+                file = from_builtins(value, backend or defaults.default, registry)
                 if file is not None:
                     return file
             return slow(value, dialect)
@@ -371,7 +424,8 @@ class StoredObject(TypeDecorator[Any]):
         return self._load(value)
 
     def __repr__(self) -> str:
-        args = [repr(self.backend)]
+        key = self.backend_key
+        args = [] if key is None else [repr(key)]
         if self.multiple:
             args.append("multiple=True")
         if isinstance(self.key_prefix, str):
@@ -389,6 +443,8 @@ class StoredObject(TypeDecorator[Any]):
             args.append(f"policy={self.policy!r}")
         if self.chunk_size is not None:
             args.append(f"chunk_size={self.chunk_size}")
+        if self.compress:
+            args.append("compress=True")
         return f"StoredObject({', '.join(args)})"
 
 

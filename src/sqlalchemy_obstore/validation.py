@@ -36,17 +36,27 @@ import codecs
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ._attributes import ACTIVE_CONTENT_TYPES
 from .errors import (
     ConfigurationError,
+    InvalidSizeError,
 )
 
 if TYPE_CHECKING:
     from .processing import ImagePolicy
 
-__all__ = ("SNIFF_BYTES", "UploadPolicy", "Validator", "detect_content_type", "effective_policy")
+__all__ = (
+    "SIZE_UNITS",
+    "SNIFF_BYTES",
+    "UploadPolicy",
+    "Validator",
+    "detect_content_type",
+    "effective_policy",
+    "parse_size",
+)
 
 Validator: TypeAlias = "Callable[[Any, bytes], None]"
 """A custom check: called with the `FileObject` being saved and its first bytes; raise to
@@ -54,6 +64,66 @@ refuse the upload."""
 
 SNIFF_BYTES = 65536
 """How many leading bytes `detect_content_type` looks at."""
+
+
+SIZE_UNITS: dict[str, int] = {
+    "B": 1,
+    "KB": 1000,
+    "KiB": 1024,
+    "MB": 1000**2,
+    "MiB": 1024**2,
+    "GB": 1000**3,
+    "GiB": 1024**3,
+    "TB": 1000**4,
+    "TiB": 1024**4,
+}
+"""The units `parse_size` reads: decimal (SI, powers of 1000) and binary (IEC, powers of
+1024). Case does not matter: `"5 mib"` is `"5 MiB"`."""
+
+_UNITS = {unit.lower(): factor for unit, factor in SIZE_UNITS.items()}
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", re.ASCII)
+
+
+def parse_size(value: int | str) -> int:
+    """A number of bytes, from an int or a string such as `"5 MiB"`.
+
+    A string is a decimal number, optional blanks and one unit of `SIZE_UNITS`
+    (`B`, `KB`, `KiB`, `MB`, `MiB`, `GB`, `GiB`, `TB`, `TiB`, case-insensitive; no unit
+    means bytes). `KB` is 1000 bytes and `KiB` 1024, as their standards say. A fraction
+    is taken exactly and must come to a whole number of bytes: `"1.5 KiB"` is 1536,
+    `"1.1 B"` is refused.
+
+    Args:
+        value: A non-negative int, or such a string.
+
+    Raises:
+        InvalidSizeError: For anything else (negative numbers, unknown units such as
+            `"5 M"` or `"5 kbit"`, fractions of a byte, `bool`).
+
+    Example:
+        >>> from sqlalchemy_obstore.validation import parse_size
+        >>> parse_size("5 MiB"), parse_size("5MB"), parse_size("1.5 KiB"), parse_size(42)
+        (5242880, 5000000, 1536, 42)
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise InvalidSizeError(f"A size cannot be negative: {value!r}.")
+        return value
+    if not isinstance(value, str):
+        raise InvalidSizeError(
+            f"A size is a number of bytes or a string such as '5 MiB', not {value!r}."
+        )
+    match = _SIZE.fullmatch(value)
+    factor = _UNITS.get(match.group(2).lower() or "b") if match else None
+    if match is None or factor is None:
+        raise InvalidSizeError(
+            f"Not a size: {value!r}. Write a number and one of the units "
+            f"{', '.join(SIZE_UNITS)} (KB = 1000 bytes, KiB = 1024), e.g. '5 MiB'."
+        )
+    exact = Decimal(match.group(1)) * factor
+    if exact != exact.to_integral_value():
+        raise InvalidSizeError(f"{value!r} is not a whole number of bytes ({exact}).")
+    return int(exact)
 
 
 def _normalise_types(values: Iterable[str] | None) -> tuple[str, ...] | None:
@@ -88,7 +158,7 @@ def _normalise_extensions(values: Iterable[str] | None) -> tuple[str, ...] | Non
     return tuple(result)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class UploadPolicy:
     """What an upload may contain; immutable and hashable (usable in column types).
 
@@ -96,8 +166,11 @@ class UploadPolicy:
     layered (backend → column → save), "inherit from the layer below".
 
     Args:
-        max_size: Largest allowed content, in bytes; enforced while streaming.
-        min_size: Smallest allowed content, in bytes; checked when the content ends.
+        max_size: Largest allowed content, in bytes (or a size string such as
+            `"5 MiB"`, see [`parse_size`][sqlalchemy_obstore.validation.parse_size]);
+            enforced while streaming.
+        min_size: Smallest allowed content, in bytes or as a size string; checked when
+            the content ends.
         allowed_content_types: MIME types or `type/*` patterns. Wildcards never match
             active types (HTML, SVG, XML, JavaScript): list those explicitly.
         allowed_extensions: Allowed filename endings such as `".pdf"` or `".tar.gz"`,
@@ -115,7 +188,8 @@ class UploadPolicy:
 
     Raises:
         ConfigurationError: For negative sizes, `min_size > max_size`, or malformed
-            types, extensions or validators.
+            types, extensions or validators; `InvalidSizeError` (a `ConfigurationError`)
+            for a size string that is not one.
 
     Example:
         >>> from sqlalchemy_obstore.validation import UploadPolicy
@@ -124,6 +198,8 @@ class UploadPolicy:
         ('.pdf',)
         >>> policy.sniffs
         False
+        >>> UploadPolicy(max_size="5 MiB").max_size
+        5242880
     """
 
     max_size: int | None = None
@@ -133,6 +209,26 @@ class UploadPolicy:
     sniff: bool | None = None
     validators: tuple[Validator, ...] = field(default=())
     image: ImagePolicy | None = None
+
+    def __init__(
+        self,
+        max_size: int | str | None = None,
+        min_size: int | str | None = None,
+        allowed_content_types: tuple[str, ...] | None = None,
+        allowed_extensions: tuple[str, ...] | None = None,
+        sniff: bool | None = None,
+        validators: tuple[Validator, ...] = (),
+        image: ImagePolicy | None = None,
+    ) -> None:
+        set_ = object.__setattr__
+        set_(self, "max_size", None if max_size is None else _size("max_size", max_size))
+        set_(self, "min_size", None if min_size is None else _size("min_size", min_size))
+        set_(self, "allowed_content_types", allowed_content_types)
+        set_(self, "allowed_extensions", allowed_extensions)
+        set_(self, "sniff", sniff)
+        set_(self, "validators", validators)
+        set_(self, "image", image)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if self.image is not None:
@@ -233,6 +329,14 @@ class UploadPolicy:
             return True
         name = filename.lower()
         return any(name.endswith(ext) and len(name) > len(ext) for ext in self.allowed_extensions)
+
+
+def _size(name: str, value: int | str) -> int:
+    if isinstance(value, str):
+        return parse_size(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigurationError(f"{name} must be a non-negative int, not {value!r}.")
+    return value
 
 
 def effective_policy(*layers: UploadPolicy | None) -> UploadPolicy | None:

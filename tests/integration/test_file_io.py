@@ -22,9 +22,9 @@ import pytest
 from sqlalchemy_obstore import (
     BackendNotFoundError,
     FileObject,
-    FileObjectError,
     InvalidFileObjectError,
     NoContentError,
+    NoDefaultBackendError,
     ObjectNotFoundError,
     ObstoreBackend,
     SaveOptions,
@@ -340,8 +340,12 @@ async def test_unknown_backend(io_: IO, backend: ObstoreBackend) -> None:
 
 
 async def test_no_backend_at_all(io_: IO) -> None:
-    with pytest.raises(FileObjectError, match="no backend"):
-        await io_.save(FileObject(filename="a.txt", content=b"x"))
+    # No backend named and no default backend chosen: a typed error saying what to do.
+    file = FileObject(filename="a.txt", content=b"x")
+    with pytest.raises(NoDefaultBackendError, match="set_default"):
+        await io_.save(file)
+    assert file.has_pending_content
+    assert file.backend is None
 
 
 async def test_unreadable_path_content(io_: IO, backend: ObstoreBackend, tmp_path: Path) -> None:

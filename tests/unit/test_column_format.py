@@ -44,6 +44,7 @@ RENDITION = {
     "path": "k/thumb.png",
     "filename": "thumb.png",
     "content_type": "image/png",
+    "content_encoding": "gzip",
     "size": 3,
     "etag": "e-thumb",
     "version": "v-thumb",
@@ -51,6 +52,7 @@ RENDITION = {
     "last_modified": "2024-05-06T07:08:09+00:00",
     "metadata": {"role": "thumbnail"},
     "image": {"width": 4, "height": 3, "spec": "fit 4x4 PNG q80"},
+    "info": {"crop": [0, 0, 10, 10]},
 }
 FULL = {
     "v": 1,
@@ -58,12 +60,14 @@ FULL = {
     "path": "k/photo.png",
     "filename": "photo.png",
     "content_type": "image/png",
+    "content_encoding": "gzip",
     "size": 10,
     "etag": "e-1",
     "version": "v-1",
     "checksum": "sha256:" + "0" * 64,
     "last_modified": "2024-01-02T03:04:05+00:00",
     "metadata": {"k": "v"},
+    "info": {"pages": 3, "toc": [{"title": "Intro", "page": 1}], "ok": True, "x": None},
     "renditions": {"thumb": RENDITION},
     "image": {"width": 40, "height": 30},
 }
@@ -74,6 +78,7 @@ OTHER = {
     "path": "k/other.txt",
     "filename": "other.txt",
     "content_type": "text/plain",
+    "content_encoding": None,
     "size": 11,
     "etag": "e-2",
     "version": "v-2",

@@ -176,7 +176,8 @@ def test_stored_object_takes_a_chunk_size() -> None:
     assert column.save_options.chunk_size == 16 * MIB
     assert StoredObject("b").save_options.chunk_size == 5 * MIB
     assert "chunk_size=16777216" in repr(column)
-    for wrong in (0, -1, 1.5, True, "5MiB"):
+    assert StoredObject("b", chunk_size="8 MiB").chunk_size == 8 * MIB
+    for wrong in (0, -1, 1.5, True, "5 M", "0.5 B"):
         with pytest.raises(ConfigurationError, match="chunk_size"):
             StoredObject("b", chunk_size=wrong)  # type: ignore[arg-type]
 

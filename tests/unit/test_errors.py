@@ -85,6 +85,7 @@ def build(cls: type[errors.StorageError]) -> errors.StorageError:
     special: dict[type[Any], Any] = {
         errors.BackendNotFoundError: lambda: cls(URL, registered=[URL]),
         errors.BackendAlreadyRegisteredError: lambda: cls(URL),
+        errors.NoDefaultBackendError: lambda: cls(registered=[URL]),
         errors.MissingDependencyError: lambda: cls(URL, URL),
         errors.ChecksumMismatchError: lambda: cls(expected=URL, actual=MESSAGE, path=URL),
         errors.FileTooLargeError: lambda: cls(limit=1, size_seen=2, backend=URL, path=URL),

@@ -24,6 +24,7 @@ from sqlalchemy_obstore import (
     InvalidExpiryError,
     InvalidFileObjectError,
     NoContentError,
+    NoDefaultBackendError,
     ObstoreBackend,
     SignedURL,
     StoredObject,
@@ -123,14 +124,47 @@ def test_content_and_path_are_exclusive() -> None:
         FileObject(content=b"x", path="a/b")
 
 
-def test_str_content_is_refused_with_a_helpful_message() -> None:
-    with pytest.raises(InvalidFileObjectError) as info:
-        FileObject(filename="a.txt", content="some text")  # type: ignore[arg-type]
-    message = str(info.value)
-    assert "not str" in message
-    assert "encode" in message
-    assert "pathlib.Path" in message
+def test_str_content_is_stored_as_utf8_with_a_charset() -> None:
+    file = FileObject(filename="a.txt", content="héllo")
+    assert file.__dict__["_content"] == "héllo".encode()
+    assert file.content_type == "text/plain; charset=utf-8"
+
+
+@pytest.mark.parametrize(
+    ("filename", "content_type", "expected"),
+    [
+        (None, None, "text/plain; charset=utf-8"),  # no name: text/plain
+        ("notes", None, "text/plain; charset=utf-8"),  # a name without a known type
+        ("page.html", None, "text/html; charset=utf-8"),
+        ("data.json", None, "application/json; charset=utf-8"),
+        ("logo.svg", None, "image/svg+xml; charset=utf-8"),
+        ("a.csv", "text/csv; charset=UTF-8", "text/csv; charset=UTF-8"),  # kept as given
+        ("a.txt", "text/markdown", "text/markdown; charset=utf-8"),  # charset added
+        ("a.bin", "application/octet-stream", "application/octet-stream"),  # not textual
+    ],
+)
+def test_str_content_type(filename: str | None, content_type: str | None, expected: str) -> None:
+    file = FileObject(filename=filename, content="x", content_type=content_type)
+    assert file.content_type == expected
+
+
+def test_str_content_refuses_another_charset() -> None:
+    with pytest.raises(InvalidFileObjectError, match="UTF-8") as info:
+        FileObject(content="x", content_type="text/plain; charset=latin-1")
     assert isinstance(info.value, ValueError)
+    with pytest.raises(InvalidFileObjectError, match="UTF-8"):
+        FileObject(content="\ud800")  # a lone surrogate cannot be encoded
+
+
+def test_str_content_round_trips_through_a_backend() -> None:
+    with storages.temporary(ObstoreBackend("uploads", "memory://")):
+        file = FileObject(filename="a.md", content="# Ünïcode", backend="uploads").save()
+        assert file.get_content().decode("utf-8") == "# Ünïcode"
+        assert file.size == len("# Ünïcode".encode())
+        assert file.content_type == "text/markdown; charset=utf-8"
+        assert storages.get_backend("uploads").head(file.path).content_type == (
+            "text/markdown; charset=utf-8"
+        )
 
 
 def test_text_file_object_is_refused() -> None:
@@ -581,7 +615,8 @@ def test_sign_needs_a_saved_file(s3: ObstoreBackend) -> None:
 
 
 def test_sign_needs_a_backend() -> None:
-    with pytest.raises(FileObjectError, match="no backend"):
+    # (the registry's default would do: there is none here)
+    with pytest.raises(NoDefaultBackendError, match="set_default"):
         FileObject(path="k").sign()
 
 

@@ -209,7 +209,7 @@ def test_policy_normalises_and_is_hashable() -> None:
     "kwargs",
     [
         {"max_size": -1},
-        {"min_size": "1"},
+        {"min_size": "1 M"},
         {"max_size": True},
         {"min_size": 10, "max_size": 5},
         {"allowed_content_types": ("png",)},

@@ -320,6 +320,8 @@ class FileMeta:
         etag: The entity tag (as the store reports it), if any.
         last_modified: The modification time, if known.
         cache_control: A `Cache-Control` value stored with the object, if any.
+        content_encoding: The object's `Content-Encoding` (`"gzip"` for a file stored
+            compressed), sent as it is: the client decodes it.
     """
 
     size: int
@@ -328,6 +330,7 @@ class FileMeta:
     etag: str | None = None
     last_modified: datetime | None = None
     cache_control: str | None = None
+    content_encoding: str | None = None
 
 
 def download_headers(
@@ -379,6 +382,8 @@ def download_headers(
         **DOWNLOAD_SECURITY_HEADERS,
         "cache-control": cache_control or meta.cache_control or "private, no-cache",
     }
+    if meta.content_encoding:  # (the stored bytes are sent as they are)
+        headers["content-encoding"] = meta.content_encoding
     etag = format_etag(meta.etag)
     if etag is not None:
         headers["etag"] = etag
@@ -592,6 +597,7 @@ async def _file_meta(file: FileObject, backend: Backend, path: str) -> tuple[Fil
             filename=file.filename,
             etag=file.etag,
             last_modified=file.last_modified,
+            content_encoding=file.content_encoding,
         )
         return meta, False
     info = await backend.head_async(path)
@@ -602,6 +608,7 @@ async def _file_meta(file: FileObject, backend: Backend, path: str) -> tuple[Fil
         etag=info.etag or file.etag,
         last_modified=info.last_modified,
         cache_control=info.attributes.get("Cache-Control"),
+        content_encoding=file.content_encoding or info.attributes.get("Content-Encoding"),
     )
     return meta, True
 
@@ -821,6 +828,7 @@ class SignedStorageRoute:
                 etag=info.etag,
                 last_modified=info.last_modified,
                 cache_control=info.attributes.get("Cache-Control"),
+                content_encoding=info.attributes.get("Content-Encoding"),
             )
             disposition: Disposition | None = (
                 "attachment"

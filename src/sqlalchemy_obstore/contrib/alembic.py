@@ -100,7 +100,8 @@ def render_stored_object(column_type: StoredObject, imports: set[str] | None = N
     """
     imports = imports if imports is not None else set()
     imports.add("from sqlalchemy_obstore import StoredObject")
-    args = [repr(column_type.backend)]
+    key = column_type.backend_key  # (a column on the default backend renders without one)
+    args = [] if key is None else [repr(key)]
     omitted: list[str] = []
     if column_type.multiple:
         args.append("multiple=True")

@@ -73,12 +73,14 @@ class FileObjectDict(TypedDict, total=False):
     path: Required[str]
     filename: str
     content_type: str
+    content_encoding: NotRequired[str | None]
     size: int | None
     etag: str | None
     version: str | None
     checksum: str | None
     last_modified: str | None
     metadata: dict[str, str]
+    info: NotRequired[dict[str, Any]]
     renditions: NotRequired[dict[str, FileObjectDict]]
     image: NotRequired[ImageFactsDict]
 
