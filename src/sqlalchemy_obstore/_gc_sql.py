@@ -28,6 +28,7 @@ from sqlalchemy import (
     Column,
     Connection,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
@@ -45,13 +46,10 @@ from ._file_columns import FileColumn
 
 __all__ = (
     "RANGE_DIALECTS",
-    "index",
+    "ReferenceTable",
     "iter_references",
     "live_reference_query",
     "raw_value",
-    "reference_table",
-    "stage",
-    "staged_paths",
 )
 
 RANGE_DIALECTS = frozenset({"sqlite", "postgresql"})
@@ -61,40 +59,6 @@ RANGE_DIALECTS = frozenset({"sqlite", "postgresql"})
 def raw_value(column: FileColumn) -> Any:
     """The column as plain JSON (no `FileObject`s built, malformed values tolerated)."""
     return type_coerce(column.column, JSON(none_as_null=True)).label("value")
-
-
-def reference_table(name: str, dialect: str) -> Table:
-    """The temporary table of staged references (indexed by `index` once filled)."""
-    # Code-point order on PostgreSQL, as on SQLite (BINARY): the page range scan needs it.
-    path_type = String(collation="C") if dialect == "postgresql" else String()
-    return Table(
-        name,
-        MetaData(),
-        Column("backend", String(), nullable=False),
-        Column("path", path_type, nullable=False),
-        prefixes=["TEMPORARY"],
-    )
-
-
-def index(connection: Connection, table: Table) -> None:
-    """Index the filled reference table on `(backend, path)` (and give the planner its size)."""
-    # Built once over the whole table: a sort, rather than one B-tree insert per row.
-    postgresql = connection.dialect.name == "postgresql"
-    quoted = connection.dialect.identifier_preparer.format_table(table)
-    if postgresql:
-        # The rows rewritten in index order: a page's range scan then reads a few heap
-        # pages, not one per row (a large temporary table lives mostly outside the
-        # session's `temp_buffers`, and without a vacuum no scan is index-only).
-        quoted_sorted = connection.dialect.identifier_preparer.quote(f"{table.name}_sorted")
-        connection.exec_driver_sql(
-            f"CREATE TEMPORARY TABLE {quoted_sorted} AS "
-            f"SELECT backend, path FROM {quoted} ORDER BY backend, path"
-        )
-        connection.exec_driver_sql(f"DROP TABLE {quoted}")
-        connection.exec_driver_sql(f"ALTER TABLE {quoted_sorted} RENAME TO {quoted}")
-    Index(f"{table.name}_ix", table.c.backend, table.c.path).create(connection)
-    if postgresql:  # temporary tables are never auto-analyzed
-        connection.exec_driver_sql(f"ANALYZE {quoted}")
 
 
 def _names(connection: Connection, column: FileColumn) -> tuple[str, str]:
@@ -202,47 +166,97 @@ def iter_references(
         yield batch
 
 
-def stage(connection: Connection, table: Table, batch: Sequence[tuple[str, str]]) -> None:
-    """Insert `(backend, path)` pairs into the reference table."""
-    dialect = connection.dialect.name
-    if dialect == "sqlite":
-        name = connection.dialect.identifier_preparer.format_table(table)
-        connection.exec_driver_sql(f"INSERT INTO {name} (backend, path) VALUES (?, ?)", batch)
-    elif dialect == "postgresql":
-        name = connection.dialect.identifier_preparer.format_table(table)
-        stmt = text(
-            f"INSERT INTO {name} (backend, path) "
-            "SELECT * FROM unnest(CAST(:backends AS VARCHAR[]), CAST(:paths AS VARCHAR[]))"
-        ).bindparams(
-            bindparam("backends", type_=ARRAY(String())),
-            bindparam("paths", type_=ARRAY(String())),
-        )
-        connection.execute(
-            stmt, {"backends": [b for b, _ in batch], "paths": [p for _, p in batch]}
-        )
-    else:
-        connection.execute(insert(table), [{"backend": b, "path": p} for b, p in batch])
+class ReferenceTable:
+    """The temporary table of staged `(backend, path)` references, on one connection."""
 
-
-def staged_paths(connection: Connection, table: Table, key: str, paths: list[str]) -> set[str]:
-    """Which of `paths` (a listing page of backend `key`) are staged references."""
-    if connection.dialect.name in RANGE_DIALECTS and paths:
-        limit = 2 * len(paths) + 16
-        stmt = (
-            select(table.c.path)
+    def __init__(self, connection: Connection, name: str) -> None:
+        self.conn = connection
+        dialect = connection.dialect.name
+        # Code-point order on PostgreSQL, as on SQLite (BINARY): the range scans need it.
+        path_type = String(collation="C") if dialect == "postgresql" else String()
+        self.table = Table(
+            name,
+            MetaData(),
+            Column("backend", String(), nullable=False),
+            Column("path", path_type, nullable=False),
+            prefixes=["TEMPORARY"],
+        )
+        self.quoted = connection.dialect.identifier_preparer.format_table(self.table)
+        self.ranges = dialect in RANGE_DIALECTS
+        c = self.table.c
+        self._range = (
+            select(c.path)
             .where(
-                table.c.backend == key,
-                table.c.path >= min(paths),
-                table.c.path <= max(paths),
+                c.backend == bindparam("key"),
+                c.path >= bindparam("low"),
+                c.path <= bindparam("high"),
             )
-            .distinct()
-            .limit(limit)
+            .limit(bindparam("limit", type_=Integer()))
         )
-        found = set(connection.scalars(stmt))
-        if len(found) < limit:
-            return found
-    stmt = select(table.c.path).where(table.c.backend == key, table.c.path.in_(paths))
-    return set(connection.scalars(stmt))
+        self._in = select(c.path).where(
+            c.backend == bindparam("key"), c.path.in_(bindparam("paths", expanding=True))
+        )
+
+    def create(self) -> None:
+        self.table.create(self.conn)
+
+    def drop(self) -> None:
+        self.table.drop(self.conn, checkfirst=True)
+
+    def backends(self) -> list[str]:
+        """The backend keys staged references name."""
+        return list(self.conn.scalars(select(self.table.c.backend).distinct()))
+
+    def add(self, batch: Sequence[tuple[str, str]]) -> None:
+        """Insert `(backend, path)` pairs (before `index`)."""
+        dialect = self.conn.dialect.name
+        if dialect == "sqlite":
+            self.conn.exec_driver_sql(
+                f"INSERT INTO {self.quoted} (backend, path) VALUES (?, ?)", batch
+            )
+        elif dialect == "postgresql":
+            stmt = text(
+                f"INSERT INTO {self.quoted} (backend, path) "
+                "SELECT * FROM unnest(CAST(:backends AS VARCHAR[]), CAST(:paths AS VARCHAR[]))"
+            ).bindparams(
+                bindparam("backends", type_=ARRAY(String())),
+                bindparam("paths", type_=ARRAY(String())),
+            )
+            self.conn.execute(
+                stmt, {"backends": [b for b, _ in batch], "paths": [p for _, p in batch]}
+            )
+        else:
+            self.conn.execute(insert(self.table), [{"backend": b, "path": p} for b, p in batch])
+
+    def index(self) -> None:
+        """Index the filled table on `(backend, path)` (and give the planner its size)."""
+        # Built once over the whole table: a sort, rather than one B-tree insert per row.
+        postgresql = self.conn.dialect.name == "postgresql"
+        if postgresql:
+            # The rows rewritten in index order: a page's range scan then reads a few heap
+            # pages, not one per row (a large temporary table lives mostly outside the
+            # session's `temp_buffers`, and without a vacuum no scan is index-only).
+            preparer = self.conn.dialect.identifier_preparer
+            unsorted = preparer.quote(f"{self.table.name}_unsorted")
+            self.conn.exec_driver_sql(f"ALTER TABLE {self.quoted} RENAME TO {unsorted}")
+            self.conn.exec_driver_sql(
+                f"CREATE TEMPORARY TABLE {self.quoted} AS "
+                f"SELECT backend, path FROM {unsorted} ORDER BY backend, path"
+            )
+            self.conn.exec_driver_sql(f"DROP TABLE {unsorted}")
+        Index(f"{self.table.name}_ix", self.table.c.backend, self.table.c.path).create(self.conn)
+        if postgresql:  # temporary tables are never auto-analyzed
+            self.conn.exec_driver_sql(f"ANALYZE {self.quoted}")
+
+    def staged(self, key: str, paths: list[str]) -> set[str]:
+        """Which of `paths` (a listing page of backend `key`) are staged references."""
+        if self.ranges and paths:
+            limit = 2 * len(paths) + 16
+            parameters = {"key": key, "low": min(paths), "high": max(paths), "limit": limit}
+            found = list(self.conn.scalars(self._range, parameters))
+            if len(found) < limit:
+                return set(found)
+        return set(self.conn.scalars(self._in, {"key": key, "paths": paths}))
 
 
 def live_reference_query(connection: Connection, column: FileColumn) -> Any:

@@ -378,9 +378,7 @@ class _Collector:
             grace_period=grace_period,
             unsafe_grace_period=grace_period < MIN_GRACE_PERIOD,
         )
-        self.refs = _gc_sql.reference_table(
-            f"sqlo_gc_refs_{uuid.uuid4().hex[:12]}", connection.dialect.name
-        )
+        self.refs = _gc_sql.ReferenceTable(connection, f"sqlo_gc_refs_{uuid.uuid4().hex[:12]}")
 
     def _commit(self) -> None:
         # Only a connection the collector opened itself: a fresh transaction sees rows
@@ -389,7 +387,7 @@ class _Collector:
             self.conn.commit()
 
     def run(self) -> GarbageReport:
-        self.refs.metadata.create_all(self.conn)
+        self.refs.create()
         try:
             self._stage()
             self._commit()
@@ -399,7 +397,7 @@ class _Collector:
         except BaseException:
             self._clean_up_after_failure()
             raise
-        self.refs.metadata.drop_all(self.conn)
+        self.refs.drop()
         self._commit()
         return self.report
 
@@ -409,19 +407,19 @@ class _Collector:
         try:
             if self.owns:
                 self.conn.rollback()
-            self.refs.metadata.drop_all(self.conn)
+            self.refs.drop()
             self._commit()
         except Exception:  # pragma: no cover - best effort; it dies with the connection
-            logger.debug("Could not drop %s", self.refs.name, exc_info=True)
+            logger.debug("Could not drop %s", self.refs.table.name, exc_info=True)
 
     def _stage(self) -> None:
         for column in self.columns:
             for batch in _gc_sql.iter_references(self.conn, column, self.batch_size):
-                _gc_sql.stage(self.conn, self.refs, batch)
+                self.refs.add(batch)
                 self.report.references += len(batch)
                 if self.progress is not None:
                     self.progress(Progress("staging", self.report.references))
-        _gc_sql.index(self.conn, self.refs)
+        self.refs.index()
 
     def _resolve(self, key: str) -> Backend:
         if self.registry is not None:
@@ -437,7 +435,7 @@ class _Collector:
             keys: list[str | Backend] = list(self.requested)
         else:
             used = {c.stored_type.backend for c in self.columns}
-            used.update(self.conn.scalars(select(self.refs.c.backend).distinct()))
+            used.update(self.refs.backends())
             keys = [*sorted(used)]
         resolved: dict[str, Backend] = {}
         for item in keys:
@@ -481,7 +479,7 @@ class _Collector:
     ) -> list[ObjectInfo]:
         """Count a listing page; return its candidates (unreferenced and old enough)."""
         result.scanned += len(page)
-        staged = _gc_sql.staged_paths(self.conn, self.refs, backend.key, [i.path for i in page])
+        staged = self.refs.staged(backend.key, [info.path for info in page])
         unreferenced = [info for info in page if info.path not in staged]
         result.referenced += len(page) - len(unreferenced)
         cutoff = self.report.cutoff
