@@ -253,10 +253,10 @@ class ReferenceTable:
         if self.ranges and paths:
             limit = 2 * len(paths) + 16
             parameters = {"key": key, "low": min(paths), "high": max(paths), "limit": limit}
-            found = list(self.conn.scalars(self._range, parameters))
+            found = self.conn.scalars(self._range, parameters).all()
             if len(found) < limit:
                 return set(found)
-        return set(self.conn.scalars(self._in, {"key": key, "paths": paths}))
+        return set(self.conn.scalars(self._in, {"key": key, "paths": paths}).all())
 
 
 def live_reference_query(connection: Connection, column: FileColumn) -> Any:
