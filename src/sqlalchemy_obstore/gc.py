@@ -15,12 +15,17 @@ in it is found by [`find_file_columns`][sqlalchemy_obstore.gc.find_file_columns]
 **How the collector works, with bounded memory.** No set of keys is ever held in memory:
 
 1. Every reference (backend key, path) of every column, renditions included, is streamed
-   from the database (only the JSON column is selected, with `yield_per`, so PostgreSQL
-   uses a server-side cursor) into a *temporary table* with an index on
-   `(backend, path)`, in batches of `batch_size`.
+   from the database (with `yield_per`, so PostgreSQL uses a server-side cursor) into a
+   *temporary table*, in batches of `batch_size`, which is indexed on `(backend, path)`
+   once filled. On SQLite and PostgreSQL the database reads the key and path of a
+   plain stored file itself (`json_extract`, `->>`); documents with renditions, lists
+   and odd values are walked in Python. Other databases return every document.
 2. Each backend's managed prefix (`backend.prefix`) is listed page by page
    (`batch_size` objects); each page is checked against the temporary table with one
-   `SELECT path ... WHERE backend = :b AND path IN (...)`.
+   query: on SQLite and PostgreSQL an index range scan between the page's smallest and
+   largest key (the table orders paths by code point, as Python does, so the range
+   holds every staged path of the page), elsewhere, and for a range holding more than
+   twice the page, `SELECT path ... WHERE backend = :b AND path IN (...)`.
 3. Unreferenced objects that are older than the grace period are looked up once more,
    against the live tables (a row committed during the scan is found), and only then
    deleted (unless it is a dry run). That look-up scans the file columns, so candidates
@@ -39,8 +44,9 @@ never touched. A deleting run refuses a grace period shorter than
 [`MIN_GRACE_PERIOD`][sqlalchemy_obstore.gc.MIN_GRACE_PERIOD] (8 hours; see there why)
 unless `allow_unsafe_grace_period=True` says the caller knows no writer is running.
 Right before a batch is deleted, its candidates are looked up again in the live tables
-(matching the path anywhere in the stored JSON, whatever the backend: a false match
-keeps an orphan, never deletes a referenced object); when the collector opened the
+(matching the path of every stored file whatever its backend, and on SQLite a `path`
+anywhere in the stored JSON: a false match keeps an orphan, never deletes a referenced
+object); when the collector opened the
 connection itself it commits before that lookup so that it sees what other transactions
 committed meanwhile.
 
