@@ -5,11 +5,13 @@ each listing page against it. How each step is phrased depends on the database:
 
 - **Reading the references.** On SQLite and PostgreSQL the database itself extracts the
   `(backend, path)` of a plain stored file (a JSON object with a string `path` and no
-  `renditions` object); the stored document is returned, and walked in Python by
-  `_column.stored_files`, only for the other rows (lists, renditions, odd values). Other
-  databases return every document for the walker.
+  `renditions` object); only the other rows (lists, renditions, odd values) have their
+  document decoded and walked in Python by `_column.stored_files`, the same walker
+  other databases use for every row.
 - **Staging.** One statement per batch on SQLite (the driver's `executemany`) and
-  PostgreSQL (`unnest` of two arrays); SQLAlchemy's `insert` elsewhere.
+  PostgreSQL (`unnest` of two arrays); SQLAlchemy's `insert` elsewhere. The index is
+  built once the table is filled; on PostgreSQL the rows are first rewritten in index
+  order (see `ReferenceTable.index`).
 - **Looking a page up.** The staged paths are ordered by code point on SQLite (binary
   collation) and PostgreSQL (`COLLATE "C"`, set on the temporary table), as Python
   orders strings, so a page of keys is looked up with one index range scan between its
