@@ -15,12 +15,17 @@ in it is found by [`find_file_columns`][sqlalchemy_obstore.gc.find_file_columns]
 **How the collector works, with bounded memory.** No set of keys is ever held in memory:
 
 1. Every reference (backend key, path) of every column, renditions included, is streamed
-   from the database (only the JSON column is selected, with `yield_per`, so PostgreSQL
-   uses a server-side cursor) into a *temporary table* with an index on
-   `(backend, path)`, in batches of `batch_size`.
+   from the database (with `yield_per`, so PostgreSQL uses a server-side cursor) into a
+   *temporary table*, in batches of `batch_size`, which is indexed on `(backend, path)`
+   once filled. On SQLite and PostgreSQL the database reads the key and path of a
+   plain stored file itself (`json_extract`, `->>`); documents with renditions, lists
+   and odd values are walked in Python. Other databases return every document.
 2. Each backend's managed prefix (`backend.prefix`) is listed page by page
    (`batch_size` objects); each page is checked against the temporary table with one
-   `SELECT path ... WHERE backend = :b AND path IN (...)`.
+   query: on SQLite and PostgreSQL an index range scan between the page's smallest and
+   largest key (the table orders paths by code point, as Python does, so the range
+   holds every staged path of the page), elsewhere, and for a range holding more than
+   twice the page, `SELECT path ... WHERE backend = :b AND path IN (...)`.
 3. Unreferenced objects that are older than the grace period are looked up once more,
    against the live tables (a row committed during the scan is found), and only then
    deleted (unless it is a dry run). That look-up scans the file columns, so candidates
@@ -39,8 +44,9 @@ never touched. A deleting run refuses a grace period shorter than
 [`MIN_GRACE_PERIOD`][sqlalchemy_obstore.gc.MIN_GRACE_PERIOD] (8 hours; see there why)
 unless `allow_unsafe_grace_period=True` says the caller knows no writer is running.
 Right before a batch is deleted, its candidates are looked up again in the live tables
-(matching the path anywhere in the stored JSON, whatever the backend: a false match
-keeps an orphan, never deletes a referenced object); when the collector opened the
+(matching the path of every stored file whatever its backend, and on SQLite a `path`
+anywhere in the stored JSON: a false match keeps an orphan, never deletes a referenced
+object); when the collector opened the
 connection itself it commits before that lookup so that it sees what other transactions
 committed meanwhile.
 
@@ -59,29 +65,15 @@ through `AsyncConnection.run_sync`), where the storage calls use obstore's async
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, TypeAlias
 
-from sqlalchemy import (
-    JSON,
-    Column,
-    Connection,
-    Engine,
-    Index,
-    MetaData,
-    String,
-    Table,
-    bindparam,
-    insert,
-    select,
-    text,
-    type_coerce,
-)
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from . import _multipart
+from . import _gc_sql, _multipart
 from ._column import stored_files, without_renditions
 from ._file_columns import FileColumn, find_file_columns, target_columns
 from ._io import Call, bridge_bind, iterate, run
@@ -193,29 +185,6 @@ class Progress:
 
 ProgressCallback: TypeAlias = Callable[[Progress], None]
 """A callable receiving [`Progress`][sqlalchemy_obstore.gc.Progress] updates."""
-
-
-# -- references in stored values --------------------------------------------------------------
-def _raw(column: FileColumn) -> Any:
-    """The column as plain JSON (no `FileObject`s built, malformed values tolerated)."""
-    return type_coerce(column.column, JSON(none_as_null=True)).label("value")
-
-
-def _iter_references(
-    connection: Connection, column: FileColumn, batch_size: int
-) -> Iterator[list[tuple[str, str]]]:
-    """Batches of the `(backend, path)` references stored in `column` (streamed)."""
-    stmt = select(_raw(column)).execution_options(yield_per=batch_size)
-    batch: list[tuple[str, str]] = []
-    for partition in connection.execute(stmt).partitions():
-        for row in partition:
-            for data, backend in stored_files(row[0], column.stored_type.backend):
-                batch.append((backend, data["path"]))
-        if len(batch) >= batch_size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 # -- garbage collection -----------------------------------------------------------------------
@@ -415,14 +384,7 @@ class _Collector:
             grace_period=grace_period,
             unsafe_grace_period=grace_period < MIN_GRACE_PERIOD,
         )
-        self.refs = Table(
-            f"sqlo_gc_refs_{uuid.uuid4().hex[:12]}",
-            MetaData(),
-            Column("backend", String(), nullable=False),
-            Column("path", String(), nullable=False),
-            prefixes=["TEMPORARY"],
-        )
-        Index(f"{self.refs.name}_ix", self.refs.c.backend, self.refs.c.path)
+        self.refs = _gc_sql.ReferenceTable(connection, f"sqlo_gc_refs_{uuid.uuid4().hex[:12]}")
 
     def _commit(self) -> None:
         # Only a connection the collector opened itself: a fresh transaction sees rows
@@ -431,7 +393,7 @@ class _Collector:
             self.conn.commit()
 
     def run(self) -> GarbageReport:
-        self.refs.metadata.create_all(self.conn)
+        self.refs.create()
         try:
             self._stage()
             self._commit()
@@ -441,7 +403,7 @@ class _Collector:
         except BaseException:
             self._clean_up_after_failure()
             raise
-        self.refs.metadata.drop_all(self.conn)
+        self.refs.drop()
         self._commit()
         return self.report
 
@@ -451,18 +413,19 @@ class _Collector:
         try:
             if self.owns:
                 self.conn.rollback()
-            self.refs.metadata.drop_all(self.conn)
+            self.refs.drop()
             self._commit()
         except Exception:  # pragma: no cover - best effort; it dies with the connection
-            logger.debug("Could not drop %s", self.refs.name, exc_info=True)
+            logger.debug("Could not drop %s", self.refs.table.name, exc_info=True)
 
     def _stage(self) -> None:
         for column in self.columns:
-            for batch in _iter_references(self.conn, column, self.batch_size):
-                self.conn.execute(insert(self.refs), [{"backend": b, "path": p} for b, p in batch])
+            for batch in _gc_sql.iter_references(self.conn, column, self.batch_size):
+                self.refs.add(batch)
                 self.report.references += len(batch)
                 if self.progress is not None:
                     self.progress(Progress("staging", self.report.references))
+        self.refs.index()
 
     def _resolve(self, key: str) -> Backend:
         if self.registry is not None:
@@ -478,7 +441,7 @@ class _Collector:
             keys: list[str | Backend] = list(self.requested)
         else:
             used = {c.stored_type.backend for c in self.columns}
-            used.update(self.conn.scalars(select(self.refs.c.backend).distinct()))
+            used.update(self.refs.backends())
             keys = [*sorted(used)]
         resolved: dict[str, Backend] = {}
         for item in keys:
@@ -517,18 +480,12 @@ class _Collector:
         if candidates:
             self._collect(backend, result, candidates)
 
-    def _staged(self, key: str, paths: list[str]) -> set[str]:
-        stmt = select(self.refs.c.path).where(
-            self.refs.c.backend == key, self.refs.c.path.in_(paths)
-        )
-        return set(self.conn.scalars(stmt))
-
     def _page(
         self, backend: Backend, result: BackendGarbage, page: list[ObjectInfo]
     ) -> list[ObjectInfo]:
         """Count a listing page; return its candidates (unreferenced and old enough)."""
         result.scanned += len(page)
-        staged = self._staged(backend.key, [info.path for info in page])
+        staged = self.refs.staged(backend.key, [info.path for info in page])
         unreferenced = [info for info in page if info.path not in staged]
         result.referenced += len(page) - len(unreferenced)
         cutoff = self.report.cutoff
@@ -638,35 +595,21 @@ def _live_references(
 ) -> set[str]:
     """Which of `paths` some row references right now, in any backend.
 
-    Matches the path anywhere in the stored JSON (SQLite's `json_tree`, PostgreSQL's
-    jsonpath `$.**.path`; other databases rescan the column), so it errs on the side of
-    keeping objects.
+    Matches the path of every stored file, renditions and list items included, whatever
+    its backend, and errs on the side of keeping objects: SQLite matches a `path` key
+    anywhere in the stored JSON, PostgreSQL the `path` of a plain stored file and a
+    `path` anywhere in the other documents; other databases rescan the column.
     """
     found: set[str] = set()
     if not paths:
         return found
     wanted = set(paths)
-    dialect = connection.dialect.name
     for column in columns:
-        preparer = connection.dialect.identifier_preparer
-        table = preparer.format_table(column.table)
-        name = preparer.quote(column.column.name)
-        if dialect == "sqlite":
-            sql = (
-                f"SELECT DISTINCT jt.value FROM {table} AS t, json_tree(t.{name}) AS jt "
-                f"WHERE t.{name} IS NOT NULL AND jt.key = 'path' AND jt.value IN :paths"
-            )
-        elif dialect == "postgresql":
-            sql = (
-                f"SELECT DISTINCT j.v #>> '{{}}' FROM {table} AS t, "
-                f"jsonb_path_query(CAST(t.{name} AS jsonb), 'lax $.**.path') AS j(v) "
-                "WHERE j.v #>> '{}' IN :paths"
-            )
-        else:
-            for batch in _iter_references(connection, column, 1000):
+        stmt = _gc_sql.live_reference_query(connection, column)
+        if stmt is None:
+            for batch in _gc_sql.iter_references(connection, column, 1000):
                 found.update(p for _, p in batch if p in wanted)
             continue
-        stmt = text(sql).bindparams(bindparam("paths", expanding=True))
         found.update(connection.scalars(stmt, {"paths": list(wanted)}))
     return found
 
@@ -926,7 +869,7 @@ def _verify_all(
     report = VerificationReport()
     for column in columns:
         keys = list(column.table.primary_key.columns)
-        stmt = select(*keys, _raw(column)).execution_options(yield_per=batch_size)
+        stmt = select(*keys, _gc_sql.raw_value(column)).execution_options(yield_per=batch_size)
         for partition in connection.execute(stmt).partitions():
             for row in partition:
                 for data, backend_key in stored_files(row[-1], column.stored_type.backend):

@@ -90,3 +90,84 @@ async def test_candidates_are_rechecked_in_bounded_groups(
     assert sum(spy) == 100
     assert all(30 <= size < 30 + 7 for size in spy[:-1])  # full groups: 30 to 36 candidates
     assert 0 < spy[-1] < 30 + 7
+
+
+ODD_VALUES: list[Any] = [
+    {"path": "plain"},
+    {"path": "own", "backend": "other"},
+    {"path": "empty-backend", "backend": ""},
+    {"path": "null-backend", "backend": None},
+    {"path": "false-backend", "backend": False},  # falsy: the column's backend
+    {"path": "number-backend", "backend": 5},  # not a key: no reference
+    {"path": ""},
+    {"path": 7},
+    {"path": {"nested": "x"}},
+    {"backend": "other"},
+    {"path": "with-null-renditions", "renditions": None},
+    {"path": "with-list-renditions", "renditions": ["x"]},
+    {"path": "main", "backend": "other", "renditions": {"thumb": {"path": "thumb"}}},
+    {"renditions": {"thumb": {"path": "orphan-rendition", "backend": ""}}},
+    [{"path": "item-1"}, {"path": "item-2", "backend": "other"}, "junk", None],
+    [],
+    "a string",
+    42,
+    None,
+]
+
+
+@pytest.mark.parametrize("engine_fixture", ["sqlite_engine", "pg_engine"])
+def test_the_database_reads_the_references_the_walker_reads(
+    engine_fixture: str, request: pytest.FixtureRequest
+) -> None:
+    from sqlalchemy import JSON, Column, Integer, MetaData, Table
+
+    from sqlalchemy_obstore import StoredObject, _column, _gc_sql
+    from sqlalchemy_obstore._file_columns import target_columns
+
+    engine: Engine = request.getfixturevalue(engine_fixture)
+    metadata = MetaData()
+    table = Table(
+        "odd_values",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("file", StoredObject("files")),
+    )
+    metadata.create_all(engine)
+    raw = table.c.file.type.load_dialect_impl(engine.dialect)
+    plain = Table("odd_values", MetaData(), Column("id", Integer), Column("file", raw or JSON))
+    with engine.begin() as conn:  # raw JSON, bypassing the type's validation
+        conn.execute(insert(plain), [{"id": i, "file": v} for i, v in enumerate(ODD_VALUES)])
+    expected = [
+        (backend, data["path"])
+        for value in ODD_VALUES
+        for data, backend in _column.stored_files(value, "files")
+    ]
+    (column,) = target_columns(metadata)
+    with engine.connect() as conn:
+        found = [ref for batch in _gc_sql.iter_references(conn, column, 3) for ref in batch]
+    assert sorted(found) == sorted(expected)
+    assert ("files", "false-backend") in found
+    assert not [ref for ref in found if ref[1] == "number-backend"]
+
+
+def test_pages_whose_range_holds_many_references_are_looked_up_key_by_key(
+    sqlite_engine: Engine,
+) -> None:
+    backend = ObstoreBackend("bulk", "memory://", prefix="data")
+    storages.register_backend(backend)
+    base, doc = make_models(backend.key)
+    base.metadata.create_all(sqlite_engine)
+    # Listed: data/a-0 ... ; referenced: those and 200 missing objects between them.
+    rows = []
+    for i in range(20):
+        backend.put(f"data/a-{i:03d}", b"x")
+        rows.append({"id": i, "file": FileObject(backend="bulk", path=f"data/a-{i:03d}")})
+    for i in range(200):
+        missing = FileObject(backend="bulk", path=f"data/a-005-missing-{i:03d}")
+        rows.append({"id": 100 + i, "file": missing, "pages": []})
+    backend.put("data/a-010-orphan", b"x")
+    with sqlite_engine.begin() as conn:
+        conn.execute(insert(doc.__table__), [{"pages": [], **row} for row in rows])
+    report = collect_garbage(sqlite_engine, base, **LATER, batch_size=7)
+    assert (report.scanned, report.referenced, report.orphaned) == (21, 20, 1)
+    assert report.backends["bulk"].orphan_paths == ["data/a-010-orphan"]
