@@ -260,16 +260,15 @@ class BufferedUpload(tuple[Any, ...], Step[F]):
         file, backend, path, _, _, file_class = self
         d = file.__dict__
         algorithm = backend.checksum_algorithm
-        set_quietly(
-            file,
-            path=path,
-            size=len(data),
-            checksum=f"{algorithm}:{_hash(algorithm, data)}" if algorithm is not None else None,
-            etag=result.etag,
-            version=result.version,
-            last_modified=datetime.now(timezone.utc),
-            _content=None,
-        )
+        # What `set_quietly` does, written out: this runs once per small save, and the
+        # keyword dict of the call measured 0.5 µs of a 9 µs save.
+        d["path"] = path
+        d["size"] = len(data)
+        d["checksum"] = f"{algorithm}:{_hash(algorithm, data)}" if algorithm is not None else None
+        d["etag"] = result.etag
+        d["version"] = result.version
+        d["last_modified"] = datetime.now(timezone.utc)
+        d["_content"] = None
         if d["_renditions"]:  # (a new file keeps the shared empty mappings it holds)
             d["_renditions"] = {}
         if d["_image"] is not None:  # (facts of the content this one replaced)
