@@ -275,10 +275,10 @@ class BufferedUpload(tuple[Any, ...], Step[F]):
             d["_image"] = None
         if d["_sign_cache"]:
             d["_sign_cache"] = {}
-        if file.__class__ is file_class:
-            notify_holders(file)  # (cheap when no row or list holds it)
-        else:
+        if file.__class__ is not file_class:
             file.changed()  # a subclass may do more when told
+        elif d.get("_parent") is not None or d.get("_more_parents") or d["_containers"]:
+            notify_holders(file)  # (a file no row or list holds has nobody to tell)
         return file
 
 
