@@ -10,22 +10,19 @@ fields in its `__dict__`).
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from functools import partial
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ._column import ATTRIBUTES
 from ._content import content_kind
 from ._info import InfoDict
+from ._owned_dict import OwnedDict
 from .errors import FileObjectError, InvalidFileObjectError
 from .keys import check_filename as check_filename_text
 from .keys import check_object_path
-
-if TYPE_CHECKING:
-    from typing_extensions import Self
 
 __all__ = (
     "FIELD_CHECKS",
@@ -75,58 +72,19 @@ class _Owner(Protocol):
     def changed(self) -> None: ...
 
 
-class Metadata(dict[str, str]):
+class Metadata(OwnedDict[str]):
     """A str→str dict that tells its owner (a file) when it changes."""
 
-    __slots__ = ("_owner",)
+    __slots__ = ()
 
     def __init__(self, owner: _Owner, data: Mapping[str, str] | None):
-        if data:
-            super().__init__(check_metadata(data))
-        self._owner = weakref.ref(owner)
+        super().__init__(owner, check_metadata(data) if data else None)
 
-    def _changed(self) -> None:
-        owner = self._owner()
-        if owner is not None:
-            owner.changed()
-
-    def __setitem__(self, key: str, value: str) -> None:
-        super().__setitem__(*_check_metadata_item(key, value))
-        self._changed()
-
-    def __delitem__(self, key: str) -> None:
-        super().__delitem__(key)
-        self._changed()
-
-    def clear(self) -> None:
-        super().clear()
-        self._changed()
-
-    def pop(self, key: str, *default: Any) -> Any:
-        value = super().pop(key, *default)
-        self._changed()
-        return value
-
-    def popitem(self) -> tuple[str, str]:
-        item = super().popitem()
-        self._changed()
-        return item
+    def _check(self, values: dict[str, Any]) -> dict[str, str]:
+        return check_metadata(values)
 
     def setdefault(self, key: str, default: str = "") -> str:
-        if key not in self:
-            self[key] = default
-        return self[key]
-
-    def update(self, *args: Any, **kwargs: str) -> None:
-        super().update(check_metadata(dict(*args, **kwargs)))
-        self._changed()
-
-    def __ior__(self, other: Any) -> Self:  # type: ignore[override,misc]
-        self.update(other)
-        return self
-
-    def __reduce__(self) -> Any:
-        return (dict, (dict(self),))
+        return super().setdefault(key, default)  # type: ignore[no-any-return]
 
 
 def _check_metadata_item(key: object, value: object) -> tuple[str, str]:

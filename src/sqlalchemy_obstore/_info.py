@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import copy
 import math
-import weakref
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from ._owned_dict import OwnedDict
 from .errors import InvalidFileObjectError
 
 __all__ = ("InfoDict", "check_json_value")
@@ -59,7 +59,7 @@ def _plain(value: Any) -> Any:
     return copy.deepcopy(dict(value)) if isinstance(value, Mapping) else copy.deepcopy(value)
 
 
-class InfoDict(dict[str, Any]):
+class InfoDict(OwnedDict[Any]):
     """A JSON-object dict that tells its file when a top-level entry changes.
 
     Nested values are plain dicts and lists: changing one in place
@@ -67,62 +67,16 @@ class InfoDict(dict[str, Any]):
     `file.changed()`.
     """
 
-    __slots__ = ("_owner",)
+    __slots__ = ()
 
     def __init__(self, owner: _Owner, data: Mapping[str, Any] | None, checked: bool = False):
-        if data:
-            if not checked:
-                if not isinstance(data, Mapping):
-                    raise InvalidFileObjectError(
-                        f"info must be a mapping, not {type(data).__name__}."
-                    )
-                check_json_value(data)
-                data = _plain(data)
-            super().__init__(data)
-        self._owner = weakref.ref(owner)
+        if data and not checked:
+            if not isinstance(data, Mapping):
+                raise InvalidFileObjectError(f"info must be a mapping, not {type(data).__name__}.")
+            check_json_value(data)
+            data = _plain(data)
+        super().__init__(owner, data)
 
-    def _changed(self) -> None:
-        owner = self._owner()
-        if owner is not None:
-            owner.changed()
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        check_json_value({key: value})
-        super().__setitem__(key, value)
-        self._changed()
-
-    def __delitem__(self, key: str) -> None:
-        super().__delitem__(key)
-        self._changed()
-
-    def clear(self) -> None:
-        super().clear()
-        self._changed()
-
-    def pop(self, key: str, *default: Any) -> Any:
-        value = super().pop(key, *default)
-        self._changed()
-        return value
-
-    def popitem(self) -> tuple[str, Any]:
-        item = super().popitem()
-        self._changed()
-        return item
-
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        if key not in self:
-            self[key] = default
-        return self[key]
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        values = dict(*args, **kwargs)
+    def _check(self, values: dict[str, Any]) -> dict[str, Any]:
         check_json_value(values)
-        super().update(values)
-        self._changed()
-
-    def __ior__(self, other: Any) -> InfoDict:  # type: ignore[override,misc]
-        self.update(other)
-        return self
-
-    def __reduce__(self) -> Any:
-        return (dict, (dict(self),))
+        return values
