@@ -275,7 +275,9 @@ async def test_migrates_files_lists_and_renditions_then_is_a_no_op(db: Db, store
     assert report.failures == []
     assert report.objects_copied == len(world.content) == 12
     assert report.bytes_copied == sum(len(d) for d in world.content.values())
-    assert (report.objects_skipped, report.rows_remaining, report.objects_deleted) == (0, 0, 0)
+    assert (report.objects_skipped, report.rows_remaining, report.objects_deleted) == (0, 0, 0), (
+        json.dumps(report.as_dict())
+    )
     assert report.rows_rewritten == 6
     assert report.passes == 2  # the second pass finds nothing left
     assert seen
