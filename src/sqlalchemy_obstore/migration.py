@@ -457,6 +457,17 @@ class _Migration:
         )
 
     def _fail(self, column: FileColumn, key: tuple[Any, ...], path: str, error: str) -> None:
+        # Logged as it happens: the report keeps only the last pass's failures, so one
+        # that a later pass repaired would otherwise leave no trace.
+        logger.warning(
+            "Pass %d could not migrate %r (row %s of %s, column %s): %s",
+            self.pass_number,
+            path,
+            key,
+            column.table.fullname,
+            column.column.name,
+            error,
+        )
         if len(self.report.failures) >= self.report_limit:
             self.report.failures_omitted += 1
             return
