@@ -56,6 +56,14 @@ logger = library_logger("sqlalchemy_obstore.local")
 
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+class _Link:
+    """The marker for "a symbolic link is in the way" (see `LocalRoot._open_dir_if_any`)."""
+
+
+_LINK = _Link()
+_CREATED_MEANWHILE_RETRIES = 3
 _FDS = os.open in os.supports_dir_fd and os.stat in os.supports_dir_fd and bool(_NOFOLLOW)
 
 
@@ -137,36 +145,43 @@ class LocalRoot:
         fds = [os.open(self.root, _DIR_FLAGS)]
         try:
             for index, name in enumerate(segments):
-                try:
-                    fds.append(self._open_dir(name, fds[-1]))
-                except OSError as exc:
-                    if self._not_a_directory(fds[-1], name, exc):
-                        raise self._escape(
-                            key, operation, "/".join(segments[: index + 1])
-                        ) from None
+                opened = self._open_dir_if_any(name, fds[-1])
+                if isinstance(opened, _Link):
+                    raise self._escape(key, operation, "/".join(segments[: index + 1]))
+                if opened is None:
                     for fd in fds:
                         os.close(fd)
                     return None
+                fds.append(opened)
         except BaseException:
             for fd in fds:
                 os.close(fd)
             raise
         return fds
 
-    @staticmethod
-    def _not_a_directory(parent: int, name: str, exc: OSError) -> bool:
-        """After `name` failed to open as a directory: `True` if it is a link, `False` if
-        it is missing or something else than a directory; any other failure is raised.
+    def _open_dir_if_any(self, name: str, parent: int) -> int | _Link | None:
+        """Open directory `name` below `parent` without following a link.
+
+        Returns its descriptor; `_LINK` if `name` is a symbolic link; `None` if it is
+        missing or is not a directory. A directory that another writer creates while
+        this runs (the open saw nothing, the check after it a directory) is opened
+        again; any other failure to open a real directory is raised.
         """
-        try:
-            info = os.stat(name, dir_fd=parent, follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        if stat.S_ISLNK(info.st_mode):
-            return True
-        if not stat.S_ISDIR(info.st_mode):
-            return False
-        raise exc  # a real directory that would not open (permissions, too many files)
+        for _attempt in range(_CREATED_MEANWHILE_RETRIES):
+            try:
+                return self._open_dir(name, parent)
+            except OSError as exc:
+                try:
+                    info = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                except FileNotFoundError:
+                    return None
+                if stat.S_ISLNK(info.st_mode):
+                    return _LINK
+                if not stat.S_ISDIR(info.st_mode):
+                    return None
+                if not isinstance(exc, FileNotFoundError):
+                    raise  # a real directory that would not open (permissions, too many files)
+        return None  # created and removed over and over: treat it as missing
 
     def _walk(self, key: str, operation: str) -> tuple[list[int] | None, int | None]:
         """Open the key's directories without following links and `lstat` its leaf.
@@ -349,13 +364,11 @@ class LocalRoot:
                     elif entry.is_file(follow_symlinks=False):
                         yield key, entry.inode()
             for name, key in directories:
-                try:
-                    child = self._open_dir(name, fd)
-                except OSError as exc:
-                    if self._not_a_directory(fd, name, exc):
-                        self._skipped(key)  # replaced by a link since it was listed
-                    continue
-                yield from self._scan(child, key)
+                child = self._open_dir_if_any(name, fd)
+                if isinstance(child, _Link):
+                    self._skipped(key)  # replaced by a link since it was listed
+                elif child is not None:
+                    yield from self._scan(child, key)
         finally:
             os.close(fd)
 

@@ -384,6 +384,37 @@ def test_race_a_write_is_detected(
     assert (tree["outside"] / "d" / "new.txt").exists()  # the limit, as documented
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_race_a_directory_another_writer_creates_meanwhile_is_opened(
+    local: ObstoreBackend, tree: dict[str, Path], monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    # Concurrent uploads share new parent directories: this walk's open finds nothing,
+    # and another writer creates the directory before the check that follows. That is
+    # no escape and no failure (it once failed a migration with "No object at"): the
+    # directory is opened again and the write goes through.
+    original = LocalRoot._open_dir
+    created: list[str] = []
+
+    def open_dir(self: LocalRoot, name: str, parent: int) -> int:
+        try:
+            return original(self, name, parent)
+        except FileNotFoundError:
+            if name == "fresh" and not created:
+                os.mkdir(name, dir_fd=parent)  # the other writer, at the worst moment
+                created.append(name)
+            raise
+
+    monkeypatch.setattr(LocalRoot, "_open_dir", open_dir)
+    await run(
+        mode,
+        lambda: local.put("fresh/new.txt", b"data"),
+        lambda: local.put_async("fresh/new.txt", b"data"),
+    )
+    assert created == ["fresh"]
+    assert (tree["root"] / "fresh" / "new.txt").read_bytes() == b"data"
+    assert local.get_bytes("fresh/new.txt") == b"data"
+
+
 def test_the_root_itself_may_be_a_link(tmp_path: Path) -> None:
     # The configured root is trusted configuration: resolved once, then confined.
     real = tmp_path / "real-root"
