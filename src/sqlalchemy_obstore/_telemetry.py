@@ -153,10 +153,7 @@ def configure_telemetry(
     if _trace is None and (tracer_provider is not None or meter_provider is not None):
         from .errors import MissingDependencyError
 
-        raise MissingDependencyError(
-            "Telemetry providers need the OpenTelemetry API: "
-            "pip install 'sqlalchemy-obstore[telemetry]'."
-        )
+        raise MissingDependencyError("opentelemetry-api", "telemetry")
     _settings.tracer_provider = tracer_provider
     _settings.meter_provider = meter_provider
     _settings.record_paths = bool(record_paths)
