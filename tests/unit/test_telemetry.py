@@ -142,13 +142,53 @@ def test_nothing_is_recorded_once_the_providers_are_reset(memory: ObstoreBackend
     assert otel.spans() == []
 
 
+def run_script(script: str, cwd: Path, *, block_opentelemetry: bool = False) -> str:
+    """Run `script` in a fresh interpreter on this checkout; return what it printed."""
+    prelude = "import sys; sys.modules['opentelemetry'] = None\n" if block_opentelemetry else ""
+    source = Path(sqlalchemy_obstore.__file__).parents[1]
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", prelude + textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(source), "PATH": "/usr/bin:/bin"},
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_the_global_providers_are_used_from_the_moment_they_are_set(tmp_path: Path) -> None:
+    # A fresh process: the global providers can be set once only.
+    script = """
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from sqlalchemy_obstore import FileObject, ObstoreBackend, storages
+
+        storages.register_backend(ObstoreBackend("m", "memory://"), default=True)
+        FileObject(filename="before.txt", content=b"x").save()  # no provider yet
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        FileObject(filename="after.txt", content=b"xy").save().delete()
+        print([(s.name, s.instrumentation_scope.name) for s in exporter.get_finished_spans()])
+    """
+    assert run_script(script, tmp_path) == (
+        "[('sqlalchemy_obstore.upload', 'sqlalchemy_obstore'), "
+        "('sqlalchemy_obstore.delete', 'sqlalchemy_obstore')]"
+    )
+
+
 def test_without_opentelemetry_everything_works_and_nothing_is_imported(
     tmp_path: Path,
 ) -> None:
-    script = textwrap.dedent(
-        """
+    script = """
         import asyncio, sys
-        sys.modules["opentelemetry"] = None  # not installed, as far as imports go
         from datetime import timedelta
         from sqlalchemy import Column, Integer, MetaData, Table, create_engine
         from sqlalchemy_obstore import (
@@ -174,6 +214,7 @@ def test_without_opentelemetry_everything_works_and_nothing_is_imported(
         metadata.create_all(engine)
         report = collect_garbage(engine, metadata, grace_period=timedelta(0), dry_run=False,
                                  allow_unsafe_grace_period=True)
+        engine.dispose()
         assert report.deleted == 1, report
         assert not available()
         configure_telemetry(record_paths=True)  # harmless
@@ -183,20 +224,6 @@ def test_without_opentelemetry_everything_works_and_nothing_is_imported(
             pass
         else:
             raise AssertionError("a provider without the API must be refused")
-        loaded = sorted(name for name in sys.modules if name.startswith("opentelemetry."))
-        assert not loaded, loaded
-        print("ok")
-        """
-    )
-    source = Path(sqlalchemy_obstore.__file__).parents[1]
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env={"PYTHONPATH": str(source), "PATH": "/usr/bin:/bin"},
-        cwd=tmp_path,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+        print(sorted(name for name in sys.modules if name.startswith("opentelemetry")))
+    """
+    assert run_script(script, tmp_path, block_opentelemetry=True) == "['opentelemetry']"
