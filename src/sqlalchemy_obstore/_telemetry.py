@@ -103,10 +103,9 @@ Describe = Callable[..., "tuple[Facts, str | None]"]
 class _Settings:
     """What `configure` set, and what was looked up from it."""
 
-    __slots__ = ("counters", "meter_provider", "record_paths", "tracer", "tracer_provider")
+    __slots__ = ("counters", "meter_provider", "record_paths", "tracer")
 
     def __init__(self) -> None:
-        self.tracer_provider: Any = None
         self.meter_provider: Any = None
         self.record_paths = False
         self.tracer: Any = None  # looked up once a provider exists
@@ -154,17 +153,16 @@ def configure_telemetry(
         from .errors import MissingDependencyError
 
         raise MissingDependencyError("opentelemetry-api", "telemetry")
-    _settings.tracer_provider = tracer_provider
+    global _source
+    _source = _default_source if tracer_provider is None else _Given(tracer_provider)
     _settings.meter_provider = meter_provider
     _settings.record_paths = bool(record_paths)
     _settings.tracer = None
     _settings.counters = None
-    if tracer_provider is not None:  # (looked up now: the traced calls' first test sees it)
-        _tracer()
 
 
 class _NoProvider:
-    """Stands for OpenTelemetry's trace module where it cannot be read cheaply."""
+    """Stands for OpenTelemetry's trace module where there is none."""
 
     _TRACER_PROVIDER: Any = None
 
@@ -178,19 +176,28 @@ class _PublicLookup:
         return None if isinstance(provider, _trace.ProxyTracerProvider) else provider
 
 
-# Where the global tracer provider is read on every traced call while none is set: the
-# module attribute that `set_tracer_provider` sets (it has existed since OpenTelemetry
-# 1.0), one attribute read. The public `get_tracer_provider()` reads the environment on
-# each call until a provider is set, close to a microsecond (a tenth of a small save):
-# it is used only where the attribute is missing, or when the environment names a
+class _Given:
+    """A tracer provider given to `configure_telemetry`."""
+
+    def __init__(self, provider: Any) -> None:
+        self._TRACER_PROVIDER = provider
+
+
+# Where every traced call reads the tracer provider: `_source._TRACER_PROVIDER`, one
+# attribute read, `None` while nothing could record. By default that is the module
+# attribute OpenTelemetry's `set_tracer_provider` sets (it has existed since
+# OpenTelemetry 1.0): the public `get_tracer_provider()` reads the environment on each
+# call until a provider is set, close to a microsecond (a tenth of a small save), so it
+# is used only where the attribute is missing, or when the environment names a
 # provider to load (`OTEL_PYTHON_TRACER_PROVIDER`).
-_global: Any
+_default_source: Any
 if _trace is None:
-    _global = _NoProvider()
+    _default_source = _NoProvider()
 elif hasattr(_trace, "_TRACER_PROVIDER") and "OTEL_PYTHON_TRACER_PROVIDER" not in os.environ:
-    _global = _trace
+    _default_source = _trace
 else:
-    _global = _PublicLookup()
+    _default_source = _PublicLookup()
+_source: Any = _default_source
 
 
 def _tracer() -> Any:
@@ -198,7 +205,7 @@ def _tracer() -> Any:
     tracer = _settings.tracer
     if tracer is not None:
         return tracer
-    provider = _settings.tracer_provider or _global._TRACER_PROVIDER
+    provider = _source._TRACER_PROVIDER
     if provider is None:
         return None
     from . import __version__
@@ -216,7 +223,7 @@ def traced(
     `describe` receives the call's arguments (the backend first) and returns its
     attributes and object path. A call made while another traced call runs (a method
     built on another one) makes no span of its own. While no tracer provider exists the
-    method is called straight away (two attribute reads); without OpenTelemetry the
+    method is called straight away (one attribute read); without OpenTelemetry the
     method is left as it is.
     """
     name = SPAN_NAMES[operation]
@@ -228,7 +235,7 @@ def traced(
 
             @functools.wraps(method)
             async def traced_async(*args: _P.args, **kwargs: _P.kwargs) -> Any:
-                if _settings.tracer is None and _global._TRACER_PROVIDER is None:
+                if _source._TRACER_PROVIDER is None:
                     return await method(*args, **kwargs)  # (nothing could record)
                 tracer = _tracer()
                 if tracer is None or _inside.get():
@@ -248,7 +255,7 @@ def traced(
 
         @functools.wraps(method)
         def traced_sync(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-            if _settings.tracer is None and _global._TRACER_PROVIDER is None:
+            if _source._TRACER_PROVIDER is None:
                 return method(*args, **kwargs)  # (nothing could record)
             tracer = _tracer()
             if tracer is None or _inside.get():
