@@ -11,11 +11,12 @@ With the `telemetry` extra installed (`opentelemetry-api`), the library reports:
   garbage collector deleted ([`count_orphans`][sqlalchemy_obstore._telemetry.count_orphans],
   [`count_collected`][sqlalchemy_obstore._telemetry.count_collected]).
 
-Without the package every helper here does nothing. With the API but no SDK (nothing
-would record), a backend operation pays one attribute read and one `None` test: the
-tracer is looked up only once a tracer provider exists. Spans never carry credentials,
-signed URLs or message text that could hold them; object paths (user data) only with
-`configure(record_paths=True)`.
+Without the package every helper here does nothing and `traced` leaves the methods as
+they are. With the API but no SDK (nothing would record), a backend operation pays one
+call layer and one attribute read (about 0.15 µs): the tracer is looked up only once a
+tracer provider exists. Spans never carry credentials, signed URLs or message text that
+could hold them; object paths (user data) only with
+`configure_telemetry(record_paths=True)`.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ Describe = Callable[..., "tuple[Facts, str | None]"]
 
 
 class _Settings:
-    """What `configure` set, and what was looked up from it."""
+    """What `configure_telemetry` set, and what was looked up from it."""
 
     __slots__ = ("counters", "meter_provider", "record_paths", "tracer")
 
