@@ -97,6 +97,7 @@ from ._streams import (
     retrieve,
     unchanged,
 )
+from ._telemetry import COUNT, EXPIRES_IN, METHOD, SIZE, Facts, traced
 from ._url_signer import development_signer
 from .errors import (
     ConfigurationError,
@@ -165,6 +166,39 @@ _STAGING_NAME = re.compile(r"#\d+$")
 """obstore's local staging files (`<key>#<n>`, an upload in progress): not objects."""
 _VANISHED = (FileNotFoundError, obs_errors.NotFoundError, ValueError)
 """A listed file deleted meanwhile, or named so that obstore maps it to no key."""
+
+
+def _upload_facts(
+    backend: ObstoreBackend, path: str, body: object, *args: Any, **kwargs: Any
+) -> tuple[Facts, str]:
+    """A `put`'s span attributes: the size, when known before the upload."""
+    size = known_length(body)
+    return ({} if size is None else {SIZE: size}), path
+
+
+def _delete_facts(backend: ObstoreBackend, paths: str | Sequence[str]) -> tuple[Facts, str | None]:
+    if isinstance(paths, str):
+        return {COUNT: 1}, paths
+    return {COUNT: len(paths)}, paths[0] if len(paths) == 1 else None
+
+
+def _sign_facts(
+    backend: ObstoreBackend,
+    paths: str | Sequence[str],
+    *,
+    method: str = "GET",
+    expires_in: int | float | timedelta = 3600,
+) -> tuple[Facts, str | None]:
+    facts, path = _delete_facts(backend, paths)
+    seconds = expires_in.total_seconds() if isinstance(expires_in, timedelta) else expires_in
+    return {**facts, METHOD: method, EXPIRES_IN: seconds}, path
+
+
+def _sign_download_facts(
+    backend: ObstoreBackend, path: str, expires_in: int | float | timedelta
+) -> tuple[Facts, str | None]:
+    return _sign_facts(backend, path, expires_in=expires_in)
+
 
 _P = ParamSpec("_P")
 _Write: TypeAlias = "Callable[Concatenate[ObstoreBackend, str, _P], WriteResult]"
@@ -470,6 +504,7 @@ class ObstoreBackend(Backend):
             options["mode"] = "create"
         return options
 
+    @traced("upload", _upload_facts)
     @_confined_write
     def put(
         self,
@@ -528,6 +563,7 @@ class ObstoreBackend(Backend):
             raise
         return WriteResult(result.get("e_tag"), result.get("version"))
 
+    @traced("upload", _upload_facts)
     @_confined_write
     def put_buffer(
         self,
@@ -554,6 +590,7 @@ class ObstoreBackend(Backend):
             return WriteResult(result.get("e_tag"), result.get("version"))
         return self._put_now(path, data, self._buffer_options(attributes, use_multipart))
 
+    @traced("upload", _upload_facts)
     @_confined_write_async
     async def put_buffer_async(
         self,
@@ -680,6 +717,7 @@ class ObstoreBackend(Backend):
                 failure,
             )
 
+    @traced("upload", _upload_facts)
     @_confined_write_async
     async def put_async(
         self,
@@ -806,6 +844,7 @@ class ObstoreBackend(Backend):
             if self._local is not None:
                 self._local.copied(source, destination, checked)
 
+    @traced("delete", _delete_facts)
     def delete(self, paths: str | Sequence[str]) -> None:
         """Delete one object or many; missing objects are ignored on every store."""
         self._delete_now(paths)
@@ -850,6 +889,7 @@ class ObstoreBackend(Backend):
                 except ObjectNotFoundError:
                     pass
 
+    @traced("delete", _delete_facts)
     async def delete_async(self, paths: str | Sequence[str]) -> None:
         """Async version of [`delete`][sqlalchemy_obstore.backends.ObstoreBackend.delete]."""
         if self._never_blocks or self._local is not None:
@@ -1198,6 +1238,7 @@ class ObstoreBackend(Backend):
         method: HttpMethod = ...,
         expires_in: int | float | timedelta = ...,
     ) -> list[str]: ...
+    @traced("sign", _sign_facts)
     def sign(
         self,
         paths: str | Sequence[str],
@@ -1223,6 +1264,7 @@ class ObstoreBackend(Backend):
             raise
         return signed if isinstance(signed, str) else list(signed)
 
+    @traced("sign", _sign_download_facts)
     def sign_download(self, path: str, expires_in: int | float | timedelta) -> tuple[str, float]:
         """Sign one download URL: the URL and its lifetime in seconds.
 
@@ -1249,6 +1291,7 @@ class ObstoreBackend(Backend):
                 raise error from exc
             raise
 
+    @traced("sign", _sign_download_facts)
     async def sign_download_async(
         self, path: str, expires_in: int | float | timedelta
     ) -> tuple[str, float]:
@@ -1277,6 +1320,7 @@ class ObstoreBackend(Backend):
         method: HttpMethod = ...,
         expires_in: int | float | timedelta = ...,
     ) -> list[str]: ...
+    @traced("sign", _sign_facts)
     async def sign_async(
         self,
         paths: str | Sequence[str],

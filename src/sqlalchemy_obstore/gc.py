@@ -78,6 +78,7 @@ from ._column import stored_files, without_renditions
 from ._file_columns import FileColumn, find_file_columns, target_columns
 from ._io import Call, bridge_bind, iterate, run
 from ._logging import library_logger
+from ._telemetry import count_collected, run_span
 from .backends import Backend, ObjectInfo
 from .errors import (
     BackendNotFoundError,
@@ -585,8 +586,10 @@ class _Collector:
                 "Could not delete %d orphan(s) from %r: %s", len(paths), backend.key, exc
             )
             return
+        freed = sum(info.size for info in orphans)
         result.deleted += len(paths)
-        result.bytes_freed += sum(info.size for info in orphans)
+        result.bytes_freed += freed
+        count_collected(backend.key, len(paths), freed)
         logger.info("Deleted %d orphan(s) from backend %r", len(paths), backend.key)
 
 
@@ -719,10 +722,28 @@ def collect_garbage(
         "clock": clock,
     }
     columns = target_columns(target)
-    if isinstance(engine_or_connection, Connection):
-        return _Collector(engine_or_connection, columns, owns_connection=False, **options).run()
-    with engine_or_connection.connect() as connection:
-        return _Collector(connection, columns, owns_connection=True, **options).run()
+    with run_span("gc", {"sqlalchemy_obstore.gc.dry_run": dry_run}) as span:
+        if isinstance(engine_or_connection, Connection):
+            report = _Collector(
+                engine_or_connection, columns, owns_connection=False, **options
+            ).run()
+        else:
+            with engine_or_connection.connect() as connection:
+                report = _Collector(connection, columns, owns_connection=True, **options).run()
+        span.record(_gc_facts(report), complete=not report.all_errors)
+    return report
+
+
+def _gc_facts(report: GarbageReport) -> dict[str, Any]:
+    """The attributes of a garbage collection's span."""
+    facts: dict[str, Any] = {
+        f"sqlalchemy_obstore.gc.{name}": getattr(report, name)
+        for name in ("references", "scanned", "orphaned", "deleted", "bytes_freed")
+    }
+    facts["sqlalchemy_obstore.gc.incomplete_uploads_aborted"] = report.incomplete_uploads_aborted
+    facts["sqlalchemy_obstore.gc.errors"] = len(report.all_errors)
+    facts["sqlalchemy_obstore.gc.backends"] = sorted(report.backends)
+    return facts
 
 
 async def collect_garbage_async(
@@ -940,12 +961,25 @@ def verify_references(
     if batch_size < 1:
         raise ConfigurationError("batch_size must be at least 1.")
     columns = target_columns(target)
-    if isinstance(engine_or_connection, Connection):
-        return _verify_all(
-            engine_or_connection, columns, registry, check_checksums, batch_size, progress
+    facts = {"sqlalchemy_obstore.verify.check_checksums": check_checksums}
+    with run_span("verify", facts) as span:
+        if isinstance(engine_or_connection, Connection):
+            report = _verify_all(
+                engine_or_connection, columns, registry, check_checksums, batch_size, progress
+            )
+        else:
+            with engine_or_connection.connect() as connection:
+                report = _verify_all(
+                    connection, columns, registry, check_checksums, batch_size, progress
+                )
+        span.record(
+            {
+                "sqlalchemy_obstore.verify.checked": report.checked,
+                "sqlalchemy_obstore.verify.unverified": report.unverified,
+                "sqlalchemy_obstore.verify.findings": len(report.findings),
+            }
         )
-    with engine_or_connection.connect() as connection:
-        return _verify_all(connection, columns, registry, check_checksums, batch_size, progress)
+    return report
 
 
 async def verify_references_async(

@@ -76,6 +76,7 @@ from ._copy import copy_object
 from ._file_columns import FileColumn, target_columns
 from ._io import Call, bridge_bind, iterate, map_concurrently, run
 from ._logging import library_logger
+from ._telemetry import run_span
 from .backends import DEFAULT_CHUNK_SIZE, Backend, ObjectInfo
 from .errors import ConfigurationError, ObjectNotFoundError, StorageError
 from .keys import join_key
@@ -956,10 +957,37 @@ def migrate(
             **options,
         ).run()
 
-    if isinstance(bind, Connection):
-        return run(bind, False)
-    with bind.connect() as connection:
-        return run(connection, True)
+    facts: dict[str, str | bool] = {
+        "sqlalchemy_obstore.migrate.source": source,
+        "sqlalchemy_obstore.migrate.destination": destination,
+        "sqlalchemy_obstore.migrate.dry_run": dry_run,
+        "sqlalchemy_obstore.migrate.delete_source": delete_source,
+    }
+    with run_span("migrate", facts) as span:
+        if isinstance(bind, Connection):
+            report = run(bind, False)
+        else:
+            with bind.connect() as connection:
+                report = run(connection, True)
+        span.record(_migration_facts(report), complete=report.ok)
+    return report
+
+
+def _migration_facts(report: MigrationReport) -> dict[str, Any]:
+    """The attributes of a migration's span."""
+    names = (
+        "passes",
+        "rows_scanned",
+        "rows_rewritten",
+        "rows_remaining",
+        "objects_copied",
+        "objects_skipped",
+        "bytes_copied",
+        "objects_deleted",
+    )
+    facts: dict[str, Any] = {f"sqlalchemy_obstore.migrate.{n}": getattr(report, n) for n in names}
+    facts["sqlalchemy_obstore.migrate.failures"] = len(report.failures) + report.failures_omitted
+    return facts
 
 
 async def migrate_async(

@@ -36,6 +36,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from ._logging import library_logger
+from ._telemetry import count_orphans
 from .errors import (
     BackendAlreadyRegisteredError,
     BackendNotFoundError,
@@ -505,6 +506,7 @@ def report_orphans(backend: Backend, report: OrphanReport) -> None:
         backend: The backend the objects are in (matched by identity).
         report: What was left and why.
     """
+    count_orphans(report.backend, report.reason, len(report.paths))
     for registry in list(_REGISTRIES):
         if registry._orphan_listeners and registry._backends.get(backend.key) is backend:
             registry._notify_orphans(report)

@@ -30,6 +30,7 @@ PUBLIC_MODULES = [
     "sqlalchemy_obstore.processing",
     "sqlalchemy_obstore.registry",
     "sqlalchemy_obstore.signing",
+    "sqlalchemy_obstore.telemetry",
     "sqlalchemy_obstore.remote",
     "sqlalchemy_obstore.reprocessing",
     "sqlalchemy_obstore.testing",
