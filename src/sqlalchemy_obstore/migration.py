@@ -53,20 +53,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, TypeAlias, TypedDict
 
 from sqlalchemy import (
-    Column,
     Connection,
     Engine,
     Table,
     Text,
-    and_,
     bindparam,
     cast,
-    or_,
-    select,
     text,
-    tuple_,
-    type_coerce,
-    update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -76,6 +69,7 @@ from ._copy import copy_object
 from ._file_columns import FileColumn, target_columns
 from ._io import Call, bridge_bind, iterate, map_concurrently, run
 from ._logging import library_logger
+from ._row_batches import Row, on_connection, require_primary_key, row_batches, swap_row
 from .backends import DEFAULT_CHUNK_SIZE, Backend, ObjectInfo
 from .errors import ConfigurationError, ObjectNotFoundError, StorageError
 from .keys import join_key
@@ -243,20 +237,13 @@ class _Outcome:
     error: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Row:
-    """One row: its primary key and each non-null file column's raw text and JSON."""
-
-    key: tuple[Any, ...]
-    values: list[tuple[FileColumn, str, Any]]
-
-    def sources(self, backend: str) -> list[tuple[FileColumn, Mapping[str, Any]]]:
-        """Each stored file of the row that lives in `backend`, with its column."""
-        return [
-            (column, entry)
-            for column, _, data in self.values
-            for entry in _source_entries(data, column.stored_type.backend, backend)
-        ]
+def _sources(row: Row[FileColumn], backend: str) -> list[tuple[FileColumn, Mapping[str, Any]]]:
+    """Each stored file of `row` that lives in `backend`, with its column."""
+    return [
+        (column, entry)
+        for column, _, data in row.values
+        for entry in _source_entries(data, column.stored_type.backend, backend)
+    ]
 
 
 def _source_entries(
@@ -392,11 +379,7 @@ class _Migration:
     # -- driver -------------------------------------------------------------------------------
     def run(self) -> MigrationReport:
         for column in self.columns:
-            if not column.table.primary_key.columns:
-                raise ConfigurationError(
-                    f"Table {column.table.fullname!r} has no primary key, so its rows cannot "
-                    "be rewritten safely; add one or leave the table out of the target."
-                )
+            require_primary_key(column.table)
         if self.delete_source and not self.dry_run:
             self._check_distinct_stores()
         remaining = 0
@@ -501,72 +484,49 @@ class _Migration:
 
     def _batches(
         self, table: Table, columns: list[FileColumn], *, prefilter: bool
-    ) -> Iterator[list[_Row]]:
+    ) -> Iterator[list[Row[FileColumn]]]:
         """Batches of rows (primary key, and each file column's raw text and JSON).
 
-        Rows are read in primary-key order (keyset pagination), each batch in its own
-        short transaction (committed when the migration owns the connection), so
-        nothing stays open while objects are copied.
+        Rows are read in primary-key order, each batch in its own short transaction
+        (see `_row_batches.row_batches`), so nothing stays open while objects are copied.
         """
-        keys = list(table.primary_key.columns)
-        texts = [cast(c.column, Text) for c in columns]
         conditions = []
-        for column, as_text in zip(columns, texts, strict=True):
+        for column in columns:
             if prefilter and column.stored_type.backend != self.source.key and self.plain_key:
                 # A file in `source` names it explicitly (the column's default is
                 # another backend): only values whose text mentions the key can hold one.
                 key_text = json.dumps(self.source.key)
+                as_text = cast(column.column, Text)
                 conditions.append(as_text.contains(key_text, autoescape=True))
             else:
                 conditions.append(column.column.is_not(None))
-        base = select(*keys, *texts).where(or_(*conditions)).order_by(*keys)
-        base = base.limit(self.batch_size)
-        last: tuple[Any, ...] | None = None
-        width = len(keys)
-        while True:
-            stmt = base
-            if last is not None:
-                stmt = stmt.where(
-                    keys[0] > last[0] if width == 1 else tuple_(*keys) > tuple_(*last)
-                )
-            rows = self.conn.execute(stmt).all()
-            self._commit()
-            if not rows:
-                return
-            last = tuple(rows[-1][:width])
-            self.report.rows_scanned += len(rows)
-            batch = []
-            for row in rows:
-                values = []
-                for column, raw in zip(columns, row[width:], strict=True):
-                    if raw is None:
-                        continue
-                    try:
-                        values.append((column, raw, json.loads(raw)))
-                    except (TypeError, ValueError):
-                        continue  # not JSON: nothing this migration can read or rewrite
-                batch.append(_Row(tuple(row[:width]), values))
+        for batch in row_batches(
+            self.conn,
+            table,
+            [(column, column.column) for column in columns],
+            where=conditions,
+            batch_size=self.batch_size,
+            commit=self.owns,
+        ):
+            self.report.rows_scanned += len(batch)
             yield batch
-            if len(rows) < self.batch_size:
-                return
 
     def _count_remaining(self) -> int:
         count = 0
         for table, columns in self._tables().items():
             for batch in self._batches(table, columns, prefilter=True):
-                count += sum(1 for row in batch if row.sources(self.source.key))
+                count += sum(1 for row in batch if _sources(row, self.source.key))
         return count
 
     # -- copying --------------------------------------------------------------------------------
     def _copy_table(self, table: Table, columns: list[FileColumn]) -> int:
         """One pass over a table; returns how many rows referenced the source."""
         found = 0
-        keys = list(table.primary_key.columns)
         for batch in self._batches(table, columns, prefilter=True):
             rows = []
             jobs: dict[str, _Job] = {}
             for row in batch:
-                entries = row.sources(self.source.key)
+                entries = _sources(row, self.source.key)
                 if entries:
                     rows.append((row, entries))
                     for column, entry in entries:
@@ -597,31 +557,23 @@ class _Migration:
                 if self.dry_run:
                     self.report.rows_rewritten += 1
                     continue
-                self._rewrite(table, keys, row, infos)
+                self._rewrite(table, row, infos)
             self._commit()
             self._notify("copy", table.fullname)
         return found
 
     def _rewrite(
-        self,
-        table: Table,
-        keys: list[Column[Any]],
-        row: _Row,
-        infos: Mapping[str, ObjectInfo | None],
+        self, table: Table, row: Row[FileColumn], infos: Mapping[str, ObjectInfo | None]
     ) -> None:
         """Point one row at the destination, unless the application changed it meanwhile."""
-        conditions = [k == v for k, v in zip(keys, row.key, strict=True)]
-        values: dict[Any, Any] = {}
+        changes = []
         for column, raw, data in row.values:
             default = column.stored_type.backend
             if next(_source_entries(data, default, self.source.key), None) is None:
                 continue
             new = _rewritten(data, default, self.source.key, self.destination.key, infos)
-            impl = column.stored_type.load_dialect_impl(self.conn.dialect)
-            values[column.column] = type_coerce(new, impl)
-            conditions.append(cast(column.column, Text) == raw)  # compare-and-swap
-        result = self.conn.execute(update(table).where(and_(*conditions)).values(values))
-        if result.rowcount == 1:
+            changes.append((column, raw, new))
+        if swap_row(self.conn, table, row.key, changes):
             self.report.rows_rewritten += 1
         else:
             self.report.rows_conflicted += 1
@@ -722,7 +674,7 @@ class _Migration:
         for batch in self._batches(table, columns, prefilter=False):
             jobs: dict[str, tuple[FileColumn, tuple[Any, ...], _Job]] = {}
             for row in batch:
-                for column, entry in row.sources(self.destination.key):
+                for column, entry in _sources(row, self.destination.key):
                     jobs.setdefault(entry["path"], (column, row.key, _job(entry, column)))
             if not jobs:
                 continue
@@ -956,10 +908,7 @@ def migrate(
             **options,
         ).run()
 
-    if isinstance(bind, Connection):
-        return run(bind, False)
-    with bind.connect() as connection:
-        return run(connection, True)
+    return on_connection(bind, run)
 
 
 async def migrate_async(
