@@ -20,12 +20,13 @@ with limits the store itself enforces:
   in parallel and resumable part by part.
 
 Signing is [`_sigv4`][sqlalchemy_obstore._sigv4]'s. The requests use the transport of
-[`_multipart`][sqlalchemy_obstore._multipart]: each operation here is a generator that
-yields unsigned [`Request`][sqlalchemy_obstore._multipart.Request]s and receives
-[`Response`][sqlalchemy_obstore._multipart.Response]s, without I/O, and
-[`run_sync`][sqlalchemy_obstore._multipart.run_sync] /
-[`run_async`][sqlalchemy_obstore._multipart.run_async] send them. The credentials
-and addresses are the store's (see [`s3_target`][sqlalchemy_obstore._multipart.s3_target]).
+[`_s3_requests`][sqlalchemy_obstore._s3_requests]: each operation here is a generator
+that yields unsigned [`Request`][sqlalchemy_obstore._s3_requests.Request]s and receives
+[`Response`][sqlalchemy_obstore._s3_requests.Response]s, without I/O, and
+[`run_sync`][sqlalchemy_obstore._s3_requests.run_sync] /
+[`run_async`][sqlalchemy_obstore._s3_requests.run_async] send them. The credentials
+and addresses are the store's (see
+[`s3_target`][sqlalchemy_obstore._s3_requests.s3_target]).
 """
 
 from __future__ import annotations
@@ -36,15 +37,8 @@ from datetime import datetime, timedelta, timezone
 from xml.sax.saxutils import escape
 
 from ._body import PART_LIMITS, PartLimits, part_size
-from ._multipart import (
-    IncompleteUpload,
-    Operation,
-    Request,
-    Target,
-    abort_operation,
-    failure,
-    parse_xml,
-)
+from ._multipart import IncompleteUpload, abort_operation
+from ._s3_requests import Operation, Request, Target, failure, parse_xml
 from ._sigv4 import Credentials, post_policy_fields, presign_url
 from .errors import (
     FileTooLargeError,

@@ -23,7 +23,8 @@ import msgspec
 from ._attributes import DEFAULT_CONTENT_TYPE, content_disposition, guess_content_type
 from ._hmac import b64encode
 from ._io import Call, Plan
-from ._multipart import (
+from ._replay_guards import Clock
+from ._s3_requests import (
     Operation,
     Target,
     credentials_now,
@@ -31,9 +32,8 @@ from ._multipart import (
     s3_target,
     store_backend,
 )
-from ._multipart import run_async as send_async
-from ._multipart import run_sync as send
-from ._replay_guards import Clock
+from ._s3_requests import run_async as send_async
+from ._s3_requests import run_sync as send
 from ._s3_uploads import MAX_POST_SIZE, PartPlan, create, plan_parts, post_form
 from ._sigv4 import Credentials
 from ._ticket_checks import store_serves

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from ._multipart import Target
 from ._replay_guards import Clock
+from ._s3_requests import Target
 from ._s3_uploads import MAX_PART_URLS, PartPlan, part_url
 from ._sigv4 import Credentials
 from ._ticket_claims import Claims

@@ -16,7 +16,7 @@ native obstore operation.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from functools import partial
 from types import MappingProxyType
@@ -33,7 +33,6 @@ from ._fields import (
     NOTIFYING,
     STORED_FACTS,
     Metadata,
-    apply_info,
     check_fields,
     check_filename,
     describe,
@@ -43,21 +42,14 @@ from ._fields import (
     stored_facts,
 )
 from ._file_backend import file_backend
-from ._form_upload import form_upload
-from ._from_url import remote_content
+from ._file_constructors import FileConstructors
+from ._file_io import FileIOMethods
 from ._info import InfoDict
-from ._io import bridge, run_async, run_sync
+from ._io import run_async, run_sync
 from ._mutable import MutableItemList, MutableValue, notify_holders, set_quietly
-from ._sign import (
-    cached_url,
-    signed_download,
-    signed_download_async,
-    signed_upload,
-    signing_files,
-    signing_upload,
-)
-from ._upload import SaveOptions, default_filename, save_options, saving, verify_stored
-from .backends import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CONCURRENCY, Backend, SignedURL
+from ._sign import signing_files
+from ._upload import SaveOptions, default_filename, save_options, saving
+from .backends import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CONCURRENCY, Backend
 from .errors import InvalidFileObjectError, NoContentError
 from .keys import KeyFunction, check_object_path, sanitize_filename
 from .keys import check_filename as check_filename_text
@@ -81,7 +73,7 @@ __all__ = (
 )
 
 
-class FileObject(MutableValue):
+class FileObject(FileIOMethods, FileConstructors, MutableValue):
     """A file stored, or about to be stored, in an object store.
 
     Build one with content to upload, or with the backend and path of an existing
@@ -403,105 +395,6 @@ class FileObject(MutableValue):
         """The JSON schema of the column shape (`path` required, unknown fields allowed)."""
         return column_json_schema()
 
-    @classmethod
-    def from_url(
-        cls,
-        url: str,
-        *,
-        filename: str | None = None,
-        content_type: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        backend: str | None = None,
-        timeout: float | None = 30.0,
-        deadline: float | None = 300.0,
-        max_size: int | None = None,
-        max_redirects: int = 3,
-        allow_private: bool = False,
-        allow_networks: Iterable[str] = (),
-        headers: Mapping[str, str] | None = None,
-        forward_headers: Iterable[str] = (),
-    ) -> FileObject:
-        """A pending file whose content is downloaded from `url` when it is saved.
-
-        Nothing is fetched here: `save()`, `save_async()` or a flush streams the body
-        into storage with bounded memory (a failed upload leaves the file pending). The
-        fetch is guarded against server-side request forgery: see
-        [`RemoteSource`][sqlalchemy_obstore.remote.RemoteSource], which documents the
-        fetch options below in full. A `filename` or `content_type` not given is taken
-        from the response (`Content-Disposition`, `Content-Type`); the object key is
-        built before the download, from the name given or the URL's last segment.
-
-        Args:
-            url: The `http://` or `https://` URL to download.
-            filename: Display name; defaults as described above.
-            content_type: MIME type; defaults to the response's `Content-Type`.
-            metadata: Custom str→str metadata.
-            backend: Backend key (or leave it to the column).
-            timeout: Seconds for resolving, for connecting, and for each wait for data.
-            deadline: Seconds for the whole fetch; `None` turns it off.
-            max_size: Largest body accepted, in bytes.
-            max_redirects: Redirects to follow, each checked like the first URL.
-            allow_private: Allow loopback, private and other blocked addresses.
-            allow_networks: Blocked networks to allow anyway, e.g. `("10.1.0.0/16",)`.
-            headers: Extra request headers, sent to the URL's origin only.
-            forward_headers: Names of `headers` that may follow a redirect elsewhere.
-
-        Raises:
-            MissingDependencyError: If httpx is not installed (the `http` extra).
-            ForbiddenAddressError: Now, for a URL that is not http(s), has credentials
-                or names a blocked IP literal; at save time for blocked hosts and hops.
-            RemoteTimeoutError: At save time, past `timeout` or `deadline`.
-            RemoteFetchError: At save time, for a non-2xx answer, too many redirects,
-                an undecodable body or a network failure.
-            FileTooLargeError: At save time, when the body passes `max_size`.
-
-        Example:
-            >>> f = FileObject.from_url("https://example.com/files/report.pdf", backend="b")
-            >>> f.filename, f.content_type, f.has_pending_content
-            ('report.pdf', 'application/pdf', True)
-        """
-        fields, attach = remote_content(
-            url,
-            filename,
-            content_type,
-            timeout=timeout,
-            deadline=deadline,
-            max_size=max_size,
-            max_redirects=max_redirects,
-            allow_private=allow_private,
-            allow_networks=allow_networks,
-            headers=headers,
-            forward_headers=forward_headers,
-        )
-        file = cls(**fields, metadata=metadata, backend=backend)
-        attach(file)
-        return file
-
-    @classmethod
-    def from_upload(
-        cls,
-        upload: Any,
-        *,
-        backend: str | None = None,
-        filename: str | None = None,
-        content_type: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-    ) -> FileObject:
-        """A pending file streamed from a Starlette/FastAPI or Litestar `UploadFile`.
-
-        Nothing is read here; saving streams from the framework's spooled file. See
-        [`file_from_upload`][sqlalchemy_obstore.uploads.file_from_upload].
-
-        Example:
-            >>> import io
-            >>> from types import SimpleNamespace
-            >>> upload = SimpleNamespace(file=io.BytesIO(b"hi"), filename="a.txt")
-            >>> FileObject.from_upload(upload).size
-            2
-        """
-        parts = form_upload(upload, filename=filename, content_type=content_type)
-        return cls(**parts._asdict(), backend=backend, metadata=metadata)
-
     # -- equality, repr, pickling ------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, FileObject):
@@ -618,160 +511,6 @@ class FileObject(MutableValue):
             options, policy, key_prefix, key_function, use_multipart, chunk_size, max_concurrency
         )
         return await saving(self, options, FileObject).run_async()
-
-    # -- reading ----------------------------------------------------------------------------------
-    def get_content(self) -> bytes:
-        """Read the whole stored object into memory.
-
-        Raises:
-            NoContentError: If the file has not been saved.
-            ObjectNotFoundError: If the object is missing from the store.
-        """
-        backend, path = self._stored()
-        return backend.get_bytes(path)
-
-    async def get_content_async(self) -> bytes:
-        """Async version of
-        [`get_content`][sqlalchemy_obstore.file_object.FileObject.get_content].
-        """
-        backend, path = self._stored()
-        return await backend.get_bytes_async(path)
-
-    def iter_chunks(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
-        """Stream the stored object in chunks of about `chunk_size` bytes (bounded memory)."""
-        backend, path = self._stored()
-        return backend.iter_chunks(path, chunk_size=chunk_size)
-
-    def iter_chunks_async(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> AsyncIterator[bytes]:
-        """Async version of
-        [`iter_chunks`][sqlalchemy_obstore.file_object.FileObject.iter_chunks].
-        """
-        backend, path = self._stored()
-        return backend.iter_chunks_async(path, chunk_size=chunk_size)
-
-    def get_range(self, start: int, length: int) -> bytes:
-        """Read `length` bytes from offset `start` (fewer at the end of the object)."""
-        backend, path = self._stored()
-        return backend.get_range(path, start, length)
-
-    async def get_range_async(self, start: int, length: int) -> bytes:
-        """Async version of [`get_range`][sqlalchemy_obstore.file_object.FileObject.get_range]."""
-        backend, path = self._stored()
-        return await backend.get_range_async(path, start, length)
-
-    def exists(self) -> bool:
-        """Whether the stored object exists (`False` for an unsaved file)."""
-        if self.path is None:
-            return False
-        backend, path = self._stored()
-        return backend.exists(path)
-
-    async def exists_async(self) -> bool:
-        """Async version of [`exists`][sqlalchemy_obstore.file_object.FileObject.exists]."""
-        if self.path is None:
-            return False
-        backend, path = self._stored()
-        return await backend.exists_async(path)
-
-    def verify(self, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> bool:
-        """Stream the stored object and check it against the recorded checksum and size.
-
-        Returns:
-            `True` when the object matches.
-
-        Raises:
-            ChecksumMismatchError: If the stored bytes differ from what was recorded.
-            ObjectNotFoundError: If the object is missing.
-            FileObjectError: If no checksum is recorded (or its algorithm is unknown).
-            NoContentError: If the file has not been saved.
-
-        Example:
-            >>> from sqlalchemy_obstore import FileObject, ObstoreBackend, storages
-            >>> with storages.temporary(ObstoreBackend("uploads", "memory://")):
-            ...     FileObject(filename="a.txt", content=b"hi", backend="uploads").save().verify()
-            True
-        """
-        backend, path = self._stored()
-        return verify_stored(self, backend, path, chunk_size)
-
-    async def verify_async(self, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> bool:
-        """Async version of [`verify`][sqlalchemy_obstore.file_object.FileObject.verify]."""
-        return await bridge(self.verify, chunk_size=chunk_size)
-
-    def refresh(self) -> Self:
-        """Reload size, etag, version, last-modified and content type from the store.
-
-        Raises:
-            ObjectNotFoundError: If the object is missing.
-        """
-        backend, path = self._stored()
-        apply_info(self, backend.head(path))
-        return self
-
-    async def refresh_async(self) -> Self:
-        """Async version of [`refresh`][sqlalchemy_obstore.file_object.FileObject.refresh]."""
-        backend, path = self._stored()
-        apply_info(self, await backend.head_async(path))
-        return self
-
-    def delete(self) -> None:
-        """Delete the stored object now (missing objects are not an error).
-
-        This acts outside any transaction. To remove a file from a row, assign `None`
-        (or remove it from the list): the session deletes it after the commit.
-        """
-        backend, path = self._stored()
-        backend.delete(path)
-
-    async def delete_async(self) -> None:
-        """Async version of [`delete`][sqlalchemy_obstore.file_object.FileObject.delete]."""
-        backend, path = self._stored()
-        await backend.delete_async(path)
-
-    # -- signing ----------------------------------------------------------------------------------
-    def sign(self, *, expires_in: int | timedelta = 3600, for_upload: bool = False) -> str:
-        """Return a signed URL for downloading (GET) or, with `for_upload`, uploading (PUT).
-
-        Download URLs are cached and reused while more than half their lifetime remains.
-        An upload URL is issued only for a file with no stored object yet: it gets a fresh
-        key, the client PUTs there (with `backend.upload_headers`), `refresh()` records it.
-
-        Args:
-            expires_in: Lifetime in seconds or as a timedelta.
-            for_upload: Sign a PUT instead of a GET.
-
-        Raises:
-            UnsupportedOperationError: If the store cannot sign (local, memory).
-            InvalidExpiryError: If the lifetime is not positive or exceeds the store's
-                limit (7 days on S3 and GCS).
-        """
-        if for_upload:
-            return run_sync(signing_upload(self, expires_in))
-        if (url := cached_url(self.__dict__, expires_in)) is not None:
-            return url
-        return signed_download(self, expires_in)
-
-    async def sign_async(
-        self, *, expires_in: int | timedelta = 3600, for_upload: bool = False
-    ) -> str:
-        """Async version of [`sign`][sqlalchemy_obstore.file_object.FileObject.sign]."""
-        if for_upload:
-            return await run_async(signing_upload(self, expires_in))
-        if (url := cached_url(self.__dict__, expires_in)) is not None:
-            return url
-        return await signed_download_async(self, expires_in)
-
-    def sign_upload(self, *, expires_in: int | timedelta = 300) -> SignedURL:
-        """Like `sign(for_upload=True)`, returning the URL with the headers to send."""
-        url = self.sign(expires_in=expires_in, for_upload=True)
-        return signed_upload(self, url, expires_in)
-
-    async def sign_upload_async(self, *, expires_in: int | timedelta = 300) -> SignedURL:
-        """Async version of
-        [`sign_upload`][sqlalchemy_obstore.file_object.FileObject.sign_upload].
-        """
-        url = await self.sign_async(expires_in=expires_in, for_upload=True)
-        return signed_upload(self, url, expires_in)
 
 
 def sign_files(files: Iterable[FileObject], *, expires_in: int | timedelta = 3600) -> list[str]:

@@ -45,7 +45,6 @@ parts by obstore).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -53,32 +52,25 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, TypeAlias, TypedDict
 
 from sqlalchemy import (
-    Column,
     Connection,
     Engine,
     Table,
     Text,
-    and_,
     bindparam,
     cast,
-    or_,
-    select,
     text,
-    tuple_,
-    type_coerce,
-    update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ._attributes import object_attributes
 from ._column import retarget, rewrite_stored_files, stored_files
-from ._copy import copy_object
 from ._file_columns import FileColumn, target_columns
-from ._io import Call, bridge_bind, iterate, map_concurrently, run
+from ._io import Call, bridge_bind, map_concurrently, run
 from ._logging import library_logger
+from ._migration_copy import Job, Mover, delete, head, job_of
+from ._row_batches import Row, on_connection, require_primary_key, row_batches, swap_row
 from ._telemetry import run_span
 from .backends import DEFAULT_CHUNK_SIZE, Backend, ObjectInfo
-from .errors import ConfigurationError, ObjectNotFoundError, StorageError
+from .errors import ConfigurationError, StorageError
 from .keys import join_key
 from .registry import BackendRegistry, storages
 
@@ -100,7 +92,6 @@ Phase: TypeAlias = Literal["copy", "delete"]
 DEFAULT_MAX_PASSES = 5
 """Passes over the tables before the migration gives up on rows that keep changing."""
 _PROBE_PREFIX = ".sqlalchemy-obstore-migrate-probe"
-_NOT_COPIED_ATTRIBUTES = frozenset({"Storage-Class"})
 
 
 # -- public data ------------------------------------------------------------------------------
@@ -222,42 +213,13 @@ def _jsonable(value: Any) -> Any:
 
 
 # -- what a row holds ---------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class _Job:
-    """One object to bring to the destination, with what the row recorded about it."""
-
-    path: str
-    size: int | None
-    checksum: str | None
-    filename: str | None
-    content_type: str | None
-    metadata: Mapping[str, str]
-    cache_control: str | None = None
-    """The column's `Cache-Control` (the row does not record it; the session writes it)."""
-
-
-@dataclass(slots=True)
-class _Outcome:
-    status: Literal["copied", "skipped", "would_copy", "failed"]
-    info: ObjectInfo | None = None
-    size: int = 0
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Row:
-    """One row: its primary key and each non-null file column's raw text and JSON."""
-
-    key: tuple[Any, ...]
-    values: list[tuple[FileColumn, str, Any]]
-
-    def sources(self, backend: str) -> list[tuple[FileColumn, Mapping[str, Any]]]:
-        """Each stored file of the row that lives in `backend`, with its column."""
-        return [
-            (column, entry)
-            for column, _, data in self.values
-            for entry in _source_entries(data, column.stored_type.backend, backend)
-        ]
+def _sources(row: Row[FileColumn], backend: str) -> list[tuple[FileColumn, Mapping[str, Any]]]:
+    """Each stored file of `row` that lives in `backend`, with its column."""
+    return [
+        (column, entry)
+        for column, _, data in row.values
+        for entry in _source_entries(data, column.stored_type.backend, backend)
+    ]
 
 
 def _source_entries(
@@ -281,75 +243,6 @@ def _rewritten(
             retarget(entry, destination, infos.get(entry["path"]))
 
     return rewrite_stored_files(data, default_backend, move)
-
-
-def _job(data: Mapping[str, Any], column: FileColumn) -> _Job:
-    size = data.get("size")
-    checksum = data.get("checksum")
-    filename = data.get("filename")
-    content_type = data.get("content_type")
-    metadata = data.get("metadata")
-    return _Job(
-        path=data["path"],
-        size=size if isinstance(size, int) and not isinstance(size, bool) else None,
-        checksum=checksum if isinstance(checksum, str) and ":" in checksum else None,
-        filename=filename if isinstance(filename, str) else None,
-        content_type=content_type if isinstance(content_type, str) else None,
-        metadata=(
-            {k: v for k, v in metadata.items() if isinstance(k, str) and isinstance(v, str)}
-            if isinstance(metadata, Mapping)
-            else {}
-        ),
-        cache_control=column.stored_type.cache_control,
-    )
-
-
-def _hasher(checksum: str | None) -> tuple[str, Any] | None:
-    """`(algorithm, hashlib object)` for a recorded checksum, or `None`."""
-    if not checksum:
-        return None
-    algorithm = checksum.partition(":")[0]
-    try:
-        return algorithm, hashlib.new(algorithm)
-    except ValueError:
-        return None
-
-
-# -- storage calls (sync, or async through the greenlet bridge: see `_io`) ---------------------
-def _head(backend: Backend, path: str) -> ObjectInfo | None:
-    try:
-        return run(Call(backend.head, backend.head_async, path))
-    except ObjectNotFoundError:
-        return None
-
-
-def _delete(backend: Backend, paths: list[str]) -> None:
-    run(Call(backend.delete, backend.delete_async, paths))
-
-
-def _digest(backend: Backend, path: str, hasher: Any, chunk_size: int) -> tuple[str, int]:
-    """Hash a stored object (streamed); returns the hex digest and the size read."""
-    size = 0
-    for chunk in iterate(
-        backend.iter_chunks, backend.iter_chunks_async, path, chunk_size=chunk_size
-    ):
-        hasher.update(chunk)
-        size += len(chunk)
-    return hasher.hexdigest(), size
-
-
-class _Tally:
-    """Counts the bytes passing through a copy and hashes them."""
-
-    def __init__(self, hasher: Any) -> None:
-        self.hasher = hasher
-        self.size = 0
-
-    def see(self, chunk: bytes) -> bytes:
-        if self.hasher is not None:
-            self.hasher.update(chunk)
-        self.size += len(chunk)
-        return chunk
 
 
 # -- the migration ------------------------------------------------------------------------------
@@ -382,22 +275,18 @@ class _Migration:
         self.concurrency = concurrency
         self.batch_size = batch_size
         self.max_passes = max_passes
-        self.chunk_size = chunk_size
         self.report_limit = report_limit
         self.progress = progress
         self.owns = owns_connection
         self.report = MigrationReport(source.key, destination.key, dry_run)
+        self.mover = Mover(source, destination, chunk_size=chunk_size, dry_run=dry_run)
         self.pass_number = 0
         self.plain_key = json.dumps(source.key) == f'"{source.key}"'
 
     # -- driver -------------------------------------------------------------------------------
     def run(self) -> MigrationReport:
         for column in self.columns:
-            if not column.table.primary_key.columns:
-                raise ConfigurationError(
-                    f"Table {column.table.fullname!r} has no primary key, so its rows cannot "
-                    "be rewritten safely; add one or leave the table out of the target."
-                )
+            require_primary_key(column.table)
         if self.delete_source and not self.dry_run:
             self._check_distinct_stores()
         remaining = 0
@@ -483,9 +372,9 @@ class _Migration:
         probe = join_key(self.source.prefix, _PROBE_PREFIX, uuid.uuid4().hex)
         run(Call(self.source.put, self.source.put_async, probe, b"probe"))
         try:
-            shared = _head(self.destination, probe) is not None
+            shared = head(self.destination, probe) is not None
         finally:
-            _delete(self.source, [probe])
+            delete(self.source, [probe])
         if shared:
             raise ConfigurationError(
                 f"Backends {self.source.key!r} and {self.destination.key!r} use the same "
@@ -502,81 +391,58 @@ class _Migration:
 
     def _batches(
         self, table: Table, columns: list[FileColumn], *, prefilter: bool
-    ) -> Iterator[list[_Row]]:
+    ) -> Iterator[list[Row[FileColumn]]]:
         """Batches of rows (primary key, and each file column's raw text and JSON).
 
-        Rows are read in primary-key order (keyset pagination), each batch in its own
-        short transaction (committed when the migration owns the connection), so
-        nothing stays open while objects are copied.
+        Rows are read in primary-key order, each batch in its own short transaction
+        (see `_row_batches.row_batches`), so nothing stays open while objects are copied.
         """
-        keys = list(table.primary_key.columns)
-        texts = [cast(c.column, Text) for c in columns]
         conditions = []
-        for column, as_text in zip(columns, texts, strict=True):
+        for column in columns:
             if prefilter and column.stored_type.backend != self.source.key and self.plain_key:
                 # A file in `source` names it explicitly (the column's default is
                 # another backend): only values whose text mentions the key can hold one.
                 key_text = json.dumps(self.source.key)
+                as_text = cast(column.column, Text)
                 conditions.append(as_text.contains(key_text, autoescape=True))
             else:
                 conditions.append(column.column.is_not(None))
-        base = select(*keys, *texts).where(or_(*conditions)).order_by(*keys)
-        base = base.limit(self.batch_size)
-        last: tuple[Any, ...] | None = None
-        width = len(keys)
-        while True:
-            stmt = base
-            if last is not None:
-                stmt = stmt.where(
-                    keys[0] > last[0] if width == 1 else tuple_(*keys) > tuple_(*last)
-                )
-            rows = self.conn.execute(stmt).all()
-            self._commit()
-            if not rows:
-                return
-            last = tuple(rows[-1][:width])
-            self.report.rows_scanned += len(rows)
-            batch = []
-            for row in rows:
-                values = []
-                for column, raw in zip(columns, row[width:], strict=True):
-                    if raw is None:
-                        continue
-                    try:
-                        values.append((column, raw, json.loads(raw)))
-                    except (TypeError, ValueError):
-                        continue  # not JSON: nothing this migration can read or rewrite
-                batch.append(_Row(tuple(row[:width]), values))
+        for batch in row_batches(
+            self.conn,
+            table,
+            [(column, column.column) for column in columns],
+            where=conditions,
+            batch_size=self.batch_size,
+            commit=self.owns,
+        ):
+            self.report.rows_scanned += len(batch)
             yield batch
-            if len(rows) < self.batch_size:
-                return
 
     def _count_remaining(self) -> int:
         count = 0
         for table, columns in self._tables().items():
             for batch in self._batches(table, columns, prefilter=True):
-                count += sum(1 for row in batch if row.sources(self.source.key))
+                count += sum(1 for row in batch if _sources(row, self.source.key))
         return count
 
     # -- copying --------------------------------------------------------------------------------
     def _copy_table(self, table: Table, columns: list[FileColumn]) -> int:
         """One pass over a table; returns how many rows referenced the source."""
         found = 0
-        keys = list(table.primary_key.columns)
         for batch in self._batches(table, columns, prefilter=True):
             rows = []
-            jobs: dict[str, _Job] = {}
+            jobs: dict[str, Job] = {}
             for row in batch:
-                entries = row.sources(self.source.key)
+                entries = _sources(row, self.source.key)
                 if entries:
                     rows.append((row, entries))
                     for column, entry in entries:
-                        jobs.setdefault(entry["path"], _job(entry, column))
+                        jobs.setdefault(entry["path"], job_of(entry, column))
             found += len(rows)
             if not rows:
                 continue
             results = map_concurrently(
-                self._bring, list(jobs.values()), concurrency=self.concurrency
+                self.mover.bring, list(jobs.values()), concurrency=self.concurrency
             )
             outcomes = dict(zip(jobs, results, strict=True))
             for outcome in results:
@@ -598,31 +464,23 @@ class _Migration:
                 if self.dry_run:
                     self.report.rows_rewritten += 1
                     continue
-                self._rewrite(table, keys, row, infos)
+                self._rewrite(table, row, infos)
             self._commit()
             self._notify("copy", table.fullname)
         return found
 
     def _rewrite(
-        self,
-        table: Table,
-        keys: list[Column[Any]],
-        row: _Row,
-        infos: Mapping[str, ObjectInfo | None],
+        self, table: Table, row: Row[FileColumn], infos: Mapping[str, ObjectInfo | None]
     ) -> None:
         """Point one row at the destination, unless the application changed it meanwhile."""
-        conditions = [k == v for k, v in zip(keys, row.key, strict=True)]
-        values: dict[Any, Any] = {}
+        changes = []
         for column, raw, data in row.values:
             default = column.stored_type.backend
             if next(_source_entries(data, default, self.source.key), None) is None:
                 continue
             new = _rewritten(data, default, self.source.key, self.destination.key, infos)
-            impl = column.stored_type.load_dialect_impl(self.conn.dialect)
-            values[column.column] = type_coerce(new, impl)
-            conditions.append(cast(column.column, Text) == raw)  # compare-and-swap
-        result = self.conn.execute(update(table).where(and_(*conditions)).values(values))
-        if result.rowcount == 1:
+            changes.append((column, raw, new))
+        if swap_row(self.conn, table, row.key, changes):
             self.report.rows_rewritten += 1
         else:
             self.report.rows_conflicted += 1
@@ -632,104 +490,18 @@ class _Migration:
                 table.fullname,
             )
 
-    def _matches(self, info: ObjectInfo, job: _Job, expected_size: int | None) -> bool:
-        """Whether the stored object `info` is the one the row recorded."""
-        if expected_size is not None and info.size != expected_size:
-            return False
-        hashing = _hasher(job.checksum)
-        if hashing is None:
-            return True
-        algorithm, hasher = hashing
-        digest, size = _digest(self.destination, job.path, hasher, self.chunk_size)
-        return f"{algorithm}:{digest}".lower() == (job.checksum or "").lower() and (
-            size == info.size
-        )
-
-    def _attributes(self, job: _Job, info: ObjectInfo) -> dict[str, str]:
-        if info.content_type or info.attributes:  # the source store kept them
-            attributes = {
-                k: v for k, v in info.attributes.items() if k not in _NOT_COPIED_ATTRIBUTES
-            }
-            if info.content_type:
-                attributes["Content-Type"] = info.content_type
-            return attributes
-        if job.filename is None or job.content_type is None:
-            return {}
-        # As the session writes them: the column's Cache-Control, and user metadata
-        # unless the destination is told not to write any.
-        return object_attributes(
-            filename=job.filename,
-            content_type=job.content_type,
-            metadata=job.metadata,
-            cache_control=job.cache_control,
-            include_metadata=getattr(self.destination, "write_metadata", True),
-        )
-
-    def _bring(self, job: _Job) -> _Outcome:
-        """Skip, copy (and verify), or fail one object; never raises a StorageError."""
-        try:
-            return self._bring_unsafe(job)
-        except StorageError as exc:
-            return _Outcome("failed", error=str(exc))
-
-    def _bring_unsafe(self, job: _Job) -> _Outcome:
-        there = _head(self.destination, job.path)
-        if there is not None and job.size is not None and self._matches(there, job, job.size):
-            return _Outcome("skipped", info=there)
-        info = _head(self.source, job.path)
-        if info is None:
-            return _Outcome(
-                "failed", error=f"the object is missing from source backend {self.source.key!r}"
-            )
-        if job.size is not None and info.size != job.size:
-            return _Outcome(
-                "failed",
-                error=f"the source object has {info.size} bytes, the row recorded {job.size}",
-            )
-        if there is not None and job.size is None and self._matches(there, job, info.size):
-            return _Outcome("skipped", info=there)
-        if self.dry_run:
-            return _Outcome("would_copy", size=info.size)
-        hashing = _hasher(job.checksum)
-        tally = _Tally(hashing[1] if hashing else None)
-        copy_object(
-            self.source,
-            self.destination,
-            job.path,
-            size=info.size,
-            attributes=self._attributes(job, info) or None,
-            chunk_size=self.chunk_size,
-            see=tally.see,
-        )
-        problem = None
-        if tally.size != info.size:
-            problem = f"read {tally.size} bytes from the source, expected {info.size}"
-        elif hashing is not None:
-            actual = f"{hashing[0]}:{tally.hasher.hexdigest()}"
-            if actual.lower() != (job.checksum or "").lower():
-                problem = (
-                    f"checksum of the source bytes is {actual}, the row recorded {job.checksum}"
-                )
-        copied = _head(self.destination, job.path)
-        if problem is None and (copied is None or copied.size != info.size):
-            problem = "the copy at the destination does not have the source's size"
-        if problem is not None:
-            _delete(self.destination, [job.path])  # never leave a wrong copy behind
-            return _Outcome("failed", error=problem)
-        return _Outcome("copied", info=copied, size=info.size)
-
     # -- deleting the sources -------------------------------------------------------------------
     def _delete_table(self, table: Table, columns: list[FileColumn]) -> None:
         for batch in self._batches(table, columns, prefilter=False):
-            jobs: dict[str, tuple[FileColumn, tuple[Any, ...], _Job]] = {}
+            jobs: dict[str, tuple[FileColumn, tuple[Any, ...], Job]] = {}
             for row in batch:
-                for column, entry in row.sources(self.destination.key):
-                    jobs.setdefault(entry["path"], (column, row.key, _job(entry, column)))
+                for column, entry in _sources(row, self.destination.key):
+                    jobs.setdefault(entry["path"], (column, row.key, job_of(entry, column)))
             if not jobs:
                 continue
             candidates = list(jobs.values())
             verdicts = map_concurrently(
-                self._deletable, [job for *_, job in candidates], concurrency=self.concurrency
+                self.mover.deletable, [job for *_, job in candidates], concurrency=self.concurrency
             )
             chosen = []
             for (column, key, job), verdict in zip(candidates, verdicts, strict=True):
@@ -746,30 +518,13 @@ class _Migration:
             chosen = [c for c in chosen if c[2].path not in still]
             if chosen:
                 try:
-                    _delete(self.source, [job.path for *_, job in chosen])
+                    delete(self.source, [job.path for *_, job in chosen])
                 except StorageError as exc:
                     for column, key, job in chosen:
                         self._fail(column, key, job.path, f"deleting the source failed: {exc}")
                 else:
                     self.report.objects_deleted += len(chosen)
             self._notify("delete", table.fullname)
-
-    def _deletable(self, job: _Job) -> str | None:
-        """`None` when the source object may go (its copy at the destination is verified),
-        `""` when there is nothing to delete, else what is wrong with the copy."""
-        try:
-            original = _head(self.source, job.path)
-            if original is None:
-                return ""  # deleted already (an earlier run, or another row)
-            copy = _head(self.destination, job.path)
-            if copy is None:
-                return "kept the source object: the destination has no copy"
-            expected = job.size if job.size is not None else original.size
-            if copy.size != original.size or not self._matches(copy, job, expected):
-                return "kept the source object: the copy at the destination differs"
-            return None
-        except StorageError as exc:
-            return f"kept the source object: {exc}"
 
 
 def _source_references(
@@ -964,11 +719,7 @@ def migrate(
         "sqlalchemy_obstore.migrate.delete_source": delete_source,
     }
     with run_span("migrate", facts) as span:
-        if isinstance(bind, Connection):
-            report = run(bind, False)
-        else:
-            with bind.connect() as connection:
-                report = run(connection, True)
+        report = on_connection(bind, run)
         span.record(_migration_facts(report), complete=report.ok)
     return report
 

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -60,15 +59,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Table,
-    Text,
-    and_,
-    cast,
-    or_,
-    select,
-    tuple_,
-    update,
 )
-from sqlalchemy import type_coerce as coerce_type
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ._attributes import object_attributes
@@ -78,6 +69,7 @@ from ._file_columns import FileColumn, target_columns
 from ._image_job import Processed, process_image, process_image_async, rendition_filename
 from ._io import Call, bridge_bind, iterate, map_concurrently, run
 from ._logging import library_logger
+from ._row_batches import Row, on_connection, require_primary_key, row_batches, swap_row
 from .backends import DEFAULT_CHUNK_SIZE, Backend
 from .errors import ConfigurationError, FileTooLargeError, StorageError
 from .processing import ImagePolicy, Rendition
@@ -333,66 +325,36 @@ class _Reprocessing:
         for target in self.targets:
             tables.setdefault(target.column.table, []).append(target)
         for table in tables:
-            if not table.primary_key.columns:
-                raise ConfigurationError(
-                    f"Table {table.fullname!r} has no primary key, so its rows cannot be "
-                    "rewritten safely; add one or leave the table out of the target."
-                )
+            require_primary_key(table)
         for table, targets in tables.items():
             self._table(table, targets)
         return self.report
 
-    def _batches(
-        self, table: Table, targets: list[_Target]
-    ) -> Iterator[list[tuple[tuple[Any, ...], list[tuple[_Target, str, Any]]]]]:
+    def _batches(self, table: Table, targets: list[_Target]) -> Iterator[list[Row[_Target]]]:
         """Batches of rows: primary key, and each target column's raw text and JSON."""
-        keys = list(table.primary_key.columns)
-        texts = [cast(t.column.column, Text) for t in targets]
-        conditions = [t.column.column.is_not(None) for t in targets]
-        base = select(*keys, *texts).where(or_(*conditions)).order_by(*keys)
-        base = base.limit(self.batch_size)
-        after = self.start_after.get(table.fullname)
-        last: tuple[Any, ...] | None = tuple(after) if after is not None else None
-        width = len(keys)
-        while True:
-            stmt = base
-            if last is not None:
-                stmt = stmt.where(
-                    keys[0] > last[0] if width == 1 else tuple_(*keys) > tuple_(*last)
-                )
-            rows = self.conn.execute(stmt).all()
-            self._commit()
-            if not rows:
-                return
-            last = tuple(rows[-1][:width])
-            self.report.rows_scanned += len(rows)
-            batch = []
-            for row in rows:
-                values = []
-                for target, raw in zip(targets, row[width:], strict=True):
-                    if raw is None:
-                        continue
-                    try:
-                        values.append((target, raw, json.loads(raw)))
-                    except (TypeError, ValueError):
-                        continue  # not JSON: nothing to read or rewrite
-                batch.append((tuple(row[:width]), values))
+        for batch in row_batches(
+            self.conn,
+            table,
+            [(t, t.column.column) for t in targets],
+            where=[t.column.column.is_not(None) for t in targets],
+            batch_size=self.batch_size,
+            commit=self.owns,
+            start_after=self.start_after.get(table.fullname),
+        ):
+            self.report.rows_scanned += len(batch)
             yield batch
-            if len(rows) < self.batch_size:
-                return
 
     def _commit(self) -> None:
         if self.owns:
             self.conn.commit()
 
     def _table(self, table: Table, targets: list[_Target]) -> None:
-        keys = list(table.primary_key.columns)
         for batch in self._batches(table, targets):
             planned: list[tuple[tuple[Any, ...], list[tuple[_Target, str, Any, list[_Work]]]]] = []
             works: list[_Work] = []
-            for key, values in batch:
+            for batch_row in batch:
                 row = []
-                for target, raw, data in values:
+                for target, raw, data in batch_row.values:
                     default = target.column.stored_type.backend
                     items = list(enumerate(data)) if isinstance(data, list) else [(None, data)]
                     found = []
@@ -409,7 +371,7 @@ class _Reprocessing:
                         row.append((target, raw, data, found))
                         works.extend(found)
                 if row:
-                    planned.append((key, row))
+                    planned.append((batch_row.key, row))
             if self.dry_run:
                 for work in works:
                     self.report.renditions_built += len(work.build)
@@ -417,11 +379,11 @@ class _Reprocessing:
                 self.report.rows_updated += len(planned)
             elif works:
                 map_concurrently(self._do, works, concurrency=self.concurrency)
-                replaced = self._rewrite_batch(table, keys, planned)
+                replaced = self._rewrite_batch(table, planned)
                 self._commit()
                 self._delete(replaced, after_commit=self.owns)
             if batch:
-                self._notify(table.fullname, batch[-1][0])
+                self._notify(table.fullname, batch[-1].key)
 
     # -- one image ------------------------------------------------------------------------------
     def _do(self, work: _Work) -> None:
@@ -529,14 +491,12 @@ class _Reprocessing:
     def _rewrite_batch(
         self,
         table: Table,
-        keys: list[Column[Any]],
         planned: list[tuple[tuple[Any, ...], list[tuple[_Target, str, Any, list[_Work]]]]],
     ) -> list[tuple[Backend, str]]:
         """Rewrite each row whose work succeeded; the `(backend, path)`s it replaced."""
         replaced: list[tuple[Backend, str]] = []
         for key, row in planned:
-            conditions = [k == v for k, v in zip(keys, key, strict=True)]
-            values: dict[Any, Any] = {}
+            changes: list[tuple[FileColumn, str, Any]] = []
             old: list[tuple[Backend, str]] = []
             done: list[_Work] = []
             for target, raw, data, works in row:
@@ -548,15 +508,11 @@ class _Reprocessing:
                     new, gone = _applied(new, work)
                     old.extend((target.registry.get_backend(b), p) for b, p in gone)
                     done.append(work)
-                if new is data:
-                    continue
-                impl = target.column.stored_type.load_dialect_impl(self.conn.dialect)
-                values[target.column.column] = coerce_type(new, impl)
-                conditions.append(cast(target.column.column, Text) == raw)  # compare-and-swap
-            if not values:
+                if new is not data:
+                    changes.append((target.column, raw, new))
+            if not changes:
                 continue
-            result = self.conn.execute(update(table).where(and_(*conditions)).values(values))
-            if result.rowcount == 1:
+            if swap_row(self.conn, table, key, changes):
                 self.report.rows_updated += 1
                 for work in done:
                     self.report.renditions_built += len(work.renditions)
@@ -818,10 +774,7 @@ def reprocess(
             report=report,
         ).run()
 
-    if isinstance(bind, Connection):
-        return work(bind, False)
-    with bind.connect() as connection:
-        return work(connection, True)
+    return on_connection(bind, work)
 
 
 async def reprocess_async(

@@ -70,10 +70,10 @@ from datetime import timedelta
 from typing import Any
 
 from ._io import Call, Plan, run_async, run_sync
-from ._multipart import Target, credentials_now, credentials_now_async
-from ._multipart import run_async as send_async
-from ._multipart import run_sync as send
 from ._replay_guards import Clock, MemoryReplayGuard, ReplayGuard, SqlReplayGuard, utcnow
+from ._s3_requests import Target, credentials_now, credentials_now_async
+from ._s3_requests import run_async as send_async
+from ._s3_requests import run_sync as send
 from ._s3_uploads import PartPlan, abort, finish
 from ._ticket_checks import garbage, verdict
 from ._ticket_claims import (

@@ -48,6 +48,7 @@ from sqlalchemy_obstore import (
     ObstoreBackend,
     SaveOptions,
     StoredObject,
+    _migration_copy,
     migrate,
     migrate_async,
     storages,
@@ -353,7 +354,7 @@ async def test_rows_written_during_the_migration_are_not_lost(
 ) -> None:
     world = populate(db)
     table = world.table
-    original = migrate_module._Migration._bring
+    original = _migration_copy.Mover.bring
     calls = 0
 
     def racing_bring(self: Any, job: Any) -> Any:
@@ -378,7 +379,7 @@ async def test_rows_written_during_the_migration_are_not_lost(
             inserted = True
             insert_rows(db, world, [{"id": 100, "file": saved("late.txt", 55)}])
 
-    monkeypatch.setattr(migrate_module._Migration, "_bring", racing_bring)
+    monkeypatch.setattr(_migration_copy.Mover, "bring", racing_bring)
     report = await db.migrate(world.base, batch_size=3, progress=insert_a_row)
 
     assert report.ok, report.as_dict()

@@ -44,6 +44,7 @@ from sqlalchemy_obstore import (
     storages,
 )
 from sqlalchemy_obstore._copy import copy_object
+from sqlalchemy_obstore._s3_requests import Response
 from tests.integration.test_gc import make_models
 from tests.servers import S3Server
 
@@ -516,7 +517,7 @@ def test_a_refused_listing_is_a_note_not_a_failed_collection(
 
     def refused(target: Any, operation: Any) -> Any:
         next(operation)  # what the store answers a role without the right
-        return operation.send(_multipart.Response(403, denied))
+        return operation.send(Response(403, denied))
 
     monkeypatch.setattr(_multipart, "_run", refused)
     report = collect_garbage(sqlite_engine, base, clock=later(2 * 86400), dry_run=False)

@@ -33,10 +33,11 @@ from sqlalchemy_obstore._column import (
     stored_files,
 )
 from sqlalchemy_obstore._fields import FIELD_CHECKS
+from sqlalchemy_obstore._migration_copy import job_of
 from sqlalchemy_obstore.contrib.msgspec import FileObjectDict
 from sqlalchemy_obstore.gc import FileColumn
 from sqlalchemy_obstore.lifecycle import _snapshot
-from sqlalchemy_obstore.migration import _job, _rewritten, _source_entries
+from sqlalchemy_obstore.migration import _rewritten, _source_entries
 
 RENDITION = {
     "v": 1,
@@ -211,7 +212,7 @@ def test_raw_walkers_find_every_reference() -> None:
 
 
 def test_migration_reads_and_rewrites_fields_of_the_format() -> None:
-    job = _job(FULL, _file_column())
+    job = job_of(FULL, _file_column())
     for name in ("path", "size", "checksum", "filename", "content_type", "metadata"):
         assert getattr(job, name) == FULL[name], name
 

@@ -32,7 +32,7 @@ from sqlalchemy_obstore import (
     UploadPartsError,
     storages,
 )
-from sqlalchemy_obstore import _multipart as mp
+from sqlalchemy_obstore import _s3_requests as s3r
 from sqlalchemy_obstore import _s3_uploads as s3u
 from sqlalchemy_obstore.backends import PART_LIMITS, PartLimits, SizedBody, part_size
 from sqlalchemy_obstore.signing import HmacUrlSigner
@@ -56,13 +56,13 @@ def s3_store(key: str = "s3", url: str = "s3://bucket/", **config: Any) -> Obsto
     return ObstoreBackend(key, url, **config)
 
 
-def target(backend: ObstoreBackend) -> mp.Target:
-    found = mp.s3_target(backend)
+def target(backend: ObstoreBackend) -> s3r.Target:
+    found = s3r.s3_target(backend)
     assert not isinstance(found, str), found
     return found
 
 
-def drive(operation: Generator[mp.Request, mp.Response, Any], *answers: mp.Response) -> Any:
+def drive(operation: Generator[s3r.Request, s3r.Response, Any], *answers: s3r.Response) -> Any:
     """Answer the operation's requests in turn; return (requests, result)."""
     requests = [next(operation)]
     for answer in answers:
@@ -192,7 +192,7 @@ def test_a_post_form_pins_every_field_and_bounds_the_length() -> None:
     bucket = target(s3_store(url="s3://bucket/store-prefix/"))
     form = s3u.post_form(
         bucket,
-        mp.credentials_now(bucket) or pytest.fail("no credentials"),
+        s3r.credentials_now(bucket) or pytest.fail("no credentials"),
         path="uploads/a.pdf",
         content_type="application/pdf",
         content_disposition='attachment; filename="a.pdf"',
@@ -214,7 +214,7 @@ def test_a_post_form_pins_every_field_and_bounds_the_length() -> None:
     with pytest.raises(ValueError, match="max_size"):
         s3u.post_form(
             bucket,
-            mp.credentials_now(bucket) or pytest.fail("no credentials"),
+            s3r.credentials_now(bucket) or pytest.fail("no credentials"),
             path="a",
             content_type="a/b",
             content_disposition="attachment",
@@ -349,7 +349,7 @@ def test_a_part_url_signs_its_number_upload_and_length() -> None:
     bucket = target(s3_store())
     url = s3u.part_url(
         bucket,
-        mp.credentials_now(bucket) or pytest.fail("no credentials"),
+        s3r.credentials_now(bucket) or pytest.fail("no credentials"),
         path="dir/a b.bin",
         upload_id="up/1",
         number=3,
@@ -372,7 +372,7 @@ def test_create_sends_the_attributes_and_reads_the_upload_id() -> None:
     answer = (
         b"<InitiateMultipartUploadResult><UploadId>u-1</UploadId></InitiateMultipartUploadResult>"
     )
-    requests, upload_id = drive(operation, mp.Response(200, answer))
+    requests, upload_id = drive(operation, s3r.Response(200, answer))
     assert upload_id == "u-1"
     assert (requests[0].method, query(requests[0].url)) == ("POST", {"uploads": ""})
     assert requests[0].headers == {
@@ -381,7 +381,7 @@ def test_create_sends_the_attributes_and_reads_the_upload_id() -> None:
     }
     with pytest.raises(Exception, match="without an UploadId"):
         drive(s3u.create(bucket, "a", content_type="a/b", content_disposition="x"),
-              mp.Response(200, b"<Result/>"))  # fmt: skip
+              s3r.Response(200, b"<Result/>"))  # fmt: skip
 
 
 def test_list_parts_pages_and_reports_a_missing_upload() -> None:
@@ -389,11 +389,11 @@ def test_list_parts_pages_and_reports_a_missing_upload() -> None:
     first = parts_page([(1, 5, '"e1"'), (2, 5, '"e2"')], more="2")
     second = parts_page([(3, 1, '"e3"')])
     requests, parts = drive(
-        s3u.list_parts(bucket, "a", "u"), mp.Response(200, first), mp.Response(200, second)
+        s3u.list_parts(bucket, "a", "u"), s3r.Response(200, first), s3r.Response(200, second)
     )
     assert [p.number for p in parts] == [1, 2, 3]
     assert query(requests[1].url)["part-number-marker"] == "2"
-    _, gone = drive(s3u.list_parts(bucket, "a", "u"), mp.Response(404, b""))
+    _, gone = drive(s3u.list_parts(bucket, "a", "u"), s3r.Response(404, b""))
     assert gone is None
 
 
@@ -426,8 +426,8 @@ def test_finish_completes_with_the_listed_parts() -> None:
     listed = parts_page([(1, 5, '"e&1"'), (2, 2, '"e2"')])
     requests, _ = drive(
         s3u.finish(bucket, "a.bin", "u", plan, None),
-        mp.Response(200, listed),
-        mp.Response(200, b"<CompleteMultipartUploadResult/>"),
+        s3r.Response(200, listed),
+        s3r.Response(200, b"<CompleteMultipartUploadResult/>"),
     )
     complete = requests[1]
     assert (complete.method, query(complete.url)) == ("POST", {"uploadId": "u"})
@@ -437,8 +437,8 @@ def test_finish_completes_with_the_listed_parts() -> None:
     with pytest.raises(Exception, match="InternalError"):
         drive(
             s3u.finish(bucket, "a.bin", "u", plan, None),
-            mp.Response(200, listed),
-            mp.Response(200, b"<Error><Code>InternalError</Code></Error>"),
+            s3r.Response(200, listed),
+            s3r.Response(200, b"<Error><Code>InternalError</Code></Error>"),
         )
 
 
@@ -448,23 +448,23 @@ def test_finish_aborts_parts_beyond_the_plan() -> None:
     listed = parts_page([(1, 5, '"a"'), (2, 5, '"b"')])
     operation = s3u.finish(bucket, "a.bin", "u", plan, None)
     assert next(operation).method == "GET"
-    abort = operation.send(mp.Response(200, listed))
+    abort = operation.send(s3r.Response(200, listed))
     assert (abort.method, query(abort.url)) == ("DELETE", {"uploadId": "u"})
     with pytest.raises(FileTooLargeError):
-        operation.send(mp.Response(204, b""))
+        operation.send(s3r.Response(204, b""))
 
 
 def test_finish_of_an_upload_that_is_gone() -> None:
     bucket = target(s3_store())
     plan = s3u.PartPlan(size=7, part_size=5)
-    done = mp.Response(200, b"", {"content-length": "7"})
-    requests, _ = drive(s3u.finish(bucket, "a", "u", plan, None), mp.Response(404, b""), done)
+    done = s3r.Response(200, b"", {"content-length": "7"})
+    requests, _ = drive(s3u.finish(bucket, "a", "u", plan, None), s3r.Response(404, b""), done)
     assert requests[1].method == "HEAD"  # completed before: nothing to do
     with pytest.raises(ObjectNotFoundError, match="no longer exists"):
         drive(
             s3u.finish(bucket, "a", "u", plan, None),
-            mp.Response(404, b""),
-            mp.Response(404, b""),
+            s3r.Response(404, b""),
+            s3r.Response(404, b""),
         )
 
 

@@ -17,6 +17,8 @@ import pytest
 
 from sqlalchemy_obstore import ObstoreBackend, StoragePermissionError, UnsupportedOperationError
 from sqlalchemy_obstore import _multipart as mp
+from sqlalchemy_obstore._s3_requests import Request, Response, Target, _seconds, s3_target
+from sqlalchemy_obstore._sigv4 import Credentials
 from sqlalchemy_obstore.errors import StorageOperationError
 
 NS = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
@@ -28,13 +30,13 @@ def s3(url: str = "s3://bucket/", **config: Any) -> ObstoreBackend:
     return ObstoreBackend("s3", url, **config)
 
 
-def target(backend: ObstoreBackend) -> mp.Target:
-    found = mp.s3_target(backend)
+def target(backend: ObstoreBackend) -> Target:
+    found = s3_target(backend)
     assert not isinstance(found, str), found
     return found
 
 
-def drive(operation: Generator[mp.Request, mp.Response, Any], *answers: mp.Response) -> Any:
+def drive(operation: Generator[Request, Response, Any], *answers: Response) -> Any:
     """Answer the operation's requests in turn; return (requests, result)."""
     requests = [next(operation)]
     for answer in answers:
@@ -45,7 +47,7 @@ def drive(operation: Generator[mp.Request, mp.Response, Any], *answers: mp.Respo
     raise AssertionError(f"the operation asked for more: {requests[-1]}")
 
 
-def query(request: mp.Request) -> dict[str, str]:
+def query(request: Request) -> dict[str, str]:
     return dict(parse_qsl(urlsplit(request.url).query, keep_blank_values=True))
 
 
@@ -110,7 +112,7 @@ def test_listing_pages_through_every_upload_under_the_prefix() -> None:
             ("root/other/d.bin", "u3", "2026-01-03T00:00:00.000Z"),  # not asked for
         ]
     )
-    requests, uploads = drive(operation, mp.Response(200, first), mp.Response(200, second))
+    requests, uploads = drive(operation, Response(200, first), Response(200, second))
     assert [r.method for r in requests] == ["GET", "GET"]
     assert urlsplit(requests[0].url).path == "/bucket/"
     assert query(requests[0]) == {"uploads": "", "max-uploads": "1000", "prefix": "root/uploads/"}
@@ -128,7 +130,7 @@ def test_a_server_repeating_its_page_does_not_loop() -> None:
     found = target(s3(endpoint="http://127.0.0.1:9000"))
     same = page([("k", "u", "2026-01-01T00:00:00Z")], next_key="k", next_id="u")
     operation = mp._list(found, "")
-    requests, uploads = drive(operation, mp.Response(200, same), mp.Response(200, same))
+    requests, uploads = drive(operation, Response(200, same), Response(200, same))
     assert len(requests) == 2
     assert len(uploads) == 2
 
@@ -142,22 +144,22 @@ def test_activity_is_the_newest_part() -> None:
         "<Part><PartNumber>2</PartNumber><LastModified>2026-05-01T11:00:00.000Z</LastModified>"
         "</Part><IsTruncated>false</IsTruncated></ListPartsResult>"
     ).encode()
-    requests, latest = drive(mp._activity(found, upload), mp.Response(200, parts))
+    requests, latest = drive(mp._activity(found, upload), Response(200, parts))
     assert query(requests[0]) == {"uploadId": "id/1", "max-parts": "1000"}
     assert latest == datetime(2026, 5, 1, 11, tzinfo=timezone.utc)
-    _, gone = drive(mp._activity(found, upload), mp.Response(404, b""))
+    _, gone = drive(mp._activity(found, upload), Response(404, b""))
     assert gone is None
 
 
 def test_abort_sends_a_delete_and_tolerates_a_vanished_upload() -> None:
     found = target(s3("s3://bucket/root/", endpoint="http://127.0.0.1:9000"))
     upload = mp.IncompleteUpload("dir/a+b.bin", "x~y", datetime.now(timezone.utc))
-    requests, done = drive(mp.abort_operation(found, upload), mp.Response(204, b""))
+    requests, done = drive(mp.abort_operation(found, upload), Response(204, b""))
     assert requests[0].method == "DELETE"
     assert urlsplit(requests[0].url).path == "/bucket/root/dir/a%2Bb.bin"
     assert query(requests[0]) == {"uploadId": "x~y"}
     assert done is True
-    assert drive(mp.abort_operation(found, upload), mp.Response(404, b""))[1] is False
+    assert drive(mp.abort_operation(found, upload), Response(404, b""))[1] is False
 
 
 @pytest.mark.parametrize(
@@ -177,13 +179,13 @@ def test_failures_become_typed_errors(status: int, body: bytes, error: type[Exce
     operation = mp._list(target(s3(endpoint="http://127.0.0.1:9000")), "")
     next(operation)
     with pytest.raises(error) as caught:
-        operation.send(mp.Response(status, body))
+        operation.send(Response(status, body))
     assert "secret" not in str(caught.value)
 
 
 # -- lifecycle rules ------------------------------------------------------------------------------
-def rules(*xml: str) -> mp.Response:
-    return mp.Response(
+def rules(*xml: str) -> Response:
+    return Response(
         200, f"<LifecycleConfiguration {NS}>{''.join(xml)}</LifecycleConfiguration>".encode()
     )
 
@@ -211,7 +213,7 @@ def rule(
     ("answer", "state", "days"),
     [
         (
-            mp.Response(404, b"<Error><Code>NoSuchLifecycleConfiguration</Code></Error>"),
+            Response(404, b"<Error><Code>NoSuchLifecycleConfiguration</Code></Error>"),
             "missing",
             None,
         ),
@@ -262,7 +264,7 @@ def test_credentials_come_from_the_store_or_the_environment(
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     explicit = target(s3(session_token="tok")).credentials()
-    assert explicit == mp.Credentials("AKID", "secret", "tok")
+    assert explicit == Credentials("AKID", "secret", "tok")
     no_keys = ObstoreBackend("s3", "s3://bucket/", region="us-east-1")
     reason = mp.support(no_keys)
     assert reason is not None
@@ -270,7 +272,7 @@ def test_credentials_come_from_the_store_or_the_environment(
     assert mp.lifecycle_rule(no_keys).state == "not_checked"
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ENVKEY")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "envsecret")
-    assert target(no_keys).credentials() == mp.Credentials("ENVKEY", "envsecret", None)
+    assert target(no_keys).credentials() == Credentials("ENVKEY", "envsecret", None)
     public = target(ObstoreBackend("s3", "s3://bucket/", skip_signature=True))
     assert public.credentials() is None  # unsigned requests
 
@@ -287,7 +289,7 @@ def test_a_credential_provider_is_asked() -> None:
         }
 
     backend = ObstoreBackend("s3", S3Store("bucket", credential_provider=provider))  # type: ignore[arg-type]
-    assert target(backend).credentials() == mp.Credentials("FROMPROVIDER", "s", "t")
+    assert target(backend).credentials() == Credentials("FROMPROVIDER", "s", "t")
 
 
 @pytest.mark.parametrize(
@@ -295,8 +297,8 @@ def test_a_credential_provider_is_asked() -> None:
     [("500ms", 0.5), ("2m 3s", 123.0), ("30s", 30.0), ("1h", 3600.0), ("bogus", 7.0), ("", 7.0)],
 )
 def test_obstore_durations_are_read(text: str, seconds: float) -> None:
-    assert mp._seconds(text, 7.0) == seconds
-    assert mp._seconds(timedelta(seconds=2), 7.0) == 2.0
+    assert _seconds(text, 7.0) == seconds
+    assert _seconds(timedelta(seconds=2), 7.0) == 2.0
 
 
 @pytest.mark.parametrize(

@@ -92,14 +92,9 @@ from ..errors import ConfigurationError, StorageError
 from ..file_object import FileObject, FileObjectList, column_json_schema
 from ..registry import BackendRegistry, storages
 from ..signing import DEFAULT_BASE_URL, HmacUrlSigner, attach_signer, detach_signer
+from ._asgi import DEFAULT_HTTP_CHUNK_SIZE, FileDownload, SignedStorageRoute
 from ._errors import error_body, error_classes_to_handle
-from ._http import (
-    DEFAULT_HTTP_CHUNK_SIZE,
-    Disposition,
-    FileDownload,
-    Message,
-    SignedStorageRoute,
-)
+from ._http import Disposition, Message
 
 if TYPE_CHECKING:
     from click import Group

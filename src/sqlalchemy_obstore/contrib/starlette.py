@@ -65,8 +65,9 @@ from ..errors import ConfigurationError
 from ..file_object import FileObject
 from ..registry import BackendRegistry, storages
 from ..signing import DEFAULT_BASE_URL, HmacUrlSigner, attach_signer, detach_signer
+from ._asgi import DEFAULT_HTTP_CHUNK_SIZE, FileDownload, SignedStorageRoute
 from ._errors import error_body, error_classes_to_handle
-from ._http import DEFAULT_HTTP_CHUNK_SIZE, Disposition, FileDownload, SignedStorageRoute
+from ._http import Disposition
 
 if TYPE_CHECKING:
     from ..tickets import UploadTickets
