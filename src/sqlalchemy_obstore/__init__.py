@@ -9,6 +9,7 @@ after the commit.
 from __future__ import annotations
 
 from . import lifecycle
+from ._version import __version__
 from .backends import Backend, ObjectInfo, ObstoreBackend, SignedURL, WriteResult
 from .composite import MirrorBackend, OverlayBackend
 from .errors import (
@@ -95,8 +96,6 @@ from .reprocessing import (
 )
 from .types import StoredObject
 from .validation import UploadPolicy, detect_content_type
-
-__version__ = "0.1.0"
 
 lifecycle.install_listeners()  # the session integration, once (see its documentation)
 

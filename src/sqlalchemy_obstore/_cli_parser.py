@@ -7,8 +7,8 @@ import re
 from datetime import timedelta
 from typing import NoReturn
 
-from . import __version__
 from ._cli_output import EXIT_USAGE, PROG, Failure, seconds_text
+from ._version import __version__
 from .gc import DEFAULT_GRACE_PERIOD, MIN_GRACE_PERIOD
 
 __all__ = ("build_parser", "parse_duration")

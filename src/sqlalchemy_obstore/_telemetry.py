@@ -32,6 +32,7 @@ from typing import Any, Literal, TypeAlias, TypeVar
 
 from typing_extensions import ParamSpec
 
+from ._version import __version__
 from .errors import redact
 
 try:
@@ -209,8 +210,6 @@ def _tracer() -> Any:
     provider = _source._TRACER_PROVIDER
     if provider is None:
         return None
-    from . import __version__
-
     _settings.tracer = provider.get_tracer(INSTRUMENTATION_NAME, __version__)
     return _settings.tracer
 
@@ -379,8 +378,6 @@ def _counters() -> dict[str, Any] | None:
     counters = _settings.counters
     if counters is not None or _metrics is None:
         return counters
-    from . import __version__
-
     provider = _settings.meter_provider
     # The global meter: a stand-in until a provider is set, then the real one.
     meter = (
