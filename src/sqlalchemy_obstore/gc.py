@@ -420,9 +420,8 @@ class _Collector:
 
     def _stage(self) -> None:
         for column in self.columns:
-            for batch in _gc_sql.iter_references(self.conn, column, self.batch_size):
-                self.refs.add(batch)
-                self.report.references += len(batch)
+            for staged in self.refs.stage(column, self.batch_size):
+                self.report.references += staged
                 if self.progress is not None:
                     self.progress(Progress("staging", self.report.references))
         self.refs.index()
@@ -601,16 +600,9 @@ def _live_references(
     `path` anywhere in the other documents; other databases rescan the column.
     """
     found: set[str] = set()
-    if not paths:
-        return found
-    wanted = set(paths)
-    for column in columns:
-        stmt = _gc_sql.live_reference_query(connection, column)
-        if stmt is None:
-            for batch in _gc_sql.iter_references(connection, column, 1000):
-                found.update(p for _, p in batch if p in wanted)
-            continue
-        found.update(connection.scalars(stmt, {"paths": list(wanted)}))
+    wanted = list(set(paths))
+    for column in columns if wanted else ():
+        found.update(_gc_sql.live_paths(connection, column, wanted))
     return found
 
 
