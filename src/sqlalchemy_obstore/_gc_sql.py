@@ -210,7 +210,10 @@ class ReferenceTable:
         return list(self.conn.scalars(select(self.table.c.backend).distinct()))
 
     def stage(self, file_column: FileColumn, batch_size: int) -> Iterator[int]:
-        """Stage the references of a column (before `index`); yields each batch's count."""
+        """Stage the references of a column (before `index`).
+
+        Yields the number of references of each batch of rows that holds any.
+        """
         default = file_column.stored_type.backend
         table, v = _names(self.conn, file_column)
         plain = _plain(self.conn, v, default)
@@ -237,7 +240,8 @@ class ReferenceTable:
                 for value in self.conn.scalars(others, parameters):
                     refs.extend((key, data["path"]) for data, key in stored_files(value, default))
                 self.add(refs)
-            yield inserted + len(refs)
+            if inserted or refs:
+                yield inserted + len(refs)
 
     def add(self, batch: Sequence[tuple[str, str]]) -> None:
         """Insert `(backend, path)` pairs (before `index`)."""

@@ -14,12 +14,13 @@ in it is found by [`find_file_columns`][sqlalchemy_obstore.gc.find_file_columns]
 
 **How the collector works, with bounded memory.** No set of keys is ever held in memory:
 
-1. Every reference (backend key, path) of every column, renditions included, is streamed
-   from the database (with `yield_per`, so PostgreSQL uses a server-side cursor) into a
-   *temporary table*, in batches of `batch_size`, which is indexed on `(backend, path)`
-   once filled. On SQLite and PostgreSQL the database reads the key and path of a
-   plain stored file itself (`json_extract`, `->>`); documents with renditions, lists
-   and odd values are walked in Python. Other databases return every document.
+1. Every reference (backend key, path) of every column, renditions included, is put
+   into a *temporary table*, in batches of `batch_size` rows, which is indexed on
+   `(backend, path)` once filled. On SQLite and PostgreSQL the database copies the key
+   and path of a plain stored file itself (`INSERT ... SELECT` with `json_extract`,
+   `->>`; the batches are ranges of the first primary key column); only documents with
+   renditions, lists and odd values come to Python to be walked. Other databases
+   stream every document (with `yield_per`, so a server-side cursor where there is one).
 2. Each backend's managed prefix (`backend.prefix`) is listed page by page
    (`batch_size` objects); each page is checked against the temporary table with one
    query: on SQLite and PostgreSQL an index range scan between the page's smallest and

@@ -151,7 +151,7 @@ def test_the_database_reads_the_references_the_walker_reads(
         refs.drop()
     assert sorted(found) == sorted(expected)
     assert sum(counts) == len(expected)
-    assert len(counts) == len(ODD_VALUES) // 3 + 1  # one batch per 3 rows (keyset ranges)
+    assert 1 < len(counts) <= len(ODD_VALUES) // 3 + 1  # batches of 3 rows (keyset ranges)
     assert ("files", "false-backend") in found
     assert not [ref for ref in found if ref[1] == "number-backend"]
 
