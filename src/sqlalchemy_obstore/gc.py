@@ -14,12 +14,13 @@ in it is found by [`find_file_columns`][sqlalchemy_obstore.gc.find_file_columns]
 
 **How the collector works, with bounded memory.** No set of keys is ever held in memory:
 
-1. Every reference (backend key, path) of every column, renditions included, is streamed
-   from the database (with `yield_per`, so PostgreSQL uses a server-side cursor) into a
-   *temporary table*, in batches of `batch_size`, which is indexed on `(backend, path)`
-   once filled. On SQLite and PostgreSQL the database reads the key and path of a
-   plain stored file itself (`json_extract`, `->>`); documents with renditions, lists
-   and odd values are walked in Python. Other databases return every document.
+1. Every reference (backend key, path) of every column, renditions included, is put
+   into a *temporary table*, in batches of `batch_size` rows, which is indexed on
+   `(backend, path)` once filled. On SQLite and PostgreSQL the database copies the key
+   and path of a plain stored file itself (`INSERT ... SELECT` with `json_extract`,
+   `->>`; the batches are ranges of the first primary key column); only documents with
+   renditions, lists and odd values come to Python to be walked. Other databases
+   stream every document (with `yield_per`, so a server-side cursor where there is one).
 2. Each backend's managed prefix (`backend.prefix`) is listed page by page
    (`batch_size` objects); each page is checked against the temporary table with one
    query: on SQLite and PostgreSQL an index range scan between the page's smallest and
@@ -387,9 +388,8 @@ class _Collector:
 
     def _stage(self) -> None:
         for column in self.columns:
-            for batch in _gc_sql.iter_references(self.conn, column, self.batch_size):
-                self.refs.add(batch)
-                self.report.references += len(batch)
+            for staged in self.refs.stage(column, self.batch_size):
+                self.report.references += staged
                 if self.progress is not None:
                     self.progress(Progress("staging", self.report.references))
         self.refs.index()
@@ -570,16 +570,9 @@ def _live_references(
     `path` anywhere in the other documents; other databases rescan the column.
     """
     found: set[str] = set()
-    if not paths:
-        return found
-    wanted = set(paths)
-    for column in columns:
-        stmt = _gc_sql.live_reference_query(connection, column)
-        if stmt is None:
-            for batch in _gc_sql.iter_references(connection, column, 1000):
-                found.update(p for _, p in batch if p in wanted)
-            continue
-        found.update(connection.scalars(stmt, {"paths": list(wanted)}))
+    wanted = list(set(paths))
+    for column in columns if wanted else ():
+        found.update(_gc_sql.live_paths(connection, column, wanted))
     return found
 
 

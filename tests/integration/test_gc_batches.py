@@ -119,7 +119,7 @@ ODD_VALUES: list[Any] = [
 def test_the_database_reads_the_references_the_walker_reads(
     engine_fixture: str, request: pytest.FixtureRequest
 ) -> None:
-    from sqlalchemy import JSON, Column, Integer, MetaData, Table
+    from sqlalchemy import JSON, Column, Integer, MetaData, Table, select
 
     from sqlalchemy_obstore import StoredObject, _column, _gc_sql
     from sqlalchemy_obstore._file_columns import target_columns
@@ -143,14 +143,20 @@ def test_the_database_reads_the_references_the_walker_reads(
         for data, backend in _column.stored_files(value, "files")
     ]
     (column,) = target_columns(metadata)
-    with engine.connect() as conn:
-        found = [ref for batch in _gc_sql.iter_references(conn, column, 3) for ref in batch]
+    with engine.connect() as conn:  # batches of 3 rows: plain and other rows in most
+        refs = _gc_sql.ReferenceTable(conn, "odd_refs")
+        refs.create()
+        counts = list(refs.stage(column, 3))
+        found = [tuple(row) for row in conn.execute(select(refs.table))]
+        refs.drop()
     assert sorted(found) == sorted(expected)
+    assert sum(counts) == len(expected)
+    assert 1 < len(counts) <= len(ODD_VALUES) // 3 + 1  # batches of 3 rows (keyset ranges)
     assert ("files", "false-backend") in found
     assert not [ref for ref in found if ref[1] == "number-backend"]
 
 
-def test_pages_whose_range_holds_many_references_are_looked_up_key_by_key(
+def test_pages_are_looked_up_exactly_among_references_to_missing_objects(
     sqlite_engine: Engine,
 ) -> None:
     backend = ObstoreBackend("bulk", "memory://", prefix="data")
