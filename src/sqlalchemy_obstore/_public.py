@@ -27,6 +27,6 @@ def adopt(namespace: MutableMapping[str, object]) -> None:
     assert isinstance(exported, (tuple, list))
     for attr in exported:
         value = namespace[attr]
-        if inspect.isclass(value) or inspect.isfunction(value):
-            if value.__module__ == private:
-                value.__module__ = public
+        class_or_function = inspect.isclass(value) or inspect.isfunction(value)
+        if class_or_function and value.__module__ == private:
+            value.__module__ = public

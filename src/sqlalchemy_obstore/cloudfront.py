@@ -55,14 +55,15 @@ Example:
     'https://d111111abcdef8.cloudfront.net/docs/a.pdf?Expires=1893456000'
     >>> url.split("&Key-Pair-Id=")[1]
     'K2JCJMDEHXQW5F&Hash-Algorithm=SHA256'
-"""
+"""  # noqa: E501
 
-from ._cloudfront import (
+# In the implementation's order, which the reference page follows.
+from ._cloudfront import (  # noqa: I001
     DEFAULT_MAX_EXPIRES_IN,
     RESERVED_PARAMETERS,
-    CloudFrontSigner,
     HashAlgorithm,
     PrivateKey,
+    CloudFrontSigner,
 )
 from ._public import adopt as _adopt
 

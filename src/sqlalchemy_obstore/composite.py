@@ -13,6 +13,7 @@ Both are [`Backend`][sqlalchemy_obstore.Backend] subclasses: register them in a 
 like any backend; columns name them by key.
 """
 
+# In the implementation's order, which the reference page follows.
 from ._composite import (
     TOMBSTONE_PREFIX,
     MirrorBackend,

@@ -26,24 +26,25 @@ Row values are untrusted, so each one is one key segment, checked by
 plain, safe segment is refused, never rewritten.
 """
 
-from ._keys import (
+# In the implementation's order, which the reference page follows.
+from ._keys import (  # noqa: I001
+    KeyFunction,
+    KeySegment,
+    KeyContext,
+    KeyPrefixFunction,
     DEFAULT_FILENAME,
     MAX_FILENAME_BYTES,
-    MAX_SEGMENT_BYTES,
-    KeyContext,
-    KeyFunction,
-    KeyPrefixFunction,
-    KeySegment,
-    build_key,
     check_filename,
-    check_object_path,
-    join_key,
+    sanitize_filename,
     key_safe_name,
+    uuid_key,
+    join_key,
+    validate_key,
+    check_object_path,
+    build_key,
+    MAX_SEGMENT_BYTES,
     key_segment,
     row_key_prefix,
-    sanitize_filename,
-    uuid_key,
-    validate_key,
 )
 from ._public import adopt as _adopt
 

@@ -46,15 +46,16 @@ decide on go through one private module (`_io`), which awaits obstore's async ca
 (concurrently) inside an `AsyncSession` and makes the sync calls elsewhere.
 """
 
-from ._lifecycle import (
+# In the implementation's order, which the reference page follows.
+from ._lifecycle import (  # noqa: I001
+    TRACKING_KEY,
     CONCURRENCY_KEY,
     DEFAULT_UPLOAD_CONCURRENCY,
-    TRACKING_KEY,
     disable_tracking,
     enable_tracking,
+    is_tracking,
     install_listeners,
     installed_listeners,
-    is_tracking,
 )
 from ._public import adopt as _adopt
 

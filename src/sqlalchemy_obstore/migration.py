@@ -43,6 +43,7 @@ entry point copies one object at a time (a large object is still uploaded in par
 parts by obstore).
 """
 
+# In the implementation's order, which the reference page follows.
 from ._migration import (
     DEFAULT_MAX_PASSES,
     MigrationFailure,

@@ -47,21 +47,22 @@ Example:
     'webp'
 """
 
-from ._processing import (
-    DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_FRAMES,
-    DEFAULT_MAX_MEMORY,
-    DEFAULT_MAX_PIXELS,
+# In the implementation's order, which the reference page follows.
+from ._processing import (  # noqa: I001
+    ImageFacts,
     DEFAULT_PROCESSING_MEMORY,
     DEFAULT_PROCESSING_WORKERS,
-    ImageFacts,
-    ImagePolicy,
-    Normalize,
     ProcessingLimits,
-    Rendition,
     processing_limits,
-    rendition_path,
     set_processing_limits,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_MEMORY,
+    DEFAULT_MAX_FRAMES,
+    Rendition,
+    Normalize,
+    ImagePolicy,
+    rendition_path,
 )
 from ._public import adopt as _adopt
 

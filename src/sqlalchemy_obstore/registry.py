@@ -25,16 +25,17 @@ outcome is unknown): see
 [`BackendRegistry.add_orphan_listener`][sqlalchemy_obstore.registry.BackendRegistry.add_orphan_listener].
 """
 
-from ._public import adopt as _adopt
-from ._registry import (
-    BackendRegistry,
-    OrphanListener,
+# In the implementation's order, which the reference page follows.
+from ._registry import (  # noqa: I001
     OrphanReason,
     OrphanReport,
+    OrphanListener,
     StandIn,
+    BackendRegistry,
     report_orphans,
     storages,
 )
+from ._public import adopt as _adopt
 
 __all__ = (
     "BackendRegistry",

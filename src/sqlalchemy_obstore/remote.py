@@ -36,17 +36,18 @@ networks only (for example an internal mirror).
 httpx is an optional dependency: `pip install 'sqlalchemy-obstore[http]'`.
 """
 
-from ._public import adopt as _adopt
-from ._remote import (
+# In the implementation's order, which the reference page follows.
+from ._remote import (  # noqa: I001
     BLOCKED_NETWORKS,
+    check_address,
+    RemoteResponse,
+    filename_from_content_disposition,
+    DEFAULT_TIMEOUT,
     DEFAULT_DEADLINE,
     DEFAULT_MAX_REDIRECTS,
-    DEFAULT_TIMEOUT,
-    RemoteResponse,
     RemoteSource,
-    check_address,
-    filename_from_content_disposition,
 )
+from ._public import adopt as _adopt
 
 __all__ = (
     "BLOCKED_NETWORKS",

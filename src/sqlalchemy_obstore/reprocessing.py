@@ -44,14 +44,15 @@ SQLAlchemy's greenlet bridge, where storage and image work are awaited and up to
 `concurrency` images are processed at once.
 """
 
-from ._public import adopt as _adopt
-from ._reprocessing import (
+# In the implementation's order, which the reference page follows.
+from ._reprocessing import (  # noqa: I001
     ReprocessFailure,
     ReprocessProgress,
     ReprocessReport,
     reprocess,
     reprocess_async,
 )
+from ._public import adopt as _adopt
 
 __all__ = (
     "ReprocessFailure",

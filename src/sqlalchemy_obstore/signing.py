@@ -40,16 +40,17 @@ Example:
     >>> signer.verify("uploads", "docs/a.txt", method="GET", **query)  # no error: genuine
 """
 
-from ._public import adopt as _adopt
-from ._signing import (
+# In the implementation's order, which the reference page follows.
+from ._signing import (  # noqa: I001
+    MIN_SECRET_BYTES,
     DEFAULT_BASE_URL,
     DEFAULT_MAX_EXPIRES_IN,
-    MIN_SECRET_BYTES,
     HmacUrlSigner,
+    development_signer,
     attach_signer,
     detach_signer,
-    development_signer,
 )
+from ._public import adopt as _adopt
 
 __all__ = (
     "DEFAULT_BASE_URL",

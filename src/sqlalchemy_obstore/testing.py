@@ -28,17 +28,18 @@ Example (a pytest fixture, without the plugin):
             yield backends
 """
 
-from ._public import adopt as _adopt
-from ._testing import (
-    FaultInjectingBackend,
-    FileFactory,
-    InjectedFault,
+# In the implementation's order, which the reference page follows.
+from ._testing import (  # noqa: I001
     Operation,
-    inject_faults,
-    make_file,
+    InjectedFault,
     memory_backends,
     memory_stand_in,
+    make_file,
+    FileFactory,
+    FaultInjectingBackend,
+    inject_faults,
 )
+from ._public import adopt as _adopt
 
 __all__ = (
     "FaultInjectingBackend",

@@ -62,18 +62,19 @@ Example:
     ('report.txt', 5, 'text/plain')
 """
 
-from ._public import adopt as _adopt
-from ._tickets import (
-    INCOMING_PREFIX,
-    TICKET_VERSION,
+# In the implementation's order, which the reference page follows.
+from ._tickets import (  # noqa: I001
     MemoryReplayGuard,
     ReplayGuard,
-    S3Method,
     SqlReplayGuard,
+    TICKET_VERSION,
+    INCOMING_PREFIX,
+    S3Method,
     UploadGrant,
     UploadMethod,
     UploadTickets,
 )
+from ._public import adopt as _adopt
 
 __all__ = (
     "INCOMING_PREFIX",

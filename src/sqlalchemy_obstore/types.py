@@ -7,11 +7,12 @@ Change tracking is wired automatically for every mapped `StoredObject` column: i
 changes mark the row dirty without `flag_modified`.
 """
 
-from ._public import adopt as _adopt
-from ._types import (
+# In the implementation's order, which the reference page follows.
+from ._types import (  # noqa: I001
     StoredObject,
     stored_object_columns,
 )
+from ._public import adopt as _adopt
 
 __all__ = (
     "StoredObject",

@@ -33,14 +33,15 @@ Example:
     (('stock.csv', 9, 'text/csv'), b'name,qty\\n')
 """
 
-from ._public import adopt as _adopt
-from ._uploads import (
+# In the implementation's order, which the reference page follows.
+from ._uploads import (  # noqa: I001
     UPLOAD_CHUNK_SIZE,
     UploadContent,
-    error_status,
-    file_from_stream,
     file_from_upload,
+    file_from_stream,
+    error_status,
 )
+from ._public import adopt as _adopt
 
 __all__ = (
     "UPLOAD_CHUNK_SIZE",

@@ -30,16 +30,17 @@ Example:
     'image/png'
 """
 
-from ._public import adopt as _adopt
-from ._validation import (
-    SIZE_UNITS,
-    SNIFF_BYTES,
-    UploadPolicy,
+# In the implementation's order, which the reference page follows.
+from ._validation import (  # noqa: I001
     Validator,
-    detect_content_type,
-    effective_policy,
+    SNIFF_BYTES,
+    SIZE_UNITS,
     parse_size,
+    UploadPolicy,
+    effective_policy,
+    detect_content_type,
 )
+from ._public import adopt as _adopt
 
 __all__ = (
     "SIZE_UNITS",

@@ -7,7 +7,7 @@ import importlib
 import importlib.resources
 import inspect
 from pathlib import Path
-from types import GenericAlias, ModuleType
+from types import GenericAlias
 
 import pytest
 
