@@ -6,6 +6,7 @@ import ast
 import importlib
 import importlib.resources
 import inspect
+import typing
 from pathlib import Path
 from types import GenericAlias
 
@@ -79,6 +80,26 @@ def test_a_reexport_module_shows_only_its_all(name: str) -> None:
         value = getattr(module, attr)
         if inspect.isclass(value) or inspect.isfunction(value):
             assert value.__module__ != implementation.__name__, f"{name}.{attr}: private home"
+
+
+@pytest.mark.parametrize("name", REEXPORTING)
+def test_adopted_classes_keep_resolvable_type_hints(name: str) -> None:
+    """`typing.get_type_hints` resolves a class's annotations in the module its
+    `__module__` names; after adoption that is the public module, which lacks the
+    implementation's imports. What resolved in the implementation module still resolves.
+    """
+    module = importlib.import_module(name)
+    package, _, leaf = name.rpartition(".")
+    implementation = vars(importlib.import_module(f"{package}._{leaf}"))
+    for attr in module.__all__:
+        value = getattr(module, attr)
+        if not inspect.isclass(value) or value.__module__ != name:
+            continue
+        try:
+            expected = typing.get_type_hints(value, globalns=implementation)
+        except NameError:
+            continue  # a name imported for type checking only: never resolvable at run time
+        assert typing.get_type_hints(value) == expected, f"{name}.{attr}"
 
 
 SOURCE = Path(sqlalchemy_obstore.__file__).parent
