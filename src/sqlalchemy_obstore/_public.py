@@ -2,8 +2,8 @@
 
 Each documented module (`sqlalchemy_obstore.lifecycle`, ...) is a thin module that
 imports its public names from a private implementation module (`_lifecycle`) and calls
-[`adopt`][sqlalchemy_obstore._public.adopt], so that reprs, tracebacks and pickles name
-the documented path rather than the private one.
+`adopt`, so that reprs, tracebacks and pickles name the documented path rather than the
+private one.
 """
 
 from __future__ import annotations
