@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from urllib.parse import quote
 
-from .keys import DEFAULT_FILENAME, sanitize_filename
+from ._keys import DEFAULT_FILENAME, sanitize_filename
 
 __all__ = (
     "ACTIVE_CONTENT_TYPES",

@@ -14,7 +14,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import TooManyPartsError
+from ._errors import TooManyPartsError
 
 __all__ = (
     "PART_LIMITS",

@@ -31,8 +31,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, DeclarativeBaseNoMeta, sessionmaker
 
-from .errors import redact
-from .registry import BackendRegistry
+from ._errors import redact
+from ._registry import BackendRegistry
 
 __all__ = (
     "AppLoadError",

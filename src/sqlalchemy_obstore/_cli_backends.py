@@ -28,8 +28,8 @@ from ._cli_resources import (
     probe,
     probe_error,
 )
+from ._errors import StorageError, redact
 from .backends import Backend
-from .errors import StorageError, redact
 from .gc import FileColumn, find_file_columns
 
 __all__ = ("backends_command",)

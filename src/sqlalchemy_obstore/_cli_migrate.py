@@ -40,7 +40,7 @@ def migrate_command(app: Application, out: Output) -> int:
         raise Failure(EXIT_USAGE, "--delete-source cannot be combined with --dry-run.")
     if args.source == args.destination:
         raise Failure(EXIT_USAGE, "--from and --to name the same backend.")
-    from . import migration
+    from . import _migration as migration
 
     columns = file_columns(app)
     database = find_database(app)

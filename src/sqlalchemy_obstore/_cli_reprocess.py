@@ -61,8 +61,8 @@ def reprocess_command(app: Application, out: Output) -> int:
             "refusing to reprocess without --yes: renditions are uploaded and rows "
             "rewritten; try --dry-run first, then add --yes.",
         )
-    from . import reprocessing
-    from .errors import ConfigurationError
+    from . import _reprocessing as reprocessing
+    from ._errors import ConfigurationError
 
     columns = _chosen(file_columns(app), args.column)
     cursor = _cursor(args.start_after)

@@ -34,10 +34,10 @@ from ._cli_app import (
     loaded_metadata,
 )
 from ._cli_output import EXIT_UNAVAILABLE, EXIT_USAGE, Failure, error_line
+from ._errors import StorageError, redact
+from ._registry import BackendRegistry, storages
 from .backends import Backend
-from .errors import StorageError, redact
 from .gc import FileColumn, find_file_columns
-from .registry import BackendRegistry, storages
 
 __all__ = (
     "Application",

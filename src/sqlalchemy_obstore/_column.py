@@ -25,8 +25,8 @@ from typing import Annotated, Any, Generic, Protocol, TypeGuard, TypeVar
 
 import msgspec
 
-from .errors import InvalidFileObjectError
-from .keys import check_filename, check_object_path
+from ._errors import InvalidFileObjectError
+from ._keys import check_filename, check_object_path
 
 __all__ = (
     "ATTRIBUTES",

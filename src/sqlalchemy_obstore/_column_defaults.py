@@ -16,7 +16,7 @@ from ._mutable import set_quietly
 from .file_object import FileObject
 
 if TYPE_CHECKING:
-    from .registry import BackendRegistry
+    from ._registry import BackendRegistry
 
 __all__ = ("ColumnDefaults", "apply_column_defaults")
 

@@ -25,7 +25,7 @@ from typing import IO, Any, Literal, TypeAlias
 
 from ._attributes import DEFAULT_CONTENT_TYPE
 from ._body import SizedBody
-from .errors import InvalidFileObjectError, NoContentError
+from ._errors import InvalidFileObjectError, NoContentError
 
 __all__ = (
     "CONSUMED",

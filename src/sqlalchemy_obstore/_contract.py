@@ -20,14 +20,14 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple, Protocol, TypeAlias, overload
 from urllib.parse import quote
 
-from .errors import (
+from ._errors import (
     InvalidExpiryError,
     ObjectNotFoundError,
     UnsupportedOperationError,
     redact_url,
 )
-from .keys import KeyFunction
-from .validation import UploadPolicy
+from ._keys import KeyFunction
+from ._validation import UploadPolicy
 
 __all__ = (
     "DEFAULT_CHUNK_SIZE",

@@ -18,11 +18,11 @@ from typing import Any, Protocol, TypeVar
 
 from ._column import ATTRIBUTES
 from ._content import content_kind
+from ._errors import FileObjectError, InvalidFileObjectError
 from ._info import InfoDict
+from ._keys import check_filename as check_filename_text
+from ._keys import check_object_path
 from ._owned_dict import OwnedDict
-from .errors import FileObjectError, InvalidFileObjectError
-from .keys import check_filename as check_filename_text
-from .keys import check_object_path
 
 __all__ = (
     "FIELD_CHECKS",

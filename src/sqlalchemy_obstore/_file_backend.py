@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import UntrustedReferenceError
-from .registry import BackendRegistry, storages
+from ._errors import UntrustedReferenceError
+from ._registry import BackendRegistry, storages
 
 if TYPE_CHECKING:
     from .backends import Backend

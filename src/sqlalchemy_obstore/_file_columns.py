@@ -19,8 +19,8 @@ from typing import Any, NamedTuple
 from sqlalchemy import Column, MetaData, Table
 from sqlalchemy.orm import Mapper
 
-from .errors import ConfigurationError
-from .types import StoredObject, stored_object_columns
+from ._errors import ConfigurationError
+from ._types import StoredObject, stored_object_columns
 
 __all__ = (
     "FileColumn",

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import obstore
 
-from .errors import ForkedProcessError
+from ._errors import ForkedProcessError
 
 __all__ = ("obs", "obstore_used_in")
 

@@ -15,7 +15,7 @@ import inspect
 from collections.abc import AsyncIterator, Mapping
 from typing import IO, Any, NamedTuple
 
-from .errors import InvalidFileObjectError, NoContentError
+from ._errors import InvalidFileObjectError, NoContentError
 
 __all__ = (
     "GENERIC_TYPES",

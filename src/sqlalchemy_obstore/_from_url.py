@@ -15,7 +15,7 @@ from ._attributes import guess_content_type
 from ._mutable import set_quietly
 
 if TYPE_CHECKING:
-    from .remote import RemoteResponse
+    from ._remote import RemoteResponse
 
 __all__ = ("remote_content",)
 
@@ -54,7 +54,7 @@ def remote_content(
     last path segment, else `"file"`. Call `attach` with the file built, so that the
     response can name it.
     """
-    from .remote import RemoteSource  # (only files from URLs need the HTTP machinery)
+    from ._remote import RemoteSource  # (only files from URLs need the HTTP machinery)
 
     naming = _Naming(filename, content_type)
     source = RemoteSource(url, on_response=naming, **fetch)

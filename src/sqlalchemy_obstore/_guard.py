@@ -12,13 +12,13 @@ from __future__ import annotations
 from typing import Protocol
 
 from ._attributes import ACTIVE_CONTENT_TYPES, DEFAULT_CONTENT_TYPE
-from .errors import (
+from ._errors import (
     FileTooLargeError,
     FileTooSmallError,
     InvalidContentTypeError,
     InvalidExtensionError,
 )
-from .validation import UploadPolicy, detect_content_type
+from ._validation import UploadPolicy, detect_content_type
 
 __all__ = ("Declared", "Guard", "refine")
 

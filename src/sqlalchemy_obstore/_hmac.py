@@ -19,7 +19,7 @@ import hmac
 import re
 from collections.abc import Iterable
 
-from .errors import ConfigurationError
+from ._errors import ConfigurationError
 
 __all__ = (
     "MIN_SECRET_BYTES",

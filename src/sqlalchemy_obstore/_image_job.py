@@ -13,10 +13,10 @@ import functools
 from dataclasses import dataclass
 
 from ._column import ImageFacts
+from ._errors import ImageTooLargeError, InvalidImageError, StorageError
 from ._image_work import inspect_image, mime, open_image, pil, render
 from ._offload import hold_memory, run_in_worker, run_in_worker_async
-from .errors import ImageTooLargeError, InvalidImageError, StorageError
-from .processing import ImagePolicy, Rendition
+from ._processing import ImagePolicy, Rendition
 
 __all__ = (
     "Derived",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .processing import ImagePolicy, Rendition
+    from ._processing import ImagePolicy, Rendition
 
 __all__ = (
     "SWAPPING",

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._errors import ImageTooLargeError, InvalidImageError, MissingDependencyError
 from ._image_plan import (
     SWAPPING,
     Layout,
@@ -35,12 +36,11 @@ from ._image_plan import (
     steps_for,
     strip_rows,
 )
-from .errors import ImageTooLargeError, InvalidImageError, MissingDependencyError
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-    from .processing import ImagePolicy
+    from ._processing import ImagePolicy
 
 __all__ = ("Job", "inspect_image", "mime", "open_image", "pil", "render")
 

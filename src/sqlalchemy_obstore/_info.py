@@ -16,8 +16,8 @@ import math
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from ._errors import InvalidFileObjectError
 from ._owned_dict import OwnedDict
-from .errors import InvalidFileObjectError
 
 __all__ = ("InfoDict", "check_json_value")
 

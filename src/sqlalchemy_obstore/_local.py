@@ -47,8 +47,8 @@ from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 
+from ._errors import PathEscapeError
 from ._logging import library_logger
-from .errors import PathEscapeError
 
 __all__ = ("LocalRoot",)
 

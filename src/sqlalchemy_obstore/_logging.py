@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from .errors import redact
+from ._errors import redact
 
 __all__ = ("REDACTION", "library_logger")
 

@@ -18,10 +18,10 @@ from typing import Any, Literal
 
 from ._attributes import object_attributes
 from ._copy import copy_object
+from ._errors import ObjectNotFoundError, StorageError
 from ._file_columns import FileColumn
 from ._io import Call, iterate, run
 from .backends import Backend, ObjectInfo
-from .errors import ObjectNotFoundError, StorageError
 
 __all__ = ("Job", "Mover", "Outcome", "delete", "head", "job_of")
 

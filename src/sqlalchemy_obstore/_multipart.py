@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Literal, TypeAlias, TypeVar
 
 from . import _io
+from ._errors import UnsupportedOperationError
 from ._s3_requests import (
     Operation,
     Request,
@@ -50,7 +51,6 @@ from ._s3_requests import (
     store_backend,
 )
 from .backends import Backend
-from .errors import UnsupportedOperationError
 
 __all__ = (
     "IncompleteUpload",

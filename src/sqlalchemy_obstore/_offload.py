@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .errors import ConfigurationError
+from ._errors import ConfigurationError
 
 __all__ = (
     "DEFAULT_PROCESSING_MEMORY",

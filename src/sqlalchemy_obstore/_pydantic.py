@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._column import column_value
-from .errors import InvalidFileObjectError
+from ._errors import InvalidFileObjectError
 
 if TYPE_CHECKING:
     from pydantic_core import CoreSchema

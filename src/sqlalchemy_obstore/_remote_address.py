@@ -12,7 +12,7 @@ import ipaddress
 from collections.abc import Iterable
 from typing import TypeAlias
 
-from .errors import ForbiddenAddressError
+from ._errors import ForbiddenAddressError
 
 __all__ = ("BLOCKED_NETWORKS", "IPAddress", "IPNetwork", "check_address")
 

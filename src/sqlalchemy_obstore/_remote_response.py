@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from .keys import sanitize_filename
+from ._keys import sanitize_filename
 
 if TYPE_CHECKING:
     import httpx

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ._errors import ConfigurationError
 from ._io import run_on_engine
-from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     from sqlalchemy import MetaData, Table

@@ -36,8 +36,8 @@ from sqlalchemy import (
     update,
 )
 
+from ._errors import ConfigurationError
 from ._file_columns import FileColumn
-from .errors import ConfigurationError
 
 __all__ = ("Row", "on_connection", "require_primary_key", "row_batches", "swap_row")
 

@@ -37,10 +37,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
-from ._sigv4 import Credentials, encode_path, encode_query, sign_headers
-from ._stores import truthy
-from .backends import Backend, ObstoreBackend
-from .errors import (
+from ._errors import (
     MissingDependencyError,
     StorageError,
     StorageOperationError,
@@ -48,6 +45,9 @@ from .errors import (
     UnsupportedOperationError,
     redact,
 )
+from ._sigv4 import Credentials, encode_path, encode_query, sign_headers
+from ._stores import truthy
+from .backends import Backend, ObstoreBackend
 
 if TYPE_CHECKING:
     import httpx

@@ -37,15 +37,15 @@ from datetime import datetime, timedelta, timezone
 from xml.sax.saxutils import escape
 
 from ._body import PART_LIMITS, PartLimits, part_size
-from ._multipart import IncompleteUpload, abort_operation
-from ._s3_requests import Operation, Request, Target, failure, parse_xml
-from ._sigv4 import Credentials, post_policy_fields, presign_url
-from .errors import (
+from ._errors import (
     FileTooLargeError,
     ObjectNotFoundError,
     StorageOperationError,
     UploadPartsError,
 )
+from ._multipart import IncompleteUpload, abort_operation
+from ._s3_requests import Operation, Request, Target, failure, parse_xml
+from ._sigv4 import Credentials, post_policy_fields, presign_url
 
 __all__ = (
     "MAX_PART_URLS",

@@ -25,13 +25,13 @@ from datetime import datetime, timedelta, timezone
 from time import time as now
 from typing import Any, Protocol
 
+from ._errors import FileObjectError, InvalidFileObjectError, NoContentError
 from ._file_backend import file_backend, file_backend_key
 from ._io import Call, Gather, Plan
+from ._keys import build_key
 from ._mutable import set_quietly
+from ._registry import BackendRegistry, storages
 from .backends import Backend, SignedURL
-from .errors import FileObjectError, InvalidFileObjectError, NoContentError
-from .keys import build_key
-from .registry import BackendRegistry, storages
 
 __all__ = (
     "SignableFile",

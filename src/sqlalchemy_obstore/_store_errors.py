@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from obstore import exceptions as obs_errors
 
-from .errors import (
+from ._errors import (
     InvalidObjectPathError,
     ObjectExistsError,
     ObjectNotFoundError,
@@ -25,7 +25,7 @@ from .errors import (
     UnsupportedOperationError,
     redact,
 )
-from .keys import check_object_path
+from ._keys import check_object_path
 
 if TYPE_CHECKING:
     from ._contract import Backend

@@ -31,8 +31,8 @@ from obstore.store import (
     from_url,
 )
 
+from ._errors import ConfigurationError, StorageError, UnsupportedSchemeError, redact
 from ._store_errors import first_line, is_panic
-from .errors import ConfigurationError, StorageError, UnsupportedSchemeError, redact
 
 if TYPE_CHECKING:
     from obstore.store import ObjectStore

@@ -32,8 +32,8 @@ from typing import Any, Literal, TypeAlias, TypeVar
 
 from typing_extensions import ParamSpec
 
+from ._errors import redact
 from ._version import __version__
-from .errors import redact
 
 try:
     from opentelemetry import metrics as _metrics
@@ -152,7 +152,7 @@ def configure_telemetry(
         >>> configure_telemetry(record_paths=False)  # the defaults: global providers
     """
     if _trace is None and (tracer_provider is not None or meter_provider is not None):
-        from .errors import MissingDependencyError
+        from ._errors import MissingDependencyError
 
         raise MissingDependencyError("opentelemetry-api", "telemetry")
     global _source

@@ -10,11 +10,11 @@ ticket's own (`_ticket_claims.size_violation`).
 from __future__ import annotations
 
 from ._attributes import guess_content_type, serves_inline
+from ._errors import InvalidContentTypeError, ValidationError
 from ._guard import refine
 from ._ticket_claims import Claims
+from ._validation import detect_content_type
 from .backends import Backend, ObjectInfo
-from .errors import InvalidContentTypeError, ValidationError
-from .validation import detect_content_type
 
 __all__ = ("garbage", "store_serves", "verdict")
 

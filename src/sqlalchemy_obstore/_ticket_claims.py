@@ -18,16 +18,16 @@ from typing import Annotated
 
 import msgspec
 
-from ._hmac import b64decode, b64encode, derive_key, matches_any, sign, signature_bytes
-from ._s3_uploads import PartPlan
-from .errors import (
+from ._errors import (
     ExpiredUploadTicketError,
     FileTooLargeError,
     FileTooSmallError,
     InvalidUploadTicketError,
     ValidationError,
 )
-from .validation import UploadPolicy
+from ._hmac import b64decode, b64encode, derive_key, matches_any, sign, signature_bytes
+from ._s3_uploads import PartPlan
+from ._validation import UploadPolicy
 
 __all__ = (
     "TICKET_VERSION",

@@ -21,8 +21,16 @@ from typing import Any, Literal, NamedTuple, Protocol, TypeAlias
 import msgspec
 
 from ._attributes import DEFAULT_CONTENT_TYPE, content_disposition, guess_content_type
+from ._errors import (
+    ConfigurationError,
+    InvalidContentTypeError,
+    InvalidExtensionError,
+    UnsupportedOperationError,
+)
 from ._hmac import b64encode
 from ._io import Call, Plan
+from ._keys import KeyFunction, build_key, check_filename, join_key
+from ._registry import BackendRegistry
 from ._replay_guards import Clock
 from ._s3_requests import (
     Operation,
@@ -35,20 +43,12 @@ from ._s3_requests import (
 from ._s3_requests import run_async as send_async
 from ._s3_requests import run_sync as send
 from ._s3_uploads import MAX_POST_SIZE, PartPlan, create, plan_parts, post_form
+from ._signing import HmacUrlSigner
 from ._sigv4 import Credentials
 from ._ticket_checks import store_serves
 from ._ticket_claims import TICKET_VERSION, Claims, size_violation
+from ._validation import UploadPolicy
 from .backends import Backend
-from .errors import (
-    ConfigurationError,
-    InvalidContentTypeError,
-    InvalidExtensionError,
-    UnsupportedOperationError,
-)
-from .keys import KeyFunction, build_key, check_filename, join_key
-from .registry import BackendRegistry
-from .signing import HmacUrlSigner
-from .validation import UploadPolicy
 
 __all__ = (
     "INCOMING_PREFIX",

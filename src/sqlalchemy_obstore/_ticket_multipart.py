@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from ._errors import ExpiredUploadTicketError, UploadPartsError
 from ._replay_guards import Clock
 from ._s3_requests import Target
 from ._s3_uploads import MAX_PART_URLS, PartPlan, part_url
@@ -20,7 +21,6 @@ from ._sigv4 import Credentials
 from ._ticket_claims import Claims
 from ._ticket_issue import signing_credentials
 from .backends import Backend
-from .errors import ExpiredUploadTicketError, UploadPartsError
 
 __all__ = ("part_etags", "requested_parts", "sign_parts")
 

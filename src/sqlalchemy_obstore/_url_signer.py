@@ -16,14 +16,14 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from urllib.parse import quote, urlencode
 
-from ._hmac import MIN_SECRET_BYTES, b64encode, derive_key, matches_any, sign, signature_bytes
-from .errors import (
+from ._errors import (
     ConfigurationError,
     ExpiredSignatureError,
     InvalidExpiryError,
     InvalidSignatureError,
 )
-from .keys import validate_key
+from ._hmac import MIN_SECRET_BYTES, b64encode, derive_key, matches_any, sign, signature_bytes
+from ._keys import validate_key
 
 __all__ = (
     "DEFAULT_BASE_URL",

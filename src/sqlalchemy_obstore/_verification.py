@@ -17,12 +17,7 @@ from sqlalchemy import Connection, Engine, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ._column import stored_files, without_renditions
-from ._file_columns import FileColumn, target_columns
-from ._gc_sql import raw_value
-from ._io import Call, bridge_bind, run
-from ._progress import Progress, ProgressCallback
-from ._telemetry import run_span
-from .errors import (
+from ._errors import (
     BackendNotFoundError,
     ChecksumMismatchError,
     ConfigurationError,
@@ -30,8 +25,13 @@ from .errors import (
     ObjectNotFoundError,
     StorageError,
 )
+from ._file_columns import FileColumn, target_columns
+from ._gc_sql import raw_value
+from ._io import Call, bridge_bind, run
+from ._progress import Progress, ProgressCallback
+from ._registry import BackendRegistry, storages
+from ._telemetry import run_span
 from .file_object import FileObject
-from .registry import BackendRegistry, storages
 
 __all__ = (
     "Finding",

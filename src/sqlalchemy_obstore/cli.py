@@ -89,7 +89,7 @@ from ._cli_output import (
 from ._cli_parser import build_parser, parse_duration
 from ._cli_reprocess import reprocess_command
 from ._cli_resources import Application
-from .errors import ConfigurationError, StorageError, redact
+from ._errors import ConfigurationError, StorageError, redact
 
 __all__ = (
     "EXIT_INTERNAL_ERROR",

@@ -54,7 +54,7 @@ from sqlalchemy_obstore import (
     storages,
     verify_references,
 )
-from sqlalchemy_obstore import migration as migrate_module
+from sqlalchemy_obstore import _migration as migrate_module
 from sqlalchemy_obstore.testing import FaultInjectingBackend, make_file
 from tests.integration.backends import s3_backend
 

@@ -33,7 +33,7 @@ from sqlalchemy_obstore import (
     reprocess_async,
     storages,
 )
-from sqlalchemy_obstore import reprocessing as reprocess_module
+from sqlalchemy_obstore import _reprocessing as reprocess_module
 from sqlalchemy_obstore.processing import ImagePolicy, Rendition
 from sqlalchemy_obstore.testing import FaultInjectingBackend
 from tests.integration.backends import s3_backend

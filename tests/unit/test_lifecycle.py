@@ -24,7 +24,7 @@ from sqlalchemy_obstore import (
     ObstoreBackend,
     StoredObject,
 )
-from sqlalchemy_obstore import lifecycle as lc
+from sqlalchemy_obstore import _lifecycle as lc
 from sqlalchemy_obstore.lifecycle import install_listeners, installed_listeners
 from sqlalchemy_obstore.testing import memory_backends
 
@@ -165,7 +165,7 @@ def test_a_commit_whose_answer_was_lost_is_in_doubt() -> None:
 # -- the listeners --------------------------------------------------------------------------------
 def test_the_listeners_are_installed_once() -> None:
     before = installed_listeners()
-    assert "Session.before_flush -> sqlalchemy_obstore.lifecycle._before_flush" in before
+    assert "Session.before_flush -> sqlalchemy_obstore._lifecycle._before_flush" in before
     install_listeners()
     install_listeners()
     assert installed_listeners() == before

@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .._attributes import DOWNLOAD_SECURITY_HEADERS, content_disposition, guess_content_type
-from ..backends import Backend
-from ..errors import (
+from .._errors import (
     BackendNotFoundError,
     ConfigurationError,
     FileTooLargeError,
@@ -36,10 +35,11 @@ from ..errors import (
     SignedURLError,
     StoragePermissionError,
 )
+from .._registry import BackendRegistry
+from .._remote import filename_from_content_disposition
+from .._signing import HmacUrlSigner
+from ..backends import Backend
 from ..file_object import FileObject
-from ..registry import BackendRegistry
-from ..remote import filename_from_content_disposition
-from ..signing import HmacUrlSigner
 from ._http import (
     Disposition,
     DownloadPlan,
@@ -55,7 +55,7 @@ from ._http import (
 )
 
 if TYPE_CHECKING:
-    from ..tickets import UploadTickets
+    from .._tickets import UploadTickets
 
 __all__ = (
     "DEFAULT_HTTP_CHUNK_SIZE",

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import (
+from .._errors import (
     InvalidFilenameError,
     InvalidObjectPathError,
     ObjectNotFoundError,
@@ -24,7 +24,7 @@ from ..errors import (
     ValidationError,
     redact,
 )
-from ..uploads import error_status
+from .._uploads import error_status
 
 __all__ = ("CLIENT_ERRORS", "error_body", "error_classes_to_handle")
 

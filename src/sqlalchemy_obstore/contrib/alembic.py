@@ -37,8 +37,8 @@ import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..types import StoredObject
-from ..validation import UploadPolicy
+from .._types import StoredObject
+from .._validation import UploadPolicy
 
 if TYPE_CHECKING:
     from alembic.autogenerate.api import AutogenContext

@@ -63,14 +63,14 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar, Union, get_args, get_
 try:
     from fastapi import Depends, Request
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    from ..errors import MissingDependencyError
+    from .._errors import MissingDependencyError
 
     raise MissingDependencyError("fastapi", "fastapi") from exc
 
+from .._errors import BackendNotFoundError, ConfigurationError, UnsupportedOperationError
+from .._registry import BackendRegistry, storages
 from ..backends import Backend
-from ..errors import BackendNotFoundError, ConfigurationError, UnsupportedOperationError
 from ..file_object import FileObject, column_json_schema, sign_files, sign_files_async
-from ..registry import BackendRegistry, storages
 from .starlette import (
     STATE_KEY,
     FileStreamingResponse,

@@ -82,16 +82,16 @@ try:
     from litestar.response.base import ASGIResponse
     from litestar.types import Receive, Scope, Send
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    from ..errors import MissingDependencyError
+    from .._errors import MissingDependencyError
 
     raise MissingDependencyError("litestar", "litestar") from exc
 
 from .._column import column_value
+from .._errors import ConfigurationError, StorageError
+from .._registry import BackendRegistry, storages
+from .._signing import DEFAULT_BASE_URL, HmacUrlSigner, attach_signer, detach_signer
 from ..backends import Backend
-from ..errors import ConfigurationError, StorageError
 from ..file_object import FileObject, FileObjectList, column_json_schema
-from ..registry import BackendRegistry, storages
-from ..signing import DEFAULT_BASE_URL, HmacUrlSigner, attach_signer, detach_signer
 from ._asgi import DEFAULT_HTTP_CHUNK_SIZE, FileDownload, SignedStorageRoute
 from ._errors import error_body, error_classes_to_handle
 from ._http import Disposition, Message
@@ -99,7 +99,7 @@ from ._http import Disposition, Message
 if TYPE_CHECKING:
     from click import Group
 
-    from ..tickets import UploadTickets
+    from .._tickets import UploadTickets
 
 __all__ = (
     "FileResponse",

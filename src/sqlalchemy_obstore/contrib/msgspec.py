@@ -35,7 +35,7 @@ from typing import Any
 from typing_extensions import NotRequired, Required, TypedDict
 
 from .._column import column_value
-from ..errors import InvalidFileObjectError
+from .._errors import InvalidFileObjectError
 from ..file_object import FileObject, FileObjectList, column_json_schema
 
 __all__ = ("FileObjectDict", "ImageFactsDict", "dec_hook", "enc_hook", "schema_hook")

@@ -34,9 +34,9 @@ from typing import Any, ClassVar, Generic, Optional, TypeGuard, TypeVar
 from sqlalchemy import Column
 from sqlalchemy import inspect as sa_inspect
 
-from ..errors import MissingDependencyError
+from .._errors import MissingDependencyError
+from .._types import StoredObject, stored_object_columns
 from ..file_object import FileObject
-from ..types import StoredObject, stored_object_columns
 
 try:
     from polyfactory.factories.base import BaseFactory

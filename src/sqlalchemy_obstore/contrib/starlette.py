@@ -56,21 +56,21 @@ try:
     from starlette.routing import Mount, Route, Router
     from starlette.types import Receive, Scope, Send
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    from ..errors import MissingDependencyError
+    from .._errors import MissingDependencyError
 
     raise MissingDependencyError("starlette", "starlette") from exc
 
+from .._errors import ConfigurationError
+from .._registry import BackendRegistry, storages
+from .._signing import DEFAULT_BASE_URL, HmacUrlSigner, attach_signer, detach_signer
 from ..backends import Backend
-from ..errors import ConfigurationError
 from ..file_object import FileObject
-from ..registry import BackendRegistry, storages
-from ..signing import DEFAULT_BASE_URL, HmacUrlSigner, attach_signer, detach_signer
 from ._asgi import DEFAULT_HTTP_CHUNK_SIZE, FileDownload, SignedStorageRoute
 from ._errors import error_body, error_classes_to_handle
 from ._http import Disposition
 
 if TYPE_CHECKING:
-    from ..tickets import UploadTickets
+    from .._tickets import UploadTickets
 
 __all__ = (
     "STATE_KEY",
