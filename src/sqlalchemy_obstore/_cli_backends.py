@@ -29,8 +29,8 @@ from ._cli_resources import (
     probe_error,
 )
 from ._errors import StorageError, redact
+from ._gc import FileColumn, find_file_columns
 from .backends import Backend
-from .gc import FileColumn, find_file_columns
 
 __all__ = ("backends_command",)
 

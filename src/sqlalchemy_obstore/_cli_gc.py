@@ -27,8 +27,7 @@ from ._cli_resources import (
     resolve_backend,
     with_database,
 )
-from .backends import Backend
-from .gc import (
+from ._gc import (
     DEFAULT_GRACE_PERIOD,
     MIN_GRACE_PERIOD,
     GarbageReport,
@@ -36,6 +35,7 @@ from .gc import (
     collect_garbage,
     verify_references,
 )
+from .backends import Backend
 
 __all__ = ("gc_command", "verify_command")
 

@@ -8,8 +8,8 @@ from datetime import timedelta
 from typing import NoReturn
 
 from ._cli_output import EXIT_USAGE, PROG, Failure, seconds_text
+from ._gc import DEFAULT_GRACE_PERIOD, MIN_GRACE_PERIOD
 from ._version import __version__
-from .gc import DEFAULT_GRACE_PERIOD, MIN_GRACE_PERIOD
 
 __all__ = ("build_parser", "parse_duration")
 

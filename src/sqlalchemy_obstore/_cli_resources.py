@@ -35,9 +35,9 @@ from ._cli_app import (
 )
 from ._cli_output import EXIT_UNAVAILABLE, EXIT_USAGE, Failure, error_line
 from ._errors import StorageError, redact
+from ._gc import FileColumn, find_file_columns
 from ._registry import BackendRegistry, storages
 from .backends import Backend
-from .gc import FileColumn, find_file_columns
 
 __all__ = (
     "Application",

@@ -35,7 +35,7 @@ from sqlalchemy_obstore import (
     verify_references,
     verify_references_async,
 )
-from sqlalchemy_obstore import gc as gc_module
+from sqlalchemy_obstore import _gc as gc_module
 from sqlalchemy_obstore.testing import FaultInjectingBackend, make_file
 
 pytestmark = pytest.mark.integration

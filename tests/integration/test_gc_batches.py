@@ -21,7 +21,7 @@ from sqlalchemy_obstore import (
     collect_garbage_async,
     storages,
 )
-from sqlalchemy_obstore import gc as gc_module
+from sqlalchemy_obstore import _gc as gc_module
 from sqlalchemy_obstore.testing import FaultInjectingBackend
 from tests.integration.test_gc import LATER, make_models
 
