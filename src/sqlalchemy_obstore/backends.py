@@ -167,6 +167,7 @@ _VANISHED = (FileNotFoundError, obs_errors.NotFoundError, ValueError)
 """A listed file deleted meanwhile, or named so that obstore maps it to no key."""
 
 _P = ParamSpec("_P")
+_new_tuple = tuple.__new__
 _Write: TypeAlias = "Callable[Concatenate[ObstoreBackend, str, _P], WriteResult]"
 _AsyncWrite: TypeAlias = (
     "Callable[Concatenate[ObstoreBackend, str, _P], Coroutine[Any, Any, WriteResult]]"
@@ -526,9 +527,8 @@ class ObstoreBackend(Backend):
             if (error := translate(self, exc, "put", path)) is not None:
                 raise error from exc
             raise
-        return WriteResult(result.get("e_tag"), result.get("version"))
+        return _new_tuple(WriteResult, (result.get("e_tag"), result.get("version")))
 
-    @_confined_write
     def put_buffer(
         self,
         path: str,
@@ -544,14 +544,27 @@ class ObstoreBackend(Backend):
         """
         if use_multipart is None and type(attributes) is dict and self._keeps_attributes:
             # The usual save: obstore's put with explicit keywords (no options dict to
-            # build and unpack), and nothing to close when it fails.
+            # build and unpack), and nothing to close when it fails. A store that keeps
+            # attributes is never local files: nothing to confine (`_confined_write`).
             try:
                 result = obs.put(self.store, path, data, mode="create", attributes=attributes)
             except BaseException as exc:
                 if (error := translate(self, exc, "put", path)) is not None:
                     raise error from exc
                 raise
-            return WriteResult(result.get("e_tag"), result.get("version"))
+            # (the named tuple built as `_make` does, without its Python-level `__new__`)
+            return _new_tuple(WriteResult, (result.get("e_tag"), result.get("version")))
+        return self._put_buffer_confined(path, data, attributes, use_multipart)
+
+    @_confined_write
+    def _put_buffer_confined(
+        self,
+        path: str,
+        data: bytes | bytearray,
+        attributes: Mapping[str, str] | None,
+        use_multipart: bool | None,
+    ) -> WriteResult:
+        """`put_buffer` in general: the options dict, and local writes confined."""
         return self._put_now(path, data, self._buffer_options(attributes, use_multipart))
 
     @_confined_write_async
