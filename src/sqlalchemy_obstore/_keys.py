@@ -260,15 +260,19 @@ def uuid_key(name: str) -> str:
     return f"{_uuid4_hex()}/{name}"
 
 
-_UUIDS_PER_DRAW = 128
+_UUIDS_PER_DRAW = 256
 _uuid_pool: list[str] = []
-"""Random UUID4 hex strings drawn ahead, `os.urandom` read once per 128 keys."""
+"""Random UUID4 hex strings drawn ahead, `os.urandom` read once per 256 keys."""
+# The version (4) and RFC 4122 variant bits of every UUID of a draw, as one integer mask
+# and one integer of bits: bytes 6 and 8 of each 16 keep 4 and 6 random bits.
+_UUID_KEEP = int(_UUIDS_PER_DRAW * "ffffffffffff0fff3fffffffffffffff", 16)
+_UUID_SET = int(_UUIDS_PER_DRAW * "00000000000040008000000000000000", 16)
 
 
 def _uuid4_hex() -> str:
     """`uuid.uuid4().hex`, from `os.urandom` like `uuid4`, without a system call per key.
 
-    Keys come from a pool filled by one `os.urandom` read per 128 keys (the same
+    Keys come from a pool filled by one `os.urandom` read per 256 keys (the same
     CSPRNG `uuid4` uses, with the same version and variant bits). `list.pop` is atomic,
     so threads never share a key; a forked child empties the pool it inherited (see
     `os.register_at_fork` below), so parent and child never hand out the same keys.
@@ -281,26 +285,15 @@ def _uuid4_hex() -> str:
 
 
 def _draw_uuids() -> None:
-    raw = bytearray(os.urandom(16 * _UUIDS_PER_DRAW))
-    raw[6::16] = bytes((b & 0x0F) | 0x40 for b in raw[6::16])  # version 4
-    raw[8::16] = bytes((b & 0x3F) | 0x80 for b in raw[8::16])  # RFC 4122 variant
-    text = raw.hex()
-    _uuid_pool.extend(text[i : i + 32] for i in range(0, len(text), 32))
+    size = 16 * _UUIDS_PER_DRAW
+    # (the bits of all 256 UUIDs set in two big-integer operations, not byte by byte)
+    raw = int.from_bytes(os.urandom(size), "big") & _UUID_KEEP | _UUID_SET
+    text = raw.to_bytes(size, "big").hex()
+    _uuid_pool.extend([text[i : i + 32] for i in range(0, 2 * size, 32)])
 
 
 if hasattr(os, "register_at_fork"):  # (not on Windows, which has no fork)
     os.register_at_fork(after_in_child=_uuid_pool.clear)
-
-
-def _default_key(filename: str | None, prefix: str | None) -> str:
-    """`build_key` with the default layout, `<prefix>/<uuid4 hex>/<safe name>`.
-
-    The parts are each validated (and cached): a valid prefix, a hex segment and a
-    valid leaf make a valid key, so the whole key needs no second check.
-    """
-    leaf = _safe_leaf(filename or DEFAULT_FILENAME)
-    base = _checked_prefix(prefix) if prefix else ""
-    return f"{base}/{_uuid4_hex()}/{leaf}" if base else f"{_uuid4_hex()}/{leaf}"
 
 
 @lru_cache(maxsize=1024)
@@ -426,7 +419,17 @@ def build_key(
     if (key_function is None or key_function is uuid_key) and (
         filename is None or type(filename) is str
     ):
-        return _default_key(filename, prefix)
+        # The default layout, `<prefix>/<uuid4 hex>/<safe name>`: its parts are each
+        # validated (and cached), and a valid prefix, a hex segment and a valid leaf make
+        # a valid key, so the whole key needs no second check. (Written out here: this
+        # runs once per save.)
+        leaf = _safe_leaf(filename or DEFAULT_FILENAME)
+        try:
+            token = _uuid_pool.pop()
+        except IndexError:
+            token = _uuid4_hex()
+        base = _checked_prefix(prefix) if prefix else ""
+        return f"{base}/{token}/{leaf}" if base else f"{token}/{leaf}"
     leaf = key_safe_name(filename or DEFAULT_FILENAME)
     # Validate the key function's own result first: join_key would strip a leading "/".
     relative = validate_key((key_function or uuid_key)(leaf))

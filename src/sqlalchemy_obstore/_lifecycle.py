@@ -169,12 +169,14 @@ def _files(value: Any) -> Iterator[FileObject]:
     """The files a value holds, each followed by its renditions (they share its fate)."""
     if isinstance(value, FileObject):
         yield value
-        yield from value.renditions.values()
+        if renditions := value.renditions:  # (an empty one is not asked: once per row)
+            yield from renditions.values()
     elif isinstance(value, (list, tuple)):
         for item in value:
             if isinstance(item, FileObject):
                 yield item
-                yield from item.renditions.values()
+                if renditions := item.renditions:
+                    yield from renditions.values()
 
 
 def _ref(file: FileObject) -> _Ref | None:

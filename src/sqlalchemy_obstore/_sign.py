@@ -71,7 +71,8 @@ def cached_url(state: dict[str, Any], expires_in: object) -> str | None:
     kind = expires_in.__class__
     if kind is not int and kind is not timedelta:
         return None  # (floats, bools and anything invalid are signed, checked, every time)
-    entry: tuple[str, float] | None = state["_sign_cache"].get(expires_in)
+    cache = state["_sign_cache"]  # (empty: the shared read-only mapping, slow to ask)
+    entry: tuple[str, float] | None = cache.get(expires_in) if cache else None
     if entry is not None and now() < entry[1]:
         return entry[0]
     return None
@@ -124,22 +125,26 @@ def _no_backend(file: SignableFile) -> FileObjectError:
 
 # -- one file --------------------------------------------------------------------------------------
 # The two executors of signing one file: the sync or async call of its backend between
-# the shared steps (`FileObject.sign` asks the URL cache first).
+# the shared steps. (`FileObject.sign_async` asks the URL cache before it awaits.)
 def signed_download(file: SignableFile, expires_in: int | timedelta) -> str:
-    """A stored file's download URL, signed by its backend (`sign_download`) and cached.
+    """A stored file's download URL: from its cache, else signed by its backend and cached.
+
+    Signed with [`Backend.sign_download`][sqlalchemy_obstore.backends.Backend.sign_download].
 
     Raises:
         NoContentError: If the file has not been saved.
         FileObjectError: If it has no backend key.
     """
     state = file.__dict__
+    if (url := cached_url(state, expires_in)) is not None:
+        return url
     backend, path = _stored(file, state)
     url, seconds = backend.sign_download(path, expires_in)
     return _remember(state, expires_in, url, seconds, now())
 
 
 async def signed_download_async(file: SignableFile, expires_in: int | timedelta) -> str:
-    """Async version of `signed_download`."""
+    """Async version of `signed_download`, for a URL not in the cache (not asked again)."""
     state = file.__dict__
     backend, path = _stored(file, state)
     url, seconds = await backend.sign_download_async(path, expires_in)

@@ -216,6 +216,24 @@ class StoredObject(TypeDecorator[Any]):
         return self._options(key_prefix)
 
     def _options(self, key_prefix: str | None) -> SaveOptions:
+        # The same inputs make the same (immutable) options: the last ones are reused, as
+        # a flush asks once per row. (Compared by value, so a changed setting is seen.)
+        inputs = (
+            key_prefix,
+            self.key_function,
+            self.cache_control,
+            self.policy,
+            self.compress,
+            self.chunk_size,
+        )
+        made: tuple[tuple[Any, ...], SaveOptions] | None = self.__dict__.get("_made_options")
+        if made is not None and made[0] == inputs:
+            return made[1]
+        options = self._new_options(key_prefix)
+        self.__dict__["_made_options"] = (inputs, options)
+        return options
+
+    def _new_options(self, key_prefix: str | None) -> SaveOptions:
         options = SaveOptions(
             key_prefix=key_prefix,
             key_function=self.key_function,

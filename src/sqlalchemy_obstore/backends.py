@@ -201,6 +201,7 @@ def _sign_download_facts(
 
 
 _P = ParamSpec("_P")
+_new_tuple = tuple.__new__
 _Write: TypeAlias = "Callable[Concatenate[ObstoreBackend, str, _P], WriteResult]"
 _AsyncWrite: TypeAlias = (
     "Callable[Concatenate[ObstoreBackend, str, _P], Coroutine[Any, Any, WriteResult]]"
@@ -561,10 +562,9 @@ class ObstoreBackend(Backend):
             if (error := translate(self, exc, "put", path)) is not None:
                 raise error from exc
             raise
-        return WriteResult(result.get("e_tag"), result.get("version"))
+        return _new_tuple(WriteResult, (result.get("e_tag"), result.get("version")))
 
     @traced("upload", _upload_facts)
-    @_confined_write
     def put_buffer(
         self,
         path: str,
@@ -580,14 +580,27 @@ class ObstoreBackend(Backend):
         """
         if use_multipart is None and type(attributes) is dict and self._keeps_attributes:
             # The usual save: obstore's put with explicit keywords (no options dict to
-            # build and unpack), and nothing to close when it fails.
+            # build and unpack), and nothing to close when it fails. A store that keeps
+            # attributes is never local files: nothing to confine (`_confined_write`).
             try:
                 result = obs.put(self.store, path, data, mode="create", attributes=attributes)
             except BaseException as exc:
                 if (error := translate(self, exc, "put", path)) is not None:
                     raise error from exc
                 raise
-            return WriteResult(result.get("e_tag"), result.get("version"))
+            # (the named tuple built as `_make` does, without its Python-level `__new__`)
+            return _new_tuple(WriteResult, (result.get("e_tag"), result.get("version")))
+        return self._put_buffer_confined(path, data, attributes, use_multipart)
+
+    @_confined_write
+    def _put_buffer_confined(
+        self,
+        path: str,
+        data: bytes | bytearray,
+        attributes: Mapping[str, str] | None,
+        use_multipart: bool | None,
+    ) -> WriteResult:
+        """`put_buffer` in general: the options dict, and local writes confined."""
         return self._put_now(path, data, self._buffer_options(attributes, use_multipart))
 
     @traced("upload", _upload_facts)
