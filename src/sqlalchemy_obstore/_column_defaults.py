@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ._file_object import FileObject
 from ._mutable import set_quietly
-from .file_object import FileObject
 
 if TYPE_CHECKING:
     from ._registry import BackendRegistry

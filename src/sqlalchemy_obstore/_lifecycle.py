@@ -25,6 +25,7 @@ from ._errors import (
 )
 from ._file_columns import file_columns
 from ._file_columns import forget as forget_file_columns
+from ._file_object import FileObject, FileObjectList, SaveOptions
 from ._io import NOT_RUN, Call, Gather, run
 from ._listeners import Listener
 from ._logging import library_logger
@@ -36,7 +37,6 @@ from ._types import (
     stored_object_columns,
 )
 from .backends import Backend
-from .file_object import FileObject, FileObjectList, SaveOptions
 
 __all__ = (
     "CONCURRENCY_KEY",

@@ -13,9 +13,9 @@ from obstore.store import MemoryStore
 
 from ._delegating import DelegatingBackend
 from ._errors import StorageOperationError
+from ._file_object import FileObject
 from ._registry import BackendRegistry, storages
 from .backends import Backend, ObstoreBackend, UploadBody, UrlSigner
-from .file_object import FileObject
 
 __all__ = (
     "FaultInjectingBackend",

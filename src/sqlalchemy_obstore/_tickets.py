@@ -13,6 +13,7 @@ from ._errors import (
     ReplayedUploadTicketError,
     StorageError,
 )
+from ._file_object import FileObject
 from ._io import Call, Plan, run_async, run_sync
 from ._registry import BackendRegistry, storages
 from ._replay_guards import Clock, MemoryReplayGuard, ReplayGuard, SqlReplayGuard, utcnow
@@ -45,7 +46,6 @@ from ._ticket_issue import (
 from ._ticket_multipart import part_etags, requested_parts, sign_parts
 from ._validation import SNIFF_BYTES, effective_policy
 from .backends import Backend, ObjectInfo
-from .file_object import FileObject
 
 __all__ = (
     "INCOMING_PREFIX",

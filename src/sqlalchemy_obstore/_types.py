@@ -21,10 +21,10 @@ from ._errors import (
     InvalidSizeError,
     UntrustedReferenceError,
 )
+from ._file_object import FileObject, FileObjectList, SaveOptions
 from ._keys import KeyContext, KeyFunction, KeyPrefixFunction, row_key_prefix
 from ._registry import BackendRegistry, storages
 from ._validation import UploadPolicy, parse_size
-from .file_object import FileObject, FileObjectList, SaveOptions
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Dialect

@@ -20,6 +20,7 @@ from ._errors import (
     UploadPartsError,
     ValidationError,
 )
+from ._file_object import FileObject
 from ._form_upload import (
     GENERIC_TYPES,
     UPLOAD_CHUNK_SIZE,
@@ -27,7 +28,6 @@ from ._form_upload import (
     display_name,
     form_upload,
 )
-from .file_object import FileObject
 
 if TYPE_CHECKING:
     from ._registry import BackendRegistry

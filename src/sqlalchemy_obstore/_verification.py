@@ -26,12 +26,12 @@ from ._errors import (
     StorageError,
 )
 from ._file_columns import FileColumn, target_columns
+from ._file_object import FileObject
 from ._gc_sql import raw_value
 from ._io import Call, bridge_bind, run
 from ._progress import Progress, ProgressCallback
 from ._registry import BackendRegistry, storages
 from ._telemetry import run_span
-from .file_object import FileObject
 
 __all__ = (
     "Finding",

@@ -35,11 +35,11 @@ from .._errors import (
     SignedURLError,
     StoragePermissionError,
 )
+from .._file_object import FileObject
 from .._registry import BackendRegistry
 from .._remote import filename_from_content_disposition
 from .._signing import HmacUrlSigner
 from ..backends import Backend
-from ..file_object import FileObject
 from ._http import (
     Disposition,
     DownloadPlan,

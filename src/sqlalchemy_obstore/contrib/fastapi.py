@@ -68,9 +68,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise MissingDependencyError("fastapi", "fastapi") from exc
 
 from .._errors import BackendNotFoundError, ConfigurationError, UnsupportedOperationError
+from .._file_object import FileObject, column_json_schema, sign_files, sign_files_async
 from .._registry import BackendRegistry, storages
 from ..backends import Backend
-from ..file_object import FileObject, column_json_schema, sign_files, sign_files_async
 from .starlette import (
     STATE_KEY,
     FileStreamingResponse,

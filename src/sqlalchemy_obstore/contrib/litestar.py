@@ -88,10 +88,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from .._column import column_value
 from .._errors import ConfigurationError, StorageError
+from .._file_object import FileObject, FileObjectList, column_json_schema
 from .._registry import BackendRegistry, storages
 from .._signing import DEFAULT_BASE_URL, HmacUrlSigner, attach_signer, detach_signer
 from ..backends import Backend
-from ..file_object import FileObject, FileObjectList, column_json_schema
 from ._asgi import DEFAULT_HTTP_CHUNK_SIZE, FileDownload, SignedStorageRoute
 from ._errors import error_body, error_classes_to_handle
 from ._http import Disposition, Message

@@ -36,7 +36,7 @@ from typing_extensions import NotRequired, Required, TypedDict
 
 from .._column import column_value
 from .._errors import InvalidFileObjectError
-from ..file_object import FileObject, FileObjectList, column_json_schema
+from .._file_object import FileObject, FileObjectList, column_json_schema
 
 __all__ = ("FileObjectDict", "ImageFactsDict", "dec_hook", "enc_hook", "schema_hook")
 

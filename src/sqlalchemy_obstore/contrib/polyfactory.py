@@ -35,8 +35,8 @@ from sqlalchemy import Column
 from sqlalchemy import inspect as sa_inspect
 
 from .._errors import MissingDependencyError
+from .._file_object import FileObject
 from .._types import StoredObject, stored_object_columns
-from ..file_object import FileObject
 
 try:
     from polyfactory.factories.base import BaseFactory

@@ -61,10 +61,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise MissingDependencyError("starlette", "starlette") from exc
 
 from .._errors import ConfigurationError
+from .._file_object import FileObject
 from .._registry import BackendRegistry, storages
 from .._signing import DEFAULT_BASE_URL, HmacUrlSigner, attach_signer, detach_signer
 from ..backends import Backend
-from ..file_object import FileObject
 from ._asgi import DEFAULT_HTTP_CHUNK_SIZE, FileDownload, SignedStorageRoute
 from ._errors import error_body, error_classes_to_handle
 from ._http import Disposition
