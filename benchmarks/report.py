@@ -79,6 +79,7 @@ def header(env: dict[str, Any]) -> str:
         f"{env['rounds']} timed rounds after a warm-up, order rotated every round; "
         f"load average {load[0]} at the start, {load[1]} at the end; {env['date']}"
         f"{' (quick run)' if env.get('quick') else ''}"
+        + "".join(f"; **stopped: {failure}**" for failure in env.get("large_failures", []))
     )
 
 

@@ -312,51 +312,68 @@ def large_cases(
 ) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     for target_name in args.targets:
-        cases = _large_names(args, target_name)
-        found = _large_target(target_name, servers, work) if cases else None
-        if found is None:
-            continue
-        store, target, where = found
-        for mib in args.sizes:
-            ops = [op for _, size, op in cases if size == mib]
-            if not ops:
-                continue
-            size = mib * MIB
-            source = work / f"source-{mib}.bin"
-            _write_source(source, size)
-            download_key = f"download/{mib}.bin"
-            if "download" in ops:
-                obstore.put(store, download_key, source)
-            for op in ops:
-                runs: dict[str, list[Any]] = {impl: [] for impl in LARGE_IMPLS}
-                # one fresh process per implementation, in an order rotated every round
-                for order in rotation(list(LARGE_IMPLS), args.large_rounds):
-                    for impl in order:
-                        key = download_key if op == "download" else f"{impl}/{op}.bin"
-                        runs[impl].append(_transfer(impl, op, source, size, key, target))
-                        _cleanup(store, download_key)
-                result = Result(
-                    f"large/{target_name}/{op}/{mib}MiB",
-                    "MiB/s",
-                    mib,
-                    {
-                        impl: {
-                            "label": impl,
-                            "wall": [m["wall"] for m in runs[impl]],
-                            "cpu": [m["cpu"] for m in runs[impl]],
-                        }
-                        for impl in LARGE_IMPLS
-                    },
-                    where,
-                    target_name if target_name != "local" else "",
-                    {"rss_growth": {i: [m["rss_growth"] for m in runs[i]] for i in LARGE_IMPLS}},
-                )
-                results.append(asdict(result))
-                _progress(results[-1])
-            source.unlink()
-            with contextlib.suppress(Exception):
-                obstore.delete(store, download_key)
+        try:
+            _large_target_cases(args, servers, work, target_name, results)
+        except Exception as exc:  # a server that dies mid-run must not cost the others
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            print(f"! large/{target_name} stopped: {reason}", file=sys.stderr, flush=True)
+            failures: list[str] = args.large_failures
+            failures.append(f"large/{target_name}: {reason}")
     return results
+
+
+def _large_target_cases(
+    args: argparse.Namespace,
+    servers: dict[str, dict[str, Any]],
+    work: Path,
+    target_name: str,
+    results: list[dict[str, Any]],
+) -> None:
+    """The large-object cases of one target, appended to `results` as each completes."""
+    cases = _large_names(args, target_name)
+    found = _large_target(target_name, servers, work) if cases else None
+    if found is None:
+        return
+    store, target, where = found
+    for mib in args.sizes:
+        ops = [op for _, size, op in cases if size == mib]
+        if not ops:
+            continue
+        size = mib * MIB
+        source = work / f"source-{mib}.bin"
+        _write_source(source, size)
+        download_key = f"download/{mib}.bin"
+        if "download" in ops:
+            obstore.put(store, download_key, source)
+        for op in ops:
+            runs: dict[str, list[Any]] = {impl: [] for impl in LARGE_IMPLS}
+            # one fresh process per implementation, in an order rotated every round
+            for order in rotation(list(LARGE_IMPLS), args.large_rounds):
+                for impl in order:
+                    key = download_key if op == "download" else f"{impl}/{op}.bin"
+                    runs[impl].append(_transfer(impl, op, source, size, key, target))
+                    _cleanup(store, download_key)
+            result = Result(
+                f"large/{target_name}/{op}/{mib}MiB",
+                "MiB/s",
+                mib,
+                {
+                    impl: {
+                        "label": impl,
+                        "wall": [m["wall"] for m in runs[impl]],
+                        "cpu": [m["cpu"] for m in runs[impl]],
+                    }
+                    for impl in LARGE_IMPLS
+                },
+                where,
+                target_name if target_name != "local" else "",
+                {"rss_growth": {i: [m["rss_growth"] for m in runs[i]] for i in LARGE_IMPLS}},
+            )
+            results.append(asdict(result))
+            _progress(results[-1])
+        source.unlink()
+        with contextlib.suppress(Exception):
+            obstore.delete(store, download_key)
 
 
 # --------------------------------------------------------------------------- environment
@@ -446,6 +463,7 @@ def main() -> int:
         _case_child(args)
         return 0
     env = environment(args)
+    args.large_failures = env["large_failures"] = []
     work = Path(tempfile.mkdtemp(prefix="sqlalchemy-obstore-bench-"))
     results: list[dict[str, Any]] = []
     started = time.perf_counter()
