@@ -336,6 +336,15 @@ class ContentReader:
         self._buffered: list[Any] = []  # the first chunks, until they exceed one part
         self._buffered_size = 0
 
+    def take_head(self) -> bytes:
+        """The first bytes of the content, handed over once and then forgotten.
+
+        The head is up to one part (a copy when the first chunk is not `bytes`): the
+        reader does not keep it for the rest of a streamed upload.
+        """
+        head, self.head = self.head, b""
+        return head
+
     @property
     def started(self) -> bool:
         """Whether reading the source has begun (it may need rewinding)."""

@@ -183,17 +183,30 @@ class Pieces:
         self.held = b""
 
     def cut(self, chunk: Any) -> list[bytes]:
+        """The whole pieces `chunk` completes; the remainder is held for the next one.
+
+        Copies each byte once: a piece that spans two chunks is joined from the held
+        remainder and the new chunk's start, never from a copy of the whole chunk.
+        """
         size = self.size
-        data = _as_bytes(chunk)
+        view = memoryview(chunk).cast("B")
+        pieces: list[bytes] = []
+        start = 0
         if self.held:
-            data = self.held + data
+            need = size - len(self.held)
+            if view.nbytes < need:
+                self.held += view
+                return pieces
+            pieces.append(self.held + view[:need])
             self.held = b""
-        if len(data) == size:
-            return [data]
-        whole = len(data) - len(data) % size
-        self.held = data[whole:]
-        view = memoryview(data)
-        return [bytes(view[i : i + size]) for i in range(0, whole, size)]
+            start = need
+        elif view.nbytes == size:
+            return [_as_bytes(chunk)]
+        end = view.nbytes - (view.nbytes - start) % size
+        pieces.extend(bytes(view[i : i + size]) for i in range(start, end, size))
+        if end < view.nbytes:
+            self.held = bytes(view[end:])
+        return pieces
 
     def rest(self) -> list[bytes]:
         held, self.held = self.held, b""

@@ -318,9 +318,10 @@ def uploading(file: F, options: SaveOptions, file_class: type[Any]) -> Plan[F]:
     backend, path = upload.backend, upload.path
     try:
         body = yield Call(upload.reader.open, upload.reader.open_async)
+        head = upload.reader.take_head()  # (not held while the rest streams)
         if (guard := upload.guard) is not None:  # sniffing and validators, on the first part
-            head = upload.reader.head
             upload.content_type = guard.check_head(file, head)
+        del head
         if upload.image is not None:
             data = yield Call(_collect, _collect_async, body)
             processed = yield Call(

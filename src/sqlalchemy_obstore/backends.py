@@ -1059,7 +1059,9 @@ class ObstoreBackend(Backend):
             if chunk is None:
                 yield from pieces.rest()
                 return
-            yield from pieces.cut(chunk)
+            cut = pieces.cut(chunk)
+            del chunk  # (obstore's buffer is not held while the caller has the pieces)
+            yield from drained(cut)
 
     def _pieces(self, chunk_size: int) -> Pieces:
         """How chunks are handed on: cut to size for whole-object stores, else as they come."""
@@ -1085,7 +1087,9 @@ class ObstoreBackend(Backend):
                     for piece in pieces.rest():
                         yield piece
                     return
-            for piece in pieces.cut(chunk):
+            cut = pieces.cut(chunk)
+            del chunk
+            for piece in drained(cut):
                 yield piece
 
     def list_objects(
