@@ -33,7 +33,8 @@ __all__ = ("TOMBSTONE_PREFIX", "MirrorBackend", "OverlayBackend")
 logger = library_logger("sqlalchemy_obstore.composite")
 
 TOMBSTONE_PREFIX = ".overlay-tombstones"
-"""Where an `OverlayBackend` records, in the overlay store, the base objects it deleted."""
+"""Where an `OverlayBackend` records, in the overlay store, the base objects it deleted
+(below the overlay backend's prefix when it has one)."""
 
 _BUFFERS = (bytes, bytearray, memoryview)
 _READS = frozenset({"GET", "HEAD"})
@@ -278,7 +279,9 @@ class OverlayBackend(DelegatingBackend):
 
     An object written through the overlay hides the base object at the same path. A
     deleted base object is recorded as a *tombstone*, a small object at
-    `.overlay-tombstones/<path>` in the overlay store: from then on `head` and the reads
+    `.overlay-tombstones/<path>` in the overlay store (below the overlay's prefix when it
+    has one, `<prefix>/.overlay-tombstones/<path>`, so that the overlay only ever writes
+    and deletes under its prefix): from then on `head` and the reads
     raise `ObjectNotFoundError` and listings skip it, also after a restart (the
     tombstones live in the store). Writing the path again removes its tombstone. The
     base backend is never written to (a `put_buffer` is a create-only `put` to the
@@ -343,13 +346,18 @@ class OverlayBackend(DelegatingBackend):
         return f"OverlayBackend(key={self.key!r}, base={self.base!r}, overlay={self.overlay!r})"
 
     # -- tombstones -----------------------------------------------------------------------------
-    @staticmethod
-    def _tombstone(path: str) -> str:
-        return f"{TOMBSTONE_PREFIX}/{path}"
+    @property
+    def _tombstones(self) -> str:
+        """Where the tombstones live: below the overlay's prefix (a backend with a prefix
+        deletes only under it), else at the store's root."""
+        prefix = (self.overlay.prefix or "").strip("/")
+        return f"{prefix}/{TOMBSTONE_PREFIX}" if prefix else TOMBSTONE_PREFIX
 
-    @staticmethod
-    def _hidden(path: str) -> bool:
-        return path.startswith(TOMBSTONE_PREFIX + "/")
+    def _tombstone(self, path: str) -> str:
+        return f"{self._tombstones}/{path}"
+
+    def _hidden(self, path: str) -> bool:
+        return path.startswith(self._tombstones + "/")
 
     def _locating(self, path: str) -> Plan[Backend]:
         """The backend holding `path` (raises ObjectNotFoundError when it is deleted)."""
@@ -491,10 +499,11 @@ class OverlayBackend(DelegatingBackend):
         """
         overlay = self.overlay
         own = yield Collect(overlay.list_objects, overlay.list_objects_async, prefix, offset=offset)
-        tombstones = _tombstone_prefix(prefix)
+        root = self._tombstones
+        tombstones = f"{root}/{prefix.strip('/')}" if prefix else root
         dead = yield Collect(overlay.list_objects, overlay.list_objects_async, tombstones)
         visible = sorted((i for i in own if not self._hidden(i.path)), key=_path_of)
-        return _Merge(visible, {i.path[len(TOMBSTONE_PREFIX) + 1 :] for i in dead})
+        return _Merge(visible, {i.path[len(root) + 1 :] for i in dead})
 
     def list_objects(
         self, prefix: str | None = None, *, offset: str | None = None
@@ -577,10 +586,6 @@ class OverlayBackend(DelegatingBackend):
         [`sign_download`][sqlalchemy_obstore.composite.OverlayBackend.sign_download].
         """
         return await run_async(self._signing_download(path, expires_in))
-
-
-def _tombstone_prefix(prefix: str | None) -> str:
-    return f"{TOMBSTONE_PREFIX}/{prefix.strip('/')}" if prefix else TOMBSTONE_PREFIX
 
 
 def _attributes_of(info: ObjectInfo) -> dict[str, str] | None:

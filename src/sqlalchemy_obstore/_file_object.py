@@ -14,6 +14,7 @@ from ._column import COLUMN_FORMAT_VERSION, FileCodec, ImageFacts, column_json_s
 from ._column import to_dict as column_to_dict
 from ._content import ContentSource, content_kind, text_content
 from ._fields import (
+    FIELD_CHECKS,
     LOADED_INTERNALS,
     NOTHING,
     NOTIFYING,
@@ -148,6 +149,8 @@ class FileObject(FileIOMethods, FileConstructors, MutableValue):
         elif filename.__class__ is not str:
             check_filename(filename)  # a str (or a subclass)
         check_filename_text(filename)  # no NUL, no lone surrogate: storable and sendable
+        if content_type is not None and content_type.__class__ is not str:
+            content_type = FIELD_CHECKS["content_type"](content_type)  # as an assignment
         if content.__class__ is not bytes and isinstance(content, str):  # text, as UTF-8
             guessed = guess_content_type(filename)
             content, content_type = text_content(content, content_type, guessed)

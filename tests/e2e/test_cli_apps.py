@@ -11,6 +11,7 @@ app, through Litestar's CLI plugin protocol.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -48,10 +49,13 @@ class Result:
 
 
 def execute(command: list[str], env: dict[str, str]) -> Result:
+    base = {"PATH": "/usr/bin:/bin", "PYTHONFAULTHANDLER": "1"}
+    if "PYTHONPATH" in os.environ:  # the code under test, in a checkout not installed
+        base["PYTHONPATH"] = os.environ["PYTHONPATH"]
     done = subprocess.run(
         command,
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "PYTHONFAULTHANDLER": "1", **env},
+        env={**base, **env},
         capture_output=True,
         text=True,
         timeout=180,

@@ -13,6 +13,7 @@ requests: see `RUN_ELSEWHERE`.
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -71,6 +72,40 @@ def test_the_pages_and_their_blocks_are_accounted_for() -> None:
     ]
     assert all(reason.rpartition(": ")[2] for reason in not_run)
     assert len(not_run) == NOT_RUN_EXPECTED, "\n".join(not_run)
+
+
+def backends_without_a_prefix(code: str) -> list[str]:
+    """The `ObstoreBackend(...)` calls in `code` on a real store (not a `memory://`
+    literal) that give no `prefix=`."""
+    found = []
+    for node in ast.walk(ast.parse(code)):
+        if not isinstance(node, ast.Call):
+            continue
+        name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+        if name != "ObstoreBackend" or any(k.arg == "prefix" for k in node.keywords):
+            continue
+        url = node.args[1] if len(node.args) > 1 else None
+        if isinstance(url, ast.Constant) and str(url.value).startswith("memory://"):
+            continue  # a test double: nothing for gc to manage beyond the process
+        found.append(ast.unparse(node))
+    return found
+
+
+def test_every_example_backend_has_a_prefix() -> None:
+    """`gc` manages everything under a backend's prefix: an example on a real store
+    without one teaches a backend whose gc manages the whole bucket (or directory)."""
+    missing = [
+        f"{block.where}: {call}"
+        for page in [README, *sorted(DOCS.rglob("*.md"))]
+        for block in code_blocks(page)
+        for call in backends_without_a_prefix(block.code)
+    ]
+    missing += [
+        f"{path.relative_to(ROOT)}: {call}"
+        for path in sorted((ROOT / "examples").rglob("*.py"))
+        for call in backends_without_a_prefix(path.read_text(encoding="utf-8"))
+    ]
+    assert missing == [], "\n".join(missing)
 
 
 def test_a_page_has_at_most_one_setup_block() -> None:

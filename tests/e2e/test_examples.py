@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 def run_example(name: str, cwd: Path, extra_env: dict[str, str] | None = None) -> str:
     env = {"PATH": "/usr/bin:/bin", "PYTHONFAULTHANDLER": "1", "HOME": str(cwd)}
+    if "PYTHONPATH" in os.environ:  # the code under test, in a checkout not installed
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     env.update(extra_env or {})
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / name)],

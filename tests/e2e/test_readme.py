@@ -7,6 +7,7 @@ both halves of what the README promises are checked.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -26,10 +27,14 @@ def python_blocks() -> list[str]:
 def run(
     code: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
+    base = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "PYTHONFAULTHANDLER": "1"}
+    base["PYTHONWARNINGS"] = "error"  # as the suite: a warning on the way is a failure
+    if "PYTHONPATH" in os.environ:  # the code under test, in a checkout not installed
+        base["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return subprocess.run(
         [sys.executable, "-c", code],
         cwd=cwd,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(cwd), "PYTHONFAULTHANDLER": "1", **(env or {})},
+        env={**base, **(env or {})},
         capture_output=True,
         text=True,
         timeout=120,

@@ -599,6 +599,46 @@ async def test_deletes_hide_base_objects_and_persist(
     assert [i.path for i in staging_store.list_objects()] == ["data/b.txt"]
 
 
+@pytest.mark.parametrize("overlay_kind", ["memory", "local"])
+async def test_an_overlay_with_a_prefix_writes_and_deletes_only_under_it(
+    overlay_kind: str, tmp_path: Path
+) -> None:
+    """Both backends with a prefix, as the docs show them (docs/how-to/sandbox.md): the
+    tombstones live below the overlay's prefix, because a backend never deletes outside
+    it, and lifting one (writing the path again) is such a delete."""
+    production = ObstoreBackend("production", "memory://", prefix="uploads")
+    for name in ("a.txt", "b.txt"):
+        production.put(f"uploads/{name}", name.encode())
+    staging_store = (
+        ObstoreBackend("staging", "memory://", prefix="uploads")
+        if overlay_kind == "memory"
+        else ObstoreBackend("staging", tmp_path / "staging", prefix="uploads")
+    )
+    staging = OverlayBackend("uploads", read_only(production), staging_store)
+
+    await staging.delete_async("uploads/a.txt")
+    assert [i.path for i in staging_store.list_objects()] == [
+        f"uploads/{TOMBSTONE_PREFIX}/uploads/a.txt"
+    ]
+    assert not staging.exists("uploads/a.txt")
+    assert [i.path for i in staging.list_objects("uploads")] == ["uploads/b.txt"]
+    assert [i.path async for i in staging.list_objects_async()] == ["uploads/b.txt"]
+
+    staging.put("uploads/a.txt", b"again")  # lifts the tombstone: a delete below the prefix
+    assert staging.get_bytes("uploads/a.txt") == b"again"
+    assert [i.path for i in staging_store.list_objects()] == ["uploads/a.txt"]
+
+    with storages.temporary(staging):  # files saved and deleted through the overlay
+        saved = FileObject(filename="new.txt", content=b"new", backend="uploads")
+        await saved.save_async()
+        assert saved.path is not None
+        assert saved.path.startswith("uploads/")
+        assert staging_store.get_bytes(saved.path) == b"new"
+        await saved.delete_async()
+    assert not staging_store.exists(saved.path)
+    assert production.get_bytes("uploads/a.txt") == b"a.txt"  # the base: never written
+
+
 async def test_staging_session_over_production_rows(
     production: ObstoreBackend, sqlite_engine: Engine
 ) -> None:

@@ -961,6 +961,28 @@ async def test_failed_multipart_part_raises_and_retry_uploads_everything(
     assert len(assert_consistent(db, storage)) == 2
 
 
+async def test_a_file_with_neither_content_nor_an_object_says_so(
+    db: Driver, storage: TracingBackend
+) -> None:
+    """Issue #16: it failed at INSERT with a wrapped `StatementError` asking whether
+    tracking was disabled (it was not). The flush says what is wrong, before any SQL."""
+    kept = make_file("kept.txt")
+    db.add(Doc(file=kept))
+    await db.commit()
+    empty = FileObject(filename="nothing.txt")
+    for doc in (Doc(file=empty), Doc(pages=[make_file("p.bin"), empty])):
+        db.add(doc)
+        with pytest.raises(NoContentError) as refused:
+            await db.commit()
+        message = str(refused.value)
+        assert "Doc.file holds" in message or "Doc.pages holds" in message
+        assert "neither content to upload nor a stored object" in message
+        assert "tracking" not in message
+        assert not isinstance(refused.value.__cause__, StatementError)
+        await db.rollback()
+    assert set(assert_consistent(db, storage)) == {kept.path}  # nothing else stored
+
+
 async def test_failed_stream_upload_is_not_retried_truncated(
     db: Driver, storage: TracingBackend
 ) -> None:

@@ -74,10 +74,8 @@ async def test_the_fastapi_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 async def test_the_uploads_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
     page = run_in_process("how-to/uploads-from-requests.md")
-    async with page.engine.begin() as connection:
-        await connection.run_sync(page.Base.metadata.create_all)
     try:
-        async with client_of(page.fastapi_app) as client:
+        async with asgi_lifespan(page.fastapi_app), client_of(page.fastapi_app) as client:
             created = await client.post(
                 "/documents", files={"file": ("a.pdf", PDF, "application/pdf")}
             )

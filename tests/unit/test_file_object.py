@@ -303,6 +303,59 @@ def test_bad_last_modified_is_an_invalid_file_object_error() -> None:
         FileObject(backend="b", path="k", last_modified=1700000000)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("last_modified", 1234567890.0),
+        ("last_modified", "yesterday-ish"),
+        ("size", "5"),
+        ("size", True),
+        ("etag", 5),
+        ("backend", 3),
+        ("path", 3),
+        ("content_type", 3),
+        ("filename", b"a.txt"),
+    ],
+)
+def test_an_assignment_is_checked_as_the_constructor_checks_it(field: str, value: Any) -> None:
+    """Issue #16: `file.last_modified = 1234567890.0` was accepted and the next commit
+    failed with `AttributeError: 'float' object has no attribute 'isoformat'`."""
+    with pytest.raises(InvalidFileObjectError) as by_constructor:
+        FileObject(**{"backend": "b", "path": "k", field: value})
+    file = stored()
+    before = file.to_dict()
+    with pytest.raises(InvalidFileObjectError) as by_assignment:
+        setattr(file, field, value)
+    assert type(by_assignment.value) is type(by_constructor.value)
+    assert str(by_assignment.value) == str(by_constructor.value)
+    assert file.to_dict() == before  # nothing was assigned
+
+
+def test_an_assigned_timestamp_is_parsed_and_committed() -> None:
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add(Attachment(id=1, file=stored()))
+        session.commit()
+        row = session.get(Attachment, 1)
+        assert row is not None
+        assert row.file is not None
+        with pytest.raises(InvalidFileObjectError, match="last_modified"):
+            row.file.last_modified = 1234567890.0  # type: ignore[assignment]
+        row.file.last_modified = "2009-02-13T23:31:30Z"  # type: ignore[assignment]
+        assert row.file.last_modified == datetime(2009, 2, 13, 23, 31, 30, tzinfo=timezone.utc)
+        session.commit()  # (the float never reached the flush)
+        session.expire_all()
+        reloaded = session.get(Attachment, 1)
+        assert reloaded is not None
+        assert reloaded.file is not None
+        assert reloaded.file.last_modified == datetime(2009, 2, 13, 23, 31, 30, tzinfo=timezone.utc)
+    engine.dispose()
+
+
 # -- column shape -------------------------------------------------------------------------------
 def stored(**overrides: Any) -> FileObject:
     values: dict[str, Any] = {
