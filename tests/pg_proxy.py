@@ -14,9 +14,11 @@ that reads the protocol makes it exact:
   server, and only then closes both sockets: the client hears nothing but the close.
 
 It can also lose the COMMIT itself (`lose_commits`: the connection is cut instead of
-forwarding it, so the server rolls back while the client cannot tell), and cut every
-open connection at once (`drop_all`), the way a failover or a `pg_terminate_backend`
-does. Only the standard library is used; the proxy listens on a
+forwarding it, so the server rolls back while the client cannot tell), hold the reply to
+a COMMIT the server has finished until the test releases it (`hold_commit_replies`:
+the client is still waiting when its task is cancelled or its timeout fires), and cut
+every open connection at once (`drop_all`), the way a failover or a
+`pg_terminate_backend` does. Only the standard library is used; the proxy listens on a
 free 127.0.0.1 port and runs one thread per direction per connection.
 
 Example:
@@ -77,6 +79,8 @@ class _Link:
         self.server = server
         self.single_byte_replies = 0  # answers to SSL/GSSENC requests (one raw byte)
         self.swallowing = False  # a COMMIT went through: keep its reply from the client
+        self.holding = False  # a COMMIT went through: hold its reply until released
+        self.held: list[bytes] = []
         self.closed = False
         self.lock = threading.Lock()
 
@@ -120,12 +124,13 @@ class _Link:
                 body = _recv_exactly(self.client, length - 4)
                 if body is None:
                     return
-                if not self.swallowing and _is_commit(kind, body):
+                if not (self.swallowing or self.holding) and _is_commit(kind, body):
                     fate = self.proxy._take_commit()
                     if fate == "request":
                         self.proxy._count("requests_lost")
                         return  # never forwarded: the server rolls back on the close
                     self.swallowing = fate == "reply"
+                    self.holding = fate == "hold"
                 self.server.sendall(head + body)
         except OSError:
             return
@@ -149,7 +154,17 @@ class _Link:
                 body = _recv_exactly(self.server, length - 4)
                 if body is None:
                     return
-                if not self.swallowing:
+                if self.holding:
+                    self.held.append(head + body)
+                    if head[:1] == b"Z":
+                        # The server finished the COMMIT; the client waits for the answer
+                        # until the test lets it through (or cuts the connection).
+                        self.proxy._hold(self)
+                        if self.closed:
+                            return
+                        self.client.sendall(b"".join(self.held))
+                        self.held, self.holding = [], False
+                elif not self.swallowing:
                     self.client.sendall(head + body)
                 elif head[:1] == b"Z":
                     # The server finished the COMMIT (and is idle): the client never
@@ -175,12 +190,15 @@ class PgProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._lock = threading.Lock()
-        self._armed: list[str] = []  # the fates of the next COMMITs: "reply" or "request"
+        self._armed: list[str] = []  # the fates of the next COMMITs: "reply", "request", "hold"
+        self._held = threading.Condition(self._lock)
+        self._released = threading.Event()
         self._probability = 0.0
         self._random = random.Random(0)
         self._links: set[_Link] = set()
         self.replies_lost = 0  # COMMITs the server finished and the client never heard of
         self.requests_lost = 0  # COMMITs cut before they reached the server
+        self.replies_held = 0  # COMMITs the server finished whose reply was held back
         self.connections_dropped = 0
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -204,6 +222,26 @@ class PgProxy:
         with self._lock:
             self._armed += ["request"] * count
 
+    def hold_commit_replies(self, count: int = 1) -> None:
+        """Hold back the replies to the next `count` COMMITs until `release` (any connection).
+
+        The server finishes each COMMIT; its answer waits in the proxy, so the client is
+        still waiting for it: `wait_for_held_reply` returns once that is the case.
+        """
+        with self._lock:
+            self._released.clear()
+            self._armed += ["hold"] * count
+
+    def wait_for_held_reply(self, timeout: float = 30.0) -> None:
+        """Wait until the server has finished a COMMIT whose reply is held back."""
+        with self._held:
+            if not self._held.wait_for(lambda: self.replies_held > 0, timeout):
+                raise TimeoutError("no COMMIT reply was held back in time")
+
+    def release(self) -> None:
+        """Let the held replies through (the client gets its answer, late)."""
+        self._released.set()
+
     def lose_commit_replies_randomly(self, probability: float, seed: int = 0) -> None:
         """Lose the reply to each COMMIT with `probability` (0 turns it off)."""
         with self._lock:
@@ -214,7 +252,8 @@ class PgProxy:
         """Stop losing replies; returns how many armed losses were left unused."""
         with self._lock:
             left, self._armed, self._probability = len(self._armed), [], 0.0
-            return left
+        self._released.set()
+        return left
 
     def drop_all(self) -> int:
         """Cut every open connection now; returns how many were cut."""
@@ -229,6 +268,7 @@ class PgProxy:
     def close(self) -> None:
         """Stop listening and cut every connection."""
         self._closed = True
+        self._released.set()
         try:
             self._listener.close()
         finally:
@@ -242,13 +282,22 @@ class PgProxy:
 
     # -- internals ---------------------------------------------------------------------------
     def _take_commit(self) -> str | None:
-        """What happens to a COMMIT going through: "reply" or "request" lost, or `None`."""
+        """What happens to a COMMIT going through: "reply" or "request" lost, its reply
+        held ("hold"), or `None`."""
         with self._lock:
             if self._armed:
                 return self._armed.pop(0)
             if self._probability and self._random.random() < self._probability:
                 return "reply"
             return None
+
+    def _hold(self, link: _Link) -> None:
+        """A held reply is complete: count it, then wait for `release` (or a cut)."""
+        with self._held:
+            self.replies_held += 1
+            self._held.notify_all()
+        while not (self._released.wait(0.05) or link.closed):
+            pass
 
     def _count(self, counter: str) -> None:
         with self._lock:

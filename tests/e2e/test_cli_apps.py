@@ -204,6 +204,11 @@ def test_litestar_storage_commands_in_the_example_app(tmp_path: Path) -> None:
     refused = execute([*litestar, "storage", "gc", "--delete"], env)
     assert refused.code == EXIT_USAGE, refused
     assert refused.stderr.strip().startswith("litestar storage: error: refusing to delete")
+    # The grace-period floor holds on this entry point too.
+    unsafe = execute([*litestar, "storage", "gc", "--delete", "--yes", "--grace-period", "0s"], env)
+    assert unsafe.code == EXIT_USAGE, unsafe
+    assert "refusing --delete with --grace-period 0s" in unsafe.stderr
+    assert "--unsafe-grace-period" in unsafe.stderr
 
     listed = execute([*litestar, "--help"], env)
     assert listed.code == EXIT_OK, listed

@@ -10,9 +10,10 @@ moto S3 server, so that the parent's state is exactly what the scenario says.
   put, an async put on a new backend, a `Session.commit()` uploading a file - raises
   `ForkedProcessError` within a fraction of a second, naming what to do;
 - `fork` before any storage call, `spawn` and `forkserver`: the worker works;
-- gunicorn with `--preload` (a real gunicorn master and its forked workers, WSGI): an app
-  that makes a storage call at import time answers with `ForkedProcessError` at once,
-  while the same app without that call - or with the call moved to gunicorn's
+- gunicorn with `--preload` (a real gunicorn master and its forked workers, WSGI sync
+  workers and `uvicorn.workers.UvicornWorker` ASGI workers): an app that makes a storage
+  call at import time answers with `ForkedProcessError` at once, while the same app
+  without that call - or with the call moved to gunicorn's `post_fork` or
   `post_worker_init` hook - and without `--preload` works;
 - uvicorn with `--workers 2` (spawned workers, ASGI): an app that makes a storage call at
   import time works;
@@ -112,7 +113,13 @@ def app(environ, start_response):
         start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
         return [f"{type(exc).__name__}: {exc}".encode()]
     start_response("200 OK", [("Content-Type", "text/plain")])
-    return [f"stored by {os.getpid()}".encode()]
+    return [f"stored by {os.getpid()}; start-up check: {checked()}".encode()]
+
+
+def checked():
+    """Whether a gunicorn hook ran the start-up check in this worker."""
+    done = storages.get_backend("forked").exists(f"worker-start-check/{os.getpid()}")
+    return "done" if done else "none"
 '''
 
 ASGI_APP = """
@@ -121,34 +128,60 @@ ASGI_APP = """
 import os
 import uuid
 
-from sqlalchemy_obstore import storages
+from sqlalchemy_obstore import StorageError, storages
 from tests.fork_workers import backend
 
 storages.register_backend(backend(os.environ["S3_ENDPOINT"], os.environ["S3_BUCKET"]))
-storages.get_backend("forked").put("import-time-check", b"ok")
+if os.environ.get("STORE_AT_IMPORT") == "1":
+    storages.get_backend("forked").put("import-time-check", b"ok")
 
 
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
-    await storages.get_backend("forked").put_async(f"request/{uuid.uuid4().hex}", b"hello")
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": f"stored by {os.getpid()}".encode()})
+    try:
+        await storages.get_backend("forked").put_async(f"request/{uuid.uuid4().hex}", b"hello")
+    except StorageError as exc:
+        status, body = 503, f"{type(exc).__name__}: {exc}"
+    else:
+        done = await storages.get_backend("forked").exists_async(
+            f"worker-start-check/{os.getpid()}"
+        )
+        status, body = 200, f"stored by {os.getpid()}; start-up check: {'done' if done else 'none'}"
+    await send({"type": "http.response.start", "status": status, "headers": []})
+    await send({"type": "http.response.body", "body": body.encode()})
 """
 
 GUNICORN_CONFIG = """
+import os
+
 from sqlalchemy_obstore import storages
 
 
-def post_worker_init(worker):
-    # start-up storage checks belong here with --preload: after the fork, in each worker
-    storages.get_backend("forked").put("worker-start-check", b"ok")
+def start_up_check():
+    # start-up storage checks belong in a hook with --preload: after the fork, per worker
+    storages.get_backend("forked").put(f"worker-start-check/{os.getpid()}", b"ok")
+
+
+if os.environ["GUNICORN_HOOK"] == "post_fork":
+
+    def post_fork(server, worker):
+        start_up_check()
+
+else:
+
+    def post_worker_init(worker):
+        start_up_check()
 """
 
 
 @pytest.fixture
 def gunicorn_app(tmp_path: Path) -> Path:
-    pytest.importorskip("gunicorn", reason="gunicorn is in the test dependencies")
+    try:
+        import gunicorn  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        unavailable("gunicorn and uvicorn are not installed", "Run the tests with `nox -s tests`.")
     (tmp_path / "fork_app.py").write_text(GUNICORN_APP)
     (tmp_path / "fork_asgi_app.py").write_text(ASGI_APP)
     (tmp_path / "gunicorn_conf.py").write_text(GUNICORN_CONFIG)
@@ -156,7 +189,13 @@ def gunicorn_app(tmp_path: Path) -> Path:
 
 
 def _gunicorn(
-    app_dir: Path, moto: MotoServer, *, preload: bool, store_at_import: bool, hook: bool
+    app_dir: Path,
+    moto: MotoServer,
+    *,
+    preload: bool,
+    store_at_import: bool,
+    hook: str | None,
+    worker_class: str,
 ) -> Iterator[str]:
     port = free_port()
     argv = [
@@ -167,30 +206,41 @@ def _gunicorn(
         f"127.0.0.1:{port}",
         "--workers",
         "2",
+        "--worker-class",
+        worker_class,
         "--chdir",
         str(app_dir),
         "--pythonpath",
         str(REPO_ROOT),
         *(["--preload"] if preload else []),
         *(["--config", str(app_dir / "gunicorn_conf.py")] if hook else []),
-        "fork_app:app",
+        "fork_app:app" if worker_class == "sync" else "fork_asgi_app:app",
     ]
-    yield from _serve(app_dir, moto, argv, port, store_at_import=store_at_import)
+    yield from _serve(
+        app_dir, moto, argv, port, store_at_import=store_at_import, env={"GUNICORN_HOOK": hook}
+    )
 
 
 def _serve(
-    app_dir: Path, moto: MotoServer, argv: list[str], port: int, *, store_at_import: bool
+    app_dir: Path,
+    moto: MotoServer,
+    argv: list[str],
+    port: int,
+    *,
+    store_at_import: bool,
+    env: dict[str, str | None] | None = None,
 ) -> Iterator[str]:
-    env = {
+    environment = {
         **os.environ,
         "S3_ENDPOINT": moto.endpoint,
         "S3_BUCKET": moto.bucket,
         "STORE_AT_IMPORT": "1" if store_at_import else "0",
         "PYTHONPATH": os.pathsep.join([str(app_dir), str(REPO_ROOT)]),
+        **{name: value for name, value in (env or {}).items() if value is not None},
     }
     log = app_dir / f"server-{uuid.uuid4().hex[:6]}.log"
     with log.open("w") as out:
-        process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(argv, env=environment, stdout=out, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}/"
         deadline = time.monotonic() + 30
@@ -215,23 +265,37 @@ def _serve(
 @pytest.mark.parametrize(
     ("preload", "store_at_import", "hook", "expected"),
     [
-        (True, True, False, 503),  # the master started obstore's runtime, then forked
-        (True, False, False, 200),  # preloaded, but no storage call before the fork
-        (True, False, True, 200),  # the start-up check moved to post_worker_init
-        (False, True, False, 200),  # no preload: each worker imports the app itself
+        (True, True, None, 503),  # the master started obstore's runtime, then forked
+        (True, False, None, 200),  # preloaded, but no storage call before the fork
+        (True, False, "post_worker_init", 200),  # the start-up check moved to a hook
+        (True, False, "post_fork", 200),  # ... or to this one
+        (False, True, None, 200),  # no preload: each worker imports the app itself
     ],
-    ids=["preload-store-at-import", "preload", "preload-post-worker-init", "no-preload"],
+    ids=[
+        "preload-store-at-import",
+        "preload",
+        "preload-post-worker-init",
+        "preload-post-fork",
+        "no-preload",
+    ],
 )
+@pytest.mark.parametrize("worker_class", ["sync", "uvicorn.workers.UvicornWorker"])
 def test_gunicorn(
     gunicorn_app: Path,
     moto_server: MotoServer,
+    worker_class: str,
     preload: bool,
     store_at_import: bool,
-    hook: bool,
+    hook: str | None,
     expected: int,
 ) -> None:
     for url in _gunicorn(
-        gunicorn_app, moto_server, preload=preload, store_at_import=store_at_import, hook=hook
+        gunicorn_app,
+        moto_server,
+        preload=preload,
+        store_at_import=store_at_import,
+        hook=hook,
+        worker_class=worker_class,
     ):
         pids = set()
         for _ in range(6):
@@ -242,7 +306,9 @@ def test_gunicorn(
             if expected == 503:
                 assert response.text.startswith("ForkedProcessError"), response.text
             else:
-                pids.add(response.text.rsplit(" ", 1)[-1])
+                stored, check = response.text.split("; ")
+                pids.add(stored.rsplit(" ", 1)[-1])
+                assert check == f"start-up check: {'done' if hook else 'none'}", response.text
         assert expected == 503 or pids
 
 

@@ -11,6 +11,10 @@ server (SeaweedFS, which checks signatures). The proxy makes the faults exact:
 - *lost request*: the connection is cut instead of forwarding COMMIT. Nothing was
   committed, but the client cannot know: the files the transaction replaced are still
   referenced and must stay too.
+- *interrupted wait*: the server commits and its reply is held back while the client
+  waits, until the wait ends another way - the task is cancelled, `asyncio.timeout`
+  fires, asyncpg's `command_timeout` expires, Ctrl-C (`KeyboardInterrupt`) reaches a
+  sync `Session` - and the reply arrives late, or never.
 
 Each runs with every driver the library supports on PostgreSQL: a sync `Session` on
 psycopg, an `AsyncSession` on asyncpg and an `AsyncSession` on psycopg's async mode.
@@ -25,7 +29,12 @@ their uploads are deleted.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
+import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
@@ -148,6 +157,9 @@ class Driver(ABC):
     def add(self, *rows: Base) -> None: ...
 
     @abstractmethod
+    async def flush(self) -> None: ...
+
+    @abstractmethod
     async def commit(self) -> None: ...
 
     @abstractmethod
@@ -158,12 +170,15 @@ class Driver(ABC):
 
 
 class SyncDriver(Driver):
-    def __init__(self, url: str) -> None:
-        self.engine = create_engine(url)
+    def __init__(self, url: str, **engine_options: Any) -> None:
+        self.engine = create_engine(url, **engine_options)
         self.session = Session(self.engine, expire_on_commit=False)
 
     def add(self, *rows: Base) -> None:
         self.session.add_all(rows)
+
+    async def flush(self) -> None:
+        self.session.flush()
 
     async def commit(self) -> None:
         self.session.commit()
@@ -177,12 +192,15 @@ class SyncDriver(Driver):
 
 
 class AsyncDriver(Driver):
-    def __init__(self, url: str) -> None:
-        self.engine = create_async_engine(url)
+    def __init__(self, url: str, **engine_options: Any) -> None:
+        self.engine = create_async_engine(url, **engine_options)
         self.session = AsyncSession(self.engine, expire_on_commit=False)
 
     def add(self, *rows: Base) -> None:
         self.session.add_all(rows)
+
+    async def flush(self) -> None:
+        await self.session.flush()
 
     async def commit(self) -> None:
         await self.session.commit()
@@ -196,17 +214,24 @@ class AsyncDriver(Driver):
 
 
 DRIVERS = ["psycopg-sync", "asyncpg-async", "psycopg-async"]
+ASYNC_DRIVERS = ["asyncpg-async", "psycopg-async"]
+
+
+def make_driver(name: str, check: Engine, proxy: PgProxy, **engine_options: Any) -> Driver:
+    url = check.url
+    if name == "asyncpg-async":
+        url = url.set(drivername="postgresql+asyncpg")
+    proxied = proxy.url(url.render_as_string(hide_password=False))
+    if name == "psycopg-sync":
+        return SyncDriver(proxied, **engine_options)
+    return AsyncDriver(proxied, **engine_options)
 
 
 @pytest.fixture(params=DRIVERS)
 async def db(
     request: pytest.FixtureRequest, check: Engine, proxy: PgProxy
 ) -> AsyncIterator[Driver]:
-    url = check.url
-    if request.param == "asyncpg-async":
-        url = url.set(drivername="postgresql+asyncpg")
-    proxied = proxy.url(url.render_as_string(hide_password=False))
-    driver = SyncDriver(proxied) if request.param == "psycopg-sync" else AsyncDriver(proxied)
+    driver = make_driver(request.param, check, proxy)
     try:
         yield driver
     finally:
@@ -411,3 +436,191 @@ async def test_lost_commit_reply_without_files_says_nothing(
     assert warnings_of(caplog) == []
     assert reports == []
     assert_no_dangling(check, storage)
+
+
+# -- the wait for COMMIT's answer ends another way --------------------------------------------
+# The server commits; its answer is held back by the proxy while the client waits, and the
+# wait ends without it: the task is cancelled, a timeout fires, Ctrl-C. The answer then
+# arrives late (or, for a connection the driver dropped, never). As for a lost reply, the
+# transaction did commit, and not a file may be deleted.
+async def replace_and_add(db: Driver) -> str:
+    """A committed row whose file is then replaced, and a new row: flushed, not committed.
+
+    Returns the path of the replaced file. The two uploads are the last two puts.
+    """
+    doc = await committed_doc(db, "existing")
+    assert doc.file is not None
+    assert doc.file.path is not None
+    old = doc.file.path
+    doc.file = FileObject(filename="new.txt", content=b"new" * 20)
+    db.add(Doc(name="added", file=FileObject(filename="added.txt", content=b"added")))
+    await db.flush()  # the uploads are done: commit() only sends COMMIT
+    return old
+
+
+def release_after_the_hold(proxy: PgProxy, seconds: float) -> threading.Thread:
+    """Let the held answer through `seconds` after the server finished the COMMIT."""
+
+    def late() -> None:
+        proxy.wait_for_held_reply()
+        time.sleep(seconds)
+        proxy.release()
+
+    thread = threading.Thread(target=late, daemon=True)
+    thread.start()
+    return thread
+
+
+def assert_kept_in_doubt(
+    check: Engine,
+    storage: Recording,
+    reports: list[OrphanReport],
+    caplog: pytest.LogCaptureFixture,
+    *,
+    old: str,
+    deletes_before: int,
+    error: str,
+) -> None:
+    """The server committed, the session was told nothing: everything stays, said once."""
+    refs = assert_no_dangling(check, storage)  # I1
+    uploads = set(storage.puts[-2:])
+    assert uploads <= set(refs), "the committed rows reference this transaction's uploads"
+    assert storage.deletes[deletes_before:] == [], "a commit of unknown outcome deleted files"
+    assert storage.stored().keys() - refs.keys() == {old}  # the replaced file: an orphan for gc
+    [message] = warnings_of(caplog)
+    assert UNKNOWN in message
+    assert f"({error}:" in message
+    assert "sqlalchemy-obstore verify" in message
+    assert "sqlalchemy-obstore gc" in message
+    [report] = reports
+    assert report.reason == "commit_outcome_unknown"
+    assert set(report.paths) == uploads | {old}
+    assert type(report.error).__name__ == error
+
+
+@pytest.mark.parametrize("driver", ASYNC_DRIVERS)
+@pytest.mark.parametrize("interruption", ["task cancelled", "wait_for timeout"])
+async def test_a_commit_interrupted_while_awaiting_its_answer_deletes_nothing(
+    driver: str,
+    interruption: str,
+    check: Engine,
+    proxy: PgProxy,
+    storage: Recording,
+    reports: list[OrphanReport],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`AsyncSession.commit()` cancelled (a request handler cancelled, a client gone) or
+    timed out by the application while the COMMIT's answer is on its way."""
+    db = make_driver(driver, check, proxy)
+    try:
+        old = await replace_and_add(db)
+        proxy.hold_commit_replies(1)
+        deletes_before = len(storage.deletes)
+        with caplog.at_level(logging.WARNING, logger="sqlalchemy_obstore"):
+            if interruption == "task cancelled":
+                task = asyncio.ensure_future(db.commit())
+                await asyncio.to_thread(proxy.wait_for_held_reply)
+                task.cancel()
+                threading.Timer(0.3, proxy.release).start()  # the answer comes, too late
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            else:
+                release_after_the_hold(proxy, 3.5)  # after the timeout, whatever the load
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(db.commit(), timeout=2.0)
+            await db.rollback()
+        assert proxy.replies_held == 1
+        assert_kept_in_doubt(
+            check, storage, reports, caplog,
+            old=old, deletes_before=deletes_before, error="CancelledError",
+        )  # fmt: skip
+    finally:
+        proxy.release()
+        await db.close()
+
+
+async def test_a_driver_timeout_on_commit_deletes_nothing(
+    check: Engine,
+    proxy: PgProxy,
+    storage: Recording,
+    reports: list[OrphanReport],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """asyncpg's `command_timeout` expires while the COMMIT's answer is on its way."""
+    db = make_driver("asyncpg-async", check, proxy, connect_args={"command_timeout": 1})
+    try:
+        old = await replace_and_add(db)
+        proxy.hold_commit_replies(1)
+        release_after_the_hold(proxy, 2.5)
+        deletes_before = len(storage.deletes)
+        with caplog.at_level(logging.WARNING, logger="sqlalchemy_obstore"):
+            with pytest.raises(asyncio.TimeoutError):
+                await db.commit()
+            await db.rollback()
+        assert_kept_in_doubt(
+            check, storage, reports, caplog,
+            old=old, deletes_before=deletes_before, error="TimeoutError",
+        )  # fmt: skip
+    finally:
+        proxy.release()
+        await db.close()
+
+
+def test_ctrl_c_during_a_sync_commit_deletes_nothing(
+    check: Engine,
+    proxy: PgProxy,
+    storage: Recording,
+    reports: list[OrphanReport],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Ctrl-C reaches a sync `Session` (psycopg) while the COMMIT's answer is on its way.
+
+    psycopg asks the server to cancel and waits for the answer, then raises
+    `KeyboardInterrupt`: the COMMIT had finished, the session cannot tell.
+    """
+    assert threading.current_thread() is threading.main_thread()  # signals go there
+    armed = threading.Event()
+
+    def interrupt(signum: int, frame: Any) -> None:
+        if armed.is_set():  # never outside the commit: the test run would stop
+            raise KeyboardInterrupt
+
+    def ctrl_c() -> None:
+        proxy.wait_for_held_reply()
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.5)
+        proxy.release()
+
+    engine = create_engine(proxy.url(check.url.render_as_string(hide_password=False)))
+    session = Session(engine, expire_on_commit=False)
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        doc = Doc(name="existing", file=FileObject(filename="old.txt", content=b"old" * 10))
+        session.add(doc)
+        session.commit()
+        assert doc.file is not None
+        assert doc.file.path is not None
+        old = doc.file.path
+        doc.file = FileObject(filename="new.txt", content=b"new" * 20)
+        session.add(Doc(name="added", file=FileObject(filename="added.txt", content=b"added")))
+        session.flush()
+        proxy.hold_commit_replies(1)
+        threading.Thread(target=ctrl_c, daemon=True).start()
+        deletes_before = len(storage.deletes)
+        with caplog.at_level(logging.WARNING, logger="sqlalchemy_obstore"):
+            armed.set()
+            try:
+                with pytest.raises(KeyboardInterrupt):
+                    session.commit()
+            finally:
+                armed.clear()
+            session.rollback()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        proxy.release()
+        session.close()
+        engine.dispose()
+    assert_kept_in_doubt(
+        check, storage, reports, caplog,
+        old=old, deletes_before=deletes_before, error="KeyboardInterrupt",
+    )  # fmt: skip

@@ -45,6 +45,7 @@ from sqlalchemy_obstore import (
 )
 from sqlalchemy_obstore._copy import copy_object
 from sqlalchemy_obstore._s3_requests import Response
+from tests.integration.backends import azurite_backend
 from tests.integration.test_gc import make_models
 from tests.servers import S3Server
 
@@ -230,6 +231,46 @@ async def test_cancellation_without_the_library_would_leak(s3: ObstoreBackend) -
     assert left(s3) == [path]
     for upload in _multipart.list_incomplete_uploads(s3, s3.prefix):
         _multipart.abort_upload(s3, upload)
+
+
+@pytest.mark.parametrize("store", ["local", "azurite"])
+async def test_other_stores_keep_nothing_of_a_failed_or_cancelled_upload(
+    store: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Local files and Azure: a failing body (sync and async) and a cancelled `put_async`
+    leave no object; on local files no staging file either (obstore deletes it).
+
+    Azure has no call that aborts a block upload: the blocks a failed or cancelled
+    upload staged stay uncommitted, invisible to listings, until Azure discards them
+    after 7 days (see the operations guide).
+    """
+    root = tmp_path / "store"
+    if store == "local":
+        backend = ObstoreBackend("other", root, prefix="files")
+    else:
+        server = request.getfixturevalue("azurite_server")
+        backend = azurite_backend(server, key="other", prefix=f"mpu-{uuid.uuid4().hex[:10]}")
+    paths = [key(backend, f"{name}.bin") for name in ("sync", "async", "cancelled")]
+    with pytest.raises(BodyFailed):
+        backend.put(paths[0], failing(3))
+    with pytest.raises(BodyFailed):
+        await backend.put_async(paths[1], failing_async(3))
+    task = asyncio.ensure_future(backend.put_async(paths[2], hanging_async(3)))
+    if store == "local":
+        deadline = time.monotonic() + 30
+        while not any(p.is_file() and p.stat().st_size >= CHUNK for p in root.rglob("*")):
+            assert time.monotonic() < deadline, "no part reached the staging file"
+            await asyncio.sleep(0.05)
+    else:
+        await asyncio.sleep(1.0)  # the first blocks go up
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not any(backend.exists(path) for path in paths)  # no partial, no completed object
+    assert [info.path for info in backend.list_objects(backend.prefix)] == []
+    if store == "local":
+        assert left(backend) == []  # what the garbage collector would look for
+        assert [p for p in root.rglob("*") if p.is_file()] == []
 
 
 def test_a_failed_streamed_copy_aborts_its_upload(s3: ObstoreBackend, tmp_path: Path) -> None:

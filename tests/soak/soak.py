@@ -491,7 +491,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--freeze-every", type=float, default=30.0, help="mean s between S3 freezes"
     )
-    parser.add_argument("--freeze-for", type=float, default=4.0, help="seconds S3 stays frozen")
+    parser.add_argument(
+        "--freeze-for",
+        type=float,
+        default=12.0,
+        help="seconds S3 stays frozen (the default outlasts the workers' 10 s request timeout)",
+    )
     parser.add_argument("--drop-every", type=float, default=15.0, help="mean s between drops")
     parser.add_argument("--lost-reply", type=float, default=0.02, help="P(COMMIT reply lost)")
     parser.add_argument("--large-fraction", type=float, default=0.03, help="multipart uploads")
