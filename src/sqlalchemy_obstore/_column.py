@@ -431,6 +431,8 @@ class FileCodec(Generic[_F]):
                 row = msgspec.convert(data, ColumnRow)
             except msgspec.ValidationError:
                 pass
+            except UnicodeError as exc:  # a lone surrogate in a key: not text, not storable
+                raise InvalidFileObjectError(f"Malformed stored file: {exc}.") from None
             else:
                 if file := self.from_row(row, default_backend, registry, not trusted):
                     return file

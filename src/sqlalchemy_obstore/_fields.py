@@ -27,13 +27,16 @@ from ._owned_dict import OwnedDict
 __all__ = (
     "FIELD_CHECKS",
     "LOADED_INTERNALS",
+    "MAX_CONTENT_TYPE_CHARS",
     "NOTHING",
     "NOTIFYING",
     "STORED_FACTS",
     "TRACKED_FIELDS",
     "Metadata",
     "apply_info",
+    "check_content_type",
     "check_fields",
+    "check_metadata",
     "check_optional",
     "describe",
     "field_check",
@@ -93,7 +96,27 @@ def _check_metadata_item(key: object, value: object) -> tuple[str, str]:
             f"metadata maps str to str; got {type(key).__name__} → {type(value).__name__}. "
             "Encode other values (for example as JSON) first."
         )
+    if not (key.isascii() and value.isascii()) or "\x00" in key or "\x00" in value:
+        _check_metadata_text(key, "key")
+        _check_metadata_text(value, f"value of {ascii(key)[:40]}")
     return key, value
+
+
+def _check_metadata_text(text: str, what: str) -> None:
+    # What no JSON column can keep (PostgreSQL refuses NUL in JSON text) and what is not
+    # text at all (a lone surrogate cannot be encoded as UTF-8): refused as for filenames.
+    if "\x00" in text:
+        raise InvalidFileObjectError(
+            f"The metadata {what} cannot be stored: it holds a NUL character at position "
+            f"{text.index(chr(0))}."
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidFileObjectError(
+            f"The metadata {what} cannot be stored: it holds a lone surrogate (not text) at "
+            f"position {exc.start}."
+        ) from None
 
 
 def check_metadata(data: Mapping[str, str] | None) -> dict[str, str]:
@@ -134,9 +157,32 @@ def check_filename(value: object) -> str:
     return check_filename_text(value)
 
 
-def _check_content_type(value: object) -> str:
+MAX_CONTENT_TYPE_CHARS = 255
+"""The longest `content_type` a file takes (a MIME type and its parameters)."""
+
+
+def check_content_type(value: object) -> str:
+    """`value` if it can be a file's `content_type`, else `InvalidFileObjectError`.
+
+    A content type travels as an HTTP header (to the store, and in every download) and
+    in the JSON column, so it must be printable ASCII (no control character, CR, LF or
+    NUL, nothing a store would refuse as a header or a database as JSON text), at most
+    `MAX_CONTENT_TYPE_CHARS` characters. A client's declared type is untrusted input:
+    one that is not such a string is a typed error (422 through `error_status`), never
+    an error of the store or the database.
+    """
     if not isinstance(value, str) or not value:
         raise InvalidFileObjectError(f"content_type must be a non-empty string, not {value!r}.")
+    if len(value) > MAX_CONTENT_TYPE_CHARS:
+        raise InvalidFileObjectError(
+            f"content_type is {len(value)} characters long; at most {MAX_CONTENT_TYPE_CHARS} "
+            "are accepted."
+        )
+    if not (value.isascii() and value.isprintable()):
+        raise InvalidFileObjectError(
+            f"content_type {ascii(value)[:80]} cannot be stored or sent as a header: it must "
+            "be printable ASCII (no control characters, line breaks or NUL)."
+        )
     return value
 
 
@@ -144,7 +190,7 @@ FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "filename": check_filename,
     "backend": partial(check_optional, kind=str, name="backend"),
     "path": lambda value: None if value is None else check_object_path(value),
-    "content_type": _check_content_type,
+    "content_type": check_content_type,
     "content_encoding": partial(check_optional, kind=str, name="content_encoding"),
     "size": partial(check_optional, kind=int, name="size"),
     "etag": partial(check_optional, kind=str, name="etag"),

@@ -14,12 +14,12 @@ from ._column import COLUMN_FORMAT_VERSION, FileCodec, ImageFacts, column_json_s
 from ._column import to_dict as column_to_dict
 from ._content import ContentSource, content_kind, text_content
 from ._fields import (
-    FIELD_CHECKS,
     LOADED_INTERNALS,
     NOTHING,
     NOTIFYING,
     STORED_FACTS,
     Metadata,
+    check_content_type,
     check_fields,
     check_filename,
     describe,
@@ -78,14 +78,16 @@ class FileObject(FileIOMethods, FileConstructors, MutableValue):
         backend: Backend key; a file assigned to a column without one takes the
             column's backend.
         path: Key of an existing object (when there is no `content`).
-        content_type: MIME type; guessed from the filename when not given.
+        content_type: MIME type; guessed from the filename when not given. Printable
+            ASCII, at most 255 characters (it is sent as a header).
         size: Size in bytes, for an existing object.
         etag: Entity tag, for an existing object.
         version: Version id, for an existing object.
         checksum: `"<algorithm>:<hex>"`, for an existing object.
         last_modified: Last-modified time, for an existing object.
         metadata: Custom str→str metadata, stored in the column and, where the store
-            supports it, as object user metadata.
+            supports it, as object user metadata. Keys and values may not hold NUL or
+            lone surrogates (no JSON column can keep them).
         info: JSON values stored in the column only (nested dicts and lists allowed;
             never sent to the store). See `info`.
         content_encoding: `"gzip"` for an existing object stored compressed (a save
@@ -94,7 +96,8 @@ class FileObject(FileIOMethods, FileConstructors, MutableValue):
 
     Raises:
         InvalidFileObjectError: For unusable arguments (for example both `content` and
-            `path`, or `str` content with a content type declaring another charset).
+            `path`, `str` content with a content type declaring another charset, or a
+            content type or metadata no store or database can keep).
 
     Example:
         >>> from sqlalchemy_obstore import FileObject, ObstoreBackend, storages
@@ -149,8 +152,9 @@ class FileObject(FileIOMethods, FileConstructors, MutableValue):
         elif filename.__class__ is not str:
             check_filename(filename)  # a str (or a subclass)
         check_filename_text(filename)  # no NUL, no lone surrogate: storable and sendable
-        if content_type is not None and content_type.__class__ is not str:
-            content_type = FIELD_CHECKS["content_type"](content_type)  # as an assignment
+        if content_type is not None and (content_type.__class__ is not str or content_type):
+            # printable ASCII: a header for the store, JSON for the column ("" is a guess)
+            content_type = check_content_type(content_type)
         if content.__class__ is not bytes and isinstance(content, str):  # text, as UTF-8
             guessed = guess_content_type(filename)
             content, content_type = text_content(content, content_type, guessed)

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import IO, Any, NamedTuple
 
 from ._errors import InvalidFileObjectError, NoContentError
+from ._fields import MAX_CONTENT_TYPE_CHARS
 
 __all__ = (
     "GENERIC_TYPES",
@@ -63,7 +64,8 @@ def declared_type(upload: Any) -> str | None:
 
     Litestar fills in `text/plain` for a part without a `Content-Type` header, so the
     part's headers are asked first; a generic `application/octet-stream` also counts as
-    "not declared" (the filename's extension is a better guess).
+    "not declared" (the filename's extension is a better guess), and so does a value
+    that cannot be a content type at all (control characters, line breaks, non-ASCII).
     """
     headers = getattr(upload, "headers", None)
     if headers is not None:  # the part's own headers: the truth
@@ -72,6 +74,8 @@ def declared_type(upload: Any) -> str | None:
         value = getattr(upload, "content_type", None)
     if not isinstance(value, str) or value.split(";", 1)[0].strip().lower() in GENERIC_TYPES:
         return None
+    if not (value.isascii() and value.isprintable()) or len(value) > MAX_CONTENT_TYPE_CHARS:
+        return None  # not a type at all (controls, line breaks, ...): as if none was declared
     return value
 
 

@@ -27,6 +27,7 @@ from ._errors import (
     InvalidExtensionError,
     UnsupportedOperationError,
 )
+from ._fields import check_metadata
 from ._hmac import b64encode
 from ._io import Call, Plan
 from ._keys import KeyFunction, build_key, check_filename, join_key
@@ -323,7 +324,7 @@ def prepare(
         min_size=policy.min_size if policy is not None else None,
         content_types=type_lists,
         sniffs=int(sniff),
-        metadata=dict(metadata or {}),
+        metadata=check_metadata(metadata),  # str → str, no NUL, no lone surrogate
         size=size,
     )
     if size is not None:  # refuse a declared size outside the limits before anything

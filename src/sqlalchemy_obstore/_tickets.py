@@ -208,7 +208,8 @@ class UploadTickets:
             expires_in: Lifetime of the signed URL or form (default: the issuer's
                 `expires_in`), or of a multipart upload (default: its
                 `multipart_expires_in`).
-            metadata: Custom str→str metadata for the resulting `FileObject`.
+            metadata: Custom str→str metadata for the resulting `FileObject` (no NUL
+                or lone surrogates: `InvalidFileObjectError` otherwise).
             size: The file's size, as the client declares it. Refused now when outside
                 the limits; the upload must then have exactly this size (a POST's
                 policy and a multipart upload's part URLs make the store refuse any

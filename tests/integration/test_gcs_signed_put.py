@@ -19,8 +19,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from sqlalchemy_obstore import ObjectNotFoundError, ObstoreBackend, storages
-from tests.integration.backends import fake_gcs_backend
+from sqlalchemy_obstore import FileObject, ObjectNotFoundError, ObstoreBackend, storages
+from sqlalchemy_obstore._attributes import content_disposition
+from sqlalchemy_obstore.tickets import UploadTickets
+from tests.integration.backends import fake_gcs_backend, gcs_seed
 from tests.servers import FakeGcsServer
 
 pytestmark = pytest.mark.integration
@@ -71,3 +73,57 @@ def test_signed_put_then_read_list_and_delete(
     with pytest.raises(ObjectNotFoundError):
         gcs.get_bytes(path)
     gcs.delete(path)  # deleting a missing object is not an error
+
+
+# -- issue 13: what GCS serves through its signed URLs follows the inline rule ---------------------
+PAGE = b"<x>an XSLT file, they said</x><script>alert(document.domain)</script>"
+
+
+def test_ticket_uploads_are_served_by_the_inline_rule(
+    gcs: ObstoreBackend, http: httpx.Client
+) -> None:
+    """The grant's PUT headers set the disposition the store keeps and serves.
+
+    (Redeem copies the staged object, which fake-gcs-server cannot do: the bytes are
+    checked where they were uploaded; test_tickets.py runs redeem on S3 and Azure.)
+    """
+    tickets = UploadTickets("g" * 32)
+    for name, declared, kind in (
+        ("style.xsl", "text/html", "attachment"),  # the client may lie about the type
+        ("../evil\u202egnp.svg", "image/svg+xml", "attachment"),
+        ("photo.png", "image/png", "inline"),
+    ):
+        grant = tickets.issue(KEY, name)
+        assert grant.method == "PUT"
+        disposition = grant.headers["Content-Disposition"]
+        assert disposition.startswith(f"{kind};")
+        assert disposition.isascii()
+        headers = {**gcs.upload_headers, **grant.headers, "Content-Type": declared}
+        assert http.put(grant.url, content=PAGE, headers=headers).status_code == 200
+        served = http.get(gcs.sign(grant.upload_path, expires_in=60))
+        assert served.status_code == 200
+        assert served.headers["content-disposition"] == disposition
+        assert served.content == PAGE
+
+
+def test_objects_saved_by_the_library_are_served_by_the_inline_rule(
+    gcs: ObstoreBackend, fake_gcs_server: FakeGcsServer, http: httpx.Client
+) -> None:
+    """What `save()` stores (seeded through the JSON API: no XML-API writes here)."""
+    for name, content_type, kind, shown in (
+        ("../../evil\u202egnp.xsl", "text/xsl", "attachment", "evilgnp.xsl"),
+        ("odd.thing", "text/x-anything", "attachment", "odd.thing"),
+        ("photo.png", "image/png", "inline", "photo.png"),
+    ):
+        path = f"{gcs.prefix}/{uuid.uuid4().hex}/{shown}"
+        attributes = {
+            "Content-Type": content_type,
+            "Content-Disposition": content_disposition(name, content_type),
+        }
+        gcs_seed(fake_gcs_server, path, PAGE, attributes)
+        url = FileObject(backend=KEY, path=path, filename=name).sign(expires_in=60)
+        served = http.get(url)
+        assert served.status_code == 200
+        disposition = served.headers["content-disposition"]
+        assert disposition.startswith(f"{kind};")
+        assert disposition.endswith(f"filename*=UTF-8''{shown}")
