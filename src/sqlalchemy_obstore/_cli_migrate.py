@@ -41,6 +41,7 @@ def migrate_command(app: Application, out: Output) -> int:
     if args.source == args.destination:
         raise Failure(EXIT_USAGE, "--from and --to name the same backend.")
     from . import _migration as migration
+    from ._migration_copy import check_destination
 
     columns = file_columns(app)
     database = find_database(app)
@@ -49,6 +50,9 @@ def migrate_command(app: Application, out: Output) -> int:
         resolve_backend(args.source, columns, app, "--from backend"),
         resolve_backend(args.destination, columns, app, "--to backend"),
     ]
+    # A destination whose prefix would not hold the copies: refused before anything is
+    # copied, or even connected to (a ConfigurationError: exit 2, its message says why).
+    check_destination(*backends)
     options: dict[str, Any] = {
         "source": args.source,
         "destination": args.destination,

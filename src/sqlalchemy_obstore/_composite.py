@@ -18,6 +18,7 @@ from ._errors import (
 )
 from ._io import Call, Collect, Gather, Plan, as_call, run_async, run_sync
 from ._logging import library_logger
+from ._prefixes import require_contains
 from .backends import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_CONCURRENCY,
@@ -59,7 +60,9 @@ class MirrorBackend(DelegatingBackend):
     and the put succeeds.
 
     Capabilities, prefix, key layout, checksum algorithm, policy and URL signer are the
-    primary's.
+    primary's. Each mirror's prefix must be the primary's or contain it (or the mirror
+    has none): a mirror gets every object at the primary's path, and a backend deletes
+    only under its prefix.
 
     Args:
         key: The key columns store (usually the key the primary had).
@@ -68,7 +71,8 @@ class MirrorBackend(DelegatingBackend):
         strict: Fail writes when a mirror fails (see above).
 
     Raises:
-        ConfigurationError: Without mirrors.
+        ConfigurationError: Without mirrors, or for a mirror whose prefix does not
+            contain the primary's.
 
     Example:
         >>> from sqlalchemy_obstore import MirrorBackend, ObstoreBackend
@@ -85,6 +89,8 @@ class MirrorBackend(DelegatingBackend):
     ) -> None:
         if not mirrors:
             raise ConfigurationError("A MirrorBackend needs at least one mirror.", backend=key)
+        for mirror in mirrors:
+            require_contains(mirror, primary, "a mirror receives each write at the same path")
         super().__init__(key, primary)
         self.mirrors = list(mirrors)
         self.strict = strict
@@ -287,13 +293,19 @@ class OverlayBackend(DelegatingBackend):
     base backend is never written to (a `put_buffer` is a create-only `put` to the
     overlay). Reads come from the overlay when it holds the object, else from the base.
 
-    New keys are made with the overlay's prefix, key layout and checksum algorithm.
+    New keys are made with the overlay's prefix, key layout and checksum algorithm. The
+    overlay's prefix must be the base's or contain it (or the overlay has none): the
+    overlay writes and deletes the base's paths, and a backend deletes only under its
+    prefix.
 
     Args:
         key: The key columns store (usually the production key).
         base: The read-only backend (for example production's bucket, with read-only
             credentials).
         overlay: The backend that receives every write and delete.
+
+    Raises:
+        ConfigurationError: If the overlay's prefix does not contain the base's.
 
     Example:
         >>> from sqlalchemy_obstore import ObjectNotFoundError, ObstoreBackend, OverlayBackend
@@ -308,6 +320,9 @@ class OverlayBackend(DelegatingBackend):
     """
 
     def __init__(self, key: str, base: Backend, overlay: Backend) -> None:
+        require_contains(
+            overlay, base, "the overlay writes and deletes the base's objects at their paths"
+        )
         super().__init__(key, overlay)
         self.base = base
         self.public_base_url = None

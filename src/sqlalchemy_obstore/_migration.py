@@ -25,7 +25,7 @@ from ._file_columns import FileColumn, target_columns
 from ._io import Call, bridge_bind, map_concurrently, run
 from ._keys import join_key
 from ._logging import library_logger
-from ._migration_copy import Job, Mover, delete, head, job_of
+from ._migration_copy import Job, Mover, check_destination, delete, head, job_of
 from ._registry import BackendRegistry, storages
 from ._row_batches import Row, on_connection, require_primary_key, row_batches, swap_row
 from ._telemetry import run_span
@@ -549,7 +549,9 @@ def _prepare(
         raise ConfigurationError(
             "concurrency, batch_size, max_passes and chunk_size must be at least 1."
         )
-    return registry.get_backend(source), registry.get_backend(destination)
+    pair = registry.get_backend(source), registry.get_backend(destination)
+    check_destination(*pair)  # before anything is read or written
+    return pair
 
 
 class _Options(TypedDict):
@@ -619,9 +621,17 @@ def migrate(
         A [`MigrationReport`][sqlalchemy_obstore.migration.MigrationReport]; `report.ok`
         tells whether every row now points at `destination`.
 
+    The destination must manage the paths it receives: its prefix must be the source's
+    or contain it (or it has none), since a backend deletes, and garbage collection
+    lists, only under its prefix. Otherwise the migration refuses before anything is
+    copied. A reference whose path lies outside the destination's prefix all the same
+    (written before the source got its prefix) fails on its own, in `report.failures`:
+    it is not copied and its row keeps naming the source.
+
     Raises:
-        ConfigurationError: For equal source and destination, a table without a primary
-            key, options below 1, or `delete_source` with two keys on the same store.
+        ConfigurationError: For equal source and destination, a destination whose
+            prefix does not contain the source's, a table without a primary key,
+            options below 1, or `delete_source` with two keys on the same store.
         BackendNotFoundError: If a key is not registered.
 
     Example:

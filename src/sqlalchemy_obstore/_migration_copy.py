@@ -7,6 +7,13 @@ bytes, checks the copy, and deletes a copy that does not match: a wrong copy is 
 left behind. [`Mover.deletable`][sqlalchemy_obstore._migration_copy.Mover.deletable]
 is the check before a source object is deleted: its copy exists and matches.
 What the row recorded of an object is a [`Job`][sqlalchemy_obstore._migration_copy.Job].
+
+An object goes to the destination under its own path, so the destination must manage
+that path (it lies under the destination's prefix): else the copy could never be deleted
+or collected there. [`check_destination`][sqlalchemy_obstore._migration_copy.check_destination]
+refuses, before anything is copied, a destination whose prefix does not contain the
+source's; `bring` fails each object whose path still lies outside it (a row written
+before the source got its prefix) without writing anything.
 """
 
 from __future__ import annotations
@@ -21,9 +28,10 @@ from ._copy import copy_object
 from ._errors import ObjectNotFoundError, StorageError
 from ._file_columns import FileColumn
 from ._io import Call, iterate, run
+from ._prefixes import manages, prefix_of, require_contains
 from .backends import Backend, ObjectInfo
 
-__all__ = ("Job", "Mover", "Outcome", "delete", "head", "job_of")
+__all__ = ("Job", "Mover", "Outcome", "check_destination", "delete", "head", "job_of")
 
 _NOT_COPIED_ATTRIBUTES = frozenset({"Storage-Class"})
 
@@ -83,6 +91,15 @@ def _hasher(checksum: str | None) -> tuple[str, Any] | None:
         return algorithm, hashlib.new(algorithm)
     except ValueError:
         return None
+
+
+def check_destination(source: Backend, destination: Backend) -> None:
+    """Refuse a destination whose prefix does not contain the source's (see the module).
+
+    Raises:
+        ConfigurationError: If the copies would land outside the destination's prefix.
+    """
+    require_contains(destination, source, "migrate copies each object to the same path")
 
 
 # -- storage calls (sync, or async through the greenlet bridge: see `_io`) ---------------------
@@ -180,6 +197,15 @@ class Mover:
             return Outcome("failed", error=str(exc))
 
     def _bring_unsafe(self, job: Job) -> Outcome:
+        if not manages(self.destination, job.path):  # checked before any storage call
+            return Outcome(
+                "failed",
+                error=(
+                    f"not migrated: the path lies outside {prefix_of(self.destination)}, "
+                    "which could neither delete a copy there nor collect it as garbage; "
+                    "give the destination a prefix that contains the path (or none)"
+                ),
+            )
         there = head(self.destination, job.path)
         if there is not None and job.size is not None and self._matches(there, job, job.size):
             return Outcome("skipped", info=there)

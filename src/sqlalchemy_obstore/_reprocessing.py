@@ -26,6 +26,7 @@ from ._file_columns import FileColumn, target_columns
 from ._image_job import Processed, process_image, process_image_async, rendition_filename
 from ._io import Call, bridge_bind, iterate, map_concurrently, run
 from ._logging import library_logger
+from ._prefixes import manages, prefix_of
 from ._processing import ImagePolicy, Rendition
 from ._registry import BackendRegistry, storages
 from ._row_batches import Row, on_connection, require_primary_key, row_batches, swap_row
@@ -347,6 +348,16 @@ class _Reprocessing:
         backend: Backend | None = None
         try:
             backend = work.target.registry.get_backend(work.backend)
+            if work.build and not manages(backend, work.path):
+                # Renditions go next to the original: outside the prefix too, where the
+                # backend could never delete them. Nothing is read or written.
+                work.error = (
+                    f"not reprocessed: the original lies outside {prefix_of(backend)}, "
+                    "and its renditions would be stored next to it, where the backend "
+                    "could neither delete them nor collect them as garbage; give the "
+                    "backend a prefix that contains the path (or none)"
+                )
+                return
             self._make(work, backend)
         except (StorageError, OSError) as exc:
             work.error = str(exc) or type(exc).__name__

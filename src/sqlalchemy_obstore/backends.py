@@ -75,6 +75,7 @@ from ._contract import HttpMethod as HttpMethod  # public here too, as before
 from ._fork import obs  # obstore's functions; refused in a forked child
 from ._local import LocalRoot, inode_of
 from ._logging import library_logger
+from ._prefixes import managed_prefix
 from ._store_errors import translate, translated
 from ._stores import (
     has_static_credentials,
@@ -324,7 +325,7 @@ class ObstoreBackend(Backend):
         self.url_signer = url_signer
         self.key = key
         self.prefix = join_key(prefix) or None
-        self._managed_prefix = f"{self.prefix}/" if self.prefix else ""
+        self._managed_prefix = managed_prefix(self.prefix)
         self.public_base_url = public_base_url
         self.key_function = key_function
         self.checksum_algorithm = checksum_algorithm

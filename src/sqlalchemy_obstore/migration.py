@@ -6,7 +6,13 @@
 **same path**, then rewrites the row so that it names `destination`. Object keys are
 immutable (a save always writes a fresh key), so "the same path in the other store" is a
 complete description of the copy: running the migration again, or resuming it after a
-crash, finds the copies already there and only rewrites what is left.
+crash, finds the copies already there and only rewrites what is left. The same path means
+the destination's `prefix` must contain the source's (the same prefix, a shorter one, or
+none): a backend deletes, and garbage collection lists, only under its prefix, so a copy
+outside it could never be removed. `migrate` refuses any other destination with a
+`ConfigurationError` before it copies anything, and a reference whose path lies outside
+the destination's prefix all the same (written before the source got its prefix) fails
+on its own, without a copy, and its row keeps naming the source.
 
 **How one pass works, with bounded memory.** Each table is read in primary-key order,
 `batch_size` rows at a time (keyset pagination: no cursor is held open while objects are

@@ -23,7 +23,10 @@ time (keyset pagination, each batch in its own short transaction). For each batc
    only its size is missing, only its header is read;
 2. the new renditions are uploaded under **fresh keys**
    (`<original key>.renditions/<name>.<token>.<ext>`): nothing is overwritten, so a
-   reader of the old rendition is never raced;
+   reader of the old rendition is never raced. They go next to the original, so an
+   original whose key lies outside its backend's `prefix` (stored before the backend
+   got it) is reported as a failure and nothing is built for it: the backend deletes,
+   and garbage collection lists, only under its prefix;
 3. each row is rewritten with **compare-and-swap** (`UPDATE ... WHERE <primary key>
    AND CAST(<column> AS TEXT) = <the value read>`): a row the application changed
    meanwhile is left alone, its new renditions deleted, and it is counted in

@@ -430,6 +430,61 @@ def test_migrate_end_to_end(
     assert app.run("verify", "--checksums").code == EXIT_OK
 
 
+@pytest.mark.parametrize("database", ["sqlite", "sqlite-async"])
+def test_migrate_refuses_a_destination_outside_the_prefix_and_fails_old_rows_alone(
+    make_app: Callable[..., CliApp], database: str
+) -> None:
+    app = make_app(database, files="local", archive="local")
+    app.add(2)
+    archive = app.backends["archive"]  # (its own directory: `list_objects()` sees it all)
+
+    def state() -> dict[int, list[tuple[str | None, str | None]]]:
+        return {i: [(f.backend, f.path) for f in fs] for i, fs in app.referenced().items()}
+
+    before = state()
+    # 1. the archive under another prefix: the copies would land outside it
+    elsewhere = json.dumps({**app.spec, "archive": {**app.spec["archive"], "prefix": "media"}})
+    for extra in (["--yes"], ["--dry-run"], ["--yes", "--delete-source", "--json"]):
+        refused = app.run(
+            "migrate", "--from", "files", "--to", "archive", *extra, SQLO_CLI_BACKENDS=elsewhere
+        )
+        assert refused.code == EXIT_USAGE, refused
+        assert len(refused.stderr.strip().splitlines()) == 1, refused
+        assert "Backend 'archive' (prefix 'media') cannot hold the paths" in refused.stderr
+        assert "neither delete them nor collect them as garbage" in refused.stderr
+        assert (
+            "Give 'archive' the same prefix as 'files' ('files'), or a prefix that contains it."
+            in refused.stderr
+        )
+        if "--json" in extra:
+            assert refused.json()["exit_code"] == EXIT_USAGE
+            assert "cannot hold the paths" in refused.json()["error"]
+    assert {info.path for info in archive.list_objects()} == set()  # nothing copied
+    assert state() == before  # no row flipped
+    assert len(app.objects("files")) == 4  # nothing deleted
+
+    # 2. the same prefix, and a row from before the source had its prefix: it fails alone
+    app.backends["files"].put("legacy/old.txt", b"old bytes")
+    with Session(app.engine) as session:
+        legacy = FileObject(backend="files", path="legacy/old.txt", size=9, filename="old.txt")
+        session.add(app.Document(title="old", file=legacy))
+        session.commit()
+    result = app.run("migrate", "--from", "files", "--to", "archive", "--yes")
+    assert result.code == EXIT_PROBLEMS, result
+    assert "failed: " in result.stdout
+    assert "legacy/old.txt: not migrated: the path lies outside the prefix 'files'" in (
+        result.stdout
+    )
+    after = state()
+    for id_, files in before.items():  # the other rows moved
+        assert after[id_] == [("archive", path) for _, path in files]
+    assert [files for id_, files in after.items() if id_ not in before] == [
+        [("files", "legacy/old.txt")]
+    ]
+    assert not archive.exists("legacy/old.txt")
+    assert {info.path for info in archive.list_objects()} == app.objects("archive")
+
+
 # -- reprocess ----------------------------------------------------------------------------------
 def png(size: tuple[int, int]) -> bytes:
     from PIL import Image

@@ -354,6 +354,70 @@ def test_mirror_needs_a_mirror() -> None:
         MirrorBackend("m", ObstoreBackend("p", "memory://"), [])
 
 
+def _store(kind: str, key: str, prefix: str | None, tmp_path: Path) -> ObstoreBackend:
+    fs: Any = "memory://" if kind == "memory" else tmp_path / f"store-{key}"
+    return ObstoreBackend(key, fs, prefix=prefix)
+
+
+@pytest.mark.parametrize("kind", ["memory", "local"])
+@pytest.mark.parametrize(
+    ("outer", "inner"), [("media", "uploads"), ("uploads/archive", "uploads"), ("media", None)]
+)
+def test_composites_refuse_a_store_whose_prefix_would_not_hold_the_paths(
+    kind: str, outer: str, inner: str | None, tmp_path: Path
+) -> None:
+    """A mirror gets the primary's paths, an overlay writes and deletes the base's: under
+    another prefix neither could delete them (a backend deletes only under its prefix)."""
+    origin = _store(kind, "origin", inner, tmp_path)
+    receiver = _store(kind, "receiver", outer, tmp_path)
+    with pytest.raises(ConfigurationError, match="a mirror receives each write") as mirrored:
+        MirrorBackend(KEY, origin, [ObstoreBackend("fine", "memory://"), receiver])
+    with pytest.raises(ConfigurationError, match="writes and deletes the base's") as overlaid:
+        OverlayBackend(KEY, origin, receiver)
+    for caught in (mirrored, overlaid):
+        message = str(caught.value)
+        assert f"Backend 'receiver' (prefix {outer!r}) cannot hold the paths" in message
+        assert "neither delete them nor collect them as garbage" in message
+        assert caught.value.backend == "receiver"
+        advice = "the same prefix as 'origin'" if inner else "give 'receiver' no prefix either"
+        assert advice in message
+    assert list(receiver.list_objects()) == list(origin.list_objects()) == []
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("kind", ["memory", "local"])
+@pytest.mark.parametrize(("outer", "inner"), [("uploads", "uploads"), ("media", "media/uploads")])
+async def test_composites_over_stores_whose_prefix_holds_the_paths_write_and_delete(
+    mode: str, kind: str, outer: str, inner: str, tmp_path: Path
+) -> None:
+    """The same prefix (or one containing it): every write can be deleted again."""
+    primary = _store(kind, "primary", inner, tmp_path)
+    mirror = _store(kind, "mirror", outer, tmp_path)
+    other = ObstoreBackend("other", "memory://")  # no prefix: holds every path
+    mirrored = MirrorBackend(KEY, primary, [mirror, other])
+    base = ObstoreBackend("base", "memory://", prefix=inner)
+    base.put(f"{inner}/old.txt", b"old")
+    overlay = _store(kind, "overlay", outer, tmp_path)
+    overlaid = OverlayBackend("overlaid", base, overlay)
+    for backend in (mirrored, overlaid):
+        with storages.temporary(backend):
+            file = FileObject(filename="a.txt", content=b"new", backend=backend.key)
+            if mode == "sync":
+                file.save()
+                file.delete()
+                backend.delete(f"{inner}/old.txt")
+            else:
+                await file.save_async()
+                await file.delete_async()
+                await backend.delete_async(f"{inner}/old.txt")
+        assert file.path is not None
+        assert file.path.startswith(f"{backend.prefix}/")  # the primary's, the overlay's
+        assert not backend.exists(file.path)
+        assert not backend.exists(f"{inner}/old.txt")
+    assert [list(b.list_objects()) for b in (primary, mirror, other)] == [[], [], []]
+    assert base.get_bytes(f"{inner}/old.txt") == b"old"  # only hidden by the overlay
+
+
 @pytest.fixture
 def flaky_mirror(tmp_path: Path) -> tuple[ObstoreBackend, FaultInjectingBackend]:
     primary = ObstoreBackend("primary", "memory://")

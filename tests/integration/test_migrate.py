@@ -102,8 +102,9 @@ def db(request: pytest.FixtureRequest) -> Iterator[Db]:
         sync_engine.dispose()
 
 
-def _make(kind: str, key: str, request: pytest.FixtureRequest, tmp_path: Path) -> ObstoreBackend:
-    prefix = f"mig-{uuid.uuid4().hex[:10]}"
+def _make(
+    kind: str, key: str, request: pytest.FixtureRequest, tmp_path: Path, prefix: str
+) -> ObstoreBackend:
     if kind == "memory":
         return ObstoreBackend(key, "memory://", prefix=prefix)
     if kind == "local":
@@ -121,9 +122,12 @@ class Stores:
 @pytest.fixture(params=PAIRS)
 def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Stores:
     source_kind, destination_kind = request.param.split("-")
+    # one prefix for both: copies keep their paths, which must lie under the
+    # destination's prefix (a test's own prefix keeps tests apart in a shared bucket)
+    prefix = f"mig-{uuid.uuid4().hex[:10]}"
     created = Stores(
-        _make(source_kind, SRC, request, tmp_path),
-        _make(destination_kind, DST, request, tmp_path),
+        _make(source_kind, SRC, request, tmp_path, prefix),
+        _make(destination_kind, DST, request, tmp_path, prefix),
         ObstoreBackend(OTHER, "memory://"),
     )
     for backend in (created.source, created.destination, created.other):
@@ -744,3 +748,162 @@ async def test_delete_source_keeps_objects_whose_copy_is_damaged(db: Db) -> None
     assert all(f.error.startswith("kept the source object") for f in report.failures)
     assert not report.ok
     assert listing(source) == {damaged, lost}
+
+
+# -- the destination's prefix -------------------------------------------------------------------
+def _prefixed(kind: str, key: str, prefix: str | None, tmp_path: Path) -> ObstoreBackend:
+    """A memory or local-files backend with `prefix`, registered under `key`."""
+    fs: Any = "memory://" if kind == "memory" else tmp_path / f"store-{key}"
+    backend = ObstoreBackend(key, fs, prefix=prefix)
+    storages.register_backend(backend)
+    return backend
+
+
+def _everything(backend: ObstoreBackend) -> set[str]:
+    """Every object in the backend's store, inside its prefix or not."""
+    return {info.path for info in backend.list_objects()}
+
+
+def _sqlite_db(mode: str, sqlite_engine: Engine, sqlite_async_engine: AsyncEngine) -> Db:
+    return Db(mode, sqlite_engine if mode == "sync" else sqlite_async_engine, sqlite_engine)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("kind", ["memory", "local"])
+@pytest.mark.parametrize(
+    ("source_prefix", "destination_prefix", "advice"),
+    [
+        ("uploads", "media", "same prefix as 'src' ('uploads'), or a prefix that contains it"),
+        ("uploads", "uploads/archive", "same prefix as 'src' ('uploads')"),
+        (None, "media", "give 'dst' no prefix either"),
+    ],
+)
+async def test_refuses_a_destination_whose_prefix_would_not_hold_the_copies(
+    mode: str,
+    kind: str,
+    source_prefix: str | None,
+    destination_prefix: str,
+    advice: str,
+    sqlite_engine: Engine,
+    sqlite_async_engine: AsyncEngine,
+    tmp_path: Path,
+) -> None:
+    """Copies keep their paths: under another prefix the destination could never delete
+    them (nor gc see them). Refused before anything is read, copied or rewritten."""
+    source = _prefixed(kind, SRC, source_prefix, tmp_path)
+    destination = _prefixed(kind, DST, destination_prefix, tmp_path)
+    db = _sqlite_db(mode, sqlite_engine, sqlite_async_engine)
+    world = World(*make_models(), {}, "")
+    world.base.metadata.create_all(sqlite_engine)
+    insert_rows(db, world, [{"id": 1, "file": with_rendition(1)}, {"id": 2, "file": saved("b", 2)}])
+    rows = raw_rows(db, world)
+
+    for options in ({}, {"dry_run": True}, {"delete_source": True}):
+        with pytest.raises(ConfigurationError) as caught:
+            await db.migrate(world.base, **options)
+        message = str(caught.value)
+        assert "cannot hold the paths of backend 'src'" in message, message
+        assert "neither delete them nor collect them as garbage" in message
+        assert advice in message
+        assert caught.value.backend == DST
+
+    assert raw_rows(db, world) == rows  # no row flipped
+    assert _everything(destination) == set()  # nothing written there
+    assert _everything(source) == set(world.content)  # nothing deleted, no probe left
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("kind", ["memory", "local"])
+@pytest.mark.parametrize(
+    ("source_prefix", "destination_prefix"),
+    [("uploads", "uploads"), ("media/uploads", "media"), ("uploads", None), (None, None)],
+)
+async def test_a_destination_whose_prefix_holds_the_paths_migrates_and_can_delete(
+    mode: str,
+    kind: str,
+    source_prefix: str | None,
+    destination_prefix: str | None,
+    sqlite_engine: Engine,
+    sqlite_async_engine: AsyncEngine,
+    tmp_path: Path,
+) -> None:
+    _prefixed(kind, SRC, source_prefix, tmp_path)
+    destination = _prefixed(kind, DST, destination_prefix, tmp_path)
+    db = _sqlite_db(mode, sqlite_engine, sqlite_async_engine)
+    world = World(*make_models(), {}, "")
+    world.base.metadata.create_all(sqlite_engine)
+    pages = [saved("p1", 3), saved("p2", 4)]
+    insert_rows(db, world, [{"id": 1, "file": with_rendition(1), "pages": pages}])
+
+    report = await db.migrate(world.base, delete_source=True)
+
+    assert report.ok, report.as_dict()
+    assert (report.objects_copied, report.objects_deleted) == (4, 4)
+    for path, data in world.content.items():
+        assert destination.get_bytes(path) == data
+    assert _everything(destination) == listing(destination) == set(world.content)
+    destination.delete(sorted(world.content))  # each copy is the destination's to delete
+    assert _everything(destination) == set()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("kind", ["memory", "local"])
+async def test_a_reference_outside_the_destinations_prefix_fails_alone(
+    mode: str,
+    kind: str,
+    sqlite_engine: Engine,
+    sqlite_async_engine: AsyncEngine,
+    tmp_path: Path,
+) -> None:
+    """Rows written before the source got its prefix name paths outside it: the prefixes
+    agree, yet such a path would land outside the destination's prefix. Each such row
+    fails on its own (no copy, row unchanged, source kept); the others migrate."""
+    source = _prefixed(kind, SRC, "uploads", tmp_path)
+    destination = _prefixed(kind, DST, "uploads", tmp_path)
+    db = _sqlite_db(mode, sqlite_engine, sqlite_async_engine)
+    world = World(*make_models(), {}, "")
+    world.base.metadata.create_all(sqlite_engine)
+
+    def legacy(name: str, data: bytes) -> FileObject:
+        path = f"legacy/{name}"
+        source.put(path, data)  # as stored when the source had no prefix
+        return FileObject(backend=SRC, path=path, size=len(data), filename=name)
+
+    old_file, old_page = legacy("old.txt", b"old bytes"), legacy("page.txt", b"old page")
+    fresh, mixed = saved("fresh.txt", 1), saved("mixed.txt", 2)
+    insert_rows(
+        db,
+        world,
+        [
+            {"id": 1, "file": fresh},
+            {"id": 2, "file": old_file},
+            {"id": 3, "file": mixed, "pages": [old_page]},  # one good file, one old page
+        ],
+    )
+    rows = raw_rows(db, world)
+    expected = {((2,), "file", "legacy/old.txt"), ((3,), "pages", "legacy/page.txt")}
+
+    dry = await db.migrate(world.base, dry_run=True)
+    assert {(f.primary_key, f.column, f.path) for f in dry.failures} == expected
+    assert _everything(destination) == set()
+
+    report = await db.migrate(world.base, delete_source=True)
+
+    assert not report.ok
+    assert {(f.primary_key, f.column, f.path) for f in report.failures} == expected
+    for failure in report.failures:
+        assert "outside the prefix 'uploads' of backend 'dst'" in failure.error, failure
+        assert "give the destination a prefix that contains the path" in failure.error
+    assert json.dumps(report.as_dict())
+    assert (report.rows_rewritten, report.rows_remaining) == (1, 2)
+    after = raw_rows(db, world)
+    assert after[1][0]["backend"] == DST
+    assert (after[2], after[3]) == (rows[2], rows[3])  # not flipped, not even row 3's file
+    # nothing lands outside the destination's prefix
+    assert _everything(destination) == listing(destination)
+    assert not destination.exists("legacy/old.txt")
+    assert not destination.exists("legacy/page.txt")
+    # incomplete: no source object is deleted
+    assert report.delete_skipped_reason
+    assert report.objects_deleted == 0
+    assert _everything(source) == set(world.content)

@@ -13,11 +13,12 @@ import io
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
-from sqlalchemy import Engine, create_engine, select, update
+from sqlalchemy import JSON, Engine, create_engine, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -293,3 +294,59 @@ async def test_a_row_changed_meanwhile_is_not_overwritten(
     # what was made for the conflicted row is gone; its old thumbnail was not touched
     beside = {p for p in objects(store) if p.startswith(f"{old.path}.renditions/")}
     assert beside == {old.renditions["thumb"].path}
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("kind", ["memory", "local"])
+async def test_an_original_outside_the_prefix_gets_no_renditions(
+    mode: str,
+    kind: str,
+    sqlite_engine: Engine,
+    sqlite_async_engine: AsyncEngine,
+    tmp_path: Path,
+) -> None:
+    """Renditions go next to their original: one outside the backend's prefix (stored
+    before the backend got it) would put them where the backend can never delete them.
+    That image fails on its own, nothing is written for it; the others are reprocessed."""
+    media = ObstoreBackend(
+        "media", "memory://" if kind == "memory" else tmp_path / "media", prefix="media"
+    )
+    storages.register_backend(media)
+    Base.metadata.drop_all(sqlite_engine)
+    Base.metadata.create_all(sqlite_engine)
+    old = png((80, 60))
+    media.put("legacy/cat.png", old)
+    legacy = FileObject(
+        backend="media",
+        path="legacy/cat.png",
+        size=len(old),
+        filename="cat.png",
+        content_type="image/png",
+    )
+    with Session(sqlite_engine) as session:
+        session.add(Photo(id=1, image=FileObject(filename="new.png", content=png((70, 50)))))
+        session.add(Photo(id=2, image=legacy))
+        session.commit()
+    column = type_coerce(Photo.__table__.c.image, JSON)
+    with sqlite_engine.connect() as conn:
+        before = conn.execute(select(column).where(Photo.id == 2)).scalar_one()
+    tiny = ImagePolicy(renditions=(Rendition("tiny", 10, 10),))
+
+    db = Db(mode, sqlite_engine if mode == "sync" else sqlite_async_engine, sqlite_engine)
+    report = await db.reprocess(Photo.image, policy=tiny)
+
+    assert not report.ok
+    (failure,) = report.failures
+    assert (failure.primary_key, failure.column, failure.path) == ((2,), "image", legacy.path)
+    assert "outside the prefix 'media' of backend 'media'" in failure.error
+    assert "give the backend a prefix that contains the path" in failure.error
+    assert (report.rows_updated, report.renditions_built) == (1, 1)
+    photos = stored(Db(mode, sqlite_engine, sqlite_engine))
+    fresh = photos[1][0]
+    assert fresh is not None
+    assert "tiny" in fresh.renditions
+    with sqlite_engine.connect() as conn:
+        assert conn.execute(select(column).where(Photo.id == 2)).scalar_one() == before
+    # nothing lands outside the prefix: the original is the only object there
+    everything = {info.path for info in media.list_objects()}
+    assert everything - objects(media) == {"legacy/cat.png"}
