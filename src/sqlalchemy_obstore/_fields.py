@@ -32,6 +32,7 @@ __all__ = (
     "NOTIFYING",
     "STORED_FACTS",
     "TRACKED_FIELDS",
+    "UNDO_KEY",
     "Metadata",
     "apply_info",
     "check_content_type",
@@ -263,12 +264,18 @@ def describe(name: str, d: Mapping[str, Any]) -> str:
     return f"{name}({', '.join(fields)})"
 
 
+UNDO_KEY = "_undo"
+"""In a file's `__dict__`, while a session may still undo its uploads: what each upload
+replaced, by path (see `_lifecycle`). Never pickled or copied."""
+
+
 def pickled_state(state: dict[str, Any]) -> dict[str, Any]:
     """`state` (a copy of a file's `__dict__` without its holders) made picklable.
 
     Containers become plain dicts and the signed URLs are dropped; pending content can
     be pickled only as bytes or a path.
     """
+    state.pop(UNDO_KEY, None)
     state["_sign_cache"] = {}
     state["_metadata"] = dict(state.get("_metadata") or ())
     state["_info"] = dict(state.get("_info") or ())

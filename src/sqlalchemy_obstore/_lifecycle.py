@@ -23,6 +23,7 @@ from ._errors import (
     UntrustedReferenceError,
     redact,
 )
+from ._fields import UNDO_KEY
 from ._file_columns import file_columns
 from ._file_columns import forget as forget_file_columns
 from ._file_object import FileObject, FileObjectList, SaveOptions
@@ -82,18 +83,41 @@ _Ref = tuple[str, str]  # (backend key, path)
 
 @dataclass(slots=True)
 class _Upload:
-    """An upload done in a transaction, with what is needed to undo it."""
+    """An upload done in a transaction, with what is needed to undo it.
 
-    file: FileObject
+    The file is held weakly and what a revert restores lives in the file itself (see
+    `_remember_undo`): a transaction of many rows does not keep every file, and the
+    content it uploaded, alive until it ends, and a row the application dropped needs
+    no revert.
+    """
+
+    file: weakref.ref[FileObject]
     backend: Backend
     path: str
-    snapshot: dict[str, Any]
     renditions: tuple[str, ...] = ()  # paths of the renditions stored with it
 
     def objects(self) -> Iterator[tuple[_Ref, Backend]]:
         """Every object this upload stored: the file and its renditions."""
         for path in (self.path, *self.renditions):
             yield (self.backend.key, path), self.backend
+
+    def take_undo(self) -> tuple[FileObject, dict[str, Any]] | None:
+        """The file and what this upload replaced in it, forgotten there; `None` when the
+        file is gone or its undo data was taken already."""
+        file = self.file()
+        if file is None:
+            return None
+        undo = file.__dict__.get(UNDO_KEY)
+        snapshot = undo.pop(self.path, None) if undo else None
+        if undo is not None and not undo:
+            del file.__dict__[UNDO_KEY]
+        return None if snapshot is None else (file, snapshot)
+
+
+def _forget_undo(uploads: Iterable[_Upload]) -> None:
+    """The uploads are committed for good: release what undoing them would have needed."""
+    for upload in uploads:
+        upload.take_undo()
 
 
 def _uploaded_objects(uploads: Sequence[_Upload]) -> dict[_Ref, Backend]:
@@ -304,9 +328,22 @@ def _snapshot(file: FileObject) -> dict[str, Any]:
     return snapshot
 
 
+def _remember_undo(file: FileObject, path: str, snapshot: dict[str, Any]) -> None:
+    """Keep in `file` what its upload to `path` replaced, until the transaction ends."""
+    d = file.__dict__
+    undo = d.get(UNDO_KEY)
+    if undo is None:
+        d[UNDO_KEY] = {path: snapshot}
+    else:
+        undo[path] = snapshot
+
+
 def _revert(upload: _Upload) -> None:
     """Give the file its content back after its upload was undone."""
-    file, snapshot = upload.file, upload.snapshot
+    taken = upload.take_undo()
+    if taken is None:
+        return  # the file is gone, or was reverted already
+    file, snapshot = taken
     if file.path != upload.path:
         return  # the application changed the file since; leave it alone
     # Undoing the upload is no edit of the file: its holders are not told again.
@@ -331,17 +368,23 @@ def _upload_all(session: Session, jobs: list[tuple[FileObject, SaveOptions]]) ->
     concurrency = int(session.info.get(CONCURRENCY_KEY, DEFAULT_UPLOAD_CONCURRENCY))
     calls = [Call(f.save, f.save_async, options=o) for f, o in jobs]
     results = run(Gather(calls, concurrency=concurrency))
-    done = [
-        _Upload(
-            file,
-            file._backend(),
-            file.path,  # type: ignore[arg-type]
-            snapshot,
-            tuple(r.path for r in file.renditions.values() if r.path is not None),
+    done: list[_Upload] = []
+    for (file, _), snapshot, result in zip(jobs, snapshots, results, strict=True):
+        if isinstance(result, BaseException):
+            continue
+        path: str = file.path  # type: ignore[assignment]
+        _remember_undo(file, path, snapshot)
+        renditions = file.__dict__["_renditions"]
+        done.append(
+            _Upload(
+                weakref.ref(file),
+                file._backend(),
+                path,
+                tuple(r.path for r in renditions.values() if r.path is not None)
+                if renditions
+                else (),
+            )
         )
-        for (file, _), snapshot, result in zip(jobs, snapshots, results, strict=True)
-        if not isinstance(result, BaseException)
-    ]
     failures = [r for r in results if isinstance(r, BaseException) and r is not NOT_RUN]
     if failures:
         # Nothing of this flush may stay behind: remove what did get uploaded.
@@ -742,6 +785,7 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
         assert parent is not None
         state.records.setdefault(parent, _Record()).merge(record)
     elif ending == "finish":
+        _forget_undo(record.uploads)
         if record.deletes:
             _delete_quietly(record.deletes, "after_commit")
     else:

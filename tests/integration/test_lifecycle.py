@@ -16,10 +16,12 @@ the objects it uploaded, and nothing is ever overwritten in place.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import io
 import logging
 import uuid
+import weakref
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -752,6 +754,51 @@ async def test_rollback_deletes_uploads_and_gives_content_back(
     assert file.checksum == checksum(data)
     assert file.size == 200
     assert len(assert_consistent(db, storage)) == 2
+
+
+async def test_a_transaction_does_not_keep_the_files_it_uploaded_alive(
+    db: Driver, storage: TracingBackend
+) -> None:
+    """A row the application dropped after the flush takes its file and content with it
+    (a large import does not hold every file until the commit); its upload is still
+    undone by the rollback."""
+    payload = io.BytesIO(b"x" * 300)  # (a memory store may keep a buffer it was given)
+    content_alive = weakref.ref(payload)
+    file = FileObject(filename="a.txt", content=payload)
+    file_alive = weakref.ref(file)
+    db.add(Doc(file=file))
+    del payload, file
+    await db.flush()
+    assert len(storage.paths()) == 1
+    gc.collect()
+    assert file_alive() is None
+    assert content_alive() is None
+
+    await db.rollback()
+    assert storage.paths() == set()
+
+
+async def test_what_undoing_an_upload_needs_is_released_by_the_commit(
+    db: Driver, storage: TracingBackend
+) -> None:
+    """A file the application keeps does not keep the content it uploaded once the
+    transaction (here through a released SAVEPOINT) has committed."""
+    payload = io.BytesIO(b"y" * 300)
+    content_alive = weakref.ref(payload)
+    doc = Doc(file=FileObject(filename="a.txt", content=payload))
+    del payload
+    savepoint = await db.begin_nested()
+    db.add(doc)
+    await db.flush()
+    await savepoint.commit()
+    gc.collect()
+    assert content_alive() is not None  # the outer transaction may still roll back
+
+    await db.commit()
+    gc.collect()
+    assert content_alive() is None
+    assert doc.file is not None
+    assert storage.content(doc.file.path or "") == b"y" * 300
 
 
 async def test_rollback_of_a_replace_keeps_the_old_object(

@@ -133,7 +133,7 @@ def test_the_end_of_a_transaction(committed: bool, root: bool, nested: bool, end
 def test_a_rollback_undoes_the_uploads_and_what_it_unscheduled(backend: ObstoreBackend) -> None:
     outer, inner = lc._Record(), lc._Record()
     file = stored("k/new.png", thumb="k/new.thumb.png")
-    inner.uploads.append(lc._Upload(file, backend, "k/new.png", {}, ("k/new.thumb.png",)))
+    inner.uploads.append(lc._Upload(weakref.ref(file), backend, "k/new.png", ("k/new.thumb.png",)))
     inner.unscheduled.append((outer, ("mem", "k/old.png"), backend))
     assert inner.undo() == {("mem", "k/new.png"): backend, ("mem", "k/new.thumb.png"): backend}
     assert outer.deletes == {("mem", "k/old.png"): backend}  # deleted again after commit
@@ -144,7 +144,8 @@ def test_a_savepoint_hands_its_work_to_the_enclosing_transaction(
 ) -> None:
     outer, inner = lc._Record(), lc._Record()
     inner.deletes[("mem", "k/a.png")] = backend
-    inner.uploads.append(lc._Upload(stored("k/b.png"), backend, "k/b.png", {}))
+    file = stored("k/b.png")
+    inner.uploads.append(lc._Upload(weakref.ref(file), backend, "k/b.png"))
     outer.merge(inner)
     assert outer.deletes == inner.deletes
     assert outer.uploads == inner.uploads
@@ -206,3 +207,32 @@ def test_models_defined_in_a_loop_are_not_kept_alive(backend: ObstoreBackend) ->
         del Doc, Base, session, engine
     gc.collect()
     assert [ref() for ref in classes] == [None] * 5
+
+
+def test_the_undo_data_of_a_flush_is_never_pickled_or_copied(backend: ObstoreBackend) -> None:
+    """What a session keeps in a file to undo its upload belongs to that live object."""
+    import copy
+    import pickle
+
+    engine = create_engine("sqlite://")
+
+    class UndoBase(DeclarativeBase):
+        pass
+
+    class UndoDoc(UndoBase):
+        __tablename__ = "undo_docs"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        file: Mapped[FileObject | None] = mapped_column(StoredObject("mem"))
+
+    UndoBase.metadata.create_all(engine)
+    file = pending()
+    with Session(engine) as session:
+        session.add(UndoDoc(file=file))
+        session.flush()
+        assert lc.UNDO_KEY in file.__dict__  # until the transaction ends
+        for twin in (pickle.loads(pickle.dumps(file)), copy.copy(file), copy.deepcopy(file)):
+            assert lc.UNDO_KEY not in twin.__dict__
+            assert twin == file
+        session.commit()
+    assert lc.UNDO_KEY not in file.__dict__
+    engine.dispose()
