@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import event, inspect, select
+from sqlalchemy import event, select
 from sqlalchemy.engine import Connection, Engine, ExceptionContext
 from sqlalchemy.orm import InstanceState, Mapper, Session, SessionTransaction, object_session
-from sqlalchemy.orm.attributes import flag_modified, get_history
+from sqlalchemy.orm.attributes import flag_modified, get_history, instance_state
 from sqlalchemy.orm.base import NO_VALUE
 
 from ._column import UPLOAD_FACTS
@@ -227,7 +227,7 @@ def _files_ever_in(value: Any) -> Iterator[FileObject]:
 # discarded the change.
 def _remember_replaced(key: str) -> Callable[[Any, Any], None]:
     def remember(target: Any, initiator: Any) -> None:
-        state = inspect(target)
+        state = instance_state(target)
         session = state.session
         if session is not None and not is_tracking(session):
             return
@@ -413,7 +413,7 @@ def _vet_references(session: Session) -> None:
     tracking files, it is about who may name them.
     """
     for obj in (*session.new, *session.dirty):
-        state = inspect(obj)
+        state = instance_state(obj)
         for key, column in file_columns(state.mapper).all:
             value = state.dict.get(key)
             if value is None:
@@ -427,7 +427,7 @@ def _vet_references(session: Session) -> None:
 
 def _accept_echoes(obj: Any, key: str, value: Any, untrusted: list[FileObject]) -> None:
     held: dict[_Ref, FileObject] = {}
-    state = inspect(obj)
+    state = instance_state(obj)
     previous = _previous_values(obj, key) if state.persistent else []
     # (a value equal to the old one - same backend and path - is no change to the
     # attribute history, but the old value is still in committed_state)
@@ -466,7 +466,7 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
     for obj in (*session.new, *session.dirty):
         if obj in session.deleted:
             continue
-        state = inspect(obj)
+        state = instance_state(obj)
         columns = file_columns(state.mapper)
         if not columns.all:
             continue  # no StoredObject column: nothing to upload, remember or forget
@@ -542,7 +542,7 @@ class _FlushPlan:
 def _previous_values(obj: Any, key: str) -> list[Any]:
     """The values `obj.key` held since the last flush: its history and what was remembered."""
     history = get_history(obj, key)
-    state = inspect(obj)
+    state = instance_state(obj)
     values = [*(history.deleted or ()), *_replaced_values(state, key)]
     if key in state.info.get(UNKNOWN_OLD_VALUE_KEY, ()):
         values.append(_committed_value(state, key))
@@ -596,7 +596,7 @@ def _before_delete(mapper: Mapper[Any], connection: Any, target: Any) -> None:
             for file in _files_ever_in(previous):
                 if (ref := _ref(file)) is not None and not file.has_pending_content:
                     tracker.flush_doomed[ref] = file._backend()
-    _forget_replaced(inspect(target), tracker)
+    _forget_replaced(instance_state(target), tracker)
 
 
 def _after_flush_postexec(session: Session, flush_context: Any) -> None:

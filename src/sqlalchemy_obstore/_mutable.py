@@ -28,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, SupportsIndex, TypeVar, overload
 
-from sqlalchemy import event, inspect
+from sqlalchemy import event
 from sqlalchemy.ext.mutable import Mutable, MutableList
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -66,9 +66,12 @@ def _flag(value: object, holders: Iterable[tuple[Any, str]]) -> None:
     Like `Mutable.changed`, but a row whose attribute no longer holds this value (it
     was reassigned, or expired by a commit or rollback and not loaded again) is left
     alone: the value does not belong to it anymore, and SQLAlchemy would refuse to flag
-    an attribute that is not loaded.
+    an attribute that is not loaded. A row never inserted (no identity key) is left
+    alone too: its INSERT writes every value as it is then, flagged or not.
     """
     for state, key in holders:
+        if state.key is None:
+            continue
         holder = state.obj()
         if holder is not None and state.dict.get(key) is value:
             flag_modified(holder, key)
@@ -270,7 +273,7 @@ class MutableValue(Mutable):
             if value is not None:
                 value._parents[target] = key
             if isinstance(oldvalue, cls):
-                oldvalue._parents.pop(inspect(target), None)
+                oldvalue._parents.pop(target, None)  # (raw listener: `target` is the state)
             return value
 
         def pickle(state: Any, state_dict: dict[str, Any]) -> None:

@@ -8,10 +8,10 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from sqlalchemy import JSON, Text, cast, event, inspect, type_coerce
+from sqlalchemy import JSON, Text, cast, event, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapper
-from sqlalchemy.orm.base import NO_VALUE
+from sqlalchemy.orm.base import NO_VALUE, instance_state
 from sqlalchemy.types import TypeDecorator
 
 from ._column_defaults import apply_column_defaults
@@ -491,7 +491,7 @@ def _column_defaults_setter(column_type: StoredObject, key: str) -> Any:
     def set_defaults(target: Any, value: Any, oldvalue: Any, initiator: Any) -> Any:
         apply_column_defaults(column_type, value)
         if oldvalue is NO_VALUE:
-            state = inspect(target)
+            state = instance_state(target)
             if state.key is not None:
                 # Replaced while expired (e.g. after a commit): the session reads the
                 # committed value during the flush. Loading it here would need I/O,
