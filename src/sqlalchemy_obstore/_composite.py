@@ -105,6 +105,11 @@ class MirrorBackend(DelegatingBackend):
     def primary(self, backend: Backend) -> None:
         self.inner = backend
 
+    @property
+    def never_waits(self) -> bool:
+        """Whether neither the primary nor any mirror waits for I/O."""
+        return self.primary.never_waits and all(m.never_waits for m in self.mirrors)
+
     def describe(self) -> str:
         """The primary and the mirrors, without secrets."""
         mirrors = ", ".join(m.describe() for m in self.mirrors)
@@ -346,6 +351,11 @@ class OverlayBackend(DelegatingBackend):
     def supports_native_signing(self) -> bool:
         """Whether both stores sign URLs themselves."""
         return self.base.supports_native_signing and self.overlay.supports_native_signing
+
+    @property
+    def never_waits(self) -> bool:
+        """Whether neither store waits for I/O."""
+        return self.base.never_waits and self.overlay.never_waits
 
     @property
     def max_sign_expiry(self) -> timedelta | None:

@@ -254,6 +254,17 @@ class Backend(ABC):
         return None
 
     @property
+    def never_waits(self) -> bool:
+        """Whether every operation completes without waiting for I/O (an in-process store).
+
+        The library then makes several of this backend's operations one after another
+        rather than as concurrent tasks (a flush's uploads, say), which costs less and
+        changes nothing else. `False` unless the backend knows better (a memory store);
+        a wrapper answers for the backends it wraps.
+        """
+        return False
+
+    @property
     def upload_headers(self) -> Mapping[str, str]:
         """Headers a client must send with a signed PUT request."""
         return {}

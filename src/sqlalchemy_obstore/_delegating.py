@@ -109,6 +109,11 @@ class DelegatingBackend(Backend):
         return self.inner.max_sign_expiry
 
     @property
+    def never_waits(self) -> bool:
+        """Whether the inner backend never waits for I/O."""
+        return self.inner.never_waits
+
+    @property
     def upload_headers(self) -> Mapping[str, str]:
         """The inner backend's headers for signed PUTs."""
         return self.inner.upload_headers

@@ -168,15 +168,17 @@ class Collect(Step[list[_T]]):
 class Gather(Step[list[_T | BaseException]]):
     """Several calls; the outcome of each is its result or the exception it raised.
 
-    Async code makes them concurrently, at most `concurrency` at once. Sync code makes
-    them one after another; with `fail_fast`, the calls after the first that fails are
-    not made and their outcome is `NOT_RUN`. A sync call that raises something other
-    than an `Exception` (`KeyboardInterrupt`) stops everything.
+    Async code makes them concurrently, at most `concurrency` at once. Sync code, and
+    async code with a `concurrency` of 1, makes them one after another, in one plan
+    (no task per call: for calls that never wait, such as a memory store's, that is
+    most of their cost); then, with `fail_fast`, the calls after the first that fails
+    are not made and their outcome is `NOT_RUN`, and a call that raises something other
+    than an `Exception` (`KeyboardInterrupt`, a cancellation) stops everything.
 
     Args:
         calls: The calls, in the order of their outcomes.
-        concurrency: How many run at once in async code.
-        fail_fast: Stop at the first failure in sync code.
+        concurrency: How many run at once in async code (1: one after another).
+        fail_fast: Stop at the first failure when the calls run one after another.
     """
 
     __slots__ = ("calls", "concurrency", "fail_fast")
@@ -188,8 +190,8 @@ class Gather(Step[list[_T | BaseException]]):
         self.concurrency = concurrency
         self.fail_fast = fail_fast
 
-    def run_sync(self) -> list[_T | BaseException]:
-        """Make the calls one after another."""
+    def _one_by_one(self) -> Plan[list[_T | BaseException]]:
+        """The calls one after another, as a plan (the same for both drivers)."""
         outcomes: list[_T | BaseException] = []
         failed = False
         for call in self.calls:
@@ -197,15 +199,23 @@ class Gather(Step[list[_T | BaseException]]):
                 outcomes.append(NOT_RUN)
                 continue
             try:
-                outcomes.append(call.run_sync())
+                outcome: _T = yield call
             except Exception as exc:
                 outcomes.append(exc)
                 failed = True
+            else:
+                outcomes.append(outcome)
         return outcomes
 
+    def run_sync(self) -> list[_T | BaseException]:
+        """Make the calls one after another."""
+        return run_sync(self._one_by_one())
+
     async def run_async(self) -> list[_T | BaseException]:
-        """Make the calls concurrently (bounded)."""
-        semaphore = asyncio.Semaphore(max(1, self.concurrency))
+        """Make the calls concurrently (bounded), or one after another at concurrency 1."""
+        if self.concurrency <= 1:
+            return await run_async(self._one_by_one())
+        semaphore = asyncio.Semaphore(self.concurrency)
 
         async def limited(call: Call[_T]) -> _T:
             async with semaphore:

@@ -280,6 +280,11 @@ def _by_backend(objects: dict[_Ref, Backend]) -> list[tuple[Backend, list[str]]]
     return list(groups.values())
 
 
+def _concurrency(backends: Iterable[Backend], configured: int) -> int:
+    """`configured`, or 1 when no backend waits for I/O: no task per call then."""
+    return 1 if all(backend.never_waits for backend in backends) else configured
+
+
 def _report(backend: Backend, paths: list[str], reason: OrphanReason, error: Any) -> None:
     report = OrphanReport(
         backend.key, tuple(paths), reason, error if isinstance(error, BaseException) else None
@@ -293,7 +298,8 @@ def _delete_quietly(pending: dict[_Ref, Backend], reason: OrphanReason) -> None:
     if not groups:
         return
     calls = [Call(b.delete, b.delete_async, p) for b, p in groups]
-    outcomes = run(Gather(calls, concurrency=DEFAULT_UPLOAD_CONCURRENCY))
+    concurrency = _concurrency((b for b, _ in groups), DEFAULT_UPLOAD_CONCURRENCY)
+    outcomes = run(Gather(calls, concurrency=concurrency))
     for (backend, paths), outcome in zip(groups, outcomes, strict=True):
         if isinstance(outcome, BaseException):
             error = None if outcome is NOT_RUN else outcome
@@ -365,7 +371,8 @@ def _upload_all(session: Session, jobs: list[tuple[FileObject, SaveOptions]]) ->
                 backend=file.backend,
             )
     snapshots = [_snapshot(file) for file, _ in jobs]
-    concurrency = int(session.info.get(CONCURRENCY_KEY, DEFAULT_UPLOAD_CONCURRENCY))
+    configured = int(session.info.get(CONCURRENCY_KEY, DEFAULT_UPLOAD_CONCURRENCY))
+    concurrency = _concurrency((f._backend() for f, _ in jobs), configured)
     calls = [Call(f.save, f.save_async, options=o) for f, o in jobs]
     results = run(Gather(calls, concurrency=concurrency))
     done: list[_Upload] = []

@@ -425,6 +425,11 @@ class ObstoreBackend(Backend):
         return self._keeps_attributes
 
     @property
+    def never_waits(self) -> bool:
+        """Whether the store is in this process and never waits for I/O (memory)."""
+        return self._never_blocks
+
+    @property
     def supports_suffix_range(self) -> bool:
         """Whether ranges counted from the end of an object work (not on Azure)."""
         return self.kind != "azure"

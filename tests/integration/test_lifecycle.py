@@ -144,6 +144,11 @@ class TracingBackend(FaultInjectingBackend):
         self.in_flight = 0
         self.max_in_flight = 0
 
+    @property
+    def never_waits(self) -> bool:
+        """With a `delay`, `put_async` waits (the uploads of a flush then overlap)."""
+        return not self.delay and super().never_waits
+
     def put(self, path: str, body: UploadBody, **kwargs: Any) -> WriteResult:
         self.twins["put"] += 1
         return super().put(path, body, **kwargs)
@@ -955,8 +960,9 @@ async def test_failed_upload_raises_and_leaves_nothing(db: Driver, storage: Trac
         await db.commit()
     assert "put #2" in str(raised.value)
     assert raised.value.backend == BACKEND
-    # Sync uploads stop at the first failure; async ones run concurrently.
-    assert storage.calls["put"] == (3 if db.is_async else 2)
+    # A memory store never waits: async uploads run one after another, as sync ones do,
+    # and stop at the first failure (concurrent ones: test_failed_concurrent_upload_...).
+    assert storage.calls["put"] == 2
     assert len(storage.injected) == 1
     assert db.committed(Doc) == []
     assert storage.paths() == set()  # the successful uploads of that flush were removed
@@ -1273,19 +1279,54 @@ async def test_async_session_uploads_concurrently_with_a_bound(
     assert slow_storage.paths() == set()
 
 
-async def test_async_session_upload_failure_is_raised_from_await_commit(
-    sqlite_async_engine: AsyncEngine, sqlite_engine: Engine, storage: TracingBackend
+async def test_async_uploads_to_a_store_that_never_waits_run_one_after_another(
+    async_engines: tuple[Engine, AsyncEngine], storage: TracingBackend
+) -> None:
+    check, engine = async_engines
+    Base.metadata.drop_all(check)
+    Base.metadata.create_all(check)
+    try:
+        async with AsyncSession(engine) as session:
+            session.add_all(Doc(file=make_file(f"f{i}.txt", seed=i)) for i in range(5))
+            await session.commit()
+            assert len(storage.paths()) == 5
+    finally:
+        Base.metadata.drop_all(check)
+    assert storage.twins == {"put_async": 5}
+    assert storage.max_in_flight == 1
+
+
+async def test_failed_concurrent_upload_removes_the_others(
+    sqlite_async_engine: AsyncEngine, sqlite_engine: Engine, slow_storage: TracingBackend
 ) -> None:
     Base.metadata.create_all(sqlite_engine)
-    storage.fail("put", nth=1, times=2)
+    files = [make_file(f"f{i}.txt", size=100, seed=i) for i in range(3)]
+    slow_storage.fail("put", nth=2)
+    async with AsyncSession(sqlite_async_engine) as session:
+        session.add_all(Doc(file=f) for f in files)
+        with pytest.raises(StorageError, match="put #2"):
+            await session.commit()
+    # Uploads that wait run concurrently: all three were started, two succeeded, and
+    # both were removed again.
+    assert slow_storage.calls["put"] == 3
+    assert slow_storage.max_in_flight == 3
+    assert slow_storage.paths() == set()
+    assert all(f.has_pending_content and f.path is None for f in files)
+
+
+async def test_async_session_upload_failure_is_raised_from_await_commit(
+    sqlite_async_engine: AsyncEngine, sqlite_engine: Engine, slow_storage: TracingBackend
+) -> None:
+    Base.metadata.create_all(sqlite_engine)
+    slow_storage.fail("put", nth=1, times=2)
     async with AsyncSession(sqlite_async_engine) as session:
         session.add_all(Doc(file=make_file(f"f{i}.txt", seed=i)) for i in range(3))
         with pytest.raises(StorageError) as raised:
             await session.commit()
         # two concurrent uploads failed: both are reported, together
         assert isinstance(raised.value, StorageErrorGroup)
-        assert storage.paths() == set()
+        assert slow_storage.paths() == set()
         await session.rollback()
-    assert storage.twins["put_async"] == 3
-    assert storage.twins["put"] == 0
-    assert storage.twins["delete_async"] == 1
+    assert slow_storage.twins["put_async"] == 3
+    assert slow_storage.twins["put"] == 0
+    assert slow_storage.twins["delete_async"] == 1

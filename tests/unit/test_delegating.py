@@ -62,6 +62,23 @@ def test_configuration_and_capabilities_are_the_inner_backends(
     assert wrapper.upload_headers == inner.upload_headers
     assert wrapper.describe() == inner.describe()
     assert repr(wrapper) == f"Recording(key='outer', inner={inner!r})"
+    assert wrapper.never_waits is inner.never_waits is True
+
+
+def test_a_wrapper_never_waits_only_when_no_store_it_writes_to_waits(tmp_path: Any) -> None:
+    memory = ObstoreBackend("m", "memory://", prefix="p")
+    other = ObstoreBackend("o", "memory://", prefix="p")
+    local = ObstoreBackend("l", f"file://{tmp_path}", prefix="p")
+    assert memory.never_waits
+    assert not local.never_waits
+    assert FaultInjectingBackend(memory).never_waits
+    assert not FaultInjectingBackend(local).never_waits
+    assert MirrorBackend("mm", memory, [other]).never_waits
+    assert not MirrorBackend("ml", memory, [local]).never_waits
+    assert not MirrorBackend("lm", local, [memory]).never_waits
+    assert OverlayBackend("om", memory, other).never_waits
+    assert not OverlayBackend("ol", local, memory).never_waits
+    assert not OverlayBackend("lo", memory, local).never_waits
 
 
 def test_sync_operations_are_forwarded(inner: ObstoreBackend, wrapper: Recording) -> None:

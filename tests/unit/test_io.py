@@ -110,6 +110,47 @@ def test_gather_is_concurrent_and_bounded_in_async_code() -> None:
     assert r.most == 3
 
 
+def test_gather_at_concurrency_one_runs_one_by_one_in_async_code_without_tasks() -> None:
+    r = Recorder()
+    tasks: list[int] = []
+
+    async def counted(value: int) -> int:
+        tasks.append(len(asyncio.all_tasks()))  # the main task alone: no task per call
+        return await r.op_async(value)
+
+    async def main() -> list[object]:
+        return await run_async(Gather([Call(r.op, counted, v) for v in (1, -1, 3)], concurrency=1))
+
+    outcomes = asyncio.run(main())
+    assert outcomes[0] == 2
+    assert isinstance(outcomes[1], Boom)
+    assert outcomes[2] is NOT_RUN  # as in sync code: stops at the first failure
+    assert r.calls == ["async"] * 2
+    assert r.most == 1
+    assert tasks == [1, 1]
+    tasks.clear()
+    asyncio.run(run_async(Gather([Call(r.op, counted, v) for v in (1, 2)], concurrency=2)))
+    assert tasks == [3, 3]  # (the concurrent way: one task per call)
+
+
+def test_gather_at_concurrency_one_lets_a_cancellation_through() -> None:
+    async def main() -> None:
+        started = asyncio.Event()
+
+        async def hang() -> None:
+            started.set()
+            await asyncio.sleep(60)
+
+        calls = [Call(lambda: None, hang), Call(lambda: None, hang)]
+        task = asyncio.ensure_future(run_async(Gather(calls, concurrency=1)))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+
+
 def test_a_plan_runs_as_one_call_of_a_gather() -> None:
     def twice(r: Recorder, value: int) -> Plan[int]:
         first: int = yield Call(r.op, r.op_async, value)
