@@ -89,7 +89,14 @@ window).
 """
 
 _RECHECK_SIZE = 10_000
-"""Candidates re-checked against the live tables at once (at least `batch_size`)."""
+"""Candidates in the first group re-checked against the live tables (at least `batch_size`).
+
+Each re-check scans the file columns, so the groups double (up to `_RECHECK_MAX`): a
+store with many orphans costs a few scans, not one per 10,000 orphans, while a run with
+few re-checks them just before deleting them, as ever.
+"""
+_RECHECK_MAX = 1_000_000
+"""The largest group of candidates re-checked at once."""
 
 
 # -- garbage collection -----------------------------------------------------------------------
@@ -289,7 +296,9 @@ class _Collector:
             grace_period=grace_period,
             unsafe_grace_period=grace_period < MIN_GRACE_PERIOD,
         )
-        self.refs = _gc_sql.ReferenceTable(connection, f"sqlo_gc_refs_{uuid.uuid4().hex[:12]}")
+        name = f"sqlo_gc_{uuid.uuid4().hex[:12]}"
+        self.refs = _gc_sql.ReferenceTable(connection, f"{name}_refs")
+        self.candidates = _gc_sql.CandidateTable(connection, f"{name}_candidates")
 
     def _commit(self) -> None:
         # Only a connection the collector opened itself: a fresh transaction sees rows
@@ -299,6 +308,7 @@ class _Collector:
 
     def run(self) -> GarbageReport:
         self.refs.create()
+        self.candidates.create()
         try:
             self._stage()
             self._commit()
@@ -309,6 +319,7 @@ class _Collector:
             self._clean_up_after_failure()
             raise
         self.refs.drop()
+        self.candidates.drop()
         self._commit()
         return self.report
 
@@ -319,9 +330,10 @@ class _Collector:
             if self.owns:
                 self.conn.rollback()
             self.refs.drop()
+            self.candidates.drop()
             self._commit()
         except Exception:  # pragma: no cover - best effort; it dies with the connection
-            logger.debug("Could not drop %s", self.refs.table.name, exc_info=True)
+            logger.debug("Could not drop the collector's temporary tables", exc_info=True)
 
     def _stage(self) -> None:
         for column in self.columns:
@@ -361,33 +373,32 @@ class _Collector:
     def _sweep(self, backend: Backend) -> None:
         result = self.report.backends[backend.key] = BackendGarbage(backend.key, backend.prefix)
         page: list[ObjectInfo] = []
-        # Candidates of several pages are re-checked together: the live re-check scans
-        # the file columns, so once per page would cost (pages x rows) on a large table.
-        candidates: list[ObjectInfo] = []
-        recheck_size = max(self.batch_size, _RECHECK_SIZE)
+        # Candidates of many pages wait in the candidate table and are re-checked
+        # together: the live re-check scans the file columns, so once per page would
+        # cost (pages x rows), and the groups double so that many orphans cost a few scans.
+        group = max(self.batch_size, _RECHECK_SIZE)
+        largest = max(self.batch_size, _RECHECK_MAX)
         objects = iterate(backend.list_objects, backend.list_objects_async, backend.prefix)
         try:
             for info in objects:
                 page.append(info)
                 if len(page) >= self.batch_size:
-                    candidates.extend(self._page(backend, result, page))
+                    self._page(backend, result, page)
                     page = []
-                    if len(candidates) >= recheck_size:
-                        self._collect(backend, result, candidates)
-                        candidates = []
+                    if self.candidates.count >= group:
+                        self._collect(backend, result)
+                        group = min(2 * group, largest)
             if page:
-                candidates.extend(self._page(backend, result, page))
+                self._page(backend, result, page)
         except StorageError as exc:
             result.errors.append(f"listing {backend.prefix or '(root)'!r} failed: {exc}")
         finally:
             objects.close()  # (closes an async listing here, inside the greenlet)
-        if candidates:
-            self._collect(backend, result, candidates)
+        if self.candidates.count:
+            self._collect(backend, result)
 
-    def _page(
-        self, backend: Backend, result: BackendGarbage, page: list[ObjectInfo]
-    ) -> list[ObjectInfo]:
-        """Count a listing page; return its candidates (unreferenced and old enough)."""
+    def _page(self, backend: Backend, result: BackendGarbage, page: list[ObjectInfo]) -> None:
+        """Count a listing page; hold its candidates (unreferenced and old enough)."""
         result.scanned += len(page)
         staged = self.refs.staged(backend.key, [info.path for info in page])
         unreferenced = [info for info in page if info.path not in staged]
@@ -400,29 +411,29 @@ class _Collector:
             room = self.report_limit - len(result.too_young_paths)
             result.too_young_paths.extend(young[: max(room, 0)])
             result.too_young_paths_truncated |= room < len(young)
+        self.candidates.add([(info.path, info.size) for info in old])
         if self.progress is not None:
             self.progress(Progress("scanning", result.scanned, backend=backend.key))
-        return old
 
-    def _collect(
-        self, backend: Backend, result: BackendGarbage, candidates: list[ObjectInfo]
-    ) -> None:
-        """Re-check candidates against the live tables, then report or delete the orphans."""
+    def _collect(self, backend: Backend, result: BackendGarbage) -> None:
+        """Re-check the waiting candidates against the live tables; report or delete the orphans."""
+        self.candidates.ready()
         self._commit()
-        live = _live_references(self.conn, self.columns, [info.path for info in candidates])
+        live = _live_references(self.conn, self.columns, self.candidates)
         self._commit()
-        orphans = [info for info in candidates if info.path not in live]
-        result.referenced += len(candidates) - len(orphans)
-        result.orphaned += len(orphans)
-        if not orphans:
-            return
-        if self.dry_run:
-            room = self.report_limit - len(result.orphan_paths)
-            result.orphan_paths.extend(info.path for info in orphans[: max(room, 0)])
-            result.orphan_paths_truncated |= room < len(orphans)
-            return
-        for start in range(0, len(orphans), self.batch_size):
-            self._delete(backend, result, orphans[start : start + self.batch_size])
+        for candidates in self.candidates.pages(self.batch_size):
+            orphans = [(path, size) for path, size in candidates if path not in live]
+            result.referenced += len(candidates) - len(orphans)
+            result.orphaned += len(orphans)
+            if not orphans:
+                continue
+            if self.dry_run:
+                room = self.report_limit - len(result.orphan_paths)
+                result.orphan_paths.extend(path for path, _ in orphans[: max(room, 0)])
+                result.orphan_paths_truncated |= room < len(orphans)
+            else:
+                self._delete(backend, result, orphans)
+        self.candidates.clear()
 
     def _sweep_uploads(self, backend: Backend, result: BackendGarbage) -> None:
         """Find incomplete multipart uploads under the prefix; abort the stale ones."""
@@ -479,8 +490,10 @@ class _Collector:
                 backend.key,
             )
 
-    def _delete(self, backend: Backend, result: BackendGarbage, orphans: list[ObjectInfo]) -> None:
-        paths = [info.path for info in orphans]
+    def _delete(
+        self, backend: Backend, result: BackendGarbage, orphans: list[tuple[str, int]]
+    ) -> None:
+        paths = [path for path, _ in orphans]
         try:
             run(Call(backend.delete, backend.delete_async, paths))
         except StorageError as exc:
@@ -489,7 +502,7 @@ class _Collector:
                 "Could not delete %d orphan(s) from %r: %s", len(paths), backend.key, exc
             )
             return
-        freed = sum(info.size for info in orphans)
+        freed = sum(size for _, size in orphans)
         result.deleted += len(paths)
         result.bytes_freed += freed
         count_collected(backend.key, len(paths), freed)
@@ -497,9 +510,9 @@ class _Collector:
 
 
 def _live_references(
-    connection: Connection, columns: Iterable[FileColumn], paths: Sequence[str]
+    connection: Connection, columns: Iterable[FileColumn], candidates: _gc_sql.CandidateTable
 ) -> set[str]:
-    """Which of `paths` some row references right now, in any backend.
+    """Which of the waiting `candidates` some row references right now, in any backend.
 
     Matches the path of every stored file, renditions and list items included, whatever
     its backend, and errs on the side of keeping objects: SQLite matches a `path` key
@@ -507,9 +520,8 @@ def _live_references(
     `path` anywhere in the other documents; other databases rescan the column.
     """
     found: set[str] = set()
-    wanted = list(set(paths))
-    for column in columns if wanted else ():
-        found.update(_gc_sql.live_paths(connection, column, wanted))
+    for column in columns if candidates.count else ():
+        found.update(_gc_sql.live_paths(connection, column, candidates))
     return found
 
 

@@ -21,18 +21,20 @@ each listing page against it. How each step is phrased depends on the database:
   databases, the page's keys are looked up one by one (`IN`). Both answers are exact.
   (An anti-join that sends the page and gets back only its unreferenced keys was
   measured too: no faster on SQLite, three times slower on PostgreSQL.)
-- **The live re-check.** One scan of the file columns for a group of candidates (see
-  `live_paths`).
+- **The live re-check.** The candidates (listed, unreferenced, older than the grace
+  period) wait in a second temporary table (`CandidateTable`), so Python holds none of
+  them; one scan of the file columns re-checks a whole group of them against the live
+  rows, the database matching the scanned paths against that table (see `live_paths`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     Connection,
     Index,
@@ -43,17 +45,24 @@ from sqlalchemy import (
     TextClause,
     bindparam,
     column,
+    delete,
     insert,
     select,
     text,
     type_coerce,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 
 from ._column import stored_files
 from ._file_columns import FileColumn
 
-__all__ = ("RANGE_DIALECTS", "ReferenceTable", "iter_references", "live_paths", "raw_value")
+__all__ = (
+    "RANGE_DIALECTS",
+    "CandidateTable",
+    "ReferenceTable",
+    "iter_references",
+    "live_paths",
+    "raw_value",
+)
 
 RANGE_DIALECTS = frozenset({"sqlite", "postgresql"})
 """Databases whose staged paths sort as Python sorts strings (see the module docstring)."""
@@ -285,24 +294,86 @@ class ReferenceTable:
         return set(self.conn.scalars(self._in, {"key": key, "paths": paths}).all())
 
 
-def live_paths(connection: Connection, column: FileColumn, paths: list[str]) -> set[str]:
-    """Which of `paths` some row of `column` references right now, in any backend.
+class CandidateTable:
+    """The temporary table of the objects waiting for their live re-check: path and size.
+
+    Kept in the database, not in Python, so that a store with millions of orphans is
+    re-checked in a few large groups (a few scans of the file columns) with the
+    collector's memory still flat. Read back in keyset pages of `id`, then cleared.
+    """
+
+    def __init__(self, connection: Connection, name: str) -> None:
+        self.conn = connection
+        self.table = Table(
+            name,
+            MetaData(),
+            Column("id", Integer, primary_key=True, autoincrement=True),
+            Column("path", String(), nullable=False),
+            Column("size", BigInteger(), nullable=False),
+            prefixes=["TEMPORARY"],
+        )
+        self.quoted = connection.dialect.identifier_preparer.format_table(self.table)
+        self.count = 0
+        """How many candidates wait (since the last `clear`)."""
+
+    def create(self) -> None:
+        self.table.create(self.conn)
+
+    def drop(self) -> None:
+        self.table.drop(self.conn, checkfirst=True)
+
+    def add(self, objects: Sequence[tuple[str, int]]) -> None:
+        """Hold `(path, size)` pairs until the next re-check."""
+        if objects:
+            self.conn.execute(insert(self.table), [{"path": p, "size": s} for p, s in objects])
+            self.count += len(objects)
+
+    def ready(self) -> None:
+        """Give the planner the table's size (PostgreSQL never analyzes temporary tables)."""
+        if self.conn.dialect.name == "postgresql":
+            self.conn.exec_driver_sql(f"ANALYZE {self.quoted}")
+
+    def paths(self) -> set[str]:
+        """Every waiting path, in Python: the re-check of databases that cannot read JSON."""
+        return set(self.conn.scalars(select(self.table.c.path)))
+
+    def pages(self, size: int) -> Iterator[list[tuple[str, int]]]:
+        """The waiting `(path, size)` pairs, `size` at a time, in the order they came."""
+        c = self.table.c
+        last = 0
+        while True:
+            stmt = select(c.id, c.path, c.size).where(c.id > last).order_by(c.id).limit(size)
+            rows = self.conn.execute(stmt).all()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [(path, size_) for _, path, size_ in rows]
+
+    def clear(self) -> None:
+        self.conn.execute(delete(self.table))
+        self.count = 0
+
+
+def live_paths(connection: Connection, column: FileColumn, candidates: CandidateTable) -> set[str]:
+    """Which of the waiting `candidates` some row of `column` references right now.
 
     Matches every stored file's path whatever its backend: on SQLite a `path` key
     anywhere in the document (`json_tree`); on PostgreSQL the top-level `path` of a
     plain stored file and a `path` anywhere in the other documents (jsonpath
-    `$.**.path`); other databases walk every row. A false match keeps an orphan,
-    never deletes a referenced object.
+    `$.**.path`); other databases walk every row. The database matches the scanned
+    paths against the candidate table itself (SQLite builds a temporary index of it,
+    PostgreSQL a hash semi-join), so one scan re-checks any number of candidates. A false
+    match keeps an orphan, never deletes a referenced object.
     """
     table, v = _names(connection, column)
+    waiting = f"(SELECT path FROM {candidates.quoted})"
     dialect = connection.dialect.name
     if dialect == "sqlite":
         sql = (
             f"SELECT DISTINCT jt.value FROM {table} AS t, json_tree({v}) AS jt "
-            f"WHERE {v} IS NOT NULL AND jt.key = 'path' "
-            "AND jt.value IN (SELECT value FROM json_each(:paths))"
+            f"WHERE {v} IS NOT NULL AND jt.key = 'path' AND jt.value IN {waiting}"
         )
-        return set(connection.scalars(text(sql), {"paths": json.dumps(paths)}))
+        return set(connection.scalars(text(sql)))
     if dialect == "postgresql":
         j = f"CAST({v} AS jsonb)"
         plain = (
@@ -311,15 +382,13 @@ def live_paths(connection: Connection, column: FileColumn, paths: list[str]) -> 
         )
         sql = (
             f"SELECT {j} ->> 'path' FROM {table} AS t "
-            f"WHERE {plain} AND {j} ->> 'path' = ANY(CAST(:paths AS VARCHAR[])) "
+            f"WHERE {plain} AND {j} ->> 'path' IN {waiting} "
             f"UNION SELECT j.v #>> '{{}}' FROM {table} AS t, "
             f"jsonb_path_query({j}, 'lax $.**.path') AS j(v) "
-            f"WHERE {v} IS NOT NULL AND NOT ({plain}) "
-            "AND j.v #>> '{}' = ANY(CAST(:paths AS VARCHAR[]))"
+            f"WHERE {v} IS NOT NULL AND NOT ({plain}) AND j.v #>> '{{}}' IN {waiting}"
         )
-        stmt = text(sql).bindparams(bindparam("paths", type_=ARRAY(String())))
-        return set(connection.scalars(stmt, {"paths": paths}))
-    wanted, found = set(paths), set[str]()
+        return set(connection.scalars(text(sql)))
+    wanted, found = candidates.paths(), set[str]()
     for batch in iter_references(connection, column, 1000):
         found.update(p for _, p in batch if p in wanted)
     return found

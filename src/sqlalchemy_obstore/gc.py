@@ -29,9 +29,12 @@ in it is found by [`find_file_columns`][sqlalchemy_obstore.gc.find_file_columns]
    twice the page, `SELECT path ... WHERE backend = :b AND path IN (...)`.
 3. Unreferenced objects that are older than the grace period are looked up once more,
    against the live tables (a row committed during the scan is found), and only then
-   deleted (unless it is a dry run). That look-up scans the file columns, so candidates
-   of several pages are gathered (up to 10,000, or `batch_size` if larger) and checked
-   together: a few table scans per run rather than one per page.
+   deleted (unless it is a dry run). That look-up scans the file columns, so the
+   candidates of many pages wait in a second temporary table and are checked together,
+   the database matching the scanned paths against that table: first 10,000 (or
+   `batch_size`, if larger), then groups twice as large each time, up to 1,000,000. A
+   run with few orphans re-checks them once, just before deleting them; a store with a
+   million orphans costs about seven scans of the file columns, not one per 10,000.
 
 A temporary table was chosen over comparing two sorted streams because object stores do
 not all list in key order (and may not sort as the database collates), while the index
