@@ -266,7 +266,7 @@ def describe(name: str, d: Mapping[str, Any]) -> str:
 
 UNDO_KEY = "_undo"
 """In a file's `__dict__`, while a session may still undo its uploads: what each upload
-replaced, by path (see `_lifecycle`). Never pickled or copied."""
+replaced, by path (see `_session_io`). Never pickled or copied."""
 
 
 def pickled_state(state: dict[str, Any]) -> dict[str, Any]:

@@ -33,9 +33,9 @@ from sqlalchemy_obstore._column import (
     stored_files,
 )
 from sqlalchemy_obstore._fields import FIELD_CHECKS
-from sqlalchemy_obstore._lifecycle import _snapshot
 from sqlalchemy_obstore._migration import _rewritten, _source_entries
 from sqlalchemy_obstore._migration_copy import job_of
+from sqlalchemy_obstore._session_io import _snapshot
 from sqlalchemy_obstore.contrib.msgspec import FileObjectDict
 from sqlalchemy_obstore.gc import FileColumn
 

@@ -25,6 +25,11 @@ from sqlalchemy_obstore import (
     StoredObject,
 )
 from sqlalchemy_obstore import _lifecycle as lc
+from sqlalchemy_obstore._commit_outcome import commit_in_doubt
+from sqlalchemy_obstore._fields import UNDO_KEY
+from sqlalchemy_obstore._held_files import no_longer_held
+from sqlalchemy_obstore._session_io import Upload
+from sqlalchemy_obstore._session_state import CommitAttempt, Record, SessionState
 from sqlalchemy_obstore.lifecycle import install_listeners, installed_listeners
 from sqlalchemy_obstore.testing import memory_backends
 
@@ -76,37 +81,37 @@ def test_a_file_with_neither_content_nor_an_object_is_refused(backend: ObstoreBa
 # -- what is scheduled for deletion ---------------------------------------------------------------
 def test_replaced_files_and_their_renditions_are_scheduled(backend: ObstoreBackend) -> None:
     old = stored("k/old.png", thumb="k/old.thumb.png")
-    replaced = lc._no_longer_held([old], pending())
+    replaced = no_longer_held([old], pending())
     assert set(replaced) == {("mem", "k/old.png"), ("mem", "k/old.thumb.png")}
     assert all(b is backend for b in replaced.values())
 
 
 def test_a_file_still_held_is_not_scheduled(backend: ObstoreBackend) -> None:
     a, b = stored("k/a.png"), stored("k/b.png")
-    assert lc._no_longer_held([[a, b]], [b]) == {("mem", "k/a.png"): backend}
-    assert lc._no_longer_held([a], a) == {}  # unchanged
+    assert no_longer_held([[a, b]], [b]) == {("mem", "k/a.png"): backend}
+    assert no_longer_held([a], a) == {}  # unchanged
 
 
 def test_items_removed_from_a_list_are_scheduled(backend: ObstoreBackend) -> None:
     a, b = stored("k/a.png"), stored("k/b.png")
     pages = FileObjectList([a, b])
     pages.remove(a)
-    assert set(lc._no_longer_held([], pages)) == {("mem", "k/a.png")}
+    assert set(no_longer_held([], pages)) == {("mem", "k/a.png")}
 
 
 def test_a_file_kept_anywhere_in_the_flush_is_not_deleted(backend: ObstoreBackend) -> None:
     """Moved from one row to another in the same flush: replaced in one, held in the other."""
     moved = stored("k/moved.png")
     plan = lc._FlushPlan()
-    plan.replaced.update(lc._no_longer_held([moved], None))
+    plan.replaced.update(no_longer_held([moved], None))
     plan.take(moved, COLUMN, Row(), "file")
     assert plan.replaced
     assert plan.deletes() == {}
 
 
 def test_a_file_held_again_is_unscheduled_in_every_transaction(backend: ObstoreBackend) -> None:
-    tracker = lc._SessionState()
-    outer, inner = lc._Record(), lc._Record()
+    tracker = SessionState()
+    outer, inner = Record(), Record()
     ref = ("mem", "k/a.png")
     outer.deletes[ref] = backend
     tracker.records = {object(): outer, object(): inner}  # type: ignore[dict-item]
@@ -131,9 +136,9 @@ def test_the_end_of_a_transaction(committed: bool, root: bool, nested: bool, end
 
 
 def test_a_rollback_undoes_the_uploads_and_what_it_unscheduled(backend: ObstoreBackend) -> None:
-    outer, inner = lc._Record(), lc._Record()
+    outer, inner = Record(), Record()
     file = stored("k/new.png", thumb="k/new.thumb.png")
-    inner.uploads.append(lc._Upload(weakref.ref(file), backend, "k/new.png", ("k/new.thumb.png",)))
+    inner.uploads.append(Upload(weakref.ref(file), backend, "k/new.png", ("k/new.thumb.png",)))
     inner.unscheduled.append((outer, ("mem", "k/old.png"), backend))
     assert inner.undo() == {("mem", "k/new.png"): backend, ("mem", "k/new.thumb.png"): backend}
     assert outer.deletes == {("mem", "k/old.png"): backend}  # deleted again after commit
@@ -142,25 +147,23 @@ def test_a_rollback_undoes_the_uploads_and_what_it_unscheduled(backend: ObstoreB
 def test_a_savepoint_hands_its_work_to_the_enclosing_transaction(
     backend: ObstoreBackend,
 ) -> None:
-    outer, inner = lc._Record(), lc._Record()
+    outer, inner = Record(), Record()
     inner.deletes[("mem", "k/a.png")] = backend
     file = stored("k/b.png")
-    inner.uploads.append(lc._Upload(weakref.ref(file), backend, "k/b.png"))
+    inner.uploads.append(Upload(weakref.ref(file), backend, "k/b.png"))
     outer.merge(inner)
     assert outer.deletes == inner.deletes
     assert outer.uploads == inner.uploads
 
 
 def test_a_commit_whose_answer_was_lost_is_in_doubt() -> None:
-    assert lc._commit_in_doubt([]) is None
-    refused = lc._CommitAttempt(connection=None, settled=True)  # type: ignore[arg-type]
-    assert lc._commit_in_doubt([refused]) is None  # the database answered: rolled back
-    lost = lc._CommitAttempt(None, True, True, ConnectionResetError("gone"))  # type: ignore[arg-type]
-    assert "no answer came back (ConnectionResetError: gone)" in (lc._commit_in_doubt([lost]) or "")
-    ok = lc._CommitAttempt(connection=None)  # type: ignore[arg-type]
-    assert "1 of the session's 2 connections committed" in (
-        lc._commit_in_doubt([ok, refused]) or ""
-    )
+    assert commit_in_doubt([]) is None
+    refused = CommitAttempt(connection=None, settled=True)  # type: ignore[arg-type]
+    assert commit_in_doubt([refused]) is None  # the database answered: rolled back
+    lost = CommitAttempt(None, True, True, ConnectionResetError("gone"))  # type: ignore[arg-type]
+    assert "no answer came back (ConnectionResetError: gone)" in (commit_in_doubt([lost]) or "")
+    ok = CommitAttempt(connection=None)  # type: ignore[arg-type]
+    assert "1 of the session's 2 connections committed" in (commit_in_doubt([ok, refused]) or "")
 
 
 # -- the listeners --------------------------------------------------------------------------------
@@ -229,10 +232,10 @@ def test_the_undo_data_of_a_flush_is_never_pickled_or_copied(backend: ObstoreBac
     with Session(engine) as session:
         session.add(UndoDoc(file=file))
         session.flush()
-        assert lc.UNDO_KEY in file.__dict__  # until the transaction ends
+        assert UNDO_KEY in file.__dict__  # until the transaction ends
         for twin in (pickle.loads(pickle.dumps(file)), copy.copy(file), copy.deepcopy(file)):
-            assert lc.UNDO_KEY not in twin.__dict__
+            assert UNDO_KEY not in twin.__dict__
             assert twin == file
         session.commit()
-    assert lc.UNDO_KEY not in file.__dict__
+    assert UNDO_KEY not in file.__dict__
     engine.dispose()
