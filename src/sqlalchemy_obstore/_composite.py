@@ -7,18 +7,20 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+from ._body import close_body
 from ._copy import copying
 from ._delegating import Call as Routed
 from ._delegating import DelegatingBackend, put_kwargs
 from ._errors import (
     ConfigurationError,
+    InvalidObjectPathError,
     ObjectExistsError,
     ObjectNotFoundError,
     StorageError,
 )
 from ._io import Call, Collect, Gather, Plan, as_call, run_async, run_sync
 from ._logging import library_logger
-from ._prefixes import require_contains
+from ._prefixes import require_contains, require_managed
 from .backends import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_CONCURRENCY,
@@ -46,6 +48,26 @@ def _paths(paths: str | Sequence[str]) -> list[str]:
     return [paths] if isinstance(paths, str) else list(paths)
 
 
+def _confined(
+    backend: Backend, paths: str | Sequence[str], action: str, body: object = None
+) -> list[str]:
+    """`paths`, refused before any I/O when one lies outside `backend`'s prefix.
+
+    A wrapper's writes and deletes stay under its own prefix, as an `ObstoreBackend`'s
+    do, even where they reach backends of a wider prefix (mirrors, an overlay with a
+    wider prefix than the base): see `require_managed`. A refused put's `body` is
+    closed, as the backend it was meant for would close it.
+    """
+    batch = _paths(paths)
+    try:
+        for path in batch:
+            require_managed(backend, path, action)
+    except InvalidObjectPathError:
+        close_body(body)
+        raise
+    return batch
+
+
 # -- mirror -----------------------------------------------------------------------------------
 class MirrorBackend(DelegatingBackend):
     """Writes to a primary backend and every mirror; reads from the primary.
@@ -61,8 +83,9 @@ class MirrorBackend(DelegatingBackend):
 
     Capabilities, prefix, key layout, checksum algorithm, policy and URL signer are the
     primary's. Each mirror's prefix must be the primary's or contain it (or the mirror
-    has none): a mirror gets every object at the primary's path, and a backend deletes
-    only under its prefix.
+    has none): a mirror gets every object at the primary's path, and a backend writes
+    and deletes only under its prefix. A write or delete of a path outside the
+    primary's prefix raises `InvalidObjectPathError` before any store is touched.
 
     Args:
         key: The key columns store (usually the key the primary had).
@@ -161,6 +184,7 @@ class MirrorBackend(DelegatingBackend):
     def _putting(self, path: str, body: UploadBody, options: dict[str, Any]) -> Plan[WriteResult]:
         """A buffer goes to every store at once; a stream to the primary, then from it to
         each mirror (sync code: one store after another)."""
+        _confined(self, path, "write", body)
         primary, mirrors = self.primary, self.mirrors
         mirror_options = {**options, "create_only": False}
         buffer = isinstance(body, _BUFFERS)
@@ -234,6 +258,7 @@ class MirrorBackend(DelegatingBackend):
         return await run_async(self._putting(path, body, options))
 
     def _copying(self, source: str, destination: str, overwrite: bool) -> Plan[None]:
+        _confined(self, destination, "copy to")
         primary = self.primary
         yield Call(primary.copy, primary.copy_async, source, destination, overwrite=overwrite)
         copies = [
@@ -253,6 +278,7 @@ class MirrorBackend(DelegatingBackend):
     def _deleting(self, paths: str | Sequence[str]) -> Plan[None]:
         """Every store is tried; then the primary's error is raised, or a mirror's when
         the mirror is strict (a lenient mirror's is logged and counted)."""
+        _confined(self, paths, "delete")
         backends = [self.primary, *self.mirrors]
         deletes = [Call(b.delete, b.delete_async, paths) for b in backends]
         outcomes = yield Gather(deletes, fail_fast=False)
@@ -300,8 +326,9 @@ class OverlayBackend(DelegatingBackend):
 
     New keys are made with the overlay's prefix, key layout and checksum algorithm. The
     overlay's prefix must be the base's or contain it (or the overlay has none): the
-    overlay writes and deletes the base's paths, and a backend deletes only under its
-    prefix.
+    overlay writes and deletes the base's paths, and a backend writes and deletes only
+    under its prefix (a path outside the overlay's raises `InvalidObjectPathError`
+    before any store is touched).
 
     Args:
         key: The key columns store (usually the production key).
@@ -410,6 +437,7 @@ class OverlayBackend(DelegatingBackend):
 
     # -- writes -------------------------------------------------------------------------------
     def _putting(self, path: str, body: UploadBody, options: dict[str, Any]) -> Plan[WriteResult]:
+        _confined(self, path, "write", body)
         overlay = self.overlay
         if options["create_only"]:
             exists = yield Call(self.exists, self.exists_async, path)
@@ -461,6 +489,7 @@ class OverlayBackend(DelegatingBackend):
             )
 
     def _copying(self, source: str, destination: str, overwrite: bool) -> Plan[None]:
+        _confined(self, destination, "copy to")
         overlay = self.overlay
         holder = yield from self._locating(source)
         if holder is overlay:
@@ -489,7 +518,7 @@ class OverlayBackend(DelegatingBackend):
         await run_async(self._copying(source, destination, overwrite))
 
     def _deleting(self, paths: str | Sequence[str]) -> Plan[None]:
-        overlay, batch = self.overlay, _paths(paths)
+        overlay, batch = self.overlay, _confined(self, paths, "delete")
         yield Call(overlay.delete, overlay.delete_async, batch)
         for path in batch:
             if (yield Call(self.base.exists, self.base.exists_async, path)):

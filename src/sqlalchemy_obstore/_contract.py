@@ -215,7 +215,9 @@ class Backend(ABC):
 
     Attributes:
         key: The name columns store to find this backend.
-        prefix: Key prefix under which this backend creates new objects.
+        prefix: Key prefix under which this backend creates new objects. It bounds
+            what the backend writes and deletes (`ObstoreBackend` refuses any other
+            path with `InvalidObjectPathError`); reads may name any path.
         public_base_url: Base URL under which objects are publicly readable, if any.
         key_function: How new keys are laid out below the prefix.
         checksum_algorithm: `hashlib` algorithm for content checksums, or `None`.
@@ -342,6 +344,8 @@ class Backend(ABC):
             max_concurrency: Parts uploaded at once.
 
         Raises:
+            InvalidObjectPathError: If `path` is malformed or outside the backend's
+                prefix (before anything is sent).
             TooManyPartsError: If the body does not fit in one multipart upload of the
                 store: before anything is sent when its length is known (a buffer, a
                 [`SizedBody`][sqlalchemy_obstore.backends.SizedBody]), else when the
@@ -405,7 +409,11 @@ class Backend(ABC):
 
     @abstractmethod
     def copy(self, source: str, destination: str, *, overwrite: bool = False) -> None:
-        """Copy an object within the store; refuses to overwrite unless told to."""
+        """Copy an object within the store; refuses to overwrite unless told to.
+
+        The destination lies under the backend's prefix, as for every write (the
+        source may lie anywhere).
+        """
 
     @abstractmethod
     async def copy_async(self, source: str, destination: str, *, overwrite: bool = False) -> None:
@@ -413,7 +421,11 @@ class Backend(ABC):
 
     @abstractmethod
     def delete(self, paths: str | Sequence[str]) -> None:
-        """Delete one object or many. Deleting a missing object is not an error."""
+        """Delete one object or many. Deleting a missing object is not an error.
+
+        Only paths under the backend's prefix are deleted (`InvalidObjectPathError`
+        for any other, before anything is deleted).
+        """
 
     @abstractmethod
     async def delete_async(self, paths: str | Sequence[str]) -> None:

@@ -302,10 +302,12 @@ class InvalidFileObjectError(FileObjectError, ValueError):
 
 class InvalidObjectPathError(InvalidFileObjectError):
     """An object path is malformed (`..`, empty segments, control characters, ...) or
-    lies outside the managed prefix of the backend asked to delete it.
+    lies outside the managed prefix of the backend asked to write or delete it (a
+    `put`, a `copy` to it, a URL signed for `PUT` or `DELETE`, a delete).
 
     The library never writes such a path itself; it comes from a row, a request body or
-    application code, and it never reaches the store.
+    application code, and it never reaches the store. (Reading a well-formed path
+    outside the prefix is allowed: rows written before the prefix changed.)
     """
 
 

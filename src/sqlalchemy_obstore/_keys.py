@@ -347,11 +347,13 @@ def validate_key(key: str) -> str:
     return key
 
 
-_MALFORMED_PATH = re.compile(r"(?:^|/)\.{0,2}(?:/|$)|[\x00-\x1f\x7f-\x9f\\\\]")
-"""An empty, `.` or `..` segment (so also a leading or trailing `/`), a control character
-or a backslash: what no key this library writes contains, and what a store may resolve
-to another object than the one named (obstore drops a leading `/`; a local-files store
-reads `\\` as a separator on Windows)."""
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""What a malformed path holds: an empty, `.` or `..` segment (so also a leading or
+trailing `/`), a control character, or a backslash. No key this library writes has one,
+and a store may resolve such a path to another object than the one named (obstore drops
+a leading `/`; a local-files store reads `\\` as a separator on Windows). (Every write
+checks its path, so the test is made of `str` methods: a regular expression searched
+over the whole path costs several times more.)"""
 
 
 def check_object_path(path: str) -> str:
@@ -384,7 +386,14 @@ def check_object_path(path: str) -> str:
     """
     if path.__class__ is not str:
         raise InvalidObjectPathError(f"An object path must be a string, not {type(path).__name__}.")
-    if not path or _MALFORMED_PATH.search(path):
+    segments = path.split("/")
+    if (
+        "" in segments
+        or "." in segments
+        or ".." in segments
+        or "\\" in path
+        or (not path.isprintable() and _CONTROL_CHARACTER.search(path) is not None)
+    ):
         raise InvalidObjectPathError(
             f"Invalid object path {path!r}: a path is a non-empty, relative key with no empty, "
             "'.' or '..' segment, no leading or trailing '/', no backslash and no control "

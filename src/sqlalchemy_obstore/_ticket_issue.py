@@ -31,6 +31,7 @@ from ._fields import check_metadata
 from ._hmac import b64encode
 from ._io import Call, Plan
 from ._keys import KeyFunction, build_key, check_filename, join_key
+from ._prefixes import require_managed
 from ._registry import BackendRegistry
 from ._replay_guards import Clock
 from ._s3_requests import (
@@ -346,6 +347,12 @@ def prepare(
         ),
         upload_expires=int((now + lifetime).timestamp()) if route.method == "multipart" else None,
     )
+    # Every key a client may write lies under the backend's prefix (built from it
+    # above), like every write of the backend's own: the POST form, the multipart
+    # upload and the HMAC-signed PUT do not pass through its `put` or `sign`.
+    for key in (claims.path, claims.upload_path):
+        if key is not None:
+            require_managed(backend, key, "let a client upload to")
     return Prepared(resolved, claims, lifetime, route)
 
 

@@ -15,6 +15,7 @@ from ._errors import (
 )
 from ._file_object import FileObject
 from ._io import Call, Plan, run_async, run_sync
+from ._prefixes import require_managed
 from ._registry import BackendRegistry, storages
 from ._replay_guards import Clock, MemoryReplayGuard, ReplayGuard, SqlReplayGuard, utcnow
 from ._s3_requests import Target, credentials_now, credentials_now_async
@@ -307,8 +308,13 @@ class UploadTickets:
         return issuing(prepared, content_type, Sealing(self._encode, self._clock))
 
     # -- multipart uploads ------------------------------------------------------------------
-    def _multipart(self, ticket: str) -> tuple[Claims, PartPlan, Target]:
-        """A verified multipart ticket, its plan and bucket."""
+    def _multipart(self, ticket: str, *, writes: bool) -> tuple[Claims, PartPlan, Target]:
+        """A verified multipart ticket, its plan and bucket.
+
+        With `writes` (part URLs, completion), the upload's key must still lie under
+        its backend's prefix, as for every write (the prefix may have changed since
+        the ticket was issued); an abort writes nothing and is always allowed.
+        """
         claims = self._decode(ticket)
         plan = claims.plan
         if plan is None or claims.upload_id is None:
@@ -317,7 +323,10 @@ class UploadTickets:
                 backend=claims.backend,
                 path=claims.path,
             )
-        return claims, plan, bucket_of(self.registry.get_backend(claims.backend))
+        backend = self.registry.get_backend(claims.backend)
+        if writes:
+            require_managed(backend, claims.path, "upload to")
+        return claims, plan, bucket_of(backend)
 
     def part_urls(self, ticket: str, part_numbers: Iterable[int] | None = None) -> dict[int, str]:
         """Presigned `PUT` URLs for parts of a multipart upload (a grant's `MULTIPART`).
@@ -339,6 +348,9 @@ class UploadTickets:
             ExpiredUploadTicketError: The ticket or the upload's time has ended.
             ReplayedUploadTicketError: The ticket was redeemed already.
             UploadPartsError: A part number outside the plan, or too many at once.
+            InvalidObjectPathError: The upload's key is no longer under its backend's
+                prefix (the prefix changed since the ticket was issued): abort the
+                upload and issue a new ticket.
 
         Example:
             >>> tickets = UploadTickets("0123456789abcdef0123456789abcdef")
@@ -359,7 +371,7 @@ class UploadTickets:
     def _signing_parts(
         self, ticket: str, part_numbers: Iterable[int] | None
     ) -> Plan[dict[int, str]]:
-        claims, plan, bucket = self._multipart(ticket)
+        claims, plan, bucket = self._multipart(ticket, writes=True)
         numbers = requested_parts(claims, plan, part_numbers)
         if (yield from self._redeemed(claims.id)):
             raise self._claim_failed(claims)
@@ -370,7 +382,7 @@ class UploadTickets:
     def _completing(
         self, ticket: str, parts: Mapping[int, str] | Iterable[Any] | None
     ) -> Plan[None]:
-        claims, plan, bucket = self._multipart(ticket)
+        claims, plan, bucket = self._multipart(ticket, writes=True)
         assert claims.upload_id is not None
         etags = None if parts is None else part_etags(parts, claims)
         if (yield from self._redeemed(claims.id)):
@@ -405,6 +417,9 @@ class UploadTickets:
             FileTooLargeError: The parts hold more than planned (the store did not
                 check the signed lengths); the upload was aborted.
             ObjectNotFoundError: The upload no longer exists (aborted, or collected).
+            InvalidObjectPathError: The upload's key is no longer under its backend's
+                prefix (the prefix changed since the ticket was issued): abort the
+                upload and issue a new ticket.
             StorageError: If the store fails a request.
         """
         run_sync(self._completing(ticket, parts))
@@ -416,7 +431,7 @@ class UploadTickets:
         await run_async(self._completing(ticket, parts))
 
     def _aborting(self, ticket: str) -> Call[bool]:
-        claims, _, bucket = self._multipart(ticket)
+        claims, _, bucket = self._multipart(ticket, writes=False)
         assert claims.upload_id is not None
         return Call(send, send_async, bucket, abort(bucket, claims.path, claims.upload_id))
 

@@ -75,7 +75,7 @@ from ._contract import HttpMethod as HttpMethod  # public here too, as before
 from ._fork import obs  # obstore's functions; refused in a forked child
 from ._local import LocalRoot, inode_of
 from ._logging import library_logger
-from ._prefixes import managed_prefix
+from ._prefixes import check_within, managed_prefix
 from ._store_errors import translate, translated
 from ._stores import (
     has_static_credentials,
@@ -108,7 +108,7 @@ from .errors import (
     TooManyPartsError,
     UnsupportedOperationError,
 )
-from .keys import KeyFunction, check_object_path, join_key
+from .keys import KeyFunction, join_key
 from .validation import UploadPolicy
 
 if TYPE_CHECKING:
@@ -209,17 +209,25 @@ _AsyncWrite: TypeAlias = (
 )
 
 
-def _confined_write(method: _Write[_P]) -> _Write[_P]:
-    """Keep a write of a local-files backend inside its root (see `_local`).
+def _body_of(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> object:
+    """The body of a write's arguments (after the path), to close when it is refused."""
+    return args[0] if args else kwargs.get("body", kwargs.get("data"))
 
-    Before: no symbolic link on the key's path. After: the object now at the key,
-    reached without links, is the one obstore wrote. Other stores pass straight through.
+
+def _confined_write(method: _Write[_P]) -> _Write[_P]:
+    """Keep a write inside the backend's prefix and, on local files, inside the root.
+
+    Before any I/O: the key is well-formed and under the prefix (`_writable`; a
+    refused body is closed). On local files (see `_local`), before: no symbolic link on
+    the key's path; after: the object now at the key, reached without links, is the
+    one obstore wrote.
     """
 
     @functools.wraps(method)
     def write(
         self: ObstoreBackend, path: str, /, *args: _P.args, **kwargs: _P.kwargs
     ) -> WriteResult:
+        self._writable(path, _body_of(args, kwargs))
         local = self._local
         if local is None:
             return method(self, path, *args, **kwargs)
@@ -240,6 +248,7 @@ def _confined_write_async(method: _AsyncWrite[_P]) -> _AsyncWrite[_P]:
     async def write(
         self: ObstoreBackend, path: str, /, *args: _P.args, **kwargs: _P.kwargs
     ) -> WriteResult:
+        self._writable(path, _body_of(args, kwargs))
         local = self._local
         if local is None:
             return await method(self, path, *args, **kwargs)
@@ -262,7 +271,12 @@ class ObstoreBackend(Backend):
             other Azure forms obstore accepts, `file:///abs/dir/`, `memory://`), a
             `pathlib.Path` to a local directory, or a ready obstore store.
         prefix: Key prefix for new objects (`uploads/` → `uploads/<uuid>/<name>`). It is
-            also the prefix the garbage collector manages.
+            also the prefix the garbage collector manages, and a boundary: writes
+            (`put`, `put_buffer`, the destination of `copy`, URLs signed for `PUT` or
+            `DELETE`) and deletes of a path outside it raise `InvalidObjectPathError`
+            before any I/O. Reads (`get_bytes`, `head`, `exists`, `iter_chunks`, signed
+            download URLs, ...) work for any path: rows written before the prefix
+            changed keep their old paths.
         public_base_url: Base URL where objects are publicly readable (CDN, public
             bucket); enables `FileObject.url`.
         key_function: Custom layout of new keys below the prefix.
@@ -527,6 +541,11 @@ class ObstoreBackend(Backend):
         """Write `body` to `path` with obstore's sync `put`.
 
         See [`Backend.put`][sqlalchemy_obstore.backends.Backend.put].
+
+        Raises:
+            InvalidObjectPathError: If `path` is malformed or outside the backend's
+                prefix: a write never leaves the prefix (nothing is sent, the body is
+                closed).
         """
         chunk_size = self._part_size(path, body, chunk_size)
         options = self._put_options(
@@ -583,11 +602,17 @@ class ObstoreBackend(Backend):
         See [`Backend.put_buffer`][sqlalchemy_obstore.backends.Backend.put_buffer]. A
         create-only PUT is a single request (obstore ignores multipart settings in
         create mode), so part size and concurrency play no part.
+
+        Raises:
+            InvalidObjectPathError: If `path` is malformed or outside the backend's
+                prefix (nothing is sent).
         """
         if use_multipart is None and type(attributes) is dict and self._keeps_attributes:
             # The usual save: obstore's put with explicit keywords (no options dict to
             # build and unpack), and nothing to close when it fails. A store that keeps
-            # attributes is never local files: nothing to confine (`_confined_write`).
+            # attributes is never local files: no root to confine to, but the prefix
+            # holds as for every write (`_confined_write`; a buffer has nothing to close).
+            check_within(path, self._managed_prefix, self.key, "write")
             try:
                 result = obs.put(self.store, path, data, mode="create", attributes=attributes)
             except BaseException as exc:
@@ -841,10 +866,16 @@ class ObstoreBackend(Backend):
     def copy(self, source: str, destination: str, *, overwrite: bool = False) -> None:
         """Copy `source` to `destination` inside the store, attributes included.
 
+        `destination` must lie under the backend's prefix, as for every write; `source`
+        may lie anywhere (a row written before the prefix changed).
+
         Raises:
+            InvalidObjectPathError: If `destination` is malformed or outside the prefix
+                (nothing is copied).
             ObjectExistsError: If `destination` exists and `overwrite` is false.
             ObjectNotFoundError: If `source` does not exist.
         """
+        self._within(destination, "copy to")
         with translated(self, "copy", source, destination=destination):
             checked = self._local_copy_check(source, destination)
             obs.copy(self.store, source, destination, overwrite=overwrite)
@@ -855,6 +886,7 @@ class ObstoreBackend(Backend):
 
     async def copy_async(self, source: str, destination: str, *, overwrite: bool = False) -> None:
         """Async version of [`copy`][sqlalchemy_obstore.backends.ObstoreBackend.copy]."""
+        self._within(destination, "copy to")
         with translated(self, "copy", source, destination=destination):
             checked = self._local_copy_check(source, destination)
             await obs.copy_async(self.store, source, destination, overwrite=overwrite)
@@ -865,31 +897,39 @@ class ObstoreBackend(Backend):
 
     @traced("delete", _delete_facts)
     def delete(self, paths: str | Sequence[str]) -> None:
-        """Delete one object or many; missing objects are ignored on every store."""
+        """Delete one object or many; missing objects are ignored on every store.
+
+        Raises:
+            InvalidObjectPathError: If a path is malformed or outside the backend's
+                prefix: a delete never leaves the prefix (nothing is deleted).
+        """
         self._delete_now(paths)
 
-    def _deletable(self, paths: str | Sequence[str]) -> list[str]:
-        """The paths of a delete, each checked to be a well-formed key under the prefix.
+    def _writable(self, path: str, body: object = None) -> None:
+        """Refuse a write that would leave the prefix, as `_within` does; `body` is then
+        closed (a put owns its body)."""
+        try:
+            check_within(path, self._managed_prefix, self.key, "write")
+        except InvalidObjectPathError:
+            close_body(body)
+            raise
 
-        A delete never leaves the backend's managed prefix, whatever a row or a caller
-        names: a malformed path or one outside the prefix raises
-        `InvalidObjectPathError` before anything is deleted.
+    def _within(self, paths: str | Sequence[str], action: str) -> list[str]:
+        """The paths of a delete or a signed write, each a well-formed key under the prefix.
+
+        Writes and deletes never leave the backend's managed prefix, whatever a row or a
+        caller names (garbage collection lists only under it, so an object outside
+        could never be removed): a malformed path or one outside the prefix raises
+        `InvalidObjectPathError` before any I/O. Reads are not confined.
         """
         batch = [paths] if isinstance(paths, str) else list(paths)
-        prefix = self._managed_prefix
+        within, key = self._managed_prefix, self.key
         for path in batch:
-            check_object_path(path)
-            if prefix and not path.startswith(prefix):
-                raise InvalidObjectPathError(
-                    f"Refusing to delete {path!r}: backend {self.key!r} manages only keys "
-                    f"under {self.prefix!r}/, and a delete never leaves that prefix.",
-                    backend=self.key,
-                    path=path,
-                )
+            check_within(path, within, key, action)
         return batch
 
     def _delete_now(self, paths: str | Sequence[str]) -> None:
-        batch = self._deletable(paths)
+        batch = self._within(paths, "delete")
         if not batch:
             return
         if self._local is not None:
@@ -917,7 +957,7 @@ class ObstoreBackend(Backend):
             # each, the work obstore's runtime would hand to a blocking thread anyway.
             self._delete_now(paths)
             return
-        batch = self._deletable(paths)
+        batch = self._within(paths, "delete")
         if not batch:
             return
         try:
@@ -1206,7 +1246,13 @@ class ObstoreBackend(Backend):
     def _sign_args(
         self, paths: str | Sequence[str], method: HttpMethod, expires_in: int | float | timedelta
     ) -> tuple[str | list[str], timedelta, UrlSigner | None]:
-        """The paths, the checked lifetime and the signer of a `sign` call (`None`: the store)."""
+        """The paths, the checked lifetime and the signer of a `sign` call (`None`: the store).
+
+        A URL that writes or deletes (`PUT`, `DELETE`) is signed only for paths under the
+        prefix (`_within`); download URLs for any path.
+        """
+        if method.upper() not in _READ_METHODS:
+            self._within(paths, f"sign a {method.upper()} URL for")
         target = paths if isinstance(paths, str) else list(paths)
         if self._native_signing and self._read_signer is None:  # the usual case
             return target, self.check_expiry(expires_in), None
@@ -1274,6 +1320,11 @@ class ObstoreBackend(Backend):
         With static credentials this is pure computation (no request is made). A store
         that cannot sign natively signs through `url_signer` when one is set; `GET` and
         `HEAD` URLs go through `read_signer` when one is set, on any store.
+
+        Raises:
+            InvalidObjectPathError: For a `PUT` or `DELETE` URL, if a path is malformed
+                or outside the backend's prefix (a URL that writes or deletes never
+                leaves it; download URLs may name any path). Nothing is signed.
         """
         target, lifetime, signer = self._sign_args(paths, method, expires_in)
         if signer is not None:

@@ -464,7 +464,8 @@ def test_migrate_refuses_a_destination_outside_the_prefix_and_fails_old_rows_alo
     assert len(app.objects("files")) == 4  # nothing deleted
 
     # 2. the same prefix, and a row from before the source had its prefix: it fails alone
-    app.backends["files"].put("legacy/old.txt", b"old bytes")
+    unprefixed = ObstoreBackend("files-before", app.backends["files"].store)  # as it was then
+    unprefixed.put("legacy/old.txt", b"old bytes")
     with Session(app.engine) as session:
         legacy = FileObject(backend="files", path="legacy/old.txt", size=9, filename="old.txt")
         session.add(app.Document(title="old", file=legacy))

@@ -37,6 +37,7 @@ from sqlalchemy_obstore import (
     Backend,
     ConfigurationError,
     FileObject,
+    InvalidObjectPathError,
     MirrorBackend,
     ObjectExistsError,
     ObjectNotFoundError,
@@ -416,6 +417,60 @@ async def test_composites_over_stores_whose_prefix_holds_the_paths_write_and_del
         assert not backend.exists(f"{inner}/old.txt")
     assert [list(b.list_objects()) for b in (primary, mirror, other)] == [[], [], []]
     assert base.get_bytes(f"{inner}/old.txt") == b"old"  # only hidden by the overlay
+
+
+async def _outside(backend: Backend, mode: str, operation: str, path: str) -> None:
+    """One write or delete of `path`, with the sync or the async call."""
+    sync = mode == "sync"
+    if operation == "put":
+        if sync:
+            backend.put(path, b"leak")
+        else:
+            await backend.put_async(path, b"leak")
+    elif operation == "put create_only":
+        if sync:
+            backend.put(path, iter([b"leak"]), create_only=True)
+        else:
+            await backend.put_async(path, b"leak", create_only=True)
+    elif operation == "put_buffer":
+        if sync:
+            backend.put_buffer(path, b"leak")
+        else:
+            await backend.put_buffer_async(path, b"leak")
+    elif operation == "copy":
+        if sync:
+            backend.copy("uploads/a.txt", path)
+        else:
+            await backend.copy_async("uploads/a.txt", path, overwrite=True)
+    elif sync:
+        backend.delete(["uploads/a.txt", path])
+    else:
+        await backend.delete_async(path)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("kind", ["memory", "local"])
+@pytest.mark.parametrize("path", ["billing/ledger.csv", "uploads/../billing/ledger.csv"])
+async def test_composites_write_and_delete_nothing_outside_their_prefix(
+    mode: str, kind: str, path: str, tmp_path: Path
+) -> None:
+    """A composite's prefix bounds its writes and deletes as an `ObstoreBackend`'s does:
+    a path outside it is refused before any store is asked, even a mirror whose wider
+    prefix would take it (it could then hold an object the composite can never delete)."""
+    primary = FaultInjectingBackend(_store(kind, "primary", "uploads", tmp_path))
+    mirror = FaultInjectingBackend(ObstoreBackend("mirror", "memory://"))  # holds any path
+    base = FaultInjectingBackend(ObstoreBackend("base", "memory://", prefix="uploads"))
+    overlay = FaultInjectingBackend(_store(kind, "overlay", "uploads", tmp_path))
+    mirrored = MirrorBackend(KEY, primary, [mirror])
+    overlaid = OverlayBackend("overlaid", base, overlay)
+    for backend in (mirrored, overlaid):
+        for operation in ("put", "put create_only", "put_buffer", "copy", "delete"):
+            with pytest.raises(InvalidObjectPathError) as raised:
+                await _outside(backend, mode, operation, path)
+            assert "'uploads/'" in str(raised.value)
+    for store in (primary, mirror, base, overlay):
+        assert not store.calls, store.key  # no store was asked anything
+        assert list(store.inner.list_objects()) == []
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from sqlalchemy_obstore import (
     ExpiredUploadTicketError,
     FileTooLargeError,
     InvalidContentTypeError,
+    InvalidObjectPathError,
     ObjectNotFoundError,
     ObstoreBackend,
     ReplayedUploadTicketError,
@@ -383,6 +384,29 @@ def test_methods_per_store_and_per_upload(s3: tuple[ObstoreBackend, S3Server]) -
     assert (small.method, small.part_count, small.part_size) == ("MULTIPART", 1, 8 * MIB)
     assert tickets.abort(small.ticket)
     assert UploadTickets(SECRET, s3_method="put").issue(BACKEND, "a.pdf").method == "PUT"
+
+
+def test_a_multipart_upload_left_outside_a_changed_prefix_is_not_completed(
+    s3: tuple[ObstoreBackend, S3Server], http: httpx.Client
+) -> None:
+    """The application moves its uploads to another prefix while a client is uploading:
+    the upload's key is now outside the backend's prefix, where the backend could never
+    delete the object, so no part URL is signed and the upload is not completed (before
+    any request); aborting it still works."""
+    backend, server = s3
+    tickets = UploadTickets(SECRET)
+    grant = tickets.issue(BACKEND, "a.pdf", size=len(PDF), method="multipart")
+    put_parts(http, tickets.part_urls(grant.ticket), grant, PDF)
+    moved = s3_backend(server, key=BACKEND, prefix=f"{backend.prefix}-moved")
+    storages.register_backend(moved, replace=True)
+    with pytest.raises(InvalidObjectPathError, match="-moved/'") as raised:
+        tickets.part_urls(grant.ticket)
+    assert (raised.value.backend, raised.value.path) == (BACKEND, grant.path)
+    with pytest.raises(InvalidObjectPathError):
+        tickets.complete(grant.ticket)
+    assert not backend.exists(grant.path)  # not completed
+    assert tickets.abort(grant.ticket) is True
+    assert incomplete(backend) == []
 
 
 def boto(server: S3Server) -> Any:

@@ -376,7 +376,8 @@ def test_many_small_batches_account_for_every_object(sqlite_engine: Engine) -> N
         backend.put(path, b"x")
         if i % 3:
             rows.append({"id": i, "file": FileObject(backend="bulk", path=path), "pages": []})
-    backend.put("outside/prefix", b"x")  # not managed by this backend: never listed
+    # another backend's object in the same store: not managed by this one, never listed
+    ObstoreBackend("other", backend.store).put("outside/prefix", b"x")
     with sqlite_engine.begin() as conn:
         conn.execute(insert(doc.__table__), rows)
     report = collect_garbage(sqlite_engine, base, **LATER, dry_run=False, batch_size=7)

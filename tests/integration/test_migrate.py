@@ -864,9 +864,11 @@ async def test_a_reference_outside_the_destinations_prefix_fails_alone(
     world = World(*make_models(), {}, "")
     world.base.metadata.create_all(sqlite_engine)
 
+    before = ObstoreBackend("before", source.store)  # the source when it had no prefix
+
     def legacy(name: str, data: bytes) -> FileObject:
         path = f"legacy/{name}"
-        source.put(path, data)  # as stored when the source had no prefix
+        before.put(path, data)  # as stored then
         return FileObject(backend=SRC, path=path, size=len(data), filename=name)
 
     old_file, old_page = legacy("old.txt", b"old bytes"), legacy("page.txt", b"old page")

@@ -7,11 +7,17 @@ Litestar handler, a FastAPI handler). Each attack fails with `UntrustedReference
 (403 through `error_status`), nothing is written and B's object survives A's deletes. The
 edit-form round trip (a row's own value sent back) keeps working, and server code builds
 references on purpose through the documented trusted path.
+
+Whatever a row or a caller names, a backend writes and deletes only under its prefix
+(memory, local files and S3): every write entry point refuses any other path, in every
+spelling, before a request, while reads of old paths outside it keep working.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +43,10 @@ from sqlalchemy_obstore import (
     storages,
 )
 from sqlalchemy_obstore.contrib.msgspec import dec_hook
+from sqlalchemy_obstore.signing import HmacUrlSigner
 from sqlalchemy_obstore.uploads import error_status
 from tests.conftest import PG_SERVER
+from tests.integration.backends import s3_backend
 
 T = TypeVar("T")
 
@@ -349,7 +357,8 @@ def test_a_malformed_path_in_an_old_row_is_a_typed_error_at_use(
 def test_an_old_row_outside_the_prefix_cannot_delete_there(
     uploads: ObstoreBackend, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    uploads.put("billing/ledger.csv", b"outside the prefix")
+    # written by another backend of the same store (or this one before it had a prefix)
+    ObstoreBackend("before", uploads.store).put("billing/ledger.csv", b"outside the prefix")
     engine = create_engine(f"sqlite:///{tmp_path / 'old.sqlite'}")
     Base.metadata.create_all(engine)
     with engine.begin() as conn:  # a row from an older version, or written by hand
@@ -365,6 +374,135 @@ def test_an_old_row_outside_the_prefix_cannot_delete_there(
     with pytest.raises(InvalidObjectPathError):
         uploads.delete("billing/ledger.csv")
     engine.dispose()
+
+
+# -- writes never leave the managed prefix either --------------------------------------------------
+@dataclass
+class Confined:
+    """A backend whose prefix is `<root>/app`; `root` is this test's own (the S3 bucket is
+    shared by the whole run), and every spelling of a path tried lies below it."""
+
+    backend: ObstoreBackend
+    root: str
+
+    @property
+    def source(self) -> str:
+        return f"{self.root}/app/source.txt"
+
+    def stored(self) -> list[str]:
+        """Everything under the test's root, in the store itself (inside the prefix or not)."""
+        return sorted(info.path for info in self.backend.list_objects(self.root))
+
+
+@pytest.fixture(params=["memory", "local", "moto"])
+def confined(request: pytest.FixtureRequest, tmp_path: Path) -> Confined:
+    root = f"confined-{uuid.uuid4().hex[:12]}"
+    prefix = f"{root}/app"
+    backend: ObstoreBackend
+    if request.param == "memory":
+        backend = ObstoreBackend("confined", "memory://", prefix=prefix)
+    elif request.param == "local":
+        signer = HmacUrlSigner("confined-test-secret-0123456789abcdef")  # local files sign so
+        backend = ObstoreBackend("confined", tmp_path / "store", prefix=prefix, url_signer=signer)
+    else:
+        backend = s3_backend(request.getfixturevalue("moto_server"), key="confined", prefix=prefix)
+    confined = Confined(backend, root)
+    backend.put(confined.source, b"inside")
+    return confined
+
+
+#: Paths outside the prefix `<root>/app`, in the spellings a caller may use.
+OUTSIDE = {
+    "sibling": "{root}/billing/ledger.csv",
+    "dot-dot": "{root}/app/../billing/ledger.csv",  # looks inside, resolves outside
+    "absolute": "/{root}/billing/ledger.csv",  # obstore would drop the leading '/'
+}
+WRITES = [
+    "put",
+    "put_async",
+    "put_buffer",
+    "put_buffer_async",
+    "copy",
+    "copy_async",
+    "sign PUT",
+    "sign_async PUT",
+    "sign DELETE",
+]
+
+
+def _streamed() -> Iterator[bytes]:
+    yield b"leaked "
+    yield b"bytes"
+
+
+async def _write(backend: ObstoreBackend, operation: str, path: str, source: str) -> object:
+    if operation == "put":
+        return backend.put(path, _streamed())
+    if operation == "put_async":
+        return await backend.put_async(path, b"leaked bytes", attributes={"Content-Type": "a/b"})
+    if operation == "put_buffer":
+        return backend.put_buffer(path, b"leaked bytes", {"Content-Type": "text/plain"})
+    if operation == "put_buffer_async":
+        return await backend.put_buffer_async(path, bytearray(b"leaked bytes"))
+    if operation == "copy":
+        return backend.copy(source, path)
+    if operation == "copy_async":
+        return await backend.copy_async(source, path, overwrite=True)
+    if operation == "sign PUT":
+        return backend.sign(path, method="PUT", expires_in=60)
+    if operation == "sign_async PUT":
+        return await backend.sign_async([source, path], method="PUT", expires_in=60)
+    assert operation == "sign DELETE"
+    return backend.sign(path, method="DELETE", expires_in=60)
+
+
+@pytest.mark.parametrize("spelling", list(OUTSIDE))
+@pytest.mark.parametrize("operation", WRITES)
+async def test_a_write_never_leaves_the_prefix(
+    confined: Confined, operation: str, spelling: str
+) -> None:
+    """Like a delete, every write (and every URL that would write or delete) is refused
+    for a path outside the prefix, before any request: neither a delete nor garbage
+    collection could ever remove what it wrote."""
+    path = OUTSIDE[spelling].format(root=confined.root)
+    with pytest.raises(InvalidObjectPathError) as raised:
+        await _write(confined.backend, operation, path, confined.source)
+    error = raised.value
+    assert error.backend == "confined"
+    assert f"{confined.root}/app/" in str(error)  # names the prefix it keeps to
+    assert confined.stored() == [confined.source]  # nothing written, anywhere
+
+
+async def test_a_refused_streamed_put_closes_its_body(confined: Confined) -> None:
+    body = _streamed()
+    with pytest.raises(InvalidObjectPathError):
+        confined.backend.put(f"{confined.root}/billing/ledger.csv", body)
+    assert inspect.getgeneratorstate(body) == inspect.GEN_CLOSED
+    assert confined.stored() == [confined.source]
+
+
+async def test_reads_outside_the_prefix_keep_working(confined: Confined) -> None:
+    """Rows written before the prefix changed keep their old paths: those objects stay
+    readable (and may be copied into the prefix), while writes there stay refused."""
+    old = f"{confined.root}/legacy/old.txt"
+    before = ObstoreBackend("before", confined.backend.store)  # the backend before the change
+    before.put(old, b"from before the prefix changed")
+    backend = confined.backend
+    assert backend.get_bytes(old) == b"from before the prefix changed"
+    assert await backend.get_bytes_async(old) == b"from before the prefix changed"
+    assert backend.get_range(old, 5, 6) == b"before"
+    assert b"".join(backend.iter_chunks(old)) == b"from before the prefix changed"
+    assert backend.head(old).size == 30
+    assert backend.exists(old)
+    assert await backend.exists_async(old)
+    assert isinstance(backend.sign(old, expires_in=60), str)
+    assert isinstance((await backend.sign_download_async(old, 60))[0], str)
+    moved = f"{confined.root}/app/moved.txt"
+    backend.copy(old, moved)  # a copy may come from anywhere: its destination is what counts
+    assert backend.get_bytes(moved) == b"from before the prefix changed"
+    with pytest.raises(InvalidObjectPathError):
+        backend.put(old, b"overwritten")
+    assert backend.get_bytes(old) == b"from before the prefix changed"
 
 
 # -- web handlers --------------------------------------------------------------------------------

@@ -315,7 +315,8 @@ async def test_an_original_outside_the_prefix_gets_no_renditions(
     Base.metadata.drop_all(sqlite_engine)
     Base.metadata.create_all(sqlite_engine)
     old = png((80, 60))
-    media.put("legacy/cat.png", old)
+    # stored by the backend before it had a prefix (the same store, configured then)
+    ObstoreBackend("media-before", media.store).put("legacy/cat.png", old)
     legacy = FileObject(
         backend="media",
         path="legacy/cat.png",

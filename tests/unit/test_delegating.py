@@ -149,10 +149,10 @@ def test_sync_copies_stream_through_the_wrappers_put(
     bodies: list[object] = []
     wrapper._wrap_body = lambda body, path: bodies.append(body) or body  # type: ignore[method-assign]
     source = ObstoreBackend("source", "memory://")
-    source.put("big", _chunks(10), chunk_size=128)
-    copy_object(source, wrapper, "big", size=1000, attributes=None, chunk_size=128)
-    assert inner.get_bytes("big") == b"".join(_chunks(10))
-    assert wrapper.routed == [("put", "big")]
+    source.put("p/big", _chunks(10), chunk_size=128)  # (under the inner backend's prefix)
+    copy_object(source, wrapper, "p/big", size=1000, attributes=None, chunk_size=128)
+    assert inner.get_bytes("p/big") == b"".join(_chunks(10))
+    assert wrapper.routed == [("put", "p/big")]
     assert len(bodies) == 1
     assert isinstance(bodies[0], Iterator)  # streamed, not joined
 
@@ -175,11 +175,11 @@ def test_a_sync_copy_into_the_fault_injecting_wrapper_meets_its_part_faults(
     flaky = FaultInjectingBackend(inner)
     flaky.fail("part", nth=3)
     source = ObstoreBackend("source", "memory://")
-    source.put("big", _chunks(10), chunk_size=128)
+    source.put("p/big", _chunks(10), chunk_size=128)
     with pytest.raises(InjectedFault):
-        copy_object(source, flaky, "big", size=1000, attributes=None, chunk_size=128)
+        copy_object(source, flaky, "p/big", size=1000, attributes=None, chunk_size=128)
     assert flaky.calls["put"] == 1
-    assert not inner.exists("big")  # the streamed upload was aborted: nothing stored
+    assert not inner.exists("p/big")  # the streamed upload was aborted: nothing stored
 
 
 def test_the_fault_injecting_wrapper_keeps_the_inner_policy(inner: ObstoreBackend) -> None:

@@ -356,36 +356,36 @@ def test_without_faults_everything_is_delegated(flaky: FaultInjectingBackend) ->
 def test_the_next_call_fails_by_default(flaky: FaultInjectingBackend) -> None:
     flaky.fail("put")
     with pytest.raises(InjectedFault) as raised:
-        flaky.put("a", b"1")
+        flaky.put("p/a", b"1")
     error = raised.value
     assert isinstance(error, StorageOperationError)
     assert isinstance(error, StorageError)
-    assert (error.backend, error.path, error.operation) == ("uploads", "a", "put")
+    assert (error.backend, error.path, error.operation) == ("uploads", "p/a", "put")
     assert "injected fault: put #1" in str(error)
     assert stored(flaky) == []
-    flaky.put("a", b"1")  # only once
-    assert stored(flaky) == ["a"]
+    flaky.put("p/a", b"1")  # only once
+    assert stored(flaky) == ["p/a"]
     assert flaky.injected == [error]
 
 
 def test_nth_counts_from_when_the_fault_was_configured(flaky: FaultInjectingBackend) -> None:
-    flaky.put("before", b"0")
+    flaky.put("p/before", b"0")
     flaky.fail("put", nth=2)
-    flaky.put("a", b"1")
+    flaky.put("p/a", b"1")
     with pytest.raises(InjectedFault, match="put #3"):
-        flaky.put("b", b"2")
-    flaky.put("c", b"3")
-    assert stored(flaky) == ["a", "before", "c"]
+        flaky.put("p/b", b"2")
+    flaky.put("p/c", b"3")
+    assert stored(flaky) == ["p/a", "p/before", "p/c"]
     assert flaky.calls["put"] == 4  # failed calls count too
 
 
 def test_nth_and_times(flaky: FaultInjectingBackend) -> None:
-    flaky.put("a", b"1")
+    flaky.put("p/a", b"1")
     flaky.fail("head", nth=2, times=2)
     outcomes = []
     for _ in range(5):
         try:
-            flaky.head("a")
+            flaky.head("p/a")
         except InjectedFault:
             outcomes.append("fail")
         else:
@@ -409,14 +409,14 @@ def test_several_faults_and_clear_faults(flaky: FaultInjectingBackend) -> None:
     flaky.fail("put", nth=1, message="first")
     flaky.fail("put", nth=3, message="third")
     with pytest.raises(InjectedFault, match="first"):
-        flaky.put("a", b"1")
-    flaky.put("b", b"2")
+        flaky.put("p/a", b"1")
+    flaky.put("p/b", b"2")
     with pytest.raises(InjectedFault, match="third"):
-        flaky.put("c", b"3")
+        flaky.put("p/c", b"3")
     flaky.fail("put")
     flaky.clear_faults()
-    flaky.put("d", b"4")
-    assert stored(flaky) == ["b", "d"]
+    flaky.put("p/d", b"4")
+    assert stored(flaky) == ["p/b", "p/d"]
 
 
 def _pattern(backend: FaultInjectingBackend, calls: int) -> list[bool]:
@@ -468,23 +468,23 @@ async def achunks(count: int, size: int = 100) -> AsyncIterator[bytes]:
 
 
 def test_part_faults_on_a_streamed_upload(flaky: FaultInjectingBackend) -> None:
-    flaky.put("whole", chunks(5), chunk_size=128)
+    flaky.put("p/whole", chunks(5), chunk_size=128)
     assert flaky.calls["part"] == 5
-    assert flaky.get_bytes("whole") == b"".join(chunks(5))
+    assert flaky.get_bytes("p/whole") == b"".join(chunks(5))
 
     flaky.fail("part", nth=3)
     with pytest.raises(InjectedFault) as raised:
-        flaky.put("broken", chunks(5), chunk_size=128)
-    assert (raised.value.operation, raised.value.path) == ("part", "broken")
+        flaky.put("p/broken", chunks(5), chunk_size=128)
+    assert (raised.value.operation, raised.value.path) == ("part", "p/broken")
     assert flaky.calls["part"] == 8  # the upload stopped at the failing part
-    assert stored(flaky) == ["whole"]  # nothing of the broken upload is visible
+    assert stored(flaky) == ["p/whole"]  # nothing of the broken upload is visible
 
 
 def test_a_single_buffer_upload_has_no_parts(flaky: FaultInjectingBackend) -> None:
     flaky.fail("part")
-    flaky.put("a", b"x" * 1000)
+    flaky.put("p/a", b"x" * 1000)
     assert flaky.calls["part"] == 0
-    assert stored(flaky) == ["a"]
+    assert stored(flaky) == ["p/a"]
 
 
 def test_part_faults_through_file_object_save(flaky: FaultInjectingBackend) -> None:
@@ -538,11 +538,11 @@ async def test_async_twins_share_faults_and_counters(flaky: FaultInjectingBacken
 async def test_async_part_faults(flaky: FaultInjectingBackend) -> None:
     flaky.fail("part", nth=2)
     with pytest.raises(InjectedFault):
-        await flaky.put_async("broken", achunks(5), chunk_size=128)
+        await flaky.put_async("p/broken", achunks(5), chunk_size=128)
     assert flaky.calls["part"] == 2
-    await flaky.put_async("whole", achunks(5), chunk_size=128)
-    assert flaky.get_bytes("whole") == b"".join(chunks(5))
-    assert stored(flaky) == ["whole"]
+    await flaky.put_async("p/whole", achunks(5), chunk_size=128)
+    assert flaky.get_bytes("p/whole") == b"".join(chunks(5))
+    assert stored(flaky) == ["p/whole"]
 
 
 def test_sign_faults_come_before_the_store_is_asked(flaky: FaultInjectingBackend) -> None:
