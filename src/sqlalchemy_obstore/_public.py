@@ -10,33 +10,36 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 
 __all__ = ("adopt",)
 
 
-def adopt(namespace: MutableMapping[str, object]) -> None:
+def adopt(namespace: MutableMapping[str, object], *, parts: Sequence[str] = ()) -> None:
     """Make the public module owning `namespace` the `__module__` of what it re-exports.
 
     Only the classes and functions defined in the module's own implementation module
-    (`pkg._name` for `pkg.name`) change; names re-exported from elsewhere keep theirs.
+    (`pkg._name` for `pkg.name`), or in one of the private modules named in `parts`
+    (`("_name_report",)`: an implementation split over several modules), change;
+    names re-exported from elsewhere keep theirs.
     `typing.get_type_hints` looks a class's annotations up in the module its
     `__module__` names, which holds only the public names, so a class's string
-    annotations are resolved first, in the implementation module; one that cannot be
-    resolved there either (a name imported for type checking only) stays a string.
+    annotations are resolved first, in the module that defines the class; one that
+    cannot be resolved there either (a name imported for type checking only) stays a
+    string.
     """
     public = str(namespace["__name__"])
     package, _, name = public.rpartition(".")
-    private = f"{package}._{name}"
+    homes = {f"{package}._{name}", *(f"{package}.{part}" for part in parts)}
     exported = namespace["__all__"]
     assert isinstance(exported, (tuple, list))
     for attr in exported:
         value = namespace[attr]
         class_or_function = inspect.isclass(value) or inspect.isfunction(value)
-        if not class_or_function or value.__module__ != private:
+        if not class_or_function or value.__module__ not in homes:
             continue
         if inspect.isclass(value):
-            _resolve_annotations(value, vars(sys.modules[private]))
+            _resolve_annotations(value, vars(sys.modules[value.__module__]))
         value.__module__ = public
 
 

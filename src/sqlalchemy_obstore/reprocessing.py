@@ -65,4 +65,4 @@ __all__ = (
     "reprocess_async",
 )
 
-_adopt(globals())
+_adopt(globals(), parts=("_reprocess_report",))

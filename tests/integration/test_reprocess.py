@@ -34,7 +34,7 @@ from sqlalchemy_obstore import (
     reprocess_async,
     storages,
 )
-from sqlalchemy_obstore import _reprocessing as reprocess_module
+from sqlalchemy_obstore._reprocess_run import Reprocessing
 from sqlalchemy_obstore.processing import ImagePolicy, Rendition
 from sqlalchemy_obstore.testing import FaultInjectingBackend
 from tests.integration.backends import s3_backend
@@ -273,7 +273,7 @@ async def test_a_row_changed_meanwhile_is_not_overwritten(
     populate(db)
     old = stored(db)[2][0]
     assert old is not None
-    rewrite = reprocess_module._Reprocessing._rewrite_batch
+    rewrite = Reprocessing._rewrite_batch
     replacement = FileObject(filename="new.png", content=png((10, 10)), backend="media").save()
 
     def app_writes_first(self: Any, *args: Any) -> Any:
@@ -281,7 +281,7 @@ async def test_a_row_changed_meanwhile_is_not_overwritten(
             conn.execute(update(Photo).where(Photo.id == 2).values(image=replacement))
         return rewrite(self, *args)
 
-    monkeypatch.setattr(reprocess_module._Reprocessing, "_rewrite_batch", app_writes_first)
+    monkeypatch.setattr(Reprocessing, "_rewrite_batch", app_writes_first)
     report = await db.reprocess(Photo.image, batch_size=5)
     assert report.rows_conflicted == 1
     assert not report.ok

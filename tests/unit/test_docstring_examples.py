@@ -37,16 +37,36 @@ def _implementation(module: ModuleType) -> ModuleType:
         return module
 
 
+def _parts(module: ModuleType) -> set[ModuleType]:
+    """The modules defining the methods of the classes `module` names itself the home of.
+
+    The implementation module, or another private module the public one adopts from
+    (`adopt(..., parts=...)`: an implementation split over several modules).
+    """
+    found = set()
+    for value in vars(module).values():
+        if not inspect.isclass(value) or value.__module__ != module.__name__:
+            continue
+        for member in vars(value).values():
+            if inspect.isfunction(member) and member.__qualname__.startswith(
+                f"{value.__qualname__}."
+            ):
+                home = inspect.getmodule(member)
+                if home is not None:
+                    found.add(home)
+    return found
+
+
 class _Finder(doctest.DocTestFinder):
     """Finds a re-exported class's examples under its public module, methods included.
 
     A public module's classes name it as their `__module__`, their methods still name the
-    implementation module; the examples of both belong to the public module.
+    module that defines them; the examples of both belong to the public module.
     """
 
     def __init__(self, module: ModuleType) -> None:
         super().__init__(exclude_empty=True)
-        self.homes = {module, _implementation(module)}
+        self.homes = {module, _implementation(module), *_parts(module)}
 
     def _from_module(self, module: object, object: object) -> bool:
         found = inspect.getmodule(object)
