@@ -97,15 +97,20 @@ async def test_candidates_are_rechecked_in_groups_that_double(
     assert 0 < spy[2] < 80
 
 
+@pytest.mark.parametrize("engine_fixture", ["sqlite_engine", "pg_engine"])
 def test_the_groups_stop_doubling_at_the_largest(
-    sqlite_engine: Engine, spy: list[int], monkeypatch: pytest.MonkeyPatch
+    engine_fixture: str,
+    request: pytest.FixtureRequest,
+    spy: list[int],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    engine: Engine = request.getfixturevalue(engine_fixture)
     monkeypatch.setattr(gc_module, "_RECHECK_SIZE", 10)
     monkeypatch.setattr(gc_module, "_RECHECK_MAX", 20)
     backend = ObstoreBackend("bulk", "memory://", prefix="data")
     storages.register_backend(backend)
-    base = populate(sqlite_engine, backend)
-    report = collect_garbage(sqlite_engine, base, **LATER, dry_run=False, batch_size=7)
+    base = populate(engine, backend)
+    report = collect_garbage(engine, base, **LATER, dry_run=False, batch_size=7)
     assert report.deleted == 100
     assert sum(spy) == 100
     assert 10 <= spy[0] < 10 + 7
