@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias, TypedDict
 
 from sqlalchemy import (
@@ -27,6 +27,7 @@ from ._keys import join_key
 from ._logging import library_logger
 from ._migration_copy import Job, Mover, check_destination, delete, head, job_of
 from ._registry import BackendRegistry, storages
+from ._report_data import report_data
 from ._row_batches import Row, on_connection, require_primary_key, row_batches, swap_row
 from ._telemetry import run_span
 from .backends import DEFAULT_CHUNK_SIZE, Backend, ObjectInfo
@@ -156,17 +157,7 @@ class MigrationReport:
             >>> MigrationReport("old", "new", dry_run=True).as_dict()["ok"]
             True
         """
-        data = asdict(self)
-        data["failures"] = [
-            {**asdict(f), "primary_key": [_jsonable(v) for v in f.primary_key]}
-            for f in self.failures
-        ]
-        data["ok"] = self.ok
-        return data
-
-
-def _jsonable(value: Any) -> Any:
-    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+        return report_data(self)
 
 
 # -- what a row holds ---------------------------------------------------------------------------

@@ -12,8 +12,10 @@ points can both use it without importing each other.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
+
+from ._report_data import report_data
 
 __all__ = ("ReprocessFailure", "ReprocessProgress", "ReprocessReport")
 
@@ -112,14 +114,4 @@ class ReprocessReport:
             >>> ReprocessReport(dry_run=True).as_dict()["ok"]
             True
         """
-        data = asdict(self)
-        data["failures"] = [
-            {**asdict(f), "primary_key": [_jsonable(v) for v in f.primary_key]}
-            for f in self.failures
-        ]
-        data["ok"] = self.ok
-        return data
-
-
-def _jsonable(value: Any) -> Any:
-    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+        return report_data(self)
